@@ -1,0 +1,47 @@
+"""An institution node's app factory (a composition point)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from gateway.node.config import NodeConfig
+from gateway.node.endpoints import router as node_router
+from spe.audit import AuditLog, NodeAuditEntry, NodeAuditHead
+from spe.audit.endpoints import router as audit_router
+from spe.db import make_engine, make_sessionmaker
+from spe.errors import install_error_handlers
+from spe.identity import TokenVerifier, make_verifier
+from spe.policy import PolicyService, make_policy_service
+from spe.settings import Settings
+from spe.web import AppContext
+from spe.web.health import router as health_router
+
+NODE_AUDIT = AuditLog(NodeAuditEntry, NodeAuditHead)
+
+
+def create_node_app(
+    config: NodeConfig,
+    settings: Settings,
+    *,
+    verifier: TokenVerifier | None = None,
+    policy: PolicyService | None = None,
+) -> FastAPI:
+    engine = make_engine(config.database_url)
+    ctx = AppContext(
+        service="node",
+        settings=settings,
+        sessions=make_sessionmaker(engine),
+        verifier=verifier or make_verifier(settings),
+        # Each institution decides with its own Rego; the demo nodes share the repo's.
+        policy=policy or make_policy_service(settings),
+        audit=NODE_AUDIT,
+        name=config.node_id,
+    )
+    app = FastAPI(title=f"EHDS SPE node: {config.name or config.node_id}", version="0.1.0")
+    app.state.ctx = ctx
+    app.state.node = config
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(node_router)
+    app.include_router(audit_router)
+    return app

@@ -1,0 +1,1 @@
+"""The node's local SQL index: the attributes federated queries need, refreshed by a sync."""

@@ -1,0 +1,72 @@
+"""All SQL of the node index."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from gateway.node.index.models import Condition, Observation, Patient, Series, Study, SyncRun
+
+INDEX_TABLES = (Series, Study, Condition, Observation, Patient)  # children before parents
+
+
+def clear(session: Session) -> None:
+    for model in INDEX_TABLES:
+        session.execute(delete(model))
+
+
+def bulk_insert(session: Session, model: type, rows: Iterable[dict[str, Any]],
+                batch: int = 5000) -> int:
+    n = 0
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= batch:
+            session.execute(insert(model), chunk)
+            n += len(chunk)
+            chunk = []
+    if chunk:
+        session.execute(insert(model), chunk)
+        n += len(chunk)
+    return n
+
+
+def counts(session: Session) -> dict[str, int]:
+    result = {}
+    for name, model in (("patients", Patient), ("studies", Study), ("series", Series),
+                        ("conditions", Condition), ("observations", Observation)):
+        result[name] = session.execute(select(func.count()).select_from(model)).scalar_one()
+    result["instances"] = session.execute(
+        select(func.coalesce(func.sum(Series.instance_count), 0))
+    ).scalar_one()
+    return result
+
+
+def modality_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(Series.modality, func.count()).group_by(Series.modality).order_by(Series.modality)
+    ).all()
+    return {modality: n for modality, n in rows}
+
+
+def study_series(session: Session) -> list[tuple[str, str, str, int]]:
+    """(study uid, series uid, modality, instances) for every series, in a stable order."""
+    return [tuple(r) for r in session.execute(
+        select(Study.study_uid, Series.series_uid, Series.modality, Series.instance_count)
+        .join(Series.study).order_by(Study.study_uid, Series.series_uid)
+    ).all()]
+
+
+def add_sync_run(session: Session, run: SyncRun) -> SyncRun:
+    session.add(run)
+    session.flush()
+    return run
+
+
+def last_sync_run(session: Session) -> SyncRun | None:
+    return session.execute(
+        select(SyncRun).order_by(SyncRun.id.desc()).limit(1)
+    ).scalar_one_or_none()

@@ -1,0 +1,244 @@
+"""`spe node sync`: rebuild the node's index from its stores in one transaction.
+
+A malformed file or line is skipped, counted and reported; the sync goes on. The rebuild
+happens inside one transaction, so queries see either the old index or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from gateway.node.index import repository
+from gateway.node.index.models import Condition, Observation, Patient, Series, Study, SyncRun
+from gateway.node.sources.base import DicomSource, FhirSource, Skipped, StudyRecord
+
+MAX_SKIPPED_LISTED = 50
+
+StageProgress = Callable[[str, int], None]
+
+
+@dataclass
+class SyncReport:
+    patients: int = 0
+    studies: int = 0
+    series: int = 0
+    instances: int = 0
+    conditions: int = 0
+    observations: int = 0
+    fhir_resources: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    skipped_examples: list[dict[str, str]] = field(default_factory=list)
+    studies_without_fhir_patient: int = 0
+    seconds: float = 0.0
+
+    def skip(self, item: Skipped) -> None:
+        self.skipped += 1
+        if len(self.skipped_examples) < MAX_SKIPPED_LISTED:
+            self.skipped_examples.append({"where": item.where, "reason": item.reason})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _PatientRow:
+    id: int
+    patient_key: str
+    fhir_id: str | None
+    sex: str | None
+    birth_date: date | None
+
+
+def sync_index(
+    session: Session,
+    *,
+    dicom: DicomSource | None,
+    fhir: FhirSource | None,
+    progress: StageProgress | None = None,
+) -> SyncReport:
+    started = time.perf_counter()
+    run = repository.add_sync_run(session, SyncRun(
+        started_at=datetime.now(UTC),
+        dicom_source=getattr(dicom, "name", "") if dicom else "",
+        fhir_source=getattr(fhir, "name", "") if fhir else "",
+    ))
+    report = SyncReport()
+    repository.clear(session)
+
+    patients: dict[str, _PatientRow] = {}  # by patient key
+    by_reference: dict[str, _PatientRow] = {}  # by FHIR id and every identifier value
+    clinical: list[tuple[str, str, dict[str, Any]]] = []
+    resource_counts: Counter[str] = Counter()
+
+    def add_patient(key: str, **attrs: Any) -> _PatientRow:
+        row = _PatientRow(id=len(patients) + 1, patient_key=key, **attrs)
+        patients[key] = row
+        return row
+
+    if fhir is not None:
+        tick = (lambda n: progress("fhir", n)) if progress else None
+        for item in fhir.resources(tick):
+            if isinstance(item, Skipped):
+                report.skip(item)
+                continue
+            resource_counts[item.resource_type] += 1
+            res = item.resource
+            if item.resource_type == "Patient":
+                key = _patient_key(res)
+                if key in patients:
+                    report.skip(Skipped(item.where, f"duplicate patient key {key!r}"))
+                    continue
+                row = add_patient(key, fhir_id=res.get("id"), sex=res.get("gender"),
+                                  birth_date=_date(res.get("birthDate")))
+                for ref in _references_to(res):
+                    by_reference[ref] = row
+            elif item.resource_type in ("Condition", "Observation"):
+                subject = ((res.get("subject") or {}).get("reference")) or ""
+                clinical.append((item.resource_type, _ref_id(subject), res))
+
+    studies: list[dict[str, Any]] = []
+    series_rows: list[dict[str, Any]] = []
+    if dicom is not None:
+        tick = (lambda n: progress("dicom", n)) if progress else None
+        for item in dicom.studies(tick):
+            if isinstance(item, Skipped):
+                report.skip(item)
+                continue
+            patient = by_reference.get(item.patient_id) or patients.get(item.patient_id)
+            if patient is None:
+                report.studies_without_fhir_patient += 1
+                patient = add_patient(item.patient_id, fhir_id=None, sex=_dicom_sex(item),
+                                      birth_date=item.patient_birth_date)
+                by_reference[item.patient_id] = patient
+            study_id = len(studies) + 1
+            studies.append(_study_row(study_id, patient.id, item))
+            for s in item.series:
+                series_rows.append({
+                    "id": len(series_rows) + 1, "series_uid": s.series_uid, "study_id": study_id,
+                    "modality": s.modality, "body_part": s.body_part,
+                    "manufacturer": s.manufacturer, "series_number": s.series_number,
+                    "instance_count": s.instance_count,
+                })
+
+    repository.bulk_insert(session, Patient, (
+        {"id": p.id, "patient_key": p.patient_key, "fhir_id": p.fhir_id, "sex": p.sex,
+         "birth_date": p.birth_date} for p in patients.values()
+    ))
+    repository.bulk_insert(session, Study, studies)
+    repository.bulk_insert(session, Series, series_rows)
+    conditions, observations = _clinical_rows(clinical, by_reference, report)
+    repository.bulk_insert(session, Condition, conditions)
+    repository.bulk_insert(session, Observation, observations)
+
+    report.patients = len(patients)
+    report.studies = len(studies)
+    report.series = len(series_rows)
+    report.instances = sum(r["instance_count"] for r in series_rows)
+    report.conditions = len({r["fhir_id"] for r in conditions})
+    report.observations = len(observations)
+    report.fhir_resources = dict(sorted(resource_counts.items()))
+    report.seconds = round(time.perf_counter() - started, 3)
+    run.finished_at = datetime.now(UTC)
+    run.report = json.dumps(report.to_dict())
+    session.flush()
+    return report
+
+
+def _study_row(study_id: int, patient_id: int, item: StudyRecord) -> dict[str, Any]:
+    modalities = sorted({s.modality for s in item.series if s.modality})
+    return {
+        "id": study_id, "study_uid": item.study_uid, "patient_id": patient_id,
+        "study_date": item.study_date, "modalities": "\\".join(modalities),
+        "series_count": len(item.series),
+        "instance_count": sum(s.instance_count for s in item.series),
+    }
+
+
+def _clinical_rows(
+    clinical: list[tuple[str, str, dict[str, Any]]],
+    by_reference: dict[str, _PatientRow],
+    report: SyncReport,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    conditions: list[dict[str, Any]] = []
+    observations: list[dict[str, Any]] = []
+    for kind, subject, res in clinical:
+        patient = by_reference.get(subject)
+        if patient is None:
+            report.skip(Skipped(f"{kind}/{res.get('id')}", f"subject {subject!r} not found"))
+            continue
+        codings = [c for c in (res.get("code") or {}).get("coding", []) if c.get("code")]
+        if kind == "Condition":
+            onset = _date(res.get("onsetDateTime") or res.get("recordedDate"))
+            for c in codings:
+                conditions.append({
+                    "id": len(conditions) + 1, "patient_id": patient.id,
+                    "fhir_id": res.get("id"), "system": c.get("system") or "",
+                    "code": c["code"], "onset_date": onset,
+                })
+        else:
+            quantity = res.get("valueQuantity") or {}
+            for c in codings[:1]:  # the primary coding names what was measured
+                observations.append({
+                    "id": len(observations) + 1, "patient_id": patient.id,
+                    "fhir_id": res.get("id"), "system": c.get("system") or "",
+                    "code": c["code"], "value": quantity.get("value"),
+                    "unit": quantity.get("code") or quantity.get("unit"),
+                    "effective_date": _date(res.get("effectiveDateTime")),
+                })
+    return conditions, observations
+
+
+def _patient_key(patient: dict[str, Any]) -> str:
+    """The medical record number: the identifier typed MR, or one whose system says mrn."""
+    identifiers = patient.get("identifier") or []
+    for ident in identifiers:
+        codings = ((ident.get("type") or {}).get("coding")) or []
+        if any(c.get("code") == "MR" for c in codings) and ident.get("value"):
+            return str(ident["value"])
+    for ident in identifiers:
+        if "mrn" in (ident.get("system") or "").lower() and ident.get("value"):
+            return str(ident["value"])
+    return str(patient.get("id"))
+
+
+def _references_to(patient: dict[str, Any]) -> list[str]:
+    refs = [str(patient["id"])] if patient.get("id") else []
+    refs += [str(i["value"]) for i in patient.get("identifier") or [] if i.get("value")]
+    return refs
+
+
+def _ref_id(reference: str) -> str:
+    # "Patient/123" from servers and NDJSON, "urn:uuid:..." inside Synthea's bundles.
+    if reference.startswith("urn:uuid:"):
+        return reference.removeprefix("urn:uuid:")
+    return reference.rpartition("/")[2]
+
+
+def _date(value: Any) -> date | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = str(value)
+    try:
+        if len(text) == 4:
+            return date(int(text), 1, 1)
+        if len(text) == 7:
+            return date(int(text[:4]), int(text[5:7]), 1)
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        return None
+
+
+def _dicom_sex(item: StudyRecord) -> str | None:
+    return {"M": "male", "F": "female", "O": "other"}.get(item.patient_sex or "")

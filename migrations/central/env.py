@@ -1,0 +1,38 @@
+"""Alembic environment for the central database (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from spe.db import make_engine
+from spe.db.base import CentralBase as Base
+import spe.users.models  # noqa: F401  (registers tables)
+import spe.audit.models  # noqa: F401
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=config.get_main_option("sqlalchemy.url"),
+                      target_metadata=target_metadata, literal_binds=True,
+                      render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    with engine.connect() as connection:
+        # Batch mode lets later ALTERs work on SQLite too.
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,65 @@
+# METADATA
+# title: Endpoint authorisation
+# description: |
+#   Which role may call which endpoint of the central service and of an institution node.
+#   Input: {"service": "central"|"node", "method", "route" (the route template),
+#   "subject": {"id", "roles", "institution"}}. Query `data.authz.decision`.
+#   Tier, permit and dataset checks are separate policies; this one only gates the door.
+#   Rules are functions of their input so tests call them directly: the embedded engine
+#   (regopy) cannot evaluate built-ins under `with input as`, and its sprintf quotes
+#   strings returned by functions, so reasons are built with concat.
+package authz
+
+import rego.v1
+
+# Endpoints any authenticated user may call, whatever their role.
+open_to_authenticated := {
+	"central": {"GET /api/v1/me"},
+	"node": set(),
+}
+
+# Endpoint -> roles that may call it.
+permissions := {
+	"central": {
+		"GET /api/v1/audit": {"admin"},
+		"GET /api/v1/audit/verify": {"admin"},
+		"GET /api/v1/users": {"admin"},
+	},
+	"node": {
+		"GET /api/v1/index/summary": {"admin", "hdab"},
+		"GET /api/v1/audit": {"admin"},
+		"GET /api/v1/audit/verify": {"admin"},
+	},
+}
+
+endpoint(req) := concat(" ", [req.method, req.route])
+
+known(req) if endpoint(req) in open_to_authenticated[req.service]
+
+known(req) if permissions[req.service][endpoint(req)]
+
+# METADATA
+# description: Any authenticated user with at least one role may call an open endpoint.
+allowed(req) if {
+	count(req.subject.roles) > 0
+	endpoint(req) in open_to_authenticated[req.service]
+}
+
+# METADATA
+# description: A caller with one of the endpoint's roles may call it.
+allowed(req) if {
+	some role in req.subject.roles
+	role in permissions[req.service][endpoint(req)]
+}
+
+# METADATA
+# description: The decision object, {"allow": bool, "reason": string}; denies by default.
+decide(req) := {"allow": true, "reason": concat("", ["allowed: ", endpoint(req), " on ", req.service])} if {
+	allowed(req)
+} else := {"allow": false, "reason": concat("", [
+	"denied: roles [", concat(", ", req.subject.roles), "] may not call ", endpoint(req), " on ", req.service,
+])} if {
+	known(req)
+} else := {"allow": false, "reason": concat("", ["denied: ", endpoint(req), " is not a known endpoint of ", req.service])}
+
+decision := decide(input)

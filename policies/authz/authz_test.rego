@@ -1,0 +1,54 @@
+package authz_test
+
+import rego.v1
+
+import data.authz
+
+req(service, method, route, roles) := {
+	"service": service,
+	"method": method,
+	"route": route,
+	"subject": {"id": "u@issuer", "roles": roles, "institution": null},
+}
+
+test_admin_may_verify_the_audit_log if {
+	authz.decide(req("central", "GET", "/api/v1/audit/verify", ["admin"])).allow
+}
+
+test_researcher_may_not_verify_the_audit_log if {
+	not authz.decide(req("central", "GET", "/api/v1/audit/verify", ["researcher"])).allow
+}
+
+test_denial_names_the_roles if {
+	d := authz.decide(req("central", "GET", "/api/v1/audit", ["researcher"]))
+	not d.allow
+	contains(d.reason, "researcher")
+}
+
+test_any_role_may_read_me if {
+	authz.decide(req("central", "GET", "/api/v1/me", ["output_checker"])).allow
+}
+
+test_no_role_may_not_read_me if {
+	not authz.decide(req("central", "GET", "/api/v1/me", [])).allow
+}
+
+test_unknown_endpoint_is_denied if {
+	d := authz.decide(req("central", "DELETE", "/api/v1/everything", ["admin"]))
+	not d.allow
+	contains(d.reason, "not a known endpoint")
+}
+
+test_node_endpoints_are_separate if {
+	not authz.decide(req("node", "GET", "/api/v1/me", ["admin"])).allow
+	authz.decide(req("node", "GET", "/api/v1/index/summary", ["hdab"])).allow
+	not authz.decide(req("node", "GET", "/api/v1/index/summary", ["researcher"])).allow
+}
+
+test_method_matters if {
+	not authz.decide(req("node", "POST", "/api/v1/index/summary", ["admin"])).allow
+}
+
+test_missing_subject_is_denied if {
+	not authz.decide({"service": "central", "method": "GET", "route": "/api/v1/me"}).allow
+}

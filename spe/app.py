@@ -1,0 +1,60 @@
+"""The central service's app factory: a composition point, so it may import every package."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from spe.audit import AuditLog, CentralAuditEntry, CentralAuditHead
+from spe.audit.endpoints import router as audit_router
+from spe.db import make_engine, make_sessionmaker
+from spe.errors import install_error_handlers
+from spe.identity import DemoIssuer, demo_issuer, make_verifier
+from spe.policy import make_policy_service
+from spe.settings import Settings, get_settings
+from spe.users import service as users
+from spe.users.endpoints import router as users_router
+from spe.web import AppContext
+from spe.web.health import router as health_router
+
+CENTRAL_AUDIT = AuditLog(CentralAuditEntry, CentralAuditHead)
+
+
+def create_central_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    issuer: DemoIssuer | None = None if settings.oidc_jwks_url else demo_issuer(settings)
+    engine = make_engine(settings.resolved_database_url)
+    ctx = AppContext(
+        service="central",
+        settings=settings,
+        sessions=make_sessionmaker(engine),
+        verifier=make_verifier(settings, issuer),
+        policy=make_policy_service(settings),
+        audit=CENTRAL_AUDIT,
+        name="central",
+        on_principal=lambda session, principal: users.register(session, principal),
+    )
+    app = FastAPI(title="EHDS SPE: central services", version="0.1.0")
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(users_router)
+    app.include_router(audit_router)
+    if issuer is not None:
+        _mount_demo_issuer(app, issuer)
+    return app
+
+
+def _mount_demo_issuer(app: FastAPI, issuer: DemoIssuer) -> None:
+    """Publish the demo issuer's keys the way an OIDC provider does, so nodes can fetch them."""
+
+    @app.get("/.well-known/openid-configuration", tags=["identity"])
+    def openid_configuration() -> dict:
+        return {
+            "issuer": issuer.issuer,
+            "jwks_uri": f"{issuer.issuer}/.well-known/jwks.json",
+            "id_token_signing_alg_values_supported": ["ES256"],
+        }
+
+    @app.get("/.well-known/jwks.json", tags=["identity"])
+    def jwks() -> dict:
+        return issuer.jwks()

@@ -1,0 +1,209 @@
+"""Writing and verifying the hash chain.
+
+Each entry's hash is SHA-256 over its canonical JSON (sequence number, time, actor, action,
+object, decision, reason, details) and the previous entry's hash, so editing, deleting or
+reordering any row breaks the chain at that row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from spe.audit.models import AuditEntryMixin, AuditHeadMixin
+
+GENESIS = "0" * 64
+DECISIONS = frozenset({"allow", "deny", "info", "error"})
+
+
+def _utc(at: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything is written in UTC.
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def entry_hash(
+    *,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    object: str,
+    decision: str,
+    reason: str,
+    details: str,
+    prev_hash: str,
+) -> str:
+    canonical = json.dumps(
+        {
+            "seq": seq,
+            "at": _utc(at).isoformat(timespec="microseconds"),
+            "actor": actor,
+            "action": action,
+            "object": object,
+            "decision": decision,
+            "reason": reason,
+            "details": details,
+            "prev": prev_hash,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    seq: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"entry {self.seq}: {self.problem}"
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    breaks: list[ChainBreak] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+    @property
+    def first_bad(self) -> ChainBreak | None:
+        return self.breaks[0] if self.breaks else None
+
+
+class AuditLog:
+    """The audit log of one database, given its entry and head models."""
+
+    def __init__(self, entry_model: type[AuditEntryMixin], head_model: type[AuditHeadMixin]):
+        self.entry_model = entry_model
+        self.head_model = head_model
+
+    def _head(self, session: Session) -> AuditHeadMixin:
+        head = session.execute(
+            select(self.head_model).where(self.head_model.id == 1).with_for_update()
+        ).scalar_one_or_none()
+        if head is None:
+            head = self.head_model(id=1, last_seq=0, last_hash=GENESIS, base_seq=0,
+                                   base_hash=GENESIS)
+            session.add(head)
+            session.flush()
+        return head
+
+    def record(
+        self,
+        session: Session,
+        *,
+        actor: str,
+        action: str,
+        object: str,
+        decision: str,
+        reason: str = "",
+        details: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> AuditEntryMixin:
+        """Append one entry in the caller's transaction: it commits or rolls back with it."""
+        if decision not in DECISIONS:
+            raise ValueError(f"audit decision must be one of {sorted(DECISIONS)}")
+        head = self._head(session)
+        at = _utc(at or datetime.now(UTC))
+        fields = {
+            "seq": head.last_seq + 1,
+            "at": at,
+            "actor": actor[:320],
+            "action": action[:120],
+            "object": object[:500],
+            "decision": decision,
+            "reason": reason,
+            "details": json.dumps(details or {}, sort_keys=True, default=str),
+            "prev_hash": head.last_hash,
+        }
+        digest = entry_hash(**fields)
+        entry = self.entry_model(**fields, hash=digest)
+        session.add(entry)
+        head.last_seq = fields["seq"]
+        head.last_hash = digest
+        session.flush()
+        return entry
+
+    def entries(self, session: Session, *, batch: int = 2000) -> Iterator[AuditEntryMixin]:
+        model = self.entry_model
+        last = -1
+        while True:
+            rows = session.execute(
+                select(model).where(model.seq > last).order_by(model.seq).limit(batch)
+            ).scalars().all()
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].seq
+            session.expunge_all()
+
+    def verify(self, session: Session) -> VerifyReport:
+        """Walk the chain from its anchor; name every entry where it breaks."""
+        report = VerifyReport()
+        head = session.execute(
+            select(self.head_model).where(self.head_model.id == 1)
+        ).scalar_one_or_none()
+        expected_seq = (head.base_seq if head else 0) + 1
+        prev = head.base_hash if head else GENESIS
+        for entry in self.entries(session):
+            report.checked += 1
+            if entry.seq != expected_seq:
+                report.breaks.append(ChainBreak(
+                    expected_seq,
+                    f"missing: found entry {entry.seq} where entry {expected_seq} belongs "
+                    "(entries deleted or reordered)",
+                ))
+            recomputed = entry_hash(
+                seq=entry.seq, at=entry.at, actor=entry.actor, action=entry.action,
+                object=entry.object, decision=entry.decision, reason=entry.reason,
+                details=entry.details, prev_hash=entry.prev_hash,
+            )
+            if recomputed != entry.hash:
+                report.breaks.append(ChainBreak(entry.seq, "content does not match its hash "
+                                                           "(entry edited)"))
+            elif entry.prev_hash != prev:
+                report.breaks.append(ChainBreak(entry.seq, "does not link to the entry before "
+                                                           "it (entries deleted or reordered)"))
+            prev = entry.hash
+            expected_seq = entry.seq + 1
+        if head is not None and (head.last_seq != expected_seq - 1 or head.last_hash != prev):
+            report.breaks.append(ChainBreak(
+                head.last_seq,
+                f"the chain ends at entry {expected_seq - 1} but its head records entry "
+                f"{head.last_seq} (entries deleted from the end)",
+            ))
+        return report
+
+    def prune(self, session: Session, *, retention_days: int, now: datetime | None = None) -> int:
+        """Delete entries older than the retention period, keeping the chain verifiable.
+
+        The hash of the last deleted entry becomes the new anchor. Refuses a retention
+        shorter than a year (EHDS Art. 73(1)(e)).
+        """
+        if retention_days < 365:
+            raise ValueError("audit retention must be at least 365 days (EHDS Art. 73(1)(e))")
+        cutoff = _utc(now or datetime.now(UTC)) - timedelta(days=retention_days)
+        model = self.entry_model
+        last_old = session.execute(
+            select(model).where(model.at < cutoff).order_by(model.seq.desc()).limit(1)
+        ).scalar_one_or_none()
+        if last_old is None:
+            return 0
+        head = self._head(session)
+        removed = session.execute(delete(model).where(model.seq <= last_old.seq)).rowcount
+        head.base_seq = last_old.seq
+        head.base_hash = last_old.hash
+        session.flush()
+        return removed or 0

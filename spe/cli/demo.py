@@ -1,0 +1,208 @@
+"""The demo federation: central services plus one node per institution, on one machine.
+
+First start generates the synthetic data; every start migrates and syncs the nodes, then
+serves the apps until Ctrl-C, which stops every server (and Orthanc) cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from rich.table import Table
+
+from spe.cli.progress import console, progress_bar, stage_counter
+from spe.settings import Settings
+
+DEMO_USERS = (
+    ("alice", "researcher", None),
+    ("bob", "approver", "site-a"),
+    ("hilde", "hdab", None),
+    ("olga", "output_checker", None),
+    ("root", "admin", None),
+)
+
+
+class DemoError(Exception):
+    pass
+
+
+@dataclass
+class DemoNode:
+    node_id: str
+    name: str
+    database_url: str
+    dicom: str
+    fhir: str
+    port: int
+
+
+class _Server(uvicorn.Server):
+    # One signal handler for all servers (installed below), not one per server.
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+def _synthesise(synth_dir: Path, institutions: int, patients: int, seed: int) -> dict:
+    from spe.synth import generate
+
+    manifest = synth_dir / "manifest.json"
+    if manifest.exists():
+        data = json.loads(manifest.read_text())
+        if data.get("seed") == seed and len(data.get("institutions", [])) == institutions \
+                and data.get("patients_per_institution") == patients:
+            console.print(f"synthetic data already in {synth_dir}")
+            return data
+        raise DemoError(f"{synth_dir} holds data made with other settings; remove it first")
+    console.print(f"generating {institutions} x {patients} synthetic patients in {synth_dir}")
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def tick(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
+
+        generate(synth_dir, institutions=institutions, patients=patients, seed=seed,
+                 progress=tick)
+    return json.loads(manifest.read_text())
+
+
+def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, port: int,
+             orthanc: bool) -> None:
+    from gateway.node.service import NodeSyncError, run_sync
+    from spe.db.migrate import upgrade
+    from spe.identity import demo_issuer
+
+    data_dir = data_dir.resolve()
+    settings = Settings(data_dir=data_dir, oidc_issuer=f"http://127.0.0.1:{port}",
+                        environment="development")
+    manifest = _synthesise(data_dir / "synth", institutions, patients, seed)
+    site_ids = [inst["id"] for inst in manifest["institutions"]]
+    names = {inst["id"]: inst.get("name", inst["id"]) for inst in manifest["institutions"]}
+
+    upgrade(settings.resolved_database_url, "central")
+    nodes = [
+        DemoNode(
+            node_id=site,
+            name=names[site],
+            database_url=f"sqlite:///{data_dir / 'nodes' / site / 'node.db'}",
+            dicom=f"folder:{data_dir / 'synth' / site / 'dicom'}",
+            fhir=f"ndjson:{data_dir / 'synth' / site / 'fhir'}",
+            port=port + 1 + i,
+        )
+        for i, site in enumerate(site_ids)
+    ]
+    pacs = None
+    try:
+        if orthanc:
+            pacs = _start_orthanc(data_dir, nodes[-1])
+        totals = {"patients": 0, "instances": 0}
+        for node in nodes:
+            try:
+                with stage_counter(f"sync {node.node_id}") as tick:
+                    report = run_sync(node.database_url, dicom=node.dicom, fhir=node.fhir,
+                                      actor="demo", progress=tick)
+            except NodeSyncError as exc:
+                raise DemoError(f"{node.node_id}: {exc}") from exc
+            totals["patients"] += report.patients
+            totals["instances"] += report.instances
+            console.print(
+                f"{node.node_id}: {report.patients} patients, {report.studies} studies, "
+                f"{report.series} series, {report.instances} instances, "
+                f"{report.conditions} conditions, skipped {report.skipped}"
+            )
+        console.print(f"federation: {len(nodes)} nodes, {totals['patients']} patients, "
+                      f"{totals['instances']} DICOM instances")
+        issuer = demo_issuer(settings)
+        _print_access(settings, nodes, issuer)
+        asyncio.run(_serve_all(settings, nodes, issuer))
+    finally:
+        if pacs is not None:
+            pacs.stop()
+    console.print("demo stopped")
+
+
+def _start_orthanc(data_dir: Path, node: DemoNode):
+    from gateway.node.orthanc_process import OrthancError, OrthancProcess, orthanc_available
+
+    if not orthanc_available():
+        raise DemoError("--orthanc needs the Debian package `orthanc` (apt-get install orthanc "
+                        "orthanc-dicomweb)")
+    folder = Path(node.dicom.removeprefix("folder:"))
+    pacs = OrthancProcess(data_dir / "orthanc", peers={"SPE-NODE": 0})
+    try:
+        pacs.start()
+        files = sorted(folder.rglob("*.dcm"))
+        if pacs.instance_count() < len(files):
+            console.print(f"loading {len(files)} instances of {node.node_id} into Orthanc")
+            pacs.upload(files)
+    except OrthancError as exc:
+        pacs.stop()
+        raise DemoError(str(exc)) from exc
+    node.dicom = f"dimse://{pacs.aet}@127.0.0.1:{pacs.dicom_port}"
+    console.print(f"{node.node_id} reads its images from Orthanc: {pacs.http_url} "
+                  f"(DIMSE port {pacs.dicom_port})")
+    return pacs
+
+
+def _print_access(settings: Settings, nodes: list[DemoNode], issuer) -> None:
+    table = Table(title="demo federation")
+    table.add_column("service")
+    table.add_column("URL")
+    central = settings.oidc_issuer
+    table.add_row("central", f"{central}  (API docs: {central}/docs)")
+    for node in nodes:
+        table.add_row(f"node {node.node_id}", f"http://127.0.0.1:{node.port}  ({node.name})")
+    console.print(table)
+    tokens = {}
+    for user, role, institution in DEMO_USERS:
+        tokens[role] = issuer.mint(user, [role], institution=institution, ttl_seconds=12 * 3600)
+    token_file = settings.data_dir / "tokens.json"
+    token_file.write_text(json.dumps(tokens, indent=2))
+    token_file.chmod(0o600)
+    console.print(f"tokens for each role (valid 12 h), also in {token_file}:")
+    for role, tok in tokens.items():
+        console.print(f"[bold]{role}[/bold]: {tok}", soft_wrap=True)
+    console.print(f'try: curl -H "Authorization: Bearer $(jq -r .admin {token_file})" '
+                  f"{central}/api/v1/audit/verify")
+    console.print("press Ctrl-C to stop")
+
+
+async def _serve_all(settings: Settings, nodes: list[DemoNode], issuer) -> None:
+    from gateway.node.app import create_node_app
+    from gateway.node.config import NodeConfig
+    from spe.app import create_central_app
+    from spe.identity import make_verifier
+    from spe.policy import make_policy_service
+
+    verifier = make_verifier(settings, issuer)
+    policy = make_policy_service(settings)
+    apps = [("central", create_central_app(settings), int(settings.oidc_issuer.rsplit(":", 1)[1]))]
+    for node in nodes:
+        config = NodeConfig(node.node_id, node.name, node.database_url, node.dicom, node.fhir)
+        apps.append((node.node_id,
+                     create_node_app(config, settings, verifier=verifier, policy=policy),
+                     node.port))
+    servers = [
+        _Server(uvicorn.Config(app, host="127.0.0.1", port=p, log_level="warning",
+                               lifespan="off"))
+        for _, app, p in apps
+    ]
+
+    def stop(*_: object) -> None:
+        for server in servers:
+            if server.should_exit:
+                server.force_exit = True
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    await asyncio.gather(*(s.serve() for s in servers))

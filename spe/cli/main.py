@@ -1,0 +1,260 @@
+"""`spe`: tokens, synthetic data, migrations, node syncs, audit checks, servers, the demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from spe.cli.progress import console, progress_bar, stage_counter
+from spe.settings import InsecureConfiguration, Settings
+
+app = typer.Typer(help="EHDS secure processing environment", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+node_app = typer.Typer(help="Institution node commands", no_args_is_help=True)
+audit_app = typer.Typer(help="Audit log commands", no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations", no_args_is_help=True)
+policy_app = typer.Typer(help="Policy commands", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
+app.add_typer(policy_app, name="policy")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except InsecureConfiguration as exc:
+        raise fail(str(exc)) from None
+    except ValueError as exc:  # pydantic's ValidationError
+        raise fail(f"invalid SPE_* configuration: {exc}") from None
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="The user's subject (unique id)")],
+    role: Annotated[list[str], typer.Option(help="Role; repeat for several")],
+    institution: Annotated[str | None, typer.Option(help="Institution (for approvers)")] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 3600,
+) -> None:
+    """Mint a token from the demo issuer (development only)."""
+    from spe.identity import demo_issuer
+
+    settings = load_settings()
+    if settings.oidc_jwks_url:
+        raise fail("tokens come from the identity provider at SPE_OIDC_ISSUER, not from spe")
+    try:
+        typer.echo(demo_issuer(settings).mint(user, role, institution=institution,
+                                              ttl_seconds=ttl))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Output folder")],
+    institutions: Annotated[int, typer.Option(min=1, max=26)] = 3,
+    patients: Annotated[int, typer.Option(min=1, help="Patients per institution")] = 300,
+    seed: int = 1,
+) -> None:
+    """Write a synthetic federation: FHIR NDJSON and DICOM per institution."""
+    from spe.synth import generate
+
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def tick(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
+
+        summary = generate(out, institutions=institutions, patients=patients, seed=seed,
+                           progress=tick)
+    console.print_json(summary.to_json())
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    target: Annotated[str, typer.Option(help="central or node")] = "central",
+    url: Annotated[str | None, typer.Option(help="Database URL (default: SPE_DATABASE_URL)")]
+    = None,
+) -> None:
+    """Apply the Alembic migrations (SQLite or PostgreSQL)."""
+    from spe.db.migrate import upgrade
+
+    if target not in ("central", "node"):
+        raise fail("--target must be central or node")
+    settings = load_settings()
+    upgrade(url or settings.resolved_database_url, target)  # type: ignore[arg-type]
+    console.print(f"{target} database is at the latest migration")
+
+
+@node_app.command("sync")
+def node_sync(
+    database_url: Annotated[str | None, typer.Option(help="Node database URL")] = None,
+    dicom: Annotated[str | None, typer.Option(
+        help="folder:PATH | dimse://AET@HOST:PORT | dicomweb:URL (default SPE_NODE_DICOM)")]
+    = None,
+    fhir: Annotated[str | None, typer.Option(
+        help="ndjson:PATH | bundle:PATH (default SPE_NODE_FHIR)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Rebuild this node's index from its DICOM and FHIR stores."""
+    from gateway.node.service import NodeSyncError, run_sync
+
+    settings = load_settings()
+    url = database_url or settings.database_url
+    if not url:
+        raise fail("give --database-url or set SPE_DATABASE_URL for the node database")
+    try:
+        with stage_counter("sync") as tick:
+            report = run_sync(url, dicom=dicom if dicom is not None else settings.node_dicom,
+                              fhir=fhir if fhir is not None else settings.node_fhir,
+                              actor="cli", progress=tick)
+    except NodeSyncError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    print_sync_report(report)
+
+
+def print_sync_report(report, title: str = "sync") -> None:
+    table = Table(title=title)
+    table.add_column("indexed")
+    table.add_column("count", justify="right")
+    for name in ("patients", "studies", "series", "instances", "conditions", "observations"):
+        table.add_row(name, str(getattr(report, name)))
+    table.add_row("skipped", str(report.skipped))
+    console.print(table)
+    for item in report.skipped_examples[:10]:
+        console.print(f"  [yellow]skipped[/yellow] {item['where']}: {item['reason']}")
+    if report.skipped > 10:
+        console.print(f"  ... and {report.skipped - 10} more (see the sync report)")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    database_url: Annotated[str | None, typer.Option(help="Database URL")] = None,
+    target: Annotated[str, typer.Option(help="central or node")] = "central",
+) -> None:
+    """Walk the hash chain; name the first bad entry. Exit 1 if the log was tampered with."""
+    from spe.audit import AuditLog, CentralAuditEntry, CentralAuditHead, NodeAuditEntry
+    from spe.audit.models import NodeAuditHead
+    from spe.db import make_engine, make_sessionmaker
+
+    settings = load_settings()
+    log = (AuditLog(CentralAuditEntry, CentralAuditHead) if target == "central"
+           else AuditLog(NodeAuditEntry, NodeAuditHead))
+    engine = make_engine(database_url or settings.resolved_database_url)
+    with make_sessionmaker(engine)() as session:
+        report = log.verify(session)
+    engine.dispose()
+    if report.ok:
+        console.print(f"[green]audit log intact[/green]: {report.checked} entries verified")
+        return
+    console.print(f"[red]audit log tampered[/red]: first bad entry is {report.first_bad}")
+    for brk in report.breaks[1:20]:
+        console.print(f"  also: {brk}")
+    raise typer.Exit(1)
+
+
+@audit_app.command("prune")
+def audit_prune(
+    database_url: Annotated[str | None, typer.Option(help="Database URL")] = None,
+    target: Annotated[str, typer.Option(help="central or node")] = "central",
+) -> None:
+    """Delete entries older than SPE_AUDIT_RETENTION_DAYS (at least 365), keeping the chain."""
+    from spe.audit import AuditLog, CentralAuditEntry, CentralAuditHead, NodeAuditEntry
+    from spe.audit.models import NodeAuditHead
+    from spe.db import make_engine, make_sessionmaker, session_scope
+
+    settings = load_settings()
+    log = (AuditLog(CentralAuditEntry, CentralAuditHead) if target == "central"
+           else AuditLog(NodeAuditEntry, NodeAuditHead))
+    engine = make_engine(database_url or settings.resolved_database_url)
+    with session_scope(make_sessionmaker(engine)) as session:
+        removed = log.prune(session, retention_days=settings.audit_retention_days)
+    console.print(f"removed {removed} entries older than {settings.audit_retention_days} days")
+
+
+@policy_app.command("test")
+def policy_test(
+    policy_dir: Annotated[Path | None, typer.Option(help="Folder of .rego files")] = None,
+) -> None:
+    """Run the Rego tests (`*_test.rego`) with the embedded engine."""
+    from spe.policy import run_rego_tests
+
+    results = run_rego_tests(policy_dir or load_settings().policy_dir)
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        console.print(f"[red]FAIL[/red] {r.file}::{r.name} {r.message}")
+    console.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed or not results:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    what: Annotated[str, typer.Argument(help="central or node")],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> None:
+    """Run the central service or one node (configured by SPE_* variables)."""
+    import uvicorn
+
+    settings = load_settings()
+    if what == "central":
+        from spe.app import create_central_app
+        from spe.db.migrate import upgrade
+
+        upgrade(settings.resolved_database_url, "central")
+        application = create_central_app(settings)
+    elif what == "node":
+        from gateway.node.app import create_node_app
+        from gateway.node.config import NodeConfig
+        from spe.db.migrate import upgrade
+
+        if not (settings.node_id and settings.database_url):
+            raise fail("a node needs SPE_NODE_ID and SPE_DATABASE_URL")
+        upgrade(settings.database_url, "node")
+        application = create_node_app(NodeConfig(
+            node_id=settings.node_id, name=settings.node_name or settings.node_id,
+            database_url=settings.database_url, dicom=settings.node_dicom,
+            fhir=settings.node_fhir), settings)
+    else:
+        raise fail("serve central or serve node")
+    uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its files")]
+    = Path("var/demo"),
+    institutions: Annotated[int, typer.Option(min=1, max=26)] = 3,
+    patients: Annotated[int, typer.Option(min=1, help="Patients per institution")] = 300,
+    seed: int = 1,
+    port: Annotated[int, typer.Option(help="Central port; nodes take the next ones")] = 8000,
+    orthanc: Annotated[bool, typer.Option(
+        help="Serve the last site's images from a local Orthanc (over DIMSE)")] = False,
+) -> None:
+    """Start the demo federation: central services and one node per institution."""
+    from spe.cli.demo import DemoError, run_demo
+
+    try:
+        run_demo(data_dir=data_dir, institutions=institutions, patients=patients, seed=seed,
+                 port=port, orthanc=orthanc)
+    except DemoError as exc:
+        raise fail(str(exc)) from None
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,84 @@
+"""One settings object for every part of the system, read from `SPE_*` variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_SECRET = "dev-only-secret-change-me"
+
+
+class InsecureConfiguration(RuntimeError):
+    """Raised when a production deployment would run on a development default."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPE_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    # Signs demo tokens and derives per-permit keys; must be replaced outside development.
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    data_dir: Path = Path("var")
+    database_url: str = ""
+
+    # Identity: in the demo the central service is its own OIDC-style issuer.
+    oidc_issuer: str = "http://127.0.0.1:8000"
+    oidc_audience: str = "spe"
+    oidc_jwks_url: str = ""
+    token_ttl_seconds: int = 3600
+
+    # Policy: embedded regopy unless an OPA server is named.
+    policy_dir: Path = REPO_ROOT / "policies"
+    opa_url: str = ""
+
+    # EHDS Art. 73(1)(e): access logs kept for at least one year.
+    audit_retention_days: int = 365
+
+    # An institution node's own settings (only read by `spe serve node` / `spe node sync`).
+    node_id: str = ""
+    node_name: str = ""
+    # "folder:PATH", "dimse://AET@HOST:PORT" or "dicomweb:URL"; empty for none.
+    node_dicom: str = ""
+    # "ndjson:PATH" or "bundle:PATH"; empty for none.
+    node_fhir: str = ""
+
+    @model_validator(mode="after")
+    def _refuse_insecure_defaults(self) -> Settings:
+        if self.environment == "production":
+            if self.secret_key.get_secret_value() == DEV_SECRET:
+                raise InsecureConfiguration(
+                    "SPE_SECRET_KEY is the development default; set a random secret "
+                    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+                )
+            if len(self.secret_key.get_secret_value()) < 32:
+                raise InsecureConfiguration("SPE_SECRET_KEY must be at least 32 characters")
+            if not self.oidc_jwks_url:
+                raise InsecureConfiguration(
+                    "production needs an external identity provider: set SPE_OIDC_ISSUER and "
+                    "SPE_OIDC_JWKS_URL (the demo's own token issuer is for development only)"
+                )
+        if self.audit_retention_days < 365:
+            raise InsecureConfiguration(
+                "SPE_AUDIT_RETENTION_DAYS must be at least 365 (EHDS Art. 73(1)(e))"
+            )
+        return self
+
+    @property
+    def issuer_key_path(self) -> Path:
+        return self.data_dir / "keys" / "issuer.jwk.json"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'central.db').as_posix()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""People known to the central service: one row per (issuer, subject)."""

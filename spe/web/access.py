@@ -1,0 +1,72 @@
+"""The one door every API route goes through: authenticate, ask Rego, write the audit log.
+
+The decision is committed in its own transaction before the route runs, so a denial is on
+record even though the request fails, and an allowed access is on record even if the
+route later errors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from spe.db import session_scope
+from spe.errors import Forbidden, NotAuthenticated
+from spe.identity import Principal
+from spe.web.context import AppContext, get_context
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthenticated("a bearer token is required")
+    return token.strip()
+
+
+def _route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", request.url.path)
+
+
+def authorize(
+    request: Request, ctx: Annotated[AppContext, Depends(get_context)]
+) -> Principal:
+    route = _route_template(request)
+    target = f"{request.method} {route}"
+    try:
+        principal = ctx.verifier.verify(_bearer(request))
+    except NotAuthenticated as exc:
+        with session_scope(ctx.sessions) as session:
+            ctx.audit.record(session, actor="anonymous", action="authenticate", object=target,
+                             decision="deny", reason=exc.detail,
+                             details={"client": request.client.host if request.client else ""})
+        raise
+    decision = ctx.policy.decide(
+        "authz/decision",
+        {
+            "service": ctx.service,
+            "method": request.method,
+            "route": route,
+            "subject": principal.policy_input(),
+        },
+    )
+    with session_scope(ctx.sessions) as session:
+        if ctx.on_principal is not None:
+            ctx.on_principal(session, principal)
+        ctx.audit.record(
+            session,
+            actor=principal.id,
+            action="authorize",
+            object=target,
+            decision="allow" if decision.allow else "deny",
+            reason=decision.reason,
+            details={"roles": list(principal.roles), "institution": principal.institution},
+        )
+    if not decision.allow:
+        raise Forbidden(decision.reason)
+    return principal
+
+
+Caller = Annotated[Principal, Depends(authorize)]
