@@ -1,0 +1,42 @@
+# The README's two commands: `make demo` and `make test`. Both set up a fresh machine first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup system-packages demo test lint bench clean-demo
+
+# A virtual environment with the project and its test tools, rebuilt when pyproject changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Orthanc (with DICOMweb) and bubblewrap are Debian packages; installed when missing and root.
+system-packages:
+	@if command -v Orthanc >/dev/null && command -v bwrap >/dev/null \
+	    && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    orthanc orthanc-dicomweb bubblewrap >/dev/null; \
+	else echo "note: install the Debian packages orthanc orthanc-dicomweb bubblewrap" \
+	  "for the Orthanc and sandbox tests (they are skipped without them)"; fi
+
+demo: setup
+	$(BIN)/spe demo $(DEMO_ARGS)
+
+test: setup system-packages
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python benchmarks/sync_throughput.py
+
+clean-demo:
+	rm -rf var/demo
