@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 
+import spe.audit.models  # noqa: F401
+import spe.users.models  # noqa: F401  (registers tables)
 from spe.db import make_engine
 from spe.db.base import CentralBase as Base
-import spe.users.models  # noqa: F401  (registers tables)
-import spe.audit.models  # noqa: F401
 
 config = context.config
 target_metadata = Base.metadata

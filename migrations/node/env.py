@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
+import gateway.node.index.models  # noqa: F401  (registers tables)
 from spe.db import make_engine
 from spe.db.base import NodeBase as Base
-import gateway.node.index.models  # noqa: F401  (registers tables)
 
 config = context.config
 target_metadata = Base.metadata

@@ -15,7 +15,8 @@ RESULTS = run_rego_tests(REPO_ROOT / "policies")
 def test_every_policy_has_tests():
     tested = {r.file.split("/")[0] for r in RESULTS}
     areas = {p.name for p in (REPO_ROOT / "policies").iterdir() if p.is_dir()}
-    assert areas and areas <= tested
+    assert areas
+    assert areas <= tested
 
 
 @pytest.mark.parametrize("result", RESULTS, ids=[f"{r.file}::{r.name}" for r in RESULTS])

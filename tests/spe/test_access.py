@@ -167,4 +167,5 @@ def test_broken_policy_file_denies_and_logs(tmp_path: Path, database_url: str, c
     assert resp.json()["detail"].startswith("policy error, denied")
     assert "could not be evaluated" in caplog.text
     entry = last_entry(app.state.ctx)
-    assert entry.decision == "deny" and "policy error" in entry.reason
+    assert entry.decision == "deny"
+    assert "policy error" in entry.reason

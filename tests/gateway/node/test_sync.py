@@ -71,7 +71,8 @@ def test_sync_links_images_to_clinical_records(node_sessions):
     with session_scope(node_sessions) as session:
         report = sync_index(session, dicom=dicom, fhir=fhir)
     assert (report.patients, report.studies, report.series, report.instances) == (3, 3, 4, 10)
-    assert report.conditions == 1 and report.observations == 1
+    assert report.conditions == 1
+    assert report.observations == 1
     assert report.studies_without_fhir_patient == 1
     assert report.skipped == 3
     assert {s["where"] for s in report.skipped_examples} == {

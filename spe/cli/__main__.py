@@ -1,0 +1,3 @@
+from spe.cli.main import main
+
+main()
