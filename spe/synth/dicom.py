@@ -1,0 +1,274 @@
+"""A planned study as DICOM Part 10 files, with identifying data where real scanners put it.
+
+The anonymiser is tested against these files, so the headers carry what real ones carry:
+patient name, ids (with Other Patient IDs and issuers), birth date, age, size, weight,
+address and phone; accession number and request ids (also inside Request Attributes
+Sequence); referring, reading, performing and operating people; institution, department,
+address and station; dates, times and the UTC offset; free-text comments that name the
+patient or staff; a reference to the patient's previous study; a private block (group
+0x0009, creator "SPE SYNTH") repeating some of it. Some ultrasound and X-ray images say
+BurnedInAnnotation=YES, and their top rows really do hold the patient's name as pixel
+values (one character code per pixel), so a pixel-cleaning step can be checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from spe.synth import clock
+from spe.synth.codes import Code
+from spe.synth.exams import MODALITIES, ModalityDef
+from spe.synth.records import PatientRecord, SeriesRecord, StudyRecord
+from spe.synth.sites import Site
+from spe.synth.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, instance_uid
+
+PRIVATE_GROUP = 0x0009
+PRIVATE_CREATOR = "SPE SYNTH"
+ANNOTATION_ROWS = 4  # the band at the top of a burned-in image that holds the text
+SLICE_MM = 5.0
+
+
+def instance_path(root: Path, record: PatientRecord, study: StudyRecord,
+                  series: SeriesRecord, number: int) -> Path:
+    """Where a PACS export would put it: patient / study / series / image."""
+    return root / record.mrn / study.accession / f"{series.number:03d}" / f"{number:04d}.dcm"
+
+
+def write_study(root: Path, site: Site, record: PatientRecord, study: StudyRecord) -> int:
+    """Write every instance of `study`; return how many files were written."""
+    written = 0
+    for series in study.series:
+        folder = instance_path(root, record, study, series, 1).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for number in range(1, series.instances + 1):
+            ds = instance_dataset(site, record, study, series, number)
+            ds.save_as(folder / f"{number:04d}.dcm", enforce_file_format=True)
+            written += 1
+    return written
+
+
+def instance_dataset(site: Site, record: PatientRecord, study: StudyRecord,
+                     series: SeriesRecord, number: int) -> Dataset:
+    modality = MODALITIES[series.modality]
+    sop_uid = instance_uid(series.uid, number)
+    offset = site.template.utc_offset_hours
+    person = record.person
+    device = study.device
+
+    ds = Dataset()
+    ds.file_meta = _file_meta(modality.sop_class, sop_uid, device.station_name)
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: names are not all ASCII
+    ds.ImageType = list(modality.image_type)
+    ds.InstanceCreationDate = clock.da(series.moment)
+    ds.InstanceCreationTime = clock.tm(series.moment)
+    ds.SOPClassUID = modality.sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate = clock.da(study.moment)
+    ds.SeriesDate = clock.da(series.moment)
+    ds.AcquisitionDate = clock.da(series.moment)
+    ds.ContentDate = clock.da(series.moment)
+    ds.StudyTime = clock.tm(study.moment)
+    ds.SeriesTime = clock.tm(series.moment)
+    ds.AcquisitionTime = clock.tm(series.moment)
+    ds.ContentTime = clock.tm(series.moment)
+    ds.AccessionNumber = study.accession
+    ds.IssuerOfAccessionNumberSequence = [_item(LocalNamespaceEntityID=f"{site.code}-RIS")]
+    ds.Modality = series.modality
+    ds.Manufacturer = device.manufacturer
+    ds.InstitutionName = site.name
+    ds.InstitutionAddress = site.address
+    ds.ReferringPhysicianName = study.referring
+    ds.ReferringPhysicianTelephoneNumbers = f"{site.template.postal_code[:3]}-4{number % 10}00"
+    ds.TimezoneOffsetFromUTC = clock.dicom_offset(study.moment, offset)
+    ds.StationName = device.station_name
+    ds.StudyDescription = study.exam.description
+    ds.ProcedureCodeSequence = [_code_item(study.procedure.code)]
+    ds.SeriesDescription = series.description
+    ds.InstitutionalDepartmentName = site.template.department
+    ds.PhysiciansOfRecord = study.referring
+    ds.PerformingPhysicianName = study.performing
+    ds.NameOfPhysiciansReadingStudy = study.reading
+    ds.OperatorsName = study.operator
+    ds.ManufacturerModelName = device.model
+    if study.previous_uid:
+        ds.ReferencedStudySequence = [_item(
+            ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1",  # Detached Study Management
+            ReferencedSOPInstanceUID=study.previous_uid)]
+
+    ds.PatientName = person.dicom_name
+    ds.PatientID = record.mrn
+    ds.IssuerOfPatientID = site.mrn_system
+    ds.PatientBirthDate = clock.da(person.birth_date)
+    ds.PatientSex = person.sex
+    ds.OtherPatientIDsSequence = [
+        _item(PatientID=record.legacy_id, IssuerOfPatientID=f"{site.code}-LEGACY-RIS",
+              TypeOfPatientID="TEXT"),
+        _item(PatientID=person.national_id, IssuerOfPatientID=person.national_id_system,
+              TypeOfPatientID="TEXT"),
+    ]
+    ds.PatientAge = f"{clock.age_on(person.birth_date, study.moment.date()):03d}Y"
+    ds.PatientSize = f"{person.height_cm / 100:.2f}"
+    ds.PatientWeight = f"{study.weight_kg:.1f}"
+    ds.PatientAddress = person.address.one_line()
+    ds.PatientTelephoneNumbers = person.phone.replace(" ", "")  # SH: 16 characters
+    if study.reason:
+        ds.AdditionalPatientHistory = (
+            f"{study.reason.definition.snomed.display} since {study.reason.onset:%d/%m/%Y}. "
+            f"Referred by {_readable(study.referring)}.")
+    ds.PatientComments = f"Contact {person.full_name}, {person.phone}"
+
+    ds.DeviceSerialNumber = device.serial
+    ds.SoftwareVersions = device.software
+    ds.ProtocolName = f"{study.exam.key} {series.description}"
+    ds.BodyPartExamined = study.exam.body_part
+    _acquisition(ds, series, modality, device.field_strength)
+
+    ds.StudyInstanceUID = study.uid
+    ds.SeriesInstanceUID = series.uid
+    ds.StudyID = study.study_id
+    ds.SeriesNumber = series.number
+    ds.AcquisitionNumber = 1
+    ds.InstanceNumber = number
+    if modality.cross_sectional:
+        ds.FrameOfReferenceUID = study.frame_uid
+        ds.PositionReferenceIndicator = ""
+        location = (number - 1) * SLICE_MM
+        ds.ImagePositionPatient = [-80.0, -80.0, location]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.SliceLocation = location
+        ds.PatientPosition = "HFS"
+    for keyword, value in series.extra.items():
+        setattr(ds, keyword, value)
+    if "ImageLaterality" in series.extra:
+        ds.Laterality = series.extra["ImageLaterality"]
+    ds.ImageComments = f"{series.description} image {number}, tech {_readable(study.operator)}"
+
+    ds.RequestAttributesSequence = [_item(
+        RequestedProcedureID=study.requested_procedure_id,
+        ScheduledProcedureStepID=study.scheduled_step_id,
+        AccessionNumber=study.accession,
+        RequestedProcedureDescription=study.exam.description,
+        ReasonForTheRequestedProcedure=_reason_text(study),
+        RequestingPhysician=study.referring,
+    )]
+    ds.PerformedProcedureStepStartDate = clock.da(study.moment)
+    ds.PerformedProcedureStepStartTime = clock.tm(study.moment)
+    ds.PerformedProcedureStepID = study.scheduled_step_id.replace("SPS", "PPS")
+    ds.PerformedProcedureStepDescription = study.exam.description
+    ds.BurnedInAnnotation = "YES" if series.burned_in else "NO"
+
+    _pixels(ds, modality, series, number, person.dicom_name if series.burned_in else None)
+    _private_block(ds, record, study)
+    return ds
+
+
+def _file_meta(sop_class: str, sop_uid: str, station: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    meta.SourceApplicationEntityTitle = station[:16]
+    return meta
+
+
+def _item(**values: object) -> Dataset:
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def _code_item(code: Code) -> Dataset:
+    scheme = {"http://snomed.info/sct": "SCT", "http://loinc.org": "LN"}.get(code.system, "99")
+    return _item(CodeValue=code.code, CodingSchemeDesignator=scheme, CodeMeaning=code.display)
+
+
+def _readable(pn: str) -> str:
+    family, given, *_ = [*pn.split("^"), ""]
+    return f"{given} {family}".strip()
+
+
+def _reason_text(study: StudyRecord) -> str:
+    if study.reason is None:
+        return "Clinical indication not stated"
+    definition = study.reason.definition
+    return f"{definition.icd10.code} {definition.snomed.display}, follow-up"[:64]  # LO
+
+
+def _acquisition(ds: Dataset, series: SeriesRecord, modality: ModalityDef,
+                 field_strength: str) -> None:
+    if series.modality == "MR":
+        ds.ScanningSequence = "SE"
+        ds.SequenceVariant = "NONE"
+        ds.MRAcquisitionType = "2D"
+        ds.MagneticFieldStrength = field_strength or "1.5"
+        ds.RepetitionTime = "500" if "T1" in series.description else "4000"
+        ds.EchoTime = "12" if "T1" in series.description else "90"
+        ds.SliceThickness = str(SLICE_MM)
+    elif series.modality == "CT":
+        ds.KVP = "120"
+        ds.SliceThickness = str(SLICE_MM)
+        ds.RescaleIntercept = "-1024"
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+    elif series.modality == "PT":
+        ds.SliceThickness = str(SLICE_MM)
+        ds.Units = "BQML"
+        ds.RescaleIntercept = "0"
+        ds.RescaleSlope = "1"
+    if modality.cross_sectional:
+        ds.PixelSpacing = [5.0, 5.0]
+    elif series.modality != "US":  # projection radiography: spacing at the detector
+        ds.ImagerPixelSpacing = [0.5, 0.5]
+
+
+def _pixels(ds: Dataset, modality: ModalityDef, series: SeriesRecord, number: int,
+            burned_in_text: str | None) -> None:
+    rows, columns = modality.rows, modality.columns
+    eight_bit = modality.bits_stored == 8
+    seed = int.from_bytes(hashlib.blake2b(f"{series.uid}/{number}".encode(),
+                                          digest_size=8).digest(), "big")
+    rng = np.random.default_rng(seed)
+    # A bright ellipse on a dark background, with noise: enough structure to look at.
+    y, x = np.ogrid[-1:1:rows * 1j, -1:1:columns * 1j]
+    inside = (x / 0.8) ** 2 + (y / 0.65) ** 2 <= 1.0
+    top = 200 if eight_bit else (1 << modality.bits_stored) - 1
+    image = np.where(inside, top * 0.6, top * 0.05) + rng.normal(0, top * 0.03, (rows, columns))
+    image = np.clip(image, 0, top)
+    if burned_in_text:
+        # The annotation band: the name's UTF-8 bytes as pixel values along the top row.
+        band = np.zeros((ANNOTATION_ROWS, columns))
+        text = burned_in_text.encode()[:columns]
+        band[0, :len(text)] = np.frombuffer(text, dtype=np.uint8)
+        band[1:, :len(text)] = top
+        image[:ANNOTATION_ROWS] = band
+    dtype = np.uint8 if eight_bit else (np.int16 if modality.signed else np.uint16)
+    pixels = image.astype(dtype)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.BitsAllocated = 8 if eight_bit else 16
+    ds.BitsStored = modality.bits_stored
+    ds.HighBit = modality.bits_stored - 1
+    ds.PixelRepresentation = 1 if modality.signed else 0
+    ds.PixelData = pixels.tobytes()
+
+
+def _private_block(ds: Dataset, record: PatientRecord, study: StudyRecord) -> None:
+    # Vendors keep copies of identifying data in private tags; the anonymiser must drop them.
+    block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+    block.add_new(0x01, "LO", record.person.full_name)
+    block.add_new(0x02, "LO", record.mrn)
+    block.add_new(0x03, "DA", clock.da(record.person.birth_date))
+    block.add_new(0x04, "LT", f"Workstation {study.device.station_name}, read by "
+                              f"{_readable(study.reading)}")
+    block.add_new(0x10, "SQ", [_item(OperatorsName=study.operator,
+                                     StationName=study.device.station_name)])

@@ -1,0 +1,88 @@
+"""The README's demo command, run as a user would: it comes up, answers, and stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.node.orthanc_process import free_port
+
+
+@pytest.mark.slow
+def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path):
+    port = free_port()
+    while any(_busy(port + i) for i in range(1, 4)):
+        port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spe.cli", "demo", "--data-dir", str(tmp_path / "demo"),
+         "--patients", "15", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                pytest.fail("demo exited early:\n" + "".join(output))
+            output.append(line)
+            if "press Ctrl-C to stop" in line:
+                break
+        else:
+            pytest.fail("demo did not come up:\n" + "".join(output))
+        text = "".join(output)
+        assert "federation: 3 nodes" in text
+        tokens = json.loads((tmp_path / "demo" / "tokens.json").read_text())
+        assert set(tokens) == {"researcher", "approver", "hdab", "output_checker", "admin"}
+        _wait_healthy(f"http://127.0.0.1:{port}/health")
+        for i in range(1, 4):
+            health = _wait_healthy(f"http://127.0.0.1:{port + i}/health")
+            assert health["service"] == "node"
+        admin = {"Authorization": f"Bearer {tokens['admin']}"}
+        verify = httpx.get(f"http://127.0.0.1:{port}/api/v1/audit/verify", headers=admin)
+        assert verify.status_code == 200
+        assert verify.json()["ok"]
+        summary = httpx.get(f"http://127.0.0.1:{port + 1}/api/v1/index/summary", headers=admin)
+        assert summary.status_code == 200
+        assert summary.json()["counts"]["patients"] == 15
+        researcher = {"Authorization": f"Bearer {tokens['researcher']}"}
+        assert httpx.get(f"http://127.0.0.1:{port + 1}/api/v1/index/summary",
+                         headers=researcher).status_code == 403
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rest, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("demo did not stop within 20 s of Ctrl-C")
+    assert proc.returncode == 0, "".join(output) + rest
+    assert "demo stopped" in rest
+    assert "Traceback" not in rest
+
+
+def _busy(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_healthy(url: str) -> dict:
+    for _ in range(50):
+        try:
+            resp = httpx.get(url, timeout=2)
+            if resp.status_code == 200:
+                return resp.json()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"{url} never became healthy")
