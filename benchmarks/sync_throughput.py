@@ -3,7 +3,7 @@
 Baseline: `pydicom.dcmread(path, stop_before_pixels=True)` of every file, nothing else.
 Measured: `spe node sync` from the folder source into a fresh SQLite index (read headers,
 group into series and studies, write the index). Both run in this process on the same
-files, best of a few rounds each, so the ratio does not depend on the machine.
+files, best of a few alternating rounds each, so the ratio does not depend on the machine.
 
     python benchmarks/sync_throughput.py [--patients 300] [--rounds 3] [--data DIR]
 """
@@ -60,8 +60,12 @@ def main() -> None:
         # One untimed pass of each warms the page cache and imports.
         baseline(files)
         folder_sync(folder, work, 0)
-        base = min(baseline(files) for _ in range(args.rounds))
-        runs = [folder_sync(folder, work, i + 1) for i in range(args.rounds)]
+        # Rounds alternate, so a machine that slows down mid-run slows both sides.
+        bases, runs = [], []
+        for i in range(args.rounds):
+            bases.append(baseline(files))
+            runs.append(folder_sync(folder, work, i + 1))
+        base = min(bases)
         synced, instances = min(runs)
 
     assert instances == len(files), f"indexed {instances} of {len(files)} instances"

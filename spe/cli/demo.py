@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 from rich.table import Table
 
-from spe.cli.progress import console, progress_bar, stage_counter
+from spe.cli.progress import console, stage_counter, task_bars
 from spe.settings import Settings
 
 DEMO_USERS = (
@@ -61,14 +61,7 @@ def _synthesise(synth_dir: Path, institutions: int, patients: int, seed: int) ->
             return data
         raise DemoError(f"{synth_dir} holds data made with other settings; remove it first")
     console.print(f"generating {institutions} x {patients} synthetic patients in {synth_dir}")
-    with progress_bar() as bar:
-        tasks: dict[str, int] = {}
-
-        def tick(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total)
-            bar.update(tasks[label], completed=done, total=total)
-
+    with task_bars() as tick:
         generate(synth_dir, institutions=institutions, patients=patients, seed=seed,
                  progress=tick)
     return json.loads(manifest.read_text())

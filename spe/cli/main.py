@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from spe.cli.progress import console, progress_bar, stage_counter
+from spe.cli.progress import console, stage_counter, task_bars
 from spe.settings import InsecureConfiguration, Settings
 
 app = typer.Typer(help="EHDS secure processing environment", no_args_is_help=True,
@@ -68,17 +68,13 @@ def synth(
     """Write a synthetic federation: FHIR NDJSON and DICOM per institution."""
     from spe.synth import generate
 
-    with progress_bar() as bar:
-        tasks: dict[str, int] = {}
-
-        def tick(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = bar.add_task(label, total=total)
-            bar.update(tasks[label], completed=done, total=total)
-
-        summary = generate(out, institutions=institutions, patients=patients, seed=seed,
-                           progress=tick)
-    console.print_json(summary.to_json())
+    try:
+        with task_bars() as tick:
+            summary = generate(out, institutions=institutions, patients=patients, seed=seed,
+                               progress=tick)
+    except OSError as exc:
+        raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    typer.echo(summary.to_json())
 
 
 @db_app.command("upgrade")

@@ -42,3 +42,17 @@ def stage_counter(label: str) -> Iterator:
             bar.advance(tasks[stage], n)
 
         yield tick
+
+
+@contextmanager
+def task_bars() -> Iterator:
+    """One bar per task whose total is known: `tick(label, done, total)` sets it."""
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def tick(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
+
+        yield tick

@@ -194,3 +194,8 @@ def test_cli_writes_the_federation_and_rejects_bad_arguments(tmp_path: Path):
     assert bad.exit_code == 2
     assert "institutions" in bad.output
     assert not (tmp_path / "t").exists()
+    (tmp_path / "a-file").write_text("not a folder")
+    blocked = runner.invoke(app, ["synth", "--out", str(tmp_path / "a-file"), "--patients", "1"])
+    assert blocked.exit_code == 2
+    assert "cannot write" in blocked.output
+    assert "Traceback" not in blocked.output
