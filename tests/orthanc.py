@@ -5,11 +5,13 @@ launcher, `gateway.node.orthanc_process.OrthancProcess`: free loopback ports, a 
 and the storage in a folder of the test's, the DICOMweb plugin at `/dicom-web/`, the calling
 AE titles registered in `DicomModalities` (and C-FIND/C-GET/C-MOVE allowed), `StableAge` 1.
 It is ready when its REST API answers, and stopped with terminate, wait, kill on timeout.
-Orthanc runs with `TCP_NODELAY=1`, which makes DCMTK disable Nagle's algorithm: without it
-every DIMSE request-response round trip waits for a delayed ACK (about 40 ms instead of 5).
+The launcher runs Orthanc with `TCP_NODELAY=1`, which makes DCMTK disable Nagle's algorithm:
+without it every DIMSE request-response round trip waits for a delayed ACK (about 40 ms
+instead of 5).
 
-Only a missing Orthanc binary skips the test; an Orthanc that does not start fails it, with
-the end of its log.
+A missing Orthanc binary or DICOMweb plugin skips the test, or fails it when `CI` is set to
+a true value (`CI=true`, as CI runners set it); an Orthanc that does not start fails it,
+with the end of its log.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from gateway.node.orthanc_process import (
+    DICOMWEB_PLUGIN,
     ORTHANC_BINARY,
     OrthancError,
     OrthancProcess,
@@ -34,19 +37,25 @@ CALLING_AETS = ("SPE-NODE", "SPE-TEST")
 """AE titles registered as peers, so Orthanc accepts their queries and retrieves."""
 
 
-@contextmanager
-def _env(**values: str) -> Iterator[None]:
-    """Set environment variables for the child started inside the block."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def in_ci() -> bool:
+    """Whether `CI` is set to a true value: missing Orthanc is then a failure, not a skip."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def require_orthanc() -> None:
+    """Skip the test when Orthanc or its DICOMweb plugin is not installed; fail in CI."""
+    missing = []
+    if not orthanc_available():
+        missing.append(f"Orthanc ({ORTHANC_BINARY})")
+    if not Path(DICOMWEB_PLUGIN).exists():
+        missing.append(f"the Orthanc DICOMweb plugin ({DICOMWEB_PLUGIN})")
+    if not missing:
+        return
+    what = " and ".join(missing)
+    if in_ci():
+        pytest.fail(f"{what} not installed, but required in CI (CI={os.environ['CI']!r}): "
+                    "install the Debian packages orthanc orthanc-dicomweb", pytrace=False)
+    pytest.skip(f"{what} not installed (Debian packages orthanc orthanc-dicomweb)")
 
 
 def _log_tail(workdir: Path, lines: int = 30) -> str:
@@ -64,15 +73,13 @@ def orthanc_server(workdir: Path | None = None, *, aet: str = "ORTHANC",
     The object has `.aet`, `.dicom_port`, `.http_url`, `.dicomweb_url`, `.upload(paths)`
     (POST /instances; returns how many it stored) and `.instance_count()`.
     """
-    if not orthanc_available():
-        pytest.skip(f"Orthanc is not installed ({ORTHANC_BINARY}; Debian package orthanc)")
+    require_orthanc()
     with tempfile.TemporaryDirectory(prefix="orthanc-") as tmp:
         where = Path(workdir) if workdir is not None else Path(tmp)
         # The peers' ports only matter for C-MOVE; C-GET answers on the association.
         server = OrthancProcess(where, aet=aet, peers={a: free_port() for a in calling_aets})
         try:
-            with _env(TCP_NODELAY="1"):
-                server.start()
+            server.start()
         except OrthancError as exc:
             pytest.fail(f"Orthanc did not start: {exc}\n{_log_tail(where)}")
         try:

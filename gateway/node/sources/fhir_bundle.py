@@ -5,6 +5,13 @@ of hospitals and practitioners); other exporters write `collection`, `batch`, `s
 or `document` Bundles. Every `entry[].resource` is validated on its own (see
 `fhir_validate`): a bad entry is skipped, the rest of the Bundle is read. A file that is not
 JSON, or not a Bundle nor a single resource, is one `Skipped`.
+
+Bundles may repeat a resource: Synthea's `--locale es` export writes one `document` Bundle per
+patient and document kind, and each carries the Patient and many of the same Encounters,
+Conditions and Observations. A resource is yielded once per (resourceType, id), the first
+valid occurrence in file and entry order; later copies are dropped silently (they are not
+errors, so not `Skipped`) and counted in `FhirBundleSource.duplicates`. A resource without an
+id cannot be matched and is always yielded.
 """
 
 from __future__ import annotations
@@ -17,6 +24,16 @@ from typing import Any
 from gateway.node.sources.base import FhirItem, Progress, Skipped
 from gateway.node.sources.fhir_ndjson import fhir_files, parse_error
 from gateway.node.sources.fhir_validate import InvalidResource, validate
+
+
+def _key(data: Any) -> tuple[str, str] | None:
+    """(resourceType, id) of a resource that has both as strings, else None."""
+    if not isinstance(data, dict):
+        return None
+    resource_type, resource_id = data.get("resourceType"), data.get("id")
+    if isinstance(resource_type, str) and isinstance(resource_id, str) and resource_id:
+        return resource_type, resource_id
+    return None
 
 
 def _item(data: Any, where: str) -> FhirItem | Skipped:
@@ -33,6 +50,7 @@ class FhirBundleSource:
     def __init__(self, folder: Path | str, name: str = "bundle") -> None:
         self.folder = Path(folder)
         self.name = name
+        self.duplicates = 0  # resources dropped as repeats by the last `resources()` walk
 
     def __repr__(self) -> str:
         return f"FhirBundleSource({str(self.folder)!r}, name={self.name!r})"
@@ -40,8 +58,23 @@ class FhirBundleSource:
     def resources(self, progress: Progress | None = None) -> Iterator[FhirItem | Skipped]:
         """Every entry's resource, file by file, in file and entry order.
 
-        `where` is `<file>:entry[<i>]` for an entry, `<file>` for a whole file.
+        `where` is `<file>:entry[<i>]` for an entry, `<file>` for a whole file. A resource
+        whose (resourceType, id) was already yielded is dropped and counted in
+        `self.duplicates`; `progress` still counts it as read.
         """
+        self.duplicates = 0
+        seen: set[tuple[str, str]] = set()
+
+        def once(data: Any, where: str) -> FhirItem | Skipped | None:
+            key = _key(data)
+            if key is not None and key in seen:
+                self.duplicates += 1
+                return None
+            item = _item(data, where)
+            if key is not None and isinstance(item, FhirItem):
+                seen.add(key)  # an invalid copy does not hide a later valid one
+            return item
+
         for path in fhir_files(self.folder, "*.json"):
             rel = path.relative_to(self.folder).as_posix()
             try:
@@ -58,7 +91,9 @@ class FhirBundleSource:
             if data.get("resourceType") != "Bundle":
                 if progress:
                     progress(1)
-                yield _item(data, rel)  # a file with one resource
+                item = once(data, rel)  # a file with one resource
+                if item is not None:
+                    yield item
                 continue
             entries = data.get("entry", [])
             if not isinstance(entries, list):
@@ -71,5 +106,5 @@ class FhirBundleSource:
                     progress(1)
                 if resource is None:
                     yield Skipped(where, "entry without a resource")
-                else:
-                    yield _item(resource, where)
+                elif (item := once(resource, where)) is not None:
+                    yield item

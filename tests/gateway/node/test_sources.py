@@ -1,23 +1,21 @@
 """The node's data sources: a DICOM folder, Orthanc over DIMSE and DICOMweb, FHIR files.
 
-The DICOM test set is written here with pydicom: three patients, four studies, ten series
-of MR, CT and CR images with 8x8 pixels, as valid Part-10 files in a nested folder. The same
-files are uploaded to a real Orthanc, and the three DICOM sources must describe them alike.
+The DICOM test set (`dicom_set.py`, fixture `dicom_set` in `conftest.py`) is written with
+pydicom: four patients, five studies, eleven series of MR, CT and CR images with 8x8 pixels
+(one patient in UTF-8), as valid Part-10 files in a nested folder. The same files are
+uploaded to a real Orthanc, and the three DICOM sources must describe them alike.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.uid import RLELossless
 
 from gateway.node.sources import (
     DicomFolderSource,
@@ -32,130 +30,9 @@ from gateway.node.sources import (
     SourceError,
     StudyRecord,
 )
+from tests.gateway.node.dicom_set import DicomSet, make_dicom_set, uid
 
-SOP_CLASSES = {
-    "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
-    "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
-    "CR": "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image Storage
-}
 CALLING_AET = "SPE-TEST"
-
-# patient id, sex, birth date -> studies: (date, accession, description, series)
-# series: (modality, body part, manufacturer, description, instances)
-PATIENTS = {
-    ("P001", "F", "19700501"): [
-        ("20200102", "ACC-1", "MR brain", [
-            ("MR", "HEAD", "Siemens", "T1 axial", 3),
-            ("MR", "HEAD", "Siemens", "T2 axial", 2),
-        ]),
-        ("20210607", "ACC-2", "CT chest", [
-            ("CT", "CHEST", "GE", "Chest 1mm", 3),
-            ("CT", "CHEST", "GE", "Chest 5mm", 2),
-            ("CR", "CHEST", "Agfa", "Scout", 1),
-        ]),
-    ],
-    ("P002", "M", "19651111"): [
-        ("20220304", "ACC-3", "Knee X-ray", [
-            ("CR", "KNEE", "Fujifilm", "AP", 2),
-            ("CR", "KNEE", "Fujifilm", "Lateral", 1),
-        ]),
-    ],
-    ("P003", "O", ""): [
-        ("20230809", "", "", [
-            ("MR", "ABDOMEN", "Philips", "", 2),
-            ("CT", "ABDOMEN", "Philips", "Portal venous", 2),
-            ("CR", "ABDOMEN", "", "Overview", 1),
-        ]),
-    ],
-}
-
-
-def uid(*parts: object) -> str:
-    """A deterministic UID, so the same test set has the same UIDs on every run."""
-    return generate_uid(prefix="1.2.826.0.1.3680043.10.543.", entropy_srcs=[repr(parts)])
-
-
-@dataclass
-class DicomSet:
-    root: Path
-    files: list[Path]
-    studies: dict[str, dict]  # study uid -> expected attributes, series and SOP UIDs
-
-    def sops(self, study_uid: str) -> set[str]:
-        return {sop for s in self.studies[study_uid]["series"].values() for sop in s["sops"]}
-
-
-def _instance(patient: tuple[str, str, str], study: tuple, series: tuple, study_uid: str,
-              series_uid: str, series_number: int, n: int) -> Dataset:
-    modality, body_part, manufacturer, series_description, _ = series
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SOP_CLASSES[modality]
-    meta.MediaStorageSOPInstanceUID = uid(series_uid, n)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyDate, ds.AccessionNumber, ds.StudyDescription = study[:3]
-    ds.StudyTime = "101500"
-    ds.Modality = modality
-    ds.Manufacturer = manufacturer
-    ds.ReferringPhysicianName = ""
-    ds.SeriesDescription = series_description
-    ds.PatientName = f"TEST^{patient[0]}"
-    ds.PatientID, ds.PatientSex, ds.PatientBirthDate = patient
-    ds.BodyPartExamined = body_part
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = "1"
-    ds.SeriesNumber = series_number
-    ds.InstanceNumber = n + 1
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ds.Columns = 8
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (np.arange(64, dtype=np.uint16) * (n + 1)).tobytes()
-    return ds
-
-
-def make_dicom_set(root: Path) -> DicomSet:
-    """Write the test set under `root` in a mixed layout: nested folders, `.dcm`, `.DCM`
-    and extension-less files; plus files the folder source must skip or ignore."""
-    files: list[Path] = []
-    studies: dict[str, dict] = {}
-    for p_index, (patient, patient_studies) in enumerate(PATIENTS.items()):
-        for s_index, study in enumerate(patient_studies):
-            study_uid = uid(patient[0], s_index)
-            expected = studies[study_uid] = {
-                "patient_id": patient[0], "sex": patient[1],
-                "birth": date(int(patient[2][:4]), int(patient[2][4:6]), int(patient[2][6:]))
-                if patient[2] else None,
-                "date": date(int(study[0][:4]), int(study[0][4:6]), int(study[0][6:])),
-                "accession": study[1] or None, "description": study[2] or None,
-                "series": {},
-            }
-            for number, series in enumerate(study[3], start=1):
-                series_uid = uid(study_uid, number)
-                sops = []
-                for n in range(series[4]):
-                    ds = _instance(patient, study, series, study_uid, series_uid, number, n)
-                    if p_index == 0:  # deep nesting, .dcm
-                        path = root / patient[0] / f"study{s_index}" / f"se{number}" / f"{n}.dcm"
-                    elif p_index == 1:  # extension-less files, as on DICOM media
-                        path = root / patient[0] / f"IM{number:02d}{n:02d}"
-                    else:  # flat, upper-case extension
-                        path = root / f"{patient[0]}_{number}_{n}.DCM"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    ds.save_as(path, enforce_file_format=True)
-                    files.append(path)
-                    sops.append(ds.SOPInstanceUID)
-                expected["series"][series_uid] = {
-                    "modality": series[0], "number": number, "body_part": series[1],
-                    "manufacturer": series[2] or None, "description": series[3] or None,
-                    "sops": sops,
-                }
-    return DicomSet(root, files, studies)
 
 
 def add_junk(root: Path) -> None:
@@ -163,11 +40,6 @@ def add_junk(root: Path) -> None:
     (root / "P002" / "NOTES").write_bytes(b"\x00" * 300)  # skipped: extension-less, no DICM
     (root / "README.txt").write_text("ignored: not a DICOM file name\n")
     (root / ".DS_Store").write_bytes(b"\x00\x01")  # ignored: hidden
-
-
-@pytest.fixture(scope="module")
-def dicom_set(tmp_path_factory: pytest.TempPathFactory) -> DicomSet:
-    return make_dicom_set(tmp_path_factory.mktemp("dicom"))
 
 
 def summary(records: list[StudyRecord]) -> list[tuple]:
