@@ -34,6 +34,7 @@ class SyncReport:
     conditions: int = 0
     observations: int = 0
     fhir_resources: dict[str, int] = field(default_factory=dict)
+    fhir_duplicates: int = 0  # copies of one resource in several bundles, read once
     skipped: int = 0
     skipped_examples: list[dict[str, str]] = field(default_factory=list)
     studies_without_fhir_patient: int = 0
@@ -104,6 +105,8 @@ def sync_index(
                 subject = ((res.get("subject") or {}).get("reference")) or ""
                 clinical.append((item.resource_type, _ref_id(subject), res))
 
+    report.fhir_duplicates = getattr(fhir, "duplicates", 0)
+
     studies: list[dict[str, Any]] = []
     series_rows: list[dict[str, Any]] = []
     if dicom is not None:
@@ -114,10 +117,11 @@ def sync_index(
                 continue
             patient = by_reference.get(item.patient_id) or patients.get(item.patient_id)
             if patient is None:
-                report.studies_without_fhir_patient += 1
                 patient = add_patient(item.patient_id, fhir_id=None, sex=_dicom_sex(item),
                                       birth_date=item.patient_birth_date)
                 by_reference[item.patient_id] = patient
+            if patient.fhir_id is None:
+                report.studies_without_fhir_patient += 1
             study_id = len(studies) + 1
             studies.append(_study_row(study_id, patient.id, item))
             for s in item.series:

@@ -35,10 +35,14 @@ def bulk_insert(session: Session, model: type, rows: Iterable[dict[str, Any]],
 
 
 def counts(session: Session) -> dict[str, int]:
+    """Rows per table; `conditions` counts Condition resources, `condition_codings` the
+    rows (one per coding: SNOMED CT and ICD-10 of one diagnosis are two rows)."""
     result = {}
     for name, model in (("patients", Patient), ("studies", Study), ("series", Series),
-                        ("conditions", Condition), ("observations", Observation)):
+                        ("condition_codings", Condition), ("observations", Observation)):
         result[name] = session.execute(select(func.count()).select_from(model)).scalar_one()
+    result["conditions"] = session.execute(
+        select(func.count(func.distinct(Condition.fhir_id)))).scalar_one()
     result["instances"] = session.execute(
         select(func.coalesce(func.sum(Series.instance_count), 0))
     ).scalar_one()

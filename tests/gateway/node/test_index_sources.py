@@ -107,7 +107,7 @@ def content_of_files(files: list[Path]) -> IndexContent:
     return IndexContent(
         study_series=sorted((s[1], s[0], s[2], s[-1]) for s in series),
         counts={"patients": len(patients), "studies": len(studies), "series": len(series),
-                "conditions": 0, "observations": 0,
+                "conditions": 0, "condition_codings": 0, "observations": 0,
                 "instances": sum(len(v) for v in sops.values())},
         patients=sorted(patients.values()),
         studies=studies,

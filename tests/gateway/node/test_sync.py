@@ -66,22 +66,24 @@ def test_sync_links_images_to_clinical_records(node_sessions):
         study("1.2.1", "MRN1", ("1.2.1.1", "MR", 3), ("1.2.1.2", "MR", 2)),
         study("1.2.2", "MRN2", ("1.2.2.1", "CT", 4)),
         study("1.2.3", "UNKNOWN", ("1.2.3.1", "CR", 1)),
+        study("1.2.4", "UNKNOWN", ("1.2.4.1", "CR", 1)),  # a second study of that patient
         Skipped("junk.dcm", "not a DICOM file"),
     ])
     with session_scope(node_sessions) as session:
         report = sync_index(session, dicom=dicom, fhir=fhir)
-    assert (report.patients, report.studies, report.series, report.instances) == (3, 3, 4, 10)
+    assert (report.patients, report.studies, report.series, report.instances) == (3, 4, 5, 11)
     assert report.conditions == 1
     assert report.observations == 1
-    assert report.studies_without_fhir_patient == 1
+    assert report.studies_without_fhir_patient == 2
     assert report.skipped == 3
     assert {s["where"] for s in report.skipped_examples} == {
         "Patient.ndjson:7", "junk.dcm", "Condition/c2"}
     with node_sessions() as session:
         counts = repository.counts(session)
-        assert counts == {"patients": 3, "studies": 3, "series": 4, "conditions": 2,
-                          "observations": 1, "instances": 10}
-        assert repository.modality_counts(session) == {"CR": 1, "CT": 1, "MR": 2}
+        assert counts == {"patients": 3, "studies": 4, "series": 5, "conditions": 1,
+                          "condition_codings": 2,
+                          "observations": 1, "instances": 11}
+        assert repository.modality_counts(session) == {"CR": 2, "CT": 1, "MR": 2}
 
 
 def test_resync_replaces_the_index(node_sessions):

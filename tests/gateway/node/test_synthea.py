@@ -169,12 +169,15 @@ def test_spe_node_sync_indexes_synthea_bundles(synthea_out: Path, tmp_path: Path
     assert report["conditions"] == len({c["id"] for c in conditions if coded(c)})
     assert report["observations"] == want_observations
     assert report["fhir_resources"] == dict(written.types())
+    repeats = sum(written.entries.values()) - sum(written.types().values())
+    assert report["fhir_duplicates"] == repeats
     engine = create_engine(url)
     try:
         with Session(engine) as session:
             counts = repository.counts(session)
             assert counts == {"patients": len(patient_ids), "studies": 0, "series": 0,
-                              "instances": 0, "conditions": want_conditions,
+                              "instances": 0, "condition_codings": want_conditions,
+                              "conditions": report["conditions"],
                               "observations": want_observations}
             assert set(session.scalars(select(Patient.fhir_id))) == patient_ids
             got: Counter[tuple[str, str]] = Counter()
