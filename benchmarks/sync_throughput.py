@@ -2,7 +2,8 @@
 
 Baseline: `pydicom.dcmread(path, stop_before_pixels=True)` of every file, nothing else.
 Measured: `spe node sync` from the folder source into a fresh SQLite index (read headers,
-group into series and studies, write the index). Both run in this process on the same
+group into series and studies, write the index), with its default reading processes (one
+per core) and, for comparison, in one process. Both run in this process on the same
 files, best of a few alternating rounds each, so the ratio does not depend on the machine.
 
     python benchmarks/sync_throughput.py [--patients 300] [--rounds 3] [--data DIR]
@@ -18,6 +19,7 @@ from pathlib import Path
 import pydicom
 
 from gateway.node.sources import DicomFolderSource
+from gateway.node.sources.folder import default_workers
 from gateway.node.sync import sync_index
 from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.db.migrate import upgrade
@@ -31,13 +33,15 @@ def baseline(files: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-def folder_sync(folder: Path, workdir: Path, round_no: int) -> tuple[float, int]:
-    url = f"sqlite:///{workdir / f'bench-{round_no}.db'}"
+def folder_sync(folder: Path, workdir: Path, round_no: int,
+                workers: int | None = None) -> tuple[float, int]:
+    url = f"sqlite:///{workdir / f'bench-{round_no}-{workers}.db'}"
     upgrade(url, "node")
     engine = make_engine(url)
     start = time.perf_counter()
     with session_scope(make_sessionmaker(engine)) as session:
-        report = sync_index(session, dicom=DicomFolderSource(folder), fhir=None)
+        report = sync_index(session, dicom=DicomFolderSource(folder, workers=workers),
+                            fhir=None)
     elapsed = time.perf_counter() - start
     engine.dispose()
     return elapsed, report.instances
@@ -61,18 +65,23 @@ def main() -> None:
         baseline(files)
         folder_sync(folder, work, 0)
         # Rounds alternate, so a machine that slows down mid-run slows both sides.
-        bases, runs = [], []
+        bases, runs, single = [], [], []
         for i in range(args.rounds):
             bases.append(baseline(files))
             runs.append(folder_sync(folder, work, i + 1))
+            single.append(folder_sync(folder, work, i + 1, workers=1))
         base = min(bases)
         synced, instances = min(runs)
+        one, _ = min(single)
 
     assert instances == len(files), f"indexed {instances} of {len(files)} instances"
     print(f"files: {len(files)} DICOM instances")
     print(f"baseline  pydicom header-only read: {len(files) / base:10.0f} instances/s")
-    print(f"measured  folder-source index sync: {len(files) / synced:10.0f} instances/s")
-    print(f"ratio (sync throughput / baseline): {base / synced:.2f}")
+    print(f"measured  folder-source index sync: {len(files) / synced:10.0f} instances/s"
+          f"  ({default_workers()} reading processes)")
+    print(f"          the same, one process:    {len(files) / one:10.0f} instances/s")
+    print(f"ratio (sync throughput / baseline): {base / synced:.2f}"
+          f"  (one process: {base / one:.2f})")
 
 
 if __name__ == "__main__":

@@ -13,12 +13,16 @@ extension are ignored. A candidate that cannot be read comes back as `Skipped`.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
+import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,8 @@ from gateway.node.sources import dicom_values as dv
 from gateway.node.sources.base import Progress, Skipped, SourceError, StudyRecord
 
 DICOM_SUFFIXES = ("dcm", "dicom")
+BATCH = 256  # files per task of the reading processes
+MAX_WORKERS = 8
 
 _STUDY_UID, _SERIES_UID, _SOP_UID = 0x0020000D, 0x0020000E, 0x00080018
 _SERIES_KEYWORDS = [k for k in dv.SERIES_TAGS if k != "NumberOfSeriesRelatedInstances"]
@@ -112,6 +118,66 @@ def _reason(exc: BaseException) -> str:
 
 
 @dataclass
+class _Read:
+    """What one file contributed: its UIDs, and the study or series attributes when it was
+    the first file of its study or series in its batch; or why it was skipped."""
+
+    path: str
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    study_attrs: dict[str, Any] | None = None
+    series_attrs: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def _read_batch(paths: list[str]) -> list[_Read]:
+    """Read the headers of `paths` (in order). Runs in worker processes for big folders."""
+    studies: set[str] = set()
+    series: set[str] = set()
+    out: list[_Read] = []
+    with warnings.catch_warnings():
+        # Malformed values are pydicom warnings; they must not flood the log.
+        warnings.simplefilter("ignore")
+        for path in paths:
+            read = _Read(path)
+            try:
+                ds = read_header(Path(path))
+                read.study_uid = _uid(ds, _STUDY_UID)
+                read.series_uid = _uid(ds, _SERIES_UID)
+                read.sop_uid = _uid(ds, _SOP_UID)
+                if not (read.study_uid and read.series_uid):
+                    out.append(read)  # skipped by the caller: it must not claim its study
+                    continue
+                if read.study_uid not in studies:
+                    studies.add(read.study_uid)
+                    read.study_attrs = dv.from_dataset(ds, dv.STUDY_TAGS)
+                if (read.study_uid, read.series_uid) not in series:
+                    series.add((read.study_uid, read.series_uid))
+                    read.series_attrs = dv.from_dataset(ds, _SERIES_KEYWORDS)
+            # A third-party parser on untrusted files: any failure is this file's problem.
+            except Exception as exc:
+                read.error = _reason(exc)
+            out.append(read)
+    return out
+
+
+def _batches(paths: Iterable[Path], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for path in paths:
+        batch.append(str(path))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def default_workers() -> int:
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+@dataclass
 class _Series:
     attrs: dict[str, Any]
     instances: set[str] = field(default_factory=set)
@@ -125,11 +191,19 @@ class _Study:
 
 
 class DicomFolderSource:
-    """Studies from a folder of DICOM files, read at header level only."""
+    """Studies from a folder of DICOM files, read at header level only.
 
-    def __init__(self, root: Path | str, name: str = "folder") -> None:
+    Header parsing is pure Python and CPU-bound, so a big folder is read by `workers`
+    processes (default: one per core, at most 8) in batches of `BATCH` files; a small one
+    in this process. Results are merged in walk order, so the records are the same either
+    way.
+    """
+
+    def __init__(self, root: Path | str, name: str = "folder",
+                 workers: int | None = None) -> None:
         self.root = Path(root)
         self.name = name
+        self.workers = workers or default_workers()
         # study UID -> [(file, SOP Instance UID)], from the last full walk; used by retrieve.
         self._files: dict[str, list[tuple[Path, str]]] | None = None
 
@@ -143,44 +217,50 @@ class DicomFolderSource:
     def _where(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
+    def _reads(self) -> Iterator[list[_Read]]:
+        batches = _batches(walk(self.root), BATCH)
+        first = next(batches, None)
+        if first is None:
+            return
+        second = next(batches, None)
+        if second is None or self.workers < 2:  # small folder: no processes to start
+            yield _read_batch(first)
+            if second is not None:
+                yield _read_batch(second)
+                for batch in batches:
+                    yield _read_batch(batch)
+            return
+        # fork is cheap (no re-import) but unsafe with other threads running.
+        method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
+        with ProcessPoolExecutor(self.workers, mp_context=get_context(method)) as pool:
+            yield from pool.map(_read_batch, itertools.chain([first, second], batches))
+
     def studies(self, progress: Progress | None = None) -> Iterator[StudyRecord | Skipped]:
         """Every study under the folder; unreadable files come first, as `Skipped`."""
         self._check_root()
         studies: dict[str, _Study] = {}
-        for path in walk(self.root):
-            study_attrs = series_attrs = None
-            try:
-                with warnings.catch_warnings():
-                    # Malformed values are pydicom warnings; they must not flood the log.
-                    warnings.simplefilter("ignore")
-                    ds = read_header(path)
-                    study_uid = _uid(ds, _STUDY_UID)
-                    series_uid = _uid(ds, _SERIES_UID)
-                    sop_uid = _uid(ds, _SOP_UID) or self._where(path)
-                    study = studies.get(study_uid or "")
-                    if study is None:
-                        study_attrs = dv.from_dataset(ds, dv.STUDY_TAGS)
-                    if study is None or series_uid not in study.series:
-                        series_attrs = dv.from_dataset(ds, _SERIES_KEYWORDS)
-            # A third-party parser on untrusted files: any failure is this file's problem.
-            except Exception as exc:
-                skipped: Skipped | None = Skipped(self._where(path), _reason(exc))
-            else:
+        for batch in self._reads():
+            for read in batch:
+                path = Path(read.path)
                 skipped = None
-                if not study_uid or not series_uid:
-                    missing = "StudyInstanceUID" if not study_uid else "SeriesInstanceUID"
+                if read.error:
+                    skipped = Skipped(self._where(path), read.error)
+                elif not read.study_uid or not read.series_uid:
+                    missing = "StudyInstanceUID" if not read.study_uid else "SeriesInstanceUID"
                     skipped = Skipped(self._where(path), f"no {missing} in the header")
                 else:
+                    sop_uid = read.sop_uid or self._where(path)
+                    study = studies.get(read.study_uid)
                     if study is None:
-                        study = studies[study_uid] = _Study(study_attrs or {})
-                    if series_attrs is not None:
-                        study.series[series_uid] = _Series(series_attrs)
-                    study.series[series_uid].instances.add(sop_uid)
+                        study = studies[read.study_uid] = _Study(read.study_attrs or {})
+                    if read.series_uid not in study.series:
+                        study.series[read.series_uid] = _Series(read.series_attrs or {})
+                    study.series[read.series_uid].instances.add(sop_uid)
                     study.files.append((path, sop_uid))
+                if skipped is not None:
+                    yield skipped
             if progress:
-                progress(1)
-            if skipped is not None:
-                yield skipped
+                progress(len(batch))
         self._files = {uid: s.files for uid, s in studies.items()}
         for uid in sorted(studies):
             study = studies[uid]

@@ -29,6 +29,7 @@ from gateway.node.sources import (
     Skipped,
     SourceError,
     StudyRecord,
+    folder,
 )
 from tests.gateway.node.dicom_set import DicomSet, make_dicom_set, uid
 
@@ -99,6 +100,26 @@ def test_folder_source_lists_studies_series_and_counts(tmp_path: Path):
                                             se["manufacturer"], se["description"])
     # Deterministic: a second walk gives the same records.
     assert studies_of(DicomFolderSource(data.root))[0] == studies
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_folder_source_reads_the_same_with_worker_processes(tmp_path: Path, monkeypatch,
+                                                            method: str):
+    """Big folders are read by processes; small batches force that path here."""
+    data = make_dicom_set(tmp_path / "dicom")
+    add_junk(data.root)
+    first = pydicom.dcmread(data.files[0])
+    del first.SeriesInstanceUID  # a file that must not claim its study's attributes
+    first.save_as(data.root / "0-no-series.dcm", enforce_file_format=True)
+    sequential = list(DicomFolderSource(data.root, workers=1).studies())
+    monkeypatch.setattr(folder, "BATCH", 2)
+    if method == "spawn":  # what a threaded server gets
+        monkeypatch.setattr(folder.threading, "active_count", lambda: 2)
+    ticks: list[int] = []
+    parallel = list(DicomFolderSource(data.root, workers=2).studies(ticks.append))
+    assert parallel == sequential
+    assert sum(ticks) == len(data.files) + 3
+    assert summary([i for i in parallel if isinstance(i, StudyRecord)]) == expected_summary(data)
 
 
 def test_folder_source_skips_headers_without_uids_and_counts_duplicates_once(tmp_path: Path):
