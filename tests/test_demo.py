@@ -14,17 +14,24 @@ import httpx
 import pytest
 
 from gateway.node.orthanc_process import free_port
+from tests.orthanc import require_orthanc
 
 
 @pytest.mark.slow
-def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path):
+@pytest.mark.parametrize("flags", [
+    pytest.param([], id="folders"),
+    pytest.param(["--orthanc"], id="orthanc", marks=pytest.mark.orthanc),
+])
+def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path, flags: list[str]):
+    if flags:
+        require_orthanc()
     port = free_port()
     while any(_busy(port + i) for i in range(1, 4)):
         port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "spe.cli", "demo", "--data-dir", str(tmp_path / "demo"),
-         "--patients", "15", "--port", str(port)],
+         "--patients", "15", "--port", str(port), *flags],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     output: list[str] = []
@@ -40,7 +47,12 @@ def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path):
         else:
             pytest.fail("demo did not come up:\n" + "".join(output))
         text = "".join(output)
-        assert "federation: 3 nodes" in text
+        assert "federation: 3 nodes, 45 patients" in text
+        manifest = json.loads((tmp_path / "demo" / "synth" / "manifest.json").read_text())
+        instances = sum(site["instances"] for site in manifest["institutions"])
+        assert f"{instances} DICOM instances" in text  # the Orthanc site indexed them all
+        if flags:
+            assert "site-c reads its images from Orthanc" in text
         tokens = json.loads((tmp_path / "demo" / "tokens.json").read_text())
         assert set(tokens) == {"researcher", "approver", "hdab", "output_checker", "admin"}
         _wait_healthy(f"http://127.0.0.1:{port}/health")
@@ -67,6 +79,18 @@ def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path):
     assert proc.returncode == 0, "".join(output) + rest
     assert "demo stopped" in rest
     assert "Traceback" not in rest
+    if flags:
+        assert not _orthanc_running(tmp_path / "demo" / "orthanc")
+
+
+def _orthanc_running(workdir: Path) -> bool:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(workdir) in cmdline.read_bytes().decode(errors="replace"):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _busy(port: int) -> bool:
