@@ -37,6 +37,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/sync_throughput.py
+	$(BIN)/python benchmarks/synth_throughput.py
 
 clean-demo:
 	rm -rf var/demo
