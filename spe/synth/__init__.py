@@ -106,7 +106,7 @@ def _write_site(out: Path, site: Site, seed: int, patients: int,
     modalities: Counter[str] = Counter()
     manufacturers: Counter[str] = Counter()
     conditions: Counter[str] = Counter()
-    label = f"{site.id} ({site.name})"
+    label = f"synth {site.id}"
     files = {t: (root / "fhir" / f"{t}.ndjson").open("w", encoding="utf-8")
              for t in RESOURCE_TYPES}
     try:
