@@ -252,5 +252,78 @@ def demo(
         raise fail(str(exc)) from None
 
 
+@app.command()
+def risk(
+    extract: Annotated[Path, typer.Argument(
+        help="Folder of FHIR NDJSON (Patient.ndjson, ...) or a site folder holding fhir/")],
+    k: Annotated[int, typer.Option("--k", min=1, help="Smallest class size wanted")] = 5,
+    max_risk: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Highest prosecutor risk wanted (0.09 asks for k 12)")] = None,
+    max_suppression: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of records --reduce may suppress")] = 0.05,
+    do_reduce: Annotated[bool, typer.Option(
+        "--reduce", help="Generalise and suppress until the threshold holds")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Re-identification risk (k, prosecutor risk) of an extract's quasi-identifiers."""
+    from rich.console import Console
+
+    from spe.anonymize.extract import ExtractError, load_fhir_extract
+    from spe.anonymize.risk import k_for, measure, reduce
+
+    try:
+        records = load_fhir_extract(extract)
+        k_min = k_for(k, max_risk)
+    except (ExtractError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    threshold = max_risk if max_risk is not None else 1 / k_min
+    if not do_reduce:
+        report, steps = measure(records, threshold=threshold), None
+        report.k_min = k_min
+    else:
+        _, report, steps = reduce(records, k_min=k_min, max_risk=max_risk,
+                                  max_suppression=max_suppression)
+    if as_json:
+        out = report.to_dict()
+        if steps is not None:
+            out["steps"] = [s.to_dict() for s in steps]
+        typer.echo(json.dumps(out, indent=2))
+        return
+    # The report is the command's result, so stdout; `console` (stderr) is for progress/errors.
+    print_risk_report(Console(), report, steps)
+
+
+def print_risk_report(out, report, steps) -> None:
+    first = report.before or report
+    table = Table(title="quasi-identifiers")
+    table.add_column("QI")
+    table.add_column("distinct", justify="right")
+    if steps is not None:
+        table.add_column("level", justify="right")
+        table.add_column("distinct after", justify="right")
+    for qi in report.qis:
+        row = [qi, str(first.distinct[qi])]
+        if steps is not None:
+            row += [str(report.levels[qi]), str(report.distinct[qi])]
+        table.add_row(*row)
+    out.print(table)
+
+    def figures(r) -> str:
+        return (f"records {r.records}, k {r.k}, max prosecutor risk {r.max_risk:.4f}, "
+                f"average prosecutor risk {r.average_risk:.4f}, "
+                f"records at risk (> {r.threshold:.4g}) {r.at_risk}")
+
+    out.print(("before: " if steps is not None else "") + figures(first))
+    if steps is None:
+        return
+    for n, step in enumerate(steps, 1):
+        out.print(f"  step {n}: {step.qi} -> level {step.level} ({step.distinct_before} -> "
+                  f"{step.distinct_after} distinct, {step.too_small_after} records in classes "
+                  f"under k {report.k_min})")
+    out.print(f"after: {figures(report)}, suppressed {report.suppressed}")
+    if report.k < (report.k_min or 0):
+        out.print(f"[red]k {report.k_min} not reached[/red]")
+
+
 def main() -> None:
     app()

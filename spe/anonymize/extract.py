@@ -1,0 +1,124 @@
+"""An extract's quasi-identifiers, read from FHIR Bulk Data NDJSON (as `spe synth` writes it).
+
+`load_fhir_extract(folder)` gives one record per patient, the shape `spe.anonymize.risk` measures:
+
+    {"id": "<Patient.id>", "age": 67, "sex": "female", "region": "ES:28029",
+     "codes": ("C71.9", "I10")}
+
+- age: whole years at the patient's first ImagingStudy.started. A patient without a study is
+  aged at their latest Condition date (recordedDate, else onset); one with neither at the
+  extract's reference date, the latest study or condition date in the whole extract, so the
+  result depends on the files only, never on today's date. None without a birthDate.
+- sex: Patient.gender as written (None if absent).
+- region: "<country>:<postal code>" from Patient.address[0]; "<country>" alone without a
+  postal code, ":<postal code>" without a country, None without either. One string keeps the
+  country beside the code so the region hierarchy can generalise down to the country.
+- codes: the patient's ICD-10 codes (system http://hl7.org/fhir/sid/icd-10), sorted and
+  unique. SNOMED CT codings are left out: the rare-code hierarchy climbs ICD-10 categories.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+
+
+class ExtractError(Exception):
+    """The folder is not a readable FHIR NDJSON extract."""
+
+
+def fhir_folder(folder: Path) -> Path:
+    """The folder holding Patient.ndjson: `folder` itself or, for a site folder, `folder/fhir`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExtractError(f"{folder} is not a folder")
+    for candidate in (folder, folder / "fhir"):
+        if (candidate / "Patient.ndjson").is_file():
+            return candidate
+    raise ExtractError(f"no Patient.ndjson in {folder} (nor in {folder / 'fhir'})")
+
+
+def read_ndjson(path: Path) -> Iterator[dict[str, Any]]:
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                resource = json.loads(line)
+            except ValueError as exc:
+                raise ExtractError(f"{path.name} line {number}: not JSON ({exc})") from None
+            if isinstance(resource, dict):
+                yield resource
+
+
+def load_fhir_extract(folder: Path) -> list[dict[str, Any]]:
+    """One quasi-identifier record per patient, in Patient.ndjson order."""
+    base = fhir_folder(folder)
+    patients = list(read_ndjson(base / "Patient.ndjson"))
+    first_study: dict[str, date] = {}
+    last_condition: dict[str, date] = {}
+    codes: dict[str, set[str]] = {}
+    for study in read_ndjson(base / "ImagingStudy.ndjson"):
+        pid, when = _subject(study), _date(study.get("started"))
+        if pid and when and (pid not in first_study or when < first_study[pid]):
+            first_study[pid] = when
+    for condition in read_ndjson(base / "Condition.ndjson"):
+        pid = _subject(condition)
+        if not pid:
+            continue
+        when = _date(condition.get("recordedDate")) or _date(condition.get("onsetDateTime"))
+        if when and (pid not in last_condition or when > last_condition[pid]):
+            last_condition[pid] = when
+        for coding in (condition.get("code") or {}).get("coding") or []:
+            if coding.get("system") == ICD10 and coding.get("code"):
+                codes.setdefault(pid, set()).add(coding["code"])
+    known = list(first_study.values()) + list(last_condition.values())
+    reference = max(known) if known else None
+    records = []
+    for patient in patients:
+        pid = patient.get("id")
+        when = first_study.get(pid) or last_condition.get(pid) or reference
+        records.append({
+            "id": pid,
+            "age": _age(_date(patient.get("birthDate")), when),
+            "sex": patient.get("gender"),
+            "region": _region(patient),
+            "codes": tuple(sorted(codes.get(pid, ()))),
+        })
+    return records
+
+
+def _subject(resource: dict[str, Any]) -> str | None:
+    ref = (resource.get("subject") or {}).get("reference") or ""
+    return ref.removeprefix("Patient/") or None
+
+
+def _date(value: Any) -> date | None:
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def _age(birth: date | None, when: date | None) -> int | None:
+    if birth is None or when is None or when < birth:
+        return None
+    return when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day))
+
+
+def _region(patient: dict[str, Any]) -> str | None:
+    addresses = patient.get("address") or [{}]
+    address = addresses[0] if isinstance(addresses[0], dict) else {}
+    country, postal = address.get("country") or "", address.get("postalCode") or ""
+    if not country and not postal:
+        return None
+    return f"{country}:{postal}" if postal else country
