@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -138,7 +138,8 @@ def deidentify_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str], ke
     """
     from gateway.node.sources.folder import walk
 
-    options = options or Options()
+    # The pixel cleaner runs on every file, so the Clean Pixel Data Option is always applied.
+    options = replace(options or Options(), clean_pixel_data=True)
     src_path, dst_path = Path(src), Path(dst)
     real_src, real_dst = _check_paths(src_path, dst_path)
     check_pixel_cleaner()
@@ -278,12 +279,7 @@ class _Worker:
             if "EOF" in text or "end of file" in text.lower():
                 raise _FileProblem(f"truncated: {_first_line(text)}")
         _check_complete(ds)
-        if ds.get("BurnedInAnnotation") != "YES":
-            # The profile calls the cleaner only for "YES" (and then claims the Clean Pixel
-            # Data Option); the cleaner also judges an absent or odd flag by modality and SOP
-            # class, so it sees every other image here. A masked image says "NO" afterwards.
-            self.cleaner(ds)
-        result = self.engine.apply(ds)
+        result = self.engine.apply(ds)  # the pixel cleaner runs inside, on every object
         parts = [_uid_part(ds, k) for k in
                  ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
         folder = dst.joinpath(*parts[:2])

@@ -12,6 +12,7 @@ a separator (a date, an MRN, a phone number), the descriptor cannot be trusted a
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from pydicom.dataset import Dataset
 
@@ -38,7 +39,7 @@ class Identifiers:
         """The text with identifying values removed, or None if it must be dropped."""
         folded = " ".join(text.split())
         for phrase in sorted(self.phrases, key=len, reverse=True):
-            folded = re.sub(re.escape(phrase), " ", folded, flags=re.IGNORECASE)
+            folded = _phrase_pattern(phrase).sub(" ", folded)
         kept = [w for w in folded.split()
                 if w.strip(PUNCTUATION).casefold() not in self.words]
         cleaned = " ".join(kept)
@@ -47,15 +48,31 @@ class Identifiers:
         return cleaned
 
 
+@lru_cache(maxsize=4096)
+def _phrase_pattern(phrase: str) -> re.Pattern[str]:
+    """The phrase as a case-insensitive literal pattern (the same phrases recur per patient)."""
+    return re.compile(re.escape(phrase), flags=re.IGNORECASE)
+
+
 def collect(ds: Dataset, identifying: frozenset[int], into: Identifiers) -> Identifiers:
-    """Walk `ds` (all levels) adding the values of `identifying` tags, PN and private text."""
-    for elem in ds:
-        if elem.VR == "SQ":
-            for item in elem.value:
+    """Walk `ds` (all levels) adding the values of `identifying` tags, PN and private text.
+
+    An element is decoded only if its value is wanted: the VR it was read with decides,
+    except an implicit VR or UN one, which is decoded to learn its VR as before.
+    """
+    for key, elem in list(ds._dict.items()):
+        vr = elem.VR
+        if vr is None or vr == "UN":
+            elem = ds[key]
+            vr = elem.VR
+        tag = int(key)
+        if vr == "SQ":
+            for item in ds[key].value:
                 collect(item, identifying, into)
             continue
-        if elem.VR == "PN" or elem.tag in identifying or (
-                elem.tag.is_private and elem.VR in ("LO", "SH", "PN", "DA", "LT", "ST")):
+        if vr == "PN" or tag in identifying or (
+                tag >> 16 & 1 and vr in ("LO", "SH", "PN", "DA", "LT", "ST")):
+            elem = ds[key]
             values = elem.value if elem.VM > 1 else [elem.value]
             for value in values:
                 if value not in (None, ""):

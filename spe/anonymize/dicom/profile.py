@@ -3,16 +3,22 @@
 Everything that can be decided from the options alone (the action per tag, which tags get
 pseudonyms, which are identifying for descriptor cleaning) is decided once in
 `Deidentifier.__init__`, so the per-element work is a dict lookup by tag int. Elements that
-are kept are never converted from their raw form, which is where the speed comes from.
+are kept are never converted from their raw form, which is where the speed comes from; in a
+dataset read from a file, elements emptied, replaced by a dummy or given new UIDs become raw
+elements too, holding the bytes pydicom would have written (so neither this step nor the
+writer encodes them), the markers are encoded once per option set, and a sequence whose
+encoded items hold nothing the profile changes is not decoded at all. Datasets built in
+memory take the plain path, with the same result (tests compare the two).
 
-Burned-in pixel text is another step's job: pass it as `pixel_cleaner` (called before the
-header is touched, so it can still read the names it must find); without one, objects that
-say BurnedInAnnotation=YES come back with a warning and the Clean Pixel Data Option is not
-claimed.
+Burned-in pixel text is another step's job: pass it as `pixel_cleaner` (called on every
+object before the header is touched, so it can still read what it must find; it masks or
+raises to exclude); without one, objects that say BurnedInAnnotation=YES come back with a
+warning and the Clean Pixel Data Option is not claimed.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +28,11 @@ from pydicom import config
 from pydicom.datadict import DicomDictionary, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 
 from spe.anonymize.dicom import descriptors, table
 from spe.anonymize.dicom.markers import mark
@@ -32,6 +42,7 @@ from spe.anonymize.dicom.values import MAX_LENGTH, TEXT_VRS, dummy, shift_da, sh
 
 PATIENT_ID = 0x00100020
 SOP_INSTANCE_UID = 0x00080018
+MEDIA_SOP_INSTANCE_UID = BaseTag(0x00020003)
 BURNED_IN = 0x00280301
 DATE_COLUMN = "rtnLongModifDatesOpt"
 # File meta AE titles name the sending device; the table does not list group 0002.
@@ -40,10 +51,24 @@ META_PRIVATE_TAGS = (0x00020100, 0x00020102)
 # VRs whose empty value is None rather than "" (numbers, bytes).
 NON_TEXT_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "OB", "OW", "OD",
                           "OF", "OL", "OV", "UN", "AT"})
+# Explicit VRs as they are on the wire, and those with a 4-byte length.
+_WIRE_VRS = frozenset(vr.encode("ascii") for vr in STANDARD_VR)
+_WIRE_LONG_VRS = frozenset(vr.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
+_HEADER = {True: struct.Struct("<HHL"), False: struct.Struct(">HHL")}
+_SHORT_LENGTH = {True: struct.Struct("<H"), False: struct.Struct(">H")}
+_LONG_LENGTH = {True: struct.Struct("<L"), False: struct.Struct(">L")}
+ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+UNDEFINED = 0xFFFFFFFF
+# Entries kept per cache (UIDs, pseudonyms) before it is emptied and starts again.
+CACHE_LIMIT = 1 << 14
 
 
 class Pseudonymizer(Protocol):
-    """What needs a key; `spe.anonymize.pseudonyms.PermitKey` implements it per permit."""
+    """What needs a key; `spe.anonymize.pseudonyms.PermitKey` implements it per permit.
+
+    It must be deterministic (the same input always gives the same output): a Deidentifier
+    keeps the UIDs and pseudonyms it has been given, since they recur across files.
+    """
 
     def uid(self, value: str) -> str: ...
 
@@ -72,6 +97,11 @@ class _Step:
     action: str  # one of X Z D K C U U*
     column: str  # the table column that decided it
     fallback: str  # the basic action, used by a C with no rule for the element's VR
+
+
+# Standard attributes the table does not list: names are dropped, sequences walked into.
+_DROP_NAME = _Step("X", "dictionary", "X")
+_WALK = _Step("walk", "dictionary", "walk")
 
 
 def _build_plan(columns: set[str]) -> dict[int, _Step]:
@@ -104,6 +134,7 @@ class Deidentifier:
         self.safe_private = frozenset(safe_private or ())
         self.pixel_cleaner = pixel_cleaner
         columns = options.columns()
+        self._enabled = tuple(options.enabled())
         self._plan = _build_plan(columns)
         self._masked = [(mask, value, _Step(*resolve(basic, opts, columns),
                                             COMBINED.get(basic, basic)))
@@ -112,34 +143,53 @@ class Deidentifier:
         self._retain_private = "rtnSafePrivOpt" in columns
         self._ids = _id_kinds(self._plan)
         untouched = {t for t, s in self._plan.items() if s.action == "K"}
-        self._pn_tags = frozenset(t for t, v in DicomDictionary.items()
-                                  if v[0] == "PN" and t not in self._plan)
-        self._sq_tags = frozenset(t for t, v in DicomDictionary.items() if v[0] == "SQ")
         self._identifying = frozenset(
             t for t, s in self._plan.items()
             if t not in untouched and "cleanDescOpt" not in table.EXACT[t][1])
         self._text_cleaning = any(
             s.action == "C" and s.column != DATE_COLUMN for s in self._plan.values())
+        self._shifts_dates = any(
+            s.action == "C" and s.column == DATE_COLUMN for s in self._plan.values())
+        # One lookup per element: the plan, plus the standard attributes the table does not
+        # list but that are still handled, names (dropped) and sequences (walked into).
+        self._steps: dict[int, _Step] = dict(self._plan)
+        for tag, entry in DicomDictionary.items():
+            if tag in self._plan or self._masked_step(tag) is not None:
+                continue
+            if entry[0] == "PN":
+                self._steps[tag] = _DROP_NAME
+            elif entry[0] == "SQ":
+                self._steps[tag] = _WALK
+        # The VR an implicit VR element will be given when read, where the dictionary has
+        # only one; the others are left for pydicom to decide.
+        self._vrs = {tag: entry[0] for tag, entry in DicomDictionary.items()
+                     if tag in self._steps and " or " not in entry[0]}
+        # Layer 2 is deterministic per key: the same Study/Series/FrameOfReference UIDs and
+        # patients recur across the files of one batch, so their HMACs are kept.
+        self._uids: dict[bytes, bytes] = {}
+        self._uid_values: dict[str, str] = {}
+        self._pseudonyms: dict[tuple[str, str, int], str] = {}
+        self._dummies: dict[tuple[str, bool], bytes | None] = {}
 
     def apply(self, ds: Dataset) -> DeidResult:
         result = DeidResult()
-        patient = ds.get("PatientID")
         identifiers = None
         if self._text_cleaning:
             identifiers = descriptors.collect(ds, self._identifying,
                                               descriptors.Identifiers())
+        patient = ds.get("PatientID") if self._shifts_dates else None
         ctx = _Context(result, str(patient or ""), identifiers)
-        burned_in = ds.get("BurnedInAnnotation")
         pixels_cleaned = False
-        if burned_in == "YES":
-            if self.pixel_cleaner is not None:
-                self.pixel_cleaner(ds)
-                pixels_cleaned = True
-            else:
-                result.warnings.append("BurnedInAnnotation=YES: pixel data not cleaned")
+        if self.pixel_cleaner is not None:
+            # The cleaner judges every image (an absent flag on an ultrasound or a secondary
+            # capture is as suspect as YES); it masks, or raises to exclude the object.
+            self.pixel_cleaner(ds)
+            pixels_cleaned = True
+        elif self._burned_in(ds):
+            result.warnings.append("BurnedInAnnotation=YES: pixel data not cleaned")
         self._walk(ds, ctx)
         self._file_meta(ds, ctx)
-        applied = [name for name in self.options.enabled()
+        applied = [name for name in self._enabled
                    if name != "clean_pixel_data" or pixels_cleaned]
         if self.options.retain_long_full_dates:
             dates = "UNMODIFIED"
@@ -152,21 +202,32 @@ class Deidentifier:
         mark(ds, applied, dates)
         return result
 
+    @staticmethod
+    def _burned_in(ds: Dataset) -> bool:
+        raw = ds._dict.get(BURNED_IN)
+        if raw is None:
+            return False
+        if isinstance(raw, RawDataElement) and raw.value is not None and b"YES" not in raw.value:
+            return False  # cannot read as YES in any encoding: no need to decode it
+        return ds.get("BurnedInAnnotation") == "YES"
+
     def _walk(self, ds: Dataset, ctx: _Context) -> None:
-        plan, counts = self._plan, ctx.result.counts
+        steps, counts = self._steps, ctx.result.counts
         drop_private = None
         if self._retain_private:
             drop_private = private_to_remove(ds, self.safe_private)
         # Working on the element dict itself skips Tag() parsing, BaseTag's Python-level
         # __eq__ and the setters' hooks, which cost more than the profile's own work.
         elements = ds._dict
+        dropped_private = False
         for key, raw in list(elements.items()):
             tag = int(key)
-            step = plan.get(tag)
+            step = steps.get(tag)
             if step is None:
                 if tag >> 16 & 1:
                     if drop_private is None or tag in drop_private:
-                        del ds[key]  # through the Dataset: it caches private blocks
+                        del elements[key]
+                        dropped_private = True
                         counts["X"] += 1
                     elif tag & 0xFFFF >= 0x1000 and raw.VR == "SQ":
                         self._items(ds[key].value, ctx)
@@ -174,9 +235,98 @@ class Deidentifier:
                 if tag >> 24 in self._masked_high:
                     step = self._masked_step(tag)
                 if step is None:
-                    self._unlisted(ds, key, raw.VR, ctx)
+                    if tag not in DicomDictionary:  # the dictionary's own are in `steps`
+                        self._unlisted(ds, key, raw.VR, ctx)
                     continue
-            self._act(ds, key, raw.VR, step.action, step, ctx)
+            action = step.action
+            if action == "X":
+                del elements[key]
+                counts["X"] += 1
+            elif action == "walk":
+                if not self._inert(raw):
+                    self._items(ds[key].value, ctx)
+            else:
+                self._act(ds, key, raw, action, step, ctx)
+        if dropped_private and ds._private_blocks:
+            ds._private_blocks = {}  # what `del ds[key]` does for a private creator
+
+    def _inert(self, raw) -> bool:
+        """True if the still encoded sequence `raw` surely holds nothing the profile changes.
+
+        Its items are scanned without decoding them: every attribute must be a standard
+        one the table does not list and that is neither a name nor a sequence other than
+        one scanned the same way (no private, repeating-group, group-length or unknown
+        attribute). Anything else, or anything unexpected in the encoding, answers False
+        and the sequence is decoded and walked as usual. An inert sequence is left as read,
+        so writing the object copies its bytes.
+        """
+        if not isinstance(raw, RawDataElement) or raw.value is None or raw.length == UNDEFINED:
+            return False
+        if raw.VR != "SQ" and not (raw.VR is None and raw.is_implicit_VR):
+            return False
+        data = raw.value
+        try:
+            end = self._scan_items(data, 0, len(data), raw.is_implicit_VR,
+                                   raw.is_little_endian)
+        except struct.error:  # truncated
+            return False
+        return end == len(data)
+
+    def _scan_items(self, data: bytes, pos: int, end: int | None, implicit: bool,
+                    little: bool) -> int:
+        """Scan the items from `pos` to `end` (None: to the sequence delimiter); the
+        position after them, or -1 if they are not inert."""
+        header = _HEADER[little]
+        while end is None or pos < end:
+            tag_group, tag_element, length = header.unpack_from(data, pos)
+            tag = tag_group << 16 | tag_element
+            pos += 8
+            if tag == SEQUENCE_END and end is None:
+                return pos
+            if tag != ITEM:
+                return -1
+            pos = self._scan_item(data, pos, None if length == UNDEFINED else pos + length,
+                                  implicit, little)
+            if pos < 0:
+                return -1
+        return pos if pos == end else -1
+
+    def _scan_item(self, data: bytes, pos: int, end: int | None, implicit: bool,
+                   little: bool) -> int:
+        header, steps = _HEADER[little], self._steps
+        while end is None or pos < end:
+            tag_group, tag_element, length = header.unpack_from(data, pos)
+            tag = tag_group << 16 | tag_element
+            if tag == ITEM_END and end is None:
+                return pos + 8
+            if implicit:
+                vr = None
+                pos += 8
+            else:
+                vr = data[pos + 4:pos + 6]
+                if vr not in _WIRE_VRS:
+                    return -1
+                if vr in _WIRE_LONG_VRS:
+                    length = _LONG_LENGTH[little].unpack_from(data, pos + 8)[0]
+                    pos += 12
+                else:
+                    length = _SHORT_LENGTH[little].unpack_from(data, pos + 6)[0]
+                    pos += 8
+            if tag_group & 1 or not tag_element or tag not in DicomDictionary:
+                return -1  # private, group length, or unknown: the walk decides
+            step = steps.get(tag)
+            if step is _WALK and vr in (None, b"SQ"):
+                pos = self._scan_items(data, pos, None if length == UNDEFINED else pos + length,
+                                       implicit, little)
+                if pos < 0:
+                    return -1
+                continue
+            if step is not None or vr == b"SQ" or length == UNDEFINED:
+                return -1
+            if tag >> 24 in self._masked_high and self._masked_step(tag) is not None:
+                return -1
+            pos += length
+        return pos if pos == end else -1
 
     def _masked_step(self, tag: int) -> _Step | None:
         for mask, value, step in self._masked:
@@ -185,43 +335,71 @@ class Deidentifier:
         return None
 
     def _unlisted(self, ds: Dataset, key, vr: str | None, ctx: _Context) -> None:
-        if key in self._pn_tags or (vr == "PN" and key not in DicomDictionary):
+        """An attribute neither the table nor the dictionary knows, by the VR it came with."""
+        if vr == "PN":
             del ds._dict[key]  # names never survive, listed or not
             ctx.result.counts["X"] += 1
-        elif key in self._sq_tags or (vr == "SQ" and key not in DicomDictionary):
+        elif vr == "SQ":
             self._items(ds[key].value, ctx)
 
     def _items(self, items, ctx: _Context) -> None:
         for item in items or ():
             self._walk(item, ctx)
 
-    def _act(self, ds: Dataset, tag, vr: str | None, action: str, step: _Step,
-             ctx: _Context) -> None:
+    def _put(self, ds: Dataset, key, raw, vr: str, data: bytes) -> bool:
+        """Replace the element by `data`, already encoded; False if its encoding is unknown.
+
+        The replacement is what pydicom would have written for the value, so writing the
+        object copies it, and reading it back decodes it as any element read from a file.
+        """
+        if isinstance(raw, RawDataElement):
+            implicit, little = raw.is_implicit_VR, raw.is_little_endian
+        else:
+            implicit, little = ds.original_encoding
+            if implicit is None or little is None:
+                return False
+        ds._dict[key] = RawDataElement(key, vr, len(data), data, 0, implicit, little)
+        return True
+
+    def _act(self, ds: Dataset, tag, raw, action: str, step: _Step, ctx: _Context) -> None:
         counts = ctx.result.counts
         if action == "X":
             del ds._dict[tag]
             counts["X"] += 1
             return
-        if vr in (None, "UN") or " or " in vr:  # implicit VR or ambiguous: let pydicom decide
+        vr = raw.VR
+        if vr is None:  # implicit VR: what reading it would give, when the dictionary knows
+            vr = self._vrs.get(tag)
+        if vr in (None, "UN") or " or " in vr:  # unknown or ambiguous: let pydicom decide
             vr = ds[tag].VR
+            raw = ds._dict[tag]
         if action == "U*":
             action = "U" if vr in ("UI", "SQ") else "Z"
         if action in ("Z", "D") and vr != "UI" and tag not in self._ids:
             # the old value is not needed: skip decoding it
-            value = self._empty(vr) if action == "Z" else [Dataset()] if vr == "SQ" else dummy(vr)
-            ds._dict[tag] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
+            if action == "Z":
+                data = b""
+            else:
+                data = self._dummy_data(vr, raw.is_little_endian if raw.is_raw
+                                        else ds.original_encoding[1])
+            if data is None or not self._put(ds, tag, raw, vr, data):
+                value = self._empty(vr) if action == "Z" else self._dummy(tag, None, vr)
+                ds._dict[tag] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
             counts[action] += 1
             return
         if action == "U" and vr == "UI":
-            raw = ds._dict[tag]
             if isinstance(raw, RawDataElement) and raw.value is not None:
-                # decode the bytes ourselves: pydicom's UID parsing and checks are the cost
-                old = raw.value.decode("ascii", "replace").rstrip("\0 ").split("\\")
-                new = [self.pseudonymizer.uid(v.strip()) if v.strip() else "" for v in old]
-                value = new[0] if len(new) == 1 else new
-                ds._dict[tag] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
+                # map the bytes ourselves: pydicom's UID parsing and checks are the cost
+                data = self._uid_data(raw.value)
+                if data is None or not self._put(ds, tag, raw, vr, data):
+                    value = self._uid_list(raw.value)
+                    value = value[0] if len(value) == 1 else value
+                    ds._dict[tag] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
                 counts["U"] += 1
                 return
+        if action == "K" and vr != "SQ":
+            counts["K"] += 1  # nothing to do, nothing to decode
+            return
         elem = ds[tag]
         vr = elem.VR
         if action == "K":
@@ -233,16 +411,54 @@ class Deidentifier:
             if vr == "SQ":
                 self._items(elem.value, ctx)
             elif vr == "UI":
-                elem.value = self._map(elem.value, self.pseudonymizer.uid)
+                elem.value = self._map(elem.value, self._uid)
             else:
                 elem.value = elem.empty_value
                 action = "Z"
         elif action == "D":
             elem.value = self._dummy(tag, elem.value, vr)
         elif not self._clean(ds, tag, elem, step, ctx):
-            self._act(ds, tag, vr, step.fallback, step, ctx)
+            self._act(ds, tag, ds._dict[tag], step.fallback, step, ctx)
             return
         counts[action] += 1
+
+    def _uid(self, value: str) -> str:
+        uid = self._uid_values.get(value)
+        if uid is None:
+            uid = self.pseudonymizer.uid(value)
+            if len(self._uid_values) >= CACHE_LIMIT:
+                self._uid_values.clear()
+            self._uid_values[value] = uid
+        return uid
+
+    def _uid_list(self, data: bytes) -> list[str]:
+        old = data.decode("ascii", "replace").rstrip("\0 ").split("\\")
+        return [self._uid(v.strip()) if v.strip() else "" for v in old]
+
+    def _uid_data(self, data: bytes) -> bytes | None:
+        """The encoded UI value for the encoded `data`, each UID mapped; None if not ASCII."""
+        mapped = self._uids.get(data)
+        if mapped is None:
+            text = "\\".join(self._uid_list(data))
+            if not text.isascii():
+                return None
+            mapped = text.encode("ascii")
+            if len(mapped) % 2:
+                mapped += b"\0"  # UI pads with NUL, as pydicom writes it
+            if len(self._uids) >= CACHE_LIMIT:
+                self._uids.clear()
+            self._uids[data] = mapped
+        return mapped
+
+    def _dummy_data(self, vr: str, little: bool | None) -> bytes | None:
+        """The dummy of `vr` as pydicom encodes it; None where it cannot be precomputed."""
+        if little is None:
+            return None
+        key = (vr, little)
+        if key not in self._dummies:
+            self._dummies[key] = None if vr == "UI" else _encode(vr, self._dummy(0, None, vr),
+                                                                little)
+        return self._dummies[key]
 
     @staticmethod
     def _empty(vr: str):
@@ -252,11 +468,21 @@ class Deidentifier:
         if vr == "SQ":
             return [Dataset()]
         if vr == "UI":
-            return self._map(value, self.pseudonymizer.uid) or self.pseudonymizer.uid("")
+            return self._map(value, self._uid) or self._uid("")
         kind = self._ids.get(tag)
         if kind is not None:
-            return self.pseudonymizer.pseudonym(str(value or ""), kind[0], kind[1])
+            return self._pseudonym(str(value or ""), kind[0], kind[1])
         return dummy(vr)
+
+    def _pseudonym(self, value: str, kind: str, length: int) -> str:
+        key = (value, kind, length)
+        pseudonym = self._pseudonyms.get(key)
+        if pseudonym is None:
+            pseudonym = self.pseudonymizer.pseudonym(value, kind, length)
+            if len(self._pseudonyms) >= CACHE_LIMIT:
+                self._pseudonyms.clear()
+            self._pseudonyms[key] = pseudonym
+        return pseudonym
 
     def _clean(self, ds: Dataset, tag: int, elem, step: _Step, ctx: _Context) -> bool:
         """Apply C; False when no cleaning rule fits and the basic action must be used."""
@@ -300,12 +526,30 @@ class Deidentifier:
         meta = getattr(ds, "file_meta", None)
         if meta is None:
             return
-        if SOP_INSTANCE_UID in ds:
+        uid = ds._dict.get(SOP_INSTANCE_UID)
+        if isinstance(uid, RawDataElement) and uid.value is not None:
+            # the file meta is explicit VR little endian; a UI value reads the same in any
+            meta._dict[MEDIA_SOP_INSTANCE_UID] = RawDataElement(
+                MEDIA_SOP_INSTANCE_UID, "UI", len(uid.value), uid.value, 0, False, True)
+        elif uid is not None:
             meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         drop = META_PRIVATE_TAGS
         if not self.options.retain_device_identity:
             drop += META_DEVICE_TAGS
+        elements = meta._dict
         for tag in drop:
-            if tag in meta:
-                del meta[tag]
+            if tag in elements:
+                del elements[tag]
                 ctx.result.counts["X"] += 1
+
+
+def _encode(vr: str, value: object, little: bool) -> bytes | None:
+    """`value` as pydicom writes it for `vr` (implicit VR, so the header is 8 bytes)."""
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR, buffer.is_little_endian = True, little
+    try:
+        write_data_element(buffer, DataElement(0x00090010, vr, value,
+                                               validation_mode=config.IGNORE))
+    except Exception:  # a dummy pydicom cannot write: let the element take its old path
+        return None
+    return buffer.getvalue()[8:]

@@ -132,6 +132,9 @@ def test_synthetic_site(synth: Path, key_file: Path, tmp_path: Path, pixel_clean
         assert (study, series, instance) == (ds.StudyInstanceUID, ds.SeriesInstanceUID,
                                              f"{ds.SOPInstanceUID}.dcm")
         assert ds.PatientIdentityRemoved == "YES"
+        codes = {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
+        assert {"113100", "113101"} <= codes  # basic profile, pixels checked or masked
+        assert ds.BurnedInAnnotation != "YES"
         assert not [s for s in secrets if s and s in name], name
 
     again = tmp_path / "again"

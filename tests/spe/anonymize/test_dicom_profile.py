@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MRImageStorage,
+)
 
 from spe.anonymize.dicom import generate_table, table
 from spe.anonymize.dicom.options import Options
@@ -464,6 +471,103 @@ def test_burned_in_annotation_is_left_to_the_pixel_step_with_a_warning():
     assert seen == ["Bonnet^François"]  # called before the header is cleaned
     assert not result.warnings
     assert "113101" in [i.CodeValue for i in ds.DeidentificationMethodCodeSequence]
+
+
+# Datasets read from a file ------------------------------------------------------------
+# Elements read from a file are replaced without being decoded, by values already encoded,
+# and sequences that hold nothing to change are not decoded at all: the result must be the
+# one a dataset built in memory gets.
+
+def code(value: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "SCT", meaning
+    return item
+
+
+def rich(syntax: str) -> Dataset:
+    ds = instance("1.2.826.0.1.9.1.1")
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.StudyDate, ds.StudyTime, ds.SeriesDate, ds.ContentTime = "20240101", "101010", \
+        "20240101", "101010"
+    ds.AcquisitionDateTime = "20240101101010.123+0100"
+    ds.InstitutionName = "Hôpital Sainte-Anne"
+    ds.StationName, ds.DeviceSerialNumber = "HVHMR03", "SN 4711"
+    ds.OperatorsName = "Dupont^Lucie"
+    ds.PatientSex, ds.PatientAge, ds.PatientWeight = "F", "042Y", "61.5"
+    ds.PregnancyStatus = 4
+    ds.FlowIdentifier = b"\x01\x02"
+    ds.FailedSOPInstanceUIDList = ["1.2.826.0.1.9.1.7", "1.2.826.0.1.9.1.8"]
+    ds.AnnotationGroupUID = "1.2.826.0.1.9.5"
+    ds.FrameOfReferenceUID = "1.2.826.0.1.9.6"
+    ds.InstitutionCodeSequence = [code("H1", "Hôpital Sainte-Anne")]
+    procedure = code("241645008", "Magnetic resonance imaging of spine")
+    procedure.ConceptNameCodeSequence = [code("1", "inert, two levels down")]
+    ds.ProcedureCodeSequence = [procedure, code("2", "inert too")]
+    region = code("T-D0146", "Spine")
+    modifier = code("3", "holds a name two levels down")
+    modifier.PatientName = "Dupont^Lucie"
+    region.AnatomicRegionModifierSequence = [modifier]
+    private = code("4", "holds a private element")
+    private.private_block(0x0011, "SPE TEST", create=True).add_new(0x01, "LO", "Dupont")
+    ds.AnatomicRegionSequence = [region, private]
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = MRImageStorage
+    reference.ReferencedSOPInstanceUID = "1.2.826.0.1.9.1.2"
+    ds.ReferencedImageSequence = [reference]
+    ds.private_block(0x0009, "SPE TEST", create=True).add_new(0x01, "LO", "Dupont")
+    ds.BurnedInAnnotation = "NO"
+    return ds
+
+
+def dump(ds: Dataset) -> list[tuple[str, str, str]]:
+    """Every element but the pixels (their VR is only settled when written)."""
+    return [(str(e.tag), e.VR, "" if e.VR == "SQ" else str(e.value)) for e in elements(ds)
+            if e.tag != 0x7FE00010]
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian,
+                                    ExplicitVRBigEndian])
+def test_a_dataset_read_from_a_file_comes_out_as_one_built_in_memory(tmp_path: Path,
+                                                                     syntax: str):
+    rich(syntax).save_as(tmp_path / "in.dcm", enforce_file_format=True)
+    read = pydicom.dcmread(tmp_path / "in.dcm")
+    memory = rich(syntax)
+    assert memory.original_encoding == (None, None)
+    results = [Deidentifier(Options(), KEY).apply(ds) for ds in (memory, read)]
+    assert results[0] == results[1]
+    inert = read._dict[tag_for_keyword("ProcedureCodeSequence")]
+    assert isinstance(inert, RawDataElement)  # nothing to change inside: never decoded
+    assert dump(read) == dump(memory)
+    assert read.file_meta.MediaStorageSOPInstanceUID == read.SOPInstanceUID
+    assert "SourceApplicationEntityTitle" not in read.file_meta
+    for name, ds in (("memory", memory), ("read", read)):
+        ds.save_as(tmp_path / f"{name}.dcm", enforce_file_format=True)
+    back = [pydicom.dcmread(tmp_path / f"{name}.dcm") for name in ("memory", "read")]
+    assert dump(back[0].file_meta) + dump(back[0]) == dump(back[1].file_meta) + dump(back[1])
+    assert (tmp_path / "memory.dcm").read_bytes() == (tmp_path / "read.dcm").read_bytes()
+    region = back[1].AnatomicRegionSequence
+    assert region[0].AnatomicRegionModifierSequence[0].PatientName == ""
+    assert not [e for e in elements(back[1]) if e.tag.is_private]
+    assert back[1].InstitutionCodeSequence[0] == Dataset()
+    assert back[1].OperatorsName == "ANONYMOUS"
+    assert back[1].PatientIdentityRemoved == "YES"
+    assert [i.CodeValue for i in back[1].DeidentificationMethodCodeSequence] == ["113100"]
+
+
+def test_uids_read_from_files_map_as_in_memory_across_files(tmp_path: Path):
+    key = Deidentifier(Options(), KEY)
+    mapped = []
+    for number in range(3):
+        ds = rich(ExplicitVRLittleEndian)
+        ds.SOPInstanceUID = f"1.2.826.0.1.9.1.{number + 10}"
+        ds.save_as(tmp_path / f"{number}.dcm", enforce_file_format=True)
+        read = pydicom.dcmread(tmp_path / f"{number}.dcm")
+        key.apply(read)
+        mapped.append(read)
+    assert len({ds.SOPInstanceUID for ds in mapped}) == 3
+    assert {ds.StudyInstanceUID for ds in mapped} == {KEY.uid("1.2.826.0.1.9")}
+    assert mapped[2].FailedSOPInstanceUIDList == [KEY.uid("1.2.826.0.1.9.1.7"),
+                                                  KEY.uid("1.2.826.0.1.9.1.8")]
 
 
 # A synthetic federation ----------------------------------------------------------------
