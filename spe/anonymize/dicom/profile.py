@@ -103,6 +103,18 @@ class _Step:
 _DROP_NAME = _Step("X", "dictionary", "X")
 _WALK = _Step("walk", "dictionary", "walk")
 
+# Beyond Table E.1-1 (stricter than the standard): issuers of the identifiers the profile
+# removes name the assigning institution and its systems (e.g. "<hospital>-RIS"), which
+# Retain Institution Identity exists to keep only on request.
+_BEYOND_TABLE = {
+    0x00080051: "IssuerOfAccessionNumberSequence",
+    0x00100024: "IssuerOfPatientIDQualifiersSequence",
+    0x00400031: "LocalNamespaceEntityID",
+    0x00400032: "UniversalEntityID",
+    0x00400033: "UniversalEntityIDType",
+}
+_DROP_ISSUER = _Step("X", "beyond-table", "X")
+
 
 def _build_plan(columns: set[str]) -> dict[int, _Step]:
     plan = {}
@@ -156,7 +168,9 @@ class Deidentifier:
         for tag, entry in DicomDictionary.items():
             if tag in self._plan or self._masked_step(tag) is not None:
                 continue
-            if entry[0] == "PN":
+            if tag in _BEYOND_TABLE and not options.retain_institution_identity:
+                self._steps[tag] = _DROP_ISSUER
+            elif entry[0] == "PN":
                 self._steps[tag] = _DROP_NAME
             elif entry[0] == "SQ":
                 self._steps[tag] = _WALK

@@ -583,7 +583,10 @@ IDENTIFYING = frozenset({
     "ReferencedSOPInstanceUID", "MediaStorageSOPInstanceUID", "StudyDate", "SeriesDate",
     "AcquisitionDate", "ContentDate", "InstanceCreationDate",
     "PerformedProcedureStepStartDate", "StudyID", "PatientComments", "ImageComments",
-    "AdditionalPatientHistory", "SourceApplicationEntityTitle",
+    "AdditionalPatientHistory", "SourceApplicationEntityTitle", "IssuerOfPatientID",
+    "LocalNamespaceEntityID", "PatientAge", "PatientSize", "PatientWeight",
+    "ReasonForTheRequestedProcedure", "RequestedProcedureDescription", "ProtocolName",
+    "TimezoneOffsetFromUTC", "SeriesTime", "StudyTime", "AcquisitionTime", "ContentTime",
 })
 
 
