@@ -388,6 +388,9 @@ def deid_dicom(
     workers: Annotated[int | None, typer.Option(
         min=1, help="Processes (default: one per core; 1 runs in this process)")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here")] = None,
+    safe_private: Annotated[Path | None, typer.Option(
+        help="JSON list of {creator, element} private attributes known safe; applied with "
+             "--option retain-safe-private")] = None,
 ) -> None:
     """De-identify a tree of DICOM files (PS3.15 Basic Profile, keyed pseudonyms and UIDs).
 
@@ -396,16 +399,25 @@ def deid_dicom(
     cannot be de-identified are reported; the exit code is 0 unless the run itself fails.
     """
     from spe.anonymize.dicom.batch import BatchError, deidentify_tree
+    from spe.anonymize.dicom.private import load_safe_private
 
     options = _dicom_options(option or [])
     if not src.is_dir():
         raise fail(f"source folder {src} does not exist or is not a folder")
+    safe = frozenset()
+    if safe_private is not None:
+        if not options.retain_safe_private:
+            raise fail("--safe-private needs --option retain-safe-private")
+        try:
+            safe = load_safe_private(safe_private)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
     key = _permit_key(key_file, permit)
     _report_path(report, dst)
     try:
         with task_bars() as tick:
             result = deidentify_tree(
-                src, dst, key, options, workers=workers,
+                src, dst, key, options, workers=workers, safe_private=safe,
                 progress=lambda done, total: tick("deid dicom", done, total))
     except BatchError as exc:
         raise fail(str(exc)) from None

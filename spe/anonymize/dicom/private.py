@@ -39,3 +39,34 @@ def private_to_remove(ds: Dataset, safe: frozenset[tuple[str, int]]) -> set[int]
         if element < 0x1000 and (tag >> 16, element) not in used:
             remove.add(tag)
     return remove
+
+
+def load_safe_private(path) -> frozenset[tuple[str, int]]:
+    """The operator's safe list: a JSON list of {"creator": "...", "element": "0x10"}.
+
+    No list ships with the project: what is safe depends on the vendor's private dictionary
+    and software version, which the institution running the node has to vouch for.
+    Raises ValueError naming the bad entry.
+    """
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read the safe-private list {path}: {exc}") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of {{creator, element}} objects")
+    safe: set[tuple[str, int]] = set()
+    for n, entry in enumerate(data, 1):
+        try:
+            creator = entry["creator"].strip()
+            element = entry["element"]
+            element = int(element, 16) if isinstance(element, str) else int(element)
+        except (TypeError, KeyError, ValueError, AttributeError):
+            raise ValueError(f"{path}: entry {n} must be {{\"creator\": text, "
+                             f"\"element\": \"0x00\"-\"0xFF\"}}, got {entry!r}") from None
+        if not creator or not 0 <= element <= 0xFF:
+            raise ValueError(f"{path}: entry {n}: empty creator or element outside 0x00-0xFF")
+        safe.add((creator, element))
+    return frozenset(safe)

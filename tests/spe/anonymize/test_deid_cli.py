@@ -324,3 +324,44 @@ def test_fhir_bad_arguments_exit_2(case: str, synth: Path, key_file: Path, tmp_p
     assert result.exit_code == 2, result.output
     assert "error" in result.output
     assert not dst.exists()
+
+
+def test_safe_private_list_keeps_only_the_listed_private_attribute(synth: Path, tmp_path: Path,
+                                                                    key_file: Path):
+    safe = tmp_path / "safe.json"
+    safe.write_text(json.dumps([{"creator": "SPE SYNTH", "element": "0x04"}]))
+    out = tmp_path / "out"
+    result = deid("dicom", synth / "dicom", out, "--key-file", key_file, "--workers", "1",
+                  "--option", "retain-safe-private", "--safe-private", safe)
+    assert result.exit_code == 0, result.output
+    ds = pydicom.dcmread(next(out.rglob("*.dcm")))
+    block = ds.private_block(0x0009, "SPE SYNTH")
+    assert block[0x04].value.startswith("Workstation")  # listed: kept
+    private = [e.tag for e in ds if e.tag.is_private]
+    assert sorted(private) == sorted([block.get_tag(0x04), 0x00090010])  # nothing else
+    codes = {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
+    assert "113111" in codes  # Retain Safe Private Option
+
+
+@pytest.mark.parametrize("content", ['{"creator": "X"}', '[{"creator": "X", "element": 300}]',
+                                     "not json"])
+def test_bad_safe_private_list_is_refused(synth: Path, tmp_path: Path, key_file: Path,
+                                          content: str):
+    safe = tmp_path / "safe.json"
+    safe.write_text(content)
+    out = tmp_path / "out"
+    result = deid("dicom", synth / "dicom", out, "--key-file", key_file,
+                  "--option", "retain-safe-private", "--safe-private", safe)
+    assert result.exit_code == 2
+    assert "safe.json" in result.output
+    assert not out.exists()
+
+
+def test_safe_private_list_without_the_option_is_refused(synth: Path, tmp_path: Path,
+                                                        key_file: Path):
+    safe = tmp_path / "safe.json"
+    safe.write_text("[]")
+    result = deid("dicom", synth / "dicom", tmp_path / "out", "--key-file", key_file,
+                  "--safe-private", safe)
+    assert result.exit_code == 2
+    assert "retain-safe-private" in result.output
