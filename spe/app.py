@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from spe.audit import AuditLog, CentralAuditEntry, CentralAuditHead
+from catalogue.endpoints import router as catalogue_router
+from spe.audit import CENTRAL_AUDIT
 from spe.audit.endpoints import router as audit_router
 from spe.db import make_engine, make_sessionmaker
 from spe.errors import install_error_handlers
@@ -16,7 +17,7 @@ from spe.users.endpoints import router as users_router
 from spe.web import AppContext
 from spe.web.health import router as health_router
 
-CENTRAL_AUDIT = AuditLog(CentralAuditEntry, CentralAuditHead)
+__all__ = ["CENTRAL_AUDIT", "create_central_app"]
 
 
 def create_central_app(settings: Settings | None = None) -> FastAPI:
@@ -39,6 +40,7 @@ def create_central_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(users_router)
     app.include_router(audit_router)
+    app.include_router(catalogue_router)
     if issuer is not None:
         _mount_demo_issuer(app, issuer)
     return app

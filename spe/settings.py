@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     # EHDS Art. 73(1)(e): access logs kept for at least one year.
     audit_retention_days: int = 365
 
+    # Catalogue: a node's descriptor sends any count below this as suppressed (None plus the
+    # field's name), never as a number. A policy decision to be: read from here until the
+    # disclosure-control policy owns it (ARCHITECTURE: threshold 10 by default).
+    descriptor_min_count: int = 10
+
     # An institution node's own settings (only read by `spe serve node` / `spe node sync`).
     node_id: str = ""
     node_name: str = ""

@@ -59,6 +59,20 @@ def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path, flags: list[str
         for i in range(1, 4):
             health = _wait_healthy(f"http://127.0.0.1:{port + i}/health")
             assert health["service"] == "node"
+        assert "catalogue: 3 datasets harvested" in text
+        catalogue = httpx.get(f"http://127.0.0.1:{port}/api/v1/catalogue",
+                              headers={"Accept": "text/turtle"})
+        assert catalogue.status_code == 200
+        assert "healthdcatap:numberOfUniqueIndividuals" in catalogue.text
+        harvest = subprocess.run(
+            [sys.executable, "-m", "spe.cli", "catalogue", "harvest",
+             *(a for i in range(1, 4) for a in ("--node", f"http://127.0.0.1:{port + i}"))],
+            env={**env, "SPE_DATA_DIR": str(tmp_path / "demo"),
+                 "SPE_OIDC_ISSUER": f"http://127.0.0.1:{port}"},
+            capture_output=True, text=True, timeout=60,
+        )
+        assert harvest.returncode == 0, harvest.stdout + harvest.stderr
+        assert (harvest.stdout + harvest.stderr).count("updated") == 3
         admin = {"Authorization": f"Bearer {tokens['admin']}"}
         verify = httpx.get(f"http://127.0.0.1:{port}/api/v1/audit/verify", headers=admin)
         assert verify.status_code == 200

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from gateway.node.descriptors import compute_descriptor
 from gateway.node.index import repository
 from spe.web import Caller, DbSession
+from spe.wire.descriptors import DatasetDescriptor
 
 router = APIRouter(prefix="/api/v1", tags=["node"])
 
@@ -25,3 +27,12 @@ def index_summary(_: Caller, session: DbSession) -> dict:
             "report": json.loads(run.report or "{}"),
         },
     }
+
+
+@router.get("/descriptors", response_model=list[DatasetDescriptor])
+def descriptors(_: Caller, session: DbSession, request: Request) -> list[DatasetDescriptor]:
+    """The node's dataset descriptors for the central catalogue, small counts suppressed."""
+    node = request.app.state.node
+    ctx = request.app.state.ctx
+    return [compute_descriptor(session, node_id=node.node_id, node_name=node.name or node.node_id,
+                               threshold=ctx.settings.descriptor_min_count)]

@@ -24,9 +24,13 @@ permissions := {
 		"GET /api/v1/audit": {"admin"},
 		"GET /api/v1/audit/verify": {"admin"},
 		"GET /api/v1/users": {"admin"},
+		# Curating a catalogue dataset (reading the catalogue is public: no door at all).
+		"PATCH /api/v1/catalogue/datasets/{identifier:path}": {"admin", "hdab"},
 	},
 	"node": {
 		"GET /api/v1/index/summary": {"admin", "hdab"},
+		# Dataset descriptors (small counts suppressed) for the central catalogue's harvest.
+		"GET /api/v1/descriptors": {"admin", "hdab"},
 		"GET /api/v1/audit": {"admin"},
 		"GET /api/v1/audit/verify": {"admin"},
 	},

@@ -52,3 +52,26 @@ test_method_matters if {
 test_missing_subject_is_denied if {
 	not authz.decide({"service": "central", "method": "GET", "route": "/api/v1/me"}).allow
 }
+
+test_hdab_may_harvest_node_descriptors if {
+	authz.decide(req("node", "GET", "/api/v1/descriptors", ["hdab"])).allow
+	authz.decide(req("node", "GET", "/api/v1/descriptors", ["admin"])).allow
+}
+
+test_researcher_may_not_read_node_descriptors_directly if {
+	d := authz.decide(req("node", "GET", "/api/v1/descriptors", ["researcher"]))
+	not d.allow
+	contains(d.reason, "researcher")
+}
+
+test_descriptors_are_a_node_endpoint_only if {
+	not authz.decide(req("central", "GET", "/api/v1/descriptors", ["hdab"])).allow
+}
+
+test_hdab_may_curate_a_catalogue_dataset if {
+	authz.decide(req("central", "PATCH", "/api/v1/catalogue/datasets/{identifier:path}", ["hdab"])).allow
+}
+
+test_researcher_may_not_curate_a_catalogue_dataset if {
+	not authz.decide(req("central", "PATCH", "/api/v1/catalogue/datasets/{identifier:path}", ["researcher"])).allow
+}

@@ -10,7 +10,11 @@ from spe.audit.models import (
 )
 from spe.audit.service import AuditLog, ChainBreak, VerifyReport
 
+#: The central service's log (the nodes have theirs in gateway.node.app).
+CENTRAL_AUDIT = AuditLog(CentralAuditEntry, CentralAuditHead)
+
 __all__ = [
+    "CENTRAL_AUDIT",
     "AuditEntryMixin",
     "AuditHeadMixin",
     "AuditLog",

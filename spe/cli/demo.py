@@ -113,6 +113,7 @@ def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, por
             )
         console.print(f"federation: {len(nodes)} nodes, {totals['patients']} patients, "
                       f"{totals['instances']} DICOM instances")
+        _fill_catalogue(settings, nodes)
         issuer = demo_issuer(settings)
         _print_access(settings, nodes, issuer)
         asyncio.run(_serve_all(settings, nodes, issuer))
@@ -120,6 +121,32 @@ def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, por
         if pacs is not None:
             pacs.stop()
     console.print("demo stopped")
+
+
+def _fill_catalogue(settings: Settings, nodes: list[DemoNode]) -> None:
+    """Harvest each node's descriptor into the catalogue, in-process (the nodes are not
+    serving yet; `spe catalogue harvest --node URL` does the same over HTTP)."""
+    from catalogue import service as catalogue
+    from gateway.node.descriptors import compute_descriptor
+    from spe.db import make_engine, make_sessionmaker, session_scope
+
+    descriptors = []
+    for node in nodes:
+        engine = make_engine(node.database_url)
+        try:
+            with make_sessionmaker(engine)() as session:
+                descriptors.append(compute_descriptor(
+                    session, node_id=node.node_id, node_name=node.name,
+                    threshold=settings.descriptor_min_count))
+        finally:
+            engine.dispose()
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            catalogue.harvest(session, descriptors, actor="demo")
+    finally:
+        engine.dispose()
+    console.print(f"catalogue: {len(descriptors)} datasets harvested")
 
 
 def _start_orthanc(data_dir: Path, node: DemoNode):

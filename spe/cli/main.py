@@ -19,11 +19,13 @@ audit_app = typer.Typer(help="Audit log commands", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations", no_args_is_help=True)
 policy_app = typer.Typer(help="Policy commands", no_args_is_help=True)
 deid_app = typer.Typer(help="De-identify DICOM and FHIR files", no_args_is_help=True)
+catalogue_app = typer.Typer(help="Dataset catalogue commands", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(audit_app, name="audit")
 app.add_typer(db_app, name="db")
 app.add_typer(policy_app, name="policy")
 app.add_typer(deid_app, name="deid")
+app.add_typer(catalogue_app, name="catalogue")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -137,6 +139,39 @@ def print_sync_report(report, title: str = "sync") -> None:
         console.print(f"  [yellow]skipped[/yellow] {item['where']}: {item['reason']}")
     if report.skipped > 10:
         console.print(f"  ... and {report.skipped - 10} more (see the sync report)")
+
+
+@catalogue_app.command("harvest")
+def catalogue_harvest(
+    node: Annotated[list[str], typer.Option(help="A node's base URL; repeat for several")],
+    token: Annotated[str | None, typer.Option(
+        help="Bearer token with the hdab role (default in development: minted by the demo "
+             "issuer)")] = None,
+    database_url: Annotated[str | None, typer.Option(
+        help="Central database URL (default: SPE_DATABASE_URL)")] = None,
+) -> None:
+    """Harvest the nodes' dataset descriptors into the catalogue. Exit 1 if any node failed."""
+    from catalogue.harvester import run_harvest
+    from spe.identity import demo_issuer
+
+    settings = load_settings()
+    if token is None:
+        if settings.oidc_jwks_url or settings.environment != "development":
+            raise fail("give --token: tokens come from the identity provider outside "
+                       "development")
+        token = demo_issuer(settings).mint("catalogue-harvester", ["hdab"])
+    outcomes = run_harvest(database_url or settings.resolved_database_url, node, token,
+                           actor="cli:catalogue-harvester")
+    failed = 0
+    for outcome in outcomes:
+        if outcome.error:
+            failed += 1
+            console.print(f"[red]failed[/red] {outcome.error}")
+        else:
+            verb = "created" if outcome.created else "updated"
+            console.print(f"[green]{verb}[/green] {outcome.identifier} from {outcome.node}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @audit_app.command("verify")

@@ -1,0 +1,72 @@
+"""The public catalogue (ARCHITECTURE: tier "public", anyone may read it) and its curation.
+
+Reads carry no token and pass no policy door, like /health: the metadata is public and
+holds no small counts (the nodes suppress them). They are not audited either: an
+anonymous read of public metadata names nobody, and logging every crawler would bury the
+entries that matter. Curation changes data, so it goes through the door and is audited.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, Response
+
+from catalogue import rdf, service
+from catalogue.schemas import CurationIn, DatasetOut
+from spe.web import AppContext, Caller, DbSession, get_context
+
+router = APIRouter(prefix="/api/v1/catalogue", tags=["catalogue"])
+Ctx = Annotated[AppContext, Depends(get_context)]
+
+TURTLE = "text/turtle"
+JSONLD = "application/ld+json"
+
+
+def _wanted(accept: str | None) -> str:
+    """text/turtle or application/ld+json when asked for, plain JSON otherwise."""
+    types = [part.split(";")[0].strip().lower() for part in (accept or "").split(",")]
+    for media_type in types:
+        if media_type in (TURTLE, JSONLD):
+            return media_type
+    return "application/json"
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _rdf_response(graph, media_type: str) -> Response:
+    return Response(rdf.serialize(graph, media_type), media_type=media_type)
+
+
+@router.get("", responses={200: {"content": {TURTLE: {}, JSONLD: {}}}})
+def catalogue(request: Request, session: DbSession,
+              accept: Annotated[str | None, Header()] = None) -> Response:
+    """Every dataset: JSON by default, HealthDCAT-AP as Turtle or JSON-LD by Accept header."""
+    datasets = service.list_datasets(session)
+    wanted = _wanted(accept)
+    if wanted == "application/json":
+        return JSONResponse([DatasetOut.model_validate(d).model_dump(mode="json")
+                             for d in datasets])
+    return _rdf_response(rdf.catalogue_graph(datasets, _base_url(request)), wanted)
+
+
+@router.get("/datasets/{identifier:path}", responses={200: {"content": {TURTLE: {},
+                                                                      JSONLD: {}}}})
+def dataset(identifier: str, request: Request, session: DbSession,
+            accept: Annotated[str | None, Header()] = None) -> Response:
+    ds = service.get_dataset(session, identifier)
+    wanted = _wanted(accept)
+    if wanted == "application/json":
+        return JSONResponse(DatasetOut.model_validate(ds).model_dump(mode="json"))
+    return _rdf_response(rdf.dataset_graph(ds, _base_url(request)), wanted)
+
+
+@router.patch("/datasets/{identifier:path}", response_model=DatasetOut)
+def curate(identifier: str, changes: CurationIn, caller: Caller, ctx: Ctx,
+           session: DbSession) -> DatasetOut:
+    """Edit curated fields (admin, hdab); later harvests keep them."""
+    ds = service.curate(session, identifier, changes, actor=caller.id, audit=ctx.audit)
+    return DatasetOut.model_validate(ds)

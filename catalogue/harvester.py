@@ -1,0 +1,107 @@
+"""Fetching descriptors from the nodes over HTTP (`GET /api/v1/descriptors`) and harvesting
+them. httpx errors are translated here into CatalogueError, with the node named."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.orm import Session
+
+from catalogue.schemas import HarvestOutcome
+from catalogue.service import CatalogueError, harvest
+from spe.audit import CENTRAL_AUDIT, AuditLog
+from spe.wire.descriptors import DatasetDescriptor
+
+DESCRIPTORS_PATH = "/api/v1/descriptors"
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+_DESCRIPTORS = TypeAdapter(list[DatasetDescriptor])
+
+
+def fetch_descriptors(url: str, token: str, *,
+                      client: httpx.Client | None = None) -> list[DatasetDescriptor]:
+    """The node's descriptors, or CatalogueError saying why not."""
+    endpoint = url.rstrip("/") + DESCRIPTORS_PATH
+    own = client is None
+    http = client or httpx.Client(timeout=TIMEOUT)
+    try:
+        resp = http.get(endpoint, headers={"Authorization": f"Bearer {token}"})
+    except httpx.TimeoutException as exc:
+        raise CatalogueError(f"{url}: timed out ({exc.__class__.__name__})") from exc
+    except httpx.HTTPError as exc:
+        raise CatalogueError(f"{url}: unreachable ({exc})") from exc
+    finally:
+        if own:
+            http.close()
+    if resp.status_code != 200:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        detail = body.get("detail", body) if isinstance(body, dict) else resp.text[:200]
+        raise CatalogueError(f"{url}: HTTP {resp.status_code}: {detail}")
+    try:
+        return _DESCRIPTORS.validate_json(resp.content)
+    except ValidationError as exc:
+        raise CatalogueError(f"{url}: not a list of dataset descriptors ({exc.error_count()} "
+                             "errors)") from exc
+
+
+def harvest_nodes(
+    session: Session,
+    urls: Sequence[str],
+    token: str,
+    *,
+    actor: str = "system",
+    clients: Mapping[str, httpx.Client] | None = None,
+    audit: AuditLog = CENTRAL_AUDIT,
+) -> list[HarvestOutcome]:
+    """Harvest every node that answers; a failing node is reported (and audited), not fatal.
+
+    The caller owns the transaction (see `spe catalogue harvest`).
+    """
+    outcomes: list[HarvestOutcome] = []
+    claimed: dict[str, str] = {}  # identifier -> the node URL that described it in this run
+    for url in urls:
+        try:
+            descriptors = fetch_descriptors(url, token, client=(clients or {}).get(url))
+            for d in descriptors:
+                other = claimed.setdefault(d.identifier, url)
+                if other != url:
+                    raise CatalogueError(f"{url}: describes {d.identifier}, already described "
+                                         f"by {other} in this harvest")
+        except CatalogueError as exc:
+            audit.record(session, actor=actor, action="catalogue.harvest", object=url,
+                         decision="error", reason=exc.detail)
+            outcomes.append(HarvestOutcome(node=url, error=exc.detail))
+            continue
+        for dataset, created in harvest(session, descriptors, actor=actor, audit=audit):
+            outcomes.append(HarvestOutcome(node=url, identifier=dataset.identifier,
+                                           created=created))
+    return outcomes
+
+
+def run_harvest(
+    database_url: str,
+    urls: Sequence[str],
+    token: str,
+    *,
+    actor: str = "system",
+    clients: Mapping[str, httpx.Client] | None = None,
+) -> list[HarvestOutcome]:
+    """Migrate the central database and harvest the nodes in one transaction (in-process use
+    and `spe catalogue harvest`)."""
+    from spe.db import make_engine, make_sessionmaker, session_scope
+    from spe.db.migrate import upgrade
+
+    upgrade(database_url, "central")
+    engine = make_engine(database_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            return harvest_nodes(session, urls, token, actor=actor, clients=clients)
+    finally:
+        engine.dispose()
+
+
+__all__ = ["fetch_descriptors", "harvest_nodes", "run_harvest"]

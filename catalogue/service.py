@@ -1,0 +1,147 @@
+"""Catalogue logic: harvest node descriptors, curate datasets. Callers own the transaction;
+every change is audited in it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from catalogue import repository, vocabulary
+from catalogue.models import Dataset
+from catalogue.schemas import CurationIn
+from spe.audit import CENTRAL_AUDIT, AuditLog
+from spe.errors import NotFound, SPEError
+from spe.wire.descriptors import DatasetDescriptor
+
+
+class CatalogueError(SPEError):
+    """A catalogue operation that could not be done (e.g. a node could not be harvested)."""
+
+    status_code = 502
+    error = "catalogue_error"
+
+
+class DatasetNotFound(NotFound):
+    pass
+
+
+def _default_curation(d: DatasetDescriptor) -> dict[str, Any]:
+    return {
+        "title": f"Imaging and clinical records of {d.node_name}",
+        "description": (
+            f"DICOM imaging studies and HL7 FHIR clinical records (conditions, observations) "
+            f"held by {d.node_name} and indexed by its secure processing node. Records stay at "
+            f"the institution; access needs a data permit from the health data access body. "
+            f"Counts below {d.suppression_threshold} are suppressed."
+        ),
+        "keywords": list(vocabulary.DEFAULT_KEYWORDS),
+        "health_categories": [vocabulary.HEALTH_CATEGORY_EHR],
+        "themes": [vocabulary.DATA_THEME_HEALTH],
+        "dataset_type": vocabulary.DCMI_DATASET,
+        "publisher_name": d.node_name,
+        "publisher_email": vocabulary.default_contact_email(d.node_id),
+        "contact_email": vocabulary.default_contact_email(d.node_id),
+        "hdab_name": vocabulary.DEFAULT_HDAB_NAME,
+        "hdab_email": vocabulary.DEFAULT_HDAB_EMAIL,
+        "purposes": [vocabulary.DPV_RESEARCH],
+        "legal_bases": [vocabulary.GDPR_A9_2_J],
+        "access_rights": "NON_PUBLIC",
+        "applicable_legislation": [vocabulary.EHDS_REGULATION],
+    }
+
+
+def _harvested(d: DatasetDescriptor, at: datetime) -> dict[str, Any]:
+    return {
+        "node_name": d.node_name,
+        "number_of_records": d.studies,
+        "number_of_unique_individuals": d.patients,
+        "number_of_series": d.series,
+        "number_of_instances": d.instances,
+        "min_typical_age": d.min_age,
+        "max_typical_age": d.max_age,
+        "temporal_start": d.temporal_start,
+        "temporal_end": d.temporal_end,
+        "modalities": [v.model_dump() for v in d.modalities],
+        "body_parts": [v.model_dump() for v in d.body_parts],
+        "manufacturers": [v.model_dump() for v in d.manufacturers],
+        "coding_systems": list(d.coding_systems),
+        "completeness": d.completeness.model_dump(),
+        "suppressed": list(d.suppressed),
+        "suppression_threshold": d.suppression_threshold,
+        "harvested_at": at,
+    }
+
+
+def harvest(
+    session: Session,
+    descriptors: Iterable[DatasetDescriptor | dict[str, Any]],
+    *,
+    actor: str = "system",
+    audit: AuditLog = CENTRAL_AUDIT,
+) -> list[tuple[Dataset, bool]]:
+    """Upsert one dataset per descriptor: harvested fields replaced, curated ones kept.
+
+    Returns (dataset, created) pairs. Each upsert is audited in the caller's transaction.
+    """
+    now = datetime.now(UTC)
+    out = []
+    for raw in descriptors:
+        d = raw if isinstance(raw, DatasetDescriptor) else DatasetDescriptor.model_validate(raw)
+        dataset = repository.get_by_identifier(session, d.identifier)
+        created = dataset is None
+        if dataset is None:
+            dataset = Dataset(identifier=d.identifier, node_id=d.node_id,
+                              collection=d.collection, **_default_curation(d))
+        for key, value in _harvested(d, now).items():
+            setattr(dataset, key, value)
+        if created:
+            repository.add(session, dataset)
+        session.flush()
+        audit.record(
+            session, actor=actor, action="catalogue.harvest", object=d.identifier,
+            decision="info", reason="created" if created else "updated",
+            details={"node": d.node_id, "patients": d.patients, "studies": d.studies,
+                     "suppressed": d.suppressed},
+        )
+        out.append((dataset, created))
+    return out
+
+
+def get_dataset(session: Session, identifier: str) -> Dataset:
+    dataset = repository.get_by_identifier(session, identifier)
+    if dataset is None:
+        raise DatasetNotFound(f"no dataset {identifier!r} in the catalogue")
+    return dataset
+
+
+def list_datasets(session: Session) -> list[Dataset]:
+    return repository.list_datasets(session)
+
+
+def curate(
+    session: Session,
+    identifier: str,
+    changes: CurationIn,
+    *,
+    actor: str,
+    audit: AuditLog = CENTRAL_AUDIT,
+) -> Dataset:
+    """Edit a dataset's curated fields; later harvests keep them."""
+    dataset = get_dataset(session, identifier)
+    fields = changes.model_dump(exclude_none=True)
+    for key, value in fields.items():
+        setattr(dataset, key, value)
+    dataset.curated_at = datetime.now(UTC)
+    dataset.curated_by = actor[:320]
+    session.flush()
+    audit.record(session, actor=actor, action="catalogue.curate", object=identifier,
+                 decision="info", reason="edited " + ", ".join(sorted(fields)),
+                 details=fields)
+    return dataset
+
+
+__all__ = ["CatalogueError", "DatasetNotFound", "curate", "get_dataset", "harvest",
+           "list_datasets"]

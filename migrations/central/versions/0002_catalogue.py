@@ -1,0 +1,73 @@
+"""catalogue: HealthDCAT-AP datasets harvested from the nodes
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-23 11:30:00
+
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | Sequence[str] | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    tz = sa.DateTime(timezone=True)
+    op.create_table(
+        "catalogue_datasets",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("identifier", sa.String(length=300), nullable=False),
+        sa.Column("node_id", sa.String(length=120), nullable=False),
+        sa.Column("collection", sa.String(length=120), nullable=False),
+        sa.Column("title", sa.String(length=500), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("keywords", sa.JSON(), nullable=False),
+        sa.Column("health_categories", sa.JSON(), nullable=False),
+        sa.Column("themes", sa.JSON(), nullable=False),
+        sa.Column("dataset_type", sa.String(length=255), nullable=False),
+        sa.Column("publisher_name", sa.String(length=255), nullable=False),
+        sa.Column("publisher_email", sa.String(length=320), nullable=False),
+        sa.Column("contact_email", sa.String(length=320), nullable=False),
+        sa.Column("hdab_name", sa.String(length=255), nullable=False),
+        sa.Column("hdab_email", sa.String(length=320), nullable=False),
+        sa.Column("purposes", sa.JSON(), nullable=False),
+        sa.Column("legal_bases", sa.JSON(), nullable=False),
+        sa.Column("access_rights", sa.String(length=16), nullable=False),
+        sa.Column("applicable_legislation", sa.JSON(), nullable=False),
+        sa.Column("curated_at", tz, nullable=True),
+        sa.Column("curated_by", sa.String(length=320), nullable=True),
+        sa.Column("node_name", sa.String(length=255), nullable=False),
+        sa.Column("number_of_records", sa.Integer(), nullable=True),
+        sa.Column("number_of_unique_individuals", sa.Integer(), nullable=True),
+        sa.Column("number_of_series", sa.Integer(), nullable=True),
+        sa.Column("number_of_instances", sa.Integer(), nullable=True),
+        sa.Column("min_typical_age", sa.Integer(), nullable=True),
+        sa.Column("max_typical_age", sa.Integer(), nullable=True),
+        sa.Column("temporal_start", sa.Date(), nullable=True),
+        sa.Column("temporal_end", sa.Date(), nullable=True),
+        sa.Column("modalities", sa.JSON(), nullable=False),
+        sa.Column("body_parts", sa.JSON(), nullable=False),
+        sa.Column("manufacturers", sa.JSON(), nullable=False),
+        sa.Column("coding_systems", sa.JSON(), nullable=False),
+        sa.Column("completeness", sa.JSON(), nullable=False),
+        sa.Column("suppressed", sa.JSON(), nullable=False),
+        sa.Column("suppression_threshold", sa.Integer(), nullable=False),
+        sa.Column("harvested_at", tz, nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_catalogue_datasets")),
+        sa.UniqueConstraint("identifier", name=op.f("uq_catalogue_datasets_identifier")),
+    )
+    with op.batch_alter_table("catalogue_datasets", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_catalogue_datasets_node_id"), ["node_id"],
+                              unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("catalogue_datasets", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_catalogue_datasets_node_id"))
+    op.drop_table("catalogue_datasets")

@@ -1,0 +1,1 @@
+"""Wire formats shared by the central services and the nodes: pydantic schemas, no code paths."""

@@ -1,0 +1,142 @@
+"""The catalogue as HealthDCAT-AP RDF: valid against the vendored shapes, served publicly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from rdflib import Graph, Literal, URIRef
+from rdflib import namespace as ns
+from sqlalchemy import select
+
+from catalogue import rdf, service
+from catalogue.harvester import run_harvest
+from spe.app import create_central_app
+from spe.audit import CentralAuditEntry
+from spe.db import make_engine, make_sessionmaker
+from spe.identity import demo_issuer
+from spe.settings import Settings
+from tests.catalogue.conftest import ISSUER
+
+BASE = "http://catalogue.test"
+NON_PUBLIC = URIRef("http://publications.europa.eu/resource/authority/access-right/NON_PUBLIC")
+
+
+@pytest.fixture
+def harvested(node_clients, central_db) -> str:
+    clients, issuer = node_clients
+    outcomes = run_harvest(central_db, list(clients), issuer.mint("h", ["hdab"]),
+                           clients=clients)
+    assert all(o.error is None for o in outcomes)
+    return central_db
+
+
+def exported(url: str) -> Graph:
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            return rdf.catalogue_graph(service.list_datasets(session), BASE)
+    finally:
+        engine.dispose()
+
+
+def test_export_of_a_harvested_catalogue_conforms_to_healthdcat_ap(harvested):
+    g = exported(harvested)
+    conforms, report = rdf.validate(g)
+    assert conforms, report
+    datasets = list(g.subjects(ns.RDF.type, ns.DCAT.Dataset))
+    assert len(datasets) == 2
+    for ds in datasets:
+        assert g.value(ds, ns.DCTERMS.accessRights) == NON_PUBLIC
+        n = g.value(ds, rdf.HEALTHDCATAP.numberOfUniqueIndividuals)
+        assert n.datatype == ns.XSD.nonNegativeInteger
+        assert n.toPython() == 25
+        assert g.value(g.value(ds, ns.DCTERMS.temporal), ns.DCAT.startDate) is not None
+
+
+@pytest.mark.parametrize(("prop", "shown_as"), [
+    (ns.DCTERMS.description, "dct:description"),
+    (ns.DCAT.distribution, "dcat:distribution"),
+    (rdf.HEALTHDCATAP.hdab, "healthdcatap:hdab"),
+    (ns.DCTERMS.provenance, "dct:provenance"),
+])
+def test_export_without_a_required_property_fails_naming_it(harvested, prop, shown_as):
+    g = exported(harvested)
+    ds = next(g.subjects(ns.RDF.type, ns.DCAT.Dataset))
+    g.remove((ds, prop, None))
+    conforms, report = rdf.validate(g)
+    assert not conforms
+    assert f"Result Path: {shown_as}" in report
+
+
+def test_a_count_written_as_a_plain_integer_fails(harvested):
+    g = exported(harvested)
+    ds = next(g.subjects(ns.RDF.type, ns.DCAT.Dataset))
+    g.set((ds, rdf.HEALTHDCATAP.numberOfRecords, Literal("many")))
+    conforms, report = rdf.validate(g)
+    assert not conforms
+    assert "numberOfRecords" in report
+
+
+def test_shapes_load_from_disk_without_imports():
+    assert not list(rdf.shapes_graph().triples((None, ns.OWL.imports, None)))
+
+
+@pytest.fixture
+def central_client(harvested, tmp_path: Path):
+    settings = Settings(data_dir=tmp_path, database_url=harvested, oidc_issuer=ISSUER)
+    app = create_central_app(settings)
+    with TestClient(app, base_url=BASE) as client:
+        yield client, app.state.ctx
+
+
+@pytest.mark.filterwarnings("ignore:ConjunctiveGraph is deprecated:DeprecationWarning")
+def test_catalogue_is_public_in_json_turtle_and_json_ld(central_client):
+    client, _ = central_client
+    plain = client.get("/api/v1/catalogue")
+    assert plain.status_code == 200
+    assert {d["node_id"] for d in plain.json()} == {"site-a", "site-b"}
+
+    turtle = client.get("/api/v1/catalogue", headers={"Accept": "text/turtle"})
+    assert turtle.headers["content-type"].startswith("text/turtle")
+    g = Graph().parse(data=turtle.text, format="turtle")
+    assert rdf.validate(g)[0]
+    assert len(list(g.subjects(ns.RDF.type, ns.DCAT.Dataset))) == 2
+
+    jsonld = client.get("/api/v1/catalogue", headers={"Accept": "application/ld+json"})
+    assert jsonld.headers["content-type"].startswith("application/ld+json")
+    assert len(Graph().parse(data=jsonld.text, format="json-ld")) == len(g)
+
+
+def test_one_dataset_by_identifier(central_client):
+    client, _ = central_client
+    resp = client.get("/api/v1/catalogue/datasets/site-a/imaging-and-clinical-records",
+                      headers={"Accept": "text/turtle"})
+    assert resp.status_code == 200
+    g = Graph().parse(data=resp.text, format="turtle")
+    ds = URIRef(f"{BASE}/api/v1/catalogue/datasets/site-a/imaging-and-clinical-records")
+    assert (ds, ns.RDF.type, ns.DCAT.Dataset) in g
+    missing = client.get("/api/v1/catalogue/datasets/site-z/nothing")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "not_found"
+
+
+def test_curation_needs_hdab_and_is_audited(central_client):
+    client, ctx = central_client
+    central_issuer = demo_issuer(ctx.settings)
+    path = "/api/v1/catalogue/datasets/site-b/imaging-and-clinical-records"
+    body = {"title": "Breast imaging cohort"}
+    refused = client.patch(path, json=body, headers={
+        "Authorization": f"Bearer {central_issuer.mint('r', ['researcher'])}"})
+    assert refused.status_code == 403
+    assert client.patch(path, json=body).status_code == 401
+    ok = client.patch(path, json=body, headers={
+        "Authorization": f"Bearer {central_issuer.mint('h', ['hdab'])}"})
+    assert ok.status_code == 200, ok.text
+    assert client.get(path).json()["title"] == "Breast imaging cohort"
+    with ctx.sessions() as session:
+        entry = session.execute(select(CentralAuditEntry).where(
+            CentralAuditEntry.action == "catalogue.curate")).scalar_one()
+    assert entry.object == "site-b/imaging-and-clinical-records"
+    assert entry.details.count("Breast imaging cohort") == 1

@@ -1,0 +1,59 @@
+"""The node's dataset descriptor: counts from the index, small counts marked, never 0."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from gateway.node.descriptors import age_at, compute_descriptor
+from gateway.node.sources.memory import MemoryDicomSource, MemoryFhirSource
+from gateway.node.sync import sync_index
+from spe.db import session_scope
+from tests.gateway.node.test_sync import condition, node_sessions, patient, study  # noqa: F401
+
+
+@pytest.mark.parametrize(("birth", "on", "age"), [
+    (date(1970, 5, 1), date(2020, 4, 30), 49),
+    (date(1970, 5, 1), date(2020, 5, 1), 50),
+    (date(2000, 2, 29), date(2001, 2, 28), 0),
+])
+def test_age_at_counts_completed_years(birth, on, age):
+    assert age_at(birth, on) == age
+
+
+@pytest.fixture
+def small_index(node_sessions):  # noqa: F811
+    fhir = MemoryFhirSource([patient("p1", "MRN1", birth="1950-01-01"),
+                             patient("p2", "MRN2", sex="male", birth="1990-06-30"),
+                             condition("c1", "Patient/p1")])
+    dicom = MemoryDicomSource([study("1.2.1", "MRN1", ("1.2.1.1", "MR", 3)),
+                               study("1.2.2", "MRN2", ("1.2.2.1", "CT", 4),
+                                     ("1.2.2.2", "CT", 1))])
+    with session_scope(node_sessions) as session:
+        sync_index(session, dicom=dicom, fhir=fhir)
+    return node_sessions
+
+
+def test_small_counts_are_suppressed_and_named_never_zero(small_index):
+    with small_index() as session:
+        d = compute_descriptor(session, node_id="site-a", node_name="Site A", threshold=10)
+    assert (d.patients, d.studies, d.series, d.instances) == (None, None, None, None)
+    assert {"patients", "studies", "series", "instances", "min_age", "max_age",
+            "temporal_start", "modalities:CT", "modalities:MR"} <= set(d.suppressed)
+    assert (d.min_age, d.max_age, d.temporal_start) == (None, None, None)
+    assert [(m.value, m.count) for m in d.modalities] == [("CT", None), ("MR", None)]
+    assert d.completeness.patient_sex is None
+    assert d.coding_systems == ["http://hl7.org/fhir/sid/icd-10", "http://snomed.info/sct"]
+    assert d.identifier == "site-a/imaging-and-clinical-records"
+
+
+def test_counts_at_the_threshold_are_shown(small_index):
+    with small_index() as session:
+        d = compute_descriptor(session, node_id="site-a", node_name="Site A", threshold=1)
+    assert (d.patients, d.studies, d.series, d.instances) == (2, 2, 3, 8)
+    assert (d.min_age, d.max_age) == (29, 70)  # studies on 2020-01-02
+    assert d.temporal_start == d.temporal_end == date(2020, 1, 2)
+    assert [(m.value, m.count) for m in d.modalities] == [("CT", 2), ("MR", 1)]
+    assert d.completeness.patient_birth_date == 1.0
+    assert d.suppressed == []
