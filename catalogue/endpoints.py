@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from catalogue import rdf, service
-from catalogue.schemas import CurationIn, DatasetOut
+from catalogue.schemas import CurationIn, DatasetOut, SearchOut, SearchParams
 from spe.web import AppContext, Caller, DbSession, get_context
 
 router = APIRouter(prefix="/api/v1/catalogue", tags=["catalogue"])
@@ -48,9 +48,16 @@ def catalogue(request: Request, session: DbSession,
     datasets = service.list_datasets(session)
     wanted = _wanted(accept)
     if wanted == "application/json":
-        return JSONResponse([DatasetOut.model_validate(d).model_dump(mode="json")
+        return JSONResponse([service.dataset_out(d).model_dump(mode="json")
                              for d in datasets])
     return _rdf_response(rdf.catalogue_graph(datasets, _base_url(request)), wanted)
+
+
+@router.get("/search", response_model=SearchOut)
+def search(params: Annotated[SearchParams, Query()], session: DbSession) -> SearchOut:
+    """Full-text search with facets (values of one facet OR'ed, facets AND'ed) and stable
+    pagination. Malformed or unknown parameters get a 422 naming them."""
+    return service.search(session, params)
 
 
 @router.get("/datasets/{identifier:path}", responses={200: {"content": {TURTLE: {},
@@ -60,13 +67,15 @@ def dataset(identifier: str, request: Request, session: DbSession,
     ds = service.get_dataset(session, identifier)
     wanted = _wanted(accept)
     if wanted == "application/json":
-        return JSONResponse(DatasetOut.model_validate(ds).model_dump(mode="json"))
+        return JSONResponse(service.dataset_out(ds).model_dump(mode="json"))
     return _rdf_response(rdf.dataset_graph(ds, _base_url(request)), wanted)
 
 
 @router.patch("/datasets/{identifier:path}", response_model=DatasetOut)
 def curate(identifier: str, changes: CurationIn, caller: Caller, ctx: Ctx,
            session: DbSession) -> DatasetOut:
-    """Edit curated fields (admin, hdab); later harvests keep them."""
-    ds = service.curate(session, identifier, changes, actor=caller.id, audit=ctx.audit)
-    return DatasetOut.model_validate(ds)
+    """Edit curated fields (approvers of the holding institution only, decided by
+    policies/catalogue/curation); later harvests keep them."""
+    ds = service.curate_as(session, identifier, changes, principal=caller,
+                           policy=ctx.policy, sessions=ctx.sessions, audit=ctx.audit)
+    return service.dataset_out(ds)

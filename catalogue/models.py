@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, Integer, String, Text
+from sqlalchemy import JSON, Date, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from spe.db.base import CentralBase
@@ -58,7 +58,28 @@ class Dataset(CentralBase):
     body_parts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     manufacturers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     coding_systems: Mapped[list[str]] = mapped_column(JSON, default=list)
+    conditions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # ICD-10
     completeness: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     suppressed: Mapped[list[str]] = mapped_column(JSON, default=list)
     suppression_threshold: Mapped[int] = mapped_column(Integer)
     harvested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DatasetFacet(CentralBase):
+    """One (facet, value) a dataset carries, e.g. ("modality", "MR"): what search filters
+    and counts on, in plain SQL that runs the same on SQLite and PostgreSQL. Rebuilt from
+    the dataset on every harvest and curation (`catalogue.facets`).
+
+    The full-text side lives beside it, per dialect: an FTS5 table `catalogue_fts` on
+    SQLite, a `search_vector` tsvector column with a GIN index on PostgreSQL (migration
+    0002); `catalogue.repository` keeps both in step.
+    """
+
+    __tablename__ = "catalogue_facets"
+    __table_args__ = (Index("ix_catalogue_facets_lookup", "facet", "value", "dataset_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("catalogue_datasets.id", ondelete="CASCADE"), index=True)
+    facet: Mapped[str] = mapped_column(String(32))
+    value: Mapped[str] = mapped_column(String(300))

@@ -7,14 +7,30 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from catalogue import repository, vocabulary
+from catalogue.facets import facet_label
 from catalogue.models import Dataset
-from catalogue.schemas import CurationIn
+from catalogue.quality import quality_label
+from catalogue.schemas import (
+    CurationIn,
+    DatasetOut,
+    FacetCount,
+    QualitySummary,
+    SearchHit,
+    SearchOut,
+    SearchParams,
+)
 from spe.audit import CENTRAL_AUDIT, AuditLog
-from spe.errors import NotFound, SPEError
+from spe.db import session_scope
+from spe.errors import Forbidden, NotFound, SPEError
+from spe.identity import Principal
+from spe.policy import PolicyService
 from spe.wire.descriptors import DatasetDescriptor
+
+#: How much of a description a search hit carries.
+SNIPPET_LENGTH = 300
 
 
 class CatalogueError(SPEError):
@@ -28,6 +44,10 @@ class DatasetNotFound(NotFound):
     pass
 
 
+class CurationRefused(Forbidden):
+    pass
+
+
 def _default_curation(d: DatasetDescriptor) -> dict[str, Any]:
     return {
         "title": f"Imaging and clinical records of {d.node_name}",
@@ -38,7 +58,8 @@ def _default_curation(d: DatasetDescriptor) -> dict[str, Any]:
             f"Counts below {d.suppression_threshold} are suppressed."
         ),
         "keywords": list(vocabulary.DEFAULT_KEYWORDS),
-        "health_categories": [vocabulary.HEALTH_CATEGORY_EHR],
+        "health_categories": [vocabulary.HEALTH_CATEGORY_EHR,
+                              vocabulary.HEALTH_CATEGORY_IMAGING],
         "themes": [vocabulary.DATA_THEME_HEALTH],
         "dataset_type": vocabulary.DCMI_DATASET,
         "publisher_name": d.node_name,
@@ -68,6 +89,7 @@ def _harvested(d: DatasetDescriptor, at: datetime) -> dict[str, Any]:
         "body_parts": [v.model_dump() for v in d.body_parts],
         "manufacturers": [v.model_dump() for v in d.manufacturers],
         "coding_systems": list(d.coding_systems),
+        "conditions": [v.model_dump() for v in d.conditions],
         "completeness": d.completeness.model_dump(),
         "suppressed": list(d.suppressed),
         "suppression_threshold": d.suppression_threshold,
@@ -100,6 +122,7 @@ def harvest(
         if created:
             repository.add(session, dataset)
         session.flush()
+        repository.reindex(session, dataset)
         audit.record(
             session, actor=actor, action="catalogue.harvest", object=d.identifier,
             decision="info", reason="created" if created else "updated",
@@ -129,7 +152,8 @@ def curate(
     actor: str,
     audit: AuditLog = CENTRAL_AUDIT,
 ) -> Dataset:
-    """Edit a dataset's curated fields; later harvests keep them."""
+    """Edit a dataset's curated fields; later harvests keep them. The caller has decided
+    the actor may (see `curate_as`)."""
     dataset = get_dataset(session, identifier)
     fields = changes.model_dump(exclude_none=True)
     for key, value in fields.items():
@@ -137,11 +161,81 @@ def curate(
     dataset.curated_at = datetime.now(UTC)
     dataset.curated_by = actor[:320]
     session.flush()
+    repository.reindex(session, dataset)
     audit.record(session, actor=actor, action="catalogue.curate", object=identifier,
                  decision="info", reason="edited " + ", ".join(sorted(fields)),
                  details=fields)
     return dataset
 
 
-__all__ = ["CatalogueError", "DatasetNotFound", "curate", "get_dataset", "harvest",
-           "list_datasets"]
+def curate_as(
+    session: Session,
+    identifier: str,
+    changes: CurationIn,
+    *,
+    principal: Principal,
+    policy: PolicyService,
+    sessions: sessionmaker[Session],
+    audit: AuditLog = CENTRAL_AUDIT,
+) -> Dataset:
+    """Curation by a person: `policies/catalogue/curation` decides (only the holding
+    institution's approvers), and the decision is audited whichever way it goes: an
+    allow in the change's own transaction, a denial in one of its own (`sessions`), since
+    the refused request's transaction is rolled back."""
+    dataset = get_dataset(session, identifier)
+    decision = policy.decide("catalogue/curation/decision", {
+        "subject": principal.policy_input(),
+        "dataset": {"identifier": dataset.identifier, "node_id": dataset.node_id},
+    })
+    entry = {"actor": principal.id, "action": "catalogue.curate.authorize",
+             "object": identifier, "reason": decision.reason}
+    if not decision.allow:
+        with session_scope(sessions) as own:
+            audit.record(own, decision="deny", **entry)
+        raise CurationRefused(decision.reason)
+    audit.record(session, decision="allow", **entry)
+    return curate(session, identifier, changes, actor=principal.id, audit=audit)
+
+
+def dataset_out(dataset: Dataset) -> DatasetOut:
+    out = DatasetOut.model_validate(dataset)
+    out.quality = quality_label(dataset)
+    return out
+
+
+def _hit(d: Dataset) -> SearchHit:
+    quality = quality_label(d)
+    description = d.description
+    if len(description) > SNIPPET_LENGTH:
+        description = description[:SNIPPET_LENGTH].rsplit(" ", 1)[0] + " ..."
+    return SearchHit(
+        identifier=d.identifier, title=d.title, description=description, node_id=d.node_id,
+        node_name=d.node_name, access_rights=d.access_rights,
+        number_of_unique_individuals=d.number_of_unique_individuals,
+        number_of_records=d.number_of_records, min_typical_age=d.min_typical_age,
+        max_typical_age=d.max_typical_age,
+        modalities=sorted(m["value"] for m in d.modalities),
+        body_parts=sorted(b["value"] for b in d.body_parts),
+        keywords=list(d.keywords), health_categories=list(d.health_categories),
+        quality=QualitySummary(label=quality.label, score=quality.score),
+    )
+
+
+def search(session: Session, params: SearchParams) -> SearchOut:
+    """One page of datasets matching the text and filters, with facet counts."""
+    page = repository.search(session, params)
+    chosen = params.filters()
+    facets = {
+        facet: [FacetCount(value=value, count=n,
+                           label=facet_label(facet, value, page.institutions),
+                           selected=value in chosen.get(facet, ()))
+                for value, n in values]
+        for facet, values in page.facets.items()
+    }
+    return SearchOut(total=page.total, page=params.page, size=params.size,
+                     pages=max(1, -(-page.total // params.size)),
+                     results=[_hit(d) for d in page.datasets], facets=facets)
+
+
+__all__ = ["CatalogueError", "CurationRefused", "DatasetNotFound", "curate", "curate_as",
+           "dataset_out", "get_dataset", "harvest", "list_datasets", "search"]

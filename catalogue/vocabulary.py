@@ -21,6 +21,22 @@ GDPR_A9_2_J = "https://w3id.org/dpv/legal/eu/gdpr#A9-2-j"
 # health categories is not published yet; replace the namespace when it is.
 HEALTH_CATEGORY = "https://w3id.org/ehds-spe/health-category/"
 HEALTH_CATEGORY_EHR = HEALTH_CATEGORY + "EHR"
+HEALTH_CATEGORY_IMAGING = HEALTH_CATEGORY + "MEDICAL_IMAGING"
+HEALTH_CATEGORY_LABELS = {
+    HEALTH_CATEGORY_EHR: "Electronic health records",
+    HEALTH_CATEGORY_IMAGING: "Medical imaging",
+    HEALTH_CATEGORY + "REGISTRY": "Registries",
+    HEALTH_CATEGORY + "GENOMICS": "Genomic data",
+    HEALTH_CATEGORY + "ADMINISTRATIVE": "Healthcare administrative data",
+}
+
+
+def label_of(iri: str) -> str:
+    """A person's name for a vocabulary IRI: the known label, else the IRI's last part."""
+    if iri in HEALTH_CATEGORY_LABELS:
+        return HEALTH_CATEGORY_LABELS[iri]
+    tail = iri.rstrip("/#").rsplit("/", 1)[-1].rsplit("#", 1)[-1]
+    return tail.replace("_", " ").capitalize() or iri
 
 DEFAULT_KEYWORDS = ["medical imaging", "DICOM", "electronic health records", "HL7 FHIR"]
 # PLACEHOLDER contacts (the reserved .invalid domain): curated per institution.

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 from gateway.node.index.models import Condition, Patient, Series, Study
 from spe.wire.descriptors import Completeness, DatasetDescriptor, ValueCount
 
+ICD10_SYSTEMS = ("http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm")
+
 
 def age_at(birth: date, on: date) -> int:
     """Completed years between a birth date and a day."""
@@ -46,6 +48,19 @@ class _Suppressor:
 def _grouped(session: Session, column) -> list[tuple[str | None, int]]:
     return [(v, n) for v, n in session.execute(
         select(column, func.count()).group_by(column).order_by(column)).all()]
+
+
+def _icd10_categories(session: Session, s: _Suppressor) -> list[ValueCount]:
+    """Patients per ICD-10 category (the code's first three characters)."""
+    category = func.substr(Condition.code, 1, 3)
+    rows = session.execute(
+        select(category, func.count(func.distinct(Condition.patient_id)))
+        .where(Condition.system.in_(ICD10_SYSTEMS)).group_by(category).order_by(category)).all()
+    kept = [ValueCount(value=code.upper(), count=n) for code, n in rows
+            if code and n >= s.threshold]
+    if len(kept) < len(rows):
+        s.suppressed.append("conditions:other")
+    return kept
 
 
 def _scalar(session: Session, stmt) -> int:
@@ -105,6 +120,7 @@ def compute_descriptor(session: Session, *, node_id: str, node_name: str,
         body_parts=s.values("body_parts", _grouped(session, Series.body_part)),
         manufacturers=s.values("manufacturers", _grouped(session, Series.manufacturer)),
         coding_systems=systems,
+        conditions=_icd10_categories(session, s),
         completeness=Completeness(
             study_body_part=s.share("completeness.study_body_part", studies_with_body_part,
                                     studies),

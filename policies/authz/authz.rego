@@ -24,8 +24,9 @@ permissions := {
 		"GET /api/v1/audit": {"admin"},
 		"GET /api/v1/audit/verify": {"admin"},
 		"GET /api/v1/users": {"admin"},
-		# Curating a catalogue dataset (reading the catalogue is public: no door at all).
-		"PATCH /api/v1/catalogue/datasets/{identifier:path}": {"admin", "hdab"},
+		# Curating a catalogue dataset (reading the catalogue is public: no door at all);
+		# which approver may curate which dataset is policies/catalogue/curation.
+		"PATCH /api/v1/catalogue/datasets/{identifier:path}": {"approver"},
 	},
 	"node": {
 		"GET /api/v1/index/summary": {"admin", "hdab"},

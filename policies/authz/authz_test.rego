@@ -68,8 +68,12 @@ test_descriptors_are_a_node_endpoint_only if {
 	not authz.decide(req("central", "GET", "/api/v1/descriptors", ["hdab"])).allow
 }
 
-test_hdab_may_curate_a_catalogue_dataset if {
-	authz.decide(req("central", "PATCH", "/api/v1/catalogue/datasets/{identifier:path}", ["hdab"])).allow
+test_approver_may_reach_the_curation_door if {
+	authz.decide(req("central", "PATCH", "/api/v1/catalogue/datasets/{identifier:path}", ["approver"])).allow
+}
+
+test_hdab_may_not_curate_a_catalogue_dataset if {
+	not authz.decide(req("central", "PATCH", "/api/v1/catalogue/datasets/{identifier:path}", ["hdab"])).allow
 }
 
 test_researcher_may_not_curate_a_catalogue_dataset if {

@@ -60,6 +60,10 @@ class DatasetDescriptor(BaseModel):
     body_parts: list[ValueCount] = Field(default_factory=list)
     manufacturers: list[ValueCount] = Field(default_factory=list)
     coding_systems: list[str] = Field(default_factory=list)
+    # ICD-10 categories (3 characters) with their patient counts; categories held by fewer
+    # patients than the threshold are not listed at all (a rare code at a named site says
+    # too much), and "conditions:other" in `suppressed` says some were left out.
+    conditions: list[ValueCount] = Field(default_factory=list)
     completeness: Completeness = Field(default_factory=Completeness)
     suppressed: list[str] = Field(default_factory=list)
 

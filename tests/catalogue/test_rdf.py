@@ -122,21 +122,37 @@ def test_one_dataset_by_identifier(central_client):
     assert missing.json()["error"] == "not_found"
 
 
-def test_curation_needs_hdab_and_is_audited(central_client):
+def test_only_the_holders_approver_curates_and_every_decision_is_audited(central_client):
     client, ctx = central_client
     central_issuer = demo_issuer(ctx.settings)
     path = "/api/v1/catalogue/datasets/site-b/imaging-and-clinical-records"
     body = {"title": "Breast imaging cohort"}
-    refused = client.patch(path, json=body, headers={
-        "Authorization": f"Bearer {central_issuer.mint('r', ['researcher'])}"})
-    assert refused.status_code == 403
+
+    def patch(*roles: str, institution: str | None = None):
+        token = central_issuer.mint("u-" + "-".join(roles), list(roles),
+                                    institution=institution)
+        return client.patch(path, json=body, headers={"Authorization": f"Bearer {token}"})
+
     assert client.patch(path, json=body).status_code == 401
-    ok = client.patch(path, json=body, headers={
-        "Authorization": f"Bearer {central_issuer.mint('h', ['hdab'])}"})
+    for refused in (patch("researcher"), patch("hdab"), patch("admin"),
+                    patch("approver", institution="site-a")):
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"] == "forbidden"
+    other = patch("approver", institution="site-a").json()["detail"]
+    assert "only approvers of site-b" in other
+    assert client.get(path).json()["title"] != "Breast imaging cohort"
+
+    ok = patch("approver", institution="site-b")
     assert ok.status_code == 200, ok.text
     assert client.get(path).json()["title"] == "Breast imaging cohort"
     with ctx.sessions() as session:
         entry = session.execute(select(CentralAuditEntry).where(
             CentralAuditEntry.action == "catalogue.curate")).scalar_one()
+        decisions = session.execute(select(CentralAuditEntry.decision).where(
+            CentralAuditEntry.action == "catalogue.curate.authorize")
+            .order_by(CentralAuditEntry.seq)).scalars().all()
     assert entry.object == "site-b/imaging-and-clinical-records"
     assert entry.details.count("Breast imaging cohort") == 1
+    # Two refusals of the other institution's approver (one read for the detail), then
+    # the holder's approver; the role-level refusals stop at the door (authorize).
+    assert decisions == ["deny", "deny", "allow"]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
@@ -55,6 +56,7 @@ def upgrade() -> None:
         sa.Column("body_parts", sa.JSON(), nullable=False),
         sa.Column("manufacturers", sa.JSON(), nullable=False),
         sa.Column("coding_systems", sa.JSON(), nullable=False),
+        sa.Column("conditions", sa.JSON(), nullable=False),
         sa.Column("completeness", sa.JSON(), nullable=False),
         sa.Column("suppressed", sa.JSON(), nullable=False),
         sa.Column("suppression_threshold", sa.Integer(), nullable=False),
@@ -65,9 +67,41 @@ def upgrade() -> None:
     with op.batch_alter_table("catalogue_datasets", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_catalogue_datasets_node_id"), ["node_id"],
                               unique=False)
+    op.create_table(
+        "catalogue_facets",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("dataset_id", sa.Integer(), nullable=False),
+        sa.Column("facet", sa.String(length=32), nullable=False),
+        sa.Column("value", sa.String(length=300), nullable=False),
+        sa.ForeignKeyConstraint(["dataset_id"], ["catalogue_datasets.id"],
+                                name=op.f("fk_catalogue_facets_dataset_id_catalogue_datasets"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_catalogue_facets")),
+    )
+    op.create_index("ix_catalogue_facets_lookup", "catalogue_facets",
+                    ["facet", "value", "dataset_id"])
+    op.create_index(op.f("ix_catalogue_facets_dataset_id"), "catalogue_facets", ["dataset_id"])
+    # Full-text search, per dialect (catalogue.repository queries both).
+    if op.get_bind().dialect.name == "postgresql":
+        op.add_column("catalogue_datasets",
+                      sa.Column("search_vector", postgresql.TSVECTOR(), nullable=True))
+        op.create_index("ix_catalogue_datasets_search_vector", "catalogue_datasets",
+                        ["search_vector"], postgresql_using="gin")
+    else:
+        # rowid = catalogue_datasets.id; columns weighted title > keywords > body in bm25.
+        op.execute("CREATE VIRTUAL TABLE catalogue_fts USING fts5("
+                   "title, keywords, body, tokenize='porter unicode61 remove_diacritics 2')")
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index("ix_catalogue_datasets_search_vector", table_name="catalogue_datasets")
+        op.drop_column("catalogue_datasets", "search_vector")
+    else:
+        op.execute("DROP TABLE IF EXISTS catalogue_fts")
+    op.drop_index(op.f("ix_catalogue_facets_dataset_id"), table_name="catalogue_facets")
+    op.drop_index("ix_catalogue_facets_lookup", table_name="catalogue_facets")
+    op.drop_table("catalogue_facets")
     with op.batch_alter_table("catalogue_datasets", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_catalogue_datasets_node_id"))
     op.drop_table("catalogue_datasets")
