@@ -83,3 +83,14 @@ class DatasetFacet(CentralBase):
         ForeignKey("catalogue_datasets.id", ondelete="CASCADE"), index=True)
     facet: Mapped[str] = mapped_column(String(32))
     value: Mapped[str] = mapped_column(String(300))
+
+
+class CatalogueRevision(CentralBase):
+    """One row whose counter every change to the catalogue's datasets bumps, in the same
+    transaction: search processes compare it to rebuild their in-memory facet index
+    (`catalogue.search`) only when something changed."""
+
+    __tablename__ = "catalogue_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalogue import repository, vocabulary
+from catalogue import search as catalogue_search
 from catalogue.facets import facet_label
 from catalogue.models import Dataset
 from catalogue.quality import quality_label
@@ -223,7 +224,7 @@ def _hit(d: Dataset) -> SearchHit:
 
 def search(session: Session, params: SearchParams) -> SearchOut:
     """One page of datasets matching the text and filters, with facet counts."""
-    page = repository.search(session, params)
+    page = catalogue_search.search(session, params)
     chosen = params.filters()
     facets = {
         facet: [FacetCount(value=value, count=n,
@@ -234,7 +235,8 @@ def search(session: Session, params: SearchParams) -> SearchOut:
     }
     return SearchOut(total=page.total, page=params.page, size=params.size,
                      pages=max(1, -(-page.total // params.size)),
-                     results=[_hit(d) for d in page.datasets], facets=facets)
+                     results=[_hit(d) for d in repository.get_many(session, page.ids)],
+                     facets=facets)
 
 
 __all__ = ["CatalogueError", "CurationRefused", "DatasetNotFound", "curate", "curate_as",

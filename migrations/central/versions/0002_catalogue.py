@@ -81,6 +81,13 @@ def upgrade() -> None:
     op.create_index("ix_catalogue_facets_lookup", "catalogue_facets",
                     ["facet", "value", "dataset_id"])
     op.create_index(op.f("ix_catalogue_facets_dataset_id"), "catalogue_facets", ["dataset_id"])
+    revision_table = op.create_table(
+        "catalogue_revision",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_catalogue_revision")),
+    )
+    op.bulk_insert(revision_table, [{"id": 1, "revision": 0}])
     # Full-text search, per dialect (catalogue.repository queries both).
     if op.get_bind().dialect.name == "postgresql":
         op.add_column("catalogue_datasets",
@@ -99,6 +106,7 @@ def downgrade() -> None:
         op.drop_column("catalogue_datasets", "search_vector")
     else:
         op.execute("DROP TABLE IF EXISTS catalogue_fts")
+    op.drop_table("catalogue_revision")
     op.drop_index(op.f("ix_catalogue_facets_dataset_id"), table_name="catalogue_facets")
     op.drop_index("ix_catalogue_facets_lookup", table_name="catalogue_facets")
     op.drop_table("catalogue_facets")
