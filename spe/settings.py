@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     # field's name), never as a number. A policy decision to be: read from here until the
     # disclosure-control policy owns it (ARCHITECTURE: threshold 10 by default).
     descriptor_min_count: int = 10
+    # The central service harvests these nodes' descriptors on a schedule (besides
+    # `spe catalogue harvest`). JSON list in the environment: '["https://node-a:8443"]'.
+    catalogue_nodes: list[str] = []
+    catalogue_harvest_interval_seconds: int = Field(default=3600, ge=60)
+    # The harvester's bearer token (role hdab) from the identity provider; in development
+    # the demo issuer mints one for every round instead.
+    catalogue_harvest_token: SecretStr | None = None
 
     # An institution node's own settings (only read by `spe serve node` / `spe node sync`).
     node_id: str = ""

@@ -114,6 +114,9 @@ def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, por
         console.print(f"federation: {len(nodes)} nodes, {totals['patients']} patients, "
                       f"{totals['instances']} DICOM instances")
         _fill_catalogue(settings, nodes)
+        # Then the central service keeps it fresh on its schedule, over HTTP.
+        settings = settings.model_copy(update={
+            "catalogue_nodes": [f"http://127.0.0.1:{n.port}" for n in nodes]})
         issuer = demo_issuer(settings)
         _print_access(settings, nodes, issuer)
         asyncio.run(_serve_all(settings, nodes, issuer))
@@ -211,9 +214,10 @@ async def _serve_all(settings: Settings, nodes: list[DemoNode], issuer) -> None:
                      create_node_app(config, settings, verifier=verifier, policy=policy),
                      node.port))
     servers = [
+        # Only the central service has background work (the catalogue's scheduled harvest).
         _Server(uvicorn.Config(app, host="127.0.0.1", port=p, log_level="warning",
-                               lifespan="off"))
-        for _, app, p in apps
+                               lifespan="on" if name == "central" else "off"))
+        for name, app, p in apps
     ]
 
     def stop(*_: object) -> None:

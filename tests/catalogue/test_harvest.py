@@ -31,6 +31,9 @@ def index_facts(db_path) -> dict:
             "first": one("SELECT min(study_date) FROM studies"),
             "last": one("SELECT max(study_date) FROM studies"),
             "ages": ages,
+            "icd10": dict(conn.execute(
+                "SELECT substr(code, 1, 3), count(DISTINCT patient_id) FROM conditions "
+                "WHERE system = 'http://hl7.org/fhir/sid/icd-10' GROUP BY substr(code, 1, 3)")),
             "manufacturers": dict(conn.execute(
                 "SELECT manufacturer, count(*) FROM series WHERE manufacturer IS NOT NULL "
                 "GROUP BY manufacturer")),
@@ -89,6 +92,11 @@ def test_harvest_matches_the_node_indexes_and_suppresses_small_counts(
                         assert f"manufacturers:{name}" in d.suppressed
                     else:
                         assert got[name] == n
+                conditions = {c["value"]: c["count"] for c in d.conditions}
+                assert conditions == {k: n for k, n in facts["icd10"].items() if n >= 10}
+                rare = [k for k, n in facts["icd10"].items() if n < 10]
+                assert ("conditions:other" in d.suppressed) == bool(rare)
+                assert not any(code in str(d.suppressed) for code in rare)
             assert small_seen, "the synthetic data should hold a manufacturer with < 10 series"
             actions = session.execute(
                 select(CentralAuditEntry.action, CentralAuditEntry.actor)
@@ -192,3 +200,35 @@ def test_a_node_claiming_another_nodes_dataset_is_refused(node_clients, central_
         assert "already described by" in outcomes[-1].error
     finally:
         engine.dispose()
+
+
+def test_the_scheduled_harvest_runs_rounds_and_survives_failing_nodes(tmp_path):
+    import asyncio
+
+    from catalogue.schedule import ACTOR, harvest_periodically
+
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+
+    async def two_rounds() -> None:
+        task = asyncio.create_task(harvest_periodically(
+            url, ["http://127.0.0.1:9"], lambda: "token", interval=0.05))
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if rounds_logged() >= 2:
+                break
+        task.cancel()
+
+    def rounds_logged() -> int:
+        engine, factory = sessions(url)
+        try:
+            with factory() as session:
+                return len(session.execute(select(CentralAuditEntry).where(
+                    CentralAuditEntry.actor == ACTOR,
+                    CentralAuditEntry.decision == "error")).all())
+        except Exception:  # tables not there before the first round migrates
+            return 0
+        finally:
+            engine.dispose()
+
+    asyncio.run(two_rounds())
+    assert rounds_logged() >= 2

@@ -1,0 +1,44 @@
+"""The central service's scheduled harvest: every `SPE_CATALOGUE_HARVEST_INTERVAL_SECONDS`,
+the nodes in `SPE_CATALOGUE_NODES` are harvested, as `spe catalogue harvest` does by hand.
+
+A failing node is reported and audited by the harvest itself; a round that fails as a
+whole (the database is down, say) is logged and the next round tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from catalogue.harvester import run_harvest
+
+log = logging.getLogger("spe.catalogue")
+
+ACTOR = "scheduler:catalogue-harvester"
+
+
+def harvest_round(database_url: str, nodes: list[str], token: str) -> int:
+    """One round; returns how many nodes failed."""
+    outcomes = run_harvest(database_url, nodes, token, actor=ACTOR)
+    failed = [o for o in outcomes if o.error]
+    for o in failed:
+        log.warning("catalogue harvest: %s", o.error)
+    log.info("catalogue harvest: %d datasets from %d nodes, %d failed",
+             sum(1 for o in outcomes if o.identifier), len(nodes), len(failed))
+    return len(failed)
+
+
+async def harvest_periodically(database_url: str, nodes: list[str],
+                               token: Callable[[], str], interval: float) -> None:
+    """Harvest every `interval` seconds until cancelled (first round after one interval:
+    the service has just started and nodes may still be coming up)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(harvest_round, database_url, nodes, token())
+        except Exception:  # a failed round must not end the schedule
+            log.exception("catalogue harvest round failed")
+
+
+__all__ = ["harvest_periodically", "harvest_round"]
