@@ -40,6 +40,8 @@ class Dataset(CentralBase):
     purposes: Mapped[list[str]] = mapped_column(JSON, default=list)  # DPV purpose IRIs
     legal_bases: Mapped[list[str]] = mapped_column(JSON, default=list)  # DPV legal-basis IRIs
     access_rights: Mapped[str] = mapped_column(String(16))  # PUBLIC | RESTRICTED | NON_PUBLIC
+    # Who the data covers, in words; empty: made from the harvested figures (catalogue.rdf).
+    population_coverage: Mapped[str] = mapped_column(Text, default="")
     applicable_legislation: Mapped[list[str]] = mapped_column(JSON, default=list)  # ELI IRIs
     curated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     curated_by: Mapped[str | None] = mapped_column(String(320))

@@ -24,6 +24,7 @@ HEALTHDCATAP = Namespace("http://healthdataportal.eu/ns/health#")
 DPV = Namespace("https://w3id.org/dpv#")
 VCARD = Namespace("http://www.w3.org/2006/vcard/ns#")
 
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
 SHAPES_DIR = Path(__file__).resolve().parent / "shapes"
 SHAPE_FILES = ("dcat-ap-3.0.0-shapes.ttl", "healthdcat-ap-shapes-nonpublic.ttl")
 
@@ -80,6 +81,18 @@ def _count(g: Graph, subject: URIRef, prop: URIRef, value: int | None) -> None:
         g.add((subject, prop, Literal(value, datatype=XSD.nonNegativeInteger)))
 
 
+def population_coverage(ds: Dataset) -> str:
+    """The curated text, else one made from the harvested figures."""
+    if ds.population_coverage:
+        return ds.population_coverage
+    text = f"Patients with imaging studies at {ds.node_name}"
+    if ds.min_typical_age is not None and ds.max_typical_age is not None:
+        text += f", aged {ds.min_typical_age} to {ds.max_typical_age} at the study"
+    if ds.temporal_start and ds.temporal_end:
+        text += f", imaged {ds.temporal_start:%Y} to {ds.temporal_end:%Y}"
+    return text + "."
+
+
 def add_dataset(g: Graph, ds: Dataset, base_url: str) -> URIRef:
     s = dataset_iri(base_url, ds.identifier)
     g.add((s, RDF.type, DCAT.Dataset))
@@ -114,6 +127,20 @@ def add_dataset(g: Graph, ds: Dataset, base_url: str) -> URIRef:
     for system in ds.coding_systems:
         # The code system's canonical (FHIR) URI; the vocabulary is not fixed yet.
         g.add((s, HEALTHDCATAP.hasCodingSystem, URIRef(system)))
+    for condition in ds.conditions:
+        # An ICD-10 category held by at least the threshold of patients (the node lists no
+        # others); HealthDCAT-AP's HasCodeValues shape: an identifier and its scheme.
+        concept = BNode()
+        g.add((concept, RDF.type, SKOS.Concept))
+        g.add((concept, DCTERMS.identifier,
+               Literal(f"{ICD10}#{condition['value']}", datatype=XSD.anyURI)))
+        g.add((concept, SKOS.notation, Literal(condition["value"])))
+        g.add((concept, SKOS.prefLabel,
+               Literal(f"ICD-10 category {condition['value']}", lang="en")))
+        g.add((concept, SKOS.inScheme, URIRef(ICD10)))
+        g.add((s, HEALTHDCATAP.hasCodeValues, concept))
+    g.add((s, HEALTHDCATAP.populationCoverage,
+           Literal(population_coverage(ds), lang="en")))
     if ds.temporal_start or ds.temporal_end:
         period = BNode()
         g.add((period, RDF.type, DCTERMS.PeriodOfTime))

@@ -74,7 +74,7 @@ def search_terms(q: str) -> list[str]:
     return list(dict.fromkeys(words))[:MAX_TERMS]
 
 
-def text_match(session: Session, terms: list[str]) -> list[tuple[int, float]]:
+def text_match(session: Session, terms: list[str]) -> Sequence[tuple[int, float]]:
     """(id, rank) of the datasets holding every term, the last one as a prefix; a higher
     rank is a better match. `terms` come from `search_terms`."""
     if _postgres(session):
@@ -88,7 +88,7 @@ def text_match(session: Session, terms: list[str]) -> list[tuple[int, float]]:
                        -literal_column("bm25(catalogue_fts, 10.0, 4.0, 1.0)"))
                 .select_from(table("catalogue_fts"))
                 .where(text("catalogue_fts MATCH :match").bindparams(match=match)))
-    return [(int(i), float(r)) for i, r in session.execute(stmt)]
+    return session.execute(stmt).all()
 
 
 def revision(session: Session) -> int:

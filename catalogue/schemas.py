@@ -29,6 +29,7 @@ class DatasetOut(BaseModel):
     purposes: list[str]
     legal_bases: list[str]
     access_rights: AccessRights
+    population_coverage: str
     applicable_legislation: list[str]
     number_of_records: int | None
     number_of_unique_individuals: int | None
@@ -63,6 +64,7 @@ class CurationIn(BaseModel):
     themes: list[str] | None = Field(default=None, min_length=1)
     contact_email: str | None = Field(default=None, min_length=3, max_length=320)
     access_rights: AccessRights | None = None
+    population_coverage: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
 class HarvestOutcome(BaseModel):

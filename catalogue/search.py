@@ -12,6 +12,7 @@ own way but filter and count identically.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,7 @@ class SearchIndex:
         self.n = len(data)
         self.ids = np.array([r[0] for r in data], dtype=np.int64)
         self.position = {r[0]: i for i, r in enumerate(data)}
+        self._by_id = np.argsort(self.ids)  # positions in id order, to find ids fast
         self.by_title = np.array(sorted(range(self.n), key=lambda i: data[i][2].lower()),
                                  dtype=np.int64)
         self.by_individuals = np.array(
@@ -72,6 +74,18 @@ class SearchIndex:
                 pairs[facet].append((self.position[dataset_id], value))
         self.facets = {f: _Facet(p) for f, p in pairs.items()}
 
+    def positions_of(self, matches: Sequence[tuple[int, float]]) -> tuple[np.ndarray,
+                                                                          np.ndarray]:
+        """Positions and scores of the (id, score) pairs whose ids are in the index."""
+        if not matches or not self.n:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        ids = np.fromiter((m[0] for m in matches), dtype=np.int64, count=len(matches))
+        scores = np.fromiter((m[1] for m in matches), dtype=float, count=len(matches))
+        sorted_ids = self.ids[self._by_id]
+        at = np.minimum(np.searchsorted(sorted_ids, ids), self.n - 1)
+        known = sorted_ids[at] == ids  # a dataset added since this revision is skipped
+        return self._by_id[at[known]], scores[known]
+
 
 @dataclass
 class SearchResult:
@@ -82,7 +96,7 @@ class SearchResult:
 
 
 def run(index: SearchIndex, params: SearchParams,
-        matches: list[tuple[int, float]] | None) -> SearchResult:
+        matches: Sequence[tuple[int, float]] | None) -> SearchResult:
     """Filter, count and order the index; `matches` is the text match (None: no text)."""
     n = index.n
     common = np.ones(n, dtype=bool)
@@ -90,11 +104,9 @@ def run(index: SearchIndex, params: SearchParams,
     if matches is not None:
         common[:] = False
         rank = np.full(n, -np.inf)
-        for dataset_id, score in matches:
-            pos = index.position.get(dataset_id)
-            if pos is not None:
-                common[pos] = True
-                rank[pos] = score
+        found, scores = index.positions_of(matches)
+        common[found] = True
+        rank[found] = scores
     if params.age_min is not None:
         common &= index.max_age >= params.age_min  # NaN (suppressed ages) never matches
     if params.age_max is not None:

@@ -71,6 +71,7 @@ def _default_curation(d: DatasetDescriptor) -> dict[str, Any]:
         "purposes": [vocabulary.DPV_RESEARCH],
         "legal_bases": [vocabulary.GDPR_A9_2_J],
         "access_rights": "NON_PUBLIC",
+        "population_coverage": "",
         "applicable_legislation": [vocabulary.EHDS_REGULATION],
     }
 

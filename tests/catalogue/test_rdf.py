@@ -53,6 +53,38 @@ def test_export_of_a_harvested_catalogue_conforms_to_healthdcat_ap(harvested):
         assert n.datatype == ns.XSD.nonNegativeInteger
         assert n.toPython() == 25
         assert g.value(g.value(ds, ns.DCTERMS.temporal), ns.DCAT.startDate) is not None
+        assert "aged" in str(g.value(ds, rdf.HEALTHDCATAP.populationCoverage))
+
+
+@pytest.fixture
+def with_conditions(harvested) -> str:
+    """The harvested catalogue plus a dataset whose node lists ICD-10 categories."""
+    from spe.db import session_scope
+    from tests.catalogue.test_search import DESCRIPTORS
+
+    engine = make_engine(harvested)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            service.harvest(session, DESCRIPTORS[:1], actor="tester")
+    finally:
+        engine.dispose()
+    return harvested
+
+
+def test_condition_codes_are_exported_as_code_values(with_conditions):
+    g = exported(with_conditions)
+    assert rdf.validate(g)[0]
+    codes = {str(g.value(c, ns.SKOS.notation)) for c in g.subjects(ns.RDF.type, ns.SKOS.Concept)}
+    assert codes == {"C71", "G35"}
+
+
+def test_a_code_value_without_its_scheme_fails(with_conditions):
+    g = exported(with_conditions)
+    concept = next(g.subjects(ns.RDF.type, ns.SKOS.Concept))
+    g.set((concept, ns.SKOS.inScheme, Literal("ICD-10")))
+    conforms, report = rdf.validate(g)
+    assert not conforms
+    assert "inScheme" in report
 
 
 @pytest.mark.parametrize(("prop", "shown_as"), [

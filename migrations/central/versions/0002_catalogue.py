@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("purposes", sa.JSON(), nullable=False),
         sa.Column("legal_bases", sa.JSON(), nullable=False),
         sa.Column("access_rights", sa.String(length=16), nullable=False),
+        sa.Column("population_coverage", sa.Text(), nullable=False),
         sa.Column("applicable_legislation", sa.JSON(), nullable=False),
         sa.Column("curated_at", tz, nullable=True),
         sa.Column("curated_by", sa.String(length=320), nullable=True),
