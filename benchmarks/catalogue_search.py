@@ -159,7 +159,7 @@ def measure(url: str, data_dir: Path, rounds: int) -> dict[str, list[float]]:
     rng = random.Random(11)
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
-            for kind, params in searches(rng):  # warm-up: caches, plans, connections
+            for _kind, params in searches(rng):  # warm-up: caches, plans, connections
                 client.get("/api/v1/catalogue/search", params=params).raise_for_status()
             for _ in range(rounds):
                 for kind, params in searches(rng):

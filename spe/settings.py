@@ -39,10 +39,7 @@ class Settings(BaseSettings):
     # EHDS Art. 73(1)(e): access logs kept for at least one year.
     audit_retention_days: int = 365
 
-    # Catalogue: a node's descriptor sends any count below this as suppressed (None plus the
-    # field's name), never as a number. A policy decision to be: read from here until the
-    # disclosure-control policy owns it (ARCHITECTURE: threshold 10 by default).
-    descriptor_min_count: int = 10
+    # Catalogue (the suppression threshold of node descriptors is policies/disclosure's).
     # The central service harvests these nodes' descriptors on a schedule (besides
     # `spe catalogue harvest`). JSON list in the environment: '["https://node-a:8443"]'.
     catalogue_nodes: list[str] = []

@@ -13,9 +13,27 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway.node.index.models import Condition, Patient, Series, Study
+from spe.errors import Forbidden
+from spe.policy import PolicyService
 from spe.wire.descriptors import Completeness, DatasetDescriptor, ValueCount
 
 ICD10_SYSTEMS = ("http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm")
+
+
+class DescriptorRefused(Forbidden):
+    """The disclosure policy gave no rule for descriptors: none is computed (fail closed)."""
+
+
+def descriptor_threshold(policy: PolicyService) -> int:
+    """The smallest count a descriptor may show, from `policies/disclosure`."""
+    decision = policy.decide("disclosure/decision",
+                             {"tier": "public", "output": "catalogue_descriptor"})
+    threshold = decision.values.get("min_count")
+    if not decision.allow:
+        raise DescriptorRefused(decision.reason)
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
+        raise DescriptorRefused("the disclosure policy gave no usable min_count, denied")
+    return threshold
 
 
 def age_at(birth: date, on: date) -> int:
@@ -132,4 +150,4 @@ def compute_descriptor(session: Session, *, node_id: str, node_name: str,
     )
 
 
-__all__ = ["age_at", "compute_descriptor"]
+__all__ = ["DescriptorRefused", "age_at", "compute_descriptor", "descriptor_threshold"]

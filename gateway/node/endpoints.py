@@ -6,7 +6,7 @@ import json
 
 from fastapi import APIRouter, Request
 
-from gateway.node.descriptors import compute_descriptor
+from gateway.node.descriptors import compute_descriptor, descriptor_threshold
 from gateway.node.index import repository
 from spe.web import Caller, DbSession
 from spe.wire.descriptors import DatasetDescriptor
@@ -30,9 +30,15 @@ def index_summary(_: Caller, session: DbSession) -> dict:
 
 
 @router.get("/descriptors", response_model=list[DatasetDescriptor])
-def descriptors(_: Caller, session: DbSession, request: Request) -> list[DatasetDescriptor]:
+def descriptors(caller: Caller, session: DbSession, request: Request) -> list[DatasetDescriptor]:
     """The node's dataset descriptors for the central catalogue, small counts suppressed."""
     node = request.app.state.node
     ctx = request.app.state.ctx
-    return [compute_descriptor(session, node_id=node.node_id, node_name=node.name or node.node_id,
-                               threshold=ctx.settings.descriptor_min_count)]
+    threshold = descriptor_threshold(ctx.policy)  # policies/disclosure; refuses on error
+    descriptor = compute_descriptor(session, node_id=node.node_id,
+                                    node_name=node.name or node.node_id, threshold=threshold)
+    ctx.audit.record(session, actor=caller.id, action="catalogue.descriptor",
+                     object=descriptor.identifier, decision="allow",
+                     reason=f"descriptor released, counts below {threshold} suppressed",
+                     details={"suppressed": descriptor.suppressed})
+    return [descriptor]

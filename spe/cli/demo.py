@@ -130,9 +130,11 @@ def _fill_catalogue(settings: Settings, nodes: list[DemoNode]) -> None:
     """Harvest each node's descriptor into the catalogue, in-process (the nodes are not
     serving yet; `spe catalogue harvest --node URL` does the same over HTTP)."""
     from catalogue import service as catalogue
-    from gateway.node.descriptors import compute_descriptor
+    from gateway.node.descriptors import compute_descriptor, descriptor_threshold
     from spe.db import make_engine, make_sessionmaker, session_scope
+    from spe.policy import make_policy_service
 
+    threshold = descriptor_threshold(make_policy_service(settings))
     descriptors = []
     for node in nodes:
         engine = make_engine(node.database_url)
@@ -140,7 +142,7 @@ def _fill_catalogue(settings: Settings, nodes: list[DemoNode]) -> None:
             with make_sessionmaker(engine)() as session:
                 descriptors.append(compute_descriptor(
                     session, node_id=node.node_id, node_name=node.name,
-                    threshold=settings.descriptor_min_count))
+                    threshold=threshold))
         finally:
             engine.dispose()
     engine = make_engine(settings.resolved_database_url)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from spe.policy.engine import EmbeddedEngine, OpaEngine, PolicyEngine, PolicyEvaluationError
@@ -18,6 +18,8 @@ class Decision:
     reason: str
     policy: str
     error: bool = False
+    # The policy's whole answer, for decisions that carry values (thresholds, layers).
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 class PolicyService:
@@ -42,7 +44,7 @@ class PolicyService:
         reason = result.get("reason")
         if not isinstance(reason, str) or not reason:
             reason = "allowed by policy" if allow else "denied by policy"
-        return Decision(allow, reason, policy)
+        return Decision(allow, reason, policy, values=result)
 
 
 def make_policy_service(settings: Settings) -> PolicyService:

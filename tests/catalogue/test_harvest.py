@@ -55,6 +55,20 @@ def test_node_descriptor_needs_hdab_or_admin(node_clients):
     assert client.get("/api/v1/descriptors").status_code == 401
 
 
+def test_a_released_descriptor_is_audited_at_the_node(node_clients, synced_nodes):
+    clients, issuer = node_clients
+    node = synced_nodes[0]
+    client = clients[f"http://{node.node_id}.test"]
+    resp = client.get("/api/v1/descriptors",
+                      headers={"Authorization": f"Bearer {issuer.mint('h', ['hdab'])}"})
+    assert resp.status_code == 200
+    with sqlite3.connect(node.db_path) as conn:
+        rows = conn.execute("SELECT actor, object, reason FROM audit_log "
+                            "WHERE action = 'catalogue.descriptor'").fetchall()
+    assert rows[-1][1] == f"{node.node_id}/imaging-and-clinical-records"
+    assert "below 10 suppressed" in rows[-1][2]
+
+
 def test_harvest_matches_the_node_indexes_and_suppresses_small_counts(
     node_clients, synced_nodes, central_db
 ):
@@ -232,3 +246,32 @@ def test_the_scheduled_harvest_runs_rounds_and_survives_failing_nodes(tmp_path):
 
     asyncio.run(two_rounds())
     assert rounds_logged() >= 2
+
+
+def test_descriptors_are_refused_when_the_disclosure_policy_gives_no_rule(
+    synced_nodes, tmp_path
+):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from gateway.node.app import create_node_app
+    from gateway.node.config import NodeConfig
+    from spe.identity import DemoIssuer
+    from spe.settings import REPO_ROOT, Settings
+    from tests.catalogue.conftest import ISSUER
+
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO_ROOT / "policies", policies)
+    rules = policies / "disclosure" / "disclosure.rego"
+    rules.write_text(rules.read_text().replace('"public": {"catalogue_descriptor"',
+                                               '"public": {"something_else"'))
+    settings = Settings(data_dir=tmp_path, oidc_issuer=ISSUER, policy_dir=policies)
+    node = synced_nodes[0]
+    app = create_node_app(NodeConfig(node.node_id, node.name, node.database_url), settings)
+    token = DemoIssuer(settings.issuer_key_path, ISSUER, "spe").mint("h", ["hdab"])
+    with TestClient(app) as client:
+        resp = client.get("/api/v1/descriptors", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 403
+    assert "no disclosure rule for catalogue_descriptor" in resp.json()["detail"]
+    assert "patients" not in resp.text

@@ -1,0 +1,39 @@
+# METADATA
+# title: Statistical disclosure control of what leaves a node
+# description: |
+#   The smallest count a node may show, and the rounding of counts it shows, per tier.
+#   Input: {"tier": "public"|"statistics", "output": what is being released (e.g.
+#   "catalogue_descriptor", "query_count")}.
+#   Query `data.disclosure.decision`: {"allow", "reason", "min_count", "rounding"}.
+#   Counts below `min_count` are sent as suppressed (never as 0); shown counts are rounded
+#   to a multiple of `rounding` (1: exact). Defaults follow the field: ACRO's safe threshold
+#   of 10; OpenSAFELY-style rounding to 5 for statistics answers. Catalogue descriptors are
+#   public metadata about a whole dataset and are not rounded.
+#   Unknown tiers or outputs are denied.
+#   Rules are functions of their input so tests call them directly (see policies/authz).
+package disclosure
+
+import rego.v1
+
+rules := {
+	"public": {"catalogue_descriptor": {"min_count": 10, "rounding": 1}},
+	"statistics": {"query_count": {"min_count": 10, "rounding": 5}},
+}
+
+decide(req) := {
+	"allow": true,
+	"reason": concat("", ["allowed: ", req.output, " in tier ", req.tier]),
+	"min_count": rules[req.tier][req.output].min_count,
+	"rounding": rules[req.tier][req.output].rounding,
+} if {
+	rules[req.tier][req.output]
+} else := {"allow": false, "reason": concat("", [
+	"denied: no disclosure rule for ", to_text(object.get(req, "output", null)),
+	" in tier ", to_text(object.get(req, "tier", null)),
+])}
+
+to_text(x) := x if is_string(x)
+
+else := "(none)"
+
+decision := decide(input)
