@@ -16,15 +16,17 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# Orthanc (with DICOMweb) and bubblewrap are Debian packages; installed when missing and root.
+# Orthanc (with DICOMweb), bubblewrap and Chromium (the catalogue's browser test) are Debian
+# packages; installed when missing and root.
 system-packages:
 	@if command -v Orthanc >/dev/null && command -v bwrap >/dev/null \
-	    && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then :; \
+	    && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
+	    && [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    orthanc orthanc-dicomweb bubblewrap >/dev/null; \
-	else echo "note: install the Debian packages orthanc orthanc-dicomweb bubblewrap" \
-	  "for the Orthanc and sandbox tests (they are skipped without them)"; fi
+	    orthanc orthanc-dicomweb bubblewrap chromium >/dev/null; \
+	else echo "note: install the Debian packages orthanc orthanc-dicomweb bubblewrap chromium" \
+	  "for the Orthanc, sandbox and browser tests (they are skipped without them)"; fi
 
 demo: setup
 	$(BIN)/spe demo $(DEMO_ARGS)

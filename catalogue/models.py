@@ -73,8 +73,8 @@ class DatasetFacet(CentralBase):
     the dataset on every harvest and curation (`catalogue.facets`).
 
     The full-text side lives beside it, per dialect: an FTS5 table `catalogue_fts` on
-    SQLite, a `search_vector` tsvector column with a GIN index on PostgreSQL (migration
-    0002); `catalogue.repository` keeps both in step.
+    SQLite, a table `catalogue_text` of tsvectors with a GIN index on PostgreSQL
+    (migration 0002); `catalogue.repository` keeps both in step.
     """
 
     __tablename__ = "catalogue_facets"

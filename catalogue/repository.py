@@ -1,7 +1,7 @@
 """All SQL of the catalogue, search included.
 
 Full text is matched in the database: SQLite's FTS5 table `catalogue_fts` ranked by bm25,
-or PostgreSQL's `search_vector` (GIN-indexed tsvector) ranked by ts_rank_cd; titles weigh
+or PostgreSQL's table `catalogue_text` (a GIN-indexed tsvector) ranked by ts_rank; titles weigh
 more than keywords, keywords more than the rest. Facets are plain rows
 (`catalogue_facets`), read the same way on both into the search index (catalogue.search).
 """
@@ -57,10 +57,12 @@ def reindex(session: Session, dataset: Dataset) -> None:
     values = {"id": dataset.id, "title": doc.title, "keywords": doc.keywords, "body": doc.body}
     if _postgres(session):
         session.execute(text(
-            "UPDATE catalogue_datasets SET search_vector = "
+            "INSERT INTO catalogue_text (dataset_id, search_vector) VALUES (:id, "
             "setweight(to_tsvector('english', :title), 'A') || "
             "setweight(to_tsvector('english', :keywords), 'B') || "
-            "setweight(to_tsvector('english', :body), 'C') WHERE id = :id"), values)
+            "setweight(to_tsvector('english', :body), 'C')) "
+            "ON CONFLICT (dataset_id) DO UPDATE SET search_vector = EXCLUDED.search_vector"),
+            values)
     else:
         session.execute(text("DELETE FROM catalogue_fts WHERE rowid = :id"), {"id": dataset.id})
         session.execute(text("INSERT INTO catalogue_fts (rowid, title, keywords, body) "
@@ -79,9 +81,9 @@ def text_match(session: Session, terms: list[str]) -> Sequence[tuple[int, float]
     rank is a better match. `terms` come from `search_terms`."""
     if _postgres(session):
         tsquery = func.to_tsquery("english", " & ".join([*terms[:-1], terms[-1] + ":*"]))
-        vector = literal_column("catalogue_datasets.search_vector")
-        stmt = (select(Dataset.id, func.ts_rank_cd(vector, tsquery))
-                .where(vector.op("@@")(tsquery)))
+        vector = literal_column("search_vector")
+        stmt = (select(literal_column("dataset_id"), func.ts_rank(vector, tsquery))
+                .select_from(table("catalogue_text")).where(vector.op("@@")(tsquery)))
     else:
         match = " ".join([*(f'"{t}"' for t in terms[:-1]), f'"{terms[-1]}"*'])
         stmt = (select(literal_column("rowid"),

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from catalogue.endpoints import router as catalogue_router
+from catalogue.pages import STATIC_DIR as CATALOGUE_STATIC
+from catalogue.pages import STATIC_PATH as CATALOGUE_STATIC_PATH
+from catalogue.pages import router as catalogue_pages
 from spe.audit import CENTRAL_AUDIT
 from spe.audit.endpoints import router as audit_router
 from spe.db import make_engine, make_sessionmaker
@@ -34,16 +43,58 @@ def create_central_app(settings: Settings | None = None) -> FastAPI:
         name="central",
         on_principal=lambda session, principal: users.register(session, principal),
     )
-    app = FastAPI(title="EHDS SPE: central services", version="0.1.0")
+    app = FastAPI(title="EHDS SPE: central services", version="0.1.0",
+                  lifespan=_lifespan(settings, issuer))
     app.state.ctx = ctx
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(users_router)
     app.include_router(audit_router)
     app.include_router(catalogue_router)
+    # The catalogue's web pages (public, like its API reads) and their CSS/JS.
+    app.include_router(catalogue_pages)
+    app.mount(CATALOGUE_STATIC_PATH, StaticFiles(directory=CATALOGUE_STATIC),
+              name="catalogue-static")
     if issuer is not None:
         _mount_demo_issuer(app, issuer)
     return app
+
+
+def _harvest_token(settings: Settings, issuer: DemoIssuer | None) -> Callable[[], str] | None:
+    if settings.catalogue_harvest_token is not None:
+        token = settings.catalogue_harvest_token.get_secret_value()
+        return lambda: token
+    if issuer is not None and settings.environment == "development":
+        return lambda: issuer.mint("catalogue-harvester", ["hdab"])
+    return None
+
+
+def _lifespan(settings: Settings, issuer: DemoIssuer | None):
+    """Background work of the central service: the catalogue's scheduled harvest."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        from catalogue.schedule import harvest_periodically
+
+        task = None
+        token = _harvest_token(settings, issuer)
+        if settings.catalogue_nodes and token is None:
+            logging.getLogger("spe.catalogue").warning(
+                "SPE_CATALOGUE_NODES is set but no SPE_CATALOGUE_HARVEST_TOKEN: the "
+                "scheduled harvest is off")
+        elif settings.catalogue_nodes:
+            task = asyncio.create_task(harvest_periodically(
+                settings.resolved_database_url, settings.catalogue_nodes, token,
+                settings.catalogue_harvest_interval_seconds))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    return lifespan
 
 
 def _mount_demo_issuer(app: FastAPI, issuer: DemoIssuer) -> None:

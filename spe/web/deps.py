@@ -23,4 +23,7 @@ def db_session(ctx: Annotated[AppContext, Depends(get_context)]) -> Iterator[Ses
         session.close()
 
 
-DbSession = Annotated[Session, Depends(db_session)]
+# scope="function": commit before the response is sent. FastAPI's default ("request") runs
+# this after the response, so a client could be told 200 for a write whose commit then
+# fails, and its next read could race the commit (tests/spe/test_web_deps.py).
+DbSession = Annotated[Session, Depends(db_session, scope="function")]

@@ -91,9 +91,18 @@ def upgrade() -> None:
     op.bulk_insert(revision_table, [{"id": 1, "revision": 0}])
     # Full-text search, per dialect (catalogue.repository queries both).
     if op.get_bind().dialect.name == "postgresql":
-        op.add_column("catalogue_datasets",
-                      sa.Column("search_vector", postgresql.TSVECTOR(), nullable=True))
-        op.create_index("ix_catalogue_datasets_search_vector", "catalogue_datasets",
+        # A narrow table of its own: a text match reads only these pages, not the wide,
+        # often rewritten dataset rows.
+        op.create_table(
+            "catalogue_text",
+            sa.Column("dataset_id", sa.Integer(), nullable=False),
+            sa.Column("search_vector", postgresql.TSVECTOR(), nullable=False),
+            sa.ForeignKeyConstraint(["dataset_id"], ["catalogue_datasets.id"],
+                                    name=op.f("fk_catalogue_text_dataset_id_catalogue_datasets"),
+                                    ondelete="CASCADE"),
+            sa.PrimaryKeyConstraint("dataset_id", name=op.f("pk_catalogue_text")),
+        )
+        op.create_index("ix_catalogue_text_search_vector", "catalogue_text",
                         ["search_vector"], postgresql_using="gin")
     else:
         # rowid = catalogue_datasets.id; columns weighted title > keywords > body in bm25.
@@ -103,8 +112,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.drop_index("ix_catalogue_datasets_search_vector", table_name="catalogue_datasets")
-        op.drop_column("catalogue_datasets", "search_vector")
+        op.drop_table("catalogue_text")
     else:
         op.execute("DROP TABLE IF EXISTS catalogue_fts")
     op.drop_table("catalogue_revision")
