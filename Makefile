@@ -40,6 +40,8 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/sync_throughput.py
 	$(BIN)/python benchmarks/synth_throughput.py
+	$(BIN)/python benchmarks/deid_dicom.py
+	$(BIN)/python benchmarks/catalogue_search.py
 
 clean-demo:
 	rm -rf var/demo

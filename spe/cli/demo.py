@@ -183,6 +183,7 @@ def _print_access(settings: Settings, nodes: list[DemoNode], issuer) -> None:
     table.add_column("URL")
     central = settings.oidc_issuer
     table.add_row("central", f"{central}  (API docs: {central}/docs)")
+    table.add_row("catalogue", f"{central}/catalogue")
     for node in nodes:
         table.add_row(f"node {node.node_id}", f"http://127.0.0.1:{node.port}  ({node.name})")
     console.print(table)
