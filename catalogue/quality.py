@@ -6,7 +6,8 @@ accuracy, consistency), quality management, coverage, information on access, and
 enrichment. Quality management needs an assessment by people and is not scored here. Each
 dimension scores 0..1 from checks whose notes say what is missing; the label is the mean,
 in four tiers (bronze < 0.5 <= silver < 0.7 <= gold < 0.85 <= platinum), the tier names
-of the TEHDAS quality-label proposal.
+of the TEHDAS quality-label proposal, and at most one tier above the weakest dimension's:
+a strong dataset with poor documentation is not platinum.
 """
 
 from __future__ import annotations
@@ -87,11 +88,17 @@ DIMENSIONS: tuple[Callable[[Dataset], QualityDimension], ...] = (
     documentation, technical_quality, coverage, access, enrichment)
 
 
+def _tier(score: float) -> int:
+    """0 for platinum ... 3 for bronze."""
+    return next(i for i, (floor, _) in enumerate(TIERS) if score >= floor)
+
+
 def quality_label(d: Dataset) -> QualityLabel:
     dimensions = [score(d) for score in DIMENSIONS]
     total = round(sum(x.score for x in dimensions) / len(dimensions), 3)
-    label = next(name for floor, name in TIERS if total >= floor)
-    return QualityLabel(label=label, score=total, dimensions=dimensions)
+    weakest = _tier(min(x.score for x in dimensions))
+    tier = max(_tier(total), weakest - 1)
+    return QualityLabel(label=TIERS[tier][1], score=total, dimensions=dimensions)
 
 
 __all__ = ["DIMENSIONS", "quality_label"]

@@ -113,7 +113,7 @@ def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, por
             )
         console.print(f"federation: {len(nodes)} nodes, {totals['patients']} patients, "
                       f"{totals['instances']} DICOM instances")
-        _fill_catalogue(settings, nodes)
+        fill_catalogue(settings, nodes)
         # Then the central service keeps it fresh on its schedule, over HTTP.
         settings = settings.model_copy(update={
             "catalogue_nodes": [f"http://127.0.0.1:{n.port}" for n in nodes]})
@@ -126,9 +126,10 @@ def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, por
     console.print("demo stopped")
 
 
-def _fill_catalogue(settings: Settings, nodes: list[DemoNode]) -> None:
+def fill_catalogue(settings: Settings, nodes: list, *, actor: str = "demo") -> None:
     """Harvest each node's descriptor into the catalogue, in-process (the nodes are not
-    serving yet; `spe catalogue harvest --node URL` does the same over HTTP)."""
+    serving yet; `spe catalogue harvest --node URL` does the same over HTTP). `nodes` have
+    `node_id`, `name` and `database_url`."""
     from catalogue import service as catalogue
     from gateway.node.descriptors import compute_descriptor, descriptor_threshold
     from spe.db import make_engine, make_sessionmaker, session_scope
@@ -148,7 +149,7 @@ def _fill_catalogue(settings: Settings, nodes: list[DemoNode]) -> None:
     engine = make_engine(settings.resolved_database_url)
     try:
         with session_scope(make_sessionmaker(engine)) as session:
-            catalogue.harvest(session, descriptors, actor="demo")
+            catalogue.harvest(session, descriptors, actor=actor)
     finally:
         engine.dispose()
     console.print(f"catalogue: {len(descriptors)} datasets harvested")

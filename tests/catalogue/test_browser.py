@@ -97,27 +97,10 @@ class Central:
 
 
 def _harvest(settings: Settings, synced_nodes) -> None:
-    """Fill the catalogue in-process, as `spe demo` does (spe/cli/demo.py::_fill_catalogue)."""
-    from catalogue import service
-    from gateway.node.descriptors import compute_descriptor
-    from spe.db import make_engine, make_sessionmaker, session_scope
+    """Fill the catalogue in-process, as `spe demo` does."""
+    from spe.cli.demo import fill_catalogue
 
-    descriptors = []
-    for node in synced_nodes:
-        engine = make_engine(node.database_url)
-        try:
-            with make_sessionmaker(engine)() as session:
-                descriptors.append(compute_descriptor(
-                    session, node_id=node.node_id, node_name=node.name,
-                    threshold=10))
-        finally:
-            engine.dispose()
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        with session_scope(make_sessionmaker(engine)) as session:
-            service.harvest(session, descriptors, actor="test")
-    finally:
-        engine.dispose()
+    fill_catalogue(settings, synced_nodes, actor="test")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from spe.app import create_central_app
 from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.db.migrate import upgrade
 from spe.settings import Settings
-from spe.wire.descriptors import DatasetDescriptor, ValueCount
+from spe.wire.descriptors import Completeness, DatasetDescriptor, ValueCount
 
 SEARCH = "/api/v1/catalogue/search"
 
@@ -225,3 +225,22 @@ def test_hits_carry_a_quality_label_and_the_dataset_its_dimensions(client):
     assert any("suppressed" in note for note in dims["coverage"]["notes"])
     neuro = client.get("/api/v1/catalogue/datasets/neuro/imaging-and-clinical-records").json()
     assert neuro["quality"]["score"] > ds["quality"]["score"]
+
+
+def test_a_weak_dimension_caps_the_label():
+    from catalogue.models import Dataset
+    from catalogue.quality import quality_label
+    from catalogue.service import _default_curation, _harvested
+
+    d = DESCRIPTORS[0].model_copy(update={
+        "manufacturers": [ValueCount(value="SIEMENS", count=900)],
+        "completeness": Completeness(study_body_part=1.0, study_date=1.0,
+                                     patient_birth_date=1.0, patient_sex=1.0)})
+    dataset = Dataset(identifier=d.identifier, node_id=d.node_id, collection=d.collection,
+                      **_default_curation(d), **_harvested(d, datetime.now(UTC)))
+    strong = quality_label(dataset)
+    assert strong.label == "gold"  # uncurated: documentation 0.6, the rest near 1
+    dataset.coding_systems, dataset.body_parts, dataset.manufacturers = [], [], []
+    weak = quality_label(dataset)  # enrichment 0: bronze, so the label is silver at most
+    assert weak.score >= 0.5
+    assert weak.label in {"silver", "bronze"}
