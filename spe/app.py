@@ -14,6 +14,9 @@ from catalogue.endpoints import router as catalogue_router
 from catalogue.pages import STATIC_DIR as CATALOGUE_STATIC
 from catalogue.pages import STATIC_PATH as CATALOGUE_STATIC_PATH
 from catalogue.pages import router as catalogue_pages
+from gateway.hub.endpoints import router as hub_router
+from gateway.hub.fanout import Fanout
+from gateway.hub.service import Hub
 from spe.audit import CENTRAL_AUDIT
 from spe.audit.endpoints import router as audit_router
 from spe.db import make_engine, make_sessionmaker
@@ -29,7 +32,7 @@ from spe.web.health import router as health_router
 __all__ = ["CENTRAL_AUDIT", "create_central_app"]
 
 
-def create_central_app(settings: Settings | None = None) -> FastAPI:
+def create_central_app(settings: Settings | None = None, *, hub: Hub | None = None) -> FastAPI:
     settings = settings or get_settings()
     issuer: DemoIssuer | None = None if settings.oidc_jwks_url else demo_issuer(settings)
     engine = make_engine(settings.resolved_database_url)
@@ -46,11 +49,13 @@ def create_central_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="EHDS SPE: central services", version="0.1.0",
                   lifespan=_lifespan(settings, issuer))
     app.state.ctx = ctx
+    app.state.hub = hub if hub is not None else _hub(settings)
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(users_router)
     app.include_router(audit_router)
     app.include_router(catalogue_router)
+    app.include_router(hub_router)
     # The catalogue's web pages (public, like its API reads) and their CSS/JS.
     app.include_router(catalogue_pages)
     app.mount(CATALOGUE_STATIC_PATH, StaticFiles(directory=CATALOGUE_STATIC),
@@ -58,6 +63,21 @@ def create_central_app(settings: Settings | None = None) -> FastAPI:
     if issuer is not None:
         _mount_demo_issuer(app, issuer)
     return app
+
+
+def _hub(settings: Settings) -> Hub | None:
+    """The federated query hub, when the federation is configured: its nodes, and the PKI
+    whose hub key signs the query contexts and whose certificates carry the mutual TLS."""
+    if not settings.federation_nodes or settings.pki_dir is None:
+        return None
+    from spe.pki import client_ssl_context, private_key_of
+    from spe.wire.context import ContextSigner
+
+    return Hub(
+        fanout=Fanout(settings.federation_nodes, timeout=settings.query_timeout_seconds,
+                      tls=client_ssl_context(settings.pki_dir, "hub")),
+        signer=ContextSigner(private_key_of(settings.pki_dir / "hub.key")),
+    )
 
 
 def _harvest_token(settings: Settings, issuer: DemoIssuer | None) -> Callable[[], str] | None:
@@ -73,7 +93,7 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
     """Background work of the central service: the catalogue's scheduled harvest."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from catalogue.schedule import harvest_periodically
 
         task = None
@@ -89,6 +109,9 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
         try:
             yield
         finally:
+            hub = app.state.hub
+            if hub is not None:
+                await hub.fanout.aclose()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     # the demo issuer mints one for every round instead.
     catalogue_harvest_token: SecretStr | None = None
 
+    # Federation: the PKI folder of `spe pki init` (the CA, this service's certificate and
+    # key, the hub's certificate); nodes answer queries only when it is set.
+    pki_dir: Path | None = None
+    # The hub's nodes, id -> base URL ('{"site-a": "https://127.0.0.1:8001"}').
+    federation_nodes: dict[str, str] = {}
+    # A node that has not answered by then is reported as timed out.
+    query_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+
     # An institution node's own settings (only read by `spe serve node` / `spe node sync`).
     node_id: str = ""
     node_name: str = ""

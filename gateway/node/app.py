@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from gateway.node.config import NodeConfig
 from gateway.node.endpoints import router as node_router
+from gateway.node.query.endpoints import router as query_router
 from spe.audit import AuditLog, NodeAuditEntry, NodeAuditHead
 from spe.audit.endpoints import router as audit_router
 from spe.db import make_engine, make_sessionmaker
@@ -15,6 +16,7 @@ from spe.policy import PolicyService, make_policy_service
 from spe.settings import Settings
 from spe.web import AppContext
 from spe.web.health import router as health_router
+from spe.wire.context import ContextVerifier
 
 NODE_AUDIT = AuditLog(NodeAuditEntry, NodeAuditHead)
 
@@ -25,6 +27,7 @@ def create_node_app(
     *,
     verifier: TokenVerifier | None = None,
     policy: PolicyService | None = None,
+    context_verifier: ContextVerifier | None = None,
 ) -> FastAPI:
     engine = make_engine(config.database_url)
     ctx = AppContext(
@@ -40,8 +43,20 @@ def create_node_app(
     app = FastAPI(title=f"EHDS SPE node: {config.name or config.node_id}", version="0.1.0")
     app.state.ctx = ctx
     app.state.node = config
+    app.state.context_verifier = context_verifier or _context_verifier(settings, config)
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(node_router)
+    app.include_router(query_router)
     app.include_router(audit_router)
     return app
+
+
+def _context_verifier(settings: Settings, config: NodeConfig) -> ContextVerifier | None:
+    """Verifies the hub's signature with the hub certificate of the federation's PKI; none
+    configured means the node answers no queries (they are refused, not let through)."""
+    if settings.pki_dir is None:
+        return None
+    from spe.pki import public_key_of
+
+    return ContextVerifier(public_key_of(settings.pki_dir / "hub.crt"), config.node_id)

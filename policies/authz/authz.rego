@@ -27,6 +27,9 @@ permissions := {
 		# Curating a catalogue dataset (reading the catalogue is public: no door at all);
 		# which approver may curate which dataset is policies/catalogue/curation.
 		"PATCH /api/v1/catalogue/datasets/{identifier:path}": {"approver"},
+		# Federated queries; tiers and budgets are policies/query's (hub and node).
+		"POST /api/v1/query": {"researcher"},
+		"POST /api/v1/beacon/individuals": {"researcher"},
 	},
 	"node": {
 		"GET /api/v1/index/summary": {"admin", "hdab"},

@@ -79,3 +79,9 @@ test_hdab_may_not_curate_a_catalogue_dataset if {
 test_researcher_may_not_curate_a_catalogue_dataset if {
 	not authz.decide(req("central", "PATCH", "/api/v1/catalogue/datasets/{identifier:path}", ["researcher"])).allow
 }
+
+test_researchers_may_ask_federated_queries if {
+	authz.decide(req("central", "POST", "/api/v1/query", ["researcher"])).allow
+	authz.decide(req("central", "POST", "/api/v1/beacon/individuals", ["researcher"])).allow
+	not authz.decide(req("central", "POST", "/api/v1/query", ["approver"])).allow
+}

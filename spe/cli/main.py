@@ -20,12 +20,15 @@ db_app = typer.Typer(help="Database migrations", no_args_is_help=True)
 policy_app = typer.Typer(help="Policy commands", no_args_is_help=True)
 deid_app = typer.Typer(help="De-identify DICOM and FHIR files", no_args_is_help=True)
 catalogue_app = typer.Typer(help="Dataset catalogue commands", no_args_is_help=True)
+pki_app = typer.Typer(help="The federation's CA and mutual-TLS certificates",
+                      no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(audit_app, name="audit")
 app.add_typer(db_app, name="db")
 app.add_typer(policy_app, name="policy")
 app.add_typer(deid_app, name="deid")
 app.add_typer(catalogue_app, name="catalogue")
+app.add_typer(pki_app, name="pki")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -172,6 +175,54 @@ def catalogue_harvest(
             console.print(f"[green]{verb}[/green] {outcome.identifier} from {outcome.node}")
     if failed:
         raise typer.Exit(1)
+
+
+@pki_app.command("init")
+def pki_init(
+    out: Annotated[Path, typer.Option(help="The PKI folder (created 0700)")],
+    node: Annotated[list[str] | None, typer.Option(
+        help="An institution node's name (its CN and file name); repeat for several")] = None,
+    hub: Annotated[str, typer.Option(help="The hub's name")] = "hub",
+    host: Annotated[list[str] | None, typer.Option(
+        help="An extra SAN (IP address or DNS name) in every certificate; repeat for several "
+             "[default: 127.0.0.1, localhost]")] = None,
+    days: Annotated[int, typer.Option(help="Validity of the certificates (at most 825)")] = 825,
+    force: Annotated[bool, typer.Option(
+        help="Replace an existing CA and re-issue every certificate in the folder")]
+    = False,
+) -> None:
+    """Create the federation CA and certificates for the hub and each node (mutual TLS).
+
+    Run again with a new --node to add an institution: the existing CA signs its certificate
+    and existing certificates are left alone.
+    """
+    from spe.pki import DEFAULT_HOSTS, PkiError, init_pki
+
+    try:
+        result = init_pki(out, nodes=node or [], hub=hub, days=days,
+                          hosts=host or list(DEFAULT_HOSTS), force=force)
+    except PkiError as exc:
+        raise fail(exc.detail) from None
+    table = Table(title=f"pki {out}")
+    for column in ("file", "what", "expires"):
+        table.add_column(column)
+    if result.ca_created:
+        table.add_row(str(result.ca_cert), "federation CA certificate (public)",
+                      f"{result.ca_not_after:%Y-%m-%d}")
+        table.add_row(str(result.ca_key), "[red]CA private key (secret; keep offline)[/red]",
+                      "")
+    for issued in result.issued:
+        table.add_row(str(issued.cert), f"{issued.name} certificate, SAN "
+                      f"{', '.join(issued.sans)}", f"{issued.not_after:%Y-%m-%d}")
+        table.add_row(str(issued.key), f"[red]{issued.name} private key (secret)[/red]", "")
+    console.print(table)
+    if result.kept:
+        console.print(f"kept the existing certificates of {', '.join(result.kept)}")
+    if result.ca_replaced:
+        console.print("[yellow]new CA: every certificate above replaces the old one; "
+                      "redistribute them all[/yellow]")
+    console.print("give each service its own .crt and .key and everyone ca.crt; ca.key stays "
+                  "with the operator")
 
 
 @audit_app.command("verify")

@@ -86,6 +86,9 @@ class ObservationCriterion(_Strict):
 
     @model_validator(mode="after")
     def _ordered(self) -> ObservationCriterion:
+        if (self.min is not None or self.max is not None) and self.unit is None:
+            raise ValueError("an observation range needs its unit (UCUM, e.g. \"kg\"): "
+                             "values in other units are not comparable")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"observation min ({self.min}) is above max ({self.max})")
         return self

@@ -1,0 +1,69 @@
+"""The hub: decide the tier, sign a context per node, fan out, combine, audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+
+from gateway.hub.combine import combine
+from gateway.hub.fanout import Fanout
+from gateway.hub.schemas import FederatedAnswer
+from spe.db import session_scope
+from spe.errors import Forbidden, SPEError
+from spe.identity import Principal
+from spe.web import AppContext
+from spe.wire.context import ContextSigner
+from spe.wire.query import Query
+
+
+class QueryRefused(Forbidden):
+    error = "refused_by_policy"
+
+
+class FederationNotConfigured(SPEError):
+    status_code = 503
+    error = "federation_not_configured"
+
+
+@dataclass
+class Hub:
+    fanout: Fanout
+    signer: ContextSigner
+
+
+def _audit(ctx: AppContext, **entry) -> None:
+    with session_scope(ctx.sessions) as session:
+        ctx.audit.record(session, **entry)
+
+
+async def federated_query(ctx: AppContext, hub: Hub | None, query: Query,
+                          caller: Principal) -> FederatedAnswer:
+    query_hash = query.digest()
+    decision = await run_in_threadpool(ctx.policy.decide, "query/hub_decision",
+                                       {"subject": caller.policy_input(), "permit": None})
+    if not decision.allow:
+        await run_in_threadpool(_audit, ctx, actor=caller.id, action="query",
+                                object=query_hash, decision="deny", reason=decision.reason)
+        raise QueryRefused(decision.reason)
+    if hub is None or not hub.fanout.nodes:
+        raise FederationNotConfigured("the hub has no nodes (SPE_FEDERATION_NODES) or no "
+                                      "PKI (SPE_PKI_DIR)")
+    tier = str(decision.values.get("tier", "statistics"))
+    min_sites = int(decision.values.get("min_sites", 2))
+    results = await hub.fanout.ask(query, lambda node_id: hub.signer.sign(
+        user=caller.id, roles=list(caller.roles), tier=tier, query_hash=query_hash,
+        node_id=node_id))
+    answer = combine(results, query_hash=query_hash, tier=tier, kind=query.answer.kind,
+                     min_sites=min_sites)
+    await run_in_threadpool(
+        _audit, ctx, actor=caller.id, action="query", object=query_hash, decision="allow",
+        reason=decision.reason,
+        details={"tier": tier, "kind": query.answer.kind,
+                 "nodes": {r.node_id: r.status for r in results},
+                 "total": answer.total.value if answer.total else None,
+                 "suppressed": [r.node_id for r in results if r.status == "suppressed"]})
+    return answer
+
+
+__all__ = ["FederationNotConfigured", "Hub", "QueryRefused", "federated_query"]

@@ -1,0 +1,100 @@
+"""The context the hub signs onto every query it sends a node: who asks, in which tier,
+under which permit, for which query (by its hash), until when, for which node.
+
+A node answers nothing that does not carry a valid context: signed (ES256) with the hub's
+key, whose certificate the node holds from the federation's PKI (spe/pki.py); addressed to
+this node; not expired; and naming the very query it came with, so a context cannot be
+replayed with another query or at another node.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Literal
+
+from cryptography.hazmat.primitives import serialization
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
+from pydantic import BaseModel, ValidationError
+
+from spe.errors import NotAuthenticated
+
+ALGORITHM = "ES256"
+ISSUER = "spe-hub"
+#: Long enough for the slowest node's timeout, short enough that a leaked context is stale.
+TTL_SECONDS = 60
+
+Tier = Literal["statistics", "permit"]
+
+
+class HubContext(BaseModel):
+    sub: str  # the user, as the hub authenticated them ("issuer|subject")
+    roles: list[str]
+    tier: Tier
+    permit: str | None = None
+    qh: str  # SHA-256 of the canonical query (spe.wire.query.Query.digest)
+    aud: str  # the node this context is for
+    exp: int
+    iat: int
+    jti: str
+
+
+def _ec_key(key) -> ECKey:
+    """A joserfc key from a cryptography key object (private or public)."""
+    if hasattr(key, "private_bytes"):
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    else:
+        pem = key.public_bytes(serialization.Encoding.PEM,
+                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    return ECKey.import_key(pem)
+
+
+class ContextSigner:
+    """The hub's side: one signer per hub private key."""
+
+    def __init__(self, private_key) -> None:
+        self._key = _ec_key(private_key)
+
+    def sign(self, *, user: str, roles: list[str], tier: Tier, query_hash: str, node_id: str,
+             permit: str | None = None, ttl_seconds: int = TTL_SECONDS) -> str:
+        now = int(time.time())
+        claims = {"iss": ISSUER, "sub": user, "roles": list(roles), "tier": tier,
+                  "permit": permit, "qh": query_hash, "aud": node_id, "iat": now,
+                  "exp": now + ttl_seconds, "jti": uuid.uuid4().hex}
+        return jwt.encode({"alg": ALGORITHM, "typ": "JWT"}, claims, self._key)
+
+
+class ContextVerifier:
+    """A node's side: accepts only contexts signed by its hub's key, for itself."""
+
+    def __init__(self, hub_public_key, node_id: str) -> None:
+        self._key = _ec_key(hub_public_key)
+        self.node_id = node_id
+
+    def verify(self, token: str | None, *, query_hash: str) -> HubContext:
+        if not token:
+            raise NotAuthenticated("no hub context: nodes answer queries from their hub only")
+        try:
+            decoded = jwt.decode(token, self._key, algorithms=[ALGORITHM])
+        except (JoseError, ValueError) as exc:
+            raise NotAuthenticated("hub context not signed by this node's hub") from exc
+        claims = decoded.claims
+        try:
+            ctx = HubContext.model_validate(claims)
+        except ValidationError as exc:
+            raise NotAuthenticated("hub context is incomplete") from exc
+        if claims.get("iss") != ISSUER:
+            raise NotAuthenticated("hub context from an unknown issuer")
+        if ctx.aud != self.node_id:
+            raise NotAuthenticated(f"hub context is for {ctx.aud}, not {self.node_id}")
+        if ctx.exp < time.time():
+            raise NotAuthenticated("hub context expired")
+        if ctx.qh != query_hash:
+            raise NotAuthenticated("hub context names another query")
+        return ctx
+
+
+__all__ = ["ContextSigner", "ContextVerifier", "HubContext", "Tier"]

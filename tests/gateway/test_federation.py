@@ -1,0 +1,274 @@
+"""The federation from the outside: a hub and three nodes over real mutual TLS, queried
+the way a researcher (and an attacker) would."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.node.app import create_node_app
+from gateway.node.config import NodeConfig
+from gateway.node.service import run_sync
+from spe.app import create_central_app
+from spe.db.migrate import upgrade
+from spe.identity import DemoIssuer
+from spe.pki import client_ssl_context, init_pki, server_ssl_options
+from spe.settings import Settings
+from spe.synth import generate
+from spe.wire.context import ContextSigner
+from spe.wire.query import Query
+from tests.servers import Running, bind, serve
+
+ISSUER = "http://central.test"
+SITES = ("site-a", "site-b", "site-c")
+RARE = "Z99.8"  # a code only the three patients this module adds to site-a carry
+
+
+@dataclass
+class Federation:
+    hub: TestClient
+    issuer: DemoIssuer
+    pki: Path
+    urls: dict[str, str]
+    running: dict[str, Running]
+    dbs: dict[str, Path]
+    central_db: str
+    users: list[str] = field(default_factory=list)
+
+    def token(self, user: str, roles: tuple[str, ...] = ("researcher",), **kw) -> dict:
+        return {"Authorization": f"Bearer {self.issuer.mint(user, list(roles), **kw)}"}
+
+    def ask(self, user: str, where: dict, kind: str = "count", by: list | None = None):
+        answer = {"kind": kind, **({"by": by} if by else {})}
+        return self.hub.post("/api/v1/query", json={"where": where, "answer": answer},
+                             headers=self.token(user))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pki") / "federation"
+    init_pki(out, nodes=list(SITES))
+    return out
+
+
+@pytest.fixture(scope="module")
+def node_dbs(tmp_path_factory) -> dict[str, Path]:
+    """Three synthetic institutions of 40 patients, indexed; site-a gets three more
+    women with a code nobody else has."""
+    root = tmp_path_factory.mktemp("federation-nodes")
+    generate(root / "synth", institutions=3, patients=40, seed=21)
+    dbs = {}
+    for site in SITES:
+        db = root / f"{site}.db"
+        run_sync(f"sqlite:///{db}", dicom=f"folder:{root / 'synth' / site / 'dicom'}",
+                 fhir=f"ndjson:{root / 'synth' / site / 'fhir'}")
+        dbs[site] = db
+    with sqlite3.connect(dbs["site-a"]) as conn:
+        for i in range(3):
+            cur = conn.execute("INSERT INTO patients (patient_key, sex, birth_date) "
+                               "VALUES (?, 'female', '1970-05-05')", (f"rare-{i}",))
+            conn.execute("INSERT INTO conditions (patient_id, system, code) VALUES "
+                         "(?, 'http://hl7.org/fhir/sid/icd-10', ?)", (cur.lastrowid, RARE))
+    return dbs
+
+
+@pytest.fixture
+def federation(pki, node_dbs, tmp_path) -> Iterator[Federation]:
+    settings = Settings(data_dir=tmp_path, oidc_issuer=ISSUER, pki_dir=pki,
+                        environment="development")
+    issuer = DemoIssuer(settings.issuer_key_path, ISSUER, "spe")
+    socks = {site: bind() for site in SITES}
+    urls = {site: f"https://127.0.0.1:{s.getsockname()[1]}" for site, s in socks.items()}
+    running: dict[str, Running] = {}
+    stack = []
+    try:
+        for site in SITES:
+            app = create_node_app(NodeConfig(site, site, f"sqlite:///{node_dbs[site]}"),
+                                  settings)
+            cm = serve(app, socks[site], lifespan="off", **server_ssl_options(pki, site))
+            running[site] = cm.__enter__()
+            stack.append(cm)
+        central_db = f"sqlite:///{tmp_path / 'central.db'}"
+        upgrade(central_db, "central")
+        central = create_central_app(settings.model_copy(update={
+            "database_url": central_db, "federation_nodes": urls,
+            "query_timeout_seconds": 3.0}))
+        with TestClient(central) as hub:
+            yield Federation(hub, issuer, pki, urls, running, node_dbs, central_db)
+    finally:
+        for cm in reversed(stack):
+            cm.__exit__(None, None, None)
+
+
+def node(answer: dict, site: str) -> dict:
+    return next(n for n in answer["nodes"] if n["node_id"] == site)
+
+
+FEMALE = {"type": "patient", "sex": "female"}
+RARE_CODE = {"type": "condition", "system": "icd-10", "code": RARE}
+
+
+def test_every_node_answers_with_status_and_time(federation):
+    resp = federation.ask("alice", FEMALE)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert [n["node_id"] for n in body["nodes"]] == list(SITES)
+    for n in body["nodes"]:
+        assert n["status"] == "answered"
+        assert n["ms"] > 0
+        total = n["answer"]["total"]
+        assert total["value"] % 5 == 0
+        assert total["value"] >= 10
+    assert body["total"]["value"] == sum(n["answer"]["total"]["value"] for n in body["nodes"])
+    assert body["sites_answering"] == 3
+
+
+def test_a_count_of_three_comes_back_suppressed_never_as_a_number(federation):
+    body = federation.ask("bob", RARE_CODE).json()
+    a = node(body, "site-a")
+    assert a["status"] == "suppressed"
+    assert a["answer"]["total"] == {"key": {}, "value": None, "suppressed": True}
+    assert any("below the threshold" in note for note in a["answer"]["notes"])
+    # The other sites hold none: also suppressed, never a 0.
+    for site in ("site-b", "site-c"):
+        assert node(body, site)["answer"]["total"]["value"] is None
+    assert body["total"]["suppressed"] is True
+
+
+def test_a_tracker_sequence_is_caught(federation):
+    broad = federation.ask("mallory", FEMALE).json()
+    assert node(broad, "site-a")["status"] == "answered"
+    # The same question minus the three rare patients: the difference would be 3.
+    narrowed = federation.ask("mallory", {"type": "and", "of": [
+        FEMALE, {"type": "not", "of": RARE_CODE}]}).json()
+    a = node(narrowed, "site-a")
+    assert a["status"] == "suppressed"
+    assert any("differencing" in note for note in a["answer"]["notes"])
+    # Sites without those patients answer the narrowed question as before.
+    for site in ("site-b", "site-c"):
+        assert node(narrowed, site)["answer"]["total"] == node(broad, site)["answer"]["total"]
+    # Another user asking the narrowed question first is answered: it is the pair that
+    # reveals, not the question.
+    other = federation.ask("trent", {"type": "and", "of": [
+        FEMALE, {"type": "not", "of": RARE_CODE}]}).json()
+    assert node(other, "site-a")["status"] == "answered"
+
+
+def test_a_stratified_answer_never_lets_a_suppressed_cell_be_subtracted(federation):
+    body = federation.ask("carol", {"type": "or", "of": [FEMALE, RARE_CODE]},
+                          kind="stratified", by=["age_band"]).json()
+    for n in body["nodes"]:
+        ans = n["answer"]
+        if any(c["suppressed"] for c in ans["cells"]):
+            assert ans["total"]["suppressed"] is True  # withheld, not total minus cells
+    shown = [c for c in body["cells"] if not c["suppressed"]]
+    assert shown, body
+
+
+def _node_client(federation, site: str, name: str = "hub", pki: Path | None = None):
+    return httpx.Client(base_url=federation.urls[site], timeout=5,
+                        verify=client_ssl_context(pki or federation.pki, name))
+
+
+def test_a_node_refuses_a_query_without_the_hubs_signature(federation, tmp_path):
+    query = {"query": {"where": FEMALE}}
+    with _node_client(federation, "site-a") as client:  # a member's certificate: TLS passes
+        assert client.post("/api/v1/query", json=query).status_code == 401
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        forged = ContextSigner(ec.generate_private_key(ec.SECP256R1())).sign(
+            user="eve", roles=["researcher"], tier="statistics",
+            query_hash=Query.model_validate(query["query"]).digest(), node_id="site-a")
+        resp = client.post("/api/v1/query", json=query,
+                           headers={"X-SPE-Hub-Context": forged})
+        assert resp.status_code == 401
+        assert "not signed by this node's hub" in resp.json()["detail"]
+    with sqlite3.connect(federation.dbs["site-a"]) as conn:
+        denied = conn.execute("SELECT count(*) FROM audit_log WHERE action = 'query' "
+                              "AND decision = 'deny'").fetchone()[0]
+    assert denied >= 2
+
+
+def test_a_node_refuses_a_certificate_from_another_ca(federation, tmp_path):
+    other = tmp_path / "other-pki"
+    init_pki(other, nodes=["site-a"])
+    # Trusting our CA for the server, but presenting a hub certificate of another CA.
+    import ssl
+
+    ctx = client_ssl_context(federation.pki, "hub")
+    ctx.load_cert_chain(other / "hub.crt", other / "hub.key")
+    with httpx.Client(base_url=federation.urls["site-a"], verify=ctx, timeout=5) as client:
+        with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError,
+                            ssl.SSLError)):
+            client.post("/api/v1/query", json={"query": {"where": FEMALE}})
+
+
+def test_a_stopped_node_shows_as_unreachable_while_the_others_answer(federation):
+    federation.running["site-b"].stop()
+    body = federation.ask("dave", FEMALE).json()
+    assert node(body, "site-b")["status"] == "unreachable"
+    assert node(body, "site-b")["answer"] is None
+    assert {node(body, s)["status"] for s in ("site-a", "site-c")} == {"answered"}
+    assert body["sites_answering"] == 2
+    assert body["total"]["value"] == sum(node(body, s)["answer"]["total"]["value"]
+                                         for s in ("site-a", "site-c"))
+
+
+def test_with_too_few_sites_answering_no_total_is_given(federation):
+    federation.running["site-b"].stop()
+    federation.running["site-c"].stop()
+    body = federation.ask("erin", FEMALE).json()
+    assert body["sites_answering"] == 1
+    assert body["total"] is None
+    assert any("at least 2" in note for note in body["notes"])
+    assert node(body, "site-a")["status"] == "answered"  # its own answer is still shown
+
+
+def test_only_researchers_ask_and_bad_queries_get_a_422(federation):
+    resp = federation.hub.post("/api/v1/query", json={"where": FEMALE},
+                               headers=federation.token("h", ("hdab",)))
+    assert resp.status_code == 403
+    deep = FEMALE
+    for _ in range(7):
+        deep = {"type": "not", "of": deep}
+    for bad, says in (({"where": deep}, "nested"),
+                      ({"where": {"type": "patient"}}, "sex or age"),
+                      ({"where": FEMALE, "answer": {"kind": "stratified"}}, "needs `by`"),
+                      ({"where": {**FEMALE, "colour": "blue"}}, "colour")):
+        resp = federation.hub.post("/api/v1/query", json=bad,
+                                   headers=federation.token("frank"))
+        assert resp.status_code == 422, resp.text
+        assert says in resp.text
+
+
+def test_queries_are_audited_at_the_hub_and_at_each_node(federation):
+    from sqlalchemy import select
+
+    from spe.audit import CentralAuditEntry
+    from spe.db import make_engine, make_sessionmaker
+
+    body = federation.ask("grace", FEMALE).json()
+    engine = make_engine(federation.central_db)
+    try:
+        with make_sessionmaker(engine)() as session:
+            entry = session.execute(select(CentralAuditEntry).where(
+                CentralAuditEntry.action == "query",
+                CentralAuditEntry.object == body["query_hash"])).scalar_one()
+        assert "statistics" in entry.details
+        assert "answered" in entry.details
+    finally:
+        engine.dispose()
+    for site in SITES:
+        with sqlite3.connect(federation.dbs[site]) as conn:
+            rows = conn.execute("SELECT actor, decision, details FROM audit_log WHERE "
+                                "action = 'query' AND object = ? AND actor LIKE 'grace@%'",
+                                (body["query_hash"],)).fetchall()
+        assert len(rows) == 1
+        assert rows[0][1] == "allow"
+        assert '"tier": "statistics"' in rows[0][2]
