@@ -12,22 +12,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.node.app import create_node_app
-from gateway.node.config import NodeConfig
-from gateway.node.service import run_sync
 from spe.app import create_central_app
 from spe.db.migrate import upgrade
 from spe.identity import DemoIssuer
-from spe.pki import client_ssl_context, init_pki, server_ssl_options
-from spe.settings import Settings
-from spe.synth import generate
+from spe.pki import client_ssl_context, init_pki
 from spe.wire.context import ContextSigner
 from spe.wire.query import Query
-from tests.servers import Running, bind, serve
-
-ISSUER = "http://central.test"
-SITES = ("site-a", "site-b", "site-c")
-RARE = "Z99.8"  # a code only the three patients this module adds to site-a carry
+from tests.gateway.conftest import ISSUER, RARE, SITES, NodeServers
+from tests.servers import Running
 
 
 @dataclass
@@ -50,60 +42,19 @@ class Federation:
                              headers=self.token(user))
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pki") / "federation"
-    init_pki(out, nodes=list(SITES))
-    return out
-
-
-@pytest.fixture(scope="module")
-def node_dbs(tmp_path_factory) -> dict[str, Path]:
-    """Three synthetic institutions of 40 patients, indexed; site-a gets three more
-    women with a code nobody else has."""
-    root = tmp_path_factory.mktemp("federation-nodes")
-    generate(root / "synth", institutions=3, patients=40, seed=21)
-    dbs = {}
-    for site in SITES:
-        db = root / f"{site}.db"
-        run_sync(f"sqlite:///{db}", dicom=f"folder:{root / 'synth' / site / 'dicom'}",
-                 fhir=f"ndjson:{root / 'synth' / site / 'fhir'}")
-        dbs[site] = db
-    with sqlite3.connect(dbs["site-a"]) as conn:
-        for i in range(3):
-            cur = conn.execute("INSERT INTO patients (patient_key, sex, birth_date) "
-                               "VALUES (?, 'female', '1970-05-05')", (f"rare-{i}",))
-            conn.execute("INSERT INTO conditions (patient_id, system, code) VALUES "
-                         "(?, 'http://hl7.org/fhir/sid/icd-10', ?)", (cur.lastrowid, RARE))
-    return dbs
-
-
 @pytest.fixture
-def federation(pki, node_dbs, tmp_path) -> Iterator[Federation]:
-    settings = Settings(data_dir=tmp_path, oidc_issuer=ISSUER, pki_dir=pki,
-                        environment="development")
-    issuer = DemoIssuer(settings.issuer_key_path, ISSUER, "spe")
-    socks = {site: bind() for site in SITES}
-    urls = {site: f"https://127.0.0.1:{s.getsockname()[1]}" for site, s in socks.items()}
-    running: dict[str, Running] = {}
-    stack = []
-    try:
-        for site in SITES:
-            app = create_node_app(NodeConfig(site, site, f"sqlite:///{node_dbs[site]}"),
-                                  settings)
-            cm = serve(app, socks[site], lifespan="off", **server_ssl_options(pki, site))
-            running[site] = cm.__enter__()
-            stack.append(cm)
-        central_db = f"sqlite:///{tmp_path / 'central.db'}"
-        upgrade(central_db, "central")
-        central = create_central_app(settings.model_copy(update={
-            "database_url": central_db, "federation_nodes": urls,
-            "query_timeout_seconds": 3.0}))
-        with TestClient(central) as hub:
-            yield Federation(hub, issuer, pki, urls, running, node_dbs, central_db)
-    finally:
-        for cm in reversed(stack):
-            cm.__exit__(None, None, None)
+def federation(node_servers: NodeServers, tmp_path) -> Iterator[Federation]:
+    """The central app (in-process) whose hub asks the three real nodes over mTLS."""
+    settings = node_servers.settings
+    central_db = f"sqlite:///{tmp_path / 'central.db'}"
+    upgrade(central_db, "central")
+    central = create_central_app(settings.model_copy(update={
+        "database_url": central_db, "federation_nodes": node_servers.urls,
+        "query_timeout_seconds": 3.0}))
+    with TestClient(central) as hub:
+        yield Federation(hub, DemoIssuer(settings.issuer_key_path, ISSUER, "spe"),
+                         node_servers.pki, node_servers.urls, node_servers.running,
+                         node_servers.dbs, central_db)
 
 
 def node(answer: dict, site: str) -> dict:
