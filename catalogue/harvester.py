@@ -3,6 +3,7 @@ them. httpx errors are translated here into CatalogueError, with the node named.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
 
 import httpx
@@ -19,12 +20,13 @@ TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 _DESCRIPTORS = TypeAdapter(list[DatasetDescriptor])
 
 
-def fetch_descriptors(url: str, token: str, *,
-                      client: httpx.Client | None = None) -> list[DatasetDescriptor]:
-    """The node's descriptors, or CatalogueError saying why not."""
+def fetch_descriptors(url: str, token: str, *, client: httpx.Client | None = None,
+                      tls: ssl.SSLContext | None = None) -> list[DatasetDescriptor]:
+    """The node's descriptors, or CatalogueError saying why not. `tls`: the federation's
+    client context (spe.pki.client_ssl_context) for nodes that require mutual TLS."""
     endpoint = url.rstrip("/") + DESCRIPTORS_PATH
     own = client is None
-    http = client or httpx.Client(timeout=TIMEOUT)
+    http = client or httpx.Client(timeout=TIMEOUT, verify=tls if tls is not None else True)
     try:
         resp = http.get(endpoint, headers={"Authorization": f"Bearer {token}"})
     except httpx.TimeoutException as exc:
@@ -56,6 +58,7 @@ def harvest_nodes(
     actor: str = "system",
     clients: Mapping[str, httpx.Client] | None = None,
     audit: AuditLog = CENTRAL_AUDIT,
+    tls: ssl.SSLContext | None = None,
 ) -> list[HarvestOutcome]:
     """Harvest every node that answers; a failing node is reported (and audited), not fatal.
 
@@ -65,7 +68,8 @@ def harvest_nodes(
     claimed: dict[str, str] = {}  # identifier -> the node URL that described it in this run
     for url in urls:
         try:
-            descriptors = fetch_descriptors(url, token, client=(clients or {}).get(url))
+            descriptors = fetch_descriptors(url, token, client=(clients or {}).get(url),
+                                            tls=tls)
             for d in descriptors:
                 other = claimed.setdefault(d.identifier, url)
                 if other != url:
@@ -89,6 +93,7 @@ def run_harvest(
     *,
     actor: str = "system",
     clients: Mapping[str, httpx.Client] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> list[HarvestOutcome]:
     """Migrate the central database and harvest the nodes in one transaction (in-process use
     and `spe catalogue harvest`)."""
@@ -99,7 +104,7 @@ def run_harvest(
     engine = make_engine(database_url)
     try:
         with session_scope(make_sessionmaker(engine)) as session:
-            return harvest_nodes(session, urls, token, actor=actor, clients=clients)
+            return harvest_nodes(session, urls, token, actor=actor, clients=clients, tls=tls)
     finally:
         engine.dispose()
 

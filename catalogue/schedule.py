@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 
 from catalogue.harvester import run_harvest
@@ -18,9 +19,10 @@ log = logging.getLogger("spe.catalogue")
 ACTOR = "scheduler:catalogue-harvester"
 
 
-def harvest_round(database_url: str, nodes: list[str], token: str) -> int:
+def harvest_round(database_url: str, nodes: list[str], token: str,
+                  tls: ssl.SSLContext | None = None) -> int:
     """One round; returns how many nodes failed."""
-    outcomes = run_harvest(database_url, nodes, token, actor=ACTOR)
+    outcomes = run_harvest(database_url, nodes, token, actor=ACTOR, tls=tls)
     failed = [o for o in outcomes if o.error]
     for o in failed:
         log.warning("catalogue harvest: %s", o.error)
@@ -30,13 +32,14 @@ def harvest_round(database_url: str, nodes: list[str], token: str) -> int:
 
 
 async def harvest_periodically(database_url: str, nodes: list[str],
-                               token: Callable[[], str], interval: float) -> None:
+                               token: Callable[[], str], interval: float,
+                               tls: ssl.SSLContext | None = None) -> None:
     """Harvest every `interval` seconds until cancelled (first round after one interval:
     the service has just started and nodes may still be coming up)."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(harvest_round, database_url, nodes, token())
+            await asyncio.to_thread(harvest_round, database_url, nodes, token(), tls)
         except Exception:  # a failed round must not end the schedule
             log.exception("catalogue harvest round failed")
 

@@ -14,6 +14,7 @@ from catalogue.endpoints import router as catalogue_router
 from catalogue.pages import STATIC_DIR as CATALOGUE_STATIC
 from catalogue.pages import STATIC_PATH as CATALOGUE_STATIC_PATH
 from catalogue.pages import router as catalogue_pages
+from gateway.hub.beacon import router as beacon_router
 from gateway.hub.endpoints import router as hub_router
 from gateway.hub.fanout import Fanout
 from gateway.hub.service import Hub
@@ -56,6 +57,7 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     app.include_router(audit_router)
     app.include_router(catalogue_router)
     app.include_router(hub_router)
+    app.include_router(beacon_router)
     # The catalogue's web pages (public, like its API reads) and their CSS/JS.
     app.include_router(catalogue_pages)
     app.mount(CATALOGUE_STATIC_PATH, StaticFiles(directory=CATALOGUE_STATIC),
@@ -78,6 +80,15 @@ def _hub(settings: Settings) -> Hub | None:
                       tls=client_ssl_context(settings.pki_dir, "hub")),
         signer=ContextSigner(private_key_of(settings.pki_dir / "hub.key")),
     )
+
+
+def _node_tls(settings: Settings):
+    """The client side of mutual TLS towards the nodes, when the federation has a PKI."""
+    if settings.pki_dir is None:
+        return None
+    from spe.pki import client_ssl_context
+
+    return client_ssl_context(settings.pki_dir, "hub")
 
 
 def _harvest_token(settings: Settings, issuer: DemoIssuer | None) -> Callable[[], str] | None:
@@ -105,7 +116,7 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
         elif settings.catalogue_nodes:
             task = asyncio.create_task(harvest_periodically(
                 settings.resolved_database_url, settings.catalogue_nodes, token,
-                settings.catalogue_harvest_interval_seconds))
+                settings.catalogue_harvest_interval_seconds, tls=_node_tls(settings)))
         try:
             yield
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from gateway.node.orthanc_process import free_port
+from spe.pki import client_ssl_context
 from tests.orthanc import require_orthanc
 
 
@@ -56,9 +58,14 @@ def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path, flags: list[str
         tokens = json.loads((tmp_path / "demo" / "tokens.json").read_text())
         assert set(tokens) == {"researcher", "approver", "hdab", "output_checker", "admin"}
         _wait_healthy(f"http://127.0.0.1:{port}/health")
+        pki = tmp_path / "demo" / "pki"
+        hub_tls = client_ssl_context(pki, "hub")  # the nodes speak mutual TLS only
         for i in range(1, 4):
-            health = _wait_healthy(f"http://127.0.0.1:{port + i}/health")
+            health = _wait_healthy(f"https://127.0.0.1:{port + i}/health", verify=hub_tls)
             assert health["service"] == "node"
+        with pytest.raises(httpx.HTTPError):  # no client certificate, no answer
+            httpx.get(f"https://127.0.0.1:{port + 1}/health",
+                      verify=ssl.create_default_context(cafile=pki / "ca.crt"), timeout=5)
         assert "catalogue: 3 datasets harvested" in text
         catalogue = httpx.get(f"http://127.0.0.1:{port}/api/v1/catalogue",
                               headers={"Accept": "text/turtle"})
@@ -66,8 +73,8 @@ def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path, flags: list[str
         assert "healthdcatap:numberOfUniqueIndividuals" in catalogue.text
         harvest = subprocess.run(
             [sys.executable, "-m", "spe.cli", "catalogue", "harvest",
-             *(a for i in range(1, 4) for a in ("--node", f"http://127.0.0.1:{port + i}"))],
-            env={**env, "SPE_DATA_DIR": str(tmp_path / "demo"),
+             *(a for i in range(1, 4) for a in ("--node", f"https://127.0.0.1:{port + i}"))],
+            env={**env, "SPE_DATA_DIR": str(tmp_path / "demo"), "SPE_PKI_DIR": str(pki),
                  "SPE_OIDC_ISSUER": f"http://127.0.0.1:{port}"},
             capture_output=True, text=True, timeout=60,
         )
@@ -77,12 +84,19 @@ def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path, flags: list[str
         verify = httpx.get(f"http://127.0.0.1:{port}/api/v1/audit/verify", headers=admin)
         assert verify.status_code == 200
         assert verify.json()["ok"]
-        summary = httpx.get(f"http://127.0.0.1:{port + 1}/api/v1/index/summary", headers=admin)
-        assert summary.status_code == 200
-        assert summary.json()["counts"]["patients"] == 15
         researcher = {"Authorization": f"Bearer {tokens['researcher']}"}
-        assert httpx.get(f"http://127.0.0.1:{port + 1}/api/v1/index/summary",
-                         headers=researcher).status_code == 403
+        with httpx.Client(base_url=f"https://127.0.0.1:{port + 1}", verify=hub_tls) as node_a:
+            summary = node_a.get("/api/v1/index/summary", headers=admin)
+            assert summary.status_code == 200
+            assert summary.json()["counts"]["patients"] == 15
+            assert node_a.get("/api/v1/index/summary", headers=researcher).status_code == 403
+        answer = httpx.post(f"http://127.0.0.1:{port}/api/v1/query", headers=researcher,
+                            json={"where": {"type": "imaging", "modality": ["CT", "MR"]}},
+                            timeout=30)
+        assert answer.status_code == 200, answer.text
+        # 15 patients a site: a site's count may well be under the threshold.
+        assert {n["status"] for n in answer.json()["nodes"]} <= {"answered", "suppressed"}
+        assert len(answer.json()["nodes"]) == 3
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -114,10 +128,10 @@ def _busy(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_healthy(url: str) -> dict:
+def _wait_healthy(url: str, verify=True) -> dict:
     for _ in range(50):
         try:
-            resp = httpx.get(url, timeout=2)
+            resp = httpx.get(url, timeout=2, verify=verify)
             if resp.status_code == 200:
                 return resp.json()
         except httpx.HTTPError:

@@ -114,9 +114,13 @@ def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, por
         console.print(f"federation: {len(nodes)} nodes, {totals['patients']} patients, "
                       f"{totals['instances']} DICOM instances")
         fill_catalogue(settings, nodes)
-        # Then the central service keeps it fresh on its schedule, over HTTP.
+        # From here on the nodes speak mutual TLS with the federation's certificates; the
+        # hub asks them queries and the catalogue keeps fresh on its schedule.
+        pki_dir = _pki(data_dir, [n.node_id for n in nodes])
+        urls = {n.node_id: f"https://127.0.0.1:{n.port}" for n in nodes}
         settings = settings.model_copy(update={
-            "catalogue_nodes": [f"http://127.0.0.1:{n.port}" for n in nodes]})
+            "pki_dir": pki_dir, "federation_nodes": urls,
+            "catalogue_nodes": list(urls.values())})
         issuer = demo_issuer(settings)
         _print_access(settings, nodes, issuer)
         asyncio.run(_serve_all(settings, nodes, issuer))
@@ -155,6 +159,18 @@ def fill_catalogue(settings: Settings, nodes: list, *, actor: str = "demo") -> N
     console.print(f"catalogue: {len(descriptors)} datasets harvested")
 
 
+def _pki(data_dir: Path, node_ids: list[str]) -> Path:
+    """The demo federation's CA and certificates, made on first run (spe pki init)."""
+    from spe.pki import init_pki
+
+    pki_dir = data_dir / "pki"
+    missing = [n for n in ["hub", *node_ids] if not (pki_dir / f"{n}.crt").exists()]
+    if missing:
+        init_pki(pki_dir, nodes=node_ids)
+        console.print(f"federation PKI: CA and certificates in {pki_dir}")
+    return pki_dir
+
+
 def _start_orthanc(data_dir: Path, node: DemoNode):
     from gateway.node.orthanc_process import OrthancError, OrthancProcess, orthanc_available
 
@@ -185,8 +201,10 @@ def _print_access(settings: Settings, nodes: list[DemoNode], issuer) -> None:
     central = settings.oidc_issuer
     table.add_row("central", f"{central}  (API docs: {central}/docs)")
     table.add_row("catalogue", f"{central}/catalogue")
+    table.add_row("federated query", f"{central}/query  (API: POST {central}/api/v1/query)")
     for node in nodes:
-        table.add_row(f"node {node.node_id}", f"http://127.0.0.1:{node.port}  ({node.name})")
+        table.add_row(f"node {node.node_id}",
+                      f"https://127.0.0.1:{node.port}  ({node.name}; mutual TLS)")
     console.print(table)
     tokens = {}
     for user, role, institution in DEMO_USERS:
@@ -217,10 +235,18 @@ async def _serve_all(settings: Settings, nodes: list[DemoNode], issuer) -> None:
         apps.append((node.node_id,
                      create_node_app(config, settings, verifier=verifier, policy=policy),
                      node.port))
+    from spe.pki import server_ssl_options
+
     servers = [
-        # Only the central service has background work (the catalogue's scheduled harvest).
+        # Only the central service has background work (the catalogue's scheduled harvest,
+        # the hub's connections); the nodes serve mutual TLS only.
         _Server(uvicorn.Config(app, host="127.0.0.1", port=p, log_level="warning",
-                               lifespan="on" if name == "central" else "off"))
+                               lifespan="on" if name == "central" else "off",
+                               # A client that keeps a connection open must not hold up
+                               # Ctrl-C for long.
+                               timeout_graceful_shutdown=5,
+                               **({} if name == "central"
+                                  else server_ssl_options(settings.pki_dir, name))))
         for name, app, p in apps
     ]
 

@@ -163,8 +163,13 @@ def catalogue_harvest(
             raise fail("give --token: tokens come from the identity provider outside "
                        "development")
         token = demo_issuer(settings).mint("catalogue-harvester", ["hdab"])
+    tls = None
+    if settings.pki_dir is not None:
+        from spe.pki import client_ssl_context
+
+        tls = client_ssl_context(settings.pki_dir, "hub")
     outcomes = run_harvest(database_url or settings.resolved_database_url, node, token,
-                           actor="cli:catalogue-harvester")
+                           actor="cli:catalogue-harvester", tls=tls)
     failed = 0
     for outcome in outcomes:
         if outcome.error:
@@ -316,7 +321,13 @@ def serve(
             fhir=settings.node_fhir), settings)
     else:
         raise fail("serve central or serve node")
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    tls = {}
+    if what == "node" and settings.pki_dir is not None:
+        from spe.pki import server_ssl_options
+
+        # Nodes speak only mutual TLS with the federation's certificates.
+        tls = server_ssl_options(settings.pki_dir, settings.node_id)
+    uvicorn.run(application, host=host, port=port, log_level="info", **tls)
 
 
 @app.command()

@@ -223,3 +223,48 @@ def test_queries_are_audited_at_the_hub_and_at_each_node(federation):
         assert len(rows) == 1
         assert rows[0][1] == "allow"
         assert '"tier": "statistics"' in rows[0][2]
+
+
+def beacon(federation, user: str, filters: list[dict], granularity: str):
+    return federation.hub.post("/api/v1/beacon/individuals", headers=federation.token(user),
+                               json={"meta": {"apiVersion": "v2.0"}, "query": {
+                                   "filters": filters, "requestedGranularity": granularity}})
+
+
+def test_beacon_counts_follow_the_same_tier_rules(federation):
+    resp = beacon(federation, "heidi", [{"id": "NCIT:C16576"}], "count")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["meta"]["returnedGranularity"] == "count"
+    native = federation.ask("ivan", FEMALE).json()
+    assert body["responseSummary"]["numTotalResults"] == native["total"]["value"]
+    counts = {s["id"]: s.get("resultsCount") for s in body["response"]["resultSets"]}
+    assert counts == {n["node_id"]: n["answer"]["total"]["value"] for n in native["nodes"]}
+
+
+def test_beacon_never_returns_records_or_small_counts(federation):
+    body = beacon(federation, "judy", [{"id": f"ICD10:{RARE}"}], "record").json()
+    assert body["meta"]["returnedGranularity"] == "count"  # records are not a tier here
+    site_a = next(s for s in body["response"]["resultSets"] if s["id"] == "site-a")
+    assert "resultsCount" not in site_a
+    assert site_a["exists"] is False
+    assert "suppressed" in site_a["info"]
+    assert "numTotalResults" not in body["responseSummary"]
+    boolean = beacon(federation, "judy2", [{"id": "NCIT:C16576"},
+                                           {"id": "age", "operator": ">=", "value": "18"}],
+                     "boolean").json()
+    assert boolean["meta"]["returnedGranularity"] == "boolean"
+    assert boolean["responseSummary"] == {"exists": True}
+
+
+def test_beacon_refuses_unknown_filters_with_the_reason(federation):
+    for filters, says in (([{"id": "HP:0001250"}], "HP:0001250"),
+                          ([{"id": "age", "operator": "~", "value": "4"}], "operator"),
+                          ([], "at least one filter")):
+        resp = beacon(federation, "ken", filters, "count")
+        assert resp.status_code == 422, resp.text
+        assert says in resp.json()["detail"]
+    assert federation.hub.get("/api/v1/beacon/filtering_terms").status_code == 200
+    resp = federation.hub.post("/api/v1/beacon/individuals",
+                               json={"query": {"filters": [{"id": "NCIT:C16576"}]}})
+    assert resp.status_code == 401
