@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from spe.cli.progress import console, stage_counter, task_bars
+from spe.cli.query import query as query_command
 from spe.settings import InsecureConfiguration, Settings
 
 app = typer.Typer(help="EHDS secure processing environment", no_args_is_help=True,
@@ -29,6 +30,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(deid_app, name="deid")
 app.add_typer(catalogue_app, name="catalogue")
 app.add_typer(pki_app, name="pki")
+app.command("query")(query_command)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
