@@ -19,7 +19,7 @@ from spe.pki import client_ssl_context, init_pki
 from spe.wire.context import ContextSigner
 from spe.wire.query import Query
 from tests.gateway.conftest import ISSUER, RARE, SITES, NodeServers
-from tests.servers import Running
+from tests.servers import Running, bind, serve
 
 
 @dataclass
@@ -268,3 +268,72 @@ def test_beacon_refuses_unknown_filters_with_the_reason(federation):
     resp = federation.hub.post("/api/v1/beacon/individuals",
                                json={"query": {"filters": [{"id": "NCIT:C16576"}]}})
     assert resp.status_code == 401
+
+
+def test_a_node_that_does_not_answer_in_time_is_reported_timed_out(node_servers, tmp_path):
+    """site-c is replaced by a server that accepts the query (mutual TLS and all) and
+    never answers: the others are still answered and combined."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from spe.pki import server_ssl_options
+
+    hang = FastAPI()
+
+    @hang.post("/api/v1/query")
+    async def never() -> dict:
+        await asyncio.sleep(60)
+        return {}
+
+    sock = bind()
+    urls = {**node_servers.urls, "site-c": f"https://127.0.0.1:{sock.getsockname()[1]}"}
+    central_db = f"sqlite:///{tmp_path / 'central.db'}"
+    upgrade(central_db, "central")
+    central = create_central_app(node_servers.settings.model_copy(update={
+        "database_url": central_db, "federation_nodes": urls, "query_timeout_seconds": 1.0}))
+    issuer = DemoIssuer(node_servers.settings.issuer_key_path, ISSUER, "spe")
+    with serve(hang, sock, lifespan="off", timeout_graceful_shutdown=1,
+               **server_ssl_options(node_servers.pki, "site-c")), TestClient(central) as hub:
+        resp = hub.post("/api/v1/query", json={"where": FEMALE},
+                        headers={"Authorization": f"Bearer {issuer.mint('liz', ['researcher'])}"})
+    body = resp.json()
+    c = node(body, "site-c")
+    assert c["status"] == "timed_out"
+    assert "within 1 s" in c["reason"]
+    assert c["ms"] >= 900
+    assert {node(body, s)["status"] for s in ("site-a", "site-b")} == {"answered"}
+    assert body["total"]["value"] == sum(node(body, s)["answer"]["total"]["value"]
+                                         for s in ("site-a", "site-b"))
+
+
+def test_a_node_refuses_once_the_users_daily_budget_is_spent(node_dbs, pki, tmp_path):
+    """The node's own policy (here a budget of 2) decides, whatever the hub says."""
+    import shutil
+
+    from gateway.node.app import create_node_app
+    from gateway.node.config import NodeConfig
+    from spe.pki import private_key_of
+    from spe.settings import REPO_ROOT, Settings
+
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO_ROOT / "policies", policies)
+    rules = policies / "query" / "query.rego"
+    rules.write_text(rules.read_text().replace('budgets := {"statistics": 200}',
+                                               'budgets := {"statistics": 2}'))
+    settings = Settings(data_dir=tmp_path, oidc_issuer=ISSUER, pki_dir=pki,
+                        policy_dir=policies)
+    app = create_node_app(NodeConfig("site-b", "site-b", f"sqlite:///{node_dbs['site-b']}"),
+                          settings)
+    signer = ContextSigner(private_key_of(pki / "hub.key"))
+    query = Query.model_validate({"where": FEMALE})
+    statuses = []
+    with TestClient(app) as client:
+        for _ in range(3):
+            context = signer.sign(user="budget-user", roles=["researcher"], tier="statistics",
+                                  query_hash=query.digest(), node_id="site-b")
+            resp = client.post("/api/v1/query", json={"query": query.model_dump(mode="json")},
+                               headers={"X-SPE-Hub-Context": context})
+            statuses.append(resp.status_code)
+    assert statuses == [200, 200, 403]
+    assert "budget of 2" in resp.json()["detail"]
