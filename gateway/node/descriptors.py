@@ -16,8 +16,9 @@ from gateway.node.index.models import Condition, Patient, Series, Study
 from spe.errors import Forbidden
 from spe.policy import PolicyService
 from spe.wire.descriptors import Completeness, DatasetDescriptor, ValueCount
+from spe.wire.query import CODE_SYSTEMS
 
-ICD10_SYSTEMS = ("http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm")
+ICD10_SYSTEMS = CODE_SYSTEMS["icd-10"]  # the same codes a query's "icd-10" finds
 
 
 class DescriptorRefused(Forbidden):

@@ -23,11 +23,12 @@ MAX_LIST = 20
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9.\-_]+$")]
 Token = Annotated[str, Field(min_length=1, max_length=64)]
 
-#: Code systems by the short names a query may use, and their FHIR URIs in the index.
+#: Code systems by the short names a query may use, and the FHIR URIs they cover in the
+#: index (ICD-10 as WHO publishes it and its US clinical modification alike).
 CODE_SYSTEMS = {
-    "icd-10": "http://hl7.org/fhir/sid/icd-10",
-    "snomed": "http://snomed.info/sct",
-    "loinc": "http://loinc.org",
+    "icd-10": ("http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm"),
+    "snomed": ("http://snomed.info/sct",),
+    "loinc": ("http://loinc.org",),
 }
 #: Age bands for stratification: [low, high] in completed years, inclusive.
 AGE_BANDS = {"0-17": (0, 17), "18-39": (18, 39), "40-64": (40, 64), "65+": (65, 200)}

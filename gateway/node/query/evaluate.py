@@ -186,13 +186,13 @@ def _condition(c: ConditionCriterion) -> ColumnElement[bool]:
     else:
         code = Condition.code == c.code
     return _in(select(Condition.patient_id)
-               .where(Condition.system == CODE_SYSTEMS[c.system], code))
+               .where(Condition.system.in_(CODE_SYSTEMS[c.system]), code))
 
 
 def _observation(c: ObservationCriterion) -> ColumnElement[bool]:
     # Bounds are inclusive; an observation without a value fails any bound. Without `unit`
     # the bounds apply to values in whatever unit the index holds (see the wire model).
-    conditions = [Observation.system == CODE_SYSTEMS[c.system], Observation.code == c.code]
+    conditions = [Observation.system.in_(CODE_SYSTEMS[c.system]), Observation.code == c.code]
     if c.min is not None:
         conditions.append(Observation.value >= c.min)
     if c.max is not None:

@@ -79,10 +79,11 @@ def add_people(session, people: list[Person]) -> dict[str, int]:
                     modality=modality, body_part=body_part, manufacturer=manufacturer,
                     instance_count=1))
         for system, code in person.conditions:
-            rows[Condition].append(Condition(patient_id=pid, system=CODE_SYSTEMS[system],
-                                             code=code))
+            uri = (CODE_SYSTEMS["icd-10"][1] if system == "icd-10-cm"
+                   else CODE_SYSTEMS[system][0])
+            rows[Condition].append(Condition(patient_id=pid, system=uri, code=code))
         for code, value, unit in person.observations:
-            rows[Observation].append(Observation(patient_id=pid, system=CODE_SYSTEMS["loinc"],
+            rows[Observation].append(Observation(patient_id=pid, system=CODE_SYSTEMS["loinc"][0],
                                                  code=code, value=value, unit=unit))
     # Table by table: the foreign keys are checked on insert.
     for model in (Patient, Study, Series, Condition, Observation):
@@ -110,7 +111,7 @@ PEOPLE = [
            conditions=[("icd-10", "X1_2")],
            observations=[("29463-7", None, "kg")]),
     Person("dan", "male", date(2010, 1, 1),
-           conditions=[("icd-10", "X1A2")],
+           conditions=[("icd-10", "X1A2"), ("icd-10-cm", "E11.65")],
            observations=[("4548-4", 6.5, "%")]),
     # 49 at the DX, 64 and 65 at the CT/MR studies (birthday on 31 December).
     Person("eve", "female", date(1950, 12, 31),
@@ -300,6 +301,12 @@ def test_conditions_exact_prefix_and_wildcards(node):
     assert q.keys(cond("icd-10", "C71.9.1", prefix=True)) == set()
 
 
+def test_icd10_finds_the_us_clinical_modification_too(node):
+    q = Checker(node)
+    assert q.keys(cond("icd-10", "E11", prefix=True)) == {"dan"}
+    assert q.keys(cond("icd-10", "E11.65")) == {"dan"}
+
+
 def test_observations_ranges_and_units(node):
     q = Checker(node)
     assert q.keys(obs("29463-7")) == {"ann", "bob", "cat"}  # a value-less one counts
@@ -486,7 +493,7 @@ def test_synthetic_clinical_query_matches_the_ndjson(synth_node: SynthNode):
     circulatory = {c["subject"]["reference"].split("/")[-1]
                    for c in ndjson(synth_node, "Condition")
                    for coding in c["code"]["coding"]
-                   if coding["system"] == CODE_SYSTEMS["icd-10"]
+                   if coding["system"] in CODE_SYSTEMS["icd-10"]
                    and coding["code"].startswith("I")}
     obese = {o["subject"]["reference"].split("/")[-1] for o in ndjson(synth_node, "Observation")
              if o["code"]["coding"][0]["code"] == "39156-5"
