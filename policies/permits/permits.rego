@@ -1,0 +1,142 @@
+# METADATA
+# title: Data permits (EHDS Arts. 53, 54, 66, 67, 68)
+# description: |
+#   Every transition of a permit application, and every use of an issued permit, is decided
+#   here. Input: {"action", "subject": {"id", "roles", "institution"}, "permit": {"status"
+#   (the effective one: draft, submitted, changes_requested, rejected, approved, refused,
+#   not_yet_active, active, expired, suspended, revoked), "applicant", "members" (user ids,
+#   the applicant included), "institutions" (nodes holding a requested dataset),
+#   "approvals" ({institution: "approve"|"reject"|"changes"} for the current revision),
+#   "purpose", "declaration" (no Art. 54 use, bool), "datasets" (count), "form"
+#   ("anonymised"|"pseudonymised"), "justification", "days" (requested period)}}.
+#   Query `data.permits.decision`: {"allow", "reason", "status"}; `status` is the HTTP
+#   status of a refusal: 403 (who may not), 409 (not in this state), 422 (incomplete).
+#   Rules are functions of their input so tests call them directly (see policies/authz).
+package permits
+
+import rego.v1
+
+# EHDS Art. 53(1) purposes.
+purposes := {
+	"public_health", "policy_and_regulation", "official_statistics", "education",
+	"scientific_research", "improving_care",
+}
+
+max_days := 1826 # five years; a permit may be renewed
+
+editable := {"draft", "changes_requested"}
+
+usable := {"active"}
+
+hdab(req) if "hdab" in req.subject.roles
+
+applicant(req) if req.subject.id == req.permit.applicant
+
+party(req) if req.subject.id in req.permit.members
+
+party(req) if applicant(req)
+
+allow(reason) := {"allow": true, "reason": concat("", ["allowed: ", reason]), "status": 200}
+
+deny(code, reason) := {"allow": false, "reason": concat("", ["denied: ", reason]), "status": code}
+
+# ---- the applicant's own steps ------------------------------------------------------
+
+decide(req) := deny(403, "only the applicant edits or submits an application") if {
+	req.action in {"edit", "submit"}
+	not applicant(req)
+} else := deny(409, concat("", ["an application in status ", req.permit.status, " cannot be changed"])) if {
+	req.action in {"edit", "submit"}
+	not req.permit.status in editable
+} else := allow("the applicant edits the draft") if {
+	req.action == "edit"
+} else := deny(422, "the purpose must be one of EHDS Art. 53(1)") if {
+	req.action == "submit"
+	not req.permit.purpose in purposes
+} else := deny(422, "the applicant must declare that no use prohibited by EHDS Art. 54 is intended") if {
+	req.action == "submit"
+	not req.permit.declaration == true
+} else := deny(422, "request at least one dataset") if {
+	req.action == "submit"
+	req.permit.datasets < 1
+} else := deny(422, "pseudonymised data needs a written justification (EHDS Art. 66); anonymised is the default") if {
+	req.action == "submit"
+	req.permit.form == "pseudonymised"
+	count(trim_space(object.get(req.permit, "justification", ""))) == 0
+} else := deny(422, concat("", ["the requested period exceeds ", format_int(max_days, 10), " days"])) if {
+	req.action == "submit"
+	req.permit.days > max_days
+} else := deny(422, "the requested period must end after it starts") if {
+	req.action == "submit"
+	req.permit.days < 1
+} else := allow("the applicant submits the application") if {
+	req.action == "submit"
+
+	# ---- each holding institution reviews ---------------------------------------------
+} else := deny(403, "only an approver of an institution holding a requested dataset reviews") if {
+	req.action == "review"
+	not reviewer_of_holder(req)
+} else := deny(403, "nobody reviews an application they are named on") if {
+	req.action == "review"
+	party(req)
+} else := deny(409, concat("", ["an application in status ", req.permit.status, " is not under review"])) if {
+	req.action == "review"
+	req.permit.status != "submitted"
+} else := deny(409, concat("", [req.subject.institution, " has already reviewed this application"])) if {
+	req.action == "review"
+	req.permit.approvals[req.subject.institution]
+} else := allow(concat("", ["review for ", req.subject.institution])) if {
+	req.action == "review"
+
+	# ---- the health data access body decides ------------------------------------------
+} else := deny(403, "only the health data access body decides on permits") if {
+	req.action in {"issue", "refuse", "suspend", "resume", "revoke"}
+	not hdab(req)
+} else := deny(403, "nobody decides on an application they are named on") if {
+	req.action in {"issue", "refuse", "suspend", "resume", "revoke"}
+	party(req)
+} else := deny(409, "every institution holding a requested dataset must approve before the permit is issued") if {
+	req.action == "issue"
+	req.permit.status in {"submitted", "changes_requested"}
+} else := deny(409, concat("", ["a permit cannot be issued from status ", req.permit.status])) if {
+	req.action == "issue"
+	req.permit.status != "approved"
+} else := allow("the access body issues the permit") if {
+	req.action == "issue"
+} else := allow("the access body refuses the application") if {
+	req.action == "refuse"
+	req.permit.status in {"submitted", "approved", "changes_requested"}
+} else := allow("the access body suspends the permit") if {
+	req.action == "suspend"
+	req.permit.status == "active"
+} else := allow("the access body resumes the permit") if {
+	req.action == "resume"
+	req.permit.status == "suspended"
+} else := allow("the access body revokes the permit") if {
+	req.action == "revoke"
+	req.permit.status in {"active", "not_yet_active", "suspended"}
+} else := deny(409, concat("", ["cannot ", req.action, " a permit in status ", req.permit.status])) if {
+	req.action in {"refuse", "suspend", "resume", "revoke"}
+
+	# ---- using an issued permit (queries, jobs) ----------------------------------------
+} else := deny(403, "the caller is not named on the permit") if {
+	req.action == "use"
+	not party(req)
+} else := deny(403, concat("", ["the permit is ", req.permit.status])) if {
+	req.action == "use"
+	not req.permit.status in usable
+} else := allow("a member uses an active permit") if {
+	req.action == "use"
+} else := deny(400, concat("", ["unknown action ", to_text(object.get(req, "action", null))]))
+
+reviewer_of_holder(req) if {
+	"approver" in req.subject.roles
+	is_string(req.subject.institution)
+	req.subject.institution in req.permit.institutions
+}
+
+to_text(x) := x if is_string(x)
+
+else := "(none)"
+
+decision := decide(input)
