@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -16,13 +17,17 @@ from catalogue.pages import STATIC_PATH as CATALOGUE_STATIC_PATH
 from catalogue.pages import router as catalogue_pages
 from gateway.hub.beacon import router as beacon_router
 from gateway.hub.endpoints import router as hub_router
-from gateway.hub.fanout import Fanout
+from gateway.hub.fanout import Fanout, push_permit
+from gateway.hub.pages import STATIC_DIR as QUERY_STATIC
+from gateway.hub.pages import STATIC_PATH as QUERY_STATIC_PATH
+from gateway.hub.pages import router as query_pages
 from gateway.hub.service import Hub
 from spe.audit import CENTRAL_AUDIT
 from spe.audit.endpoints import router as audit_router
 from spe.db import make_engine, make_sessionmaker
 from spe.errors import install_error_handlers
 from spe.identity import DemoIssuer, demo_issuer, make_verifier
+from spe.permits.endpoints import router as permits_router
 from spe.policy import make_policy_service
 from spe.settings import Settings, get_settings
 from spe.users import service as users
@@ -51,20 +56,36 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
                   lifespan=_lifespan(settings, issuer))
     app.state.ctx = ctx
     app.state.hub = hub if hub is not None else _hub(settings)
+    app.state.dataset_holder = _dataset_holder
+    app.state.permit_push = (
+        None if app.state.hub is None
+        else functools.partial(push_permit, app.state.hub.fanout))
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(users_router)
     app.include_router(audit_router)
     app.include_router(catalogue_router)
     app.include_router(hub_router)
+    app.include_router(permits_router)
     app.include_router(beacon_router)
     # The catalogue's web pages (public, like its API reads) and their CSS/JS.
     app.include_router(catalogue_pages)
     app.mount(CATALOGUE_STATIC_PATH, StaticFiles(directory=CATALOGUE_STATIC),
               name="catalogue-static")
+    # The federated query builder (its API needs a researcher's token; the page does not).
+    app.include_router(query_pages)
+    app.mount(QUERY_STATIC_PATH, StaticFiles(directory=QUERY_STATIC), name="query-static")
     if issuer is not None:
         _mount_demo_issuer(app, issuer)
     return app
+
+
+def _dataset_holder(session, identifier: str) -> str | None:
+    """The node holding a catalogue dataset (permits name datasets from the catalogue)."""
+    from catalogue import repository
+
+    dataset = repository.get_by_identifier(session, identifier)
+    return None if dataset is None else dataset.node_id
 
 
 def _hub(settings: Settings) -> Hub | None:
@@ -75,10 +96,11 @@ def _hub(settings: Settings) -> Hub | None:
     from spe.pki import client_ssl_context, private_key_of
     from spe.wire.context import ContextSigner
 
+    key = private_key_of(settings.pki_dir / "hub.key")
     return Hub(
         fanout=Fanout(settings.federation_nodes, timeout=settings.query_timeout_seconds,
                       tls=client_ssl_context(settings.pki_dir, "hub")),
-        signer=ContextSigner(private_key_of(settings.pki_dir / "hub.key")),
+        signer=ContextSigner(key), private_key=key,
     )
 
 

@@ -77,6 +77,26 @@ class Fanout:
         return result("suppressed" if suppressed else "answered", answer=answer)
 
 
+async def push_permit(fanout: Fanout, node_ids: list[str], pid: str,
+                      document: str) -> dict[str, str]:
+    """PUT the permit's signed document to each node concerned; node -> outcome."""
+
+    async def one(node_id: str) -> tuple[str, str]:
+        url = fanout.nodes.get(node_id)
+        if url is None:
+            return node_id, "not a node of this hub"
+        try:
+            resp = await fanout.client().put(f"{url.rstrip('/')}/api/v1/permits/{pid}",
+                                             json={"document": document})
+        except httpx.HTTPError as exc:
+            return node_id, f"unreachable: {type(exc).__name__}"
+        if resp.status_code != 200:
+            return node_id, f"refused: HTTP {resp.status_code}: {_detail(resp)}"
+        return node_id, "delivered"
+
+    return dict(await asyncio.gather(*(one(n) for n in node_ids)))
+
+
 def _detail(resp: httpx.Response) -> str:
     try:
         body = resp.json()
@@ -86,4 +106,4 @@ def _detail(resp: httpx.Response) -> str:
     return str(detail)[:300]
 
 
-__all__ = ["Fanout"]
+__all__ = ["Fanout", "push_permit"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
@@ -30,6 +32,7 @@ class FederationNotConfigured(SPEError):
 class Hub:
     fanout: Fanout
     signer: ContextSigner
+    private_key: Any = None  # the hub's key (signs permit documents too)
 
 
 def _audit(ctx: AppContext, **entry) -> None:
@@ -38,10 +41,20 @@ def _audit(ctx: AppContext, **entry) -> None:
 
 
 async def federated_query(ctx: AppContext, hub: Hub | None, query: Query,
-                          caller: Principal) -> FederatedAnswer:
+                          caller: Principal, *, permit: str | None = None,
+                          use_permit: Callable[[str], Any] | None = None) -> FederatedAnswer:
+    """`permit`: ask in the permit tier under it; `use_permit(pid)` raises unless the
+    caller may use it now."""
     query_hash = query.digest()
+    permit_input = None
+    if permit is not None:
+        # A member of an active permit (policies/permits `use`, audited); refused here,
+        # the nodes are not asked at all. Each node checks its own copy again.
+        await run_in_threadpool(use_permit, permit)
+        permit_input = {"id": permit, "usable": True}
     decision = await run_in_threadpool(ctx.policy.decide, "query/hub_decision",
-                                       {"subject": caller.policy_input(), "permit": None})
+                                       {"subject": caller.policy_input(),
+                                        "permit": permit_input})
     if not decision.allow:
         await run_in_threadpool(_audit, ctx, actor=caller.id, action="query",
                                 object=query_hash, decision="deny", reason=decision.reason)
@@ -53,13 +66,13 @@ async def federated_query(ctx: AppContext, hub: Hub | None, query: Query,
     min_sites = int(decision.values.get("min_sites", 2))
     results = await hub.fanout.ask(query, lambda node_id: hub.signer.sign(
         user=caller.id, roles=list(caller.roles), tier=tier, query_hash=query_hash,
-        node_id=node_id))
+        node_id=node_id, permit=permit))
     answer = combine(results, query_hash=query_hash, tier=tier, kind=query.answer.kind,
                      min_sites=min_sites)
     await run_in_threadpool(
         _audit, ctx, actor=caller.id, action="query", object=query_hash, decision="allow",
         reason=decision.reason,
-        details={"tier": tier, "kind": query.answer.kind,
+        details={"tier": tier, "kind": query.answer.kind, "permit": permit,
                  "nodes": {r.node_id: r.status for r in results},
                  "total": answer.total.value if answer.total else None,
                  "suppressed": [r.node_id for r in results if r.status == "suppressed"]})

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from gateway.node.config import NodeConfig
 from gateway.node.endpoints import router as node_router
+from gateway.node.permits.endpoints import router as permits_router
 from gateway.node.query.endpoints import router as query_router
 from spe.audit import AuditLog, NodeAuditEntry, NodeAuditHead
 from spe.audit.endpoints import router as audit_router
@@ -44,19 +45,27 @@ def create_node_app(
     app.state.ctx = ctx
     app.state.node = config
     app.state.context_verifier = context_verifier or _context_verifier(settings, config)
+    app.state.hub_public_key = _hub_public_key(settings)
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(node_router)
     app.include_router(query_router)
+    app.include_router(permits_router)
     app.include_router(audit_router)
     return app
 
 
-def _context_verifier(settings: Settings, config: NodeConfig) -> ContextVerifier | None:
-    """Verifies the hub's signature with the hub certificate of the federation's PKI; none
-    configured means the node answers no queries (they are refused, not let through)."""
+def _hub_public_key(settings: Settings):
+    """The key of the hub certificate of the federation's PKI: what the hub's query
+    contexts and permit documents must be signed with. None configured: the node answers
+    no queries and takes no permits (they are refused, not let through)."""
     if settings.pki_dir is None:
         return None
     from spe.pki import public_key_of
 
-    return ContextVerifier(public_key_of(settings.pki_dir / "hub.crt"), config.node_id)
+    return public_key_of(settings.pki_dir / "hub.crt")
+
+
+def _context_verifier(settings: Settings, config: NodeConfig) -> ContextVerifier | None:
+    key = _hub_public_key(settings)
+    return None if key is None else ContextVerifier(key, config.node_id)

@@ -14,7 +14,7 @@ import rego.v1
 
 # Endpoints any authenticated user may call, whatever their role.
 open_to_authenticated := {
-	"central": {"GET /api/v1/me"},
+	"central": {"GET /api/v1/me", "GET /api/v1/permits", "GET /api/v1/permits/{pid}", "GET /api/v1/notifications"},
 	"node": set(),
 }
 
@@ -30,6 +30,12 @@ permissions := {
 		# Federated queries; tiers and budgets are policies/query's (hub and node).
 		"POST /api/v1/query": {"researcher"},
 		"POST /api/v1/beacon/individuals": {"researcher"},
+		# Data permits; who may do what to which permit is policies/permits'.
+		"POST /api/v1/permits": {"researcher"},
+		"PATCH /api/v1/permits/{pid}": {"researcher"},
+		"POST /api/v1/permits/{pid}/submit": {"researcher"},
+		"POST /api/v1/permits/{pid}/reviews": {"approver"},
+		"POST /api/v1/permits/{pid}/{action}": {"hdab"},
 	},
 	"node": {
 		"GET /api/v1/index/summary": {"admin", "hdab"},

@@ -85,3 +85,13 @@ test_researchers_may_ask_federated_queries if {
 	authz.decide(req("central", "POST", "/api/v1/beacon/individuals", ["researcher"])).allow
 	not authz.decide(req("central", "POST", "/api/v1/query", ["approver"])).allow
 }
+
+test_permit_steps_are_gated_by_role if {
+	authz.decide(req("central", "POST", "/api/v1/permits", ["researcher"])).allow
+	not authz.decide(req("central", "POST", "/api/v1/permits", ["hdab"])).allow
+	authz.decide(req("central", "POST", "/api/v1/permits/{pid}/reviews", ["approver"])).allow
+	not authz.decide(req("central", "POST", "/api/v1/permits/{pid}/reviews", ["researcher"])).allow
+	authz.decide(req("central", "POST", "/api/v1/permits/{pid}/{action}", ["hdab"])).allow
+	not authz.decide(req("central", "POST", "/api/v1/permits/{pid}/{action}", ["approver"])).allow
+	authz.decide(req("central", "GET", "/api/v1/permits", ["output_checker"])).allow
+}

@@ -18,6 +18,8 @@ import rego.v1
 rules := {
 	"public": {"catalogue_descriptor": {"min_count": 10, "rounding": 1}},
 	"statistics": {"query_count": {"min_count": 10, "rounding": 5}},
+	# Members of an active permit see exact counts of the permit's datasets (EHDS Art. 68).
+	"permit": {"query_count": {"min_count": 0, "rounding": 1}},
 }
 
 decide(req) := {

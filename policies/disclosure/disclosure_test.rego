@@ -24,7 +24,15 @@ test_an_output_of_another_tier_is_denied if {
 
 test_unknown_or_missing_input_is_denied if {
 	not disclosure.decide({"tier": "permit", "output": "catalogue_descriptor"}).allow
+	not disclosure.decide({"tier": "admin", "output": "query_count"}).allow
 	d := disclosure.decide({})
 	not d.allow
 	contains(d.reason, "(none)")
+}
+
+test_permit_holders_get_exact_counts if {
+	d := disclosure.decide({"tier": "permit", "output": "query_count"})
+	d.allow
+	d.min_count == 0
+	d.rounding == 1
 }

@@ -10,7 +10,7 @@
 #   "purpose", "declaration" (no Art. 54 use, bool), "datasets" (count), "form"
 #   ("anonymised"|"pseudonymised"), "justification", "days" (requested period)}}.
 #   Query `data.permits.decision`: {"allow", "reason", "status"}; `status` is the HTTP
-#   status of a refusal: 403 (who may not), 409 (not in this state), 422 (incomplete).
+#   status of a refusal: 403 (who may not), 409 (not in this state, or incomplete).
 #   Rules are functions of their input so tests call them directly (see policies/authz).
 package permits
 
@@ -50,23 +50,23 @@ decide(req) := deny(403, "only the applicant edits or submits an application") i
 	not req.permit.status in editable
 } else := allow("the applicant edits the draft") if {
 	req.action == "edit"
-} else := deny(422, "the purpose must be one of EHDS Art. 53(1)") if {
+} else := deny(409, "the purpose must be one of EHDS Art. 53(1)") if {
 	req.action == "submit"
 	not req.permit.purpose in purposes
-} else := deny(422, "the applicant must declare that no use prohibited by EHDS Art. 54 is intended") if {
+} else := deny(409, "the applicant must declare that no use prohibited by EHDS Art. 54 is intended") if {
 	req.action == "submit"
 	not req.permit.declaration == true
-} else := deny(422, "request at least one dataset") if {
+} else := deny(409, "request at least one dataset") if {
 	req.action == "submit"
 	req.permit.datasets < 1
-} else := deny(422, "pseudonymised data needs a written justification (EHDS Art. 66); anonymised is the default") if {
+} else := deny(409, "pseudonymised data needs a written justification (EHDS Art. 66); anonymised is the default") if {
 	req.action == "submit"
 	req.permit.form == "pseudonymised"
 	count(trim_space(object.get(req.permit, "justification", ""))) == 0
-} else := deny(422, concat("", ["the requested period exceeds ", format_int(max_days, 10), " days"])) if {
+} else := deny(409, concat("", ["the requested period exceeds ", format_int(max_days, 10), " days"])) if {
 	req.action == "submit"
 	req.permit.days > max_days
-} else := deny(422, "the requested period must end after it starts") if {
+} else := deny(409, "the requested period must end after it starts") if {
 	req.action == "submit"
 	req.permit.days < 1
 } else := allow("the applicant submits the application") if {
@@ -127,6 +127,24 @@ decide(req) := deny(403, "only the applicant edits or submits an application") i
 	not req.permit.status in usable
 } else := allow("a member uses an active permit") if {
 	req.action == "use"
+
+	# ---- reading an application ---------------------------------------------------------
+} else := allow("a party reads its application") if {
+	req.action == "view"
+	party(req)
+} else := allow("an approver of a holding institution reads an application") if {
+	req.action == "view"
+	reviewer_of_holder(req)
+	req.permit.status != "draft"
+} else := allow("the access body reads an application") if {
+	req.action == "view"
+	hdab(req)
+	req.permit.status != "draft"
+} else := allow("an administrator reads an application") if {
+	req.action == "view"
+	"admin" in req.subject.roles
+} else := deny(403, "only the people named on it, the holding institutions' approvers and the access body read an application") if {
+	req.action == "view"
 } else := deny(400, concat("", ["unknown action ", to_text(object.get(req, "action", null))]))
 
 reviewer_of_holder(req) if {

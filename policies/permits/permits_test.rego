@@ -48,19 +48,19 @@ test_applicant_submits if d("submit", alice, permit("draft")).allow
 
 test_submit_needs_an_art53_purpose if {
 	r := d("submit", alice, with_permit(permit("draft"), {"purpose": "marketing"}))
-	r.status == 422
+	r.status == 409
 }
 
 test_submit_needs_the_art54_declaration if {
 	r := d("submit", alice, with_permit(permit("draft"), {"declaration": false}))
-	r.status == 422
+	r.status == 409
 	contains(r.reason, "Art. 54")
 }
 
 test_pseudonymised_without_justification_is_refused if {
 	r := d("submit", alice, with_permit(permit("draft"), {"form": "pseudonymised"}))
 	not r.allow
-	r.status == 422
+	r.status == 409
 	contains(r.reason, "Art. 66")
 }
 
@@ -69,9 +69,9 @@ test_pseudonymised_with_justification_is_submitted if {
 }
 
 test_submit_needs_a_dataset_and_a_sane_period if {
-	d("submit", alice, with_permit(permit("draft"), {"datasets": 0})).status == 422
-	d("submit", alice, with_permit(permit("draft"), {"days": 4000})).status == 422
-	d("submit", alice, with_permit(permit("draft"), {"days": 0})).status == 422
+	d("submit", alice, with_permit(permit("draft"), {"datasets": 0})).status == 409
+	d("submit", alice, with_permit(permit("draft"), {"days": 4000})).status == 409
+	d("submit", alice, with_permit(permit("draft"), {"days": 0})).status == 409
 }
 
 # review
@@ -164,4 +164,17 @@ test_an_expired_suspended_or_revoked_permit_is_not_used if {
 
 test_unknown_actions_are_refused if {
 	not d("approve-everything", hdab, permit("active")).allow
+}
+
+# view
+
+test_who_reads_an_application if {
+	d("view", alice, permit("draft")).allow
+	d("view", carol, permit("submitted")).allow
+	d("view", appr_a, permit("submitted")).allow
+	d("view", hdab, permit("active")).allow
+	not d("view", appr_a, permit("draft")).allow
+	not d("view", appr_z, permit("submitted")).allow
+	not d("view", {"id": "mallory", "roles": ["researcher"]}, permit("active")).allow
+	not d("view", hdab, permit("draft")).allow
 }

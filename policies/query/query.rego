@@ -8,7 +8,8 @@
 #   researcher without a permit asks in the statistics tier (EHDS Art. 69); below
 #   `min_sites` answering nodes the hub gives no total (a lone site's figure would be
 #   that site's). The permit tier arrives with data permits.
-#   `data.query.node_decision`, input {"tier", "roles", "kind", "used_today"}:
+#   `data.query.node_decision`, input {"tier", "roles", "kind", "used_today", "permit":
+#   null | {"id", "known", "usable", "member", "covers_node"}}:
 #   {"allow", "reason", "daily_budget", "tracker_window_hours", "tracker_history"}. A node
 #   answers the statistics tier within a per-user daily budget of queries, and checks each
 #   answer against the user's answers of the last `tracker_window_hours` (at most
@@ -20,7 +21,7 @@ import rego.v1
 
 min_sites := 2
 
-budgets := {"statistics": 200}
+budgets := {"statistics": 200, "permit": 1000}
 
 tracker := {"tracker_window_hours": 24, "tracker_history": 200}
 
@@ -36,13 +37,24 @@ hub_decide(req) := {
 } if {
 	researcher(req.subject)
 	req.permit == null
-} else := {"allow": false, "reason": "denied: permit-tier queries need an active data permit (not yet available)"} if {
+} else := {
+	"allow": true, "reason": concat("", ["allowed: permit tier under ", req.permit.id]),
+	"tier": "permit", "min_sites": 1,
+} if {
+	researcher(req.subject)
+	req.permit.usable == true
+} else := {"allow": false, "reason": "denied: the permit may not be used by this caller now"} if {
 	researcher(req.subject)
 } else := {"allow": false, "reason": "denied: federated queries are for registered researchers"}
 
 # METADATA
 # description: A node's own decision on a query the hub sent it.
-node_decide(req) := object.union(tracker, {
+node_decide(req) := {"allow": false, "reason": concat("", [
+	"denied: permit ", to_text(object.get(req.permit, "id", null)), " ", permit_problem(req.permit),
+])} if {
+	req.tier == "permit"
+	permit_problem(req.permit)
+} else := object.union(tracker, {
 	"allow": true, "reason": "allowed: within the daily budget",
 	"daily_budget": budgets[req.tier],
 }) if {
@@ -54,7 +66,22 @@ node_decide(req) := object.union(tracker, {
 ])} if {
 	"researcher" in req.roles
 	req.used_today >= budgets[req.tier]
-} else := {"allow": false, "reason": "denied: this node answers researchers in the statistics tier only"}
+} else := {"allow": false, "reason": "denied: this node answers researchers in the statistics and permit tiers only"}
+
+# Why this node may not answer under the permit it was shown (its own copy decides).
+permit_problem(p) := "is unknown to this node" if {
+	not p.known
+} else := "is not active (suspended, revoked, expired or not yet started)" if {
+	not p.usable
+} else := "does not name the caller" if {
+	not p.member
+} else := "covers no dataset of this node" if {
+	not p.covers_node
+}
+
+to_text(x) := x if is_string(x)
+
+else := "(none)"
 
 hub_decision := hub_decide(input)
 

@@ -41,7 +41,7 @@ class HubContext(BaseModel):
     jti: str
 
 
-def _ec_key(key) -> ECKey:
+def ec_key(key) -> ECKey:
     """A joserfc key from a cryptography key object (private or public)."""
     if hasattr(key, "private_bytes"):
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -56,7 +56,7 @@ class ContextSigner:
     """The hub's side: one signer per hub private key."""
 
     def __init__(self, private_key) -> None:
-        self._key = _ec_key(private_key)
+        self._key = ec_key(private_key)
 
     def sign(self, *, user: str, roles: list[str], tier: Tier, query_hash: str, node_id: str,
              permit: str | None = None, ttl_seconds: int = TTL_SECONDS) -> str:
@@ -71,7 +71,7 @@ class ContextVerifier:
     """A node's side: accepts only contexts signed by its hub's key, for itself."""
 
     def __init__(self, hub_public_key, node_id: str) -> None:
-        self._key = _ec_key(hub_public_key)
+        self._key = ec_key(hub_public_key)
         self.node_id = node_id
 
     def verify(self, token: str | None, *, query_hash: str) -> HubContext:

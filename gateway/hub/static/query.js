@@ -1,0 +1,581 @@
+// The federated query page: build a query (or write its JSON), send it to the hub with the
+// researcher's token, and show what each institution answered and the combined figures.
+// Everything from the API is written as text (textContent via el()), never as HTML.
+"use strict";
+
+(() => {
+  const meta = document.querySelector('meta[name="spe-root"]');
+  const root = meta ? meta.content : "";
+  const $ = (id) => document.getElementById(id);
+  const TOKEN_KEY = "spe.query.token";
+
+  // ---- small helpers (the same as the catalogue's; the gateway does not load its JS) ----
+
+  // el("a", {href: x, className: "y", dataset: {testid: "z"}}, "text", childNode, ...)
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === "className") node.className = value;
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else if (value === true) node.setAttribute(key, "");
+      else node.setAttribute(key, String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === undefined || child === null || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function fill(node, ...children) {
+    node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined
+      && c !== false));
+    return node;
+  }
+
+  const numberFormat = new Intl.NumberFormat("en");
+  const fmt = (n) => (n === null || n === undefined ? "—" : numberFormat.format(n));
+
+  // The API's refusals are {"error": "...", "detail": "..." | [{loc, msg}, ...]}: one
+  // message per validation error, its place in the query first.
+  function detailMessages(detail) {
+    if (Array.isArray(detail)) {
+      return detail.map((d) => {
+        const loc = (d.loc || []).filter((p) => p !== "body");
+        // pydantic prefixes a validator's own message with "Value error, ": noise to a reader.
+        const msg = String(d.msg || "").replace(/^Value error, /, "");
+        return loc.length ? `${loc.join(".")}: ${msg}` : msg;
+      });
+    }
+    if (detail && typeof detail === "object") return [JSON.stringify(detail)];
+    return detail ? [String(detail)] : [];
+  }
+
+  class ApiError extends Error {
+    constructor(status, error, detail) {
+      const messages = detailMessages(detail);
+      super(messages.join("; ") || error || `HTTP ${status}`);
+      this.status = status;
+      this.error = error;
+      this.messages = messages.length ? messages : [this.message];
+    }
+  }
+
+  async function request(url, options = {}) {
+    let resp;
+    try {
+      resp = await fetch(url, options);
+    } catch (exc) {
+      throw new ApiError(0, "network", "the hub could not be reached");
+    }
+    let body = null;
+    try {
+      body = await resp.json();
+    } catch (_) {
+      body = null;
+    }
+    if (!resp.ok) {
+      throw new ApiError(resp.status, body && body.error,
+        (body && body.detail) || `HTTP ${resp.status} ${resp.statusText}`);
+    }
+    return body;
+  }
+
+  // ---- what the form offers ------------------------------------------------------------
+
+  const TYPES = {patient: "Patient", condition: "Condition", imaging: "Imaging",
+    observation: "Observation"};
+  const STRATA = {sex: "Sex", age_band: "Age band", modality: "Modality", site: "Institution"};
+  const STATUS = {answered: "answered", suppressed: "suppressed", refused: "refused",
+    timed_out: "timed out", unreachable: "unreachable", error: "error"};
+
+  // Per criterion type, its fields: name (in the row), label, kind, and extras.
+  const FIELDS = {
+    patient: [
+      {name: "sex", label: "Sex", kind: "select",
+        options: [["", "any"], ["female", "female"], ["male", "male"], ["other", "other"],
+          ["unknown", "unknown"]]},
+      {name: "age_min", label: "Age from", kind: "int"},
+      {name: "age_max", label: "Age to", kind: "int"},
+      {name: "age_at", label: "Age on", kind: "date",
+        hint: "blank: age at each of the patient's imaging studies"},
+    ],
+    condition: [
+      {name: "system", label: "Code system", kind: "select",
+        options: [["icd-10", "ICD-10"], ["snomed", "SNOMED CT"]]},
+      {name: "code", label: "Code", kind: "text", placeholder: "e.g. C71"},
+      {name: "prefix", label: "Prefix (the code and every code under it)", kind: "checkbox"},
+    ],
+    imaging: [
+      {name: "modality", label: "Modalities", kind: "list", placeholder: "e.g. MR, CT",
+        hint: "separated by commas; any of them"},
+      {name: "body_part", label: "Body parts", kind: "list", placeholder: "e.g. HEAD, CHEST",
+        hint: "separated by commas; any of them"},
+      {name: "manufacturer", label: "Manufacturer", kind: "text"},
+      {name: "study_from", label: "Study date from", kind: "date"},
+      {name: "study_to", label: "Study date to", kind: "date"},
+    ],
+    observation: [
+      {name: "code", label: "LOINC code", kind: "text", placeholder: "e.g. 39156-5"},
+      {name: "min", label: "Min", kind: "number"},
+      {name: "max", label: "Max", kind: "number"},
+      {name: "unit", label: "Unit (UCUM)", kind: "text", placeholder: "e.g. kg/m2",
+        hint: "needed with min or max"},
+    ],
+  };
+
+  let rowSeq = 0;  // ids stay unique however rows come and go
+  let edited = false;  // the JSON was edited by hand: it is sent as it is
+
+  function fieldControl(rowId, f) {
+    const id = `${rowId}-${f.name}`;
+    const common = {id, dataset: {field: f.name, testid: `field-${f.name}`}};
+    if (f.kind === "checkbox") {
+      return el("div", {className: "field check"},
+        el("input", {...common, type: "checkbox"}), el("label", {for: id}, f.label));
+    }
+    const hintId = f.hint ? `${id}-hint` : null;
+    let control;
+    if (f.kind === "select") {
+      control = el("select", common, f.options.map(([value, text]) =>
+        el("option", {value}, text)));
+    } else {
+      const type = {int: "number", number: "number", date: "date"}[f.kind] || "text";
+      control = el("input", {...common, type, placeholder: f.placeholder,
+        step: f.kind === "number" ? "any" : f.kind === "int" ? "1" : null,
+        min: f.kind === "int" ? "0" : null, max: f.kind === "int" ? "150" : null,
+        inputmode: f.kind === "int" ? "numeric" : f.kind === "number" ? "decimal" : null,
+        autocomplete: "off", "aria-describedby": hintId});
+    }
+    return el("div", {className: `field field-${f.kind}`},
+      el("label", {for: id}, f.label), control,
+      f.hint ? el("span", {className: "hint", id: hintId}, f.hint) : null);
+  }
+
+  function setType(row, type) {
+    row.dataset.type = type;
+    fill(row.querySelector(".fields"), FIELDS[type].map((f) => fieldControl(row.id, f)));
+  }
+
+  function addRow(type = "patient", values = {}) {
+    rowSeq += 1;
+    const rowId = `c${rowSeq}`;
+    const typeSelect = el("select", {id: `${rowId}-type`, dataset: {testid: "criterion-type"}},
+      Object.entries(TYPES).map(([value, text]) => el("option", {value}, text)));
+    const legend = el("legend", {dataset: {testid: "criterion-legend"}});
+    const remove = el("button", {type: "button", className: "remove",
+      dataset: {testid: "remove-criterion"}}, "Remove");
+    const row = el("li", {id: rowId, className: "criterion", dataset: {testid: "criterion"}},
+      el("fieldset", {},
+        legend,
+        el("div", {className: "row criterion-head"},
+          el("div", {className: "field"},
+            el("label", {for: `${rowId}-type`}, "Type"), typeSelect),
+          el("div", {className: "field check not"},
+            el("input", {id: `${rowId}-not`, type: "checkbox",
+              dataset: {testid: "criterion-not"}}),
+            el("label", {for: `${rowId}-not`}, "NOT (patients without this)")),
+          remove),
+        el("div", {className: "fields row"})));
+    typeSelect.value = type;
+    setType(row, type);
+    typeSelect.addEventListener("change", () => {
+      setType(row, typeSelect.value);
+      changed();
+    });
+    remove.addEventListener("click", () => {
+      const next = row.nextElementSibling || row.previousElementSibling;
+      row.remove();
+      renumber();
+      changed();
+      // Keep the keyboard where it was: the next row's type, else "Add a criterion".
+      (next ? next.querySelector("select") : $("add")).focus();
+    });
+    $("criteria").append(row);
+    for (const [name, value] of Object.entries(values)) {
+      const input = row.querySelector(`[data-field="${name}"]`);
+      if (!input) continue;
+      if (input.type === "checkbox") input.checked = Boolean(value);
+      else input.value = value;
+    }
+    renumber();
+    return row;
+  }
+
+  function renumber() {
+    [...$("criteria").children].forEach((row, i) => {
+      row.querySelector("legend").textContent = `Criterion ${i + 1}`;
+      row.querySelector(".remove").setAttribute("aria-label", `Remove criterion ${i + 1}`);
+    });
+  }
+
+  // ---- the form as a query ---------------------------------------------------------------
+
+  function readRow(row, index, problems) {
+    const type = row.dataset.type;
+    const get = (name) => row.querySelector(`[data-field="${name}"]`);
+    const text = (name) => get(name).value.trim();
+    const num = (name, label) => {
+      const input = get(name);
+      if (input.validity && input.validity.badInput) {
+        problems.push(`Criterion ${index + 1}: ${label} is not a number`);
+        return undefined;
+      }
+      return input.value.trim() === "" ? undefined : Number(input.value);
+    };
+    const list = (name) => text(name).split(",").map((s) => s.trim()).filter(Boolean);
+    const c = {type};
+    if (type === "patient") {
+      if (text("sex")) c.sex = text("sex");
+      const age = {min: num("age_min", "Age from"), max: num("age_max", "Age to")};
+      if (text("age_at")) age.at = text("age_at");
+      if (Object.values(age).some((v) => v !== undefined)) c.age = age;
+    } else if (type === "condition") {
+      c.system = text("system");
+      c.code = text("code");
+      if (get("prefix").checked) c.prefix = true;
+    } else if (type === "imaging") {
+      for (const name of ["modality", "body_part"]) if (list(name).length) c[name] = list(name);
+      for (const name of ["manufacturer", "study_from", "study_to"]) {
+        if (text(name)) c[name] = text(name);
+      }
+    } else if (type === "observation") {
+      c.code = text("code");
+      const min = num("min", "Min");
+      const max = num("max", "Max");
+      if (min !== undefined) c.min = min;
+      if (max !== undefined) c.max = max;
+      if (text("unit")) c.unit = text("unit");
+    }
+    return row.querySelector('[data-testid="criterion-not"]').checked
+      ? {type: "not", of: c} : c;
+  }
+
+  function kind() {
+    const checked = document.querySelector('input[name="kind"]:checked');
+    return checked ? checked.value : "count";
+  }
+
+  function build() {
+    const problems = [];
+    const criteria = [...$("criteria").children].map((row, i) => readRow(row, i, problems));
+    const query = {};
+    if (criteria.length === 1) query.where = criteria[0];
+    else if (criteria.length > 1) query.where = {type: "and", of: criteria};
+    query.answer = {kind: kind()};
+    if (kind() === "stratified") {
+      query.answer.by = [$("by1").value, $("by2").value].filter(Boolean);
+    }
+    return {query, problems};
+  }
+
+  function showJsonState() {
+    $("json-state").textContent = edited
+      ? "Edited by hand: this JSON is sent as it is; the form above no longer changes it."
+      : "Follows the form.";
+    $("rebuild").hidden = !edited;
+    $("builder").classList.toggle("overridden", edited);
+  }
+
+  // Any change to the form: the JSON follows, unless the person has taken it over.
+  function changed() {
+    const byOn = kind() === "stratified";
+    $("by1").disabled = !byOn;
+    $("by2").disabled = !byOn;
+    if (byOn && !$("by1").value) $("by1").value = "sex";
+    if (!edited) $("json").value = JSON.stringify(build().query, null, 2);
+  }
+
+  // ---- sign-in -----------------------------------------------------------------------------
+
+  const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+  function signinMessage(kind, text) {
+    const box = $("signin-result");
+    box.className = kind === "error" ? "error" : kind === "warning" ? "warning" : "";
+    fill(box, text ? el("p", {dataset: {testid: `signin-${kind}`}}, text) : "");
+  }
+
+  function showSignedIn(me) {
+    $("signin").hidden = Boolean(me);
+    $("signed-in").hidden = !me;
+    if (me) {
+      const roles = me.roles.join(", ") || "no role";
+      $("who").textContent = `${me.name || me.subject} (${roles})`;
+    }
+  }
+
+  // A pasted token is checked against /api/v1/me before it is kept.
+  async function signIn(candidate) {
+    try {
+      const me = await request(`${root}/api/v1/me`,
+        {headers: {Authorization: `Bearer ${candidate}`, Accept: "application/json"}});
+      sessionStorage.setItem(TOKEN_KEY, candidate);
+      showSignedIn(me);
+      if (!me.roles.includes("researcher")) {
+        signinMessage("warning", "This token has no researcher role: the hub will refuse "
+          + "its queries.");
+      } else {
+        signinMessage("", "");
+      }
+    } catch (exc) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showSignedIn(null);
+      signinMessage("error", `Sign-in refused: ${exc.message}`);
+    }
+  }
+
+  // ---- running and showing the answer ------------------------------------------------------
+
+  function setBusy(on) {
+    $("run").disabled = on;
+    $("run").textContent = on ? "Running…" : "Run query";
+    $("busy").hidden = !on;
+    $("results").setAttribute("aria-busy", on ? "true" : "false");
+    $("builder").setAttribute("aria-busy", on ? "true" : "false");
+  }
+
+  function showError(heading, messages) {
+    $("results-empty").hidden = true;
+    $("answer").hidden = true;
+    fill($("query-error"),
+      el("p", {dataset: {testid: "error-heading"}}, el("strong", {}, heading)),
+      el("ul", {dataset: {testid: "error-messages"}},
+        messages.map((m) => el("li", {dataset: {testid: "error-message"}}, m))));
+    $("query-error").hidden = false;
+  }
+
+  function errorHeading(exc) {
+    if (exc.status === 422) return "The hub did not accept the query (422):";
+    if (exc.status === 401) return "Not signed in, or the token is no longer valid (401):";
+    if (exc.status === 403) return "Refused (403):";
+    if (exc.status === 0) return "No answer:";
+    return `The query failed (HTTP ${exc.status}):`;
+  }
+
+  function statusBadge(status) {
+    return el("span", {className: `status status-${status}`, dataset: {testid: "node-status"}},
+      STATUS[status] || status);
+  }
+
+  // Why a node's figure is not shown, from its notes ("total: below the threshold", ...).
+  function suppressedText(answer, name) {
+    const note = (answer.notes || []).find((n) => n.startsWith(`${name || "total"}: `)) || "";
+    if (note.includes("differencing")) return "suppressed (differencing with an earlier answer)";
+    if (note.includes("withheld")) return "withheld (a cell is suppressed)";
+    return `suppressed (fewer than ${answer.threshold})`;
+  }
+
+  function figure(value, answer) {
+    return [el("span", {dataset: {testid: "node-value"}}, fmt(value)),
+      answer.rounding > 1
+        ? el("span", {className: "hint"}, ` (rounded to ${answer.rounding})`) : null];
+  }
+
+  function nodeAnswer(n, kindAsked) {
+    const a = n.answer;
+    if (!a) return el("span", {className: "reason"}, n.reason || STATUS[n.status] || n.status);
+    if (kindAsked === "boolean") {
+      return a.exists ? `yes (at least ${a.threshold})` : suppressedText(a, "total");
+    }
+    if (a.total && !a.total.suppressed) return figure(a.total.value, a);
+    return suppressedText(a, "total");
+  }
+
+  function nodeRow(n, kindAsked, datasetSite) {
+    const notes = (n.answer && n.answer.notes) || [];
+    return el("tr", {dataset: {testid: "node-row", node: n.node_id, status: n.status},
+      className: n.node_id === datasetSite ? "highlight" : null},
+    el("th", {scope: "row", dataset: {testid: "node-id"}}, n.node_id,
+      n.node_id === datasetSite ? el("span", {className: "tag"}, "dataset's institution")
+        : null),
+    el("td", {}, statusBadge(n.status)),
+    el("td", {className: "num", dataset: {testid: "node-ms"}},
+      `${numberFormat.format(Math.round(n.ms))} ms`),
+    el("td", {dataset: {testid: "node-count"}}, nodeAnswer(n, kindAsked)),
+    el("td", {dataset: {testid: "node-notes"}},
+      notes.length ? el("ul", {className: "notes"}, notes.map((t) => el("li", {}, t))) : "—"));
+  }
+
+  function summary(a) {
+    const of = `${a.sites_answering} of ${a.nodes.length} institutions answered; a combined `
+      + `answer needs at least ${a.min_sites}.`;
+    const threshold = Math.max(0, ...a.nodes.filter((n) => n.answer)
+      .map((n) => n.answer.threshold));
+    let text;
+    let value = null;
+    if (a.sites_answering < a.min_sites) {
+      text = `No combined answer: only ${a.sites_answering} of ${a.nodes.length} `
+        + `institutions answered, and at least ${a.min_sites} must.`;
+    } else if (a.kind === "boolean") {
+      text = a.exists
+        ? `Yes: at least one institution has at least ${threshold} such patients.`
+        : `No institution can say yes: each has fewer than ${threshold} such patients `
+          + "(perhaps none).";
+    } else if (!a.total) {
+      text = "No combined total: no institution showed a count.";
+    } else if (a.total.suppressed) {
+      text = "No combined total: every answering institution suppressed or withheld its "
+        + "total.";
+    } else {
+      text = "Combined total: ";
+      value = a.total.value;
+    }
+    return el("div", {className: "total", dataset: {testid: "total"}},
+      el("h3", {}, "All institutions"),
+      el("p", {dataset: {testid: "total-text"}}, text,
+        value !== null ? el("strong", {dataset: {testid: "total-value"}}, fmt(value)) : null),
+      el("p", {dataset: {testid: "sites"}}, of),
+      a.notes.length ? el("ul", {className: "notes", dataset: {testid: "answer-notes"}},
+        a.notes.map((t) => el("li", {}, t))) : null);
+  }
+
+  const keyOf = (key) => Object.entries(key).sort(([x], [y]) => (x < y ? -1 : 1))
+    .map(([k, v]) => `${k}=${v}`).join("|");
+
+  function cellsTable(a, by) {
+    const strata = by.length ? by : [...new Set(a.cells.flatMap((c) => Object.keys(c.key)))];
+    const answering = a.nodes.filter((n) => n.answer);
+    const nodeCell = (n, key) => {
+      const c = n.answer.cells.find((x) => keyOf(x.key) === key);
+      if (!c) return el("td", {title: "not in this institution's answer"}, "—");
+      return el("td", {className: "num"}, c.suppressed
+        ? `suppressed (fewer than ${n.answer.threshold})` : fmt(c.value));
+    };
+    if (!a.cells.length) {
+      return el("p", {dataset: {testid: "cells-empty"}}, "No cells: no institution listed any.");
+    }
+    return el("table", {className: "cells", dataset: {testid: "cells-table"}},
+      el("caption", {}, `By ${strata.map((s) => STRATA[s] || s).join(" and ")}`),
+      el("thead", {}, el("tr", {},
+        strata.map((s) => el("th", {scope: "col"}, STRATA[s] || s)),
+        answering.map((n) => el("th", {scope: "col"}, n.node_id)),
+        el("th", {scope: "col"}, "All institutions"))),
+      el("tbody", {}, a.cells.map((c) => {
+        const key = keyOf(c.key);
+        return el("tr", {dataset: {testid: "cell-row", key}},
+          strata.map((s) => el("th", {scope: "row"}, c.key[s] ?? "—")),
+          answering.map((n) => nodeCell(n, key)),
+          el("td", {className: "num", dataset: {testid: "cell-total"}},
+            c.suppressed ? "suppressed" : fmt(c.value)));
+      })));
+  }
+
+  function renderAnswer(a, sent, datasetSite) {
+    const by = (sent && sent.answer && Array.isArray(sent.answer.by)) ? sent.answer.by : [];
+    fill($("answer"),
+      el("table", {className: "nodes", dataset: {testid: "node-table"}},
+        el("caption", {}, "Each institution"),
+        el("thead", {}, el("tr", {},
+          ["Institution", "Status", "Time", "Answer", "Notes"].map((h) =>
+            el("th", {scope: "col"}, h)))),
+        el("tbody", {}, a.nodes.map((n) => nodeRow(n, a.kind, datasetSite)))),
+      summary(a),
+      a.kind === "stratified" ? cellsTable(a, by) : null,
+      el("p", {className: "hint"}, "Query hash (as audited): ",
+        el("code", {dataset: {testid: "query-hash"}}, a.query_hash)));
+    $("answer").dataset.kind = a.kind;
+    $("answer").hidden = false;
+  }
+
+  async function run(event, datasetSite) {
+    event.preventDefault();
+    let body;
+    if (edited) {
+      try {
+        body = JSON.parse($("json").value);
+      } catch (exc) {
+        showError("The JSON is not valid, nothing was sent:", [exc.message]);
+        return;
+      }
+    } else {
+      const built = build();
+      if (built.problems.length) {
+        showError("The form needs a correction, nothing was sent:", built.problems);
+        return;
+      }
+      body = built.query;
+    }
+    $("query-error").hidden = true;
+    $("answer").hidden = true;
+    $("results-empty").hidden = true;
+    setBusy(true);
+    try {
+      const headers = {"Content-Type": "application/json", Accept: "application/json"};
+      if (token()) headers.Authorization = `Bearer ${token()}`;
+      const answer = await request(`${root}/api/v1/query`,
+        {method: "POST", headers, body: JSON.stringify(body)});
+      renderAnswer(answer, body, datasetSite);
+    } catch (exc) {
+      const messages = [...exc.messages];
+      if (exc.status === 401) {
+        messages.push("Sign in with a researcher's token.");
+        if (token()) {
+          sessionStorage.removeItem(TOKEN_KEY);
+          showSignedIn(null);
+        }
+      }
+      showError(errorHeading(exc), messages);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  // ---- start -------------------------------------------------------------------------------
+
+  function start() {
+    const params = new URLSearchParams(window.location.search);
+    const dataset = params.get("dataset");
+    const datasetSite = dataset ? dataset.split("/")[0] : null;
+    if (dataset) {
+      $("dataset-note").textContent = "Asking all institutions; the dataset's institution is "
+        + `${datasetSite} (dataset ${dataset}).`;
+      $("dataset-note").hidden = false;
+    }
+
+    for (const select of [$("by1"), $("by2")]) {
+      fill(select, el("option", {value: ""}, "—"),
+        Object.entries(STRATA).map(([value, text]) => el("option", {value}, text)));
+    }
+    $("signin").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const candidate = $("token").value.trim();
+      if (candidate) signIn(candidate);
+    });
+    $("signout").addEventListener("click", () => {
+      sessionStorage.removeItem(TOKEN_KEY);
+      $("token").value = "";
+      showSignedIn(null);
+      signinMessage("", "");
+    });
+    $("add").addEventListener("click", () => {
+      addRow().querySelector("select").focus();
+      changed();
+    });
+    // Typing, ticking, choosing: one listener for the whole form (the JSON box aside).
+    for (const type of ["input", "change"]) {
+      $("builder").addEventListener(type, (event) => {
+        if (event.target !== $("json")) changed();
+      });
+    }
+    $("json").addEventListener("input", () => {
+      edited = true;
+      showJsonState();
+    });
+    $("rebuild").addEventListener("click", () => {
+      edited = false;
+      showJsonState();
+      changed();
+    });
+    $("builder").addEventListener("submit", (event) => run(event, datasetSite));
+
+    addRow("patient");
+    showJsonState();
+    changed();
+    if (token()) signIn(token());
+  }
+
+  start();
+})();
