@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 
 import catalogue.models  # noqa: F401
-import spe.permits.models  # noqa: F401
 import spe.audit.models  # noqa: F401
+import spe.permits.models  # noqa: F401
 import spe.users.models  # noqa: F401  (registers tables)
 from spe.db import make_engine
 from spe.db.base import CentralBase as Base

@@ -319,8 +319,8 @@ def test_a_node_refuses_once_the_users_daily_budget_is_spent(node_dbs, pki, tmp_
     policies = tmp_path / "policies"
     shutil.copytree(REPO_ROOT / "policies", policies)
     rules = policies / "query" / "query.rego"
-    rules.write_text(rules.read_text().replace('budgets := {"statistics": 200}',
-                                               'budgets := {"statistics": 2}'))
+    rules.write_text(rules.read_text().replace('"statistics": 200,',
+                                               '"statistics": 2,'))
     settings = Settings(data_dir=tmp_path, oidc_issuer=ISSUER, pki_dir=pki,
                         policy_dir=policies)
     app = create_node_app(NodeConfig("site-b", "site-b", f"sqlite:///{node_dbs['site-b']}"),
@@ -337,3 +337,12 @@ def test_a_node_refuses_once_the_users_daily_budget_is_spent(node_dbs, pki, tmp_
             statuses.append(resp.status_code)
     assert statuses == [200, 200, 403]
     assert "budget of 2" in resp.json()["detail"]
+
+
+def test_every_cell_of_a_stratum_is_shown_so_an_empty_one_is_not_a_zero(federation):
+    body = federation.ask("nina", FEMALE, kind="stratified", by=["sex"]).json()
+    for n in body["nodes"]:
+        cells = {c["key"]["sex"]: c for c in n["answer"]["cells"]}
+        assert set(cells) == {"female", "male", "other", "unknown"}
+        for empty in ("male", "other", "unknown"):  # none of them are women
+            assert cells[empty] == {"key": {"sex": empty}, "value": None, "suppressed": True}

@@ -306,6 +306,18 @@ def _stratified(session: Session, where: ColumnElement[bool], by: list[Stratum],
     return {key: np.unique(np.asarray(ids, dtype=np.int64)) for key, ids in cells.items()}
 
 
+def stratum_values(session: Session, stratum: Stratum, *, node_id: str) -> list[str]:
+    """Every value a stratum can take at this node, whatever the query: the cells an
+    answer must show (an absent cell would say "none here" as plainly as a 0)."""
+    if stratum == "sex":
+        return ["female", "male", "other", UNKNOWN]
+    if stratum == "age_band":
+        return [*AGE_BANDS, UNKNOWN]
+    if stratum == "modality":
+        return sorted(m for m in session.scalars(select(Series.modality).distinct()) if m)
+    return [node_id]
+
+
 def evaluate(session: Session, query: Query, *, node_id: str,
              today: date | None = None) -> Evaluation:
     """The patients matching `query.where` and, for a stratified `query.answer`, the
@@ -322,4 +334,4 @@ def evaluate(session: Session, query: Query, *, node_id: str,
     return Evaluation(ids=ids, cells=cells)
 
 
-__all__ = ["UNKNOWN", "Evaluation", "evaluate", "matching_patients"]
+__all__ = ["UNKNOWN", "Evaluation", "evaluate", "matching_patients", "stratum_values"]

@@ -8,6 +8,7 @@ data is (policies/query `node_decision`, policies/disclosure).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.node.permits import repository as permits
 from gateway.node.query import repository
-from gateway.node.query.evaluate import evaluate
+from gateway.node.query.evaluate import evaluate, stratum_values
 from gateway.node.query.models import AnsweredSet
 from gateway.node.query.tracker import reveals_small_group, to_bitmap
 from spe.audit import AuditLog
@@ -34,6 +35,7 @@ class QueryRefused(Forbidden):
     error = "refused_by_policy"
 
 
+EMPTY = np.zeros(0, dtype=np.int64)
 BELOW = "below the threshold"
 DIFFERENCING = "differencing: with an earlier answer it would single out a small group"
 WITHHELD = "withheld: it would let a suppressed cell be recomputed"
@@ -129,9 +131,15 @@ def answer(
     out = NodeAnswer(node_id=node_id, tier=ctx.tier, kind=kind, threshold=threshold,
                      rounding=rounding)
     if kind == "stratified":
-        # Cells first; a total beside a suppressed cell would give it away by subtraction.
+        # Every cell of the strata, empty ones too (suppressed like any small count: an
+        # absent cell would say "none" as plainly as a 0). Cells first; a total beside a
+        # suppressed cell would give it away by subtraction.
+        cells = {key: result.cells.get(key, EMPTY) for key in itertools.product(*(
+            [(s, v) for v in stratum_values(session, s, node_id=node_id)]
+            for s in query.answer.by))}
+        cells.update(result.cells)  # a value outside the domain still shows
         out.cells = [d.cell(cell_name(key), dict(key), ids)
-                     for key, ids in sorted(result.cells.items())]
+                     for key, ids in sorted(cells.items())]
         if any(c.suppressed for c in out.cells):
             out.total = d.withheld("", {})
         else:

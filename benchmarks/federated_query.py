@@ -1,0 +1,645 @@
+"""Federated query latency and throughput: the hub and three nodes over mutual TLS.
+
+Starts three institution nodes (`gateway.node`, each under uvicorn with mutual TLS from a
+fresh federation PKI, `spe.pki.init_pki`) and the central service with its hub, each in its
+own process on loopback, and measures in the same run:
+
+1. a count query through the hub (`POST /api/v1/query`), sent sequentially over one
+   keep-alive connection after a warm-up: p50 and p95;
+2. the baseline: the same query sent directly to each node (`POST /api/v1/query` with a
+   hub context signed here with the hub's key, over mutual TLS with the hub's certificate),
+   sequentially, interleaved with 1. round by round: p50 and p95 per node. The hub's
+   overhead is the ratio of its p50 (and p95) to that of the slowest node (highest p50);
+3. throughput with 50 concurrent clients (asyncio, one connection and one researcher each)
+   through the hub: requests per second and p50 / p95 under load.
+
+A stratified query (by sex and age band) through the hub is timed as extra information.
+
+Each node's index (the tables `gateway.node.index.models` that queries read) is filled
+directly with N patients (default 10,000 per node: sex, birth date 1930-2020, 1-4 studies
+of 2010-2024 with 1-3 series each, site-specific mixes of modality, body part and
+manufacturer, conditions coded in ICD-10 and SNOMED CT with site-specific prevalences,
+body weight and BMI observations), drawn with a seeded RNG and bulk-inserted. Generating
+and syncing DICOM and FHIR for 30,000 patients would take far longer than the benchmark
+and gives the query the same rows. `--data DIR` keeps the filled databases for later runs;
+every run works on fresh copies, so query history never carries over.
+
+Researchers call the hub over plain HTTP on loopback (TLS to the hub is a deployment's
+reverse proxy); hub -> node and the direct baseline are mutual TLS. Users are rotated
+(a new researcher every 100 queries) so that no one meets the nodes' daily budget of 200
+queries (policies/query); repeating one query is never suppressed as differencing.
+Servers log at warning level (no access log). Timings are printed, never asserted.
+
+    python benchmarks/federated_query.py [--patients 10000] [--rounds 100] [--clients 50]
+        [--duration 15] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx
+
+SITES = ("site-a", "site-b", "site-c")
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+FILL_VERSION = 1  # bump when the generated data changes, so --data DIR is refilled
+USER_QUERIES = 100  # queries per researcher before the next one takes over (budget 200)
+TARGET_P50_MS = 50.0
+TARGET_RATIO = 1.2
+
+COUNT_QUERY = {"where": {"type": "and", "of": [
+    {"type": "patient", "sex": "female", "age": {"min": 40, "max": 70}},
+    {"type": "condition", "system": "icd-10", "code": "C", "prefix": True}]},
+    "answer": {"kind": "count"}}
+STRATIFIED_QUERY = {"where": {"type": "or", "of": [
+    {"type": "condition", "system": "icd-10", "code": "I21.9"},
+    {"type": "condition", "system": "icd-10", "code": "E11.9"}]},
+    "answer": {"kind": "stratified", "by": ["sex", "age_band"]}}
+
+# ICD-10, SNOMED CT, the sex it (nearly) only occurs in, and the imaging it brings.
+CONDITIONS = {
+    "C71.9": ("428061005", None, [("MR", "BRAIN"), ("PT", "BRAIN")]),
+    "C50.9": ("254837009", "female", [("MG", "BREAST"), ("US", "BREAST")]),
+    "C34.9": ("93880001", None, [("CT", "CHEST"), ("PT", "WHOLEBODY")]),
+    "C61": ("399068003", "male", [("MR", "PELVIS")]),
+    "C18.9": ("363406005", None, [("CT", "ABDOMEN")]),
+    "I21.9": ("22298006", None, [("CT", "HEART"), ("US", "HEART")]),
+    "I63.9": ("422504002", None, [("CT", "HEAD"), ("MR", "BRAIN")]),
+    "I10": ("38341003", None, []),
+    "E11.9": ("44054006", None, [("US", "ABDOMEN")]),
+    "J44.9": ("13645005", None, [("CT", "CHEST"), ("DX", "CHEST")]),
+    "G35": ("24700007", None, [("MR", "BRAIN"), ("MR", "SPINE")]),
+    "F03": ("52448006", None, [("MR", "BRAIN")]),
+}
+BODY_PARTS = {"MR": ["BRAIN", "SPINE", "KNEE", "PELVIS", "HEAD"],
+              "CT": ["CHEST", "ABDOMEN", "HEAD", "PELVIS"], "US": ["ABDOMEN", "HEART", "NECK"],
+              "DX": ["CHEST", "KNEE", "HAND", "SPINE"], "PT": ["WHOLEBODY"], "MG": ["BREAST"]}
+# Per site: the mix of modalities, the scanners, and each condition's prevalence.
+PROFILES = {
+    "site-a": {  # university hospital: neuro-oncology
+        "modalities": {"MR": 40, "CT": 25, "US": 10, "DX": 15, "PT": 7, "MG": 3},
+        "manufacturers": ["SIEMENS", "GE MEDICAL SYSTEMS", "Philips"],
+        "prevalence": {"C71.9": .04, "C50.9": .05, "C34.9": .03, "C61": .03, "C18.9": .02,
+                       "I21.9": .04, "I63.9": .05, "I10": .25, "E11.9": .08, "J44.9": .05,
+                       "G35": .03, "F03": .04}},
+    "site-b": {  # general hospital: cardiology
+        "modalities": {"MR": 15, "CT": 35, "US": 25, "DX": 20, "PT": 2, "MG": 3},
+        "manufacturers": ["GE MEDICAL SYSTEMS", "Philips", "CANON_MEC"],
+        "prevalence": {"C71.9": .01, "C50.9": .04, "C34.9": .03, "C61": .03, "C18.9": .03,
+                       "I21.9": .10, "I63.9": .06, "I10": .35, "E11.9": .14, "J44.9": .08,
+                       "G35": .01, "F03": .05}},
+    "site-c": {  # regional cancer centre: breast and lung
+        "modalities": {"MR": 20, "CT": 25, "US": 15, "DX": 10, "PT": 12, "MG": 18},
+        "manufacturers": ["SIEMENS", "HOLOGIC", "FUJIFILM", "GE MEDICAL SYSTEMS"],
+        "prevalence": {"C71.9": .01, "C50.9": .12, "C34.9": .08, "C61": .05, "C18.9": .04,
+                       "I21.9": .03, "I63.9": .03, "I10": .22, "E11.9": .07, "J44.9": .09,
+                       "G35": .01, "F03": .03}},
+}
+FIRST_STUDY, LAST_STUDY = date(2010, 1, 1), date(2024, 12, 31)
+
+
+# ------------------------------------------------------------------------- the index
+
+
+def _day_between(rng: random.Random, start: date, end: date) -> date:
+    return start + timedelta(days=rng.randint(0, max(0, (end - start).days)))
+
+
+def index_rows(site: str, patients: int, seed: int) -> dict[str, list[tuple]]:
+    """Rows of the node's index tables, by table, with explicit ids."""
+    rng = random.Random(f"{seed}-{site}")
+    profile = PROFILES[site]
+    mods, mod_weights = zip(*profile["modalities"].items(), strict=True)
+    site_no = SITES.index(site) + 1
+    rows: dict[str, list[tuple]] = {t: [] for t in ("patients", "studies", "series",
+                                                     "conditions", "observations")}
+    study_id = series_id = 0
+    for pid in range(1, patients + 1):
+        sex = rng.choices(["female", "male", "other", None], [51, 48, 0.5, 0.5])[0]
+        born = _day_between(rng, date(1930, 1, 1), date(2020, 12, 31))
+        rows["patients"].append((pid, f"MRN-{site_no}-{pid:07d}", f"pat-{pid}", sex, born))
+        imaging: list[tuple[str, str]] = []
+        for icd, (snomed, only, images) in CONDITIONS.items():
+            p = profile["prevalence"][icd] * (2.0 if born.year < 1965 else 1.0)
+            if only and sex != only:
+                p *= 0.01
+            if rng.random() < p:
+                onset = _day_between(rng, max(born, date(2005, 1, 1)), LAST_STUDY)
+                rows["conditions"].append((pid, ICD10, icd, onset))
+                rows["conditions"].append((pid, SNOMED, snomed, onset))
+                imaging += images
+        first = max(born, FIRST_STUDY)
+        for _ in range(rng.randint(1, 4)):
+            study_id += 1
+            day = _day_between(rng, first, LAST_STUDY)
+            modalities = set()
+            n_series = rng.randint(1, 3)
+            for number in range(1, n_series + 1):
+                series_id += 1
+                if imaging and rng.random() < 0.6:
+                    modality, part = rng.choice(imaging)
+                else:
+                    modality = rng.choices(mods, mod_weights)[0]
+                    part = rng.choice(BODY_PARTS[modality])
+                if modality == "MG" and sex == "male":
+                    modality, part = "DX", "CHEST"
+                modalities.add(modality)
+                instances = rng.randint(1, 200)
+                rows["series"].append((
+                    series_id, f"1.2.826.0.1.3680043.10.{site_no}.2.{series_id}", study_id,
+                    modality, part, rng.choice(profile["manufacturers"]), number, instances))
+            rows["studies"].append((
+                study_id, f"1.2.826.0.1.3680043.10.{site_no}.1.{study_id}", pid, day,
+                "\\".join(sorted(modalities)), n_series, 0))
+        for _ in range(rng.randint(1, 3)):
+            if born.year > 2006:
+                break
+            day = _day_between(rng, first, LAST_STUDY)
+            kg = round(max(40.0, rng.gauss(82 if sex == "male" else 70, 14)), 1)
+            height = max(1.45, rng.gauss(1.78 if sex == "male" else 1.65, 0.07))
+            rows["observations"].append((pid, LOINC, "29463-7", kg, "kg", day))
+            rows["observations"].append((pid, LOINC, "39156-5", round(kg / height ** 2, 1),
+                                         "kg/m2", day))
+    return rows
+
+
+def fill_index(db: Path, site: str, patients: int, seed: int) -> dict[str, int]:
+    from spe.db.migrate import upgrade
+
+    tmp = db.with_suffix(".filling")
+    tmp.unlink(missing_ok=True)
+    upgrade(f"sqlite:///{tmp}", "node")
+    rows = index_rows(site, patients, seed)
+    # Study instance counts as the sum over their series.
+    per_study = Counter()
+    for s in rows["series"]:
+        per_study[s[2]] += s[7]
+    rows["studies"] = [(*s[:6], per_study[s[0]]) for s in rows["studies"]]
+    statements = {
+        "patients": "INSERT INTO patients (id, patient_key, fhir_id, sex, birth_date) "
+                    "VALUES (?, ?, ?, ?, ?)",
+        "studies": "INSERT INTO studies (id, study_uid, patient_id, study_date, modalities, "
+                   "series_count, instance_count) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "series": "INSERT INTO series (id, series_uid, study_id, modality, body_part, "
+                  "manufacturer, series_number, instance_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "conditions": "INSERT INTO conditions (patient_id, system, code, onset_date) "
+                      "VALUES (?, ?, ?, ?)",
+        "observations": "INSERT INTO observations (patient_id, system, code, value, unit, "
+                        "effective_date) VALUES (?, ?, ?, ?, ?, ?)",
+    }
+    conn = sqlite3.connect(tmp)
+    try:
+        with conn:
+            for table, sql in statements.items():
+                conn.executemany(sql, [tuple(v.isoformat() if isinstance(v, date) else v
+                                             for v in row) for row in rows[table]])
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+    tmp.replace(db)
+    return {table: len(r) for table, r in rows.items()}
+
+
+def prepare_indexes(data: Path, patients: int, seed: int) -> dict[str, Path]:
+    """The filled node databases in `data`, reused when they match the arguments."""
+    data.mkdir(parents=True, exist_ok=True)
+    marker = data / "federated_query.json"
+    wanted = {"patients": patients, "seed": seed, "version": FILL_VERSION}
+    dbs = {site: data / f"{site}.db" for site in SITES}
+    if (marker.exists() and json.loads(marker.read_text()) == wanted
+            and all(db.exists() for db in dbs.values())):
+        print(f"reusing the node indexes in {data}")
+        return dbs
+    marker.unlink(missing_ok=True)
+    for site, db in dbs.items():
+        start = time.perf_counter()
+        counts = fill_index(db, site, patients, seed)
+        print(f"filled {site}: " + ", ".join(f"{n:,} {t}" for t, n in counts.items())
+              + f" in {time.perf_counter() - start:.1f} s")
+    marker.write_text(json.dumps(wanted))
+    return dbs
+
+
+# ------------------------------------------------------------------------- the servers
+
+
+def serve_child(role: str, port: int) -> None:
+    """Run one server in this process (the benchmark re-invokes itself for each)."""
+    import uvicorn
+
+    from spe.settings import Settings
+
+    settings = Settings()  # from the SPE_* variables the parent set
+    tls: dict = {}
+    if role == "hub":
+        from spe.app import create_central_app
+        from spe.db.migrate import upgrade
+
+        upgrade(settings.resolved_database_url, "central")
+        app = create_central_app(settings)
+    else:
+        from gateway.node.app import create_node_app
+        from gateway.node.config import NodeConfig
+        from spe.pki import server_ssl_options
+
+        app = create_node_app(NodeConfig(node_id=role, name=role,
+                                         database_url=settings.database_url), settings)
+        tls = server_ssl_options(settings.pki_dir, role)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", **tls)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Federation:
+    """The hub and the nodes as subprocesses; stopped on exit, also on Ctrl-C."""
+
+    def __init__(self, work: Path, dbs: dict[str, Path]) -> None:
+        from spe.pki import client_ssl_context, init_pki
+
+        self.work = work
+        self.pki = work / "pki"
+        init_pki(self.pki, nodes=list(SITES))
+        self.tls = client_ssl_context(self.pki, "hub")
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.node_urls: dict[str, str] = {}
+        self.dbs = {}
+        for site, db in dbs.items():
+            self.dbs[site] = work / f"{site}.db"
+            shutil.copyfile(db, self.dbs[site])  # fresh copies: no history carries over
+        self.hub_port = free_port()
+        self.hub_url = f"http://127.0.0.1:{self.hub_port}"
+        self.hub_dir = work / "hub"
+
+    def _start(self, role: str, port: int, env: dict[str, str]) -> None:
+        args = [sys.executable, str(Path(__file__).resolve()), "--serve", role,
+                "--port", str(port)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPE_")} | env
+        with open(self.work / f"{role}.log", "wb") as log:  # the child's output
+            # cwd: no stray .env of the caller's folder reaches the servers' settings.
+            self.procs[role] = subprocess.Popen(args, env=env, cwd=self.work, stdout=log,
+                                                stderr=subprocess.STDOUT)
+
+    def _wait(self, role: str, url: str, **client) -> None:
+        deadline = time.monotonic() + 60
+        with httpx.Client(timeout=2, **client) as c:
+            while time.monotonic() < deadline and self.procs[role].poll() is None:
+                try:
+                    if c.get(url + "/health").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+        raise SystemExit(f"{role} did not start:\n{self.log_tail(role, 40)}")
+
+    def log_tail(self, role: str, lines: int) -> str:
+        text = (self.work / f"{role}.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> Federation:
+        from spe.identity import demo_issuer
+        from spe.settings import Settings
+
+        try:
+            base = {"SPE_ENVIRONMENT": "development", "SPE_PKI_DIR": str(self.pki)}
+            for site in SITES:
+                port = free_port()
+                self.node_urls[site] = f"https://127.0.0.1:{port}"
+                self._start(site, port, base | {
+                    "SPE_NODE_ID": site, "SPE_DATABASE_URL": f"sqlite:///{self.dbs[site]}",
+                    "SPE_DATA_DIR": str(self.work / site)})
+            # The hub is its own demo token issuer; its key is made here, before it starts.
+            self.issuer = demo_issuer(Settings(environment="development",
+                                               data_dir=self.hub_dir, oidc_issuer=self.hub_url))
+            self._start("hub", self.hub_port, base | {
+                "SPE_DATA_DIR": str(self.hub_dir),
+                "SPE_DATABASE_URL": f"sqlite:///{self.hub_dir / 'central.db'}",
+                "SPE_OIDC_ISSUER": self.hub_url,
+                "SPE_FEDERATION_NODES": json.dumps(self.node_urls)})
+            for site in SITES:
+                self._wait(site, self.node_urls[site], verify=self.tls)
+            self._wait("hub", self.hub_url)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def token(self, user: str) -> str:
+        return self.issuer.mint(user, ["researcher"])
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------------- measuring
+
+
+def pct(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(
+        values) > 1 else values[0]
+
+
+def users(prefix: str, per_user: int = USER_QUERIES) -> Iterator[str]:
+    """One user name per query: a new researcher every `per_user` queries."""
+    i = 0
+    while True:
+        for _ in range(per_user):
+            yield f"{prefix}-{i:04d}"
+        i += 1
+
+
+class HubCaller:
+    """Sequential queries through the hub over one keep-alive connection."""
+
+    def __init__(self, fed: Federation, prefix: str) -> None:
+        self.fed = fed
+        self.client = httpx.Client(base_url=fed.hub_url, timeout=60)
+        self.users = users(prefix)
+        self.tokens: dict[str, str] = {}
+        self.statuses: Counter = Counter()
+
+    def ask(self, query: dict) -> tuple[float, dict]:
+        user = next(self.users)
+        if user not in self.tokens:
+            self.tokens[user] = self.fed.token(user)
+        t = time.perf_counter()
+        resp = self.client.post("/api/v1/query", json=query,
+                                headers={"Authorization": f"Bearer {self.tokens[user]}"})
+        ms = (time.perf_counter() - t) * 1000
+        resp.raise_for_status()
+        body = resp.json()
+        self.statuses.update(n["status"] for n in body["nodes"])
+        return ms, body
+
+
+class NodeCaller:
+    """Queries straight to one node over mutual TLS with the hub's certificate, each with
+    a context signed as the hub signs it (before the clock starts)."""
+
+    def __init__(self, fed: Federation, site: str, prefix: str) -> None:
+        from spe.pki import private_key_of
+        from spe.wire.context import ContextSigner
+
+        self.site = site
+        self.url = fed.node_urls[site] + "/api/v1/query"
+        self.signer = ContextSigner(private_key_of(fed.pki / "hub.key"))
+        self.client = httpx.Client(verify=fed.tls, timeout=60)
+        self.aclient = httpx.AsyncClient(verify=fed.tls, timeout=60)
+        self.users = users(prefix)
+
+    def _request(self, query: dict) -> tuple[dict, dict]:
+        from spe.wire.query import Query
+
+        context = self.signer.sign(user=next(self.users), roles=["researcher"],
+                                   tier="statistics", node_id=self.site,
+                                   query_hash=Query.model_validate(query).digest())
+        return {"query": query}, {"X-SPE-Hub-Context": context}
+
+    def ask(self, query: dict) -> tuple[float, dict]:
+        body, headers = self._request(query)
+        t = time.perf_counter()
+        resp = self.client.post(self.url, json=body, headers=headers)
+        ms = (time.perf_counter() - t) * 1000
+        resp.raise_for_status()
+        return ms, resp.json()
+
+    async def aask(self, query: dict) -> float:
+        body, headers = self._request(query)
+        t = time.perf_counter()
+        resp = await self.aclient.post(self.url, json=body, headers=headers)
+        ms = (time.perf_counter() - t) * 1000
+        resp.raise_for_status()
+        return ms
+
+
+class Sequential:
+    """Round by round: the query through the hub, then straight to each node in turn,
+    then straight to all three at once; each over its own keep-alive connection(s)."""
+
+    def __init__(self, fed: Federation, run: str) -> None:
+        self.hub = HubCaller(fed, f"seq-hub-{run}")
+        self.nodes = {site: NodeCaller(fed, site, f"seq-{site}-{run}") for site in SITES}
+        self.at_once = {site: NodeCaller(fed, site, f"all-{site}-{run}") for site in SITES}
+        self.times: dict[str, list[float]] = {k: [] for k in (
+            "hub", "hub waits", *SITES, "all three")}
+        self.last: dict = {}
+
+    async def _all_three(self) -> float:
+        t = time.perf_counter()
+        await asyncio.gather(*(c.aask(COUNT_QUERY) for c in self.at_once.values()))
+        return (time.perf_counter() - t) * 1000
+
+    def run(self, rounds: int, warmup: int) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            for i in range(warmup + rounds):
+                keep = i >= warmup
+                ms, self.last = self.hub.ask(COUNT_QUERY)
+                waited = max(n["ms"] for n in self.last["nodes"])  # the hub's own clock
+                for site, caller in self.nodes.items():
+                    node_ms, _ = caller.ask(COUNT_QUERY)
+                    if keep:
+                        self.times[site].append(node_ms)
+                all_ms = loop.run_until_complete(self._all_three())
+                if keep:
+                    self.times["hub"].append(ms)
+                    self.times["hub waits"].append(waited)
+                    self.times["all three"].append(all_ms)
+            for caller in self.at_once.values():
+                loop.run_until_complete(caller.aclient.aclose())
+        finally:
+            loop.close()
+
+    def agree(self) -> tuple[dict, dict]:
+        """Each node's total as the hub showed it, and as the node answers directly."""
+        via_hub = {n["node_id"]: (n["answer"] or {}).get("total") for n in self.last["nodes"]}
+        direct = {site: c.ask(COUNT_QUERY)[1]["total"] for site, c in self.nodes.items()}
+        return via_hub, direct
+
+
+def stratified(fed: Federation, run: str, rounds: int) -> tuple[list[float], dict]:
+    hub = HubCaller(fed, f"strat-{run}")
+    hub.ask(STRATIFIED_QUERY)
+    out = [hub.ask(STRATIFIED_QUERY) for _ in range(rounds)]
+    return [ms for ms, _ in out], out[-1][1]
+
+
+async def load(fed: Federation, run: str, clients: int, duration: float):
+    """`clients` researchers, each on its own connection, asking the count query through
+    the hub as fast as answers come back, for `duration` seconds (requests still running
+    then are waited for and counted in the latencies, not in the throughput)."""
+    latencies: list[float] = []
+    in_window = 0
+    errors: Counter = Counter()
+    statuses: Counter = Counter()
+    tokens = [fed.token(f"load-{run}-{i:03d}") for i in range(clients)]
+    start = time.perf_counter()
+    deadline = start + duration
+
+    async def client(token: str) -> None:
+        nonlocal in_window
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=fed.hub_url, timeout=120) as c:
+            for _ in range(USER_QUERIES):  # never near the daily budget
+                if time.perf_counter() >= deadline:
+                    return
+                t = time.perf_counter()
+                try:
+                    resp = await c.post("/api/v1/query", json=COUNT_QUERY, headers=headers)
+                except httpx.HTTPError as exc:
+                    errors[type(exc).__name__] += 1
+                    continue
+                done = time.perf_counter()
+                if resp.status_code != 200:
+                    errors[f"HTTP {resp.status_code}"] += 1
+                    continue
+                node_statuses = [n["status"] for n in resp.json()["nodes"]]
+                statuses.update(node_statuses)
+                latencies.append((done - t) * 1000)
+                if all(s == "answered" for s in node_statuses):
+                    in_window += done <= deadline
+
+    await asyncio.gather(*(client(t) for t in tokens))
+    return latencies, in_window, time.perf_counter() - start, errors, statuses
+
+
+# ------------------------------------------------------------------------- report
+
+
+def line(name: str, values: list[float]) -> str:
+    return (f"  {name:<30} p50 {pct(values, 50):7.1f} ms   p95 {pct(values, 95):7.1f} ms"
+            f"   (n={len(values)})")
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def shown(total: dict | None) -> str:
+    return "-" if total is None else "suppressed" if total["suppressed"] else str(
+        total["value"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=10_000, help="per node")
+    parser.add_argument("--rounds", type=int, default=100,
+                        help="sequential rounds (hub, each node, all nodes) after warm-up")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds of load")
+    parser.add_argument("--stratified-rounds", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--data", type=Path, help="keep (and reuse) the filled node indexes")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)  # the server processes
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_child(args.serve, args.port)
+        return
+
+    run = uuid.uuid4().hex[:6]  # user names of this run: budgets never carry over
+    with tempfile.TemporaryDirectory(prefix="spe-bench-fq-") as tmp:
+        work = Path(tmp)
+        dbs = prepare_indexes(args.data or work / "data", args.patients, args.seed)
+        with Federation(work, dbs) as fed:
+            print(f"hub {fed.hub_url} (HTTP); nodes over mutual TLS: "
+                  + ", ".join(f"{s} {u}" for s, u in fed.node_urls.items()))
+            seq = Sequential(fed, run)
+            seq.run(args.rounds, args.warmup)
+            via_hub, direct = seq.agree()
+            strat_times, strat = stratified(fed, run, args.stratified_rounds)
+            lat, in_window, elapsed, errors, load_statuses = asyncio.run(
+                load(fed, run, args.clients, args.duration))
+            logs = {role: fed.log_tail(role, 12) for role in fed.procs}
+    times = seq.times
+
+    print(f"\ncount query: {json.dumps(COUNT_QUERY['where'])}")
+    print("  per node through the hub: " + ", ".join(
+        f"{s} {shown(t)}" for s, t in via_hub.items())
+        + f"; combined {shown(seq.last.get('total'))}; direct answers "
+        + ("agree" if via_hub == direct else f"DIFFER: {direct}")
+        + f"; node statuses {dict(seq.hub.statuses)}")
+
+    print(f"\nsequential, {args.rounds} rounds after {args.warmup} warm-up, one keep-alive "
+          "connection per path:")
+    print(line("hub -> 3 nodes (client: HTTP)", times["hub"]))
+    print(line("  of which waiting on nodes", times["hub waits"]))
+    for site in SITES:
+        print(line(f"{site} direct (mTLS)", times[site]))
+    print(line("all 3 nodes at once, direct", times["all three"]))
+    slowest = max(SITES, key=lambda s: pct(times[s], 50))
+    hub50, hub95 = pct(times["hub"], 50), pct(times["hub"], 95)
+    node50, node95 = pct(times[slowest], 50), pct(times[slowest], 95)
+    ratio50, ratio95 = hub50 / node50, hub95 / node95
+    all50 = pct(times["all three"], 50)
+    print(f"  slowest single node (highest p50): {slowest}")
+    print(f"  overhead ratio hub / {slowest}: p50 {ratio50:.2f}, p95 {ratio95:.2f} "
+          f"(the hub adds {hub50 - node50:.1f} ms at p50)")
+    print(f"  hub / all 3 nodes at once: p50 {hub50 / all50:.2f} (on these cores three "
+          f"parallel nodes take {all50 / node50:.2f} x one node)")
+
+    print("\nstratified by sex and age_band through the hub (extra information):")
+    print(line("hub stratified", strat_times))
+    cells = strat.get("cells") or []
+    print(f"  {len(cells)} combined cells, {sum(c['suppressed'] for c in cells)} suppressed")
+
+    print(f"\nload: {args.clients} concurrent clients through the hub for "
+          f"{args.duration:g} s (the last requests done after {elapsed:.1f} s):")
+    rate = in_window / args.duration
+    print(f"  throughput {rate:.1f} queries/s answered by all 3 nodes; node statuses "
+          f"{dict(load_statuses)}; errors {dict(errors) or 'none'}")
+    if lat:
+        print(line("hub under load", lat))
+    if errors:
+        for role, tail in logs.items():
+            if "Error" in tail or "Traceback" in tail:
+                print(f"  --- last lines of the {role} log ---\n{tail}")
+
+    print(f"\nsummary ({os.cpu_count()} cores shared by the hub, three nodes and the "
+          f"clients; {args.patients:,} patients per node):")
+    print(f"  count query through the hub p50 {hub50:.1f} ms, p95 {hub95:.1f} ms "
+          f"(target p50 <= {TARGET_P50_MS:g} ms: {verdict(hub50 <= TARGET_P50_MS)})")
+    print(f"  overhead ratio hub p50 / slowest node p50 {ratio50:.2f}, p95 {ratio95:.2f} "
+          f"(target <= {TARGET_RATIO:g}: {verdict(ratio50 <= TARGET_RATIO)})")
+    print(f"  throughput with {args.clients} concurrent clients {rate:.1f} queries/s"
+          + (f", p50 {pct(lat, 50):.0f} ms, p95 {pct(lat, 95):.0f} ms under load" if lat
+             else ""))
+
+
+if __name__ == "__main__":
+    main()
