@@ -56,7 +56,8 @@ def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path, flags: list[str
         if flags:
             assert "site-c reads its images from Orthanc" in text
         tokens = json.loads((tmp_path / "demo" / "tokens.json").read_text())
-        assert set(tokens) == {"researcher", "approver", "hdab", "output_checker", "admin"}
+        assert set(tokens) == {"researcher", "researcher:carol", "approver", "approver:bea",
+                               "approver:cem", "hdab", "output_checker", "admin"}
         _wait_healthy(f"http://127.0.0.1:{port}/health")
         pki = tmp_path / "demo" / "pki"
         hub_tls = client_ssl_context(pki, "hub")  # the nodes speak mutual TLS only

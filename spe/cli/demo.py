@@ -21,7 +21,10 @@ from spe.settings import Settings
 
 DEMO_USERS = (
     ("alice", "researcher", None),
+    ("carol", "researcher", None),  # a team member on alice's applications
     ("bob", "approver", "site-a"),
+    ("bea", "approver", "site-b"),
+    ("cem", "approver", "site-c"),
     ("hilde", "hdab", None),
     ("olga", "output_checker", None),
     ("root", "admin", None),
@@ -208,7 +211,11 @@ def _print_access(settings: Settings, nodes: list[DemoNode], issuer) -> None:
     console.print(table)
     tokens = {}
     for user, role, institution in DEMO_USERS:
-        tokens[role] = issuer.mint(user, [role], institution=institution, ttl_seconds=12 * 3600)
+        # One token per role; the role's later users under "role:user" (e.g. the approvers
+        # of the other sites, a second researcher).
+        key = role if role not in tokens else f"{role}:{user}"
+        tokens[key] = issuer.mint(user, [role], institution=institution,
+                                  ttl_seconds=12 * 3600)
     token_file = settings.data_dir / "tokens.json"
     token_file.write_text(json.dumps(tokens, indent=2))
     token_file.chmod(0o600)
