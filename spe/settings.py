@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     # A node that has not answered by then is reported as timed out.
     query_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
 
+    # Notifications are also mailed when an SMTP server is named (in-app always).
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = "spe@localhost"
+    smtp_starttls: bool = False
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+
     # An institution node's own settings (only read by `spe serve node` / `spe node sync`).
     node_id: str = ""
     node_name: str = ""

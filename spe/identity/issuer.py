@@ -70,6 +70,9 @@ class DemoIssuer:
             "jti": uuid.uuid4().hex,
             "roles": roles,
             "name": name or user,
+            # Demo users have addresses at a reserved domain (RFC 2606): nothing is sent
+            # anywhere real even with an SMTP server configured.
+            "email": f"{user}@demo.invalid",
         }
         if institution:
             claims["institution"] = institution

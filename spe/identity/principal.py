@@ -14,6 +14,7 @@ class Principal:
     roles: tuple[str, ...]
     institution: str | None = None
     name: str | None = None
+    email: str | None = None  # the OIDC `email` claim: where notifications are sent
 
     @property
     def id(self) -> str:

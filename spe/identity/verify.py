@@ -94,6 +94,7 @@ class TokenVerifier:
             roles=_roles(claims),
             institution=claims.get("institution"),
             name=claims.get("name") or claims.get("preferred_username"),
+            email=claims.get("email") if isinstance(claims.get("email"), str) else None,
         )
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from spe.db import session_scope
-from spe.permits import repository
+from spe.permits import mail, repository
 from spe.permits.schemas import (
     ApplicationIn,
     ApplicationPatch,
@@ -29,6 +29,13 @@ def permits(request: Request) -> Permits:
     ctx = request.app.state.ctx
     return Permits(policy=ctx.policy, sessions=ctx.sessions, audit=ctx.audit,
                    holder=request.app.state.dataset_holder)
+
+
+def mail_after(tasks: BackgroundTasks, request: Request, service: Permits) -> None:
+    """Mail what the step notified, after the response (so after the commit)."""
+    ctx = request.app.state.ctx
+    if ctx.settings.smtp_host and service.notified:
+        tasks.add_task(mail.deliver, ctx.settings, ctx.sessions, list(service.notified))
 
 
 @router.post("/permits", response_model=PermitOut, status_code=201)
@@ -76,20 +83,27 @@ def edit(pid: str, body: ApplicationPatch, caller: Caller, session: DbSession,
 
 
 @router.post("/permits/{pid}/submit", response_model=PermitOut)
-def submit(pid: str, caller: Caller, session: DbSession, request: Request) -> PermitOut:
-    return to_out(permits(request).submit(session, caller, pid))
+def submit(pid: str, caller: Caller, session: DbSession, request: Request,
+           tasks: BackgroundTasks) -> PermitOut:
+    service = permits(request)
+    out = to_out(service.submit(session, caller, pid))
+    mail_after(tasks, request, service)
+    return out
 
 
 @router.post("/permits/{pid}/reviews", response_model=PermitOut)
 def review(pid: str, body: ReviewIn, caller: Caller, session: DbSession,
-           request: Request) -> PermitOut:
+           request: Request, tasks: BackgroundTasks) -> PermitOut:
     """An approver's review for their institution: approve, reject, or ask for changes."""
-    return to_out(permits(request).review(session, caller, pid, body))
+    service = permits(request)
+    out = to_out(service.review(session, caller, pid, body))
+    mail_after(tasks, request, service)
+    return out
 
 
 @router.post("/permits/{pid}/{action}", response_model=PermitOut)
 async def decide(pid: str, action: Decision, body: DecisionIn, caller: Caller,
-                 request: Request) -> PermitOut:
+                 request: Request, tasks: BackgroundTasks) -> PermitOut:
     """The access body issues, refuses, suspends, resumes or revokes. The permit's signed
     document goes to every node holding one of its datasets at once, so their next
     decision already follows it."""
@@ -107,6 +121,7 @@ async def decide(pid: str, action: Decision, body: DecisionIn, caller: Caller,
     if document and hub is not None:
         out.pushed = await request.app.state.permit_push(nodes, pid, document)
         await run_in_threadpool(_audit_push, service, caller.id, pid, out.pushed)
+    mail_after(tasks, request, service)
     return out
 
 

@@ -110,6 +110,7 @@ class Permits:
         self.sessions = sessions
         self.holder = holder
         self.audit = audit
+        self.notified: list[int] = []  # notification ids, to mail once committed
 
     # ---- decisions ------------------------------------------------------------------
 
@@ -136,10 +137,13 @@ class Permits:
     def _notify(self, session: Session, permit: Permit, message: str, *,
                 user_id: str | None = None, role: str | None = None,
                 institution: str | None = None) -> None:
-        repository.notify(session, Notification(
+        note = Notification(
             user_id=user_id, role=role, institution=institution, permit_id=permit.id,
             message=f"{permit.public_id} ({permit.title}): {message}",
-            created_at=datetime.now(UTC)))
+            created_at=datetime.now(UTC))
+        repository.notify(session, note)
+        session.flush()
+        self.notified.append(note.id)
 
     def load(self, session: Session, public_id: str, *, for_update: bool = False) -> Permit:
         permit = repository.get(session, public_id, for_update=for_update)

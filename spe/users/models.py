@@ -18,6 +18,7 @@ class User(CentralBase):
     issuer: Mapped[str] = mapped_column(String(255))
     subject: Mapped[str] = mapped_column(String(255))
     name: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
     institution: Mapped[str | None] = mapped_column(String(120))
     roles: Mapped[str] = mapped_column(String(255), default="")
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -14,10 +14,13 @@ def register(session: Session, principal: Principal) -> User:
     if user is None:
         return repository.add(session, User(
             issuer=principal.issuer, subject=principal.subject, name=principal.name,
+            email=principal.email,
             institution=principal.institution, roles=" ".join(principal.roles),
             first_seen=now, last_seen=now,
         ))
     user.last_seen = now
     user.roles = " ".join(principal.roles)
     user.institution = principal.institution
+    if principal.email:
+        user.email = principal.email
     return user

@@ -230,3 +230,70 @@ def test_bad_applications_get_a_clear_422(central):
         assert says in resp.text
     assert central.post("/api/v1/permits", json=application(),
                         headers=central.as_("hilde", "hdab")).status_code == 403
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on a free loopback port, keeping what it receives."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    received = []
+
+    class Keep(Message):
+        def handle_message(self, message):
+            received.append(message)
+
+    from tests.servers import bind
+
+    sock = bind()
+    port = sock.getsockname()[1]
+    sock.close()
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, received
+    finally:
+        controller.stop()
+
+
+def test_the_people_who_must_act_next_are_mailed(database_url, tmp_path, smtp_server):
+    import time
+
+    port, received = smtp_server
+    upgrade(database_url, "central")
+    engine = make_engine(database_url)
+    with session_scope(make_sessionmaker(engine)) as session:
+        catalogue.harvest(session, [descriptor(
+            "site-a", "site-a", patients=100, ages=(20, 80), modalities={"MR": 50},
+            body_parts={"BRAIN": 50}, conditions={})], actor="test")
+    engine.dispose()
+    settings = Settings(data_dir=tmp_path, database_url=database_url,
+                        oidc_issuer="http://central.test", smtp_host="127.0.0.1",
+                        smtp_port=port, smtp_from="spe@hdab.invalid")
+    issuer = demo_issuer(settings)
+
+    def as_(user, role, inst=None):
+        return {"Authorization": "Bearer " + issuer.mint(user, [role], institution=inst)}
+
+    with TestClient(create_central_app(settings), base_url="http://central.test") as client:
+        # Users are known (with their address) once they have signed in.
+        client.get("/api/v1/notifications", headers=as_("bob", "approver", "site-a"))
+        client.get("/api/v1/notifications", headers=as_("zoe", "approver", "site-c"))
+        pid = client.post("/api/v1/permits", json=application(datasets=[DATASET_A]),
+                          headers=as_("alice", "researcher")).json()["id"]
+        client.post(f"/api/v1/permits/{pid}/submit", headers=as_("alice", "researcher"))
+        for _ in range(50):
+            if received:
+                break
+            time.sleep(0.05)
+        client.post(f"/api/v1/permits/{pid}/reviews", headers=as_("bob", "approver", "site-a"),
+                    json={"decision": "changes", "reason": "add the protocol"})
+        for _ in range(50):
+            if len(received) >= 2:
+                break
+            time.sleep(0.05)
+    assert [m["To"] for m in received] == ["bob@demo.invalid", "alice@demo.invalid"]
+    assert pid in received[0]["Subject"]
+    assert "add the protocol" in received[1].get_payload(decode=True).decode()
+    assert received[0]["From"] == "spe@hdab.invalid"
