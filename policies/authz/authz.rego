@@ -34,6 +34,7 @@ permissions := {
 		"POST /api/v1/permits": {"researcher"},
 		"PATCH /api/v1/permits/{pid}": {"researcher"},
 		"POST /api/v1/permits/{pid}/submit": {"researcher"},
+		"POST /api/v1/permits/{pid}/amendments": {"researcher"},
 		"POST /api/v1/permits/{pid}/reviews": {"approver"},
 		"POST /api/v1/permits/{pid}/{action}": {"hdab"},
 	},

@@ -8,7 +8,10 @@
 #   the applicant included), "institutions" (nodes holding a requested dataset),
 #   "approvals" ({institution: "approve"|"reject"|"changes"} for the current revision),
 #   "purpose", "declaration" (no Art. 54 use, bool), "datasets" (count), "form"
-#   ("anonymised"|"pseudonymised"), "justification", "days" (requested period)}}.
+#   ("anonymised"|"pseudonymised"), "justification", "days" (requested period),
+#   "amendment": null | {"institutions": the ones that must approve it}}}. An amendment of
+#   an active permit (a new member: every holding institution; a new dataset: its holder)
+#   is reviewed like an application while the permit stays in force as it was.
 #   Query `data.permits.decision`: {"allow", "reason", "status"}; `status` is the HTTP
 #   status of a refusal: 403 (who may not), 409 (not in this state, or incomplete).
 #   Rules are functions of their input so tests call them directly (see policies/authz).
@@ -82,11 +85,25 @@ decide(req) := deny(403, "only the applicant edits or submits an application") i
 } else := deny(409, concat("", ["an application in status ", req.permit.status, " is not under review"])) if {
 	req.action == "review"
 	req.permit.status != "submitted"
+	not amendment_pending(req)
 } else := deny(409, concat("", [req.subject.institution, " has already reviewed this application"])) if {
 	req.action == "review"
 	req.permit.approvals[req.subject.institution]
 } else := allow(concat("", ["review for ", req.subject.institution])) if {
 	req.action == "review"
+
+	# ---- amendments: a new member or dataset goes back to the institutions it concerns --
+} else := deny(403, "only the applicant asks for an amendment") if {
+	req.action == "amend"
+	not applicant(req)
+} else := deny(409, "an amendment is already under review") if {
+	req.action == "amend"
+	amendment_pending(req)
+} else := deny(409, concat("", ["a permit in status ", req.permit.status, " cannot be amended"])) if {
+	req.action == "amend"
+	not req.permit.status in {"active", "not_yet_active"}
+} else := allow("the applicant asks for an amendment") if {
+	req.action == "amend"
 
 	# ---- the health data access body decides ------------------------------------------
 } else := deny(403, "only the health data access body decides on permits") if {
@@ -95,6 +112,15 @@ decide(req) := deny(403, "only the applicant edits or submits an application") i
 } else := deny(403, "nobody decides on an application they are named on") if {
 	req.action in {"issue", "refuse", "suspend", "resume", "revoke"}
 	party(req)
+} else := deny(409, "every institution the amendment concerns must approve before it is issued") if {
+	req.action == "issue"
+	amendment_pending(req)
+	some node in req.permit.amendment.institutions
+	object.get(req.permit.approvals, node, "") != "approve"
+} else := allow("the access body issues the amendment") if {
+	req.action == "issue"
+	amendment_pending(req)
+	req.permit.status in {"active", "not_yet_active"}
 } else := deny(409, "every institution holding a requested dataset must approve before the permit is issued") if {
 	req.action == "issue"
 	req.permit.status in {"submitted", "changes_requested"}
@@ -150,8 +176,18 @@ decide(req) := deny(403, "only the applicant edits or submits an application") i
 reviewer_of_holder(req) if {
 	"approver" in req.subject.roles
 	is_string(req.subject.institution)
+	not amendment_pending(req)
 	req.subject.institution in req.permit.institutions
 }
+
+reviewer_of_holder(req) if {
+	"approver" in req.subject.roles
+	is_string(req.subject.institution)
+	amendment_pending(req)
+	req.subject.institution in req.permit.amendment.institutions
+}
+
+amendment_pending(req) if is_object(object.get(req.permit, "amendment", null))
 
 to_text(x) := x if is_string(x)
 

@@ -178,3 +178,29 @@ test_who_reads_an_application if {
 	not d("view", {"id": "mallory", "roles": ["researcher"]}, permit("active")).allow
 	not d("view", hdab, permit("draft")).allow
 }
+
+# amendments
+
+amending(approvals) := with_permit(permit("active"), {
+	"amendment": {"institutions": ["site-a", "site-c"]}, "approvals": approvals,
+})
+
+test_the_applicant_amends_an_active_permit if {
+	d("amend", alice, permit("active")).allow
+	d("amend", carol, permit("active")).status == 403
+	d("amend", alice, permit("expired")).status == 409
+	d("amend", alice, amending({})).status == 409
+}
+
+test_an_amendment_is_reviewed_by_the_institutions_it_concerns if {
+	appr_c := {"id": "cem", "roles": ["approver"], "institution": "site-c"}
+	d("review", appr_c, amending({})).allow
+	d("review", appr_a, amending({})).allow
+	d("review", appr_b, amending({})).status == 403
+	d("review", appr_a, amending({"site-a": "approve"})).status == 409
+}
+
+test_an_amendment_is_issued_after_its_approvals_only if {
+	d("issue", hdab, amending({"site-a": "approve"})).status == 409
+	d("issue", hdab, amending({"site-a": "approve", "site-c": "approve"})).allow
+}

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from spe.db import session_scope
 from spe.permits import mail, repository
 from spe.permits.schemas import (
+    AmendmentIn,
     ApplicationIn,
     ApplicationPatch,
     DecisionIn,
@@ -97,6 +98,17 @@ def review(pid: str, body: ReviewIn, caller: Caller, session: DbSession,
     """An approver's review for their institution: approve, reject, or ask for changes."""
     service = permits(request)
     out = to_out(service.review(session, caller, pid, body))
+    mail_after(tasks, request, service)
+    return out
+
+
+@router.post("/permits/{pid}/amendments", response_model=PermitOut)
+def amend(pid: str, body: AmendmentIn, caller: Caller, session: DbSession, request: Request,
+          tasks: BackgroundTasks) -> PermitOut:
+    """The applicant asks to add members or datasets; the institutions concerned review
+    it, the access body issues it, and the permit stays in force as it was meanwhile."""
+    service = permits(request)
+    out = to_out(service.amend(session, caller, pid, body))
     mail_after(tasks, request, service)
     return out
 

@@ -47,6 +47,9 @@ class Permit(CentralBase):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     decision_reason: Mapped[str] = mapped_column(Text, default="")
     conditions: Mapped[list[str]] = mapped_column(JSON, default=list)  # from reviews
+    # A pending amendment of an issued permit: {"members": [...], "datasets": [{"dataset",
+    # "node_id"}], "institutions": [...that must approve], "reason"}; None when none.
+    amendment: Mapped[dict | None] = mapped_column(JSON)
     # The signed permit document the nodes enforce (a JWS), once issued.
     document: Mapped[str | None] = mapped_column(Text)
 

@@ -70,6 +70,20 @@ class ReviewIn(_In):
         return self
 
 
+class AmendmentIn(_In):
+    """New team members and/or datasets for an active permit (EHDS Art. 68(8))."""
+
+    members: list[UserId] = Field(default_factory=list, max_length=50)
+    datasets: list[DatasetId] = Field(default_factory=list, max_length=50)
+    reason: str = Field(min_length=1, max_length=5_000)
+
+    @model_validator(mode="after")
+    def _something(self) -> AmendmentIn:
+        if not self.members and not self.datasets:
+            raise ValueError("an amendment adds a member or a dataset")
+        return self
+
+
 class DecisionIn(_In):
     reason: str = Field(default="", max_length=5_000)
 
@@ -128,6 +142,7 @@ class PermitOut(BaseModel):
     events: list[EventOut]
     created_at: datetime
     updated_at: datetime
+    amendment: dict | None = None  # pending: members, datasets, institutions, reason
     pushed: dict[str, str] = Field(default_factory=dict)  # node -> outcome of the last push
 
 

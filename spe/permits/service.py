@@ -27,6 +27,7 @@ from spe.permits.models import (
     PermitReview,
 )
 from spe.permits.schemas import (
+    AmendmentIn,
     ApplicationIn,
     ApplicationPatch,
     DatasetOut,
@@ -98,6 +99,8 @@ def policy_input(action: str, principal: Principal, permit: Permit) -> dict[str,
         "declaration": permit.declaration, "datasets": len(permit.datasets),
         "form": permit.form, "justification": permit.justification,
         "days": (permit.end_date - permit.start_date).days + 1,
+        "amendment": ({"institutions": permit.amendment["institutions"]}
+                      if permit.amendment else None),
     }}
 
 
@@ -216,6 +219,38 @@ class Permits:
         session.flush()
         return permit
 
+    def amend(self, session: Session, principal: Principal, public_id: str,
+              amendment: AmendmentIn) -> Permit:
+        """Ask to add members or datasets to an issued permit; it stays in force as it is
+        until the access body issues the amendment. A new member needs every holding
+        institution's approval; a new dataset, its holder's."""
+        permit = self.load(session, public_id, for_update=True)
+        self._decide(session, "amend", principal, permit)
+        known = set(members_of(permit))
+        members = [m for m in dict.fromkeys(amendment.members) if m not in known]
+        have = {d.dataset for d in permit.datasets}
+        datasets = []
+        for identifier in dict.fromkeys(amendment.datasets):
+            if identifier in have:
+                continue
+            node = self.holder(session, identifier)
+            if node is None:
+                raise UnknownDataset(f"no dataset {identifier!r} in the catalogue")
+            datasets.append({"dataset": identifier, "node_id": node})
+        if not members and not datasets:
+            raise UnknownDataset("the amendment adds nobody and nothing new")
+        needs = set(institutions_of(permit)) if members else set()
+        needs |= {d["node_id"] for d in datasets}
+        permit.amendment = {"members": members, "datasets": datasets,
+                            "institutions": sorted(needs), "reason": amendment.reason}
+        permit.revision += 1
+        self._event(permit, principal.id, "amend", effective_status(permit), amendment.reason)
+        for node in sorted(needs):
+            self._notify(session, permit, "an amendment awaits your institution's review",
+                         role="approver", institution=node)
+        session.flush()
+        return permit
+
     # ---- the institutions -----------------------------------------------------------
 
     def review(self, session: Session, principal: Principal, public_id: str,
@@ -228,7 +263,9 @@ class Permits:
             reason=review.reason, conditions=review.conditions, reviewer=principal.id,
             at=datetime.now(UTC)))
         before = permit.status
-        if review.decision == "reject":
+        if permit.amendment:
+            self._review_amendment(session, permit, principal, node, review)
+        elif review.decision == "reject":
             permit.status = "rejected"
             self._notify(session, permit, f"rejected by {node}: {review.reason}",
                          user_id=permit.applicant)
@@ -248,6 +285,18 @@ class Permits:
         session.flush()
         return permit
 
+    def _review_amendment(self, session: Session, permit: Permit, principal: Principal,
+                          node: str, review: ReviewIn) -> None:
+        if review.decision != "approve":
+            # Turned down (or to be redone): the permit stays as it was.
+            permit.amendment = None
+            self._notify(session, permit, f"amendment not approved by {node}: "
+                         f"{review.reason}", user_id=permit.applicant)
+        elif set(permit.amendment["institutions"]) <= {
+                n for n, d in _approvals(permit).items() if d == "approve"}:
+            self._notify(session, permit, "amendment approved by every institution it "
+                         "concerns; awaits the access body's decision", role="hdab")
+
     # ---- the health data access body ------------------------------------------------
 
     def decide(self, session: Session, principal: Principal, public_id: str, action: str,
@@ -257,6 +306,9 @@ class Permits:
         permit = self.load(session, public_id, for_update=True)
         allowed = self._decide(session, action, principal, permit)
         before = effective_status(permit)
+        if action == "issue" and permit.amendment:
+            return self._issue_amendment(session, principal, permit, reason or allowed,
+                                         private_key)
         permit.status = {"issue": "issued", "refuse": "refused", "suspend": "suspended",
                          "resume": "issued", "revoke": "revoked"}[action]
         permit.decided_at = datetime.now(UTC)
@@ -266,6 +318,23 @@ class Permits:
             permit.document = sign_document(self.document(permit), private_key)
         self._notify(session, permit, f"{action}d by the access body"
                      + (f": {reason}" if reason else ""), user_id=permit.applicant)
+        session.flush()
+        return permit
+
+    def _issue_amendment(self, session: Session, principal: Principal, permit: Permit,
+                         reason: str, private_key) -> Permit:
+        amendment = permit.amendment or {}
+        for user in amendment.get("members", []):
+            permit.members.append(PermitMember(user_id=user, role="member"))
+        for d in amendment.get("datasets", []):
+            permit.datasets.append(PermitDataset(dataset=d["dataset"], node_id=d["node_id"]))
+        permit.amendment = None
+        permit.decided_at = datetime.now(UTC)
+        self._event(permit, principal.id, "issue-amendment", effective_status(permit), reason)
+        if private_key is not None:
+            permit.document = sign_document(self.document(permit), private_key)
+        self._notify(session, permit, "amendment issued by the access body",
+                     user_id=permit.applicant)
         session.flush()
         return permit
 
@@ -321,7 +390,8 @@ def to_out(permit: Permit, pushed: dict[str, str] | None = None) -> PermitOut:
         reviews=[ReviewOut.model_validate(r) for r in reviews], waiting_for=waiting,
         conditions=list(permit.conditions or []), decision_reason=permit.decision_reason,
         events=[EventOut.model_validate(e) for e in permit.events],
-        created_at=permit.created_at, updated_at=permit.updated_at, pushed=pushed or {})
+        created_at=permit.created_at, updated_at=permit.updated_at,
+        amendment=permit.amendment, pushed=pushed or {})
 
 
 __all__ = ["DatasetHolder", "PermitNotFound", "PermitRefused", "Permits", "effective_status",

@@ -297,3 +297,35 @@ def test_the_people_who_must_act_next_are_mailed(database_url, tmp_path, smtp_se
     assert pid in received[0]["Subject"]
     assert "add the protocol" in received[1].get_payload(decode=True).decode()
     assert received[0]["From"] == "spe@hdab.invalid"
+
+
+def test_an_amendment_goes_back_to_the_institutions_it_concerns(central):
+    pid = apply_and_submit(central)
+    review(central, pid, "bob", "site-a")
+    review(central, pid, "bea", "site-b")
+    hdab(central, pid, "issue")
+    ask = {"members": [uid("dave")], "datasets": ["site-c/imaging-and-clinical-records"],
+           "reason": "a statistician joins; the third site's cohort"}
+    assert central.post(f"/api/v1/permits/{pid}/amendments", json=ask,
+                        headers=central.as_("carol", "researcher")).status_code == 403
+    resp = central.post(f"/api/v1/permits/{pid}/amendments", json=ask,
+                        headers=central.as_("alice", "researcher"))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["status"] == "active"  # in force as it was meanwhile
+    assert body["amendment"]["institutions"] == ["site-a", "site-b", "site-c"]
+    assert uid("dave") not in body["members"]
+    again = central.post(f"/api/v1/permits/{pid}/amendments", json=ask,
+                         headers=central.as_("alice", "researcher"))
+    assert again.status_code == 409
+    review(central, pid, "cem", "site-c")
+    review(central, pid, "bob", "site-a")
+    early = hdab(central, pid, "issue")
+    assert early.status_code == 409
+    assert "amendment concerns" in early.json()["detail"]
+    review(central, pid, "bea", "site-b")
+    done = hdab(central, pid, "issue", reason="amendment fine").json()
+    assert done["amendment"] is None
+    assert uid("dave") in done["members"]
+    assert done["institutions"] == ["site-a", "site-b", "site-c"]
+    assert done["status"] == "active"

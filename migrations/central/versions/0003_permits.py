@@ -46,6 +46,7 @@ def upgrade() -> None:
     sa.Column('decided_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('decision_reason', sa.Text(), nullable=False),
     sa.Column('conditions', sa.JSON(), nullable=False),
+    sa.Column('amendment', sa.JSON(), nullable=True),
     sa.Column('document', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_permits')),
     sa.UniqueConstraint('public_id', name=op.f('uq_permits_public_id'))
