@@ -3,39 +3,20 @@ total (or as the hub's JSON)."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from pathlib import Path
 from typing import Annotated, Literal
 
-import httpx
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 
+from spe.cli.http import bearer, hub_url, invalid, read_json, request
 from spe.cli.progress import console
 
 Granularity = Literal["boolean", "count", "stratified"]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
-
-
 def _read(path: str) -> dict:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as exc:
-        raise _fail(f"{path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _fail(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise _fail(f"{path}: a query is a JSON object with `where` (and `answer`)")
-    return data
+    return read_json(path, "a query is a JSON object with `where` (and `answer`)")
 
 
 def _validated(data: dict, granularity: str | None, by: list[str]) -> dict:
@@ -50,8 +31,7 @@ def _validated(data: dict, granularity: str | None, by: list[str]) -> dict:
     try:
         return Query.model_validate(data).model_dump(mode="json")
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise _fail("the query is not valid:\n" + "\n".join(lines)) from None
+        raise invalid("the query", exc) from None
 
 
 def _count(cell: dict | None, threshold: int | None = None) -> str:
@@ -107,25 +87,9 @@ def query(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the hub")] = 60.0,
 ) -> None:
     """Ask every institution through the hub; print each node's answer and the total."""
-    from spe.settings import Settings
-
     body = _validated(_read(query_file), granularity, by)
-    url = hub or os.environ.get("SPE_HUB_URL") or Settings().oidc_issuer
-    token = token or os.environ.get("SPE_TOKEN")
-    if not token:
-        raise _fail("give --token (or SPE_TOKEN): a researcher's bearer token; in the demo, "
-                    "`jq -r .researcher var/demo/tokens.json`")
-    try:
-        resp = httpx.post(url.rstrip("/") + "/api/v1/query", json=body, timeout=timeout,
-                          headers={"Authorization": f"Bearer {token}"})
-    except httpx.HTTPError as exc:
-        raise _fail(f"{url}: {exc.__class__.__name__}: {exc}", 1) from None
-    if resp.status_code != 200:
-        try:
-            detail = resp.json().get("detail")
-        except ValueError:
-            detail = resp.text[:300]
-        raise _fail(f"the hub refused: HTTP {resp.status_code}: {detail}", 1)
+    url = hub_url(hub)
+    resp = request("POST", url, "/api/v1/query", bearer(token), json=body, timeout=timeout)
     if as_json:
         console.print_json(resp.text)
     else:

@@ -1,0 +1,314 @@
+"""`spe permit ...`: data permits over the central API, for scripting and tests.
+
+Results (an id, tables, JSON) go to standard output; errors to standard error with exit
+code 2 for bad input (nothing sent) and 1 when the hub refuses or cannot be reached."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from spe.cli.http import bearer, fail, hub_url, invalid, read_json, request
+from spe.cli.progress import console
+
+permit_app = typer.Typer(help="Data permits: apply, review, decide (over the central API)",
+                         no_args_is_help=True)
+
+Pid = Annotated[str, typer.Argument(metavar="PID", help="The permit's id")]
+Hub = Annotated[str | None, typer.Option(
+    help="The central service's URL (default: SPE_HUB_URL, else SPE_OIDC_ISSUER)")]
+Token = Annotated[str | None, typer.Option(help="A bearer token (default: SPE_TOKEN)")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for the hub")]
+
+#: Effective statuses of an issued permit (the API filters on the stored one, `issued`).
+_ISSUED = {"active", "not_yet_active", "expired"}
+
+
+def _out() -> Console:
+    return Console(highlight=False)
+
+
+def _call(method: str, path: str, hub: str | None, token: str | None, role: str, *,
+          body: Any = None, params: Any = None, timeout: float = 60.0,
+          who: str = "the hub") -> Any:
+    resp = request(method, hub_url(hub), path, bearer(token, role), json=body,
+                   params=params, timeout=timeout, who=who)
+    try:
+        return resp.json()
+    except ValueError:
+        raise fail(f"the hub answered HTTP {resp.status_code} with no JSON", 1) from None
+
+
+def _path(pid: str, tail: str = "") -> str:
+    pid = pid.strip()
+    if not pid or "/" in pid or "?" in pid or "#" in pid:
+        raise fail(f"{pid!r} is not a permit id")
+    return f"/api/v1/permits/{pid}{tail}"
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+def _state(permit: dict) -> str:
+    line = f"{permit['id']}: {permit['status']}"
+    if permit.get("waiting_for") and permit["status"] in ("submitted",):
+        line += f" (waiting for {', '.join(permit['waiting_for'])})"
+    return line
+
+
+# ---- apply, submit --------------------------------------------------------------------
+
+
+@permit_app.command("apply")
+def apply(
+    application: Annotated[str, typer.Argument(
+        metavar="APPLICATION.json",
+        help="The application, as POST /api/v1/permits takes it (`-` for standard input)")],
+    submit: Annotated[bool, typer.Option(
+        "--submit", help="Submit it at once (otherwise it stays a draft)")] = False,
+    hub: Hub = None,
+    token: Token = None,
+    as_json: AsJson = False,
+    timeout: Timeout = 60.0,
+) -> None:
+    """Save an application as a draft and print its id (with --submit, submit it too)."""
+    from spe.permits.schemas import ApplicationIn
+
+    data = read_json(application, "an application is a JSON object (organisation, title, "
+                                  "summary, start_date, end_date, datasets, ...)")
+    try:
+        body = ApplicationIn.model_validate(data).model_dump(mode="json", exclude_unset=True)
+    except ValidationError as exc:
+        raise invalid("the application", exc) from None
+    created = _call("POST", "/api/v1/permits", hub, token, "researcher", body=body,
+                    timeout=timeout)
+    pid = created["id"]
+    if submit:
+        created = _call("POST", _path(pid, "/submit"), hub, token, "researcher",
+                        timeout=timeout, who=f"draft {pid} was saved, but the hub")
+    if as_json:
+        _echo_json(created)
+        return
+    typer.echo(pid)
+    console.print(_state(created))
+
+
+@permit_app.command("submit")
+def submit(pid: Pid, hub: Hub = None, token: Token = None, as_json: AsJson = False,
+           timeout: Timeout = 60.0) -> None:
+    """Submit a draft (or a revised application) to the holding institutions."""
+    permit = _call("POST", _path(pid, "/submit"), hub, token, "researcher", timeout=timeout)
+    if as_json:
+        _echo_json(permit)
+    else:
+        _out().print(_state(permit))
+
+
+# ---- show, list -----------------------------------------------------------------------
+
+
+def _when(value: str | None) -> str:
+    return (value or "")[:19].replace("T", " ")
+
+
+def print_permit(out: Console, p: dict) -> None:
+    fields = Table(title=f"permit {p['id']}", show_header=False)
+    fields.add_column("field", style="bold")
+    fields.add_column("value")
+    rows = [
+        ("status", p["status"]), ("title", p["title"]), ("applicant", p["applicant"]),
+        ("members", ", ".join(p["members"]) or "-"), ("organisation", p["organisation"]),
+        ("purpose", p["purpose"]), ("form", p["form"]),
+        ("period", f"{p['start_date']} to {p['end_date']}"),
+        ("datasets", ", ".join(d["dataset"] for d in p["datasets"]) or "-"),
+        ("institutions", ", ".join(p["institutions"]) or "-"),
+        ("waiting for", ", ".join(p["waiting_for"]) or "-"),
+        ("revision", str(p["revision"])),
+        ("declaration", "yes" if p["declaration"] else "no"),
+        ("legal basis", p["legal_basis"] or "-"),
+        ("ethics reference", p["ethics_reference"] or "-"),
+        ("justification", p["justification"] or "-"),
+        ("summary", p["summary"]),
+    ]
+    if p.get("conditions"):
+        rows.append(("conditions", "; ".join(p["conditions"])))
+    if p.get("decision_reason"):
+        rows.append(("decision reason", p["decision_reason"]))
+    if p.get("pushed"):
+        rows.append(("pushed", ", ".join(f"{n}: {o}" for n, o in sorted(p["pushed"].items()))))
+    for name, value in rows:
+        fields.add_row(name, str(value))
+    out.print(fields)
+    if p["reviews"]:
+        reviews = Table(title=f"reviews (revision {p['revision']})")
+        for column in ("institution", "decision", "reviewer", "at", "reason", "conditions"):
+            reviews.add_column(column)
+        for r in p["reviews"]:
+            reviews.add_row(r["node_id"], r["decision"], r["reviewer"], _when(r["at"]),
+                            r["reason"], "; ".join(r["conditions"]))
+        out.print(reviews)
+    history = Table(title="history")
+    for column in ("at", "actor", "action", "from", "to", "reason"):
+        history.add_column(column)
+    for e in p["events"]:
+        history.add_row(_when(e["at"]), e["actor"], e["action"], e["from_status"],
+                        e["to_status"], e["reason"])
+    out.print(history)
+
+
+@permit_app.command("show")
+def show(pid: Pid, hub: Hub = None, token: Token = None, as_json: AsJson = False,
+         timeout: Timeout = 60.0) -> None:
+    """An application or permit: its fields, status, reviews and history."""
+    permit = _call("GET", _path(pid), hub, token, "researcher", timeout=timeout)
+    if as_json:
+        _echo_json(permit)
+    else:
+        print_permit(_out(), permit)
+
+
+@permit_app.command("list")
+def list_permits(
+    mine: Annotated[bool, typer.Option(
+        "--mine", help="Only those naming me (not my institution's queue)")] = False,
+    status: Annotated[list[str] | None, typer.Option(
+        help="Only this status (draft, submitted, changes_requested, approved, rejected, "
+             "active, not_yet_active, expired, refused, suspended, revoked); repeat for "
+             "several")] = None,
+    hub: Hub = None,
+    token: Token = None,
+    as_json: AsJson = False,
+    timeout: Timeout = 60.0,
+) -> None:
+    """What the caller may read: their own, their institution's queue, or all submitted."""
+    wanted = [s.strip() for s in status or [] if s.strip()]
+    if len(wanted) > 12:
+        raise fail("at most 12 --status")
+    asked = sorted({"issued" if s in _ISSUED else s for s in wanted})
+    params: dict[str, Any] = {"status": asked} if asked else {}
+    if mine:
+        params["mine"] = "true"
+    rows = _call("GET", "/api/v1/permits", hub, token, "researcher", params=params,
+                 timeout=timeout)
+    if wanted:  # `issued` stands for the three effective statuses; keep those asked for
+        rows = [p for p in rows if p["status"] in wanted
+                or ("issued" in wanted and p["status"] in _ISSUED)]
+    if as_json:
+        _echo_json(rows)
+        return
+    table = Table(title=f"permits ({len(rows)})")
+    for column in ("id", "status", "title", "applicant", "institutions", "waiting for",
+                   "updated"):
+        table.add_column(column)
+    for p in rows:
+        table.add_row(p["id"], p["status"], p["title"], p["applicant"],
+                      ", ".join(p["institutions"]), ", ".join(p["waiting_for"]),
+                      _when(p["updated_at"]))
+    _out().print(table)
+
+
+# ---- reviews (an approver, for the institution in their token) ------------------------
+
+
+def _review(pid: str, decision: str, reason: str, conditions: list[str], hub: str | None,
+            token: str | None, as_json: bool, timeout: float) -> None:
+    from spe.permits.schemas import ReviewIn
+
+    try:
+        body = ReviewIn(decision=decision, reason=reason,
+                        conditions=conditions).model_dump(mode="json")
+    except ValidationError as exc:
+        raise invalid("the review", exc) from None
+    permit = _call("POST", _path(pid, "/reviews"), hub, token, "approver", body=body,
+                   timeout=timeout)
+    if as_json:
+        _echo_json(permit)
+    else:
+        _out().print(_state(permit))
+
+
+@permit_app.command("approve")
+def approve(
+    pid: Pid,
+    condition: Annotated[list[str] | None, typer.Option(
+        "--condition", help="A condition of the approval; repeat for several")] = None,
+    reason: Annotated[str, typer.Option(help="Why (optional for an approval)")] = "",
+    hub: Hub = None, token: Token = None, as_json: AsJson = False, timeout: Timeout = 60.0,
+) -> None:
+    """Approve for your institution (the one in your token)."""
+    _review(pid, "approve", reason, condition or [], hub, token, as_json, timeout)
+
+
+@permit_app.command("reject")
+def reject(
+    pid: Pid,
+    reason: Annotated[str, typer.Option(help="Why (required)")],
+    hub: Hub = None, token: Token = None, as_json: AsJson = False, timeout: Timeout = 60.0,
+) -> None:
+    """Reject for your institution."""
+    _review(pid, "reject", reason, [], hub, token, as_json, timeout)
+
+
+@permit_app.command("changes")
+def changes(
+    pid: Pid,
+    reason: Annotated[str, typer.Option(help="What should change (required)")],
+    hub: Hub = None, token: Token = None, as_json: AsJson = False, timeout: Timeout = 60.0,
+) -> None:
+    """Ask the applicant for changes; the revised application goes to every institution."""
+    _review(pid, "changes", reason, [], hub, token, as_json, timeout)
+
+
+# ---- the access body's decisions ------------------------------------------------------
+
+
+def _decide(action: str, pid: str, reason: str, hub: str | None, token: str | None,
+            as_json: bool, timeout: float) -> None:
+    if len(reason) > 5_000:
+        raise fail("--reason is longer than 5000 characters")
+    permit = _call("POST", _path(pid, f"/{action}"), hub, token, "hdab",
+                   body={"reason": reason}, timeout=timeout)
+    if as_json:
+        _echo_json(permit)
+        return
+    out = _out()
+    out.print(_state(permit))
+    pushed = permit.get("pushed") or {}
+    if not pushed:
+        out.print("pushed: to no node (no document to push, or no federation configured)")
+    for node, outcome in sorted(pushed.items()):
+        out.print(f"pushed: {node}: {outcome}")
+
+
+_DECISIONS = {
+    "issue": "Issue the permit (every holding institution must have approved).",
+    "refuse": "Refuse the application.",
+    "suspend": "Suspend an issued permit.",
+    "resume": "Resume a suspended permit.",
+    "revoke": "Revoke a permit for good.",
+}
+
+
+def _decision_command(action: str, doc: str) -> None:
+    def command(
+        pid: Pid,
+        reason: Annotated[str, typer.Option(help="Why (recorded in the history)")] = "",
+        hub: Hub = None, token: Token = None, as_json: AsJson = False,
+        timeout: Timeout = 60.0,
+    ) -> None:
+        _decide(action, pid, reason, hub, token, as_json, timeout)
+
+    command.__doc__ = doc + " Prints the new status and each node's push outcome."
+    command.__name__ = action
+    permit_app.command(action)(command)
+
+
+for _action, _doc in _DECISIONS.items():
+    _decision_command(_action, _doc)
