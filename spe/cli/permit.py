@@ -234,6 +234,34 @@ def _review(pid: str, decision: str, reason: str, conditions: list[str], hub: st
         _out().print(_state(permit))
 
 
+@permit_app.command("amend")
+def amend(
+    pid: Pid,
+    member: Annotated[list[str] | None, typer.Option(
+        "--member", help="A user id to add (user@issuer); repeat for several")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", help="A catalogue dataset to add; repeat for several")] = None,
+    reason: Annotated[str, typer.Option(help="Why the permit needs it")] = "",
+    hub: Hub = None, token: Token = None, as_json: AsJson = False, timeout: Timeout = 60.0,
+) -> None:
+    """Ask to add members or datasets to an active permit (reviewed again by the
+    institutions concerned, then issued by the access body)."""
+    from spe.permits.schemas import AmendmentIn
+
+    try:
+        body = AmendmentIn(members=member or [], datasets=dataset or [],
+                           reason=reason).model_dump(mode="json")
+    except ValidationError as exc:
+        raise invalid("the amendment", exc) from None
+    permit = _call("POST", _path(pid, "/amendments"), hub, token, "researcher", body=body,
+                   timeout=timeout)
+    if as_json:
+        _echo_json(permit)
+    else:
+        needs = ", ".join((permit.get("amendment") or {}).get("institutions", []))
+        _out().print(f"{_state(permit)}; amendment awaits {needs}")
+
+
 @permit_app.command("approve")
 def approve(
     pid: Pid,

@@ -119,6 +119,13 @@ def test_the_whole_path_by_cli(central, tmp_path: Path):
     assert [e["action"] for e in as_json["events"]] == [
         "create", "submit", "review:approve", "review:approve", "issue"]
 
+    amended = run("amend", pid, "--member", "dave@" + central.url, "--reason", "a statistician",
+                  *as_(central, "alice", "researcher"))
+    assert amended.exit_code == 0, amended.output
+    assert "amendment awaits site-a, site-b" in amended.stdout
+    assert run("amend", pid, "--reason", "nothing", *as_(central, "alice", "researcher")
+               ).exit_code == 2  # adds nothing: refused before sending
+
     mine = run("list", "--mine", "--json", *as_(central, "carol", "researcher"))
     assert mine.exit_code == 0, mine.output
     assert pid in [p["id"] for p in json.loads(mine.stdout)]
