@@ -28,6 +28,9 @@ from spe.db import make_engine, make_sessionmaker
 from spe.errors import install_error_handlers
 from spe.identity import DemoIssuer, demo_issuer, make_verifier
 from spe.permits.endpoints import router as permits_router
+from spe.permits.pages import STATIC_DIR as PERMITS_STATIC
+from spe.permits.pages import STATIC_PATH as PERMITS_STATIC_PATH
+from spe.permits.pages import router as permits_pages
 from spe.policy import make_policy_service
 from spe.settings import Settings, get_settings
 from spe.users import service as users
@@ -75,6 +78,10 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     # The federated query builder (its API needs a researcher's token; the page does not).
     app.include_router(query_pages)
     app.mount(QUERY_STATIC_PATH, StaticFiles(directory=QUERY_STATIC), name="query-static")
+    # The permit pages: applying, the institutions' reviews, the access body's decisions.
+    app.include_router(permits_pages)
+    app.mount(PERMITS_STATIC_PATH, StaticFiles(directory=PERMITS_STATIC),
+              name="permits-static")
     if issuer is not None:
         _mount_demo_issuer(app, issuer)
     return app

@@ -8,6 +8,7 @@
   const root = meta ? meta.content : "";
   const $ = (id) => document.getElementById(id);
   const TOKEN_KEY = "spe.query.token";
+  const PERMITS_TOKEN_KEY = "spe.permits.token";  // the permit pages' (spe/permits/static)
 
   // ---- small helpers (the same as the catalogue's; the gateway does not load its JS) ----
 
@@ -126,6 +127,7 @@
     ],
   };
 
+  let permit = null;  // ?permit=PID: ask in the permit tier, under that permit
   let rowSeq = 0;  // ids stay unique however rows come and go
   let edited = false;  // the JSON was edited by hand: it is sent as it is
 
@@ -505,7 +507,9 @@
     try {
       const headers = {"Content-Type": "application/json", Accept: "application/json"};
       if (token()) headers.Authorization = `Bearer ${token()}`;
-      const answer = await request(`${root}/api/v1/query`,
+      const url = permit ? `${root}/api/v1/query?permit=${encodeURIComponent(permit)}`
+        : `${root}/api/v1/query`;
+      const answer = await request(url,
         {method: "POST", headers, body: JSON.stringify(body)});
       renderAnswer(answer, body, datasetSite);
     } catch (exc) {
@@ -517,7 +521,9 @@
           showSignedIn(null);
         }
       }
-      showError(errorHeading(exc), messages);
+      showError(permit && exc.status === 403
+        ? `The hub refused the query under permit ${permit} (403):` : errorHeading(exc),
+      messages);
     } finally {
       setBusy(false);
     }
@@ -527,6 +533,16 @@
 
   function start() {
     const params = new URLSearchParams(window.location.search);
+    permit = params.get("permit");
+    if (permit) {
+      // From a permit's page (spe/permits): the hub checks the permit (a member, active),
+      // and each node holding one of its datasets answers with exact counts.
+      $("dataset-note").before(el("p", {id: "permit-note", className: "note-box",
+        dataset: {testid: "permit-note"}}, `Asking under permit ${permit}: the institutions `
+        + "holding its datasets answer with exact counts; the others refuse. ",
+      el("a", {href: `${root}/permits/view/${encodeURIComponent(permit)}`}, "The permit")));
+      document.title = `Query under permit ${permit} · EHDS SPE`;
+    }
     const dataset = params.get("dataset");
     const datasetSite = dataset ? dataset.split("/")[0] : null;
     if (dataset) {
@@ -574,7 +590,10 @@
     addRow("patient");
     showJsonState();
     changed();
+    // Coming from a permit's page in this tab: its sign-in carries over (checked again).
+    const fromPermits = permit ? sessionStorage.getItem(PERMITS_TOKEN_KEY) : null;
     if (token()) signIn(token());
+    else if (fromPermits) signIn(fromPermits);
   }
 
   start();
