@@ -149,4 +149,5 @@ def notifications(caller: Caller, session: DbSession) -> list[NotificationOut]:
     """What the caller (or their role at their institution) should act on next."""
     rows = repository.notifications_for(session, caller.id, list(caller.roles),
                                         caller.institution)
-    return [NotificationOut.model_validate(n) for n in rows]
+    return [NotificationOut(id=n.id, message=n.message, created_at=n.created_at,
+                            read_at=n.read_at, permit=pid) for n, pid in rows]

@@ -39,6 +39,8 @@ def list_for(session: Session, *, user_id: str | None = None,
             select(PermitDataset.permit_id).where(PermitDataset.node_id == institution)))
     if statuses:
         stmt = stmt.where(Permit.status.in_(statuses))
+    if user_id is None:
+        stmt = stmt.where(Permit.status != "draft")  # drafts are their applicant's alone
     return list(session.execute(stmt).scalars())
 
 
@@ -47,12 +49,16 @@ def reviews_of(session: Session, permit: Permit) -> list[PermitReview]:
 
 
 def notifications_for(session: Session, user_id: str, roles: list[str],
-                      institution: str | None, limit: int = 50) -> list[Notification]:
+                      institution: str | None,
+                      limit: int = 50) -> list[tuple[Notification, str | None]]:
+    """(notification, the permit's public id) for a user, newest first."""
     by_role = Notification.role.in_(roles) & (
         Notification.institution.is_(None) | (Notification.institution == institution))
-    stmt = (select(Notification).where(or_(Notification.user_id == user_id, by_role))
+    stmt = (select(Notification, Permit.public_id)
+            .outerjoin(Permit, Permit.id == Notification.permit_id)
+            .where(or_(Notification.user_id == user_id, by_role))
             .order_by(Notification.id.desc()).limit(limit))
-    return list(session.execute(stmt).scalars())
+    return [(n, pid) for n, pid in session.execute(stmt).all()]
 
 
 def notify(session: Session, notification: Notification) -> None:

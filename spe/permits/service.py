@@ -157,18 +157,28 @@ class Permits:
     # ---- the applicant --------------------------------------------------------------
 
     def _set_datasets(self, session: Session, permit: Permit, identifiers: list[str]) -> None:
-        rows = []
+        """Make the requested datasets these, keeping rows that stay (a row is unique per
+        permit and dataset: replacing them all would insert before it deletes)."""
+        wanted: dict[str, str] = {}
         for identifier in dict.fromkeys(identifiers):
             node = self.holder(session, identifier)
             if node is None:
                 raise UnknownDataset(f"no dataset {identifier!r} in the catalogue")
-            rows.append(PermitDataset(dataset=identifier, node_id=node))
-        permit.datasets = rows
+            wanted[identifier] = node
+        kept = [d for d in permit.datasets if d.dataset in wanted]
+        have = {d.dataset for d in kept}
+        permit.datasets = kept + [PermitDataset(dataset=i, node_id=n)
+                                  for i, n in wanted.items() if i not in have]
+        session.flush()
 
     def _set_members(self, permit: Permit, members: list[str]) -> None:
-        others = [m for m in dict.fromkeys(members) if m != permit.applicant]
-        permit.members = [PermitMember(user_id=permit.applicant, role="applicant"),
-                          *(PermitMember(user_id=m, role="member") for m in others)]
+        """The applicant, then the named members; rows that stay are kept."""
+        wanted = [permit.applicant, *(m for m in dict.fromkeys(members)
+                                      if m != permit.applicant)]
+        kept = {m.user_id: m for m in permit.members if m.user_id in wanted}
+        permit.members = [kept.get(u) or PermitMember(
+            user_id=u, role="applicant" if u == permit.applicant else "member")
+            for u in wanted]
 
     def create(self, session: Session, principal: Principal, data: ApplicationIn) -> Permit:
         """A new draft; only researchers reach this (policies/authz)."""

@@ -329,3 +329,32 @@ def test_an_amendment_goes_back_to_the_institutions_it_concerns(central):
     assert uid("dave") in done["members"]
     assert done["institutions"] == ["site-a", "site-b", "site-c"]
     assert done["status"] == "active"
+
+
+def test_a_draft_changes_its_members_and_datasets(central):
+    alice = central.as_("alice", "researcher")
+    pid = central.post("/api/v1/permits", json=application(), headers=alice).json()["id"]
+    resp = central.patch(f"/api/v1/permits/{pid}", headers=alice, json={
+        "members": [uid("carol"), uid("dave")], "datasets": [DATASET_B,
+                                                             "site-c/imaging-and-clinical-records"]})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["members"] == [uid("alice"), uid("carol"), uid("dave")]
+    assert [d["dataset"] for d in body["datasets"]] == [
+        DATASET_B, "site-c/imaging-and-clinical-records"]
+    assert body["institutions"] == ["site-b", "site-c"]
+    again = central.patch(f"/api/v1/permits/{pid}", headers=alice, json={"members": []})
+    assert again.json()["members"] == [uid("alice")]
+
+
+def test_notifications_name_their_permit_and_lists_hide_drafts(central):
+    draft = central.post("/api/v1/permits", json=application(),
+                         headers=central.as_("alice", "researcher")).json()["id"]
+    pid = apply_and_submit(central)
+    bob = central.as_("bob", "approver", "site-a")
+    notes = central.get("/api/v1/notifications", headers=bob).json()
+    assert pid in [n["permit"] for n in notes]
+    queue = [p["id"] for p in central.get("/api/v1/permits", headers=bob).json()]
+    assert pid in queue
+    assert draft not in queue
+    assert denied(central, "permit.view", draft) == []  # not even asked about
