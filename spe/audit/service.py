@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from spe.audit.models import AuditEntryMixin, AuditHeadMixin
@@ -90,14 +91,26 @@ class AuditLog:
         self.head_model = head_model
 
     def _head(self, session: Session) -> AuditHeadMixin:
+        if session.get_bind().dialect.name == "sqlite":
+            # SQLite has no FOR UPDATE, and the driver opens the transaction only at the
+            # first write: a no-op write first takes the database's write lock, so two
+            # requests never read the same head and claim the same sequence number.
+            session.execute(update(self.head_model).where(self.head_model.id == 1)
+                            .values(last_seq=self.head_model.last_seq))
         head = session.execute(
             select(self.head_model).where(self.head_model.id == 1).with_for_update()
         ).scalar_one_or_none()
         if head is None:
-            head = self.head_model(id=1, last_seq=0, last_hash=GENESIS, base_seq=0,
-                                   base_hash=GENESIS)
-            session.add(head)
-            session.flush()
+            # The very first entry: writers may race to create the head; one wins, the
+            # others (savepoint rolled back) lock the winner's row and go on from it.
+            try:
+                with session.begin_nested():
+                    session.add(self.head_model(id=1, last_seq=0, last_hash=GENESIS,
+                                                base_seq=0, base_hash=GENESIS))
+            except IntegrityError:
+                pass
+            head = session.execute(select(self.head_model).where(self.head_model.id == 1)
+                                   .with_for_update()).scalar_one()
         return head
 
     def record(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from spe.audit import AuditLog, CentralAuditEntry, CentralAuditHead
@@ -133,3 +133,39 @@ def test_prune_keeps_a_year_and_the_chain_verifies(audited_db):
     assert report.checked == 1
     with session_scope(sessions) as session, pytest.raises(ValueError, match="365"):
         LOG.prune(session, retention_days=30)
+
+
+def test_concurrent_writers_never_claim_the_same_place_in_the_chain(database_url: str):
+    """Many requests at once, each reading (as the door does) before it appends."""
+    import threading
+
+    from spe.users.models import User
+
+    upgrade(database_url, "central")
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    errors: list[Exception] = []
+
+    def worker(n: int) -> None:
+        for i in range(15):
+            try:
+                with session_scope(sessions) as session:
+                    session.execute(select(User).limit(1)).all()  # a read first
+                    LOG.record(session, actor=f"w{n}", action="test.concurrent",
+                               object=str(i), decision="info")
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        with sessions() as session:
+            report = LOG.verify(session)
+        assert report.ok, report.breaks
+        assert report.checked == 8 * 15
+    finally:
+        engine.dispose()
