@@ -30,14 +30,17 @@ def policy_files(policy_dir: Path, *, tests: bool = False) -> list[Path]:
 class EmbeddedEngine:
     """regopy's interpreter over every `.rego` file of the policy folder.
 
-    Modules are parsed once; an interpreter is not thread-safe, so queries take a lock
-    (a query costs about a millisecond).
+    Modules are parsed once, and each decision (`<package>/<rule>`) is compiled once into a
+    bundle on first use: a query through a bundle takes about half a millisecond, where a
+    plain query recompiles every module (about 20 ms). An interpreter is not thread-safe,
+    so queries take a lock.
     """
 
     def __init__(self, policy_dir: Path, *, extra_files: list[Path] | None = None) -> None:
         self.policy_dir = policy_dir
         self._lock = threading.Lock()
         self._interp = Interpreter()
+        self._bundles: dict[str, Any] = {}
         self._load_error: str | None = None
         files = policy_files(policy_dir) + list(extra_files or [])
         if not files:
@@ -51,14 +54,23 @@ class EmbeddedEngine:
                     str(exc)
                 )
 
+    def _bundle(self, entrypoint: str):
+        bundle = self._bundles.get(entrypoint)
+        if bundle is None:
+            bundle = self._interp.build(None, [entrypoint])
+            self._bundles[entrypoint] = bundle
+        return bundle
+
     def evaluate(self, path: str, input: dict[str, Any]) -> Any:
         if self._load_error:
             raise PolicyEvaluationError(self._load_error)
-        query = "data." + path.replace("/", ".")
+        entrypoint = path.replace(".", "/")
+        query = "data." + entrypoint.replace("/", ".")
         with self._lock:
             try:
                 self._interp.set_input_term(json.dumps(input))
-                output = self._interp.query(query)
+                output = self._interp.query_bundle_entrypoint(self._bundle(entrypoint),
+                                                              entrypoint)
             except RegoError as exc:
                 raise PolicyEvaluationError(_first_line(str(exc))) from exc
             except ValueError as exc:
