@@ -11,6 +11,11 @@
 #   public metadata about a whole dataset and are not rounded.
 #   Unknown tiers or outputs are denied.
 #   Rules are functions of their input so tests call them directly (see policies/authz).
+#
+#   `data.disclosure.output_check` (input {"output": "job_output"}) gives the airlock's rules
+#   for what a job writes (spe/airlock, OutputRules): the smallest count a table may show,
+#   N-K dominance and the p-ratio (ACRO's defaults), how zeros are treated, the file types
+#   and sizes allowed. Unknown outputs are denied.
 package disclosure
 
 import rego.v1
@@ -39,3 +44,29 @@ to_text(x) := x if is_string(x)
 else := "(none)"
 
 decision := decide(input)
+
+# The airlock's automatic checks of job outputs (spe/airlock). HTML is left out on purpose:
+# plotting exports embed the data behind a chart and can load remote content.
+output_rules := {"job_output": {
+	"min_count": 10,
+	"dominance_n": 2,
+	"dominance_k": 0.9,
+	"p_ratio": 0.1,
+	"zeros": "review",
+	"allowed_extensions": ["csv", "tsv", "txt", "md", "json", "png", "svg", "pdf"],
+	"max_file_bytes": 20971520,
+	"max_total_bytes": 104857600,
+	"max_files": 500,
+	"max_depth": 4,
+}}
+
+output_check_for(req) := object.union(
+	{"allow": true, "reason": concat("", ["allowed: airlock rules for ", req.output])},
+	output_rules[req.output],
+) if {
+	output_rules[req.output]
+} else := {"allow": false, "reason": concat("", [
+	"denied: no airlock rule for output ", to_text(object.get(req, "output", null)),
+])}
+
+output_check := output_check_for(input)

@@ -36,3 +36,29 @@ test_permit_holders_get_exact_counts if {
 	d.min_count == 0
 	d.rounding == 1
 }
+
+test_job_outputs_follow_acro_defaults if {
+	d := disclosure.output_check_for({"output": "job_output"})
+	d.allow
+	d.min_count == 10
+	d.dominance_n == 2
+	d.dominance_k == 0.9
+	d.p_ratio == 0.1
+	d.zeros == "review"
+}
+
+test_job_outputs_allow_no_html_nor_record_level_types if {
+	exts := {e | some e in disclosure.output_check_for({"output": "job_output"}).allowed_extensions}
+	"csv" in exts
+	"png" in exts
+	not "html" in exts
+	not "ndjson" in exts
+	not "dcm" in exts
+}
+
+test_an_unknown_output_has_no_airlock_rules if {
+	not disclosure.output_check_for({"output": "query_count"}).allow
+	d := disclosure.output_check_for({})
+	not d.allow
+	contains(d.reason, "(none)")
+}

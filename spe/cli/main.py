@@ -12,6 +12,7 @@ from rich.table import Table
 from spe.cli.permit import permit_app
 from spe.cli.progress import console, stage_counter, task_bars
 from spe.cli.query import query as query_command
+from spe.cli.sandbox import sandbox_app
 from spe.settings import InsecureConfiguration, Settings
 
 app = typer.Typer(help="EHDS secure processing environment", no_args_is_help=True,
@@ -32,6 +33,7 @@ app.add_typer(deid_app, name="deid")
 app.add_typer(catalogue_app, name="catalogue")
 app.add_typer(pki_app, name="pki")
 app.add_typer(permit_app, name="permit")
+app.add_typer(sandbox_app, name="sandbox")
 app.command("query")(query_command)
 
 

@@ -1,0 +1,26 @@
+"""The airlock: automatic checks of what a job writes before anyone outside sees it.
+
+`check_outputs(output_dir, rules=..., extract_terms=...)` gives an `AirlockReport`: for each
+file pass, review or blocked, with reasons. Human review of what is not blocked comes with
+the jobs.
+"""
+
+from spe.airlock.checks import check_outputs
+from spe.airlock.report import AirlockReport, FileVerdict, Verdict
+from spe.airlock.rules import AirlockPolicyError, OutputRules, rules_from_policy
+from spe.airlock.tables import dominance_violated, p_ratio_violated
+from spe.airlock.terms import ExtractTerms, terms_from_extract
+
+__all__ = [
+    "AirlockPolicyError",
+    "AirlockReport",
+    "ExtractTerms",
+    "FileVerdict",
+    "OutputRules",
+    "Verdict",
+    "check_outputs",
+    "dominance_violated",
+    "p_ratio_violated",
+    "rules_from_policy",
+    "terms_from_extract",
+]

@@ -1,0 +1,70 @@
+"""ACRO's own verdicts, read from the `results.json` its `finalise()` writes.
+
+ACRO (the SACRO project's checker, `acro` on PyPI) records one entry per output under
+`results`: `{"uid": "output_0", "status": "pass"|"review"|"fail", "type": "table", "summary":
+"fail; threshold: 3 cells may need suppressing; ", "exception": "...", "files": [{"name":
+"output_0_0.csv", "sdc": {"summary": {"suppressed": false, "threshold": 3, "p-ratio": 0,
+"nk-rule": 0, ...}, "cells": {...}}}], ...}`, writes the files beside `results.json` and a
+SHA-256 of each file into `checksums/<name>.txt`. Its session summary (and the CSV copy of
+it) is marked DO_NOT_RELEASE: it is for the output checker.
+
+The airlock does not need ACRO installed: it reads this JSON. A `fail` blocks the file with
+ACRO's reason, a `review` sends it to review, a `pass` is noted and spares a table the
+"magnitudes cannot be checked" review (ACRO ran the dominance and p-ratio rules on the
+contributions) - as long as the file still has the checksum ACRO recorded. The airlock's
+own checks apply to every file regardless: ACRO's thresholds are set by the researcher's
+configuration, which `results.json` does not record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DO_NOT_RELEASE = "DO_NOT_RELEASE"
+
+
+@dataclass
+class AcroOutput:
+    uid: str
+    status: str
+    summary: str
+    output_type: str
+    exception: str
+    files: list[str] = field(default_factory=list)
+
+    def reason(self) -> str:
+        summary = self.summary.strip().rstrip(";").strip() or self.status
+        text = f"ACRO {self.uid} ({self.output_type}): {summary}"
+        if self.exception:
+            exception = " ".join(self.exception.split())
+            text += f"; the researcher asks for an exception: {exception[:300]}"
+        return text
+
+
+def is_acro_results(data: Any) -> bool:
+    """Whether parsed JSON has the shape of ACRO's results.json."""
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        return False
+    entries = list(data["results"].values())
+    return bool(entries) and all(isinstance(e, dict) and "status" in e and "files" in e
+                                 for e in entries)
+
+
+def acro_outputs(data: dict[str, Any]) -> list[AcroOutput]:
+    outputs = []
+    for key, entry in data["results"].items():
+        names = []
+        for item in entry.get("files") or []:
+            name = item.get("name") if isinstance(item, dict) else item
+            if isinstance(name, str) and name:
+                names.append(name)
+        outputs.append(AcroOutput(
+            uid=str(entry.get("uid", key)),
+            status=str(entry.get("status", "")).strip().lower(),
+            summary=str(entry.get("summary", "") or ""),
+            output_type=str(entry.get("type", "output")),
+            exception=str(entry.get("exception", "") or ""),
+            files=names,
+        ))
+    return outputs

@@ -1,0 +1,142 @@
+"""A pids cgroup per job (cgroup v1 `pids` controller, or cgroup v2 where delegated).
+
+RLIMIT_NPROC counts processes per real uid and the kernel never enforces it for uid 0, so
+as root it does not stop a fork bomb. A pids cgroup does (`pids.max`), counts the refusals
+(`pids.events`), and lists every process of the job for the final sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+
+def _mounts() -> list[tuple[str, str, str]]:
+    """(mount point, fstype, super options) of the cgroup mounts."""
+    out = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields, rest = left.split(), right.split()
+                if len(rest) >= 3 and rest[0] in ("cgroup", "cgroup2"):
+                    out.append((fields[4], rest[0], rest[2]))
+    except OSError:
+        pass
+    return out
+
+
+def _own_paths() -> dict[str, str]:
+    """controller ('' for v2) -> this process's cgroup path."""
+    out = {}
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                for c in controllers.split(",") if controllers else [""]:
+                    out[c] = path
+    except OSError:
+        pass
+    return out
+
+
+def _candidates() -> list[Path]:
+    own = _own_paths()
+    found = []
+    for point, fstype, options in _mounts():
+        if fstype == "cgroup" and "pids" in options.split(",") and "pids" in own:
+            found.append(Path(point) / own["pids"].lstrip("/"))
+        elif fstype == "cgroup2" and "" in own:
+            parent = Path(point) / own[""].lstrip("/")
+            try:
+                if "pids" in (parent / "cgroup.subtree_control").read_text().split():
+                    found.append(parent)
+            except OSError:
+                continue
+    return found
+
+
+class PidsCgroup:
+    """One job's pids cgroup; `create` returns None where none can be made."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.procs_file = str(path / "cgroup.procs")
+
+    @classmethod
+    def create(cls, max_pids: int) -> PidsCgroup | None:
+        if os.environ.get("SPE_SANDBOX_CGROUP", "").lower() in ("0", "off", "false", "no"):
+            return None
+        for parent in _candidates():
+            path = parent / f"spe-sandbox-{uuid.uuid4().hex[:12]}"
+            try:
+                path.mkdir()
+            except OSError:
+                continue
+            try:
+                (path / "pids.max").write_text(str(max_pids))
+                return cls(path)
+            except OSError:
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
+        return None
+
+    def enter(self) -> None:
+        """Move the calling process in (for `preexec_fn`: plain syscalls only)."""
+        fd = os.open(self.procs_file, os.O_WRONLY)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(x) for x in Path(self.procs_file).read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def refusals(self) -> int:
+        """How many forks pids.max refused."""
+        try:
+            for line in (self.path / "pids.events").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "max":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def kill_all(self, timeout: float = 5.0) -> bool:
+        """SIGKILL every process in the cgroup until it is empty; True when it is."""
+        kill_file = self.path / "cgroup.kill"  # cgroup v2, Linux 5.14+
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.pids()
+            if not pids:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            try:
+                kill_file.write_text("1")
+            except OSError:
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.01)
+
+    def remove(self) -> None:
+        for _ in range(100):
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:  # EBUSY while the last process is being reaped
+                time.sleep(0.02)
