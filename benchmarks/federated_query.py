@@ -213,6 +213,18 @@ def fill_index(db: Path, site: str, patients: int, seed: int) -> dict[str, int]:
             for table, sql in statements.items():
                 conn.executemany(sql, [tuple(v.isoformat() if isinstance(v, date) else v
                                              for v in row) for row in rows[table]])
+    finally:
+        conn.close()
+    # Ages at study, as every sync computes them (gateway.node.index.repository).
+    from gateway.node.index.repository import refresh_ages
+    from spe.db import make_engine, make_sessionmaker, session_scope
+
+    engine = make_engine(f"sqlite:///{tmp}")
+    with session_scope(make_sessionmaker(engine)) as session:
+        refresh_ages(session)
+    engine.dispose()
+    conn = sqlite3.connect(tmp)
+    try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()

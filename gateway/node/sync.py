@@ -137,6 +137,7 @@ def sync_index(
          "birth_date": p.birth_date} for p in patients.values()
     ))
     repository.bulk_insert(session, Study, studies)
+    repository.refresh_ages(session)
     repository.bulk_insert(session, Series, series_rows)
     conditions, observations = _clinical_rows(clinical, by_reference, report)
     repository.bulk_insert(session, Condition, conditions)

@@ -33,6 +33,9 @@ class Study(NodeBase):
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"),
                                             index=True)
     study_date: Mapped[date | None] = mapped_column(Date, index=True)
+    # The patient's completed years on the study date, set by every sync
+    # (repository.refresh_ages): an indexed column instead of date arithmetic per row.
+    age_at_study: Mapped[int | None] = mapped_column(Integer, index=True)
     modalities: Mapped[str] = mapped_column(String(64), default="")
     series_count: Mapped[int] = mapped_column(Integer, default=0)
     instance_count: Mapped[int] = mapped_column(Integer, default=0)

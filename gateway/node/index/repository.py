@@ -74,3 +74,23 @@ def last_sync_run(session: Session) -> SyncRun | None:
     return session.execute(
         select(SyncRun).order_by(SyncRun.id.desc()).limit(1)
     ).scalar_one_or_none()
+
+
+def refresh_ages(session: Session) -> None:
+    """Every study's patient age in completed years: (ymd(study) - ymd(birth)) div 10000,
+    the same tuple comparison as `descriptors.age_at`; NULL without either date, or for a
+    study dated before the birth."""
+    from sqlalchemy import update
+
+    from gateway.node.query.evaluate import ymd
+
+    birth = (select(Patient.birth_date).where(Patient.id == Study.patient_id)
+             .scalar_subquery())
+    session.execute(update(Study).values(age_at_study=None))
+    session.execute(
+        update(Study)
+        .where(Study.study_date.is_not(None),
+               # A study dated before the birth has no age (not a negative one).
+               select(Patient.id).where(Patient.id == Study.patient_id,
+                                        Patient.birth_date <= Study.study_date).exists())
+        .values(age_at_study=(ymd(Study.study_date) - ymd(birth)) // 10000))

@@ -169,15 +169,13 @@ def _age_at_date(age: AgeRange, at: date) -> ColumnElement[bool]:
 
 
 def _age_at_study(age: AgeRange) -> ColumnElement[bool]:
-    p = aliased(Patient)
     # One study must satisfy both bounds (AgeRange: "at each of the patient's studies"):
-    # someone scanned at 30 and at 70 is not "40 to 60 at study".
-    years = _ymd(Study.study_date) - _ymd(p.birth_date)  # >= n*10000 <=> n completed years
-    conditions = [p.birth_date.is_not(None), Study.study_date.is_not(None),
-                  years >= (age.min or 0) * 10000]
+    # someone scanned at 30 and at 70 is not "40 to 60 at study". The age is the study's
+    # indexed `age_at_study`, computed by the sync with ymd() below.
+    conditions = [Study.age_at_study >= (age.min or 0)]
     if age.max is not None:
-        conditions.append(years < (age.max + 1) * 10000)
-    return _in(select(Study.patient_id).join(p, p.id == Study.patient_id).where(*conditions))
+        conditions.append(Study.age_at_study <= age.max)
+    return _in(select(Study.patient_id).where(*conditions))
 
 
 def _sex_is(column, sex: str) -> ColumnElement[bool]:

@@ -27,6 +27,7 @@ from sqlalchemy import event
 
 from gateway.node.descriptors import age_at
 from gateway.node.index.models import Condition, Observation, Patient, Series, Study
+from gateway.node.index.repository import refresh_ages
 from gateway.node.query import Evaluation, evaluate, matching_patients
 from gateway.node.service import run_sync
 from spe.db import make_engine, make_sessionmaker, session_scope
@@ -89,6 +90,7 @@ def add_people(session, people: list[Person]) -> dict[str, int]:
     for model in (Patient, Study, Series, Condition, Observation):
         session.add_all(rows[model])
         session.flush()
+    refresh_ages(session)  # as every sync does
     return ids
 
 
