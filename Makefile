@@ -42,6 +42,8 @@ bench: setup
 	$(BIN)/python benchmarks/synth_throughput.py
 	$(BIN)/python benchmarks/deid_dicom.py
 	$(BIN)/python benchmarks/catalogue_search.py
+	$(BIN)/python benchmarks/federated_query.py
+	$(BIN)/python benchmarks/sandbox.py
 
 clean-demo:
 	rm -rf var/demo
