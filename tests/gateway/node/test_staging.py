@@ -1,0 +1,238 @@
+"""Staging a permit's extract at a node (gateway/node/jobs/staging.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from gateway.node.config import NodeConfig
+from gateway.node.jobs.staging import StagedExtract, StagingError, stage
+from spe.anonymize.pseudonyms import PermitKey
+from spe.policy.service import Decision, PolicyService, make_policy_service
+from spe.settings import Settings
+from spe.synth import generate
+
+SECRET = "staging-test-secret-0123456789abcdef"
+
+
+@dataclass
+class Permit:
+    pid: str
+    form: str
+    status: str = "issued"
+    start: date = date(2020, 1, 1)
+    end: date = date(2099, 12, 31)
+
+
+@dataclass(frozen=True)
+class Site:
+    root: Path
+    node: NodeConfig
+    settings: Settings
+    policy: PolicyService
+    mrns: set[str]
+    names: set[str]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, institutions=1, patients=12, seed=7)
+    root = out / "site-a"
+    (root / "dicom" / "junk.dcm").write_bytes(b"not dicom at all")  # one failed file
+    mrns, names = set(), set()
+    for path in sorted((root / "dicom").rglob("*.dcm"))[:40]:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:
+            continue
+        mrns.add(str(ds.PatientID))
+        names.add(str(ds.PatientName))
+    settings = Settings(data_dir=out / "var", secret_key=SECRET)
+    node = NodeConfig("site-a", "Site A", "sqlite://", dicom=f"folder:{root / 'dicom'}",
+                      fhir=f"ndjson:{root / 'fhir'}")
+    return Site(root, node, settings, make_policy_service(settings), mrns, names)
+
+
+def run(site: Site, permit: Permit, cache: Path, version: str = "v1", **kw) -> StagedExtract:
+    return stage(permit, node=kw.pop("node", site.node), settings=site.settings,
+                 policy=kw.pop("policy", site.policy), cache_dir=cache, data_version=version,
+                 **kw)
+
+
+def headers(extract: Path) -> list[pydicom.Dataset]:
+    files = sorted((extract / "dicom").rglob("*.dcm"))
+    assert files
+    return [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+
+
+def patients(extract: Path) -> list[dict]:
+    lines = (extract / "fhir" / "Patient.ndjson").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def mr_values(patient: dict) -> list[str]:
+    return [i["value"] for i in patient.get("identifier", [])
+            if any(c.get("code") == "MR" for c in i.get("type", {}).get("coding", []))]
+
+
+@pytest.fixture(scope="module")
+def staged(site: Site, tmp_path_factory: pytest.TempPathFactory) -> dict[str, StagedExtract]:
+    cache = tmp_path_factory.mktemp("cache")
+    return {"cache": cache,  # type: ignore[dict-item]
+            "pseudo": run(site, Permit("P-PSEUDO", "pseudonymised"), cache),
+            "anon": run(site, Permit("P-ANON", "anonymised"), cache)}
+
+
+def test_pseudonymised_extract_has_no_source_identifiers(site: Site, staged):
+    extract = staged["pseudo"]
+    assert not extract.cached
+    assert extract.path == staged["cache"] / "P-PSEUDO" / "v1"
+    assert {p.name for p in extract.path.iterdir()} >= {"dicom", "fhir", "report.json"}
+    key = PermitKey.derive(SECRET, "P-PSEUDO")
+    datasets = headers(extract.path)
+    ids = {str(ds.PatientID) for ds in datasets}
+    assert site.mrns
+    assert not ids & site.mrns
+    assert ids <= {key.pseudonym(m, "patient", 16) for m in _all_mrns(site)}
+    texts = {str(ds.get("PatientName", "")) for ds in datasets}
+    assert not texts & site.names
+    text = (extract.path / "fhir" / "Patient.ndjson").read_text(encoding="utf-8")
+    for mrn in site.mrns:
+        assert mrn not in text
+    # FHIR patients carry the same pseudonym as their images.
+    fhir_ids = {v for p in patients(extract.path) for v in mr_values(p)}
+    assert ids <= fhir_ids
+    assert not fhir_ids & _all_mrns(site)
+
+
+def test_anonymised_extract_uses_a_one_off_key(site: Site, staged):
+    pseudo, anon = staged["pseudo"], staged["anon"]
+    assert pseudo.report["pseudonymised"] is True
+    assert anon.report["pseudonymised"] is False
+    ids = {str(ds.PatientID) for ds in headers(anon.path)}
+    assert not ids & site.mrns
+    # Neither the permit key nor the other permit's pseudonyms reproduce them...
+    permit_key = PermitKey.derive(SECRET, "P-ANON")
+    assert not ids & {permit_key.pseudonym(m, "patient", 16) for m in _all_mrns(site)}
+    assert not ids & {str(ds.PatientID) for ds in headers(pseudo.path)}
+    # ...but images and records still line up inside the extract.
+    assert ids <= {v for p in patients(anon.path) for v in mr_values(p)}
+
+
+def test_report_has_counts_risk_and_no_paths(site: Site, staged):
+    report = staged["pseudo"].report
+    on_disk = json.loads((staged["pseudo"].path / "report.json").read_text())
+    assert on_disk == report
+    assert report["pid"] == "P-PSEUDO"
+    assert report["data_version"] == "v1"
+    assert report["layers"][:2] == ["profile", "pseudonyms"]
+    assert "risk" in report["layers"]
+    dicom = report["counts"]["dicom"]
+    assert dicom["files_in"] == dicom["files_out"] + dicom["excluded"] + dicom["failed"]
+    assert dicom["failed"] >= 1
+    assert dicom["files_out"] > 0
+    assert len(report["excluded_files"]) == dicom["excluded"] + dicom["failed"]
+    failed = [f for f in report["excluded_files"] if f["outcome"] == "failed"]
+    assert any("DICOM" in f["reason"] for f in failed)
+    fhir = report["counts"]["fhir"]
+    assert fhir["resources_in"] > 0
+    assert fhir["resources_out"] > 0
+    risk = report["risk"]
+    assert risk["measured"]
+    assert risk["records"] == 12
+    for name in ("k", "max_risk", "average_risk", "at_risk"):
+        assert name in risk
+    assert risk["k_min"] == 5
+    assert risk["max_risk_allowed"] == 0.2
+    assert report["risk_ok"] is (risk["k"] >= 5)
+    if not report["risk_ok"]:
+        assert risk["reduction"]["applied"] is False
+    assert report["seconds"] > 0
+    text = json.dumps(report)
+    assert "junk.dcm" not in text
+    assert str(site.root) not in text
+    for mrn in _all_mrns(site):
+        assert mrn not in text
+    # The operator's list with the real paths lies outside the extract.
+    operator = json.loads((staged["pseudo"].path.parent / "v1.operator.json").read_text())
+    assert any(f["file"] == "junk.dcm" for f in operator["files"])
+
+
+def test_second_call_is_cached_and_a_new_version_restages(site: Site, staged):
+    cache = staged["cache"]
+    permit = Permit("P-PSEUDO", "pseudonymised")
+    started = time.perf_counter()
+    again = run(site, permit, cache)
+    assert again.cached
+    assert time.perf_counter() - started < 0.5
+    assert again.report == staged["pseudo"].report
+    fresh = run(site, permit, cache, version="v2")
+    assert not fresh.cached
+    assert fresh.path == cache / "P-PSEUDO" / "v2"
+    assert fresh.report["data_version"] == "v2"
+    assert (cache / "P-PSEUDO" / "v1" / "report.json").is_file()
+    # The permit key is stable: the same pseudonyms in both versions.
+    assert ({str(ds.PatientID) for ds in headers(fresh.path)}
+            == {str(ds.PatientID) for ds in headers(again.path)})
+    assert not [p for p in (cache / "P-PSEUDO").iterdir() if p.name.endswith(".partial")]
+
+
+def test_concurrent_calls_build_once(site: Site, tmp_path: Path):
+    results: list[StagedExtract] = []
+    errors: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            results.append(run(site, Permit("P-RACE", "anonymised"), tmp_path))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(r.cached for r in results) == [False, True]
+    assert results[0].report == results[1].report
+
+
+class Denying(PolicyService):
+    def __init__(self) -> None:
+        pass
+
+    def decide(self, policy: str, input: dict) -> Decision:
+        return Decision(False, "denied: staging switched off", policy)
+
+
+def test_refusals(site: Site, tmp_path: Path):
+    with pytest.raises(StagingError, match="staging switched off") as denied:
+        run(site, Permit("P-1", "anonymised"), tmp_path, policy=Denying())
+    assert denied.value.status_code == 409
+    with pytest.raises(StagingError, match="not active"):
+        run(site, Permit("P-2", "pseudonymised", status="revoked"), tmp_path)
+    with pytest.raises(StagingError, match="expired"):
+        run(site, Permit("P-3", "pseudonymised", end=date(2021, 1, 1)), tmp_path)
+    dimse = NodeConfig("n", "n", "sqlite://", dicom="dimse://PACS@127.0.0.1:104")
+    with pytest.raises(StagingError, match="only a folder"):
+        run(site, Permit("P-4", "anonymised"), tmp_path, node=dimse)
+    missing = NodeConfig("n", "n", "sqlite://", dicom=f"folder:{tmp_path / 'nope'}")
+    with pytest.raises(StagingError, match="not a folder"):
+        run(site, Permit("P-5", "anonymised"), tmp_path, node=missing)
+    with pytest.raises(StagingError, match="cache folder"):
+        run(site, Permit("P-6", "anonymised"), tmp_path, version="../x")
+    assert not any(tmp_path.rglob("report.json"))
+
+
+def _all_mrns(site: Site) -> set[str]:
+    text = (site.root / "fhir" / "Patient.ndjson").read_text(encoding="utf-8")
+    return {v for line in text.splitlines() if line.strip()
+            for v in mr_values(json.loads(line))}
