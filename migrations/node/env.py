@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import gateway.node.index.models  # noqa: F401  (registers tables)
+import gateway.node.jobs.models  # noqa: F401
 import gateway.node.permits.models  # noqa: F401
 import gateway.node.query.models  # noqa: F401
 from spe.db import make_engine

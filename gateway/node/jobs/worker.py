@@ -1,0 +1,205 @@
+"""A worker pulls jobs from the node database and runs them in the sandbox.
+
+Workers share nothing but the database: an institution starts more of them (threads,
+processes or machines) to run more jobs. Each claimed job goes staging (the injected
+`stage(job)` prepares its extract) -> running (code unpacked, `spe.sandbox.run`, with a
+heartbeat thread keeping `heartbeat_at` fresh) -> a final state with the sandbox result
+and the airlock's automatic report. Outputs stay in `<work_dir>/<job id>/output` for
+review. A worker that dies mid-job stops its heartbeat; `requeue_stale` (run periodically
+by every `run_forever`) then queues the job again or fails it ("worker lost").
+
+No HTTP here: the hub side talks to the node, the node's database talks to the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.node.jobs import repository as repo
+from gateway.node.jobs.models import FAILED, SUCCEEDED, TIMED_OUT, NodeJob, unpack_code
+from spe.airlock import OutputRules, check_outputs
+from spe.audit import AuditLog
+from spe.db import session_scope
+from spe.sandbox import Limits, SandboxError, run
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_CHARS = 8000
+_SANDBOX_STATES = {"succeeded": SUCCEEDED, "failed": FAILED, "timed_out": TIMED_OUT,
+                   "killed": FAILED}
+
+
+class _Heartbeat(threading.Thread):
+    """Refresh the job's heartbeat until stopped; notes when the job is no longer ours."""
+
+    def __init__(self, worker: Worker, job_id: str) -> None:
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.worker, self.job_id = worker, job_id
+        self.stopped = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.worker.heartbeat_seconds):
+            try:
+                with session_scope(self.worker.sessions) as session:
+                    if not repo.heartbeat(session, self.job_id, self.worker.worker_id):
+                        self.lost.set()
+                        return
+            except Exception:  # a busy database: try again at the next beat
+                log.exception("heartbeat of job %s failed", self.job_id)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
+class Worker:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        audit: AuditLog,
+        *,
+        worker_id: str,
+        work_dir: Path | str,
+        stage: Callable[[NodeJob], Path],
+        rules: OutputRules | None = None,
+        heartbeat_seconds: float = 2.0,
+        stale_after: float = 10.0,
+        python: str | None = None,
+    ) -> None:
+        if stale_after <= heartbeat_seconds:
+            raise ValueError("stale_after must be longer than heartbeat_seconds")
+        self.sessions = sessions
+        self.audit = audit
+        self.worker_id = worker_id
+        self.work_dir = Path(work_dir)
+        self.stage = stage
+        self.rules = rules or OutputRules()
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stale_after = stale_after
+        self.python = python
+
+    @property
+    def actor(self) -> str:
+        return f"worker:{self.worker_id}"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.work_dir / job_id
+
+    # --- one job ---------------------------------------------------------------------
+
+    def run_once(self) -> bool:
+        """Claim the oldest queued job and run it to a final state; False if none queued."""
+        with session_scope(self.sessions) as session:
+            job = repo.claim(session, self.worker_id)
+            if job is None:
+                return False
+            self.audit.record(session, actor=self.actor, action="job.claim",
+                              object=f"job:{job.id}", decision="allow",
+                              details={"pid": job.pid, "user": job.user_id,
+                                       "attempt": job.attempts, "worker": self.worker_id})
+            session.expunge(job)
+        beat = _Heartbeat(self, job.id)
+        beat.start()
+        try:
+            state, result, log_tail, reason = self._execute(job, beat)
+        except Exception as exc:  # anything unexpected still ends the job, never leaves it
+            log.exception("job %s failed in the worker", job.id)
+            state, result, log_tail, reason = FAILED, None, "", f"worker error: {exc}"
+        finally:
+            beat.stop()
+        self._finish(job, state, result, log_tail, reason)
+        return True
+
+    def _execute(self, job: NodeJob, beat: _Heartbeat
+                 ) -> tuple[str, dict[str, Any] | None, str, str]:
+        try:
+            extract = Path(self.stage(job))
+        except Exception as exc:
+            return FAILED, None, "", f"staging failed: {exc}"
+        with session_scope(self.sessions) as session:
+            if not repo.mark_running(session, job.id, self.worker_id):
+                return FAILED, None, "", "the job was taken from this worker while staging"
+            self.audit.record(session, actor=self.actor, action="job.run",
+                              object=f"job:{job.id}", decision="info",
+                              details={"pid": job.pid, "attempt": job.attempts})
+        root = self.job_dir(job.id)
+        if root.exists():  # an earlier attempt's leftovers
+            shutil.rmtree(root)
+        code, output = root / "code", root / "output"
+        output.mkdir(parents=True)
+        try:
+            unpack_code(job.code, code)
+        except ValueError as exc:
+            return FAILED, None, "", f"bad job code: {exc}"
+        try:
+            limits = Limits(**job.limits)
+            sandbox = run(code, job.entry, extract, output, limits, python=self.python)
+        except SandboxError as exc:
+            return FAILED, None, "", f"the sandbox could not start the job: {exc}"
+        report = check_outputs(output, rules=self.rules)
+        state = _SANDBOX_STATES[sandbox.state]
+        result = {"sandbox": sandbox.to_dict(), "airlock": report.model_dump(mode="json"),
+                  "verdict": report.verdict}
+        tail = (sandbox.stdout_tail + ("\n--- stderr ---\n" + sandbox.stderr_tail
+                                       if sandbox.stderr_tail else ""))[-LOG_TAIL_CHARS:]
+        reason = ""
+        if sandbox.state == "killed":
+            reason = f"killed: {sandbox.limit or 'signal ' + str(sandbox.signal)}"
+        elif state == TIMED_OUT:
+            reason = "wall-clock limit"
+        elif state == FAILED:
+            reason = f"exit code {sandbox.exit_code}"
+        if beat.lost.is_set():
+            reason = (reason + "; " if reason else "") + "the job was taken from this worker"
+        return state, result, tail, reason
+
+    def _finish(self, job: NodeJob, state: str, result: dict[str, Any] | None,
+                log_tail: str, reason: str) -> None:
+        verdict = (result or {}).get("verdict")
+        with session_scope(self.sessions) as session:
+            held = repo.finish(session, job.id, self.worker_id, state, result=result,
+                               log_tail=log_tail, reason=reason)
+            self.audit.record(
+                session, actor=self.actor, action="job.finish", object=f"job:{job.id}",
+                decision="info" if held else "error",
+                reason=reason if held else "the job was no longer held by this worker",
+                details={"pid": job.pid, "state": state, "verdict": verdict,
+                         "attempt": job.attempts, "recorded": held})
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def requeue_stale(self) -> list[repo.StaleJob]:
+        with session_scope(self.sessions) as session:
+            stale = repo.requeue_stale(session, stale_after=timedelta(seconds=self.stale_after))
+            for job in stale:
+                self.audit.record(
+                    session, actor=self.actor,
+                    action="job.requeue" if job.state == "queued" else "job.lost",
+                    object=f"job:{job.id}", decision="info", reason=repo.WORKER_LOST,
+                    details={"lost_worker": job.worker, "attempts": job.attempts,
+                             "state": job.state})
+        return stale
+
+    def run_forever(self, stop: threading.Event, *, idle_seconds: float = 1.0) -> None:
+        """Run jobs until `stop` is set, requeueing stale ones every half `stale_after`."""
+        last_sweep = 0.0
+        while not stop.is_set():
+            try:
+                if time.monotonic() - last_sweep >= self.stale_after / 2:
+                    self.requeue_stale()
+                    last_sweep = time.monotonic()
+                if self.run_once():
+                    continue
+            except Exception:
+                log.exception("worker %s: loop error", self.worker_id)
+            stop.wait(idle_seconds)

@@ -1,0 +1,331 @@
+"""Jobs at a node: durable state, workers that claim them atomically, the sandbox and the
+airlock per job, and a worker killed mid-job (the job is retried or failed, never stuck)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from gateway.node.app import NODE_AUDIT
+from gateway.node.jobs import repository as repo
+from gateway.node.jobs.models import CodeArchiveError, NodeJob, pack_code, unpack_code
+from gateway.node.jobs.worker import Worker
+from spe.audit import NodeAuditEntry
+from spe.db import make_engine, make_sessionmaker, session_scope
+from spe.db.migrate import upgrade
+from spe.settings import REPO_ROOT
+from tests.spe.test_sandbox import _bwrap_works
+
+LIMITS = {"cpu_seconds": 20, "memory_mb": 1024, "processes": 64, "open_files": 64,
+          "file_size_mb": 20, "output_mb": 50, "scratch_mb": 64, "wall_seconds": 20}
+
+SAFE_CSV = """
+    import csv
+    rows = list(csv.DictReader(open("/extract/data.csv")))
+    with open("/output/counts.csv", "w") as f:
+        f.write("group,n\\n")
+        f.write(f"all,{len(rows) * 10}\\n")
+    print("done", len(rows))
+"""
+
+
+@pytest.fixture(scope="module")
+def _bwrap() -> None:
+    from tests.conftest import IN_CI
+
+    reason = _bwrap_works()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"{reason}; the sandbox is required in CI")
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def node(database_url: str, tmp_path: Path):
+    upgrade(database_url, "node")
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    extract = tmp_path / "extract"
+    extract.mkdir()
+    rows = "".join(f"{50 + i},{'FM'[i % 2]}\n" for i in range(40))
+    (extract / "data.csv").write_text("age,sex\n" + rows)
+    (extract / "sleep").write_text("0")
+    yield sessions, tmp_path, extract
+    engine.dispose()
+
+
+def _code(tmp: Path, source: str) -> bytes:
+    folder = tmp / f"src-{time.monotonic_ns()}"
+    folder.mkdir()
+    (folder / "main.py").write_text(textwrap.dedent(source))
+    return pack_code(folder)
+
+
+def _enqueue(sessions, tmp: Path, source: str, **kw) -> str:
+    kw.setdefault("limits", LIMITS)
+    with session_scope(sessions) as s:
+        return repo.enqueue(s, pid="P-1", user_id="ana@demo", code=_code(tmp, source),
+                            **kw).id
+
+
+def _job(sessions, job_id: str) -> NodeJob:
+    with session_scope(sessions) as s:
+        job = repo.get(s, job_id)
+        s.expunge(job)
+        return job
+
+
+def _worker(sessions, tmp: Path, extract: Path, name: str = "w1", **kw) -> Worker:
+    return Worker(sessions, NODE_AUDIT, worker_id=name, work_dir=tmp / "work",
+                  stage=lambda job: extract, heartbeat_seconds=0.3, stale_after=1.0, **kw)
+
+
+def _audit(sessions, action: str) -> list[NodeAuditEntry]:
+    with session_scope(sessions) as s:
+        rows = s.execute(select(NodeAuditEntry).where(NodeAuditEntry.action == action)
+                         .order_by(NodeAuditEntry.seq)).scalars().all()
+        s.expunge_all()
+        return list(rows)
+
+
+def _verified(sessions) -> bool:
+    with session_scope(sessions) as s:
+        return NODE_AUDIT.verify(s).ok
+
+
+# --- code archives (no sandbox needed) ---------------------------------------------------
+
+def test_code_archive_round_trip_and_traversal(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    src = tmp_path / "src"
+    (src / "lib").mkdir(parents=True)
+    (src / "main.py").write_text("print(1)\n")
+    (src / "lib" / "util.py").write_text("X = 1\n")
+    unpack_code(pack_code(src), tmp_path / "out")
+    assert (tmp_path / "out" / "lib" / "util.py").read_text() == "X = 1\n"
+
+    def evil(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size = kind, link, 0 if link else 1
+            tar.addfile(info, None if link else io.BytesIO(b"x"))
+        return buf.getvalue()
+
+    for data in (evil("../escape.py"), evil("/etc/evil"), evil("a/../../x"),
+                 evil("link", tarfile.SYMTYPE, "/etc/passwd"),
+                 evil("hard", tarfile.LNKTYPE, "/etc/passwd"), b"not a tar"):
+        with pytest.raises(CodeArchiveError):
+            unpack_code(data, tmp_path / f"bad-{time.monotonic_ns()}")
+    assert not (tmp_path / "escape.py").exists()
+    (src / "ln").symlink_to("/etc/passwd")
+    with pytest.raises(CodeArchiveError):
+        pack_code(src)
+
+
+# --- state without the sandbox -------------------------------------------------------------
+
+def test_final_jobs_are_never_claimed_and_queued_ones_cancel(node) -> None:
+    sessions, tmp, _ = node
+    first = _enqueue(sessions, tmp, "print(1)")
+    second = _enqueue(sessions, tmp, "print(2)")
+    with session_scope(sessions) as s:
+        assert repo.cancel(s, second)
+        assert not repo.cancel(s, second)  # already final
+        job = repo.claim(s, "w1")
+        assert job is not None
+        assert (job.id, job.state) == (first, "staging")
+        assert job.attempts == 1
+        assert repo.finish(s, first, "w1", "succeeded", result={"x": 1})
+        assert not repo.cancel(s, first)
+    with session_scope(sessions) as s:
+        assert repo.claim(s, "w2") is None  # one succeeded, one cancelled: nothing to take
+        assert not repo.heartbeat(s, first, "w1")  # final: no longer held
+        assert repo.requeue_stale(s, repo.utcnow() + timedelta(hours=1), 1.0) == []
+    assert _job(sessions, second).state == "cancelled"
+    assert _job(sessions, first).state == "succeeded"
+
+
+def test_stale_job_requeued_then_failed_worker_lost(node) -> None:
+    sessions, tmp, _ = node
+    job_id = _enqueue(sessions, tmp, "print(1)", max_attempts=2)
+    later = repo.utcnow() + timedelta(seconds=30)
+    for attempt, expected in ((1, "queued"), (2, "failed")):
+        with session_scope(sessions) as s:
+            job = repo.claim(s, f"w{attempt}")
+            assert job is not None
+            assert job.attempts == attempt
+            assert repo.requeue_stale(s, later, timedelta(seconds=5))[0].state == expected
+        with session_scope(sessions) as s:  # the lost worker cannot write over it
+            assert not repo.finish(s, job_id, f"w{attempt}", "succeeded")
+    job = _job(sessions, job_id)
+    assert (job.state, job.reason, job.attempts) == ("failed", repo.WORKER_LOST, 2)
+
+
+# --- with the sandbox --------------------------------------------------------------------
+
+@pytest.mark.usefixtures("_bwrap")
+def test_safe_csv_job_succeeds_with_airlock_verdict(node) -> None:
+    sessions, tmp, extract = node
+    job_id = _enqueue(sessions, tmp, SAFE_CSV)
+    worker = _worker(sessions, tmp, extract)
+    assert worker.run_once()
+    assert not worker.run_once()
+    job = _job(sessions, job_id)
+    assert job.state == "succeeded", (job.reason, job.log_tail)
+    assert job.result["sandbox"]["state"] == "succeeded"
+    assert job.result["verdict"] == job.result["airlock"]["verdict"]
+    assert job.result["verdict"] in ("pass", "review")
+    assert [f["path"] for f in job.result["airlock"]["files"]] == ["counts.csv"]
+    assert "done 40" in job.log_tail
+    assert (tmp / "work" / job_id / "output" / "counts.csv").is_file()
+    assert job.finished_at is not None
+    assert job.worker == "w1"
+    finish = _audit(sessions, "job.finish")[-1]
+    assert json.loads(finish.details)["state"] == "succeeded"
+    assert json.loads(finish.details)["verdict"] == job.result["verdict"]
+    assert _verified(sessions)
+
+
+@pytest.mark.usefixtures("_bwrap")
+def test_wall_limit_times_out(node) -> None:
+    sessions, tmp, extract = node
+    job_id = _enqueue(sessions, tmp, "import time\ntime.sleep(30)\n",
+                      limits={**LIMITS, "wall_seconds": 1})
+    started = time.monotonic()
+    assert _worker(sessions, tmp, extract).run_once()
+    assert time.monotonic() - started < 15
+    job = _job(sessions, job_id)
+    assert job.state == "timed_out", (job.reason, job.log_tail)
+    assert job.result["sandbox"]["limit"] == "wall"
+
+
+@pytest.mark.usefixtures("_bwrap")
+def test_two_workers_never_run_the_same_job(node) -> None:
+    sessions, tmp, extract = node
+    ids = [_enqueue(sessions, tmp, SAFE_CSV) for _ in range(6)]
+    ran: dict[str, int] = {}
+
+    def loop(name: str) -> None:
+        worker = _worker(sessions, tmp, extract, name)
+        count = 0
+        while worker.run_once():
+            count += 1
+        ran[name] = count
+
+    threads = [threading.Thread(target=loop, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(ran.values()) == len(ids)
+    claims = [e.object for e in _audit(sessions, "job.claim")]
+    assert sorted(claims) == sorted(f"job:{i}" for i in ids)  # each claimed exactly once
+    for job_id in ids:
+        job = _job(sessions, job_id)
+        assert (job.state, job.attempts) == ("succeeded", 1), job.reason
+    assert _verified(sessions)
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone, unreaped
+
+
+WORKER_SCRIPT = """
+import sys
+from pathlib import Path
+from gateway.node.app import NODE_AUDIT
+from gateway.node.jobs.worker import Worker
+from spe.db import make_engine, make_sessionmaker
+url, work, extract = sys.argv[1:4]
+sessions = make_sessionmaker(make_engine(url))
+Worker(sessions, NODE_AUDIT, worker_id="doomed", work_dir=work,
+       stage=lambda job: Path(extract), heartbeat_seconds=0.3, stale_after=1.0).run_once()
+"""
+
+
+@pytest.mark.usefixtures("_bwrap")
+def test_worker_killed_mid_job_is_retried_never_stuck(node, database_url: str) -> None:
+    sessions, tmp, extract = node
+    slow = tmp / "slow-extract"
+    slow.mkdir()
+    (slow / "data.csv").write_text((extract / "data.csv").read_text())
+    (slow / "sleep").write_text("60")
+    sleepy = 'import time\ntime.sleep(float(open("/extract/sleep").read()))\n'
+    job_id = _enqueue(sessions, tmp, sleepy + textwrap.dedent(SAFE_CSV), max_attempts=2)
+
+    proc = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, database_url,
+                             str(tmp / "work-doomed"), str(slow)], cwd=REPO_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while _job(sessions, job_id).state != "running":
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the worker never started the job"
+            time.sleep(0.1)
+        sandbox: set[int] = set()
+        while not sandbox and time.monotonic() < deadline:  # bwrap and the job under it
+            sandbox = _descendants(proc.pid)
+            time.sleep(0.05)
+        assert sandbox
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in sandbox) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in sandbox), "the killed worker's sandbox lives on"
+
+    job = _job(sessions, job_id)
+    assert (job.state, job.worker, job.attempts) == ("running", "doomed", 1)
+    with session_scope(sessions) as s:  # not stale yet: heartbeats are recent
+        assert repo.requeue_stale(s, stale_after=timedelta(seconds=30)) == []
+    time.sleep(1.2)
+    fresh = _worker(sessions, tmp, extract, "fresh")
+    stale = fresh.requeue_stale()
+    assert [(j.id, j.state, j.worker) for j in stale] == [(job_id, "queued", "doomed")]
+    assert fresh.run_once()
+    job = _job(sessions, job_id)
+    assert (job.state, job.worker, job.attempts) == ("succeeded", "fresh", 2), job.reason
+    assert [e.object for e in _audit(sessions, "job.requeue")] == [f"job:{job_id}"]
+    assert _verified(sessions)
