@@ -21,6 +21,7 @@ import resource
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -244,8 +245,11 @@ def run(
     scratch_dir: Path | str | None = None,
     env: dict[str, str] | None = None,
     python: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> SandboxResult:
-    """Run `python /code/<entry>` in the sandbox; block until it ends (or is killed)."""
+    """Run `python /code/<entry>` in the sandbox; block until it ends (or is killed).
+    Setting `cancel` (from another thread: a revoked permit, a cancelled job) kills the
+    job within a poll interval; it ends `killed` with the limit "cancelled"."""
     limits = limits or Limits()
     bwrap = find_bwrap()
     if bwrap is None or not os.access(bwrap, os.X_OK):
@@ -353,7 +357,9 @@ def run(
             namespace = _pid_namespace(proc.pid)
         if ended_by is not None:
             continue
-        if now >= deadline:
+        if cancel is not None and cancel.is_set():
+            ended_by = ("killed", "cancelled")
+        elif now >= deadline:
             ended_by = ("timed_out", "wall")
         elif cgroup is None and namespace is not None and \
                 len(processes_in(namespace)) > limits.processes + 1:  # + bwrap's init

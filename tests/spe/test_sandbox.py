@@ -461,3 +461,31 @@ def test_the_pids_cgroup_is_used_where_it_can_be_made() -> None:
         pytest.skip("no pids cgroup can be created here (the process watch is used)")
     cgroup.remove()
     assert not cgroup.path.exists()
+
+
+def test_a_cancelled_job_is_killed_at_once_and_leaves_nothing(tmp_path: Path):
+    """What a revoked permit or a cancelled job asks of a running sandbox."""
+    import threading
+    import time
+
+    for name in ("code", "extract", "output"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "code" / "main.py").write_text(
+        "import time\nopen('/output/started', 'w').close()\ntime.sleep(60)\n")
+    cancel = threading.Event()
+    results = []
+    worker = threading.Thread(target=lambda: results.append(run(
+        tmp_path / "code", "main.py", tmp_path / "extract", tmp_path / "output", SMALL,
+        cancel=cancel)))
+    worker.start()
+    for _ in range(200):
+        if (tmp_path / "output" / "started").exists():
+            break
+        time.sleep(0.02)
+    cancel.set()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    (result,) = results
+    assert result.state == "killed"
+    assert result.limit == "cancelled"
+    assert result.leftover_processes == 0

@@ -200,3 +200,18 @@ def cancel(session: Session, job_id: str, *, reason: str = "cancelled",
 def by_state(session: Session, state: str) -> list[NodeJob]:
     return list(session.execute(select(NodeJob).where(NodeJob.state == state)
                                 .order_by(NodeJob.created_at)).scalars())
+
+
+def cancel_for_permit(session: Session, pid: str, *, reason: str,
+                      now: datetime | None = None) -> list[str]:
+    """Cancel every job of a permit that is not final (a revocation or suspension): queued
+    ones never start, and a running one's worker finds it gone at its next heartbeat and
+    kills the sandbox."""
+    ids = session.execute(
+        update(NodeJob)
+        .where(NodeJob.pid == pid, NodeJob.state.in_([QUEUED, *ACTIVE]))
+        .values(state=CANCELLED, reason=reason, finished_at=now or utcnow())
+        .returning(NodeJob.id)
+        .execution_options(synchronize_session=False)
+    ).scalars().all()
+    return list(ids)

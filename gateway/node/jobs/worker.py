@@ -143,7 +143,10 @@ class Worker:
             return FAILED, None, "", f"bad job code: {exc}"
         try:
             limits = Limits(**job.limits)
-            sandbox = run(code, job.entry, extract, output, limits, python=self.python)
+            # The heartbeat sets `lost` when the job is no longer this worker's (requeued,
+            # or cancelled because its permit was revoked): the sandbox is killed then.
+            sandbox = run(code, job.entry, extract, output, limits, python=self.python,
+                          cancel=beat.lost)
         except SandboxError as exc:
             return FAILED, None, "", f"the sandbox could not start the job: {exc}"
         report = check_outputs(output, rules=self.rules)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from gateway.node.jobs import repository as jobs
 from gateway.node.permits import repository
 from gateway.node.permits.models import NodePermit
 from spe.db import session_scope
@@ -61,6 +62,12 @@ def receive(pid: str, body: PermitPush, request: Request, session: DbSession) ->
     else:
         for key, value in values.items():
             setattr(current, key, value)
+    if doc.status != "issued":
+        cancelled = jobs.cancel_for_permit(session, pid, reason=f"permit {doc.status}")
+        if cancelled:
+            ctx.audit.record(session, actor="hub", action="job.cancel", object=pid,
+                             decision="info", reason=f"permit {doc.status}",
+                             details={"jobs": cancelled})
     ctx.audit.record(session, actor="hub", action="permit.receive", object=pid,
                      decision="allow", reason=f"{doc.status} (seq {doc.seq})",
                      details={"members": doc.members, "datasets": values["datasets"],

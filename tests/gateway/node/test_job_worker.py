@@ -329,3 +329,32 @@ def test_worker_killed_mid_job_is_retried_never_stuck(node, database_url: str) -
     assert (job.state, job.worker, job.attempts) == ("succeeded", "fresh", 2), job.reason
     assert [e.object for e in _audit(sessions, "job.requeue")] == [f"job:{job_id}"]
     assert _verified(sessions)
+
+
+@pytest.mark.usefixtures("_bwrap")
+def test_revoking_the_permit_stops_its_running_job(node) -> None:
+    """The node receives a revoked permit (cancel_for_permit, as its permit endpoint
+    does): the running job's sandbox is killed at the worker's next heartbeat."""
+    sessions, tmp, extract = node
+    job_id = _enqueue(sessions, tmp, "import time\ntime.sleep(60)\n")
+    queued = _enqueue(sessions, tmp, "print('never')\n")
+    worker = _worker(sessions, tmp, extract)
+    runner = threading.Thread(target=worker.run_once)
+    started = time.monotonic()
+    runner.start()
+    for _ in range(300):
+        if _job(sessions, job_id).state == "running":
+            break
+        time.sleep(0.05)
+    with session_scope(sessions) as s:
+        cancelled = repo.cancel_for_permit(s, "P-1", reason="permit revoked")
+    assert set(cancelled) == {job_id, queued}
+    runner.join(timeout=20)
+    assert not runner.is_alive()
+    assert time.monotonic() - started < 20  # not the job's 60 s
+    job = _job(sessions, job_id)
+    assert job.state == "cancelled"
+    assert job.reason == "permit revoked"
+    assert _job(sessions, queued).state == "cancelled"
+    assert not worker.run_once()  # nothing left to run
+    assert _verified(sessions)
