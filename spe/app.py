@@ -22,6 +22,7 @@ from gateway.hub.pages import STATIC_DIR as QUERY_STATIC
 from gateway.hub.pages import STATIC_PATH as QUERY_STATIC_PATH
 from gateway.hub.pages import router as query_pages
 from gateway.hub.service import Hub
+from spe.airlock.review.endpoints import router as airlock_router
 from spe.audit import CENTRAL_AUDIT
 from spe.audit.endpoints import router as audit_router
 from spe.db import make_engine, make_sessionmaker
@@ -70,6 +71,7 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     app.include_router(catalogue_router)
     app.include_router(hub_router)
     app.include_router(permits_router)
+    app.include_router(airlock_router)
     app.include_router(beacon_router)
     # The catalogue's web pages (public, like its API reads) and their CSS/JS.
     app.include_router(catalogue_pages)

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     node_dicom: str = ""
     # "ndjson:PATH" or "bundle:PATH"; empty for none.
     node_fhir: str = ""
+    # Job workers each node runs in its own process (threads; 0: jobs queue for others).
+    node_workers: int = Field(default=1, ge=0, le=64)
 
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from fastapi import Query as QueryParam
 
-from gateway.hub import service
+from gateway.hub import jobs, service
 from gateway.hub.schemas import FederatedAnswer
 from spe.db import session_scope
-from spe.permits.service import Permits
+from spe.permits.service import Permits, institutions_of
 from spe.web import Caller
 from spe.wire.query import Query
 
@@ -35,3 +35,33 @@ async def federated_query(
 
     return await service.federated_query(ctx, request.app.state.hub, query, caller,
                                          permit=permit, use_permit=use_permit)
+
+
+# --- jobs under a data permit (gateway/hub/jobs.py) --------------------------------------
+
+@router.post("/jobs", response_model=jobs.JobView, status_code=202, tags=["jobs"])
+async def submit_job(body: jobs.JobSubmission, caller: Caller,
+                     request: Request) -> jobs.JobView:
+    """Send a job (a tar.gz of code, base64) under a permit to the permit's institutions
+    (or some of them); each node decides on its own copy of the permit and queues it."""
+    ctx = request.app.state.ctx
+
+    def use_permit(pid: str) -> list[str]:
+        permits = Permits(policy=ctx.policy, sessions=ctx.sessions, audit=ctx.audit,
+                          holder=request.app.state.dataset_holder)
+        with session_scope(ctx.sessions) as session:
+            return institutions_of(permits.authorize_use(session, caller, pid))
+
+    return await jobs.submit(ctx, request.app.state.hub, body, caller, use_permit)
+
+
+@router.get("/jobs/{job_id}", response_model=jobs.JobView, tags=["jobs"])
+async def job_status(job_id: str, caller: Caller, request: Request) -> jobs.JobView:
+    """The job's state at every node: state, reason, log tail, airlock verdicts."""
+    return await jobs.status(request.app.state.ctx, request.app.state.hub, job_id, caller)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=jobs.JobView, tags=["jobs"])
+async def cancel_job(job_id: str, caller: Caller, request: Request) -> jobs.JobView:
+    """Cancel the job at every node (a running one is killed at its next heartbeat)."""
+    return await jobs.cancel(request.app.state.ctx, request.app.state.hub, job_id, caller)

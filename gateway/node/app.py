@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
 from gateway.node.config import NodeConfig
 from gateway.node.endpoints import router as node_router
+from gateway.node.jobs.endpoints import router as jobs_router
+from gateway.node.jobs.runtime import work_dir_of
 from gateway.node.permits.endpoints import router as permits_router
 from gateway.node.query.endpoints import router as query_router
 from spe.audit import AuditLog, NodeAuditEntry, NodeAuditHead
@@ -41,18 +46,44 @@ def create_node_app(
         audit=NODE_AUDIT,
         name=config.node_id,
     )
-    app = FastAPI(title=f"EHDS SPE node: {config.name or config.node_id}", version="0.1.0")
+    app = FastAPI(title=f"EHDS SPE node: {config.name or config.node_id}", version="0.1.0",
+                  lifespan=_lifespan(config, settings))
     app.state.ctx = ctx
     app.state.node = config
     app.state.context_verifier = context_verifier or _context_verifier(settings, config)
     app.state.hub_public_key = _hub_public_key(settings)
+    app.state.job_work_dir = work_dir_of(settings, config.node_id)
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(node_router)
     app.include_router(query_router)
     app.include_router(permits_router)
+    app.include_router(jobs_router)
     app.include_router(audit_router)
     return app
+
+
+def _lifespan(config: NodeConfig, settings: Settings):
+    """The node's background work: `SPE_NODE_WORKERS` job worker threads (none at 0)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        workers = None
+        if settings.node_workers > 0:
+            from gateway.node.jobs.runtime import NodeWorkers
+
+            ctx = app.state.ctx
+            workers = NodeWorkers(config, settings, ctx.policy, ctx.sessions, ctx.audit,
+                                  settings.node_workers)
+            workers.start()
+        app.state.job_workers = workers
+        try:
+            yield
+        finally:
+            if workers is not None:
+                workers.stop()
+
+    return lifespan
 
 
 def _hub_public_key(settings: Settings):

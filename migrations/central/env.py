@@ -5,7 +5,9 @@ from __future__ import annotations
 from alembic import context
 
 import catalogue.models  # noqa: F401
+import spe.airlock.review.models  # noqa: F401
 import spe.audit.models  # noqa: F401
+import spe.jobs.models  # noqa: F401
 import spe.permits.models  # noqa: F401
 import spe.users.models  # noqa: F401  (registers tables)
 from spe.db import make_engine

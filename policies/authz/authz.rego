@@ -37,6 +37,16 @@ permissions := {
 		"POST /api/v1/permits/{pid}/amendments": {"researcher"},
 		"POST /api/v1/permits/{pid}/reviews": {"approver"},
 		"POST /api/v1/permits/{pid}/{action}": {"hdab"},
+		# The airlock; who may review or download which request is policies/airlock'.
+		"GET /api/v1/airlock/requests": {"output_checker", "researcher"},
+		"GET /api/v1/airlock/requests/{rid}": {"output_checker", "researcher"},
+		"POST /api/v1/airlock/requests/{rid}/reviews": {"output_checker"},
+		"GET /api/v1/airlock/requests/{rid}/files/{path:path}": {"researcher"},
+		# Jobs under a data permit, sent to the nodes; whose permit and whose job is checked
+		# by policies/permits (use) and by the hub's job service.
+		"POST /api/v1/jobs": {"researcher"},
+		"GET /api/v1/jobs/{job_id}": {"researcher", "output_checker", "admin"},
+		"POST /api/v1/jobs/{job_id}/cancel": {"researcher"},
 	},
 	"node": {
 		"GET /api/v1/index/summary": {"admin", "hdab"},

@@ -95,3 +95,32 @@ test_permit_steps_are_gated_by_role if {
 	not authz.decide(req("central", "POST", "/api/v1/permits/{pid}/{action}", ["approver"])).allow
 	authz.decide(req("central", "GET", "/api/v1/permits", ["output_checker"])).allow
 }
+
+test_researchers_submit_jobs_and_output_checkers_may_read_them if {
+	authz.decide(req("central", "POST", "/api/v1/jobs", ["researcher"])).allow
+	not authz.decide(req("central", "POST", "/api/v1/jobs", ["output_checker"])).allow
+	authz.decide(req("central", "GET", "/api/v1/jobs/{job_id}", ["output_checker"])).allow
+	authz.decide(req("central", "POST", "/api/v1/jobs/{job_id}/cancel", ["researcher"])).allow
+	not authz.decide(req("central", "POST", "/api/v1/jobs/{job_id}/cancel", ["hdab"])).allow
+}
+
+test_output_checker_reviews_airlock_requests if {
+	authz.decide(req("central", "POST", "/api/v1/airlock/requests/{rid}/reviews", ["output_checker"])).allow
+}
+
+test_researcher_may_not_review_airlock_requests if {
+	not authz.decide(req("central", "POST", "/api/v1/airlock/requests/{rid}/reviews", ["researcher"])).allow
+}
+
+test_researcher_downloads_airlock_files if {
+	authz.decide(req("central", "GET", "/api/v1/airlock/requests/{rid}/files/{path:path}", ["researcher"])).allow
+}
+
+test_output_checker_may_not_download_airlock_files if {
+	not authz.decide(req("central", "GET", "/api/v1/airlock/requests/{rid}/files/{path:path}", ["output_checker"])).allow
+}
+
+test_both_list_airlock_requests if {
+	authz.decide(req("central", "GET", "/api/v1/airlock/requests", ["output_checker"])).allow
+	authz.decide(req("central", "GET", "/api/v1/airlock/requests/{rid}", ["researcher"])).allow
+}

@@ -1,8 +1,8 @@
 """The airlock: automatic checks of what a job writes before anyone outside sees it.
 
 `check_outputs(output_dir, rules=..., extract_terms=...)` gives an `AirlockReport`: for each
-file pass, review or blocked, with reasons. Human review of what is not blocked comes with
-the jobs.
+file pass, review or blocked, with reasons. Human review of what is not blocked, release and
+download are `spe.airlock.review`.
 """
 
 from spe.airlock.checks import check_outputs

@@ -245,10 +245,10 @@ async def _serve_all(settings: Settings, nodes: list[DemoNode], issuer) -> None:
     from spe.pki import server_ssl_options
 
     servers = [
-        # Only the central service has background work (the catalogue's scheduled harvest,
-        # the hub's connections); the nodes serve mutual TLS only.
+        # Every service has background work: the catalogue's scheduled harvest and the
+        # hub's connections at the centre, the job workers (SPE_NODE_WORKERS) at a node.
         _Server(uvicorn.Config(app, host="127.0.0.1", port=p, log_level="warning",
-                               lifespan="on" if name == "central" else "off",
+                               lifespan="on",
                                # A client that keeps a connection open must not hold up
                                # Ctrl-C for long.
                                timeout_graceful_shutdown=5,

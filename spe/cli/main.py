@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from spe.cli.job import job_app
 from spe.cli.permit import permit_app
 from spe.cli.progress import console, stage_counter, task_bars
 from spe.cli.query import query as query_command
@@ -33,6 +34,7 @@ app.add_typer(deid_app, name="deid")
 app.add_typer(catalogue_app, name="catalogue")
 app.add_typer(pki_app, name="pki")
 app.add_typer(permit_app, name="permit")
+app.add_typer(job_app, name="job")
 app.add_typer(sandbox_app, name="sandbox")
 app.command("query")(query_command)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from spe.airlock.review.withhold import withhold_for_permit
 from spe.audit import CENTRAL_AUDIT, AuditLog
 from spe.db import session_scope
 from spe.errors import NotFound, SPEError
@@ -324,6 +325,8 @@ class Permits:
         permit.decided_at = datetime.now(UTC)
         permit.decision_reason = reason
         self._event(permit, principal.id, action, before, reason or allowed)
+        if action in ("suspend", "revoke"):  # pending airlock outputs are withheld
+            withhold_for_permit(session, permit.public_id, policy=self.policy, audit=self.audit)
         if permit.status in ("issued", "suspended", "revoked") and private_key is not None:
             permit.document = sign_document(self.document(permit), private_key)
         self._notify(session, permit, f"{action}d by the access body"

@@ -215,3 +215,18 @@ def cancel_for_permit(session: Session, pid: str, *, reason: str,
         .execution_options(synchronize_session=False)
     ).scalars().all()
     return list(ids)
+
+
+def cancel_job(session: Session, job_id: str, *, reason: str = "cancelled",
+               now: datetime | None = None) -> bool:
+    """Cancel one job that is not final: a queued one never starts, and a staging or
+    running one's worker finds it gone at its next heartbeat and kills the sandbox
+    (like `cancel_for_permit`). False when the job is unknown or already final."""
+    changed = session.execute(
+        update(NodeJob)
+        .where(NodeJob.id == job_id, NodeJob.state.in_([QUEUED, *ACTIVE]))
+        .values(state=CANCELLED, reason=reason, finished_at=now or utcnow())
+        .returning(NodeJob.id)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    return changed is not None

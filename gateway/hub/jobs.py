@@ -1,0 +1,271 @@
+"""Jobs under a data permit, sent by the hub to the nodes and followed there.
+
+`submit`: the caller must be allowed to use the permit now (`Permits.authorize_use`:
+a member, an active permit; audited), the target nodes must be institutions of the permit
+(default: all of them); the job then goes to each target node at once over mutual TLS,
+with a context the hub signs per node whose `qh` is the SHA-256 of the code. Each node
+decides for itself (policies/jobs on its own copy of the permit) and queues it. The hub
+keeps a central record (spe.jobs): who, which permit, each node's job id or refusal.
+
+`status` / `cancel` ask every node holding a part of the job, with a context whose `qh` is
+the SHA-256 of that node's job id; the state lives at the nodes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from gateway.hub.fanout import CONTEXT_HEADER, _detail
+from gateway.hub.service import FederationNotConfigured, Hub
+from spe.db import session_scope
+from spe.errors import Forbidden, NotFound, SPEError
+from spe.identity import Principal
+from spe.jobs import repository
+from spe.jobs.models import CentralJob
+from spe.web import AppContext
+
+JOBS_PATH = "/api/v1/jobs"
+READERS = frozenset({"output_checker", "admin"})  # besides the submitting user
+#: Sending the code can take longer than answering a query.
+MIN_SUBMIT_TIMEOUT = 30.0
+MAX_CODE_B64 = 70 * 1024 * 1024
+
+
+class InvalidJob(SPEError):
+    status_code = 422
+    error = "invalid_job"
+
+
+class JobRefused(Forbidden):
+    error = "refused_by_policy"
+
+
+class JobSubmission(BaseModel):
+    permit: str = Field(min_length=1, max_length=32)
+    code: str = Field(min_length=4, max_length=MAX_CODE_B64)  # base64 of a tar.gz
+    entry: str = Field(default="main.py", min_length=1, max_length=255)
+    limits: dict[str, Any] = Field(default_factory=dict)
+    nodes: list[str] | None = Field(default=None, max_length=100)
+
+
+class FileVerdict(BaseModel):
+    path: str
+    kind: str = ""
+    verdict: str
+    reasons: list[str] = Field(default_factory=list)
+
+
+class NodeJobView(BaseModel):
+    node_id: str
+    job_id: str | None = None  # the node's job id; None when it refused the job
+    submitted: str  # "queued", or why the node did not take it
+    # "queued" | "staging" | "running" | "succeeded" | ... (the node's state), or what
+    # kept the hub from learning it: "refused", "unreachable", "error", "not submitted".
+    state: str
+    reason: str = ""
+    attempts: int = 0
+    log_tail: str = ""
+    exit_code: int | None = None
+    wall_seconds: float | None = None
+    verdict: str | None = None
+    files: list[FileVerdict] = Field(default_factory=list)
+    staging: dict[str, Any] | None = None
+
+
+class JobView(BaseModel):
+    id: str
+    permit: str
+    user: str
+    code_sha256: str
+    entry: str
+    limits: dict[str, Any]
+    created_at: datetime
+    nodes: list[NodeJobView]
+
+
+def _audit(ctx: AppContext, **entry: Any) -> None:
+    with session_scope(ctx.sessions) as session:
+        ctx.audit.record(session, **entry)
+
+
+def _view(job: CentralJob, states: dict[str, dict[str, Any]] | None = None) -> JobView:
+    nodes = []
+    for node_id, sent in sorted(job.nodes.items()):
+        fields: dict[str, Any] = (
+            {"state": "queued"} if sent.get("job_id")
+            else {"state": "not submitted", "reason": sent.get("outcome", "")})
+        if states and node_id in states:
+            fields.update(states[node_id])
+        nodes.append(NodeJobView(node_id=node_id, job_id=sent.get("job_id"),
+                                 submitted=sent.get("outcome", ""), **fields))
+    return JobView(id=job.id, permit=job.pid, user=job.user_id, code_sha256=job.code_sha256,
+                   entry=job.entry, limits=job.limits, created_at=job.created_at,
+                   nodes=nodes)
+
+
+def _hub(hub: Hub | None) -> Hub:
+    if hub is None or not hub.fanout.nodes:
+        raise FederationNotConfigured("the hub has no nodes (SPE_FEDERATION_NODES) or no "
+                                      "PKI (SPE_PKI_DIR)")
+    return hub
+
+
+async def _call(hub: Hub, node_id: str, method: str, path: str, context: str, *,
+                json: Any = None, timeout: float | None = None) -> tuple[int, Any]:
+    """One call to a node: (HTTP status, body) or (0, why it could not be reached)."""
+    url = hub.fanout.nodes.get(node_id)
+    if url is None:
+        return 0, "not a node of this hub"
+    try:
+        resp = await asyncio.wait_for(hub.fanout.client().request(
+            method, url.rstrip("/") + path, json=json, headers={CONTEXT_HEADER: context},
+            timeout=timeout or hub.fanout.timeout), timeout=timeout or hub.fanout.timeout)
+    except (TimeoutError, httpx.TimeoutException):
+        return 0, "timed out"
+    except httpx.HTTPError as exc:
+        return 0, f"unreachable: {type(exc).__name__}"
+    if resp.is_success:
+        try:
+            return resp.status_code, resp.json()
+        except ValueError:
+            return 502, "the node's answer is not JSON"
+    return resp.status_code, _detail(resp)
+
+
+async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: Principal,
+                 use_permit: Callable[[str], list[str]]) -> JobView:
+    """`use_permit(pid)` raises unless the caller may use the permit now, else returns the
+    permit's institutions (node ids)."""
+    try:
+        code = base64.b64decode(body.code, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidJob("code: not base64 (a tar.gz of the code folder)") from None
+    digest = hashlib.sha256(code).hexdigest()
+    institutions = await run_in_threadpool(use_permit, body.permit)
+    targets = sorted(set(body.nodes)) if body.nodes else sorted(institutions)
+    outside = [n for n in targets if n not in institutions]
+    if outside or not targets:
+        reason = (f"not an institution of permit {body.permit}: {', '.join(outside)}"
+                  if outside else f"permit {body.permit} covers no institution")
+        await run_in_threadpool(_audit, ctx, actor=caller.id, action="job.submit",
+                                object=f"code:{digest}", decision="deny", reason=reason,
+                                details={"permit": body.permit, "nodes": targets})
+        raise JobRefused(reason)
+    hub = _hub(hub)
+    payload = {"code": body.code, "entry": body.entry, "limits": body.limits}
+    timeout = max(hub.fanout.timeout, MIN_SUBMIT_TIMEOUT)
+
+    async def one(node_id: str) -> tuple[str, dict[str, Any]]:
+        context = hub.signer.sign(user=caller.id, roles=list(caller.roles), tier="permit",
+                                  query_hash=digest, node_id=node_id, permit=body.permit)
+        status, answer = await _call(hub, node_id, "POST", JOBS_PATH, context,
+                                     json=payload, timeout=timeout)
+        if status == 202 and isinstance(answer, dict) and answer.get("job_id"):
+            return node_id, {"job_id": str(answer["job_id"]), "outcome": "queued"}
+        if status == 0:
+            return node_id, {"job_id": None, "outcome": str(answer)}
+        return node_id, {"job_id": None, "outcome": f"refused: HTTP {status}: {answer}"}
+
+    sent = dict(await asyncio.gather(*(one(n) for n in targets)))
+    accepted = [n for n, s in sent.items() if s["job_id"]]
+
+    def record() -> JobView:
+        with session_scope(ctx.sessions) as session:
+            job = None
+            if accepted:
+                job = repository.add(session, pid=body.permit, user_id=caller.id,
+                                     code_sha256=digest, entry=body.entry,
+                                     limits=body.limits, nodes=sent)
+            ctx.audit.record(
+                session, actor=caller.id, action="job.submit",
+                object=f"job:{job.id}" if job else f"code:{digest}",
+                decision="allow" if job else "deny",
+                reason=("sent to " + ", ".join(accepted)) if job
+                else "no node accepted the job",
+                details={"permit": body.permit, "code_sha256": digest, "entry": body.entry,
+                         "limits": body.limits, "nodes": sent})
+            if job is None:
+                return None  # type: ignore[return-value]
+            return _view(job)
+
+    view = await run_in_threadpool(record)
+    if view is None:
+        raise JobRefused("no node accepted the job: " + "; ".join(
+            f"{n}: {s['outcome']}" for n, s in sorted(sent.items())))
+    return view
+
+
+def _load(ctx: AppContext, job_id: str, caller: Principal, readers: frozenset[str]
+          ) -> CentralJob:
+    with session_scope(ctx.sessions) as session:
+        job = repository.get(session, job_id)
+        if job is not None:
+            session.expunge(job)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    if job.user_id != caller.id and not (readers & set(caller.roles)):
+        _audit(ctx, actor=caller.id, action="job.read", object=f"job:{job_id}",
+               decision="deny", reason="the job is another user's")
+        raise Forbidden("the job is another user's")
+    return job
+
+
+async def _each_node(hub: Hub, job: CentralJob, caller: Principal, method: str,
+                     suffix: str) -> dict[str, dict[str, Any]]:
+    async def one(node_id: str, node_job: str) -> tuple[str, dict[str, Any]]:
+        context = hub.signer.sign(
+            user=caller.id, roles=list(caller.roles), tier="permit",
+            query_hash=hashlib.sha256(node_job.encode()).hexdigest(), node_id=node_id,
+            permit=job.pid)
+        status, answer = await _call(hub, node_id, method, f"{JOBS_PATH}/{node_job}{suffix}",
+                                     context)
+        if status == 200 and isinstance(answer, dict):
+            keep = set(NodeJobView.model_fields) - {"node_id", "job_id", "submitted"}
+            return node_id, {k: v for k, v in answer.items() if k in keep}
+        if status == 0:
+            return node_id, {"state": "unreachable", "reason": str(answer)}
+        state = "refused" if status in (401, 403, 404, 409) else "error"
+        return node_id, {"state": state, "reason": f"HTTP {status}: {answer}"}
+
+    return dict(await asyncio.gather(*(one(n, s["job_id"]) for n, s in job.nodes.items()
+                                       if s.get("job_id"))))
+
+
+async def status(ctx: AppContext, hub: Hub | None, job_id: str, caller: Principal
+                 ) -> JobView:
+    job = await run_in_threadpool(_load, ctx, job_id, caller, READERS)
+    states = await _each_node(_hub(hub), job, caller, "GET", "")
+    return _view(job, states)
+
+
+async def cancel(ctx: AppContext, hub: Hub | None, job_id: str, caller: Principal
+                 ) -> JobView:
+    job = await run_in_threadpool(_load, ctx, job_id, caller, frozenset())
+    hub = _hub(hub)
+    outcomes = await _each_node(hub, job, caller, "POST", "/cancel")
+    await run_in_threadpool(
+        _audit, ctx, actor=caller.id, action="job.cancel", object=f"job:{job_id}",
+        decision="allow", reason="cancel sent to the nodes",
+        details={"permit": job.pid,
+                 "nodes": {n: f"{o.get('state')}: {o.get('reason', '')}".rstrip(": ")
+                           for n, o in outcomes.items()}})
+    # A node that had already finished says so (409): show its current state instead.
+    finished = {n for n, o in outcomes.items() if o.get("state") == "refused"
+                and "already" in str(o.get("reason"))}
+    if finished:
+        outcomes.update({n: o for n, o in (await _each_node(hub, job, caller, "GET", ""))
+                         .items() if n in finished})
+    return _view(job, outcomes)
+
+
+__all__ = ["JobSubmission", "JobView", "cancel", "status", "submit"]

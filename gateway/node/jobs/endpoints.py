@@ -1,0 +1,251 @@
+"""The jobs API of a node: only from its hub, like queries (mutual TLS and the hub's signed
+context, `X-SPE-Hub-Context`; spe.wire.context).
+
+- `POST /api/v1/jobs` {"code": base64 of a `pack_code` tar.gz, "entry", "limits"}: the
+  context's `qh` must be the SHA-256 (hex) of the decoded code and name a permit; the
+  node's own copy of the permit and its limits decide (policies/jobs), then the job is
+  queued for the node's workers (202).
+- `GET /api/v1/jobs/{job_id}`: the context's `qh` is the SHA-256 of the job id; only the
+  job's own user (or an output checker or admin the hub vouches for) reads its state,
+  log tail, airlock verdicts and staging summary.
+- `POST /api/v1/jobs/{job_id}/cancel`: likewise, the job's own user only; a running job's
+  worker notices at its next heartbeat and kills the sandbox.
+
+Every submission and cancellation is audited, and so is every refusal.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.orm import Session
+
+from gateway.node.jobs import repository as repo
+from gateway.node.jobs.models import FINAL, MAX_CODE_BYTES, NodeJob
+from gateway.node.permits import repository as permits
+from spe.db import session_scope
+from spe.errors import Conflict, Forbidden, NotAuthenticated, NotFound, SPEError
+from spe.sandbox import Limits
+from spe.web import DbSession
+from spe.wire.context import HubContext
+
+router = APIRouter(prefix="/api/v1", tags=["jobs"])
+CONTEXT_HEADER = "X-SPE-Hub-Context"
+POLICY = "jobs/decision"
+READERS = frozenset({"output_checker", "admin"})  # besides the job's own user
+#: The largest packed code accepted (base64 text); unpacked, models.MAX_CODE_BYTES holds.
+MAX_CODE_B64 = (MAX_CODE_BYTES * 4) // 3 + 4
+
+
+class JobRefused(Forbidden):
+    """The node's policy refused the job (permit, limits)."""
+
+    error = "refused_by_policy"
+
+
+class InvalidJob(SPEError):
+    status_code = 422
+    error = "invalid_job"
+
+
+class JobSubmission(BaseModel):
+    code: str = Field(min_length=4, max_length=MAX_CODE_B64)  # base64 of a tar.gz
+    entry: str = Field(default="main.py", min_length=1, max_length=255)
+    limits: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    state: str
+
+
+class FileVerdictOut(BaseModel):
+    path: str
+    kind: str = ""
+    verdict: str
+    reasons: list[str] = Field(default_factory=list)
+
+
+class NodeJobStatus(BaseModel):
+    job_id: str
+    node_id: str
+    pid: str
+    state: str
+    attempts: int
+    reason: str
+    log_tail: str
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    exit_code: int | None = None
+    wall_seconds: float | None = None
+    verdict: str | None = None  # the airlock's automatic verdict over all outputs
+    files: list[FileVerdictOut] = Field(default_factory=list)
+    staging: dict[str, Any] | None = None  # a summary of the staged extract's report
+
+
+def code_hash(code: bytes) -> str:
+    return hashlib.sha256(code).hexdigest()
+
+
+def job_hash(job_id: str) -> str:
+    return hashlib.sha256(job_id.encode()).hexdigest()
+
+
+def staging_summary_path(work_dir: Path, job_id: str) -> Path:
+    """Where the node's stage step leaves a summary of the job's extract (outside the job's
+    own folder, which the worker empties before each attempt)."""
+    return work_dir / f"{job_id}.staging.json"
+
+
+def _audit_own(request: Request, **entry: Any) -> None:
+    """An entry in its own transaction: the request's is rolled back on a refusal."""
+    ctx = request.app.state.ctx
+    with session_scope(ctx.sessions) as own:
+        ctx.audit.record(own, **entry)
+
+
+def _verified(request: Request, token: str | None, qh: str, action: str,
+              obj: str) -> HubContext:
+    try:
+        verifier = request.app.state.context_verifier
+        if verifier is None:
+            raise NotAuthenticated("this node has no hub certificate configured "
+                                   "(SPE_PKI_DIR): it takes no jobs")
+        return verifier.verify(token, query_hash=qh)
+    except NotAuthenticated as exc:
+        _audit_own(request, actor="unknown", action=action, object=obj, decision="deny",
+                   reason=exc.detail,
+                   details={"client": request.client.host if request.client else ""})
+        raise
+
+
+def permit_facts(session: Session, ctx: HubContext, day: date) -> dict | None:
+    """What this node's own copy of the permit says (the hub's word is not enough)."""
+    if ctx.permit is None:
+        return None
+    held = permits.get(session, ctx.permit)
+    if held is None:
+        return {"id": ctx.permit, "known": False}
+    return {"id": ctx.permit, "known": True,
+            "usable": held.status == "issued" and held.start <= day <= held.end,
+            "member": ctx.sub in held.members, "covers_node": bool(held.datasets)}
+
+
+@router.post("/jobs", response_model=JobAccepted, status_code=202)
+def submit(body: JobSubmission, request: Request, session: DbSession,
+           x_spe_hub_context: Annotated[str | None, Header()] = None) -> JobAccepted:
+    app = request.app
+    ctx = app.state.ctx
+    try:
+        code = base64.b64decode(body.code, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidJob("code: not base64") from None
+    digest = code_hash(code)
+    hub_ctx = _verified(request, x_spe_hub_context, digest, "job.submit", f"code:{digest}")
+
+    def refuse(reason: str, error: type[SPEError] = JobRefused) -> SPEError:
+        _audit_own(request, actor=hub_ctx.sub, action="job.submit", object=f"code:{digest}",
+                   decision="deny", reason=reason, details={"permit": hub_ctx.permit})
+        return error(reason)
+
+    try:
+        limits = Limits(**body.limits)
+    except (ValidationError, TypeError) as exc:
+        raise refuse(f"limits are not valid: {exc}".replace("\n", " ")[:500],
+                     InvalidJob) from None
+    decision = ctx.policy.decide(POLICY, {
+        "permit": permit_facts(session, hub_ctx, date.today()),
+        "limits": limits.model_dump()})
+    if not decision.allow:
+        raise refuse(decision.reason)
+    job = repo.enqueue(session, pid=str(hub_ctx.permit), user_id=hub_ctx.sub, code=code,
+                       entry=body.entry, limits=limits)
+    ctx.audit.record(session, actor=hub_ctx.sub, action="job.submit", object=f"job:{job.id}",
+                     decision="allow", reason=decision.reason,
+                     details={"permit": job.pid, "code_sha256": digest, "entry": job.entry,
+                              "limits": job.limits, "node": app.state.node.node_id})
+    return JobAccepted(job_id=job.id, state=job.state)
+
+
+def _job_for(request: Request, session: Session, job_id: str, token: str | None,
+             action: str, readers: frozenset[str]) -> tuple[NodeJob, HubContext]:
+    hub_ctx = _verified(request, token, job_hash(job_id), action, f"job:{job_id}")
+    job = repo.get(session, job_id)
+    problem = None
+    if job is None:
+        problem = "no such job at this node"
+    elif hub_ctx.permit is not None and hub_ctx.permit != job.pid:
+        problem = "the job runs under another permit"
+    elif job.user_id != hub_ctx.sub and not (readers & set(hub_ctx.roles)):
+        problem = "the job is another user's"
+    if problem:
+        _audit_own(request, actor=hub_ctx.sub, action=action, object=f"job:{job_id}",
+                   decision="deny", reason=problem)
+        raise NotFound(problem) if job is None else Forbidden(problem)
+    assert job is not None
+    return job, hub_ctx
+
+
+def _iso(value) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def status_of(job: NodeJob, node_id: str, work_dir: Path | None) -> NodeJobStatus:
+    result = job.result or {}
+    airlock = result.get("airlock") or {}
+    sandbox = result.get("sandbox") or {}
+    staging = None
+    if work_dir is not None:
+        try:
+            staging = json.loads(staging_summary_path(work_dir, job.id).read_text())
+        except (OSError, ValueError):
+            staging = None
+    return NodeJobStatus(
+        job_id=job.id, node_id=node_id, pid=job.pid, state=job.state,
+        attempts=job.attempts, reason=job.reason, log_tail=job.log_tail or "",
+        created_at=_iso(job.created_at) or "", started_at=_iso(job.started_at),
+        finished_at=_iso(job.finished_at), exit_code=sandbox.get("exit_code"),
+        wall_seconds=sandbox.get("wall_seconds"), verdict=result.get("verdict"),
+        files=[FileVerdictOut(path=f.get("path", ""), kind=f.get("kind", ""),
+                              verdict=f.get("verdict", ""), reasons=f.get("reasons") or [])
+               for f in airlock.get("files") or []],
+        staging=staging)
+
+
+@router.get("/jobs/{job_id}", response_model=NodeJobStatus)
+def read(job_id: str, request: Request, session: DbSession,
+         x_spe_hub_context: Annotated[str | None, Header()] = None) -> NodeJobStatus:
+    job, _ = _job_for(request, session, job_id, x_spe_hub_context, "job.read", READERS)
+    return status_of(job, request.app.state.node.node_id,
+                     getattr(request.app.state, "job_work_dir", None))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=NodeJobStatus)
+def cancel(job_id: str, request: Request, session: DbSession,
+           x_spe_hub_context: Annotated[str | None, Header()] = None) -> NodeJobStatus:
+    ctx = request.app.state.ctx
+    job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "job.cancel",
+                            frozenset())
+    if job.state in FINAL:
+        _audit_own(request, actor=hub_ctx.sub, action="job.cancel", object=f"job:{job_id}",
+                   decision="deny", reason=f"the job is already {job.state}")
+        raise Conflict(f"the job is already {job.state}")
+    was = job.state
+    if not repo.cancel_job(session, job_id, reason=f"cancelled by {hub_ctx.sub}"):
+        raise Conflict("the job ended meanwhile")
+    ctx.audit.record(session, actor=hub_ctx.sub, action="job.cancel", object=f"job:{job_id}",
+                     decision="allow", reason=f"cancelled while {was}",
+                     details={"permit": job.pid})
+    job = repo.get(session, job_id)
+    assert job is not None
+    return status_of(job, request.app.state.node.node_id,
+                     getattr(request.app.state, "job_work_dir", None))

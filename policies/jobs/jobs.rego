@@ -1,0 +1,61 @@
+# METADATA
+# title: Jobs at a node
+# description: |
+#   A node's own decision on a job the hub sent it under a data permit.
+#   `data.jobs.decision`, input {"permit": null | {"id", "known", "usable", "member",
+#   "covers_node"} (the node's own copy of the permit), "limits": {spe.sandbox.Limits
+#   fields}}: {"allow", "reason", "max_limits"}. The node runs only jobs under a permit it
+#   holds, that is issued and within its dates, names the caller and covers one of its
+#   datasets; and only within the limits below (the sandbox's own caps are higher).
+#   Rules are functions of their input so tests call them directly (see policies/authz).
+package jobs
+
+import rego.v1
+
+# The most a job may ask for at this node.
+max_limits := {"wall_seconds": 3600, "memory_mb": 4096, "cpu_seconds": 3600}
+
+to_text(x) := x if is_string(x)
+
+else := "(none)"
+
+# Why this node may not run a job under the permit it was shown.
+permit_problem(p) := "no permit: jobs run only under a data permit" if {
+	p == null
+} else := "is unknown to this node" if {
+	not p.known
+} else := "is not active (suspended, revoked, expired or not yet started)" if {
+	not p.usable
+} else := "does not name the caller" if {
+	not p.member
+} else := "covers no dataset of this node" if {
+	not p.covers_node
+}
+
+# The limits asked for above this node's maximum, as "name > max" texts.
+limit_names := ["cpu_seconds", "memory_mb", "wall_seconds"]
+
+over_text(name, value) := concat("", [name, " ", format_int(value, 10), " > ", format_int(max_limits[name], 10)])
+
+too_high(limits, name) if {
+	is_number(limits[name])
+	limits[name] > max_limits[name]
+}
+
+over_limits(limits) := [over_text(name, limits[name]) | some name in limit_names; too_high(limits, name)]
+
+# METADATA
+# description: The node's decision on one job.
+decide(req) := {"allow": false, "reason": "denied: no permit: jobs run only under a data permit", "max_limits": max_limits} if {
+	object.get(req, "permit", null) == null
+} else := {"allow": false, "reason": concat("", [
+	"denied: permit ", to_text(object.get(req.permit, "id", null)), " ", permit_problem(req.permit),
+]), "max_limits": max_limits} if {
+	permit_problem(req.permit)
+} else := {"allow": false, "reason": concat("", [
+	"denied: limits above this node's maximum: ", concat(", ", over_limits(object.get(req, "limits", {}))),
+]), "max_limits": max_limits} if {
+	count(over_limits(object.get(req, "limits", {}))) > 0
+} else := {"allow": true, "reason": concat("", ["allowed: under permit ", req.permit.id]), "max_limits": max_limits}
+
+decision := decide(input)

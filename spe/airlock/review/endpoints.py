@@ -1,0 +1,54 @@
+"""The airlock review API. Thin: the door (policies/authz) checks the role, `Airlock` asks
+policies/airlock for each step."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request, Response
+
+from spe.airlock.review.schemas import RequestOut, ReviewIn
+from spe.airlock.review.service import Airlock
+from spe.web import Caller, DbSession
+
+router = APIRouter(prefix="/api/v1/airlock", tags=["airlock"])
+
+
+def airlock(request: Request) -> Airlock:
+    ctx = request.app.state.ctx
+    return Airlock(policy=ctx.policy, sessions=ctx.sessions, audit=ctx.audit)
+
+
+@router.get("/requests", response_model=list[RequestOut])
+def list_requests(caller: Caller, session: DbSession, request: Request) -> list[RequestOut]:
+    """An output checker's queue of pending requests; a researcher's own requests."""
+    return [RequestOut.model_validate(r) for r in airlock(request).visible(session, caller)]
+
+
+@router.get("/requests/{rid}", response_model=RequestOut)
+def show(rid: str, caller: Caller, session: DbSession, request: Request) -> RequestOut:
+    """The files with their automatic verdicts and reasons, and the reviews so far."""
+    return RequestOut.model_validate(airlock(request).view(session, caller, rid))
+
+
+@router.post("/requests/{rid}/reviews", response_model=RequestOut)
+def review(rid: str, body: ReviewIn, caller: Caller, session: DbSession,
+           request: Request) -> RequestOut:
+    """Approve or reject; two different checkers' approvals release, any reject rejects."""
+    done = airlock(request).review(session, caller, rid, body.decision, body.reason)
+    return RequestOut.model_validate(done)
+
+
+@router.get("/requests/{rid}/files/{path:path}")
+def download(rid: str, path: str, caller: Caller, session: DbSession,
+             request: Request) -> Response:
+    """A released file, as an attachment (only the requester or a member of the permit)."""
+    file, data = airlock(request).download(session, caller, rid, path)
+    name = file.path.rsplit("/", 1)[-1]
+    fallback = "".join(c if c.isascii() and c.isalnum() or c in "._-" else "_" for c in name)
+    return Response(data, media_type="application/octet-stream", headers={
+        "Content-Disposition": f"attachment; filename=\"{fallback}\"; "
+                               f"filename*=UTF-8''{quote(name, safe='')}",
+        "X-Content-Type-Options": "nosniff",
+        "X-Checksum-SHA256": file.sha256 or "",
+    })

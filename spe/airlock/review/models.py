@@ -1,0 +1,82 @@
+"""Airlock tables at the centre: one request per finished job's outputs, its files with
+the automatic verdicts, and the output checkers' reviews."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from spe.db.base import CentralBase
+
+STATES = ("pending", "released", "rejected", "withheld")
+
+
+class AirlockRequest(CentralBase):
+    __tablename__ = "airlock_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random hex
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    node_id: Mapped[str] = mapped_column(String(120))
+    pid: Mapped[str] = mapped_column(String(32), index=True)  # the permit's public id
+    requester: Mapped[str] = mapped_column(String(320), index=True)  # Principal.id
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Report-wide reasons of the automatic checks (total size, number of files).
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    files: Mapped[list[AirlockFile]] = relationship(
+        back_populates="request", lazy="raise", cascade="all, delete-orphan",
+        order_by="AirlockFile.path")
+    reviews: Mapped[list[AirlockReview]] = relationship(
+        back_populates="request", lazy="raise", cascade="all, delete-orphan",
+        order_by="AirlockReview.id")
+
+
+class AirlockFile(CentralBase):
+    """One entry of the outputs; `stored_path` is None for what was blocked (never kept)."""
+
+    __tablename__ = "airlock_files"
+    __table_args__ = (UniqueConstraint("request_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("airlock_requests.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(1024))  # relative, POSIX
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32), default="unknown")
+    verdict: Mapped[str] = mapped_column(String(16))  # pass | review | blocked
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    notes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    stored: Mapped[bool] = mapped_column(Boolean, default=False)
+    stored_path: Mapped[str | None] = mapped_column(Text)
+
+    request: Mapped[AirlockRequest] = relationship(back_populates="files", lazy="raise")
+
+
+class AirlockReview(CentralBase):
+    __tablename__ = "airlock_reviews"
+    __table_args__ = (UniqueConstraint("request_id", "reviewer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("airlock_requests.id", ondelete="CASCADE"), index=True)
+    reviewer: Mapped[str] = mapped_column(String(320))
+    decision: Mapped[str] = mapped_column(String(16))  # approve | reject
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    request: Mapped[AirlockRequest] = relationship(back_populates="reviews", lazy="raise")

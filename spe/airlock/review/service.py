@@ -1,0 +1,178 @@
+"""The airlock's review at the centre. Every step asks `policies/airlock` and is audited
+either way: an allowed step in the request's transaction, a refusal in one of its own (the
+refused request's transaction is rolled back). Nothing here decides who may do what."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from spe.airlock.review import repository
+from spe.airlock.review.decisions import (
+    AirlockRefused,
+    file_facts,
+    permit_facts,
+    policy_input,
+)
+from spe.airlock.review.models import AirlockFile, AirlockRequest, AirlockReview
+from spe.airlock.review.storage import copy_outputs
+from spe.airlock.rules import OutputRules
+from spe.audit import CENTRAL_AUDIT, AuditLog
+from spe.db import session_scope
+from spe.errors import Conflict, NotFound
+from spe.identity import Principal
+from spe.permits.service import effective_status
+from spe.policy import PolicyService
+
+_READ = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class RequestNotFound(NotFound):
+    pass
+
+
+def submit_outputs(session: Session, *, job_id: str, node_id: str, pid: str,
+                   requester: str, output_dir: Path, storage_dir: Path,
+                   rules: OutputRules, audit: AuditLog = CENTRAL_AUDIT) -> AirlockRequest:
+    """A finished job's outputs become a pending request: checked, and every entry the
+    checks did not block copied to `storage_dir / <request id>`; blocked entries are
+    listed with their reasons and never stored."""
+    request = AirlockRequest(id=secrets.token_hex(16), job_id=job_id, node_id=node_id,
+                             pid=pid, requester=requester, created_at=datetime.now(UTC),
+                             state="pending", files=[], reviews=[])
+    target = storage_dir / request.id
+    report, stored = copy_outputs(output_dir, target, rules)
+    request.reasons = list(report.reasons)
+    for entry in report.files:
+        request.files.append(AirlockFile(
+            path=entry.path, size=entry.size, sha256=stored.get(entry.path), kind=entry.kind,
+            verdict=entry.verdict, reasons=list(entry.reasons), notes=list(entry.notes),
+            stored=entry.path in stored,
+            stored_path=str(target / entry.path) if entry.path in stored else None))
+    repository.add(session, request)
+    blocked = sum(f.verdict == "blocked" for f in request.files)
+    audit.record(session, actor=requester, action="airlock.submit", object=request.id,
+                 decision="allow", reason=f"{len(stored)} file(s) stored for review, "
+                 f"{blocked} blocked by the automatic checks",
+                 details={"job_id": job_id, "node_id": node_id, "pid": pid})
+    return request
+
+
+class Airlock:
+    """The review steps, bound to one app's policy, audit log and session factory."""
+
+    def __init__(self, *, policy: PolicyService, sessions: sessionmaker[Session],
+                 audit: AuditLog = CENTRAL_AUDIT) -> None:
+        self.policy = policy
+        self.sessions = sessions
+        self.audit = audit
+
+    def load(self, session: Session, request_id: str, *,
+             for_update: bool = False) -> AirlockRequest:
+        request = repository.get(session, request_id, for_update=for_update)
+        if request is None:
+            raise RequestNotFound(f"no airlock request {request_id!r}")
+        return request
+
+    def _input(self, session: Session, action: str, subject: dict[str, Any],
+               request: AirlockRequest, file: dict[str, Any] | None = None) -> dict:
+        permit, members = permit_facts(session, request.pid)
+        status = "missing" if permit is None else effective_status(permit)
+        return policy_input(action, subject, request, permit_status=status,
+                            members=members, file=file)
+
+    def _decide(self, session: Session, action: str, principal: Principal,
+                request: AirlockRequest, file: dict[str, Any] | None = None) -> str:
+        decision = self.policy.decide(
+            "airlock/decision",
+            self._input(session, action, principal.policy_input(), request, file))
+        entry = {"actor": principal.id, "action": f"airlock.{action}", "object": request.id,
+                 "reason": decision.reason,
+                 "details": {"path": file["path"]} if file else None}
+        if not decision.allow:
+            with session_scope(self.sessions) as own:
+                self.audit.record(own, decision="deny", **entry)
+            raise AirlockRefused(decision.reason, int(decision.values.get("status", 403)))
+        self.audit.record(session, decision="allow", **entry)
+        return decision.reason
+
+    # ---- reading --------------------------------------------------------------------
+
+    def view(self, session: Session, principal: Principal, request_id: str
+             ) -> AirlockRequest:
+        request = self.load(session, request_id)
+        self._decide(session, "view", principal, request)
+        return request
+
+    def visible(self, session: Session, principal: Principal) -> list[AirlockRequest]:
+        """An output checker's queue (pending requests), or a researcher's own requests."""
+        if "output_checker" in principal.roles:
+            return repository.list_for(session, states=["pending"])
+        return repository.list_for(session, requester=principal.id)
+
+    # ---- an output checker reviews -----------------------------------------------------
+
+    def review(self, session: Session, principal: Principal, request_id: str,
+               decision: str, reason: str) -> AirlockRequest:
+        request = self.load(session, request_id, for_update=True)
+        self._decide(session, "review", principal, request)
+        request.reviews.append(AirlockReview(reviewer=principal.id, decision=decision,
+                                             reason=reason, at=datetime.now(UTC)))
+        session.flush()
+        self._settle(session, principal, request)
+        session.flush()
+        return request
+
+    def _settle(self, session: Session, principal: Principal,
+                request: AirlockRequest) -> None:
+        """Rejected on any reject; released once the policy says so. The release answer is
+        audited either way in this transaction (it is nobody's refused request)."""
+        subject = principal.policy_input()
+        rejected = self.policy.decide("airlock/decision",
+                                      self._input(session, "reject", subject, request))
+        if rejected.allow:
+            request.state, action, answer = "rejected", "airlock.reject", rejected
+        else:
+            answer = self.policy.decide("airlock/decision",
+                                        self._input(session, "release", subject, request))
+            action = "airlock.release"
+            if answer.allow:
+                request.state = "released"
+        if request.state != "pending":
+            request.decided_at = datetime.now(UTC)
+        self.audit.record(session, actor=principal.id, action=action, object=request.id,
+                          decision="allow" if answer.allow else "deny", reason=answer.reason)
+
+    # ---- the requester downloads ---------------------------------------------------------
+
+    def download(self, session: Session, principal: Principal, request_id: str,
+                 path: str) -> tuple[AirlockFile, bytes]:
+        request = self.load(session, request_id)
+        file = next((f for f in request.files if f.path == path), None)
+        facts = (file_facts(file) if file is not None else
+                 {"path": path, "verdict": "missing", "stored": False, "reasons": []})
+        self._decide(session, "download", principal, request, facts)
+        if file is None or not file.stored_path:  # the policy allows stored files only
+            raise Conflict("the file was not stored")
+        data = _read_stored(Path(file.stored_path))
+        if hashlib.sha256(data).hexdigest() != file.sha256:
+            raise Conflict("the stored copy does not match its checksum; not released")
+        return file, data
+
+
+def _read_stored(path: Path) -> bytes:
+    try:
+        fd = os.open(path, _READ)
+    except OSError as exc:
+        raise Conflict(f"the stored copy cannot be read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
+__all__ = ["Airlock", "AirlockRefused", "RequestNotFound", "submit_outputs"]

@@ -1,0 +1,137 @@
+"""`spe job ...`: jobs under a data permit, sent through the hub to the permit's
+institutions, and followed there (over the central API).
+
+Results go to standard output; errors to standard error with exit code 2 for bad input
+(nothing sent) and 1 when the hub refuses or cannot be reached."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from spe.cli.http import bearer, fail, hub_url, request
+
+job_app = typer.Typer(help="Jobs under a data permit: submit, follow, cancel (through the hub)",
+                      no_args_is_help=True)
+
+JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id (from submit)")]
+Hub = Annotated[str | None, typer.Option(
+    help="The central service's URL (default: SPE_HUB_URL, else SPE_OIDC_ISSUER)")]
+Token = Annotated[str | None, typer.Option(help="A bearer token (default: SPE_TOKEN)")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for the hub")]
+
+def _out() -> Console:
+    return Console(highlight=False)
+
+
+def _call(method: str, path: str, hub: str | None, token: str | None, *, body: Any = None,
+          timeout: float = 60.0) -> dict:
+    resp = request(method, hub_url(hub), path, bearer(token), json=body, timeout=timeout)
+    try:
+        return resp.json()
+    except ValueError:
+        raise fail(f"the hub answered HTTP {resp.status_code} with no JSON", 1) from None
+
+
+def _path(job_id: str, tail: str = "") -> str:
+    job_id = job_id.strip()
+    if not job_id or not job_id.isalnum():
+        raise fail(f"{job_id!r} is not a job id")
+    return f"/api/v1/jobs/{job_id}{tail}"
+
+
+def print_job(out: Console, job: dict) -> None:
+    out.print(f"job {job['id']} under {job['permit']} by {job['user']} "
+              f"({job['entry']}, code sha256 {job['code_sha256'][:12]}…)")
+    table = Table()
+    for column in ("node", "state", "attempts", "airlock", "reason"):
+        table.add_column(column)
+    for n in job["nodes"]:
+        files = ", ".join(f"{f['path']}: {f['verdict']}" for f in n.get("files") or [])
+        table.add_row(n["node_id"], n["state"], str(n.get("attempts", 0)),
+                      files or (n.get("verdict") or ""), n.get("reason") or "")
+    out.print(table)
+
+
+@job_app.command("submit")
+def submit(
+    code_dir: Annotated[Path, typer.Argument(metavar="CODE_DIR",
+                                             help="The folder of the job's code")],
+    permit: Annotated[str, typer.Option(help="The data permit the job runs under")],
+    entry: Annotated[str, typer.Option(help="The script to run, relative to CODE_DIR")]
+    = "main.py",
+    node: Annotated[list[str], typer.Option(
+        help="Run at this institution only; repeat for several (default: all of the "
+             "permit's)")] = [],  # noqa: B006
+    wall_seconds: Annotated[float | None, typer.Option(help="Wall-clock limit")] = None,
+    cpu_seconds: Annotated[int | None, typer.Option(help="CPU time limit")] = None,
+    memory_mb: Annotated[int | None, typer.Option(help="Memory limit")] = None,
+    processes: Annotated[int | None, typer.Option(help="Process limit")] = None,
+    output_mb: Annotated[int | None, typer.Option(help="Size limit of /output")] = None,
+    scratch_mb: Annotated[int | None, typer.Option(help="Size of /scratch")] = None,
+    hub: Hub = None,
+    token: Token = None,
+    as_json: AsJson = False,
+    timeout: Timeout = 120.0,
+) -> None:
+    """Send CODE_DIR as a job to the permit's institutions; print the job's id."""
+    from gateway.node.jobs.models import CodeArchiveError, pack_code
+
+    if not (code_dir / entry).is_file():
+        raise fail(f"{code_dir / entry}: no such file (give --entry)")
+    try:
+        code = pack_code(code_dir)
+    except (CodeArchiveError, OSError) as exc:
+        raise fail(str(exc)) from None
+    given = {"wall_seconds": wall_seconds, "cpu_seconds": cpu_seconds,
+             "memory_mb": memory_mb, "processes": processes, "output_mb": output_mb,
+             "scratch_mb": scratch_mb}
+    body = {"permit": permit, "code": base64.b64encode(code).decode(), "entry": entry,
+            "limits": {k: v for k, v in given.items() if v is not None},
+            "nodes": node or None}
+    job = _call("POST", "/api/v1/jobs", hub, token, body=body, timeout=timeout)
+    if as_json:
+        typer.echo(json.dumps(job, indent=2))
+        return
+    typer.echo(job["id"])
+    for n in job["nodes"]:
+        _out().print(f"  {n['node_id']}: {n['submitted']}")
+
+
+@job_app.command("status")
+def status(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson = False,
+           timeout: Timeout = 60.0) -> None:
+    """The job's state at every node, with the airlock's verdicts on its outputs."""
+    job = _call("GET", _path(job_id), hub, token, timeout=timeout)
+    if as_json:
+        typer.echo(json.dumps(job, indent=2))
+    else:
+        print_job(_out(), job)
+
+
+@job_app.command("logs")
+def logs(job_id: JobId, hub: Hub = None, token: Token = None,
+         timeout: Timeout = 60.0) -> None:
+    """The tail of the job's output at every node."""
+    job = _call("GET", _path(job_id), hub, token, timeout=timeout)
+    for n in job["nodes"]:
+        typer.echo(f"==> {n['node_id']} ({n['state']}) <==")
+        typer.echo((n.get("log_tail") or "").rstrip("\n"))
+
+
+@job_app.command("cancel")
+def cancel(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson = False,
+           timeout: Timeout = 60.0) -> None:
+    """Cancel the job at every node (a running job is killed within seconds)."""
+    job = _call("POST", _path(job_id, "/cancel"), hub, token, timeout=timeout)
+    if as_json:
+        typer.echo(json.dumps(job, indent=2))
+    else:
+        print_job(_out(), job)

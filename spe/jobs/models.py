@@ -1,0 +1,26 @@
+"""One row per job the hub sent to the nodes: whose, under which permit, and what each
+node answered (its own job id, or why it refused). The job's state lives at the nodes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from spe.db.base import CentralBase
+
+
+class CentralJob(CentralBase):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4 hex
+    pid: Mapped[str] = mapped_column(String(32), index=True)  # the permit's public id
+    user_id: Mapped[str] = mapped_column(String(320), index=True)  # Principal.id
+    code_sha256: Mapped[str] = mapped_column(String(64))
+    entry: Mapped[str] = mapped_column(String(255))
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # node id -> {"job_id": the node's job id or null, "outcome": "queued" | why not}
+    nodes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

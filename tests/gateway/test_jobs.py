@@ -1,0 +1,281 @@
+"""Jobs under a permit end to end: the hub sends a job to the permit's institutions over
+mutual TLS, each node decides on its own copy of the permit (policies/jobs), its worker
+stages the extract and runs the code in the sandbox, and the hub follows and cancels it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import textwrap
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from catalogue import service as catalogue
+from gateway.node.app import create_node_app
+from gateway.node.config import NodeConfig
+from gateway.node.jobs.models import pack_code
+from spe.app import create_central_app
+from spe.db import make_engine, make_sessionmaker, session_scope
+from spe.db.migrate import upgrade
+from spe.identity import DemoIssuer
+from spe.pki import client_ssl_context, private_key_of, server_ssl_options
+from spe.settings import Settings
+from spe.wire.context import ContextSigner
+from tests.catalogue.test_search import descriptor
+from tests.gateway.conftest import ISSUER, SITES
+from tests.gateway.test_permit_tier import issue_permit
+from tests.servers import bind, serve
+from tests.spe.test_sandbox import _bwrap_works
+
+LIMITS = {"cpu_seconds": 60, "memory_mb": 1024, "processes": 64, "open_files": 128,
+          "file_size_mb": 20, "output_mb": 20, "scratch_mb": 64, "wall_seconds": 60}
+
+COUNT_MODALITIES = """
+    import collections
+    import pathlib
+
+    import pydicom
+
+    counts = collections.Counter()
+    for path in sorted(pathlib.Path("/extract/dicom").rglob("*")):
+        if path.is_file():
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            counts[str(getattr(ds, "Modality", "") or "unknown")] += 1
+    with open("/output/counts.csv", "w") as out:
+        out.write("modality,n\\n")
+        for modality, n in sorted(counts.items()):
+            out.write(f"{modality},{n}\\n")
+    print("modalities", dict(counts))
+"""
+
+SLEEP = """
+    import time
+    print("sleeping", flush=True)
+    time.sleep(50)
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bwrap() -> None:
+    from tests.conftest import IN_CI
+
+    reason = _bwrap_works()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"{reason}; the sandbox is required in CI")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def federation(pki, node_dbs, tmp_path_factory):
+    """Three nodes under uvicorn with mutual TLS, each with one job worker (its lifespan),
+    and the central app as the hub; yields (hub client, node URLs)."""
+    root = tmp_path_factory.mktemp("jobs")
+    settings = Settings(data_dir=root, oidc_issuer=ISSUER, pki_dir=pki,
+                        environment="development", node_workers=1)
+    socks = {site: bind() for site in SITES}
+    urls = {site: f"https://127.0.0.1:{s.getsockname()[1]}" for site, s in socks.items()}
+    with ExitStack() as stack:
+        for site in SITES:
+            synth = Path(node_dbs[site]).parent / "synth" / site
+            config = NodeConfig(site, site, f"sqlite:///{node_dbs[site]}",
+                                dicom=f"folder:{synth / 'dicom'}",
+                                fhir=f"ndjson:{synth / 'fhir'}")
+            stack.enter_context(serve(create_node_app(config, settings), socks[site],
+                                      lifespan="on", **server_ssl_options(pki, site)))
+        central_db = f"sqlite:///{root / 'central.db'}"
+        upgrade(central_db, "central")
+        engine = make_engine(central_db)
+        with session_scope(make_sessionmaker(engine)) as session:
+            catalogue.harvest(session, [
+                descriptor(site, site, patients=40, ages=(20, 80), modalities={"MR": 20},
+                           body_parts={"BRAIN": 20}, conditions={})
+                for site in SITES], actor="test")
+        engine.dispose()
+        app = create_central_app(settings.model_copy(update={
+            "database_url": central_db, "federation_nodes": urls}))
+        issuer = DemoIssuer(settings.issuer_key_path, ISSUER, "spe")
+        client = stack.enter_context(TestClient(app))
+        client.as_ = lambda user, role, inst=None: {  # type: ignore[attr-defined]
+            "Authorization": "Bearer " + issuer.mint(user, [role], institution=inst)}
+        yield client, urls, pki
+
+
+@pytest.fixture(scope="module")
+def permit(federation) -> str:
+    hub, _, _ = federation
+    return issue_permit(hub)  # over site-a and site-b, for carol
+
+
+def _code(tmp: Path, source: str) -> str:
+    folder = tmp / f"code-{time.monotonic_ns()}"
+    folder.mkdir()
+    (folder / "main.py").write_text(textwrap.dedent(source))
+    return base64.b64encode(pack_code(folder)).decode()
+
+
+def _submit(hub, pid: str, code: str, user: str = "carol", **extra):
+    body = {"permit": pid, "code": code, "entry": "main.py", "limits": LIMITS, **extra}
+    return hub.post("/api/v1/jobs", json=body, headers=hub.as_(user, "researcher"))
+
+
+def _wait(hub, job_id: str, done, user: str = "carol", seconds: float = 45.0) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        resp = hub.get(f"/api/v1/jobs/{job_id}", headers=hub.as_(user, "researcher"))
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        if done(body) or time.monotonic() > deadline:
+            return body
+        time.sleep(0.5)
+
+
+FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
+
+
+def test_a_job_runs_at_the_permit_institutions(federation, permit, tmp_path):
+    hub, _, _ = federation
+    resp = _submit(hub, permit, _code(tmp_path, COUNT_MODALITIES))
+    assert resp.status_code == 202, resp.text
+    job = resp.json()
+    assert {n["node_id"]: n["submitted"] for n in job["nodes"]} == {
+        "site-a": "queued", "site-b": "queued"}
+    body = _wait(hub, job["id"], lambda b: all(n["state"] in FINAL for n in b["nodes"]))
+    for node in body["nodes"]:
+        assert node["state"] == "succeeded", node
+        assert "modalities" in node["log_tail"]
+        assert [f["path"] for f in node["files"]] == ["counts.csv"]
+        assert node["verdict"] in {"pass", "review", "blocked"}
+        assert node["files"][0]["verdict"]
+        assert node["staging"]["pid"] == permit
+    # An output checker may follow it; another researcher may not.
+    assert hub.get(f"/api/v1/jobs/{job['id']}",
+                   headers=hub.as_("olga", "output_checker")).status_code == 200
+    assert hub.get(f"/api/v1/jobs/{job['id']}",
+                   headers=hub.as_("mallory", "researcher")).status_code == 403
+
+
+def test_targets_and_members_are_checked_at_the_hub(federation, permit, tmp_path):
+    hub, _, _ = federation
+    code = _code(tmp_path, COUNT_MODALITIES)
+    outside = _submit(hub, permit, code, nodes=["site-c"])
+    assert outside.status_code == 403
+    assert "site-c" in outside.json()["detail"]
+    stranger = _submit(hub, permit, code, user="mallory")
+    assert stranger.status_code == 403
+
+
+def test_limits_above_the_policy_are_refused_with_the_reason(federation, permit, tmp_path):
+    hub, _, _ = federation
+    resp = _submit(hub, permit, _code(tmp_path, SLEEP),
+                   limits={**LIMITS, "wall_seconds": 7200})
+    assert resp.status_code == 403, resp.text
+    assert "wall_seconds 7200 > 3600" in resp.json()["detail"]
+
+
+def test_a_node_takes_jobs_from_its_hub_only(federation, permit, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    _, urls, pki = federation
+    code = base64.b64decode(_code(tmp_path, SLEEP))
+    body = {"code": base64.b64encode(code).decode(), "entry": "main.py", "limits": LIMITS}
+    sha = hashlib.sha256(code).hexdigest()
+    claims = {"user": f"carol@{ISSUER}", "roles": ["researcher"], "tier": "permit",
+              "node_id": "site-a", "permit": permit}
+    forged = ContextSigner(ec.generate_private_key(ec.SECP256R1())).sign(
+        query_hash=sha, **claims)
+    other_code = ContextSigner(private_key_of(pki / "hub.key")).sign(
+        query_hash=hashlib.sha256(b"other code").hexdigest(), **claims)
+    with httpx.Client(base_url=urls["site-a"], timeout=10,
+                      verify=client_ssl_context(pki, "hub")) as client:
+        for context in (forged, other_code, None):
+            headers = {"X-SPE-Hub-Context": context} if context else {}
+            resp = client.post("/api/v1/jobs", json=body, headers=headers)
+            assert resp.status_code == 401, resp.text
+
+
+def test_cancel(federation, permit, tmp_path, node_dbs):
+    from sqlalchemy import select
+
+    from spe.audit import NodeAuditEntry
+
+    hub, _, _ = federation
+    resp = _submit(hub, permit, _code(tmp_path, SLEEP), nodes=["site-a"])
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    _wait(hub, job_id, lambda b: b["nodes"][0]["state"] == "running", seconds=30)
+    assert hub.post(f"/api/v1/jobs/{job_id}/cancel",
+                    headers=hub.as_("mallory", "researcher")).status_code == 403
+    cancelled = hub.post(f"/api/v1/jobs/{job_id}/cancel", headers=hub.as_("carol", "researcher"))
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["nodes"][0]["state"] == "cancelled"
+    # The worker kills the sandbox at its next heartbeat; the job stays cancelled.
+    node_job = cancelled.json()["nodes"][0]["job_id"]
+    engine = make_engine(f"sqlite:///{node_dbs['site-a']}")
+    deadline, finished = time.monotonic() + 15, []
+    while not finished and time.monotonic() < deadline:
+        time.sleep(0.5)
+        with session_scope(make_sessionmaker(engine)) as session:
+            finished = [(e.decision, e.details) for e in session.execute(
+                select(NodeAuditEntry).where(NodeAuditEntry.action == "job.finish",
+                                             NodeAuditEntry.object == f"job:{node_job}")
+            ).scalars()]
+    engine.dispose()
+    assert finished
+    assert finished[0][0] == "error"  # the worker no longer held the job
+    assert json.loads(finished[0][1])["recorded"] is False
+    body = _wait(hub, job_id, lambda b: True)
+    assert body["nodes"][0]["state"] == "cancelled"
+    assert "carol" in body["nodes"][0]["reason"]
+
+
+def test_the_cli_submits_follows_and_cancels(federation, permit, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import spe.cli.http
+    from spe.cli.main import app
+
+    hub, _, _ = federation
+
+    def through_test_client(method, url, *, json=None, params=None, timeout=None,
+                            headers=None):
+        return hub.request(method, url, json=json, params=params, headers=headers)
+
+    monkeypatch.setattr(spe.cli.http.httpx, "request", through_test_client)
+    token = hub.as_("carol", "researcher")["Authorization"].split()[1]
+    env = {"COLUMNS": "200", "SPE_HUB_URL": "http://testserver", "SPE_TOKEN": token}
+    code = tmp_path / "job"
+    code.mkdir()
+    (code / "main.py").write_text(textwrap.dedent(COUNT_MODALITIES))
+
+    def run(*args: str):
+        return CliRunner().invoke(app, ["job", *args], env=env)
+
+    submitted = run("submit", "--permit", permit, "--node", "site-b", "--wall-seconds",
+                    "60", str(code))
+    assert submitted.exit_code == 0, submitted.output
+    job_id = submitted.output.splitlines()[0]
+    assert "site-b: queued" in submitted.output
+    deadline = time.monotonic() + 45
+    while True:
+        shown = run("status", job_id, "--json")
+        assert shown.exit_code == 0, shown.output
+        node = json.loads(shown.output)["nodes"][0]
+        if node["state"] in FINAL or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert node["state"] == "succeeded", node
+    assert "counts.csv" in run("status", job_id).output
+    assert "modalities" in run("logs", job_id).output
+    cancelled = run("cancel", job_id)
+    assert cancelled.exit_code == 0, cancelled.output
+    assert "succeeded" in cancelled.output  # too late: it had finished
+    refused = run("submit", "--permit", permit, "--node", "site-c", str(code))
+    assert refused.exit_code == 1
+    assert "site-c" in refused.output
