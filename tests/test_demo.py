@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.node.orthanc_process import free_port
 from spe.pki import client_ssl_context
 from tests.orthanc import require_orthanc
 
@@ -27,9 +26,7 @@ from tests.orthanc import require_orthanc
 def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path, flags: list[str]):
     if flags:
         require_orthanc()
-    port = free_port()
-    while any(_busy(port + i) for i in range(1, 4)):
-        port = free_port()
+    port = _free_ports_below_ephemeral()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "spe.cli", "demo", "--data-dir", str(tmp_path / "demo"),
@@ -126,6 +123,20 @@ def _orthanc_running(workdir: Path) -> bool:
         except OSError:
             continue
     return False
+
+
+def _free_ports_below_ephemeral() -> int:
+    """Four consecutive free ports below Linux's ephemeral range (32768-60999), so the
+    demo's own outgoing connections (PostgreSQL, Orthanc, the hub's) cannot take one of
+    them between this check and the demo binding them."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        if not any(_busy(port + i) for i in range(4)):
+            return port
+    pytest.fail("no four consecutive free ports between 20000 and 32000")
 
 
 def _busy(port: int) -> bool:
