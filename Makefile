@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # A virtual environment with the project and its test tools, rebuilt when pyproject changes.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip || echo "pip could not upgrade itself; going on with $$($(BIN)/pip --version)"
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     # A node that has not answered by then is reported as timed out.
     query_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
 
+    # Jobs: how often the hub collects finished jobs' outputs from the nodes into the
+    # airlock (also on every status read); where the airlock keeps them (default
+    # <data_dir>/airlock), readable by the central service only.
+    job_collect_interval_seconds: float = Field(default=10.0, ge=1, le=3600)
+    airlock_dir: Path | None = None
+
     # Notifications are also mailed when an SMTP server is named (in-app always).
     smtp_host: str = ""
     smtp_port: int = 25
@@ -98,6 +104,10 @@ class Settings(BaseSettings):
     @property
     def issuer_key_path(self) -> Path:
         return self.data_dir / "keys" / "issuer.jwk.json"
+
+    @property
+    def resolved_airlock_dir(self) -> Path:
+        return self.airlock_dir or self.data_dir / "airlock"
 
     @property
     def resolved_database_url(self) -> str:

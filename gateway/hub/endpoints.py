@@ -9,6 +9,7 @@ from fastapi import Query as QueryParam
 
 from gateway.hub import jobs, service
 from gateway.hub.schemas import FederatedAnswer
+from spe.airlock.review.schemas import RequestOut
 from spe.db import session_scope
 from spe.permits.service import Permits, institutions_of
 from spe.web import Caller
@@ -53,6 +54,19 @@ async def submit_job(body: jobs.JobSubmission, caller: Caller,
             return institutions_of(permits.authorize_use(session, caller, pid))
 
     return await jobs.submit(ctx, request.app.state.hub, body, caller, use_permit)
+
+
+@router.get("/jobs", response_model=list[jobs.JobView], tags=["jobs"])
+def my_jobs(caller: Caller, request: Request) -> list[jobs.JobView]:
+    """The caller's jobs, newest first, as submitted (`GET /jobs/{id}` asks the nodes)."""
+    return jobs.mine(request.app.state.ctx, caller)
+
+
+@router.get("/jobs/{job_id}/outputs", response_model=list[RequestOut], tags=["jobs"])
+async def job_outputs(job_id: str, caller: Caller, request: Request) -> list[RequestOut]:
+    """The airlock requests of the job's outputs (one per node whose part succeeded):
+    files, automatic verdicts and reasons, reviews, and whether they are released."""
+    return await jobs.outputs(request.app.state.ctx, request.app.state.hub, job_id, caller)
 
 
 @router.get("/jobs/{job_id}", response_model=jobs.JobView, tags=["jobs"])

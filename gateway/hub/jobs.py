@@ -22,11 +22,14 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from gateway.hub.fanout import CONTEXT_HEADER, _detail
 from gateway.hub.service import FederationNotConfigured, Hub
+from gateway.node.jobs.models import CodeArchiveError, pack_script
+from spe.airlock.review import repository as airlock_requests
+from spe.airlock.review.schemas import RequestOut
 from spe.db import session_scope
 from spe.errors import Forbidden, NotFound, SPEError
 from spe.identity import Principal
@@ -39,6 +42,7 @@ READERS = frozenset({"output_checker", "admin"})  # besides the submitting user
 #: Sending the code can take longer than answering a query.
 MIN_SUBMIT_TIMEOUT = 30.0
 MAX_CODE_B64 = 70 * 1024 * 1024
+MAX_SCRIPT_CHARS = 1024 * 1024
 
 
 class InvalidJob(SPEError):
@@ -52,10 +56,30 @@ class JobRefused(Forbidden):
 
 class JobSubmission(BaseModel):
     permit: str = Field(min_length=1, max_length=32)
-    code: str = Field(min_length=4, max_length=MAX_CODE_B64)  # base64 of a tar.gz
+    # base64 of a tar.gz of the code folder (`spe job submit` packs one), or ...
+    code: str | None = Field(default=None, min_length=4, max_length=MAX_CODE_B64)
+    # ... the Python source of the entry point alone (the web page sends this).
+    script: str | None = Field(default=None, min_length=1, max_length=MAX_SCRIPT_CHARS)
     entry: str = Field(default="main.py", min_length=1, max_length=255)
     limits: dict[str, Any] = Field(default_factory=dict)
     nodes: list[str] | None = Field(default=None, max_length=100)
+
+    @model_validator(mode="after")
+    def _one_kind_of_code(self) -> JobSubmission:
+        if (self.code is None) == (self.script is None):
+            raise ValueError("give either code (a base64 tar.gz) or script (Python source)")
+        return self
+
+    def packed(self) -> bytes:
+        if self.script is not None:
+            try:
+                return pack_script(self.script, self.entry)
+            except CodeArchiveError as exc:
+                raise InvalidJob(f"entry: {exc}") from None
+        try:
+            return base64.b64decode(self.code or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidJob("code: not base64 (a tar.gz of the code folder)") from None
 
 
 class FileVerdict(BaseModel):
@@ -80,6 +104,10 @@ class NodeJobView(BaseModel):
     verdict: str | None = None
     files: list[FileVerdict] = Field(default_factory=list)
     staging: dict[str, Any] | None = None
+    # The central airlock's request for this part's outputs, once collected; `outputs`
+    # says what became of them ("collected", "no outputs: the job failed", ...).
+    airlock: str | None = None
+    outputs: str | None = None
 
 
 class JobView(BaseModel):
@@ -107,7 +135,9 @@ def _view(job: CentralJob, states: dict[str, dict[str, Any]] | None = None) -> J
         if states and node_id in states:
             fields.update(states[node_id])
         nodes.append(NodeJobView(node_id=node_id, job_id=sent.get("job_id"),
-                                 submitted=sent.get("outcome", ""), **fields))
+                                 submitted=sent.get("outcome", ""),
+                                 airlock=sent.get("airlock"), outputs=sent.get("outputs"),
+                                 **fields))
     return JobView(id=job.id, permit=job.pid, user=job.user_id, code_sha256=job.code_sha256,
                    entry=job.entry, limits=job.limits, created_at=job.created_at,
                    nodes=nodes)
@@ -146,10 +176,7 @@ async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: 
                  use_permit: Callable[[str], list[str]]) -> JobView:
     """`use_permit(pid)` raises unless the caller may use the permit now, else returns the
     permit's institutions (node ids)."""
-    try:
-        code = base64.b64decode(body.code, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidJob("code: not base64 (a tar.gz of the code folder)") from None
+    code = body.packed()
     digest = hashlib.sha256(code).hexdigest()
     institutions = await run_in_threadpool(use_permit, body.permit)
     targets = sorted(set(body.nodes)) if body.nodes else sorted(institutions)
@@ -162,7 +189,8 @@ async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: 
                                 details={"permit": body.permit, "nodes": targets})
         raise JobRefused(reason)
     hub = _hub(hub)
-    payload = {"code": body.code, "entry": body.entry, "limits": body.limits}
+    payload = {"code": base64.b64encode(code).decode(), "entry": body.entry,
+               "limits": body.limits}
     timeout = max(hub.fanout.timeout, MIN_SUBMIT_TIMEOUT)
 
     async def one(node_id: str) -> tuple[str, dict[str, Any]]:
@@ -243,9 +271,37 @@ async def _each_node(hub: Hub, job: CentralJob, caller: Principal, method: str,
 
 async def status(ctx: AppContext, hub: Hub | None, job_id: str, caller: Principal
                  ) -> JobView:
+    """Every node's state; parts that have ended are collected into the airlock now."""
+    from gateway.hub.collect import collect, pending  # collect calls the nodes like this
+
     job = await run_in_threadpool(_load, ctx, job_id, caller, READERS)
-    states = await _each_node(_hub(hub), job, caller, "GET", "")
+    hub = _hub(hub)
+    states = await _each_node(hub, job, caller, "GET", "")
+    if pending(job) and await collect(ctx, hub, job, states):
+        job = await run_in_threadpool(_load, ctx, job_id, caller, READERS)
     return _view(job, states)
+
+
+def mine(ctx: AppContext, caller: Principal) -> list[JobView]:
+    """The caller's jobs, newest first, as the hub recorded them (no node is asked)."""
+    with session_scope(ctx.sessions) as session:
+        return [_view(job) for job in repository.of_user(session, caller.id)]
+
+
+async def outputs(ctx: AppContext, hub: Hub | None, job_id: str, caller: Principal
+                  ) -> list[RequestOut]:
+    """The airlock requests of the job's outputs, one per node part collected so far."""
+    await status(ctx, hub, job_id, caller)  # checks who asks, collects what has ended
+
+    def read() -> list[RequestOut]:
+        with session_scope(ctx.sessions) as session:
+            found = airlock_requests.list_for(session, job_id=job_id)
+            ctx.audit.record(session, actor=caller.id, action="job.outputs.read",
+                             object=f"job:{job_id}", decision="allow",
+                             reason=f"{len(found)} airlock request(s)")
+            return [RequestOut.model_validate(r) for r in found]
+
+    return await run_in_threadpool(read)
 
 
 async def cancel(ctx: AppContext, hub: Hub | None, job_id: str, caller: Principal
@@ -268,4 +324,4 @@ async def cancel(ctx: AppContext, hub: Hub | None, job_id: str, caller: Principa
     return _view(job, outcomes)
 
 
-__all__ = ["JobSubmission", "JobView", "cancel", "status", "submit"]
+__all__ = ["JobSubmission", "JobView", "cancel", "mine", "outputs", "status", "submit"]

@@ -3,12 +3,13 @@
 # description: |
 #   What leaves the secure processing environment, after the automatic checks
 #   (spe/airlock). Input: {"action": "view"|"review"|"release"|"reject"|"download"|
-#   "withhold", "subject": {"id", "roles", "institution"}, "request": {"state"
+#   "inspect"|"withhold", "subject": {"id", "roles", "institution"}, "request": {"state"
 #   (pending, released, rejected, withheld), "requester", "reviews": [{"reviewer",
 #   "decision": "approve"|"reject"}], "report_reasons" (count of report-wide blocking
 #   reasons, e.g. total size), "files": [{"path", "verdict", "stored"}]}, "permit":
 #   {"status" (effective, see policies/permits), "members" (user ids, applicant included)},
-#   "file": {"path", "verdict", "stored", "reasons"} (download only)}.
+#   "file": {"path", "verdict", "stored", "reasons"} (download and inspect only)}.
+#   Output checkers inspect the stored files of a pending request they may review.
 #   Two different output checkers, neither the requester nor anyone named on the permit,
 #   must approve; any reject rejects. Only the requester or a member downloads, only a
 #   released request's stored files, only while the permit is not suspended or revoked.
@@ -130,6 +131,25 @@ decide(req) := deny(403, "only an output checker reviews outputs") if {
 	not req.file.stored
 } else := allow("a party downloads a released output") if {
 	req.action == "download"
+
+	# ---- an output checker reads a stored file's content to review it -------------------
+} else := deny(403, "only an output checker inspects outputs under review") if {
+	req.action == "inspect"
+	not checker(req)
+} else := deny(403, "nobody inspects the outputs they asked to release") if {
+	req.action == "inspect"
+	requester(req)
+} else := deny(403, "nobody inspects the outputs of a permit they are named on") if {
+	req.action == "inspect"
+	member(req)
+} else := deny(409, concat("", ["a request in state ", req.request.state, " is not under review"])) if {
+	req.action == "inspect"
+	req.request.state != "pending"
+} else := deny(403, "the file was not stored and never leaves") if {
+	req.action == "inspect"
+	not req.file.stored
+} else := allow("an output checker inspects a file under review") if {
+	req.action == "inspect"
 
 	# ---- reading a request --------------------------------------------------------------
 } else := allow("a party reads its request") if {

@@ -185,3 +185,19 @@ test_an_unknown_action_is_refused if {
 	r.status == 400
 	contains(r.reason, "publish")
 }
+
+# inspect (an output checker reads a stored file's content while reviewing)
+
+ins(subject, r, f) := airlock.decide({"action": "inspect", "subject": subject, "request": r, "permit": permit("active"), "file": f})
+
+test_a_checker_inspects_a_stored_file if ins(olga, request("pending", []), safe).allow
+
+test_a_researcher_does_not_inspect if ins(eve, request("pending", []), safe).status == 403
+
+test_the_requester_does_not_inspect_as_a_checker if ins(alice_checker, request("pending", []), safe).status == 403
+
+test_a_member_does_not_inspect_as_a_checker if ins(carol_checker, request("pending", []), safe).status == 403
+
+test_an_unstored_file_is_not_inspected if ins(olga, request("pending", []), small).status == 403
+
+test_a_settled_request_is_not_inspected if ins(olga, request("released", [approve("olga"), approve("otto")]), safe).status == 409

@@ -42,10 +42,13 @@ permissions := {
 		"GET /api/v1/airlock/requests/{rid}": {"output_checker", "researcher"},
 		"POST /api/v1/airlock/requests/{rid}/reviews": {"output_checker"},
 		"GET /api/v1/airlock/requests/{rid}/files/{path:path}": {"researcher"},
+		"GET /api/v1/airlock/requests/{rid}/inspect/{path:path}": {"output_checker"},
 		# Jobs under a data permit, sent to the nodes; whose permit and whose job is checked
 		# by policies/permits (use) and by the hub's job service.
 		"POST /api/v1/jobs": {"researcher"},
+		"GET /api/v1/jobs": {"researcher"},
 		"GET /api/v1/jobs/{job_id}": {"researcher", "output_checker", "admin"},
+		"GET /api/v1/jobs/{job_id}/outputs": {"researcher", "output_checker", "admin"},
 		"POST /api/v1/jobs/{job_id}/cancel": {"researcher"},
 	},
 	"node": {

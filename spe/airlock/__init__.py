@@ -9,7 +9,7 @@ from spe.airlock.checks import check_outputs
 from spe.airlock.report import AirlockReport, FileVerdict, Verdict
 from spe.airlock.rules import AirlockPolicyError, OutputRules, rules_from_policy
 from spe.airlock.tables import dominance_violated, p_ratio_violated
-from spe.airlock.terms import ExtractTerms, terms_from_extract
+from spe.airlock.terms import ExtractTerms, cached_terms, terms_from_extract
 
 __all__ = [
     "AirlockPolicyError",
@@ -18,6 +18,7 @@ __all__ = [
     "FileVerdict",
     "OutputRules",
     "Verdict",
+    "cached_terms",
     "check_outputs",
     "dominance_violated",
     "p_ratio_violated",

@@ -12,6 +12,7 @@ classes, transfer syntaxes) identify nothing and are left out. Terms shorter tha
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -220,6 +221,17 @@ def terms_from_extract(extract_dir: Path) -> ExtractTerms:
             elif is_dicom_file(path):
                 collector.dicom(path)
     return collector.terms()
+
+
+@functools.lru_cache(maxsize=16)
+def _terms_at(path: str, mtime_ns: int) -> ExtractTerms:
+    return terms_from_extract(Path(path))
+
+
+def cached_terms(extract_dir: Path) -> ExtractTerms:
+    """`terms_from_extract`, read once per extract folder and version (its mtime): every
+    job over a staged extract scans its outputs for the same terms."""
+    return _terms_at(str(Path(extract_dir).resolve()), os.stat(extract_dir).st_mtime_ns)
 
 
 def _read_ndjson(path: Path, collector: _Collector) -> None:

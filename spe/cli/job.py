@@ -7,9 +7,11 @@ Results go to standard output; errors to standard error with exit code 2 for bad
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -17,8 +19,9 @@ from rich.table import Table
 
 from spe.cli.http import bearer, fail, hub_url, request
 
-job_app = typer.Typer(help="Jobs under a data permit: submit, follow, cancel (through the hub)",
-                      no_args_is_help=True)
+job_app = typer.Typer(
+    help="Jobs under a data permit: submit, follow, cancel, and their released outputs "
+         "(through the hub)", no_args_is_help=True)
 
 JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id (from submit)")]
 Hub = Annotated[str | None, typer.Option(
@@ -51,12 +54,13 @@ def print_job(out: Console, job: dict) -> None:
     out.print(f"job {job['id']} under {job['permit']} by {job['user']} "
               f"({job['entry']}, code sha256 {job['code_sha256'][:12]}…)")
     table = Table()
-    for column in ("node", "state", "attempts", "airlock", "reason"):
+    for column in ("node", "state", "attempts", "outputs", "airlock request", "reason"):
         table.add_column(column)
     for n in job["nodes"]:
         files = ", ".join(f"{f['path']}: {f['verdict']}" for f in n.get("files") or [])
         table.add_row(n["node_id"], n["state"], str(n.get("attempts", 0)),
-                      files or (n.get("verdict") or ""), n.get("reason") or "")
+                      files or (n.get("verdict") or ""), n.get("airlock") or "",
+                      n.get("reason") or "")
     out.print(table)
 
 
@@ -135,3 +139,75 @@ def cancel(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson 
         typer.echo(json.dumps(job, indent=2))
     else:
         print_job(_out(), job)
+
+
+@job_app.command("outputs")
+def outputs(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson = False,
+            timeout: Timeout = 60.0) -> None:
+    """The job's outputs in the airlock, per node: each file's verdict and reasons, the
+    reviews, and whether they are released."""
+    found = request("GET", hub_url(hub), _path(job_id, "/outputs"), bearer(token),
+                    timeout=timeout).json()
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    out = _out()
+    if not found:
+        out.print("no outputs in the airlock yet (a part still running, or none succeeded)")
+    for req in found:
+        approvals = sum(r["decision"] == "approve" for r in req["reviews"])
+        out.print(f"{req['node_id']}: request {req['id']}: {req['state']} "
+                  f"({approvals} approval(s))")
+        for reason in req["reasons"]:
+            out.print(f"  ! {reason}")
+        table = Table()
+        for column in ("file", "bytes", "verdict", "kept", "reasons"):
+            table.add_column(column)
+        for f in req["files"]:
+            table.add_row(f["path"], str(f["size"]), f["verdict"],
+                          "yes" if f["stored"] else "no", "; ".join(f["reasons"]))
+        out.print(table)
+
+
+@job_app.command("download")
+def download(
+    job_id: JobId,
+    to: Annotated[Path, typer.Option(help="Folder to write into (<node>/<file>)")] = Path("."),
+    node: Annotated[list[str], typer.Option(help="Only this institution's outputs; "
+                                            "repeat for several")] = [],  # noqa: B006
+    hub: Hub = None,
+    token: Token = None,
+    timeout: Timeout = 60.0,
+) -> None:
+    """Download the job's released outputs into TO/<node>/, checking each file's checksum.
+    Exits 1 when nothing is released yet."""
+    url, auth = hub_url(hub), bearer(token)
+    found = request("GET", url, _path(job_id, "/outputs"), auth, timeout=timeout).json()
+    released = [r for r in found if r["state"] == "released"
+                and (not node or r["node_id"] in node)]
+    if not released:
+        states = ", ".join(f"{r['node_id']}: {r['state']}" for r in found) or "none yet"
+        raise fail(f"no released outputs for job {job_id} ({states})", 1)
+    out, written = _out(), 0
+    for req in released:
+        for f in req["files"]:
+            if not f["stored"]:
+                continue
+            resp = request("GET", url, f"/api/v1/airlock/requests/{req['id']}/files/"
+                           f"{quote(f['path'])}", auth, timeout=timeout)
+            if hashlib.sha256(resp.content).hexdigest() != f["sha256"]:
+                raise fail(f"{req['node_id']}/{f['path']}: checksum mismatch; not written", 1)
+            target = _inside(to, f"{req['node_id']}/{f['path']}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(resp.content)
+            written += 1
+            out.print(f"{target}  ({len(resp.content)} bytes, sha256 {f['sha256'][:12]}…)")
+    out.print(f"{written} file(s) written")
+
+
+def _inside(folder: Path, relative: str) -> Path:
+    """`folder / relative`, refusing a path that would leave `folder`."""
+    parts = relative.split("/")
+    if any(p in ("", ".", "..") or "\\" in p for p in parts):
+        raise fail(f"refusing an unsafe file name from the hub: {relative!r}", 1)
+    return folder.joinpath(*parts)

@@ -235,27 +235,33 @@ def test_cancel(federation, permit, tmp_path, node_dbs):
     assert "carol" in body["nodes"][0]["reason"]
 
 
-def test_the_cli_submits_follows_and_cancels(federation, permit, tmp_path, monkeypatch):
+def _cli(hub, monkeypatch, user: str):
+    """`spe job ...` as `user`, through the test client."""
     from typer.testing import CliRunner
 
     import spe.cli.http
     from spe.cli.main import app
-
-    hub, _, _ = federation
 
     def through_test_client(method, url, *, json=None, params=None, timeout=None,
                             headers=None):
         return hub.request(method, url, json=json, params=params, headers=headers)
 
     monkeypatch.setattr(spe.cli.http.httpx, "request", through_test_client)
-    token = hub.as_("carol", "researcher")["Authorization"].split()[1]
+    token = hub.as_(user, "researcher")["Authorization"].split()[1]
     env = {"COLUMNS": "200", "SPE_HUB_URL": "http://testserver", "SPE_TOKEN": token}
-    code = tmp_path / "job"
-    code.mkdir()
-    (code / "main.py").write_text(textwrap.dedent(COUNT_MODALITIES))
 
     def run(*args: str):
         return CliRunner().invoke(app, ["job", *args], env=env)
+
+    return run
+
+
+def test_the_cli_submits_follows_and_cancels(federation, permit, tmp_path, monkeypatch):
+    hub, _, _ = federation
+    run = _cli(hub, monkeypatch, "carol")
+    code = tmp_path / "job"
+    code.mkdir()
+    (code / "main.py").write_text(textwrap.dedent(COUNT_MODALITIES))
 
     submitted = run("submit", "--permit", permit, "--node", "site-b", "--wall-seconds",
                     "60", str(code))
@@ -279,3 +285,150 @@ def test_the_cli_submits_follows_and_cancels(federation, permit, tmp_path, monke
     refused = run("submit", "--permit", permit, "--node", "site-c", str(code))
     assert refused.exit_code == 1
     assert "site-c" in refused.output
+
+
+PER_SITE_TABLE = """
+    import collections
+    import csv
+    import datetime
+    import json
+    import pathlib
+    import shutil
+
+    import pydicom
+
+    # Birth dates by the patients' pseudonyms (images carry the same one as records).
+    births = {}
+    for line in open("/extract/fhir/Patient.ndjson"):
+        patient = json.loads(line)
+        for ident in patient.get("identifier", []):
+            if patient.get("birthDate"):
+                births[ident.get("value")] = patient["birthDate"][:10]
+
+    def band(age):
+        return "0-39" if age < 40 else "40-64" if age < 65 else "65+"
+
+    images = collections.Counter()
+    for path in sorted(pathlib.Path("/extract/dicom").rglob("*")):
+        if not path.is_file():
+            continue
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        born, seen = births.get(str(ds.PatientID)), str(ds.get("StudyDate", ""))
+        if not born or len(seen) != 8:
+            continue
+        age = (datetime.date(int(seen[:4]), int(seen[4:6]), int(seen[6:]))
+               - datetime.date.fromisoformat(born)).days // 365
+        images[(str(ds.Modality), band(age))] += 1
+    with open("/output/images_by_modality_and_age.csv", "w", newline="") as out:
+        table = csv.writer(out)
+        table.writerow(["modality", "age_band", "images"])
+        for (modality, age_band), n in sorted(images.items()):
+            if n >= 10:  # small cells are left out here; the airlock checks again
+                table.writerow([modality, age_band, n])
+    print("cells", len(images))
+    # And the raw extract too: the airlock must stop this at the node.
+    first = next(p for p in sorted(pathlib.Path("/extract/dicom").rglob("*")) if p.is_file())
+    shutil.copy(first, "/output/raw_image.dcm")
+    shutil.copy("/extract/fhir/Patient.ndjson", "/output/patients.ndjson")
+"""
+
+
+def test_a_federated_job_passes_the_airlock_and_is_downloaded(federation, permit, tmp_path,
+                                                               monkeypatch):
+    """Per-site tables over two institutions: the raw extract is blocked at each node and
+    never reaches the centre; the tables are released by two output checkers and the
+    researcher downloads them."""
+    hub, _, _ = federation
+    resp = hub.post("/api/v1/jobs", headers=hub.as_("carol", "researcher"), json={
+        "permit": permit, "script": textwrap.dedent(PER_SITE_TABLE), "limits": LIMITS})
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    body = _wait(hub, job_id, lambda b: all(n["state"] in FINAL and n["airlock"]
+                                            for n in b["nodes"]))
+    assert {n["node_id"]: n["state"] for n in body["nodes"]} == {
+        "site-a": "succeeded", "site-b": "succeeded"}, body
+    outputs = hub.get(f"/api/v1/jobs/{job_id}/outputs", headers=hub.as_("carol", "researcher"))
+    assert outputs.status_code == 200, outputs.text
+    requests = {r["node_id"]: r for r in outputs.json()}
+    assert set(requests) == {"site-a", "site-b"}
+    for node, request in requests.items():
+        files = {f["path"]: f for f in request["files"]}
+        assert request["state"] == "pending"
+        assert set(files) == {"images_by_modality_and_age.csv", "raw_image.dcm",
+                              "patients.ndjson"}, files
+        for raw in ("raw_image.dcm", "patients.ndjson"):
+            assert files[raw]["verdict"] == "blocked"
+            assert not files[raw]["stored"]
+            assert any(r.startswith(f"at {node}: ") for r in files[raw]["reasons"])
+        table = files["images_by_modality_and_age.csv"]
+        assert table["stored"], table
+        assert table["verdict"] in {"pass", "review"}, table
+
+    # Two output checkers look at each table and approve; then carol downloads it.
+    path = "images_by_modality_and_age.csv"
+    for request in requests.values():
+        rid = request["id"]
+        seen = hub.get(f"/api/v1/airlock/requests/{rid}/inspect/{path}",
+                       headers=hub.as_("olga", "output_checker"))
+        assert seen.status_code == 200, seen.text
+        assert seen.text.startswith("modality,age_band,images")
+        # Neither the requester nor anyone may read what is still under review.
+        assert hub.get(f"/api/v1/airlock/requests/{rid}/files/{path}",
+                       headers=hub.as_("carol", "researcher")).status_code == 409
+        assert hub.get(f"/api/v1/airlock/requests/{rid}/inspect/raw_image.dcm",
+                       headers=hub.as_("olga", "output_checker")).status_code == 403
+        for checker in ("olga", "oscar"):
+            review = hub.post(f"/api/v1/airlock/requests/{rid}/reviews",
+                              headers=hub.as_(checker, "output_checker"),
+                              json={"decision": "approve", "reason": "counts of 10 or more"})
+            assert review.status_code == 200, review.text
+        assert review.json()["state"] == "released"
+        got = hub.get(f"/api/v1/airlock/requests/{rid}/files/{path}",
+                      headers=hub.as_("carol", "researcher"))
+        assert got.status_code == 200, got.text
+        assert got.content == seen.content
+        assert hashlib.sha256(got.content).hexdigest() == got.headers["x-checksum-sha256"]
+        # What was blocked never left the node.
+        assert hub.get(f"/api/v1/airlock/requests/{rid}/files/raw_image.dcm",
+                       headers=hub.as_("carol", "researcher")).status_code == 403
+
+    # The same from the command line: the outputs' verdicts, then the released tables.
+    run = _cli(hub, monkeypatch, "carol")
+    listed = run("outputs", job_id)
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count(": released") == 2
+    assert "raw_image.dcm" in listed.output
+    fetched = run("download", job_id, "--to", str(tmp_path / "out"))
+    assert fetched.exit_code == 0, fetched.output
+    assert sorted(p.relative_to(tmp_path / "out").as_posix()
+                  for p in (tmp_path / "out").rglob("*") if p.is_file()) == [
+        f"site-a/{path}", f"site-b/{path}"]
+
+
+def test_a_node_gives_outputs_to_the_central_airlock_only(federation, permit, tmp_path):
+    """Straight at the node with a correctly hub-signed context: the job's own user does
+    not get the outputs, only the hub's collector does."""
+    hub, urls, pki = federation
+    resp = _submit(hub, permit, _code(tmp_path, COUNT_MODALITIES), nodes=["site-a"])
+    assert resp.status_code == 202, resp.text
+    job = _wait(hub, resp.json()["id"], lambda b: b["nodes"][0]["state"] in FINAL)
+    node_job = job["nodes"][0]["job_id"]
+    signer = ContextSigner(private_key_of(pki / "hub.key"))
+    qh = hashlib.sha256(node_job.encode()).hexdigest()
+    with httpx.Client(base_url=urls["site-a"], timeout=10,
+                      verify=client_ssl_context(pki, "hub")) as client:
+        def ask(user: str, roles: list[str]) -> httpx.Response:
+            context = signer.sign(user=user, roles=roles, tier="permit", query_hash=qh,
+                                  node_id="site-a", permit=permit)
+            return client.get(f"/api/v1/jobs/{node_job}/outputs",
+                              headers={"X-SPE-Hub-Context": context})
+
+        assert ask(f"carol@{ISSUER}", ["researcher"]).status_code == 403
+        assert ask(f"carol@{ISSUER}", ["airlock"]).status_code == 403
+        assert ask(f"olga@{ISSUER}", ["output_checker"]).status_code == 403
+        collected = ask("hub:airlock", ["airlock"])
+        assert collected.status_code == 200, collected.text
+        answer = collected.json()
+        assert [f["path"] for f in answer["report"]] == ["counts.csv"]
+        assert [f["path"] for f in answer["files"]] == [
+            f["path"] for f in answer["report"] if f["verdict"] != "blocked"]

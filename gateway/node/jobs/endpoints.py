@@ -10,6 +10,10 @@ context, `X-SPE-Hub-Context`; spe.wire.context).
   log tail, airlock verdicts and staging summary.
 - `POST /api/v1/jobs/{job_id}/cancel`: likewise, the job's own user only; a running job's
   worker notices at its next heartbeat and kills the sandbox.
+- `GET /api/v1/jobs/{job_id}/outputs`: a succeeded job's outputs for the central airlock,
+  to the hub's airlock only (role `airlock`; not even the job's own user reads them here).
+  Checked again now and merged with the worker's report, which also scanned them for the
+  extract's ids and dates; what is blocked never leaves the node, only its name and reasons.
 
 Every submission and cancellation is audited, and so is every refusal.
 """
@@ -29,18 +33,24 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from gateway.node.jobs import repository as repo
-from gateway.node.jobs.models import FINAL, MAX_CODE_BYTES, NodeJob
+from gateway.node.jobs.models import FINAL, MAX_CODE_BYTES, SUCCEEDED, NodeJob
 from gateway.node.permits import repository as permits
+from spe.airlock import AirlockPolicyError, OutputRules, check_outputs, rules_from_policy
+from spe.airlock.report import worst
+from spe.airlock.review.storage import NotCopied, read_regular
 from spe.db import session_scope
 from spe.errors import Conflict, Forbidden, NotAuthenticated, NotFound, SPEError
 from spe.sandbox import Limits
 from spe.web import DbSession
 from spe.wire.context import HubContext
+from spe.wire.outputs import COLLECTOR, COLLECTOR_ROLE, JobOutputs, OutputFile
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 CONTEXT_HEADER = "X-SPE-Hub-Context"
 POLICY = "jobs/decision"
-READERS = frozenset({"output_checker", "admin"})  # besides the job's own user
+READERS = frozenset({"output_checker", "admin", COLLECTOR_ROLE})  # besides the job's own user
+#: The one role the hub signs for when it collects outputs into the central airlock.
+AIRLOCK = frozenset({COLLECTOR_ROLE})
 #: The largest packed code accepted (base64 text); unpacked, models.MAX_CODE_BYTES holds.
 MAX_CODE_B64 = (MAX_CODE_BYTES * 4) // 3 + 4
 
@@ -177,7 +187,8 @@ def submit(body: JobSubmission, request: Request, session: DbSession,
 
 
 def _job_for(request: Request, session: Session, job_id: str, token: str | None,
-             action: str, readers: frozenset[str]) -> tuple[NodeJob, HubContext]:
+             action: str, readers: frozenset[str], *, owner: bool = True
+             ) -> tuple[NodeJob, HubContext]:
     hub_ctx = _verified(request, token, job_hash(job_id), action, f"job:{job_id}")
     job = repo.get(session, job_id)
     problem = None
@@ -185,7 +196,9 @@ def _job_for(request: Request, session: Session, job_id: str, token: str | None,
         problem = "no such job at this node"
     elif hub_ctx.permit is not None and hub_ctx.permit != job.pid:
         problem = "the job runs under another permit"
-    elif job.user_id != hub_ctx.sub and not (readers & set(hub_ctx.roles)):
+    elif not owner and hub_ctx.sub != COLLECTOR:
+        problem = "only the central airlock collects a job's outputs"
+    elif not (owner and job.user_id == hub_ctx.sub) and not (readers & set(hub_ctx.roles)):
         problem = "the job is another user's"
     if problem:
         _audit_own(request, actor=hub_ctx.sub, action=action, object=f"job:{job_id}",
@@ -249,3 +262,77 @@ def cancel(job_id: str, request: Request, session: DbSession,
     assert job is not None
     return status_of(job, request.app.state.node.node_id,
                      getattr(request.app.state, "job_work_dir", None))
+
+
+def collect_outputs(job: NodeJob, output_dir: Path, rules: OutputRules) -> JobOutputs:
+    """The worker's report merged with a fresh check, and the bytes of what is not
+    blocked, each read without following links."""
+    fresh = check_outputs(output_dir, rules=rules)
+    earlier = {f.get("path"): f for f in ((job.result or {}).get("airlock") or {})
+               .get("files") or []}
+    reasons = list(dict.fromkeys(
+        list(((job.result or {}).get("airlock") or {}).get("reasons") or [])
+        + fresh.reasons))
+    files = []
+    for entry in fresh.files:
+        before = earlier.get(entry.path)
+        if before is None:
+            entry.flag("blocked", "not among the outputs the job ended with")
+        else:
+            for reason in before.get("reasons") or []:
+                if reason not in entry.reasons:
+                    entry.reasons.append(reason)
+            entry.verdict = worst(entry.verdict, before.get("verdict") or "blocked")
+        if entry.verdict == "blocked" or entry.path.endswith("/"):
+            continue
+        try:
+            data = read_regular(output_dir, entry.path, rules.max_file_bytes)
+        except (OSError, NotCopied) as exc:
+            entry.flag("blocked", f"could not be read: {exc}")
+            continue
+        files.append(OutputFile(path=entry.path, sha256=hashlib.sha256(data).hexdigest(),
+                                data=base64.b64encode(data).decode()))
+    missing = sorted(set(earlier) - {f.path for f in fresh.files})
+    if missing:
+        reasons.append("outputs missing since the job ended: " + ", ".join(missing[:10]))
+    fresh.reasons = reasons
+    fresh.finish()
+    if fresh.reasons:
+        fresh.verdict = "blocked"
+    return JobOutputs(job_id=job.id, node_id="", pid=job.pid, user_id=job.user_id,
+                      verdict=fresh.verdict, reasons=fresh.reasons,
+                      report=[f.model_dump(mode="json") for f in fresh.files],
+                      files=files)
+
+
+@router.get("/jobs/{job_id}/outputs", response_model=JobOutputs)
+def outputs(job_id: str, request: Request, session: DbSession,
+            x_spe_hub_context: Annotated[str | None, Header()] = None) -> JobOutputs:
+    ctx = request.app.state.ctx
+    node_id = request.app.state.node.node_id
+    job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "job.outputs",
+                            AIRLOCK, owner=False)
+    if job.state != SUCCEEDED:
+        _audit_own(request, actor=hub_ctx.sub, action="job.outputs", object=f"job:{job_id}",
+                   decision="deny", reason=f"the job is {job.state}")
+        raise Conflict(f"the job is {job.state}; only a succeeded job's outputs go to the "
+                       "airlock")
+    work_dir = getattr(request.app.state, "job_work_dir", None)
+    try:
+        rules = rules_from_policy(ctx.policy)
+    except AirlockPolicyError as exc:
+        _audit_own(request, actor=hub_ctx.sub, action="job.outputs", object=f"job:{job_id}",
+                   decision="deny", reason=str(exc))
+        raise Forbidden(f"no output rules: {exc}") from None
+    if work_dir is None:
+        raise Conflict("this node keeps no job outputs")
+    answer = collect_outputs(job, Path(work_dir) / job.id / "output", rules)
+    answer.node_id = node_id
+    ctx.audit.record(session, actor=hub_ctx.sub, action="job.outputs", object=f"job:{job_id}",
+                     decision="allow",
+                     reason=f"{len(answer.files)} file(s) sent to the central airlock, "
+                            f"{sum(f['verdict'] == 'blocked' for f in answer.report)} "
+                            "blocked here",
+                     details={"permit": job.pid, "verdict": answer.verdict,
+                              "files": {f.path: f.sha256 for f in answer.files}})
+    return answer

@@ -95,6 +95,17 @@ def pack_code(directory: Path | str) -> bytes:
     return buffer.getvalue()
 
 
+def pack_script(source: str, entry: str = "main.py") -> bytes:
+    """A `pack_code` archive of one Python file (the web page's and a pasted script's)."""
+    data = source.encode("utf-8")
+    info = tarfile.TarInfo(_safe_name(entry))
+    info.size, info.mode, info.mtime = len(data), 0o644, 0
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def _safe_name(name: str) -> str:
     if not name or name.startswith(("/", "\\")) or "\\" in name or "\x00" in name:
         raise CodeArchiveError(f"unsafe path in job code: {name!r}")

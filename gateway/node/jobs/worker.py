@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.node.jobs import repository as repo
 from gateway.node.jobs.models import FAILED, SUCCEEDED, TIMED_OUT, NodeJob, unpack_code
-from spe.airlock import OutputRules, check_outputs
+from spe.airlock import OutputRules, cached_terms, check_outputs
 from spe.audit import AuditLog
 from spe.db import session_scope
 from spe.sandbox import Limits, SandboxError, run
@@ -149,7 +149,17 @@ class Worker:
                           cancel=beat.lost)
         except SandboxError as exc:
             return FAILED, None, "", f"the sandbox could not start the job: {exc}"
-        report = check_outputs(output, rules=self.rules)
+        try:  # what of the extract must not leave (ids, pseudonyms, UIDs, exact dates)
+            terms = cached_terms(extract)
+        except Exception as exc:
+            log.exception("job %s: the extract's terms could not be read", job.id)
+            terms, unreadable = None, f"the extract's identifiers could not be read: {exc}"
+        else:
+            unreadable = ""
+        report = check_outputs(output, rules=self.rules, extract_terms=terms)
+        if unreadable:  # without them nothing is known to be safe: fail closed
+            report.block(unreadable)
+            report.finish()
         state = _SANDBOX_STATES[sandbox.state]
         result = {"sandbox": sandbox.to_dict(), "airlock": report.model_dump(mode="json"),
                   "verdict": report.verdict}

@@ -39,6 +39,22 @@ def review(rid: str, body: ReviewIn, caller: Caller, session: DbSession,
     return RequestOut.model_validate(done)
 
 
+@router.get("/requests/{rid}/inspect/{path:path}")
+def inspect(rid: str, path: str, caller: Caller, session: DbSession,
+            request: Request) -> Response:
+    """A stored file of a pending request, for an output checker to review: plain text
+    (a figure as its bytes), shown inline, never run (a sandboxed, scriptless response)."""
+    file, data = airlock(request).inspect(session, caller, rid, path)
+    media = {"png": "image/png", "pdf": "application/pdf"}.get(
+        file.path.rsplit(".", 1)[-1].lower(), "text/plain; charset=utf-8")
+    return Response(data, media_type=media, headers={
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
+        "X-Checksum-SHA256": file.sha256 or "",
+    })
+
+
 @router.get("/requests/{rid}/files/{path:path}")
 def download(rid: str, path: str, caller: Caller, session: DbSession,
              request: Request) -> Response:

@@ -26,8 +26,9 @@ def add(session: Session, request: AirlockRequest) -> AirlockRequest:
 
 def list_for(session: Session, *, requester: str | None = None,
              states: list[str] | None = None, pid: str | None = None,
-             for_update: bool = False, limit: int = 200) -> list[AirlockRequest]:
-    """Requests, newest first: a requester's own, a permit's, or by state."""
+             job_id: str | None = None, for_update: bool = False, limit: int = 200
+             ) -> list[AirlockRequest]:
+    """Requests, newest first: a requester's own, a permit's, a job's, or by state."""
     stmt = select(AirlockRequest).options(*_FULL).order_by(
         AirlockRequest.created_at.desc()).limit(limit)
     if requester is not None:
@@ -36,6 +37,8 @@ def list_for(session: Session, *, requester: str | None = None,
         stmt = stmt.where(AirlockRequest.state.in_(states))
     if pid is not None:
         stmt = stmt.where(AirlockRequest.pid == pid)
+    if job_id is not None:
+        stmt = stmt.where(AirlockRequest.job_id == job_id)
     if for_update:
         stmt = stmt.with_for_update(of=AirlockRequest)
     return list(session.execute(stmt).scalars())

@@ -149,6 +149,18 @@ class Airlock:
         self.audit.record(session, actor=principal.id, action=action, object=request.id,
                           decision="allow" if answer.allow else "deny", reason=answer.reason)
 
+    # ---- an output checker reads a file under review ---------------------------------------
+
+    def inspect(self, session: Session, principal: Principal, request_id: str,
+                path: str) -> tuple[AirlockFile, bytes]:
+        """A stored file's bytes, for an output checker who may review the request."""
+        request = self.load(session, request_id)
+        file = next((f for f in request.files if f.path == path), None)
+        facts = (file_facts(file) if file is not None else
+                 {"path": path, "verdict": "missing", "stored": False, "reasons": []})
+        self._decide(session, "inspect", principal, request, facts)
+        return file, self._stored_bytes(file)  # type: ignore[arg-type]
+
     # ---- the requester downloads ---------------------------------------------------------
 
     def download(self, session: Session, principal: Principal, request_id: str,
@@ -158,12 +170,16 @@ class Airlock:
         facts = (file_facts(file) if file is not None else
                  {"path": path, "verdict": "missing", "stored": False, "reasons": []})
         self._decide(session, "download", principal, request, facts)
+        return file, self._stored_bytes(file)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _stored_bytes(file: AirlockFile | None) -> bytes:
         if file is None or not file.stored_path:  # the policy allows stored files only
             raise Conflict("the file was not stored")
         data = _read_stored(Path(file.stored_path))
         if hashlib.sha256(data).hexdigest() != file.sha256:
             raise Conflict("the stored copy does not match its checksum; not released")
-        return file, data
+        return data
 
 
 def _read_stored(path: Path) -> bytes:

@@ -200,6 +200,34 @@ def test_safe_csv_job_succeeds_with_airlock_verdict(node) -> None:
     assert _verified(sessions)
 
 
+PSEUDONYM_COLUMN = """
+    import json
+    ids = [json.loads(line)["id"] for line in open("/extract/fhir/Patient.ndjson")]
+    with open("/output/by_patient.csv", "w") as f:
+        f.write("patient,group,n\\n")
+        for i, pid in enumerate(ids):
+            f.write(f"{pid},{'ab'[i % 2]},{20 + i}\\n")
+"""
+
+
+@pytest.mark.usefixtures("_bwrap")
+def test_a_column_of_the_extracts_pseudonyms_is_blocked(node) -> None:
+    """The worker scans outputs for the ids of the extract the job ran over: a table that
+    repeats the same counts under its patients' pseudonyms does not pass."""
+    sessions, tmp, extract = node
+    (extract / "fhir").mkdir()
+    ids = [f"pseudo{n:010d}" for n in range(6)]
+    (extract / "fhir" / "Patient.ndjson").write_text("".join(
+        json.dumps({"resourceType": "Patient", "id": i}) + "\n" for i in ids))
+    job_id = _enqueue(sessions, tmp, PSEUDONYM_COLUMN)
+    assert _worker(sessions, tmp, extract).run_once()
+    job = _job(sessions, job_id)
+    assert job.state == "succeeded", (job.reason, job.log_tail)
+    [table] = job.result["airlock"]["files"]
+    assert table["verdict"] == "blocked"
+    assert any('column "patient" holds 6' in r for r in table["reasons"]), table
+
+
 @pytest.mark.usefixtures("_bwrap")
 def test_wall_limit_times_out(node) -> None:
     sessions, tmp, extract = node
