@@ -23,6 +23,9 @@ from gateway.hub.pages import STATIC_PATH as QUERY_STATIC_PATH
 from gateway.hub.pages import router as query_pages
 from gateway.hub.service import Hub
 from spe.airlock.review.endpoints import router as airlock_router
+from spe.airlock.review.pages import STATIC_DIR as AIRLOCK_STATIC
+from spe.airlock.review.pages import STATIC_PATH as AIRLOCK_STATIC_PATH
+from spe.airlock.review.pages import router as airlock_pages
 from spe.audit import CENTRAL_AUDIT
 from spe.audit.endpoints import router as audit_router
 from spe.db import make_engine, make_sessionmaker
@@ -84,6 +87,11 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     app.include_router(permits_pages)
     app.mount(PERMITS_STATIC_PATH, StaticFiles(directory=PERMITS_STATIC),
               name="permits-static")
+    # The airlock's review page for output checkers (the jobs page is served with the
+    # query builder's: gateway/hub/pages.py, the same static folder).
+    app.include_router(airlock_pages)
+    app.mount(AIRLOCK_STATIC_PATH, StaticFiles(directory=AIRLOCK_STATIC),
+              name="airlock-static")
     if issuer is not None:
         _mount_demo_issuer(app, issuer)
     return app
@@ -132,7 +140,8 @@ def _harvest_token(settings: Settings, issuer: DemoIssuer | None) -> Callable[[]
 
 
 def _lifespan(settings: Settings, issuer: DemoIssuer | None):
-    """Background work of the central service: the catalogue's scheduled harvest."""
+    """Background work of the central service: the catalogue's scheduled harvest, and
+    collecting finished jobs' outputs from the nodes into the airlock."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -148,16 +157,22 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
             task = asyncio.create_task(harvest_periodically(
                 settings.resolved_database_url, settings.catalogue_nodes, token,
                 settings.catalogue_harvest_interval_seconds, tls=_node_tls(settings)))
+        tasks = [task] if task is not None else []
+        if app.state.hub is not None:  # finished jobs' outputs into the airlock
+            from gateway.hub.collect import collect_periodically
+
+            tasks.append(asyncio.create_task(collect_periodically(
+                app.state.ctx, app.state.hub, settings.job_collect_interval_seconds)))
         try:
             yield
         finally:
+            for running in tasks:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
             hub = app.state.hub
             if hub is not None:
                 await hub.fanout.aclose()
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
     return lifespan
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -64,22 +65,42 @@ def create_node_app(
 
 
 def _lifespan(config: NodeConfig, settings: Settings):
-    """The node's background work: `SPE_NODE_WORKERS` job worker threads (none at 0)."""
+    """The node's background work: `SPE_NODE_WORKERS` jobs at once (none at 0), on
+    worker threads polling the job table (SQLite), or as procrastinate workers in this
+    event loop (PostgreSQL: other machines add `spe node worker`; jobs/dispatch.py)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        workers = None
-        if settings.node_workers > 0:
-            from gateway.node.jobs.runtime import NodeWorkers
+        from gateway.node.jobs import dispatch
+        from gateway.node.jobs.runtime import NodeWorkers, make_worker
 
-            ctx = app.state.ctx
+        ctx = app.state.ctx
+        workers = sweeper = task = dispatcher = None
+        if dispatch.uses_task_queue(config.database_url):
+            dispatcher = dispatch.Dispatcher(config.database_url)
+            if settings.node_workers > 0:
+                worker = make_worker(config, settings, ctx.policy, ctx.sessions, ctx.audit)
+                sweeper = dispatch.Sweeper(worker, dispatcher, worker.stale_after / 2)
+                sweeper.start()
+                task = asyncio.create_task(dispatch.run_task_workers(
+                    config.database_url, worker, settings.node_workers))
+        elif settings.node_workers > 0:
             workers = NodeWorkers(config, settings, ctx.policy, ctx.sessions, ctx.audit,
                                   settings.node_workers)
             workers.start()
         app.state.job_workers = workers
+        app.state.job_dispatcher = dispatcher
         try:
             yield
         finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if sweeper is not None:
+                sweeper.stop()
+            if dispatcher is not None:
+                dispatcher.close()
             if workers is not None:
                 workers.stop()
 

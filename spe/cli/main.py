@@ -138,6 +138,55 @@ def node_sync(
     print_sync_report(report)
 
 
+@node_app.command("worker")
+def node_worker(
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Jobs run at once")] = 1,
+    name: Annotated[str, typer.Option(help="This worker's name in the jobs and the audit")]
+    = "cli",
+) -> None:
+    """Run this node's jobs on this machine until Ctrl-C (configured by SPE_* like `spe
+    serve node`). On PostgreSQL the jobs come through procrastinate, so any number of
+    machines can run this; on SQLite it polls the job table (one machine)."""
+    import threading
+    import time
+
+    from gateway.node.app import NODE_AUDIT
+    from gateway.node.config import NodeConfig
+    from gateway.node.jobs import dispatch
+    from gateway.node.jobs.runtime import make_worker
+    from spe.db import make_engine, make_sessionmaker
+    from spe.db.migrate import upgrade
+    from spe.policy import make_policy_service
+
+    settings = load_settings()
+    if not (settings.node_id and settings.database_url):
+        raise fail("a node worker needs SPE_NODE_ID and SPE_DATABASE_URL")
+    upgrade(settings.database_url, "node")
+    config = NodeConfig(node_id=settings.node_id, name=settings.node_name or settings.node_id,
+                        database_url=settings.database_url, dicom=settings.node_dicom,
+                        fhir=settings.node_fhir)
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    policy = make_policy_service(settings)
+    worker = make_worker(config, settings, policy, sessions, NODE_AUDIT, name)
+    console.print(f"worker {worker.worker_id}: {concurrency} job(s) at once; Ctrl-C stops")
+    if dispatch.uses_task_queue(settings.database_url):
+        dispatch.run_task_workers_blocking(settings.database_url, worker, concurrency,
+                                           worker.stale_after / 2)
+        return
+    stop = threading.Event()
+    loops = [threading.Thread(target=make_worker(config, settings, policy, sessions, NODE_AUDIT,
+                                                 f"{name}-{i}").run_forever,
+                              args=(stop,), daemon=True) for i in range(concurrency)]
+    for loop in loops:
+        loop.start()
+    try:
+        while any(loop.is_alive() for loop in loops):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("stopping: running jobs end at their next heartbeat elsewhere")
+        stop.set()
+
+
 def print_sync_report(report, title: str = "sync") -> None:
     table = Table(title=title)
     table.add_column("indexed")

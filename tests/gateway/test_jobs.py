@@ -78,7 +78,8 @@ def federation(pki, node_dbs, tmp_path_factory):
     and the central app as the hub; yields (hub client, node URLs)."""
     root = tmp_path_factory.mktemp("jobs")
     settings = Settings(data_dir=root, oidc_issuer=ISSUER, pki_dir=pki,
-                        environment="development", node_workers=1)
+                        environment="development", node_workers=1,
+                        job_collect_interval_seconds=1)
     socks = {site: bind() for site in SITES}
     urls = {site: f"https://127.0.0.1:{s.getsockname()[1]}" for site, s in socks.items()}
     with ExitStack() as stack:
@@ -432,3 +433,42 @@ def test_a_node_gives_outputs_to_the_central_airlock_only(federation, permit, tm
         assert [f["path"] for f in answer["report"]] == ["counts.csv"]
         assert [f["path"] for f in answer["files"]] == [
             f["path"] for f in answer["report"] if f["verdict"] != "blocked"]
+
+
+def test_outputs_reach_the_checkers_queue_without_anyone_asking(federation, permit,
+                                                                tmp_path):
+    """The central service collects finished jobs on its own: an output checker's queue
+    fills although the researcher never looked at the job again."""
+    hub, _, _ = federation
+    resp = _submit(hub, permit, _code(tmp_path, COUNT_MODALITIES), nodes=["site-b"])
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    deadline, queued = time.monotonic() + 45, []
+    while not queued and time.monotonic() < deadline:
+        time.sleep(0.5)
+        queue = hub.get("/api/v1/airlock/requests", headers=hub.as_("olga", "output_checker"))
+        assert queue.status_code == 200, queue.text
+        queued = [r for r in queue.json() if r["job_id"] == job_id]
+    assert [(r["node_id"], r["requester"]) for r in queued] == [("site-b", f"carol@{ISSUER}")]
+    assert [f["path"] for f in queued[0]["files"]] == ["counts.csv"]
+    # The job's own view names the request; a failed job's part has none.
+    job = hub.get(f"/api/v1/jobs/{job_id}", headers=hub.as_("carol", "researcher")).json()
+    assert job["nodes"][0]["airlock"] == queued[0]["id"]
+    assert job["nodes"][0]["outputs"] == "collected"
+    mine = hub.get("/api/v1/jobs", headers=hub.as_("carol", "researcher"))
+    assert mine.status_code == 200
+    assert job_id in [j["id"] for j in mine.json()]
+    assert job_id not in [j["id"] for j in hub.get(
+        "/api/v1/jobs", headers=hub.as_("mallory", "researcher")).json()]
+
+
+def test_a_failed_part_has_no_outputs(federation, permit, tmp_path):
+    hub, _, _ = federation
+    failing = "open('/output/x.csv', 'w')\nraise SystemExit(3)\n"
+    resp = _submit(hub, permit, _code(tmp_path, failing), nodes=["site-a"])
+    assert resp.status_code == 202, resp.text
+    body = _wait(hub, resp.json()["id"], lambda b: b["nodes"][0]["outputs"] is not None)
+    node = body["nodes"][0]
+    assert node["state"] == "failed"
+    assert node["airlock"] is None
+    assert node["outputs"] == "no outputs: the job failed"

@@ -24,11 +24,12 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, BackgroundTasks, Header, Request
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 
@@ -46,6 +47,7 @@ from spe.wire.context import HubContext
 from spe.wire.outputs import COLLECTOR, COLLECTOR_ROLE, JobOutputs, OutputFile
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
+log = logging.getLogger(__name__)
 CONTEXT_HEADER = "X-SPE-Hub-Context"
 POLICY = "jobs/decision"
 READERS = frozenset({"output_checker", "admin", COLLECTOR_ROLE})  # besides the job's own user
@@ -152,6 +154,7 @@ def permit_facts(session: Session, ctx: HubContext, day: date) -> dict | None:
 
 @router.post("/jobs", response_model=JobAccepted, status_code=202)
 def submit(body: JobSubmission, request: Request, session: DbSession,
+           background: BackgroundTasks,
            x_spe_hub_context: Annotated[str | None, Header()] = None) -> JobAccepted:
     app = request.app
     ctx = app.state.ctx
@@ -183,7 +186,17 @@ def submit(body: JobSubmission, request: Request, session: DbSession,
                      decision="allow", reason=decision.reason,
                      details={"permit": job.pid, "code_sha256": digest, "entry": job.entry,
                               "limits": job.limits, "node": app.state.node.node_id})
+    dispatcher = getattr(app.state, "job_dispatcher", None)
+    if dispatcher is not None:  # after the commit; a lost deferral is made good by a sweep
+        background.add_task(_defer, dispatcher, job.id)
     return JobAccepted(job_id=job.id, state=job.state)
+
+
+def _defer(dispatcher, job_id: str) -> None:
+    try:
+        dispatcher.defer(job_id)
+    except Exception:  # the job stays queued; the next sweep defers it again
+        log.exception("job %s: deferring to the task queue failed", job_id)
 
 
 def _job_for(request: Request, session: Session, job_id: str, token: str | None,

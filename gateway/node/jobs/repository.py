@@ -77,8 +77,10 @@ def get(session: Session, job_id: str) -> NodeJob | None:
                            .execution_options(populate_existing=True)).scalar_one_or_none()
 
 
-def claim(session: Session, worker_id: str, now: datetime | None = None) -> NodeJob | None:
-    """Take the oldest queued job for `worker_id` (state staging, one more attempt).
+def claim(session: Session, worker_id: str, now: datetime | None = None, *,
+          job_id: str | None = None) -> NodeJob | None:
+    """Take the oldest queued job (or the job `job_id`, if still queued) for `worker_id`
+    (state staging, one more attempt).
 
     Atomic across threads, processes and machines: the job is `None` when there was
     nothing queued (or every queued job was just taken by another worker).
@@ -86,6 +88,8 @@ def claim(session: Session, worker_id: str, now: datetime | None = None) -> Node
     now = now or utcnow()
     oldest = (select(NodeJob.id).where(NodeJob.state == QUEUED)
               .order_by(NodeJob.created_at, NodeJob.id).limit(1))
+    if job_id is not None:
+        oldest = oldest.where(NodeJob.id == job_id)
     if session.get_bind().dialect.name == "postgresql":
         oldest = oldest.with_for_update(skip_locked=True)
     taken = session.execute(
@@ -230,3 +234,8 @@ def cancel_job(session: Session, job_id: str, *, reason: str = "cancelled",
         .execution_options(synchronize_session=False)
     ).scalar_one_or_none()
     return changed is not None
+
+
+def queued_ids(session: Session, limit: int = 1000) -> list[str]:
+    return list(session.execute(select(NodeJob.id).where(NodeJob.state == QUEUED)
+                                .order_by(NodeJob.created_at).limit(limit)).scalars())

@@ -70,6 +70,16 @@ def make_stage(config: NodeConfig, settings: Settings, policy: PolicyService,
     return stage_job
 
 
+def make_worker(config: NodeConfig, settings: Settings, policy: PolicyService,
+                sessions: sessionmaker[Session], audit: AuditLog, name: str = "0",
+                **worker_options) -> Worker:
+    """A worker of this node, named `<node>@<host>:<pid>/<name>` in its jobs and audit."""
+    return Worker(sessions, audit,
+                  worker_id=f"{config.node_id}@{socket.gethostname()}:{os.getpid()}/{name}",
+                  work_dir=work_dir_of(settings, config.node_id),
+                  stage=make_stage(config, settings, policy, sessions), **worker_options)
+
+
 class NodeWorkers:
     """`count` worker threads of this node process; `start()` and `stop()` them."""
 
@@ -78,11 +88,8 @@ class NodeWorkers:
                  idle_seconds: float = 1.0, **worker_options) -> None:
         self.stop_event = threading.Event()
         self.idle_seconds = idle_seconds
-        stage = make_stage(config, settings, policy, sessions)
-        prefix = f"{config.node_id}@{socket.gethostname()}:{os.getpid()}"
-        self.workers = [Worker(sessions, audit, worker_id=f"{prefix}/{i}",
-                               work_dir=work_dir_of(settings, config.node_id), stage=stage,
-                               **worker_options)
+        self.workers = [make_worker(config, settings, policy, sessions, audit, str(i),
+                                    **worker_options)
                         for i in range(count)]
         self.threads: list[threading.Thread] = []
 

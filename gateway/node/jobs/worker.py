@@ -99,8 +99,13 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim the oldest queued job and run it to a final state; False if none queued."""
+        return self.run_job(None)
+
+    def run_job(self, job_id: str | None) -> bool:
+        """Claim the job `job_id` (None: the oldest queued) and run it to a final state;
+        False when it is not queued (taken by another worker, cancelled, finished)."""
         with session_scope(self.sessions) as session:
-            job = repo.claim(session, self.worker_id)
+            job = repo.claim(session, self.worker_id, job_id=job_id)
             if job is None:
                 return False
             self.audit.record(session, actor=self.actor, action="job.claim",

@@ -1,0 +1,696 @@
+// The jobs page: send a Python script to the data under a permit, follow it at each
+// institution, and fetch its outputs once the airlock has released them, over
+// /api/v1/jobs and /api/v1/airlock. The view comes from the address: /jobs (a new job, my
+// jobs) or /jobs?job=<id> (one job). The page decides nothing: every step goes to the API,
+// and a refusal is shown with its reason.
+// Everything from the API is written as text (textContent via el()), never as HTML.
+"use strict";
+
+(() => {
+  const meta = document.querySelector('meta[name="spe-root"]');
+  const root = meta ? meta.content : "";
+  const $ = (id) => document.getElementById(id);
+  const TOKEN_KEY = "spe.jobs.token";
+  const PERMITS_TOKEN_KEY = "spe.permits.token";  // the permit pages' (spe/permits/static)
+  const OTHER = "__other__";  // the permit select's "type an id" option
+
+  // ---- small helpers (the same as the query page's) ---------------------------------------
+
+  // el("a", {href: x, className: "y", dataset: {testid: "z"}}, "text", childNode, ...)
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === "className") node.className = value;
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else if (value === true) node.setAttribute(key, "");
+      else node.setAttribute(key, String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === undefined || child === null || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function fill(node, ...children) {
+    node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined
+      && c !== false));
+    return node;
+  }
+
+  // The API's refusals are {"error": "...", "detail": "..." | [{loc, msg}, ...]}.
+  function detailMessages(detail) {
+    if (Array.isArray(detail)) {
+      return detail.map((d) => {
+        const loc = (d.loc || []).filter((p) => p !== "body");
+        const msg = String(d.msg || "").replace(/^Value error, /, "");
+        return loc.length ? `${loc.join(".")}: ${msg}` : msg;
+      });
+    }
+    if (detail && typeof detail === "object") return [JSON.stringify(detail)];
+    return detail ? [String(detail)] : [];
+  }
+
+  class ApiError extends Error {
+    constructor(status, error, detail) {
+      const messages = detailMessages(detail);
+      super(messages.join("; ") || error || `HTTP ${status}`);
+      this.status = status;
+      this.error = error;
+      this.detail = detail;
+      this.messages = messages.length ? messages : [this.message];
+    }
+  }
+
+  // A fetch whose failure (no answer, or an HTTP error with its JSON detail) is an ApiError.
+  async function send(url, options = {}) {
+    let resp;
+    try {
+      resp = await fetch(url, options);
+    } catch (exc) {
+      throw new ApiError(0, "network", "the service could not be reached");
+    }
+    if (!resp.ok) {
+      let body = null;
+      try {
+        body = await resp.json();
+      } catch (_) {
+        body = null;
+      }
+      throw new ApiError(resp.status, body && body.error,
+        (body && body.detail) || `HTTP ${resp.status} ${resp.statusText}`);
+    }
+    return resp;
+  }
+
+  const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+  function headers(extra = {}, bearer = null) {
+    const h = {...extra};
+    const t = bearer || token();
+    if (t) h.Authorization = `Bearer ${t}`;
+    return h;
+  }
+
+  // The API with the signed-in person's token: api("/jobs", {method: "POST", body: {...}}).
+  async function api(path, {method = "GET", body, bearer} = {}) {
+    const options = {method, headers: headers({Accept: "application/json"}, bearer)};
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    const resp = await send(`${root}/api/v1${path}`, options);
+    try {
+      return await resp.json();
+    } catch (_) {
+      throw new ApiError(resp.status, "bad_answer", "the answer is not JSON");
+    }
+  }
+
+  function errorHeading(exc, what = "Refused") {
+    if (exc.status === 422) return `${what}: the service did not accept it (422):`;
+    if (exc.status === 401) return "Not signed in, or the token is no longer valid (401):";
+    if (exc.status === 403) return `${what} (403):`;
+    if (exc.status === 409) return `${what}: not possible in this state (409):`;
+    if (exc.status === 404) return "Not found (404):";
+    if (exc.status === 0) return "No answer:";
+    return `${what} (HTTP ${exc.status}):`;
+  }
+
+  function showError(box, heading, messages) {
+    fill(box,
+      el("p", {dataset: {testid: "error-heading"}}, el("strong", {}, heading)),
+      el("ul", {dataset: {testid: "error-messages"}},
+        messages.map((m) => el("li", {dataset: {testid: "error-message"}}, m))));
+    box.hidden = false;
+  }
+
+  function hide(...boxes) {
+    for (const box of boxes) {
+      box.hidden = true;
+      fill(box);
+    }
+  }
+
+  // "2026-03-01T10:20:30.123+00:00" -> "2026-03-01 10:20:30 UTC" (no offset: it is UTC).
+  function when(text) {
+    if (!text) return "—";
+    const iso = /[zZ]|[+-]\d\d:?\d\d$/.test(text) ? text : `${text}Z`;
+    const d = new Date(iso);
+    return Number.isNaN(d.getTime()) ? text
+      : `${d.toISOString().slice(0, 19).replace("T", " ")} UTC`;
+  }
+
+  const numberFormat = new Intl.NumberFormat("en");
+  function bytes(n) {
+    if (n === null || n === undefined) return "—";
+    if (n < 1024) return `${numberFormat.format(n)} B`;
+    if (n < 1024 * 1024) return `${numberFormat.format(Math.round(n / 102.4) / 10)} KiB`;
+    return `${numberFormat.format(Math.round(n / 104857.6) / 10)} MiB`;
+  }
+
+  // A file path inside a request, as URL path segments.
+  const pathUrl = (path) => path.split("/").map(encodeURIComponent).join("/");
+
+  // ---- words -------------------------------------------------------------------------------
+
+  // The states at a node, and what kept the hub from learning one.
+  const STATE = {queued: "queued", staging: "staging", running: "running",
+    succeeded: "succeeded", failed: "failed", timed_out: "timed out", cancelled: "cancelled",
+    refused: "refused", unreachable: "unreachable", error: "error",
+    "not submitted": "not submitted"};
+  const FINAL = new Set(["succeeded", "failed", "timed_out", "cancelled", "refused",
+    "not submitted"]);
+  const REQUEST = {pending: "pending review", released: "released", rejected: "rejected",
+    withheld: "withheld"};
+  const REQUEST_NOTE = {
+    pending: "Waiting for two output checkers to approve.",
+    released: "Released: the stored files below may be downloaded.",
+    rejected: "Rejected by an output checker: nothing leaves.",
+    withheld: "Withheld: the permit was suspended or revoked while it waited; nothing leaves.",
+  };
+  const LIMITS = ["wall_seconds", "memory_mb", "cpu_seconds", "output_mb"];
+
+  function badge(kind, value, words, testid) {
+    return el("span", {className: `status ${kind}-${String(value).replace(/\s+/g, "_")}`,
+      dataset: {testid}}, words[value] || value);
+  }
+
+  function verdictBadge(verdict, testid = "verdict") {
+    return verdict ? el("span", {className: `verdict verdict-${verdict}`, dataset: {testid}},
+      verdict) : "—";
+  }
+
+  function reasonList(reasons, testid = "reasons") {
+    return reasons && reasons.length
+      ? el("ul", {className: "reasons", dataset: {testid}}, reasons.map((r) => el("li", {}, r)))
+      : "—";
+  }
+
+  const jobUrl = (id) => `${root}/jobs?job=${encodeURIComponent(id)}`;
+
+  // ---- sign-in -----------------------------------------------------------------------------
+
+  let me = null;
+
+  function signinMessage(kind, text) {
+    const box = $("signin-result");
+    box.className = kind === "error" ? "error" : kind === "warning" ? "warning" : "";
+    fill(box, text ? el("p", {dataset: {testid: `signin-${kind}`}}, text) : "");
+  }
+
+  function showSignedIn() {
+    $("signin").hidden = Boolean(me);
+    $("signed-in").hidden = !me;
+    if (me) {
+      const roles = me.roles.join(", ") || "no role";
+      $("who").textContent = `${me.name || me.subject} (${roles})`;
+    }
+  }
+
+  // A pasted token is checked against /api/v1/me before it is kept.
+  async function signIn(candidate) {
+    try {
+      me = await api("/me", {bearer: candidate});
+      sessionStorage.setItem(TOKEN_KEY, candidate);
+      if (!me.roles.includes("researcher") && !me.roles.includes("output_checker")) {
+        signinMessage("warning", "This token has no researcher role: the hub will refuse "
+          + "its jobs.");
+      } else {
+        signinMessage("", "");
+      }
+    } catch (exc) {
+      me = null;
+      sessionStorage.removeItem(TOKEN_KEY);
+      signinMessage("error", `Sign-in refused: ${exc.message}`);
+    }
+    showSignedIn();
+  }
+
+  // ---- /jobs: a new job ----------------------------------------------------------------------
+
+  let permits = [];
+
+  function chosenPermit() {
+    const value = $("f-permit").value;
+    return value === OTHER ? $("f-permit-other").value.trim() : value;
+  }
+
+  function showNodes() {
+    const value = $("f-permit").value;
+    const other = value === OTHER;
+    $("permit-other-field").hidden = !other;
+    $("nodes-text-field").hidden = !other;
+    const permit = permits.find((p) => p.id === value);
+    const institutions = permit ? permit.institutions : [];
+    fill($("nodes"), other ? null : institutions.length ? institutions.map((n) =>
+      el("label", {className: "inline"}, el("input", {type: "checkbox", name: "node",
+        value: n, dataset: {testid: "f-node"}}), ` ${n}`))
+      : el("span", {className: "note"}, "Choose a permit first."));
+  }
+
+  async function loadPermits(wanted) {
+    permits = [];
+    try {
+      permits = await api("/permits?mine=true");
+    } catch (exc) {
+      showError($("submit-error"), errorHeading(exc, "Your permits could not be listed"),
+        exc.messages);
+    }
+    // Active permits first: only they may run jobs.
+    permits.sort((a, b) => (a.status === "active" ? 0 : 1) - (b.status === "active" ? 0 : 1)
+      || (a.id < b.id ? 1 : -1));
+    fill($("f-permit"),
+      permits.map((p) => el("option", {value: p.id, disabled: p.status !== "active"},
+        `${p.id}: ${p.title} (${p.status})`)),
+      el("option", {value: OTHER}, "Another permit (type its id)…"));
+    const active = permits.filter((p) => p.status === "active");
+    if (wanted && permits.some((p) => p.id === wanted && p.status === "active")) {
+      $("f-permit").value = wanted;
+    } else if (wanted) {
+      $("f-permit").value = OTHER;
+      $("f-permit-other").value = wanted;
+    } else {
+      $("f-permit").value = active.length ? active[0].id : OTHER;
+    }
+    showNodes();
+  }
+
+  function chosenNodes() {
+    if ($("f-permit").value === OTHER) {
+      const list = $("f-nodes-text").value.split(",").map((s) => s.trim()).filter(Boolean);
+      return list.length ? list : null;
+    }
+    const ticked = [...$("nodes").querySelectorAll('input[name="node"]:checked')]
+      .map((box) => box.value);
+    return ticked.length ? ticked : null;
+  }
+
+  function readSubmission(problems) {
+    const permit = chosenPermit();
+    if (!permit) problems.push("Permit: choose a permit, or type its id.");
+    const script = $("f-script").value;
+    if (!script.trim()) problems.push("Python script: write or load the script to run.");
+    const limits = {};
+    for (const name of LIMITS) {
+      const input = $(`f-${name}`);
+      const text = input.value.trim();
+      const value = Number(text);
+      if (!text || !Number.isInteger(value) || value <= 0) {
+        problems.push(`${input.labels[0].textContent}: a whole number above 0.`);
+      } else {
+        limits[name] = value;
+      }
+    }
+    return {permit, script, entry: "main.py", limits, nodes: chosenNodes()};
+  }
+
+  function setSubmitBusy(on) {
+    $("submit").disabled = on;
+    $("submit-busy").hidden = !on;
+    $("submit-form").setAttribute("aria-busy", on ? "true" : "false");
+  }
+
+  async function onSubmit(event) {
+    event.preventDefault();
+    hide($("submit-error"));
+    const problems = [];
+    const body = readSubmission(problems);
+    if (problems.length) {
+      showError($("submit-error"), "The form needs a correction, nothing was sent:", problems);
+      return;
+    }
+    setSubmitBusy(true);
+    try {
+      const job = await api("/jobs", {method: "POST", body});
+      window.location.assign(jobUrl(job.id));
+    } catch (exc) {
+      showError($("submit-error"), errorHeading(exc, "The job was not accepted"),
+        exc.messages);
+      setSubmitBusy(false);
+    }
+  }
+
+  function loadFile() {
+    const file = $("f-file").files[0];
+    if (!file) return;
+    const reader = new FileReader();
+    reader.addEventListener("load", () => {
+      $("f-script").value = String(reader.result);
+    });
+    reader.addEventListener("error", () => {
+      showError($("submit-error"), "The file could not be read:",
+        [String(reader.error || file.name)]);
+    });
+    reader.readAsText(file);
+  }
+
+  // ---- /jobs: my jobs --------------------------------------------------------------------------
+
+  function jobsTable(jobs) {
+    if (!jobs.length) {
+      return el("p", {className: "note", dataset: {testid: "jobs-empty"}}, "No jobs yet.");
+    }
+    return el("table", {className: "jobs", dataset: {testid: "jobs-table"}},
+      el("thead", {}, el("tr", {}, ["Job", "Permit", "Submitted", "Institutions"].map((h) =>
+        el("th", {scope: "col"}, h)))),
+      el("tbody", {}, jobs.map((j) => el("tr", {dataset: {testid: "job-row", job: j.id}},
+        el("th", {scope: "row"}, el("a", {href: jobUrl(j.id), dataset: {testid: "job-link"}},
+          j.id)),
+        el("td", {}, j.permit),
+        el("td", {}, when(j.created_at)),
+        el("td", {}, j.nodes.map((n) => el("span", {className: "inst"},
+          `${n.node_id}: ${n.submitted || n.state}`)))))));
+  }
+
+  async function showList() {
+    $("page-title").textContent = "Jobs";
+    $("view-list").hidden = false;
+    if (!me) {
+      fill($("jobs-list"), el("p", {className: "note", dataset: {testid: "signin-needed"}},
+        "Sign in to submit a job or to see yours."));
+      return;
+    }
+    const params = new URLSearchParams(window.location.search);
+    await loadPermits(params.get("permit"));
+    try {
+      fill($("jobs-list"), jobsTable(await api("/jobs")));
+    } catch (exc) {
+      fill($("jobs-list"));
+      showError($("page-error"), errorHeading(exc, "Your jobs could not be listed"),
+        exc.messages);
+    }
+  }
+
+  // ---- /jobs?job=<id>: one job ------------------------------------------------------------------
+
+  let jobId = null;
+  let timer = null;
+  let shown = {job: "", outputs: ""};  // what is on the page, to redraw only on a change
+  let lastJob = null;
+  let lastOutputs = [];
+
+  function fact(label, value, testid) {
+    return [el("dt", {}, label), el("dd", {dataset: {testid}},
+      value === "" || value === null || value === undefined ? "—" : value)];
+  }
+
+  function renderHead(job) {
+    const running = job.nodes.filter((n) => !FINAL.has(n.state)).length;
+    fill($("job-head"),
+      el("header", {className: "job-head"},
+        el("h2", {}, "Job ", el("code", {dataset: {testid: "job-id"}}, job.id)),
+        el("p", {dataset: {testid: "job-progress"}}, running
+          ? `Running or waiting at ${running} of ${job.nodes.length} institution(s).`
+          : `Finished at every institution (${job.nodes.length}).`)),
+      el("dl", {className: "facts", dataset: {testid: "job-facts"}},
+        fact("Permit", el("a", {href: `${root}/permits/view/${encodeURIComponent(job.permit)}`},
+          job.permit), "job-permit"),
+        fact("Submitted by", job.user, "job-user"),
+        fact("Submitted", when(job.created_at), "job-created"),
+        fact("Entry point", job.entry, "job-entry"),
+        fact("Code SHA-256", el("code", {}, job.code_sha256), "job-sha256"),
+        fact("Limits", Object.entries(job.limits || {}).map(([k, v]) => `${k} ${v}`)
+          .join(", "), "job-limits")));
+    $("cancel").disabled = running === 0;
+  }
+
+  // A value of the staging summary as a line of text ({"k": 5, "ok": true} -> "k 5, ok true").
+  function plain(v) {
+    if (Array.isArray(v)) return v.map(plain).join(", ");
+    if (v && typeof v === "object") {
+      return Object.entries(v).map(([k, x]) => `${k} ${plain(x)}`).join(", ");
+    }
+    return String(v);
+  }
+
+  function stagingFacts(staging) {
+    if (!staging) return "—";
+    return el("dl", {className: "facts small", dataset: {testid: "staging"}},
+      Object.entries(staging).flatMap(([k, v]) => [el("dt", {}, k),
+        el("dd", {}, plain(v))]));
+  }
+
+  function filesTable(files, testid) {
+    if (!files.length) return el("p", {className: "note"}, "No outputs.");
+    return el("table", {className: "files", dataset: {testid}},
+      el("thead", {}, el("tr", {}, ["File", "Kind", "Verdict", "Reasons"].map((h) =>
+        el("th", {scope: "col"}, h)))),
+      el("tbody", {}, files.map((f) => el("tr",
+        {dataset: {testid: "job-file", path: f.path, verdict: f.verdict}},
+        el("th", {scope: "row"}, el("code", {}, f.path)),
+        el("td", {}, f.kind || "—"),
+        el("td", {}, verdictBadge(f.verdict, "file-verdict")),
+        el("td", {dataset: {testid: "file-reasons"}}, reasonList(f.reasons))))));
+  }
+
+  function nodeCard(n) {
+    return el("section", {className: "node-card", "aria-label": n.node_id,
+      dataset: {testid: "job-node", node: n.node_id, state: n.state}},
+    el("h3", {}, n.node_id, " ", badge("state", n.state, STATE, "node-state")),
+    el("dl", {className: "facts"},
+      fact("Reason", n.reason, "node-reason"),
+      fact("Sent", n.submitted, "node-submitted"),
+      fact("Job at the node", n.job_id ? el("code", {}, n.job_id) : "", "node-job"),
+      fact("Attempts", String(n.attempts ?? 0), "node-attempts"),
+      fact("Exit code", n.exit_code === null || n.exit_code === undefined ? ""
+        : String(n.exit_code), "node-exit"),
+      fact("Wall clock", n.wall_seconds === null || n.wall_seconds === undefined ? ""
+        : `${numberFormat.format(Math.round(n.wall_seconds * 10) / 10)} s`, "node-wall"),
+      fact("Automatic verdict", n.verdict ? verdictBadge(n.verdict, "node-verdict") : "",
+        "node-verdict-fact"),
+      fact("Extract staged", stagingFacts(n.staging), "node-staging"),
+      fact("Outputs", n.outputs ? [n.outputs, n.airlock ? " (airlock request " : "",
+        n.airlock ? el("code", {}, n.airlock) : "", n.airlock ? ")" : ""] : "",
+      "node-outputs")),
+    el("h4", {}, "Log (last lines)"),
+    el("pre", {className: "log", tabindex: 0, dataset: {testid: "log-tail"}},
+      n.log_tail || "(nothing yet)"),
+    el("h4", {}, "The airlock's automatic checks"),
+    filesTable(n.files || [], "node-files"));
+  }
+
+  function renderJob(job) {
+    const text = JSON.stringify(job);
+    lastJob = job;
+    if (text === shown.job) return;
+    shown.job = text;
+    $("page-title").textContent = `Job ${job.id}`;
+    renderHead(job);
+    fill($("job-nodes"), job.nodes.map(nodeCard));
+  }
+
+  async function download(rid, path, button) {
+    hide($("download-error"));
+    button.disabled = true;
+    try {
+      const resp = await send(
+        `${root}/api/v1/airlock/requests/${encodeURIComponent(rid)}/files/${pathUrl(path)}`,
+        {headers: headers()});
+      const blob = await resp.blob();
+      const href = URL.createObjectURL(blob);
+      const link = el("a", {href, download: path.split("/").pop(), hidden: true});
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(href), 60_000);
+    } catch (exc) {
+      showError($("download-error"), errorHeading(exc, `${path} was not downloaded`),
+        exc.messages);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function requestFiles(r) {
+    if (!r.files.length) return el("p", {className: "note"}, "No files.");
+    const released = r.state === "released";
+    return el("table", {className: "files", dataset: {testid: "request-files"}},
+      el("thead", {}, el("tr", {}, ["File", "Size", "Verdict", "Reasons", "Notes",
+        released ? "Download" : "Stored"].map((h) => el("th", {scope: "col"}, h)))),
+      el("tbody", {}, r.files.map((f) => el("tr", {dataset: {testid: "request-file",
+        path: f.path, verdict: f.verdict, stored: String(f.stored)}},
+      el("th", {scope: "row"}, el("code", {}, f.path)),
+      el("td", {className: "num"}, bytes(f.size)),
+      el("td", {}, verdictBadge(f.verdict, "request-file-verdict")),
+      el("td", {dataset: {testid: "request-file-reasons"}}, reasonList(f.reasons)),
+      el("td", {}, reasonList(f.notes, "notes")),
+      el("td", {}, !f.stored ? el("span", {className: "note"}, "not stored: never leaves")
+        : released ? el("button", {type: "button", className: "primary",
+          dataset: {testid: "download", path: f.path},
+          onclick: (e) => download(r.id, f.path, e.currentTarget)}, `Download ${f.path}`)
+          : "stored, waiting for review")))));
+  }
+
+  function reviewsOf(r) {
+    if (!r.reviews.length) {
+      return el("p", {className: "note", dataset: {testid: "no-reviews"}}, "No review yet.");
+    }
+    return el("ul", {className: "reviews"}, r.reviews.map((v) => el("li",
+      {dataset: {testid: "request-review", decision: v.decision}},
+      el("strong", {}, v.decision === "approve" ? "approved" : "rejected"),
+      ` by ${v.reviewer}, ${when(v.at)}`, v.reason ? `: ${v.reason}` : "")));
+  }
+
+  function requestCard(r) {
+    return el("section", {className: "node-card", "aria-label": `Outputs of ${r.node_id}`,
+      dataset: {testid: "output-request", node: r.node_id, state: r.state, rid: r.id}},
+    el("h3", {}, r.node_id, " ", badge("request", r.state, REQUEST, "request-state")),
+    el("p", {dataset: {testid: "request-note"}}, REQUEST_NOTE[r.state] || r.state),
+    el("dl", {className: "facts"},
+      fact("Airlock request", el("code", {}, r.id), "request-id"),
+      fact("Created", when(r.created_at), "request-created"),
+      fact("Decided", r.decided_at ? when(r.decided_at) : "", "request-decided"),
+      r.reasons.length ? fact("Blocking the whole", reasonList(r.reasons, "request-reasons"),
+        "request-reasons-fact") : null),
+    requestFiles(r),
+    el("h4", {}, "Reviews"),
+    reviewsOf(r));
+  }
+
+  function renderOutputs(requests) {
+    // Over, with nothing to show: no part of the job succeeded.
+    const over = Boolean(lastJob) && lastJob.nodes.every((n) => FINAL.has(n.state))
+      && !lastJob.nodes.some((n) => n.state === "succeeded");
+    const text = JSON.stringify([requests, over]);
+    lastOutputs = requests;
+    if (text === shown.outputs) return;
+    shown.outputs = text;
+    const byNode = [...requests].sort((a, b) => (a.node_id < b.node_id ? -1 : 1));
+    fill($("job-outputs"), requests.length ? byNode.map(requestCard)
+      : el("p", {className: "note", dataset: {testid: "outputs-empty"}}, over
+        ? "No outputs: the job succeeded at no institution."
+        : "No outputs yet: an institution's outputs reach the airlock once its part of the "
+          + "job has succeeded."));
+  }
+
+  // More to come: a node still running, a finished node whose outputs have not reached the
+  // airlock yet, or a request still waiting for its review.
+  function unsettled() {
+    if (!lastJob) return true;
+    if (lastJob.nodes.some((n) => !FINAL.has(n.state))) return "running";
+    const requested = new Set(lastOutputs.map((r) => r.node_id));
+    if (lastJob.nodes.some((n) => n.state === "succeeded" && !requested.has(n.node_id))) {
+      return "collecting";
+    }
+    return lastOutputs.some((r) => r.state === "pending") ? "reviewing" : false;
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    timer = null;
+    const state = unsettled();
+    if (!$("auto").checked || !state) return;
+    timer = setTimeout(refresh, state === "reviewing" ? 10_000 : 2_000);
+  }
+
+  async function refresh() {
+    clearTimeout(timer);
+    timer = null;
+    $("view-job").setAttribute("aria-busy", "true");
+    $("refresh").disabled = true;
+    try {
+      renderJob(await api(`/jobs/${encodeURIComponent(jobId)}`));
+      hide($("job-error"));
+    } catch (exc) {
+      showError($("job-error"), errorHeading(exc, "The job could not be read"), exc.messages);
+      if ([401, 403, 404].includes(exc.status)) {
+        $("auto").checked = false;
+        return;
+      }
+    } finally {
+      $("view-job").setAttribute("aria-busy", "false");
+      $("refresh").disabled = false;
+    }
+    try {
+      renderOutputs(await api(`/jobs/${encodeURIComponent(jobId)}/outputs`));
+      hide($("outputs-error"));
+    } catch (exc) {
+      showError($("outputs-error"), errorHeading(exc, "The outputs could not be read"),
+        exc.messages);
+    }
+    $("job-updated").textContent = `Updated ${new Date().toLocaleTimeString("en-GB")}.`;
+    schedule();
+  }
+
+  async function cancel() {
+    hide($("job-error"));
+    $("cancel").disabled = true;
+    try {
+      renderJob(await api(`/jobs/${encodeURIComponent(jobId)}/cancel`, {method: "POST"}));
+    } catch (exc) {
+      $("cancel").disabled = false;
+      showError($("job-error"), errorHeading(exc, "Not cancelled"), exc.messages);
+      schedule();
+      return;
+    }
+    await refresh();  // the states as the nodes now tell them, and what became of outputs
+    $("job-updated").textContent = "Cancel sent to every institution still running it.";
+  }
+
+  async function showJob(id) {
+    jobId = id;
+    $("view-job").hidden = false;
+    $("page-title").textContent = `Job ${id}`;
+    if (!me) {
+      fill($("job-head"), el("p", {className: "note", dataset: {testid: "signin-needed"}},
+        "Sign in to follow this job."));
+      return;
+    }
+    await refresh();
+  }
+
+  // ---- start -------------------------------------------------------------------------------
+
+  async function render() {
+    clearTimeout(timer);
+    for (const id of ["view-list", "view-job"]) $(id).hidden = true;
+    hide($("page-error"));
+    const params = new URLSearchParams(window.location.search);
+    $("loading").hidden = false;
+    try {
+      if (params.get("job")) await showJob(params.get("job"));
+      else await showList();
+    } catch (exc) {
+      const messages = [...exc.messages];
+      if (exc.status === 401) messages.push("Sign in again with a valid token.");
+      showError($("page-error"), errorHeading(exc, "Could not load"), messages);
+    } finally {
+      $("loading").hidden = true;
+      document.body.dataset.ready = "true";
+    }
+  }
+
+  async function start() {
+    $("signin").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const candidate = $("token").value.trim();
+      if (!candidate) return;
+      await signIn(candidate);
+      if (me) await render();
+    });
+    $("signout").addEventListener("click", async () => {
+      sessionStorage.removeItem(TOKEN_KEY);
+      me = null;
+      $("token").value = "";
+      showSignedIn();
+      signinMessage("", "");
+      await render();
+    });
+    $("f-permit").addEventListener("change", showNodes);
+    $("f-file").addEventListener("change", loadFile);
+    $("submit-form").addEventListener("submit", onSubmit);
+    $("refresh").addEventListener("click", refresh);
+    $("auto").addEventListener("change", schedule);
+    $("cancel").addEventListener("click", cancel);
+    // Coming from a permit's page in this tab: its sign-in carries over (checked again).
+    const candidate = token() || sessionStorage.getItem(PERMITS_TOKEN_KEY);
+    if (candidate) await signIn(candidate);
+    else showSignedIn();
+    await render();
+  }
+
+  start();
+})();
