@@ -4,8 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# The analysis environment jobs run in (deploy/analysis/requirements.txt), apart from the
+# service's own: numpy, pandas, scipy, scikit-learn, pydicom, acro, pinned.
+ANALYSIS ?= var/analysis-env
+export SPE_SANDBOX_PYTHON ?= $(abspath $(ANALYSIS))/bin/python
 
-.PHONY: setup system-packages demo test lint bench clean-demo
+.PHONY: setup analysis-env system-packages demo test lint bench clean-demo
 
 # A virtual environment with the project and its test tools, rebuilt when pyproject changes.
 $(VENV)/.installed: pyproject.toml
@@ -15,6 +19,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+$(ANALYSIS)/.installed: deploy/analysis/requirements.txt
+	$(PYTHON) -m venv $(ANALYSIS)
+	$(ANALYSIS)/bin/pip install --quiet --no-deps -r deploy/analysis/requirements.txt
+	touch $@
+
+analysis-env: $(ANALYSIS)/.installed
 
 # Orthanc (with DICOMweb), bubblewrap and Chromium (the catalogue's browser test) are Debian
 # packages; installed when missing and root.
@@ -28,16 +39,16 @@ system-packages:
 	else echo "note: install the Debian packages orthanc orthanc-dicomweb bubblewrap chromium" \
 	  "for the Orthanc, sandbox and browser tests (they are skipped without them)"; fi
 
-demo: setup
+demo: setup analysis-env
 	$(BIN)/spe demo $(DEMO_ARGS)
 
-test: setup system-packages
+test: setup analysis-env system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
 
-bench: setup
+bench: setup analysis-env
 	$(BIN)/python benchmarks/sync_throughput.py
 	$(BIN)/python benchmarks/synth_throughput.py
 	$(BIN)/python benchmarks/deid_dicom.py

@@ -489,3 +489,44 @@ def test_a_cancelled_job_is_killed_at_once_and_leaves_nothing(tmp_path: Path):
     assert result.state == "killed"
     assert result.limit == "cancelled"
     assert result.leftover_processes == 0
+
+
+ANALYSIS = {"numpy", "pandas", "scipy", "sklearn", "pydicom", "acro"}
+
+
+def test_the_pinned_analysis_environment_and_nothing_to_install(box) -> None:
+    """Jobs run in the node's analysis environment (`SPE_SANDBOX_PYTHON`, built by `make
+    analysis-env` from deploy/analysis/requirements.txt): its packages are importable, at
+    the pinned versions, and none can be added (site-packages is read-only)."""
+    python = os.environ.get("SPE_SANDBOX_PYTHON")
+    if not python:
+        if IN_CI:
+            pytest.fail("SPE_SANDBOX_PYTHON is not set: make test builds the analysis env")
+        pytest.skip("no analysis environment (make analysis-env; SPE_SANDBOX_PYTHON)")
+    from spe.settings import REPO_ROOT
+
+    pins = dict(line.split("==") for line in (REPO_ROOT / "deploy/analysis/requirements.txt")
+                .read_text().splitlines() if "==" in line and not line.startswith("#"))
+    limits = SMALL.model_copy(update={"wall_seconds": 60, "memory_mb": 2048})
+    result, report = box("""
+        import importlib, json, os, site
+        import importlib.metadata as md
+        names = {"numpy": "numpy", "pandas": "pandas", "scipy": "scipy",
+                 "sklearn": "scikit-learn", "pydicom": "pydicom", "acro": "acro"}
+        for module in names:
+            importlib.import_module(module)
+        target = site.getsitepackages()[0]
+        try:
+            open(os.path.join(target, "planted.py"), "w").write("x = 1")
+            planted = True
+        except OSError:
+            planted = False
+        print(json.dumps({"versions": {m: md.version(d) for m, d in names.items()},
+                          "planted": planted}))
+    """, limits)
+    assert result.state == "succeeded", result.stderr_tail
+    assert set(report["versions"]) == ANALYSIS
+    names = {"sklearn": "scikit-learn"}
+    for module, version in report["versions"].items():
+        assert pins[names.get(module, module)] == version, module
+    assert report["planted"] is False
