@@ -38,6 +38,18 @@ _SANDBOX_STATES = {"succeeded": SUCCEEDED, "failed": FAILED, "timed_out": TIMED_
                    "killed": FAILED}
 
 
+def _verdicts(report: dict[str, Any] | None, limit: int = 50) -> dict[str, Any]:
+    """For the audit: what the airlock said about each output, and why, in short."""
+    if not report:
+        return {}
+    out: dict[str, Any] = {f.get("path", ""): ": ".join(
+        [f.get("verdict", ""), "; ".join(f.get("reasons") or [])[:300]]).rstrip(": ")
+        for f in (report.get("files") or [])[:limit]}
+    if report.get("reasons"):
+        out["(all outputs)"] = "; ".join(report["reasons"])[:300]
+    return out
+
+
 class _Heartbeat(threading.Thread):
     """Refresh the job's heartbeat until stopped; notes when the job is no longer ours."""
 
@@ -176,7 +188,8 @@ class Worker:
         elif state == TIMED_OUT:
             reason = "wall-clock limit"
         elif state == FAILED:
-            reason = f"exit code {sandbox.exit_code}"
+            reason = f"exit code {sandbox.exit_code}" + (
+                f" at the {sandbox.limit} limit" if sandbox.limit else "")
         if beat.lost.is_set():
             reason = (reason + "; " if reason else "") + "the job was taken from this worker"
         return state, result, tail, reason
@@ -192,7 +205,9 @@ class Worker:
                 decision="info" if held else "error",
                 reason=reason if held else "the job was no longer held by this worker",
                 details={"pid": job.pid, "state": state, "verdict": verdict,
-                         "attempt": job.attempts, "recorded": held})
+                         "attempt": job.attempts, "recorded": held,
+                         "limit": ((result or {}).get("sandbox") or {}).get("limit"),
+                         "outputs": _verdicts((result or {}).get("airlock"))})
 
     # --- the loop ----------------------------------------------------------------------
 

@@ -1,0 +1,162 @@
+"""Hostile jobs, run as a node runs them (a worker: staging, the sandbox, the airlock) and
+judged from the outside: each is contained or its outputs blocked, the job ends in a clear
+state, and the node's audit says what happened (state, limit, each output's verdict)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from gateway.node.app import NODE_AUDIT
+from gateway.node.jobs import repository as repo
+from gateway.node.jobs.worker import Worker
+from spe.db import make_engine, make_sessionmaker, session_scope
+from spe.db.migrate import upgrade
+from tests.gateway.node.test_job_worker import _audit, _code, _job
+from tests.spe.test_sandbox import _bwrap_works
+
+LIMITS = {"cpu_seconds": 20, "memory_mb": 1024, "processes": 64, "open_files": 64,
+          "file_size_mb": 20, "output_mb": 50, "scratch_mb": 64, "wall_seconds": 6}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bwrap() -> None:
+    from tests.conftest import IN_CI
+
+    reason = _bwrap_works()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"{reason}; the sandbox is required in CI")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """A node's database, key and two permits' extracts on the host, and an API port."""
+    root = tmp_path_factory.mktemp("hostile")
+    url = f"sqlite:///{root / 'node.db'}"
+    upgrade(url, "node")
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    extract, other = root / "extracts" / "P-1", root / "extracts" / "P-2"
+    for folder in (extract, other):
+        (folder / "fhir").mkdir(parents=True)
+    (extract / "fhir" / "Patient.ndjson").write_text("".join(
+        json.dumps({"resourceType": "Patient", "id": f"pseudo{n:010d}"}) + "\n"
+        for n in range(6)))
+    (other / "fhir" / "Patient.ndjson").write_text('{"id": "another-permit"}\n')
+    (root / "pki").mkdir()
+    (root / "pki" / "node.key").write_text("-----BEGIN PRIVATE KEY-----\nsecret\n")
+    api = socket.socket()
+    api.bind(("127.0.0.1", 0))
+    api.listen()
+    accepted: list[object] = []
+
+    def serve() -> None:  # the node's API, as far as a job could tell
+        api.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(api.accept()[0])
+            except OSError:
+                continue
+
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    paths = {"db": str(root / "node.db"), "key": str(root / "pki" / "node.key"),
+             "other": str(other / "fhir" / "Patient.ndjson"), "port": api.getsockname()[1]}
+    worker = Worker(sessions, NODE_AUDIT, worker_id="w", work_dir=root / "work",
+                    stage=lambda job: extract, heartbeat_seconds=0.3, stale_after=1.0)
+    yield sessions, root, worker, paths, accepted
+    stop.set()
+    thread.join(2)
+    api.close()
+    engine.dispose()
+
+
+HOSTILE = {
+    "node api on loopback": (
+        "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\n",
+        "failed", None, "ConnectionRefusedError"),
+    "resolve a host name": (
+        "import socket\nsocket.getaddrinfo('example.org', 443)\n",
+        "failed", None, "gaierror"),
+    "read /etc/shadow": ("open('/etc/shadow').read()\n", "failed", None, "FileNotFoundError"),
+    "read the node database": ("open('{db}', 'rb').read()\n", "failed", None,
+                               "FileNotFoundError"),
+    "read a key file": ("open('{key}').read()\n", "failed", None, "FileNotFoundError"),
+    "read another permit's extract": ("open('{other}').read()\n", "failed", None,
+                                      "FileNotFoundError"),
+    "write outside the output": ("open('/extract/planted.csv', 'w').write('x')\n", "failed",
+                                 None, "Read-only file system"),
+    "fork bomb": ("import os\nwhile True:\n    os.fork()\n", "failed", "processes", ""),
+    "allocate 10 GB": ("b = bytearray(10 * 1024 ** 3)\n", "failed", "memory", "MemoryError"),
+    "loop forever": ("while True:\n    pass\n", "timed_out", "wall", ""),
+    "write a 5 GB file": (
+        "with open('/output/big.csv', 'wb') as f:\n"
+        "    for _ in range(5 * 1024):\n        f.write(b'0' * 1024 ** 2)\n",
+        "failed", "file_size", ""),
+}
+
+BLOCKED = {
+    "a symlink to /etc/passwd": ("import os\nos.symlink('/etc/passwd', '/output/p.csv')\n",
+                                 "p.csv", "link"),
+    "a cell of 3": ("open('/output/t.csv', 'w').write('group,n\\na,3\\nb,40\\n')\n",
+                    "t.csv", "3"),
+    "a column of pseudonyms": (
+        "import json\nids = [json.loads(r)['id'] for r in open('/extract/fhir/Patient.ndjson')]\n"
+        "open('/output/ids.csv', 'w').write('patient,n\\n' + ''.join("
+        "f'{{i}},{{20 + n}}\\n' for n, i in enumerate(ids)))\n",
+        "ids.csv", "patient id"),
+}
+
+
+def _run(node, source: str, limits: dict | None = None):
+    """Run `source` (a str.format template over the host paths) as a node job."""
+    sessions, root, worker, paths, _ = node
+    with session_scope(sessions) as s:
+        job_id = repo.enqueue(s, pid="P-1", user_id="eve@demo",
+                              code=_code(root, source.format(**paths)),
+                              limits=limits or LIMITS).id
+    started = time.monotonic()
+    assert worker.run_job(job_id)
+    job = _job(sessions, job_id)
+    [finish] = [e for e in _audit(sessions, "job.finish") if e.object == f"job:{job_id}"]
+    return job, json.loads(finish.details), finish.reason, time.monotonic() - started
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_a_hostile_job_is_contained_and_audited(node, name: str) -> None:
+    source, state, limit, trace = HOSTILE[name]
+    job, audited, reason, seconds = _run(node, source)
+    assert job.state == state, (job.reason, job.log_tail)
+    assert seconds < 30
+    assert audited["state"] == state
+    assert audited["limit"] == limit
+    assert reason == job.reason
+    if limit:
+        assert limit in reason or state == "timed_out"
+    if trace:
+        assert trace in job.log_tail
+    assert audited["verdict"] != "blocked" or audited["outputs"]
+    assert node[4] == [], "a job reached the node's API"
+
+
+@pytest.mark.parametrize("name", list(BLOCKED))
+def test_a_disclosive_output_is_blocked_and_audited(node, name: str) -> None:
+    source, path, why = BLOCKED[name]
+    job, audited, _, _ = _run(node, source)
+    assert job.state == "succeeded", (job.reason, job.log_tail)
+    assert job.result["verdict"] == "blocked"
+    assert audited["verdict"] == "blocked"
+    assert audited["outputs"][path].startswith("blocked: ")
+    assert why in audited["outputs"][path]
+
+
+def test_the_audit_chain_holds_after_all_of_it(node) -> None:
+    with session_scope(node[0]) as s:
+        assert NODE_AUDIT.verify(s).ok
