@@ -9,7 +9,6 @@ $SPE_TEST_ARTIFACTS (default test-artifacts/) for a person to look at.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import threading
@@ -23,65 +22,21 @@ import httpx
 import pytest
 import uvicorn
 
-from spe.settings import REPO_ROOT, Settings
-from tests.conftest import IN_CI
+from spe.settings import Settings
+from tests import browser as shared
+from tests.browser import TIMEOUT_MS, artifacts_dir, shot
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("SPE_TEST_CHROMIUM", "/usr/bin/chromium")
-# No GPU, sandbox or network extras in a container; nothing phones home (the machine is
-# offline, and a test must not wait on that).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 15_000
-
-
-def _missing(reason: str):
-    """Skip outside CI; in CI the browser test is required, so its absence is a failure."""
-    if IN_CI:
-        pytest.fail(f"{reason} (required in CI: .ci/run installs chromium, "
-                    "pyproject's test extra playwright)")
-    pytest.skip(reason)
+browser = shared.browser  # one headless Chromium for the module (tests/browser.py)
 
 
 # ---- fixtures -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def playwright_api():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("the playwright package is not installed (pip install -e '.[test]')")
-    if not Path(CHROMIUM).exists():
-        _missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright_api):
-    from playwright.sync_api import Error, expect
-
-    expect.set_options(timeout=TIMEOUT_MS)  # a loaded CI machine is slower than 5 s default
-
-    try:
-        browser = playwright_api.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    except Error as exc:
-        _missing(f"Chromium at {CHROMIUM} did not start: {exc}")
-    try:
-        yield browser
-    finally:
-        browser.close()
-
-
-@pytest.fixture(scope="module")
 def artifacts() -> Path:
-    base = Path(os.environ.get("SPE_TEST_ARTIFACTS") or REPO_ROOT / "test-artifacts")
-    out = base / "catalogue-browser"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return artifacts_dir("catalogue-browser")
 
 
 @dataclass
@@ -155,13 +110,6 @@ def page(browser, central):
 
 # ---- helpers --------------------------------------------------------------------------
 
-
-def shot(page, artifacts: Path, name: str) -> Path:
-    path = artifacts / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.is_file(), f"no screenshot at {path}"
-    assert path.stat().st_size > 0, f"empty screenshot at {path}"
-    return path
 
 
 def wait_for_total(page, total: int, size: int = 20) -> None:

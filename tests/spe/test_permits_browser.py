@@ -17,7 +17,6 @@ each step go to $SPE_TEST_ARTIFACTS (default test-artifacts/)/permits-browser/.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,8 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from spe.settings import REPO_ROOT
-from tests.conftest import IN_CI
+from tests import browser as shared
+from tests.browser import TIMEOUT_MS, artifacts_dir, shot
 from tests.gateway import conftest as gateway
 from tests.gateway.conftest import RARE, SITES, NodeServers
 from tests.servers import bind, serve
@@ -37,52 +36,17 @@ pki, node_dbs, node_servers = gateway.pki, gateway.node_dbs, gateway.node_server
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("SPE_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 15_000
+browser = shared.browser  # one headless Chromium for the module (tests/browser.py)
 DATASET_A = "site-a/imaging-and-clinical-records"
 DATASET_B = "site-b/imaging-and-clinical-records"
-
-
-def _missing(reason: str):
-    """Skip outside CI; in CI the browser test is required, so its absence is a failure."""
-    if IN_CI:
-        pytest.fail(f"{reason} (required in CI: .ci/run installs chromium, "
-                    "pyproject's test extra playwright)")
-    pytest.skip(reason)
 
 
 # ---- fixtures -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import Error, expect, sync_playwright
-    except ImportError:
-        _missing("the playwright package is not installed (pip install -e '.[test]')")
-    if not Path(CHROMIUM).exists():
-        _missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as p:
-        try:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        except Error as exc:
-            _missing(f"Chromium at {CHROMIUM} did not start: {exc}")
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture(scope="module")
 def artifacts() -> Path:
-    base = Path(os.environ.get("SPE_TEST_ARTIFACTS") or REPO_ROOT / "test-artifacts")
-    out = base / "permits-browser"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return artifacts_dir("permits-browser")
 
 
 @dataclass
@@ -170,13 +134,6 @@ def people(browser, central) -> Iterator[People]:
 
 # ---- helpers --------------------------------------------------------------------------
 
-
-def shot(page, artifacts: Path, name: str) -> Path:
-    path = artifacts / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.is_file(), f"no screenshot at {path}"
-    assert path.stat().st_size > 1000, f"empty screenshot at {path}"
-    return path
 
 
 def open_from_list(page, section: str, pid: str) -> None:

@@ -1,0 +1,413 @@
+"""Sending code to the data, and its outputs through the airlock, in a real browser:
+headless Chromium (Debian's) via Playwright, against the real central app under uvicorn
+whose hub sends jobs to three real nodes over mutual TLS, where job workers run them in
+the sandbox.
+
+A researcher named on a permit over site-a and site-b loads a script on /jobs, which
+counts the extract's DICOM files by modality into table.csv and also tries to copy a raw
+DICOM file out; she sends it to both institutions and follows it until both have
+succeeded, and reads that the raw file is blocked, with the reason. Two output checkers,
+each in their own browser, read the table's content on /airlock and approve each
+institution's request; a checker cannot review twice, the researcher cannot review at
+all, and a third checker cannot review a released request: each refusal is shown with the
+API's reason. The researcher then sees both requests released and downloads table.csv.
+
+Every person has their own browser context (their own session storage). Screenshots of
+each step go to $SPE_TEST_ARTIFACTS (default test-artifacts/)/jobs-browser/.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from catalogue import service as catalogue
+from gateway.node.app import create_node_app
+from gateway.node.config import NodeConfig
+from spe.db import make_engine, make_sessionmaker, session_scope
+from spe.db.migrate import upgrade
+from spe.identity import DemoIssuer
+from spe.pki import server_ssl_options
+from spe.settings import Settings
+from tests import browser as shared
+from tests.browser import TIMEOUT_MS, artifacts_dir, shot
+from tests.catalogue.test_search import descriptor
+from tests.conftest import IN_CI
+from tests.gateway.conftest import ISSUER, SITES
+from tests.gateway.test_permit_tier import issue_permit
+from tests.servers import bind, serve
+from tests.spe.test_sandbox import _bwrap_works
+
+browser = shared.browser  # the shared fixture: one headless Chromium for the module
+
+pytestmark = pytest.mark.browser
+
+#: A job at a node takes a few seconds (staging, the sandbox, the checks); allow more.
+JOB_TIMEOUT_MS = 60_000
+
+# Counts of the extract's DICOM files by modality (as COUNT_MODALITIES in test_jobs.py),
+# with counts below the airlock's threshold of 10 folded into "other" and left out if
+# still too few, so the table passes; and a raw DICOM file copied out, which must not.
+SCRIPT = textwrap.dedent("""\
+    import collections
+    import pathlib
+    import shutil
+
+    import pydicom
+
+    counts = collections.Counter()
+    first = None
+    for path in sorted(pathlib.Path("/extract/dicom").rglob("*")):
+        if path.is_file():
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            counts[str(getattr(ds, "Modality", "") or "unknown")] += 1
+            first = first or path
+    rows = {m: n for m, n in counts.items() if n >= 10}
+    other = sum(n for n in counts.values() if n < 10)
+    if other >= 10:
+        rows["other"] = other
+    with open("/output/table.csv", "w") as out:
+        out.write("modality,n\\n")
+        for modality, n in sorted(rows.items()):
+            out.write(f"{modality},{n}\\n")
+    shutil.copy(first, "/output/raw.dcm")  # a record-level file: the airlock blocks it
+    print("modalities", dict(counts))
+""")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bwrap() -> None:
+    reason = _bwrap_works()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"{reason}; the sandbox is required in CI")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    return artifacts_dir("jobs-browser")
+
+
+@dataclass
+class Central:
+    url: str
+    issuer: DemoIssuer
+    api: httpx.Client  # with .as_(user, role, institution) -> headers, for issue_permit
+
+    def token(self, user: str, role: str) -> str:
+        return self.issuer.mint(user, [role], name=user)
+
+
+@pytest.fixture
+def central(pki, node_dbs, tmp_path: Path) -> Iterator[Central]:
+    """Three nodes under uvicorn with mutual TLS, each with one job worker (its lifespan),
+    and the central app under uvicorn as the hub and the airlock."""
+    settings = Settings(data_dir=tmp_path, oidc_issuer=ISSUER, pki_dir=pki,
+                        environment="development", node_workers=1)
+    socks = {site: bind() for site in SITES}
+    urls = {site: f"https://127.0.0.1:{s.getsockname()[1]}" for site, s in socks.items()}
+    with ExitStack() as stack:
+        for site in SITES:
+            synth = Path(node_dbs[site]).parent / "synth" / site
+            config = NodeConfig(site, site, f"sqlite:///{node_dbs[site]}",
+                                dicom=f"folder:{synth / 'dicom'}",
+                                fhir=f"ndjson:{synth / 'fhir'}")
+            stack.enter_context(serve(create_node_app(config, settings), socks[site],
+                                      lifespan="on", **server_ssl_options(pki, site)))
+        central_db = f"sqlite:///{tmp_path / 'central.db'}"
+        upgrade(central_db, "central")
+        engine = make_engine(central_db)
+        with session_scope(make_sessionmaker(engine)) as session:
+            catalogue.harvest(session, [
+                descriptor(site, site, patients=40, ages=(20, 80), modalities={"MR": 20},
+                           body_parts={"BRAIN": 20}, conditions={})
+                for site in SITES], actor="test")
+        engine.dispose()
+        from spe.app import create_central_app
+
+        sock = bind()
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        app = create_central_app(settings.model_copy(update={
+            "database_url": central_db, "federation_nodes": urls}))
+        stack.enter_context(serve(app, sock, lifespan="on"))
+        issuer = DemoIssuer(settings.issuer_key_path, ISSUER, "spe")
+        client = stack.enter_context(httpx.Client(base_url=url, timeout=60))
+        client.as_ = lambda user, role, inst=None: {  # type: ignore[attr-defined]
+            "Authorization": "Bearer " + issuer.mint(user, [role], institution=inst)}
+        yield Central(url, issuer, client)
+
+
+@dataclass
+class People:
+    """One browser context per person; any JS error on any of their pages fails the test."""
+
+    browser: object
+    central: Central
+    contexts: list = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def open(self, user: str, role: str, at: str):
+        """A new browser for `user` at `at`, signed in by pasting their token."""
+        context = self.browser.new_context(base_url=self.central.url, accept_downloads=True,
+                                           viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        self.contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: self.errors.append(f"{user}: {exc}"))
+        page.goto(at)
+        sign_in(page, self.central.token(user, role), f"{user} ({role})")
+        return page
+
+
+def sign_in(page, token: str, who: str) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_label("Bearer token").fill(token)
+    page.get_by_test_id("signin").click()
+    expect(page.get_by_test_id("who")).to_have_text(who)
+
+
+@pytest.fixture
+def people(browser, central) -> Iterator[People]:
+    crowd = People(browser, central)
+    try:
+        yield crowd
+        assert crowd.errors == [], f"JavaScript errors on the pages: {crowd.errors}"
+    finally:
+        for context in crowd.contexts:
+            context.close()
+
+
+# ---- helpers --------------------------------------------------------------------------
+
+
+def node_card(page, site: str):
+    return page.locator(f'[data-testid="job-node"][data-node="{site}"]')
+
+
+def request_card(page, site: str):
+    return page.locator(f'[data-testid="output-request"][data-node="{site}"]')
+
+
+def file_row(scope, testid: str, path: str):
+    return scope.locator(f'[data-testid="{testid}"][data-path="{path}"]')
+
+
+def open_request(page, job_id: str, site: str) -> str:
+    """From the queue on /airlock, open the request of `site`'s part of the job."""
+    from playwright.sync_api import expect
+
+    row = page.locator(f'[data-testid="request-row"][data-job="{job_id}"][data-node="{site}"]')
+    expect(row).to_have_count(1)
+    rid = row.get_attribute("data-rid")
+    row.get_by_test_id("request-link").click()
+    expect(page.get_by_test_id("request-id")).to_have_text(rid)
+    return rid
+
+
+def approve(page, reason: str) -> None:
+    page.get_by_label("Reason").fill(reason)
+    page.get_by_test_id("approve").click()
+
+
+# ---- the test -------------------------------------------------------------------------
+
+
+def test_a_job_runs_and_its_outputs_leave_through_the_airlock_in_the_browser(
+        people, central, artifacts):
+    from playwright.sync_api import expect
+
+    pid = issue_permit(central.api)  # over site-a and site-b, for carol (and alice)
+
+    # 1. Carol loads her script on /jobs and sends it to both institutions of the permit.
+    carol = people.open("carol", "researcher", at="/jobs")
+    expect(carol.get_by_test_id("jobs-empty")).to_be_visible()
+    expect(carol.get_by_label("Permit", exact=True)).to_have_value(pid)
+    nodes = carol.get_by_test_id("f-node")
+    expect(nodes).to_have_count(2)
+    assert nodes.evaluate_all("xs => xs.map(x => x.value)") == ["site-a", "site-b"]
+    for box in nodes.all():
+        box.check()
+    carol.get_by_label("Or load a .py file").set_input_files(files=[{
+        "name": "count_modalities.py", "mimeType": "text/x-python",
+        "buffer": SCRIPT.encode()}])
+    expect(carol.get_by_test_id("f-script")).to_have_value(SCRIPT)  # read by FileReader
+    expect(carol.get_by_label("Wall clock (s)")).to_have_value("600")
+    expect(carol.get_by_label("Memory (MB)")).to_have_value("2048")
+    carol.get_by_label("Wall clock (s)").fill("120")
+    shot(carol, artifacts, "01-new-job")
+    carol.get_by_test_id("submit-job").click()
+    expect(carol).to_have_url(re.compile(r"/jobs\?job=[^&]+$"))
+    job_id = carol.url.split("job=", 1)[1]
+    expect(carol.get_by_test_id("job-id")).to_have_text(job_id)
+    expect(carol.get_by_test_id("job-permit")).to_have_text(pid)
+    expect(carol.get_by_test_id("job-limits")).to_contain_text("wall_seconds 120")
+
+    # 2. The page follows the job by itself until both institutions have run it.
+    for site in ("site-a", "site-b"):
+        expect(node_card(carol, site)).to_have_attribute("data-state", "succeeded",
+                                                         timeout=JOB_TIMEOUT_MS)
+    for site in ("site-a", "site-b"):
+        card = node_card(carol, site)
+        expect(card.get_by_test_id("node-state")).to_have_text("succeeded")
+        expect(card.get_by_test_id("node-exit")).to_have_text("0")
+        expect(card.get_by_test_id("log-tail")).to_contain_text("modalities")
+        expect(card.get_by_test_id("node-staging")).not_to_have_text("—")
+        raw = file_row(card, "job-file", "raw.dcm")
+        expect(raw).to_have_attribute("data-verdict", "blocked")
+        expect(raw.get_by_test_id("file-reasons")).to_contain_text("DICOM")
+        expect(file_row(card, "job-file", "table.csv")).not_to_have_attribute(
+            "data-verdict", "blocked")
+    expect(carol.get_by_test_id("job-progress")).to_contain_text("Finished")
+    expect(carol.get_by_test_id("cancel-job")).to_be_disabled()
+    shot(carol, artifacts, "02-job-succeeded")
+
+    # 3. Each institution's outputs are an airlock request waiting for review: the table
+    #    stored, the raw file blocked with its reason and never stored.
+    rids = {}
+    for site in ("site-a", "site-b"):
+        card = request_card(carol, site)
+        expect(card).to_have_attribute("data-state", "pending")
+        rids[site] = card.get_attribute("data-rid")
+        raw = file_row(card, "request-file", "raw.dcm")
+        expect(raw).to_have_attribute("data-verdict", "blocked")
+        expect(raw).to_have_attribute("data-stored", "false")
+        expect(raw.get_by_test_id("request-file-reasons")).to_contain_text("DICOM")
+        expect(file_row(card, "request-file", "table.csv")).to_have_attribute(
+            "data-stored", "true")
+        expect(card.get_by_test_id("download")).to_have_count(0)
+    shot(carol, artifacts, "03-outputs-pending")
+
+    # 4. Olga, an output checker, reads the table at site-a and approves; once only.
+    olga = people.open("olga", "output_checker", at="/airlock")
+    expect(olga.get_by_test_id("queue-heading")).to_have_text("Pending requests")
+    queued = olga.locator(f'[data-testid="request-row"][data-job="{job_id}"]')
+    expect(queued).to_have_count(2)
+    expect(queued.first).to_contain_text("1 stored, 1 blocked")
+    shot(olga, artifacts, "04-olga-queue")
+    assert open_request(olga, job_id, "site-a") == rids["site-a"]
+    expect(file_row(olga, "file-row", "raw.dcm").get_by_test_id("not-stored")).to_be_visible()
+    expect(file_row(olga, "file-row", "raw.dcm")).to_have_attribute("data-verdict", "blocked")
+    table = file_row(olga, "file-row", "table.csv")
+    expect(table.get_by_test_id("file-sha256")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
+    table.get_by_test_id("view-content").click()
+    expect(olga.get_by_test_id("content-path")).to_have_text("table.csv")
+    expect(olga.get_by_test_id("file-content")).to_contain_text("modality,n")
+    expect(olga.get_by_test_id("file-content")).to_contain_text("MR,")
+    shot(olga, artifacts, "05-olga-reads-the-table")
+    approve(olga, "Aggregate counts, all at least 10")
+    expect(olga.get_by_test_id("review-done")).to_contain_text("pending review")
+    expect(olga.get_by_test_id("approvals")).to_have_text("1 of 2 approvals")
+    approve(olga, "Once more")
+    error = olga.get_by_test_id("review-error")
+    expect(error).to_contain_text("409")
+    expect(error.get_by_test_id("error-message")).to_contain_text("already reviewed")
+    expect(olga.get_by_test_id("review")).to_have_count(1)
+    shot(olga, artifacts, "06-olga-cannot-review-twice")
+
+    olga.goto("/airlock")
+    open_request(olga, job_id, "site-b")
+    approve(olga, "Aggregate counts")
+    expect(olga.get_by_test_id("approvals")).to_have_text("1 of 2 approvals")
+
+    # 5. Carol may read her request but neither review it nor look inside it as a checker.
+    carol.goto(f"/airlock?request={rids['site-b']}")
+    sign_in(carol, central.token("carol", "researcher"), "carol (researcher)")
+    expect(carol.get_by_test_id("request-id")).to_have_text(rids["site-b"])
+    approve(carol, "My own outputs are fine")
+    error = carol.get_by_test_id("review-error")
+    expect(error).to_contain_text("Your review was refused (403)")
+    expect(error.get_by_test_id("error-message")).to_contain_text("may not call POST")
+    file_row(carol, "file-row", "table.csv").get_by_test_id("view-content").click()
+    expect(carol.get_by_test_id("content-error")).to_contain_text("403")
+    expect(carol.get_by_test_id("review")).to_have_count(1)
+    expect(carol.get_by_test_id("file-content")).to_be_hidden()
+    expect(carol.get_by_test_id("request-state")).to_have_text("pending review")
+    shot(carol, artifacts, "07-carol-cannot-review")
+
+    # 6. Oscar, a second output checker, approves both: they are released.
+    oscar = people.open("oscar", "output_checker", at="/airlock")
+    for site in ("site-a", "site-b"):
+        oscar.goto("/airlock")
+        open_request(oscar, job_id, site)
+        file_row(oscar, "file-row", "table.csv").get_by_test_id("view-content").click()
+        expect(oscar.get_by_test_id("file-content")).to_contain_text("modality,n")
+        approve(oscar, "Agreed")
+        expect(oscar.get_by_test_id("request-state")).to_have_text("released")
+        expect(oscar.get_by_test_id("review-done")).to_contain_text("released")
+    expect(oscar.get_by_test_id("review")).to_have_count(2)
+    shot(oscar, artifacts, "08-oscar-releases")
+    oscar.goto("/airlock")
+    expect(oscar.locator(f'[data-testid="request-row"][data-job="{job_id}"]')).to_have_count(0)
+
+    # 7. A third checker comes too late: the request is no longer under review.
+    otto = people.open("otto", "output_checker", at=f"/airlock?request={rids['site-a']}")
+    expect(otto.get_by_test_id("request-state")).to_have_text("released")
+    approve(otto, "Me too")
+    error = otto.get_by_test_id("review-error")
+    expect(error).to_contain_text("409")
+    expect(error.get_by_test_id("error-message")).to_contain_text("not under review")
+    shot(otto, artifacts, "09-third-checker-refused")
+
+    # 8. Carol sees both released and downloads the table.
+    carol.goto(f"/jobs?job={job_id}")
+    expect(carol.get_by_test_id("who")).to_have_text("carol (researcher)")
+    for site in ("site-a", "site-b"):
+        expect(request_card(carol, site)).to_have_attribute("data-state", "released")
+        expect(request_card(carol, site).get_by_test_id("request-review")).to_have_count(2)
+    card = request_card(carol, "site-a")
+    expect(file_row(card, "download", "raw.dcm")).to_have_count(0)
+    with carol.expect_download() as download:
+        file_row(card, "download", "table.csv").click()
+    assert download.value.suggested_filename == "table.csv"
+    data = Path(download.value.path()).read_bytes()
+    assert data.startswith(b"modality,n\n"), data
+    assert b"MR," in data
+    expect(carol.get_by_test_id("download-error")).to_be_hidden()
+    shot(carol, artifacts, "10-released-and-downloaded")
+
+    # 9. And the job is in her list.
+    carol.goto("/jobs")
+    row = carol.locator(f'[data-testid="job-row"][data-job="{job_id}"]')
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text(pid)
+    shot(carol, artifacts, "11-my-jobs")
+
+    # 10. A second job, typed in and sent to site-a only, is cancelled from its page.
+    carol.get_by_test_id("f-node").and_(carol.locator('[value="site-a"]')).check()
+    carol.get_by_label("Python script (runs as main.py)").fill(
+        'import time\nprint("sleeping", flush=True)\ntime.sleep(60)\n')
+    carol.get_by_test_id("submit-job").click()
+    expect(carol).to_have_url(re.compile(r"/jobs\?job=[^&]+$"))
+    assert carol.url.split("job=", 1)[1] != job_id
+    expect(carol.get_by_test_id("job-node")).to_have_count(1)
+    expect(node_card(carol, "site-a")).to_be_visible()
+    expect(carol.get_by_test_id("cancel-job")).to_be_enabled()
+    carol.get_by_test_id("cancel-job").click()
+    expect(node_card(carol, "site-a")).to_have_attribute("data-state", "cancelled")
+    expect(node_card(carol, "site-a").get_by_test_id("node-reason")).to_contain_text("carol")
+    expect(carol.get_by_test_id("cancel-job")).to_be_disabled()
+    expect(carol.get_by_test_id("outputs-empty")).to_contain_text("succeeded at no institution")
+    shot(carol, artifacts, "12-cancelled")
+
+
+def test_the_pages_are_served_with_a_strict_content_security_policy(central):
+    for path in ("/jobs", "/jobs?job=x", "/airlock", "/airlock?request=x"):
+        resp = httpx.get(f"{central.url}{path}", timeout=10)
+        assert resp.status_code == 200, path
+        assert resp.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in resp.headers["content-security-policy"]
+        assert "%ROOT%" not in resp.text
+    for asset in ("query/static/jobs.js", "query/static/jobs.css",
+                  "airlock/static/airlock.js", "airlock/static/airlock.css"):
+        assert httpx.get(f"{central.url}/{asset}", timeout=10).status_code == 200, asset
+    paths = httpx.get(f"{central.url}/openapi.json", timeout=10).json()["paths"]
+    assert not any(p.startswith(("/jobs", "/airlock")) for p in paths)
