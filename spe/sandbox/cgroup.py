@@ -59,6 +59,17 @@ def _candidates() -> list[Path]:
     return found
 
 
+PREFIX = "spe-sandbox-"
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 class PidsCgroup:
     """One job's pids cgroup; `create` returns None where none can be made."""
 
@@ -71,7 +82,8 @@ class PidsCgroup:
         if os.environ.get("SPE_SANDBOX_CGROUP", "").lower() in ("0", "off", "false", "no"):
             return None
         for parent in _candidates():
-            path = parent / f"spe-sandbox-{uuid.uuid4().hex[:12]}"
+            # The creating process's pid in the name: its orphans can be found (reap).
+            path = parent / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
             try:
                 path.mkdir()
             except OSError:
@@ -85,6 +97,27 @@ class PidsCgroup:
                 except OSError:
                     pass
         return None
+
+    @classmethod
+    def reap_orphans(cls) -> int:
+        """Kill what is left in the cgroups of processes that died while running a job (a
+        worker killed mid-job: bubblewrap's parent-death signal does not always reach every
+        process of the sandbox); how many cgroups were emptied and removed."""
+        reaped = 0
+        for parent in _candidates():
+            try:
+                names = [p.name for p in parent.iterdir() if p.name.startswith(PREFIX)]
+            except OSError:
+                continue
+            for name in names:
+                owner = name[len(PREFIX):].split("-", 1)[0]
+                if not owner.isdigit() or _running(int(owner)):
+                    continue
+                orphan = cls(parent / name)
+                if orphan.kill_all():
+                    orphan.remove()
+                    reaped += 1
+        return reaped
 
     def enter(self) -> None:
         """Move the calling process in (for `preexec_fn`: plain syscalls only)."""

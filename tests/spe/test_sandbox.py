@@ -530,3 +530,30 @@ def test_the_pinned_analysis_environment_and_nothing_to_install(box) -> None:
     for module, version in report["versions"].items():
         assert pins[names.get(module, module)] == version, module
     assert report["planted"] is False
+
+
+def test_a_dead_workers_sandbox_leftovers_are_reaped() -> None:
+    """What a killed worker's sandbox leaves running in its pids cgroup is killed by the
+    next sweep on the machine (PidsCgroup.reap_orphans, from Worker.requeue_stale)."""
+    cgroup = PidsCgroup.create(16)
+    if cgroup is None:
+        if IN_CI:
+            pytest.fail("no pids cgroup can be made here")
+        pytest.skip("no pids cgroup can be made here")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    leftover = subprocess.Popen(["sleep", "60"], preexec_fn=cgroup.enter)
+    try:
+        orphaned = cgroup.path.with_name(f"spe-sandbox-{gone.pid}-{uuid.uuid4().hex[:8]}")
+        cgroup.path.rename(orphaned)
+        mine = PidsCgroup.create(16)  # a live process's cgroup is left alone
+        assert mine is not None
+        assert PidsCgroup.reap_orphans() >= 1
+        assert leftover.wait(5) == -9
+        assert not orphaned.exists()
+        assert mine.path.exists()
+        mine.remove()
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()

@@ -30,6 +30,7 @@ from spe.airlock import OutputRules, cached_terms, check_outputs
 from spe.audit import AuditLog
 from spe.db import session_scope
 from spe.sandbox import Limits, SandboxError, run
+from spe.sandbox.cgroup import PidsCgroup
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,12 @@ class Worker:
     # --- the loop ----------------------------------------------------------------------
 
     def requeue_stale(self) -> list[repo.StaleJob]:
+        """Queue again (or fail) jobs whose worker stopped beating, and kill what is left
+        on this machine of sandboxes whose worker process died."""
+        try:
+            PidsCgroup.reap_orphans()
+        except OSError:
+            log.exception("reaping orphaned sandboxes failed")
         with session_scope(self.sessions) as session:
             stale = repo.requeue_stale(session, stale_after=timedelta(seconds=self.stale_after))
             for job in stale:

@@ -287,6 +287,23 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
+def _in_sandbox(pid: int, seen: set[int]) -> bool:
+    """Whether the job runs under bubblewrap below `pid` (bwrap and the job's own process,
+    not a process between fork and exec); adds them to `seen`."""
+    found = _descendants(pid)
+    seen.update(found)
+    names = [_cmdline(p) for p in found]
+    return any(n.startswith(b"bwrap") or b"/bwrap" in n.split(b"\0")[0] for n in names) and \
+        any(b"/code/" in n for n in names)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -328,10 +345,9 @@ def test_worker_killed_mid_job_is_retried_never_stuck(node, database_url: str) -
             assert time.monotonic() < deadline, "the worker never started the job"
             time.sleep(0.1)
         sandbox: set[int] = set()
-        while not sandbox and time.monotonic() < deadline:  # bwrap and the job under it
-            sandbox = _descendants(proc.pid)
+        while not _in_sandbox(proc.pid, sandbox):  # bwrap and the job under it
+            assert time.monotonic() < deadline, "no sandbox under the worker"
             time.sleep(0.05)
-        assert sandbox
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
