@@ -57,7 +57,7 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
         policy=make_policy_service(settings),
         audit=CENTRAL_AUDIT,
         name="central",
-        on_principal=lambda session, principal: users.register(session, principal),
+        on_principal=users.Registrar(),
     )
     app = FastAPI(title="EHDS SPE: central services", version="0.1.0",
                   lifespan=_lifespan(settings, issuer))

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from gateway.node.config import NodeConfig
 from gateway.node.endpoints import router as node_router
@@ -36,7 +37,7 @@ def create_node_app(
     policy: PolicyService | None = None,
     context_verifier: ContextVerifier | None = None,
 ) -> FastAPI:
-    engine = make_engine(config.database_url)
+    engine = make_engine(config.database_url, **_pool_options(config.database_url))
     ctx = AppContext(
         service="node",
         settings=settings,
@@ -62,6 +63,18 @@ def create_node_app(
     app.include_router(jobs_router)
     app.include_router(audit_router)
     return app
+
+
+def _pool_options(url: str) -> dict:
+    """Connections kept for concurrent requests: the hub sends a node one query per
+    researcher at once, and each runs in one of the thread pool's (40) workers. With
+    SQLAlchemy's default pool (5, then 10 more closed as soon as they are returned), a
+    busy node opened a connection for most queries, its page cache cold: keep 20."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and (
+            parsed.database in (None, "", ":memory:") or "memory" in str(parsed.query)):
+        return {}  # an in-memory database lives in its connection: SQLAlchemy's own pool
+    return {"pool_size": 20, "max_overflow": 20}
 
 
 def _lifespan(config: NodeConfig, settings: Settings):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -89,6 +89,16 @@ class AuditLog:
     def __init__(self, entry_model: type[AuditEntryMixin], head_model: type[AuditHeadMixin]):
         self.entry_model = entry_model
         self.head_model = head_model
+        # `record`'s statements, built once (Core, bound parameters): claim the head (a
+        # no-op UPDATE takes the row's lock, or SQLite's write lock, and reads it, so
+        # concurrent writers queue instead of forking the chain), insert the entry, move
+        # the head.
+        head = head_model.__table__
+        self._claim = (update(head).where(head.c.id == 1).values(last_seq=head.c.last_seq)
+                       .returning(head.c.last_seq, head.c.last_hash))
+        self._insert = insert(entry_model.__table__)
+        self._advance = (update(head).where(head.c.id == 1)
+                         .values(last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash")))
 
     def _head(self, session: Session) -> AuditHeadMixin:
         if session.get_bind().dialect.name == "sqlite":
@@ -128,10 +138,15 @@ class AuditLog:
         """Append one entry in the caller's transaction: it commits or rolls back with it."""
         if decision not in DECISIONS:
             raise ValueError(f"audit decision must be one of {sorted(DECISIONS)}")
-        head = self._head(session)
         at = _utc(at or datetime.now(UTC))
+        # Three Core statements, not the ORM's unit of work: every request writes an entry.
+        row = session.execute(self._claim).first()
+        if row is None:  # the very first entry: create the head (racing writers handled)
+            self._head(session)
+            row = session.execute(self._claim).one()
+        last_seq, last_hash = row
         fields = {
-            "seq": head.last_seq + 1,
+            "seq": last_seq + 1,
             "at": at,
             "actor": actor[:320],
             "action": action[:120],
@@ -139,15 +154,16 @@ class AuditLog:
             "decision": decision,
             "reason": reason,
             "details": json.dumps(details or {}, sort_keys=True, default=str),
-            "prev_hash": head.last_hash,
+            "prev_hash": last_hash,
         }
         digest = entry_hash(**fields)
-        entry = self.entry_model(**fields, hash=digest)
-        session.add(entry)
-        head.last_seq = fields["seq"]
-        head.last_hash = digest
-        session.flush()
-        return entry
+        session.execute(self._insert, {**fields, "hash": digest})
+        session.execute(self._advance, {"new_seq": fields["seq"], "new_hash": digest})
+        # A head the session holds as an object is now stale: reload it when next read.
+        held = session.identity_map.get(Session.identity_key(self.head_model, 1))
+        if held is not None:
+            session.expire(held)
+        return self.entry_model(**fields, hash=digest)
 
     def entries(self, session: Session, *, batch: int = 2000) -> Iterator[AuditEntryMixin]:
         model = self.entry_model

@@ -27,6 +27,14 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the demo's readers go on while a sync writes; foreign keys are off by default.
     cur.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL syncs at checkpoints instead of at every commit: a commit survives
+    # a crash of the process (not necessarily a power cut), and the database stays
+    # consistent either way. Every request commits (its audit entry), so this spares an
+    # fsync per request.
+    cur.execute("PRAGMA synchronous=NORMAL")
+    # A page cache of up to 64 MiB per connection (the default is 2 MiB): a node's index
+    # of 10,000 patients is ~20 MB, which queries would otherwise re-read on every request.
+    cur.execute("PRAGMA cache_size=-65536")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -34,20 +35,35 @@ class EmbeddedEngine:
     bundle on first use: a query through a bundle takes about half a millisecond, where a
     plain query recompiles every module (about 20 ms). An interpreter is not thread-safe,
     so queries take a lock.
+
+    The modules never change after loading, so while no policy calls a builtin whose
+    result depends on more than its arguments (time, randomness, HTTP: `IMPURE`), a
+    decision is a function of its input: the last `CACHED` answers are kept by (decision,
+    input) and a repeated input (the same caller at the same door, the disclosure rules of
+    a tier) is answered from them. A policy folder that names such a builtin anywhere gets
+    no cache. Failures are never kept: they are raised again on every call.
     """
+
+    CACHED = 4096
+    IMPURE = re.compile(r"\b(time\.now_ns|rand\.|uuid\.|http\.send|opa\.runtime|net\.lookup)")
 
     def __init__(self, policy_dir: Path, *, extra_files: list[Path] | None = None) -> None:
         self.policy_dir = policy_dir
         self._lock = threading.Lock()
         self._interp = Interpreter()
         self._bundles: dict[str, Any] = {}
+        self._answers: OrderedDict[tuple[str, str], str] = OrderedDict()  # -> JSON text
         self._load_error: str | None = None
         files = policy_files(policy_dir) + list(extra_files or [])
         if not files:
             self._load_error = f"no policy files under {policy_dir}"
+        self._cache = True
         for f in files:
             try:
-                self._interp.add_module(f.name, f.read_text())
+                text = f.read_text()
+                self._interp.add_module(f.name, text)
+                if self.IMPURE.search(text):
+                    self._cache = False
             except (RegoError, OSError) as exc:
                 # Kept, not raised: every later decision denies and says why.
                 self._load_error = f"policy file {f.name} could not be loaded: " + _first_line(
@@ -66,26 +82,40 @@ class EmbeddedEngine:
             raise PolicyEvaluationError(self._load_error)
         entrypoint = path.replace(".", "/")
         query = "data." + entrypoint.replace("/", ".")
+        term = json.dumps(input, sort_keys=True)
+        key = (entrypoint, term)
         with self._lock:
-            try:
-                self._interp.set_input_term(json.dumps(input))
-                output = self._interp.query_bundle_entrypoint(self._bundle(entrypoint),
-                                                              entrypoint)
-            except RegoError as exc:
-                raise PolicyEvaluationError(_first_line(str(exc))) from exc
-            except ValueError as exc:
-                # regopy renders some strings (from functions) as invalid JSON
-                raise PolicyEvaluationError(f"unreadable engine output for {query}") from exc
-            # regopy cannot render a failed output (it crashes), so check first.
-            if not output.ok():
-                raise PolicyEvaluationError(f"evaluation of {query} failed")
-            text = str(output)
+            text = self._answers.get(key)
+            if text is not None:
+                self._answers.move_to_end(key)
+                return json.loads(text)  # a fresh object: callers may change theirs
+            text = self._evaluate(entrypoint, query, term)
+            if self._cache:
+                self._answers[key] = text
+                if len(self._answers) > self.CACHED:
+                    self._answers.popitem(last=False)
+        return json.loads(text)
+
+    def _evaluate(self, entrypoint: str, query: str, term: str) -> str:
+        """The decision's value as JSON text; PolicyEvaluationError if there is none. The
+        caller holds the lock."""
+        try:
+            self._interp.set_input_term(term)
+            output = self._interp.query_bundle_entrypoint(self._bundle(entrypoint), entrypoint)
+        except RegoError as exc:
+            raise PolicyEvaluationError(_first_line(str(exc))) from exc
+        except ValueError as exc:
+            # regopy renders some strings (from functions) as invalid JSON
+            raise PolicyEvaluationError(f"unreadable engine output for {query}") from exc
+        # regopy cannot render a failed output (it crashes), so check first.
+        if not output.ok():
+            raise PolicyEvaluationError(f"evaluation of {query} failed")
+        text = str(output)
         if text == "undefined":
             raise PolicyEvaluationError(f"{query} is undefined")
         try:
-            result = json.loads(text)
-            return result["expressions"][0]
-        except (ValueError, KeyError, IndexError) as exc:
+            return json.dumps(json.loads(text)["expressions"][0])
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise PolicyEvaluationError(f"unexpected engine output for {query}") from exc
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel
 
 from gateway.node.query import service
 from spe.db import session_scope
 from spe.errors import NotAuthenticated
-from spe.web import DbSession
 from spe.wire.query import NodeAnswer, Query
 
 router = APIRouter(prefix="/api/v1", tags=["query"])
@@ -27,8 +26,8 @@ class NodeQuery(BaseModel):
 
 
 @router.post("/query", response_model=NodeAnswer)
-def query(body: NodeQuery, request: Request, session: DbSession,
-          x_spe_hub_context: Annotated[str | None, Header()] = None) -> NodeAnswer:
+def query(body: NodeQuery, request: Request,
+          x_spe_hub_context: Annotated[str | None, Header()] = None) -> Response:
     app = request.app
     ctx = app.state.ctx
     query_hash = body.query.digest()
@@ -45,5 +44,13 @@ def query(body: NodeQuery, request: Request, session: DbSession,
                              details={"client": request.client.host if request.client
                                       else ""})
         raise
-    return service.answer(session, body.query, hub_ctx, node_id=app.state.node.node_id,
-                          policy=ctx.policy, audit=ctx.audit, sessions=ctx.sessions)
+    # The request's transaction, opened here rather than by a DbSession dependency (which
+    # would cost two more hops to the thread pool): committed before the answer is sent,
+    # rolled back on any error.
+    with session_scope(ctx.sessions) as session:
+        answer = service.answer(session, body.query, hub_ctx,
+                                node_id=app.state.node.node_id, policy=ctx.policy,
+                                audit=ctx.audit, sessions=ctx.sessions,
+                                query_hash=query_hash)
+    # Serialised once, here: FastAPI would validate the NodeAnswer again to serialise it.
+    return Response(answer.model_dump_json(), media_type="application/json")

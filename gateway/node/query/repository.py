@@ -1,31 +1,48 @@
-"""All SQL of the node's query history (the evaluation's SQL is in evaluate.py)."""
+"""All SQL of the node's query history (the evaluation's SQL is in evaluate.py).
+
+Core statements on the table, built once with bound parameters, not the ORM: every query
+reads the asker's history and appends to it, and building statements and the ORM's unit
+of work cost more than running them.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from gateway.node.query.models import AnsweredSet
 
+_SETS = AnsweredSet.__table__
+_ANSWERED_SINCE = (
+    select(func.count()).select_from(_SETS)
+    .where(_SETS.c.user_id == bindparam("user_id"), _SETS.c.at >= bindparam("since"),
+           _SETS.c.cell == ""))
+_SHOWN_SETS = (
+    select(_SETS.c.bitmap)
+    .where(_SETS.c.user_id == bindparam("user_id"), _SETS.c.at >= bindparam("since"),
+           _SETS.c.shown)
+    .order_by(_SETS.c.at.desc(), _SETS.c.id.desc()).limit(bindparam("limit")))
+_RECORD = insert(_SETS)
+
 
 def answered_since(session: Session, user_id: str, since: datetime) -> int:
     """How many queries the user was answered since then (one total row per query)."""
-    return int(session.execute(
-        select(func.count()).select_from(AnsweredSet)
-        .where(AnsweredSet.user_id == user_id, AnsweredSet.at >= since,
-               AnsweredSet.cell == "")).scalar_one())
+    return int(session.execute(_ANSWERED_SINCE, {"user_id": user_id, "since": since})
+               .scalar_one())
 
 
 def shown_sets(session: Session, user_id: str, since: datetime, limit: int) -> list[bytes]:
     """Bitmaps of the sets recently shown to the user, newest first."""
     return list(session.execute(
-        select(AnsweredSet.bitmap)
-        .where(AnsweredSet.user_id == user_id, AnsweredSet.at >= since, AnsweredSet.shown)
-        .order_by(AnsweredSet.at.desc(), AnsweredSet.id.desc()).limit(limit)).scalars())
+        _SHOWN_SETS, {"user_id": user_id, "since": since, "limit": limit}).scalars())
 
 
-def record(session: Session, rows: list[AnsweredSet]) -> None:
-    session.add_all(rows)
-    session.flush()
+def record(session: Session, rows: list[dict]) -> None:
+    """Append answered sets: dicts of the AnsweredSet columns but `id`."""
+    if rows:
+        session.execute(_RECORD, rows)
+
+
+__all__ = ["answered_since", "record", "shown_sets"]

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.node.permits import repository as permits
 from gateway.node.query import repository
 from gateway.node.query.evaluate import evaluate, stratum_values
-from gateway.node.query.models import AnsweredSet
 from gateway.node.query.tracker import reveals_small_group, to_bitmap
 from spe.audit import AuditLog
 from spe.db import session_scope
@@ -105,9 +104,11 @@ def answer(
     audit: AuditLog,
     sessions: sessionmaker[Session],
     today: date | None = None,
+    query_hash: str | None = None,
 ) -> NodeAnswer:
+    """`query_hash`: `query.digest()`, when the caller has it already."""
     now = datetime.now(UTC)
-    query_hash = query.digest()
+    query_hash = query_hash or query.digest()
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     decision = policy.decide("query/node_decision", {
         "tier": ctx.tier, "roles": ctx.roles, "kind": query.answer.kind,
@@ -155,8 +156,8 @@ def answer(
     shown = {name for name, _ in d.shown}
     sets = [("", result.ids)] + [(cell_name(k), ids) for k, ids in result.cells.items()]
     repository.record(session, [
-        AnsweredSet(user_id=ctx.sub, at=now, query_hash=query_hash, cell=name,
-                    size=len(ids), shown=name in shown, bitmap=to_bitmap(ids))
+        {"user_id": ctx.sub, "at": now, "query_hash": query_hash, "cell": name,
+         "size": len(ids), "shown": name in shown, "bitmap": to_bitmap(ids)}
         for name, ids in sets if name == "" or name in shown])
     audit.record(session, actor=ctx.sub, action="query", object=query_hash,
                  decision="allow", reason=decision.reason,
