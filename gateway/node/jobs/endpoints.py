@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from gateway.node.jobs import repository as repo
 from gateway.node.jobs.models import FINAL, MAX_CODE_BYTES, SUCCEEDED, NodeJob
-from gateway.node.permits import repository as permits
+from gateway.node.permits.facts import permit_facts
 from spe.airlock import AirlockPolicyError, OutputRules, check_outputs, rules_from_policy
 from spe.airlock.report import worst
 from spe.airlock.review.storage import NotCopied, read_regular
@@ -138,18 +138,6 @@ def _verified(request: Request, token: str | None, qh: str, action: str,
                    reason=exc.detail,
                    details={"client": request.client.host if request.client else ""})
         raise
-
-
-def permit_facts(session: Session, ctx: HubContext, day: date) -> dict | None:
-    """What this node's own copy of the permit says (the hub's word is not enough)."""
-    if ctx.permit is None:
-        return None
-    held = permits.get(session, ctx.permit)
-    if held is None:
-        return {"id": ctx.permit, "known": False}
-    return {"id": ctx.permit, "known": True,
-            "usable": held.status == "issued" and held.start <= day <= held.end,
-            "member": ctx.sub in held.members, "covers_node": bool(held.datasets)}
 
 
 @router.post("/jobs", response_model=JobAccepted, status_code=202)

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.node.permits import repository as permits
+from gateway.node.permits.facts import permit_facts
 from gateway.node.query import repository
 from gateway.node.query.evaluate import evaluate, stratum_values
 from gateway.node.query.tracker import reveals_small_group, to_bitmap
@@ -82,18 +82,6 @@ def _refuse(sessions: sessionmaker[Session], audit: AuditLog, ctx: HubContext,
     return QueryRefused(reason)
 
 
-def _permit_facts(session: Session, ctx: HubContext, day: date) -> dict | None:
-    """What this node's own copy of the permit says (the hub's word is not enough)."""
-    if ctx.permit is None:
-        return None
-    held = permits.get(session, ctx.permit)
-    if held is None:
-        return {"id": ctx.permit, "known": False}
-    return {"id": ctx.permit, "known": True,
-            "usable": held.status == "issued" and held.start <= day <= held.end,
-            "member": ctx.sub in held.members, "covers_node": bool(held.datasets)}
-
-
 def answer(
     session: Session,
     query: Query,
@@ -113,7 +101,7 @@ def answer(
     decision = policy.decide("query/node_decision", {
         "tier": ctx.tier, "roles": ctx.roles, "kind": query.answer.kind,
         "used_today": repository.answered_since(session, ctx.sub, midnight),
-        "permit": _permit_facts(session, ctx, now.date())})
+        "permit": permit_facts(session, ctx, now.date())})
     if not decision.allow:
         raise _refuse(sessions, audit, ctx, query_hash, decision.reason)
     rules = policy.decide("disclosure/decision", {"tier": ctx.tier, "output": "query_count"})
