@@ -55,7 +55,8 @@ def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path, flags: list[str
             assert "site-c reads its images from Orthanc" in text
         tokens = json.loads((tmp_path / "demo" / "tokens.json").read_text())
         assert set(tokens) == {"researcher", "researcher:carol", "approver", "approver:bea",
-                               "approver:cem", "hdab", "output_checker", "admin"}
+                               "approver:cem", "hdab", "output_checker",
+                               "output_checker:oscar", "admin"}
         _wait_healthy(f"http://127.0.0.1:{port}/health")
         pki = tmp_path / "demo" / "pki"
         hub_tls = client_ssl_context(pki, "hub")  # the nodes speak mutual TLS only
@@ -96,6 +97,9 @@ def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path, flags: list[str
         # 15 patients a site: a site's count may well be under the threshold.
         assert {n["status"] for n in answer.json()["nodes"]} <= {"answered", "suppressed"}
         assert len(answer.json()["nodes"]) == 3
+        for page in ("/catalogue", "/query", "/permits", "/jobs", "/airlock"):
+            assert httpx.get(f"http://127.0.0.1:{port}{page}").status_code == 200, page
+            assert f"127.0.0.1:{port}{page}" in text, page  # the demo names every page
     except BaseException:
         failed = True
         raise

@@ -27,6 +27,7 @@ DEMO_USERS = (
     ("cem", "approver", "site-c"),
     ("hilde", "hdab", None),
     ("olga", "output_checker", None),
+    ("oscar", "output_checker", None),  # a release needs two different output checkers
     ("root", "admin", None),
 )
 
@@ -205,6 +206,9 @@ def _print_access(settings: Settings, nodes: list[DemoNode], issuer) -> None:
     table.add_row("central", f"{central}  (API docs: {central}/docs)")
     table.add_row("catalogue", f"{central}/catalogue")
     table.add_row("federated query", f"{central}/query  (API: POST {central}/api/v1/query)")
+    table.add_row("data permits", f"{central}/permits")
+    table.add_row("jobs", f"{central}/jobs  (code to the data, under a permit)")
+    table.add_row("airlock", f"{central}/airlock  (output checkers)")
     for node in nodes:
         table.add_row(f"node {node.node_id}",
                       f"https://127.0.0.1:{node.port}  ({node.name}; mutual TLS)")
