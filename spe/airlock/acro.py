@@ -32,9 +32,18 @@ class AcroOutput:
     output_type: str
     exception: str
     files: list[str] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+
+    @property
+    def for_checker_only(self) -> bool:
+        """ACRO's session summaries: marked in the uid (`...-DONT_RELEASE`, ACRO 1.x), a
+        file name (DO_NOT_RELEASE) or a comment ("DO NOT RELEASE - ...")."""
+        marks = [self.uid, *self.files, *self.comments]
+        return any(m in text.upper().replace(" ", "_") for text in marks
+                   for m in (DO_NOT_RELEASE, "DONT_RELEASE"))
 
     def reason(self) -> str:
-        summary = self.summary.strip().rstrip(";").strip() or self.status
+        summary = " ".join(self.summary.split()).rstrip(";").strip() or self.status
         text = f"ACRO {self.uid} ({self.output_type}): {summary}"
         if self.exception:
             exception = " ".join(self.exception.split())
@@ -66,5 +75,6 @@ def acro_outputs(data: dict[str, Any]) -> list[AcroOutput]:
             output_type=str(entry.get("type", "output")),
             exception=str(entry.get("exception", "") or ""),
             files=names,
+            comments=[str(c) for c in entry.get("comments") or [] if c],
         ))
     return outputs

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spe.airlock.acro import DO_NOT_RELEASE, AcroOutput, acro_outputs, is_acro_results
+from spe.airlock.acro import AcroOutput, acro_outputs, is_acro_results
 from spe.airlock.report import AirlockReport, FileVerdict
 from spe.airlock.rules import OutputRules
 from spe.airlock.scan import scan_text, summarise, value_category
@@ -393,9 +393,9 @@ class _Walk:
                     else:
                         verdict.flag("review", f"ACRO {output.uid}: unknown status "
                                                f"{output.status[:20]!r}")
-                    if DO_NOT_RELEASE in name:
-                        verdict.flag("review", "ACRO marks it DO_NOT_RELEASE: for the output "
-                                               "checker only")
+                    if output.for_checker_only:
+                        verdict.flag("blocked", "ACRO marks it DO NOT RELEASE: a summary for "
+                                                "the output checker only (read results.json)")
             if missing:
                 shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
                 results.flag("review", f"ACRO lists files that are not in the output: {shown}")

@@ -557,3 +557,37 @@ def test_a_dead_workers_sandbox_leftovers_are_reaped() -> None:
         if leftover.poll() is None:
             leftover.kill()
             leftover.wait()
+
+
+def test_a_job_using_acro_is_read_back_by_the_airlock(box, tmp_path: Path) -> None:
+    """The real ACRO of the analysis environment, inside the sandbox: its verdicts reach the
+    airlock (a failed table is blocked with ACRO's reason; its session summaries, marked DO
+    NOT RELEASE, are blocked; results.json goes to the output checker)."""
+    if not os.environ.get("SPE_SANDBOX_PYTHON"):
+        if IN_CI:
+            pytest.fail("SPE_SANDBOX_PYTHON is not set: make test builds the analysis env")
+        pytest.skip("no analysis environment (make analysis-env; SPE_SANDBOX_PYTHON)")
+    from spe.airlock import OutputRules, check_outputs
+
+    limits = SMALL.model_copy(update={"wall_seconds": 60, "memory_mb": 2048})
+    result, _ = box("""
+        import pandas as pd
+        from acro import ACRO
+        df = pd.DataFrame({"site": ["a"] * 40 + ["b"] * 3,
+                           "modality": ["CT"] * 20 + ["MR"] * 20 + ["CT"] * 3})
+        acro = ACRO(suppress=False)
+        acro.crosstab(df.site, df.modality)
+        acro.finalise("/output/acro", "json")
+    """, limits)
+    assert result.state == "succeeded", result.stderr_tail
+    report = check_outputs(tmp_path / "output", rules=OutputRules())
+    files = {f.path: f for f in report.files}
+    table = files["acro/output_0_0.csv"]
+    assert table.verdict == "blocked"
+    assert any(r.startswith("ACRO output_0 (table): ") and "MinimumThresholdCheck: fail" in r
+               for r in table.reasons), table.reasons
+    for summary in ("acro/session_summary.json", "acro/session_summary.csv"):
+        assert files[summary].verdict == "blocked"
+        assert any("DO NOT RELEASE" in r for r in files[summary].reasons)
+    assert files["acro/results.json"].kind == "acro-metadata"
+    assert files["acro/results.json"].verdict == "review"
