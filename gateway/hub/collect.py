@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from gateway.hub.jobs import JOBS_PATH, _call
+from gateway.hub.jobs import JOBS_PATH, call_node
 from gateway.hub.service import Hub
 from spe.airlock import AirlockPolicyError, rules_from_policy
 from spe.airlock.report import worst
@@ -103,7 +103,7 @@ async def _collector_call(hub: Hub, job: CentralJob, node_id: str, node_job: str
     context = hub.signer.sign(user=COLLECTOR, roles=[COLLECTOR_ROLE], tier="permit",
                               query_hash=hashlib.sha256(node_job.encode()).hexdigest(),
                               node_id=node_id, permit=job.pid)
-    return await _call(hub, node_id, "GET", f"{JOBS_PATH}/{node_job}{suffix}", context)
+    return await call_node(hub, node_id, "GET", f"{JOBS_PATH}/{node_job}{suffix}", context)
 
 
 def _unpack(outputs: JobOutputs, folder: Path) -> None:

@@ -150,7 +150,7 @@ def _hub(hub: Hub | None) -> Hub:
     return hub
 
 
-async def _call(hub: Hub, node_id: str, method: str, path: str, context: str, *,
+async def call_node(hub: Hub, node_id: str, method: str, path: str, context: str, *,
                 json: Any = None, timeout: float | None = None) -> tuple[int, Any]:
     """One call to a node: (HTTP status, body) or (0, why it could not be reached)."""
     url = hub.fanout.nodes.get(node_id)
@@ -196,7 +196,7 @@ async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: 
     async def one(node_id: str) -> tuple[str, dict[str, Any]]:
         context = hub.signer.sign(user=caller.id, roles=list(caller.roles), tier="permit",
                                   query_hash=digest, node_id=node_id, permit=body.permit)
-        status, answer = await _call(hub, node_id, "POST", JOBS_PATH, context,
+        status, answer = await call_node(hub, node_id, "POST", JOBS_PATH, context,
                                      json=payload, timeout=timeout)
         if status == 202 and isinstance(answer, dict) and answer.get("job_id"):
             return node_id, {"job_id": str(answer["job_id"]), "outcome": "queued"}
@@ -255,7 +255,7 @@ async def _each_node(hub: Hub, job: CentralJob, caller: Principal, method: str,
             user=caller.id, roles=list(caller.roles), tier="permit",
             query_hash=hashlib.sha256(node_job.encode()).hexdigest(), node_id=node_id,
             permit=job.pid)
-        status, answer = await _call(hub, node_id, method, f"{JOBS_PATH}/{node_job}{suffix}",
+        status, answer = await call_node(hub, node_id, method, f"{JOBS_PATH}/{node_job}{suffix}",
                                      context)
         if status == 200 and isinstance(answer, dict):
             keep = set(NodeJobView.model_fields) - {"node_id", "job_id", "submitted"}
