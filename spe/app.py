@@ -41,6 +41,8 @@ from spe.users import service as users
 from spe.users.endpoints import router as users_router
 from spe.web import AppContext
 from spe.web.health import router as health_router
+from spe.web.pages import STATIC_DIR as COMMON_STATIC
+from spe.web.pages import STATIC_PATH as COMMON_STATIC_PATH
 
 __all__ = ["CENTRAL_AUDIT", "create_central_app"]
 
@@ -76,6 +78,8 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     app.include_router(permits_router)
     app.include_router(airlock_router)
     app.include_router(beacon_router)
+    # The CSS/JS every web page loads before its own.
+    app.mount(COMMON_STATIC_PATH, StaticFiles(directory=COMMON_STATIC), name="common-static")
     # The catalogue's web pages (public, like its API reads) and their CSS/JS.
     app.include_router(catalogue_pages)
     app.mount(CATALOGUE_STATIC_PATH, StaticFiles(directory=CATALOGUE_STATIC),

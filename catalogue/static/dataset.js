@@ -3,7 +3,7 @@
 
 (() => {
   const {root, request, el, fill, when, fmt, ageRange, ACCESS_RIGHTS, qualityBadge, datasetApi} = SPE;
-  const $ = (id) => document.getElementById(id);
+  const {$} = SPEWeb;
   const TOKEN_KEY = "spe.catalogue.token";
 
   // The identifier is the rest of the path after /catalogue/datasets/.

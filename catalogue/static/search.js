@@ -18,7 +18,7 @@
   ];
   const SCALARS = ["q", "age_min", "age_max", "page", "size", "sort"];
 
-  const $ = (id) => document.getElementById(id);
+  const {$} = SPEWeb;
   const form = $("search-form");
   const ageForm = $("age-form");
   let inFlight = null;

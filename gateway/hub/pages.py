@@ -2,51 +2,30 @@
 jobs page over `/api/v1/jobs` (send code to the data under a permit, follow it at each
 node, and fetch its outputs once the airlock has released them).
 
-One static HTML shell per page whose vanilla JS builds the request, sends it with the
-researcher's bearer token and shows each institution's answer. No templating engine and
-no build step; the server only fills in the path prefix the app is mounted under
-(`root_path`). The answers are written by the JS as text, never as HTML, and the pages
-load nothing from elsewhere (a strict Content-Security-Policy), so a pasted token can only
-ever be sent back to this origin.
-
-The same small pieces as catalogue/pages.py, kept here on purpose: the gateway does not
-import the catalogue.
+One static HTML shell per page (served as every page is: spe/web/pages.py) whose vanilla
+JS builds the request, sends it with the researcher's bearer token and shows each
+institution's answer, as text, never as HTML.
 """
 
 from __future__ import annotations
 
-import html
-from functools import cache
 from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+
+from spe.web.pages import shell_page
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Where spe/app.py mounts STATIC_DIR (the pages' <link> and <script> point here; the
 #: jobs page's files live in the same folder, so under the same path).
 STATIC_PATH = "/query/static"
 
-_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-_HEADERS = {
-    "Content-Security-Policy": _CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-cache",
-}
-
 router = APIRouter(include_in_schema=False)
 
 
-@cache
-def _shell(name: str) -> str:
-    return (STATIC_DIR / name).read_text(encoding="utf-8")
-
-
 def _page(request: Request, name: str) -> HTMLResponse:
-    root = html.escape(request.scope.get("root_path", "").rstrip("/"), quote=True)
-    return HTMLResponse(_shell(name).replace("%ROOT%", root), headers=_HEADERS)
+    return shell_page(request, STATIC_DIR / name)
 
 
 @router.get("/query")

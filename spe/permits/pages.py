@@ -5,50 +5,29 @@ One static HTML shell whose vanilla JS picks its view from the address: `/permit
 applications, my institution's review queue, the access body's decisions, notifications),
 `/permits/new?dataset=<identifier>` and `/permits/edit/<pid>` (the application form),
 `/permits/view/<pid>` (one application, its reviews, history and the actions the
-signed-in person may try). No templating engine and no build step; the server only fills
-in the path prefix the app is mounted under (`root_path`). Everything from the API is
-written by the JS as text, never as HTML, and the page loads nothing from elsewhere (a
-strict Content-Security-Policy), so a pasted token can only ever be sent back to this
-origin. The pages decide nothing: every step is the API's (policies/permits), and a
-refusal is shown with its reason.
-
-The same small pieces as catalogue/pages.py and gateway/hub/pages.py, kept here on
-purpose: spe does not import the catalogue or the gateway.
+signed-in person may try). Served as every page is (spe/web/pages.py); everything from
+the API is written by the JS as text, never as HTML. The pages decide nothing: every step
+is the API's (policies/permits), and a refusal is shown with its reason.
 """
 
 from __future__ import annotations
 
-import html
-from functools import cache
 from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from spe.web.pages import shell_page
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Where spe/app.py mounts STATIC_DIR (the page's <link> and <script> point here).
 STATIC_PATH = "/permits/static"
 
-_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-_HEADERS = {
-    "Content-Security-Policy": _CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-cache",
-}
-
 router = APIRouter(include_in_schema=False)
 
 
-@cache
-def _shell(name: str) -> str:
-    return (STATIC_DIR / name).read_text(encoding="utf-8")
-
-
 def _page(request: Request) -> HTMLResponse:
-    root = html.escape(request.scope.get("root_path", "").rstrip("/"), quote=True)
-    return HTMLResponse(_shell("permits.html").replace("%ROOT%", root), headers=_HEADERS)
+    return shell_page(request, STATIC_DIR / "permits.html")
 
 
 @router.get("/permits")

@@ -4,85 +4,12 @@
 "use strict";
 
 (() => {
-  const meta = document.querySelector('meta[name="spe-root"]');
-  const root = meta ? meta.content : "";
-  const $ = (id) => document.getElementById(id);
+  const {root, $, el, fill, numberFormat, fmt, signinMessage, showSignedIn} = SPEWeb;
   const TOKEN_KEY = "spe.query.token";
   const PERMITS_TOKEN_KEY = "spe.permits.token";  // the permit pages' (spe/permits/static)
-
-  // ---- small helpers (the same as the catalogue's; the gateway does not load its JS) ----
-
-  // el("a", {href: x, className: "y", dataset: {testid: "z"}}, "text", childNode, ...)
-  function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs)) {
-      if (value === undefined || value === null || value === false) continue;
-      if (key === "className") node.className = value;
-      else if (key === "dataset") Object.assign(node.dataset, value);
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else if (value === true) node.setAttribute(key, "");
-      else node.setAttribute(key, String(value));
-    }
-    for (const child of children.flat()) {
-      if (child === undefined || child === null || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
-
-  function fill(node, ...children) {
-    node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined
-      && c !== false));
-    return node;
-  }
-
-  const numberFormat = new Intl.NumberFormat("en");
-  const fmt = (n) => (n === null || n === undefined ? "—" : numberFormat.format(n));
-
-  // The API's refusals are {"error": "...", "detail": "..." | [{loc, msg}, ...]}: one
-  // message per validation error, its place in the query first.
-  function detailMessages(detail) {
-    if (Array.isArray(detail)) {
-      return detail.map((d) => {
-        const loc = (d.loc || []).filter((p) => p !== "body");
-        // pydantic prefixes a validator's own message with "Value error, ": noise to a reader.
-        const msg = String(d.msg || "").replace(/^Value error, /, "");
-        return loc.length ? `${loc.join(".")}: ${msg}` : msg;
-      });
-    }
-    if (detail && typeof detail === "object") return [JSON.stringify(detail)];
-    return detail ? [String(detail)] : [];
-  }
-
-  class ApiError extends Error {
-    constructor(status, error, detail) {
-      const messages = detailMessages(detail);
-      super(messages.join("; ") || error || `HTTP ${status}`);
-      this.status = status;
-      this.error = error;
-      this.messages = messages.length ? messages : [this.message];
-    }
-  }
-
-  async function request(url, options = {}) {
-    let resp;
-    try {
-      resp = await fetch(url, options);
-    } catch (exc) {
-      throw new ApiError(0, "network", "the hub could not be reached");
-    }
-    let body = null;
-    try {
-      body = await resp.json();
-    } catch (_) {
-      body = null;
-    }
-    if (!resp.ok) {
-      throw new ApiError(resp.status, body && body.error,
-        (body && body.detail) || `HTTP ${resp.status} ${resp.statusText}`);
-    }
-    return body;
-  }
+  const HUB = {unreachable: "the hub could not be reached"};
+  const session = SPEWeb.session(TOKEN_KEY, HUB);
+  const {token, headers} = session;
 
   // ---- what the form offers ------------------------------------------------------------
 
@@ -292,40 +219,13 @@
 
   // ---- sign-in -----------------------------------------------------------------------------
 
-  const token = () => sessionStorage.getItem(TOKEN_KEY);
-
-  function signinMessage(kind, text) {
-    const box = $("signin-result");
-    box.className = kind === "error" ? "error" : kind === "warning" ? "warning" : "";
-    fill(box, text ? el("p", {dataset: {testid: `signin-${kind}`}}, text) : "");
-  }
-
-  function showSignedIn(me) {
-    $("signin").hidden = Boolean(me);
-    $("signed-in").hidden = !me;
-    if (me) {
-      const roles = me.roles.join(", ") || "no role";
-      $("who").textContent = `${me.name || me.subject} (${roles})`;
-    }
-  }
-
   // A pasted token is checked against /api/v1/me before it is kept.
   async function signIn(candidate) {
-    try {
-      const me = await request(`${root}/api/v1/me`,
-        {headers: {Authorization: `Bearer ${candidate}`, Accept: "application/json"}});
-      sessionStorage.setItem(TOKEN_KEY, candidate);
-      showSignedIn(me);
-      if (!me.roles.includes("researcher")) {
-        signinMessage("warning", "This token has no researcher role: the hub will refuse "
-          + "its queries.");
-      } else {
-        signinMessage("", "");
-      }
-    } catch (exc) {
-      sessionStorage.removeItem(TOKEN_KEY);
-      showSignedIn(null);
-      signinMessage("error", `Sign-in refused: ${exc.message}`);
+    const me = await session.signIn(candidate);
+    showSignedIn(me);
+    if (me && !me.roles.includes("researcher")) {
+      signinMessage("warning", "This token has no researcher role: the hub will refuse "
+        + "its queries.");
     }
   }
 
@@ -342,11 +242,7 @@
   function showError(heading, messages) {
     $("results-empty").hidden = true;
     $("answer").hidden = true;
-    fill($("query-error"),
-      el("p", {dataset: {testid: "error-heading"}}, el("strong", {}, heading)),
-      el("ul", {dataset: {testid: "error-messages"}},
-        messages.map((m) => el("li", {dataset: {testid: "error-message"}}, m))));
-    $("query-error").hidden = false;
+    SPEWeb.showError($("query-error"), heading, messages);
   }
 
   function errorHeading(exc) {
@@ -505,19 +401,18 @@
     $("results-empty").hidden = true;
     setBusy(true);
     try {
-      const headers = {"Content-Type": "application/json", Accept: "application/json"};
-      if (token()) headers.Authorization = `Bearer ${token()}`;
       const url = permit ? `${root}/api/v1/query?permit=${encodeURIComponent(permit)}`
         : `${root}/api/v1/query`;
-      const answer = await request(url,
-        {method: "POST", headers, body: JSON.stringify(body)});
+      const options = {method: "POST", body: JSON.stringify(body),
+        headers: headers({"Content-Type": "application/json", Accept: "application/json"})};
+      const answer = await SPEWeb.request(url, options, HUB);
       renderAnswer(answer, body, datasetSite);
     } catch (exc) {
       const messages = [...exc.messages];
       if (exc.status === 401) {
         messages.push("Sign in with a researcher's token.");
         if (token()) {
-          sessionStorage.removeItem(TOKEN_KEY);
+          session.forget();
           showSignedIn(null);
         }
       }
@@ -561,7 +456,7 @@
       if (candidate) signIn(candidate);
     });
     $("signout").addEventListener("click", () => {
-      sessionStorage.removeItem(TOKEN_KEY);
+      session.forget();
       $("token").value = "";
       showSignedIn(null);
       signinMessage("", "");

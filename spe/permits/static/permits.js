@@ -6,120 +6,10 @@
 "use strict";
 
 (() => {
-  const meta = document.querySelector('meta[name="spe-root"]');
-  const root = meta ? meta.content : "";
-  const $ = (id) => document.getElementById(id);
+  const {root, $, el, fill, errorHeading, showError, hide, when, signinMessage} = SPEWeb;
   const TOKEN_KEY = "spe.permits.token";
-
-  // ---- small helpers (the same as the query page's; spe does not load the gateway's JS) --
-
-  // el("a", {href: x, className: "y", dataset: {testid: "z"}}, "text", childNode, ...)
-  function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs)) {
-      if (value === undefined || value === null || value === false) continue;
-      if (key === "className") node.className = value;
-      else if (key === "dataset") Object.assign(node.dataset, value);
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else if (value === true) node.setAttribute(key, "");
-      else node.setAttribute(key, String(value));
-    }
-    for (const child of children.flat()) {
-      if (child === undefined || child === null || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
-
-  function fill(node, ...children) {
-    node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined
-      && c !== false));
-    return node;
-  }
-
-  // The API's refusals are {"error": "...", "detail": "..." | [{loc, msg}, ...]}.
-  function detailMessages(detail) {
-    if (Array.isArray(detail)) {
-      return detail.map((d) => {
-        const loc = (d.loc || []).filter((p) => p !== "body");
-        const msg = String(d.msg || "").replace(/^Value error, /, "");
-        return loc.length ? `${loc.join(".")}: ${msg}` : msg;
-      });
-    }
-    if (detail && typeof detail === "object") return [JSON.stringify(detail)];
-    return detail ? [String(detail)] : [];
-  }
-
-  class ApiError extends Error {
-    constructor(status, error, detail) {
-      const messages = detailMessages(detail);
-      super(messages.join("; ") || error || `HTTP ${status}`);
-      this.status = status;
-      this.error = error;
-      this.detail = detail;
-      this.messages = messages.length ? messages : [this.message];
-    }
-  }
-
-  async function request(url, options = {}) {
-    let resp;
-    try {
-      resp = await fetch(url, options);
-    } catch (exc) {
-      throw new ApiError(0, "network", "the service could not be reached");
-    }
-    let body = null;
-    try {
-      body = await resp.json();
-    } catch (_) {
-      body = null;
-    }
-    if (!resp.ok) {
-      throw new ApiError(resp.status, body && body.error,
-        (body && body.detail) || `HTTP ${resp.status} ${resp.statusText}`);
-    }
-    return body;
-  }
-
-  const token = () => sessionStorage.getItem(TOKEN_KEY);
-
-  // The API with the signed-in person's token: api("/permits", {method: "POST", body: {...}}).
-  function api(path, {method = "GET", body, bearer} = {}) {
-    const headers = {Accept: "application/json"};
-    const t = bearer || token();
-    if (t) headers.Authorization = `Bearer ${t}`;
-    const options = {method, headers};
-    if (body !== undefined) {
-      headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(body);
-    }
-    return request(`${root}/api/v1${path}`, options);
-  }
-
-  function errorHeading(exc, what = "Refused") {
-    if (exc.status === 422) return `${what}: the service did not accept it (422):`;
-    if (exc.status === 401) return "Not signed in, or the token is no longer valid (401):";
-    if (exc.status === 403) return `${what} (403):`;
-    if (exc.status === 409) return `${what}: not possible in this state (409):`;
-    if (exc.status === 404) return "Not found (404):";
-    if (exc.status === 0) return "No answer:";
-    return `${what} (HTTP ${exc.status}):`;
-  }
-
-  function showError(box, heading, messages) {
-    fill(box,
-      el("p", {dataset: {testid: "error-heading"}}, el("strong", {}, heading)),
-      el("ul", {dataset: {testid: "error-messages"}},
-        messages.map((m) => el("li", {dataset: {testid: "error-message"}}, m))));
-    box.hidden = false;
-  }
-
-  function hide(...boxes) {
-    for (const box of boxes) {
-      box.hidden = true;
-      fill(box);
-    }
-  }
+  const session = SPEWeb.session(TOKEN_KEY);
+  const {token, api} = session;
 
   // ---- words -------------------------------------------------------------------------------
 
@@ -152,15 +42,6 @@
       STATUS[status] || status);
   }
 
-  // "2026-03-01T10:20:30.123+00:00" -> "2026-03-01 10:20 UTC" (no offset: it is UTC).
-  function when(text) {
-    if (!text) return "—";
-    const iso = /[zZ]|[+-]\d\d:?\d\d$/.test(text) ? text : `${text}Z`;
-    const d = new Date(iso);
-    return Number.isNaN(d.getTime()) ? text
-      : `${d.toISOString().slice(0, 16).replace("T", " ")} UTC`;
-  }
-
   const lines = (text) => text.split("\n").map((s) => s.trim()).filter(Boolean);
   const viewUrl = (pid) => `${root}/permits/view/${encodeURIComponent(pid)}`;
   const editUrl = (pid) => `${root}/permits/edit/${encodeURIComponent(pid)}`;
@@ -169,33 +50,13 @@
 
   let me = null;
 
-  function signinMessage(kind, text) {
-    const box = $("signin-result");
-    box.className = kind === "error" ? "error" : "";
-    fill(box, text ? el("p", {dataset: {testid: `signin-${kind}`}}, text) : "");
-  }
-
   function showSignedIn() {
-    $("signin").hidden = Boolean(me);
-    $("signed-in").hidden = !me;
-    if (me) {
-      const roles = me.roles.join(", ") || "no role";
-      const at = me.institution ? ` at ${me.institution}` : "";
-      $("who").textContent = `${me.name || me.subject} (${roles}${at})`;
-      $("my-id").textContent = me.id;
-    }
+    SPEWeb.showSignedIn(me, me && me.institution ? ` at ${me.institution}` : "");
+    if (me) $("my-id").textContent = me.id;
   }
 
   async function signIn(candidate) {
-    try {
-      me = await api("/me", {bearer: candidate});
-      sessionStorage.setItem(TOKEN_KEY, candidate);
-      signinMessage("", "");
-    } catch (exc) {
-      me = null;
-      sessionStorage.removeItem(TOKEN_KEY);
-      signinMessage("error", `Sign-in refused: ${exc.message}`);
-    }
+    me = await session.signIn(candidate);
     showSignedIn();
   }
 
@@ -746,7 +607,7 @@
       if (me) await render();
     });
     $("signout").addEventListener("click", async () => {
-      sessionStorage.removeItem(TOKEN_KEY);
+      session.forget();
       me = null;
       $("token").value = "";
       showSignedIn();

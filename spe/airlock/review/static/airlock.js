@@ -8,150 +8,11 @@
 "use strict";
 
 (() => {
-  const meta = document.querySelector('meta[name="spe-root"]');
-  const root = meta ? meta.content : "";
-  const $ = (id) => document.getElementById(id);
+  const {root, $, el, fill, ApiError, send, errorHeading, showError, hide, when, bytes,
+    pathUrl, reasonList: list, signinMessage} = SPEWeb;
   const TOKEN_KEY = "spe.airlock.token";
-
-  // ---- small helpers (the same as the permit pages'; each page loads only its own JS) ----
-
-  // el("a", {href: x, className: "y", dataset: {testid: "z"}}, "text", childNode, ...)
-  function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs)) {
-      if (value === undefined || value === null || value === false) continue;
-      if (key === "className") node.className = value;
-      else if (key === "dataset") Object.assign(node.dataset, value);
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else if (value === true) node.setAttribute(key, "");
-      else node.setAttribute(key, String(value));
-    }
-    for (const child of children.flat()) {
-      if (child === undefined || child === null || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
-
-  function fill(node, ...children) {
-    node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined
-      && c !== false));
-    return node;
-  }
-
-  // The API's refusals are {"error": "...", "detail": "..." | [{loc, msg}, ...]}.
-  function detailMessages(detail) {
-    if (Array.isArray(detail)) {
-      return detail.map((d) => {
-        const loc = (d.loc || []).filter((p) => p !== "body");
-        const msg = String(d.msg || "").replace(/^Value error, /, "");
-        return loc.length ? `${loc.join(".")}: ${msg}` : msg;
-      });
-    }
-    if (detail && typeof detail === "object") return [JSON.stringify(detail)];
-    return detail ? [String(detail)] : [];
-  }
-
-  class ApiError extends Error {
-    constructor(status, error, detail) {
-      const messages = detailMessages(detail);
-      super(messages.join("; ") || error || `HTTP ${status}`);
-      this.status = status;
-      this.error = error;
-      this.detail = detail;
-      this.messages = messages.length ? messages : [this.message];
-    }
-  }
-
-  // A fetch whose failure (no answer, or an HTTP error with its JSON detail) is an ApiError.
-  async function send(url, options = {}) {
-    let resp;
-    try {
-      resp = await fetch(url, options);
-    } catch (exc) {
-      throw new ApiError(0, "network", "the service could not be reached");
-    }
-    if (!resp.ok) {
-      let body = null;
-      try {
-        body = await resp.json();
-      } catch (_) {
-        body = null;
-      }
-      throw new ApiError(resp.status, body && body.error,
-        (body && body.detail) || `HTTP ${resp.status} ${resp.statusText}`);
-    }
-    return resp;
-  }
-
-  const token = () => sessionStorage.getItem(TOKEN_KEY);
-
-  function headers(extra = {}, bearer = null) {
-    const h = {...extra};
-    const t = bearer || token();
-    if (t) h.Authorization = `Bearer ${t}`;
-    return h;
-  }
-
-  // The API with the signed-in person's token: api("/me"), api(path, {method, body}).
-  async function api(path, {method = "GET", body, bearer} = {}) {
-    const options = {method, headers: headers({Accept: "application/json"}, bearer)};
-    if (body !== undefined) {
-      options.headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(body);
-    }
-    const resp = await send(`${root}/api/v1${path}`, options);
-    try {
-      return await resp.json();
-    } catch (_) {
-      throw new ApiError(resp.status, "bad_answer", "the answer is not JSON");
-    }
-  }
-
-  function errorHeading(exc, what = "Refused") {
-    if (exc.status === 422) return `${what}: the service did not accept it (422):`;
-    if (exc.status === 401) return "Not signed in, or the token is no longer valid (401):";
-    if (exc.status === 403) return `${what} (403):`;
-    if (exc.status === 409) return `${what}: not possible in this state (409):`;
-    if (exc.status === 404) return "Not found (404):";
-    if (exc.status === 0) return "No answer:";
-    return `${what} (HTTP ${exc.status}):`;
-  }
-
-  function showError(box, heading, messages) {
-    fill(box,
-      el("p", {dataset: {testid: "error-heading"}}, el("strong", {}, heading)),
-      el("ul", {dataset: {testid: "error-messages"}},
-        messages.map((m) => el("li", {dataset: {testid: "error-message"}}, m))));
-    box.hidden = false;
-  }
-
-  function hide(...boxes) {
-    for (const box of boxes) {
-      box.hidden = true;
-      fill(box);
-    }
-  }
-
-  // "2026-03-01T10:20:30.123+00:00" -> "2026-03-01 10:20 UTC" (no offset: it is UTC).
-  function when(text) {
-    if (!text) return "—";
-    const iso = /[zZ]|[+-]\d\d:?\d\d$/.test(text) ? text : `${text}Z`;
-    const d = new Date(iso);
-    return Number.isNaN(d.getTime()) ? text
-      : `${d.toISOString().slice(0, 16).replace("T", " ")} UTC`;
-  }
-
-  const numberFormat = new Intl.NumberFormat("en");
-  function bytes(n) {
-    if (n === null || n === undefined) return "—";
-    if (n < 1024) return `${numberFormat.format(n)} B`;
-    if (n < 1024 * 1024) return `${numberFormat.format(Math.round(n / 102.4) / 10)} KiB`;
-    return `${numberFormat.format(Math.round(n / 104857.6) / 10)} MiB`;
-  }
-
-  // A file path inside a request, as URL path segments.
-  const pathUrl = (path) => path.split("/").map(encodeURIComponent).join("/");
+  const session = SPEWeb.session(TOKEN_KEY);
+  const {token, headers, api} = session;
   const requestUrl = (rid) => `${root}/airlock?request=${encodeURIComponent(rid)}`;
 
   // ---- words -------------------------------------------------------------------------------
@@ -172,47 +33,15 @@
       STATE[state] || state);
   }
 
-  function verdictBadge(verdict, testid = "file-verdict") {
-    return verdict ? el("span", {className: `verdict verdict-${verdict}`, dataset: {testid}},
-      verdict) : "—";
-  }
-
-  function list(items, testid) {
-    return items && items.length
-      ? el("ul", {className: "reasons", dataset: {testid}}, items.map((r) => el("li", {}, r)))
-      : "—";
-  }
+  const verdictBadge = (verdict) => SPEWeb.verdictBadge(verdict, "file-verdict");
 
   // ---- sign-in -----------------------------------------------------------------------------
 
   let me = null;
 
-  function signinMessage(kind, text) {
-    const box = $("signin-result");
-    box.className = kind === "error" ? "error" : kind === "warning" ? "warning" : "";
-    fill(box, text ? el("p", {dataset: {testid: `signin-${kind}`}}, text) : "");
-  }
-
-  function showSignedIn() {
-    $("signin").hidden = Boolean(me);
-    $("signed-in").hidden = !me;
-    if (me) {
-      const roles = me.roles.join(", ") || "no role";
-      $("who").textContent = `${me.name || me.subject} (${roles})`;
-    }
-  }
-
   async function signIn(candidate) {
-    try {
-      me = await api("/me", {bearer: candidate});
-      sessionStorage.setItem(TOKEN_KEY, candidate);
-      signinMessage("", "");
-    } catch (exc) {
-      me = null;
-      sessionStorage.removeItem(TOKEN_KEY);
-      signinMessage("error", `Sign-in refused: ${exc.message}`);
-    }
-    showSignedIn();
+    me = await session.signIn(candidate);
+    SPEWeb.showSignedIn(me);
   }
 
   const isChecker = () => Boolean(me && me.roles.includes("output_checker"));
@@ -452,17 +281,17 @@
       if (me) await render();
     });
     $("signout").addEventListener("click", async () => {
-      sessionStorage.removeItem(TOKEN_KEY);
+      session.forget();
       me = null;
       $("token").value = "";
-      showSignedIn();
+      SPEWeb.showSignedIn(me);
       signinMessage("", "");
       await render();
     });
     $("reload").addEventListener("click", render);
     $("review-form").addEventListener("submit", onReview);
     if (token()) await signIn(token());
-    else showSignedIn();
+    else SPEWeb.showSignedIn(me);
     await render();
   }
 
