@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from starlette.concurrency import run_in_threadpool
 
 from gateway.hub.jobs import JOBS_PATH, call_node
@@ -69,33 +69,50 @@ async def collect(ctx: AppContext, hub: Hub, job: CentralJob,
     (node id -> the node's answer) saves asking the nodes again."""
     done: dict[str, str | None] = {}
     for node_id in pending(job):
-        node_job = job.nodes[node_id]["job_id"]
-        state = (states or {}).get(node_id, {}).get("state")
-        if state is None:
-            status, answer = await _collector_call(hub, job, node_id, node_job, "")
-            state = answer.get("state") if status == 200 and isinstance(answer, dict) else None
-        if state not in FINAL:
+        if (job.id, node_id) in _collecting:  # a status read and the sweep at once
             continue
-        if state != "succeeded":
-            done[node_id] = await run_in_threadpool(
-                _record, ctx, job.id, node_id, None, f"no outputs: the job {state}")
-            continue
-        status, answer = await _collector_call(hub, job, node_id, node_job, "/outputs")
-        if status != 200:
-            log.warning("job %s at %s: outputs not collected: %s %s", job.id, node_id,
-                        status, answer)
-            continue
+        _collecting.add((job.id, node_id))
         try:
-            outputs = JobOutputs.model_validate(answer)
-            if outputs.job_id != node_job or outputs.pid != job.pid:
-                raise BadOutputs("the outputs are of another job or permit")
-            done[node_id] = await run_in_threadpool(_record, ctx, job.id, node_id, outputs,
-                                                    "collected")
-        except (ValidationError, BadOutputs) as exc:
-            reason = f"the node's outputs were refused: {exc}".replace("\n", " ")[:500]
-            done[node_id] = await run_in_threadpool(_record, ctx, job.id, node_id, None,
-                                                    reason)
+            result = await _collect_part(ctx, hub, job, node_id, states)
+        finally:
+            _collecting.discard((job.id, node_id))
+        if result is not _NOT_YET:
+            done[node_id] = result
     return done
+
+
+#: Job parts being collected in this process, so that one is fetched from its node once;
+#: `_record`'s row lock keeps it to one request across processes.
+_collecting: set[tuple[str, str]] = set()
+_NOT_YET = object()
+
+
+async def _collect_part(ctx: AppContext, hub: Hub, job: CentralJob, node_id: str,
+                        states: dict[str, dict[str, Any]] | None) -> Any:
+    """The part's request id (None: no outputs), or _NOT_YET."""
+    node_job = job.nodes[node_id]["job_id"]
+    state = (states or {}).get(node_id, {}).get("state")
+    if state is None:
+        status, answer = await _collector_call(hub, job, node_id, node_job, "")
+        state = answer.get("state") if status == 200 and isinstance(answer, dict) else None
+    if state not in FINAL:
+        return _NOT_YET
+    if state != "succeeded":
+        return await run_in_threadpool(_record, ctx, job.id, node_id, None,
+                                       f"no outputs: the job {state}")
+    status, answer = await _collector_call(hub, job, node_id, node_job, "/outputs")
+    if status != 200:
+        log.warning("job %s at %s: outputs not collected: %s %s", job.id, node_id,
+                    status, answer)
+        return _NOT_YET
+    try:
+        outputs = JobOutputs.model_validate(answer)
+        if outputs.job_id != node_job or outputs.pid != job.pid:
+            raise BadOutputs("the outputs are of another job or permit")
+    except (ValidationError, BadOutputs) as exc:
+        reason = f"the node's outputs were refused: {exc}".replace("\n", " ")[:500]
+        return await run_in_threadpool(_record, ctx, job.id, node_id, None, reason)
+    return await run_in_threadpool(_record, ctx, job.id, node_id, outputs, "collected")
 
 
 async def _collector_call(hub: Hub, job: CentralJob, node_id: str, node_job: str,
@@ -162,6 +179,11 @@ def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | No
     incoming = None
     try:
         with session_scope(ctx.sessions) as session:
+            # Claim the job row before reading it: a no-op write takes its lock (SQLite
+            # has no FOR UPDATE, and would start the write transaction only at the first
+            # write, after both collectors had seen the part uncollected).
+            session.execute(update(CentralJob).where(CentralJob.id == job_id)
+                            .values(pid=CentralJob.pid))
             job = session.execute(select(CentralJob).where(CentralJob.id == job_id)
                                   .with_for_update()).scalar_one()
             sent = dict(job.nodes.get(node_id) or {})
