@@ -18,6 +18,7 @@ from datetime import date
 from spe.airlock.terms import ExtractTerms
 
 DATE = "exact date"
+WITHHELD = "[line withheld by the airlock"
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[._:/\-][A-Za-z0-9]+)*")
 _SPLIT_KEEP_DOTS = re.compile(r"[_:/\-]")
@@ -143,3 +144,16 @@ def summarise(findings: list[Finding], where: str = "line") -> list[str]:
         more = f" and {len(found) - 3} more" if len(found) > 3 else ""
         reasons.append(f"{len(found)} {category}{plural} from the extract: {first}{more}")
     return reasons
+
+
+def withhold_lines(text: str, terms: ExtractTerms) -> tuple[str, int]:
+    """`text` with every line that names an id or exact date of the extract replaced by a
+    notice; and how many lines were withheld. A job's log reaches its researcher without
+    a human review, so it must not carry what the airlock would block in a file."""
+    lines, withheld = text.split("\n"), 0
+    for number, line in enumerate(lines):
+        category = value_category(line, terms)
+        if category:
+            lines[number] = f"{WITHHELD}: it names a {category} of the extract]"
+            withheld += 1
+    return "\n".join(lines), withheld

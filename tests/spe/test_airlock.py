@@ -486,3 +486,4 @@ def test_rules_come_from_the_disclosure_policy():
     assert rules_from_policy(policy) == RULES
     with pytest.raises(Exception, match="no airlock rule"):
         rules_from_policy(policy, "query_count")
+

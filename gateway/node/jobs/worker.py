@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.node.jobs import repository as repo
 from gateway.node.jobs.models import FAILED, SUCCEEDED, TIMED_OUT, NodeJob, unpack_code
-from spe.airlock import OutputRules, cached_terms, check_outputs
+from spe.airlock import ExtractTerms, OutputRules, cached_terms, check_outputs
+from spe.airlock.scan import WITHHELD, withhold_lines
 from spe.audit import AuditLog
 from spe.db import session_scope
-from spe.sandbox import Limits, SandboxError, run
+from spe.sandbox import Limits, SandboxError, SandboxResult, run
 from spe.sandbox.cgroup import PidsCgroup
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,27 @@ log = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 8000
 _SANDBOX_STATES = {"succeeded": SUCCEEDED, "failed": FAILED, "timed_out": TIMED_OUT,
                    "killed": FAILED}
+
+
+def _whole_lines(text: str, total_bytes: int) -> str:
+    """A stream's tail without its first, cut line (half an id would pass the scan)."""
+    if total_bytes > len(text.encode()) and "\n" in text:
+        return "[earlier output not kept]\n" + text.split("\n", 1)[1]
+    return text
+
+
+def researcher_log(sandbox: SandboxResult, terms: ExtractTerms | None) -> str:
+    """The end of the job's stdout and stderr as its researcher may read it, unreviewed:
+    whole lines, and every line naming an id or exact date of the extract withheld (the
+    whole log if the extract's terms could not be read)."""
+    text = _whole_lines(sandbox.stdout_tail, sandbox.stdout_bytes)
+    if sandbox.stderr_tail:
+        text += "\n--- stderr ---\n" + _whole_lines(sandbox.stderr_tail, sandbox.stderr_bytes)
+    if len(text) > LOG_TAIL_CHARS:
+        text = _whole_lines(text[-LOG_TAIL_CHARS:], len(text.encode()))
+    if terms is None:
+        return "[log withheld: the extract's identifiers could not be read to check it]"
+    return withhold_lines(text, terms)[0]
 
 
 def _verdicts(report: dict[str, Any] | None, limit: int = 50) -> dict[str, Any]:
@@ -181,8 +203,10 @@ class Worker:
         state = _SANDBOX_STATES[sandbox.state]
         result = {"sandbox": sandbox.to_dict(), "airlock": report.model_dump(mode="json"),
                   "verdict": report.verdict}
-        tail = (sandbox.stdout_tail + ("\n--- stderr ---\n" + sandbox.stderr_tail
-                                       if sandbox.stderr_tail else ""))[-LOG_TAIL_CHARS:]
+        tail = researcher_log(sandbox, terms)
+        result["log_withheld_lines"] = tail.count(WITHHELD)
+        result["sandbox"].pop("stdout_tail", None)  # the log the researcher reads is `tail`
+        result["sandbox"].pop("stderr_tail", None)
         reason = ""
         if sandbox.state == "killed":
             reason = f"killed: {sandbox.limit or 'signal ' + str(sandbox.signal)}"

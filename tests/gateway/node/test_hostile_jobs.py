@@ -157,6 +157,27 @@ def test_a_disclosive_output_is_blocked_and_audited(node, name: str) -> None:
     assert why in audited["outputs"][path]
 
 
+PRINT_THE_EXTRACT = (
+    "import sys\n"
+    "rows = open('/extract/fhir/Patient.ndjson').read()\n"
+    "print('patients:', rows)\n"
+    "print('first visit 2019-03-05 of', rows.split('\"id\": \"')[1][:16], file=sys.stderr)\n"
+    "print('done: 6 patients')\n")
+
+
+def test_printing_the_extract_does_not_carry_it_out_in_the_log(node) -> None:
+    """The log reaches the researcher unreviewed: lines naming the extract's ids are
+    withheld (the whole line, not only the id), the rest stays for debugging."""
+    job, audited, _, _ = _run(node, PRINT_THE_EXTRACT)
+    assert job.state == "succeeded", (job.reason, job.log_tail)
+    assert "pseudo" not in job.log_tail
+    assert "line withheld by the airlock: it names a patient id" in job.log_tail
+    assert "done: 6 patients" in job.log_tail  # what names nothing of the extract stays
+    assert job.result["log_withheld_lines"] >= 7  # six printed rows and the stderr line
+    assert "stdout_tail" not in job.result["sandbox"]
+    assert "pseudo" not in json.dumps(job.result)
+
+
 def test_the_audit_chain_holds_after_all_of_it(node) -> None:
     with session_scope(node[0]) as s:
         assert NODE_AUDIT.verify(s).ok

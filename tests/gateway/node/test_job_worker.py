@@ -20,10 +20,13 @@ from sqlalchemy import select
 from gateway.node.app import NODE_AUDIT
 from gateway.node.jobs import repository as repo
 from gateway.node.jobs.models import CodeArchiveError, NodeJob, pack_code, unpack_code
-from gateway.node.jobs.worker import Worker
+from gateway.node.jobs.worker import Worker, researcher_log
+from spe.airlock import ExtractTerms
+from spe.airlock.scan import withhold_lines
 from spe.audit import NodeAuditEntry
 from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.db.migrate import upgrade
+from spe.sandbox import SandboxResult
 from spe.settings import REPO_ROOT
 from tests.spe.test_sandbox import _bwrap_works
 
@@ -402,3 +405,25 @@ def test_revoking_the_permit_stops_its_running_job(node) -> None:
     assert _job(sessions, queued).state == "cancelled"
     assert not worker.run_once()  # nothing left to run
     assert _verified(sessions)
+
+
+def test_a_log_keeps_its_lines_but_those_naming_the_extract():
+    terms = ExtractTerms.build(patient_ids=["ABCD2345EFGH6789"], uids=["1.2.826.0.1.3680043"],
+                               dates=["2019-03-05"])
+    text = ("loaded 40 rows\nfirst: abcd2345efgh6789.png\nseries urn:oid:1.2.826.0.1.3680043\n"
+            "seen 5 March 2019\nmean age 54.2")
+    kept, withheld = withhold_lines(text, terms)
+    assert withheld == 3
+    assert kept.splitlines()[0] == "loaded 40 rows"
+    assert kept.splitlines()[-1] == "mean age 54.2"
+    for secret in ("ABCD", "abcd", "3680043", "2019"):
+        assert secret not in kept
+
+    # A tail that starts inside a line drops that line: half an id would pass the scan.
+    fields = {f: None for f in SandboxResult.__dataclass_fields__}
+    result = SandboxResult(**{**fields, "stdout_tail": "2345EFGH6789 x\nrow ok\n",
+                              "stdout_bytes": 10_000, "stderr_tail": "", "stderr_bytes": 0})
+    assert researcher_log(result, terms) == "[earlier output not kept]\nrow ok\n"
+    # Without the extract's terms nothing is known to be safe: the whole log is withheld.
+    assert "withheld" in researcher_log(result, None)
+    assert "row ok" not in researcher_log(result, None)
