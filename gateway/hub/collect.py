@@ -36,6 +36,7 @@ from gateway.hub.jobs import JOBS_PATH, call_node
 from gateway.hub.service import Hub
 from spe.airlock import AirlockPolicyError, rules_from_policy
 from spe.airlock.report import worst
+from spe.airlock.review.decisions import AirlockRefused
 from spe.airlock.review.models import AirlockFile
 from spe.airlock.review.service import submit_outputs
 from spe.airlock.review.withhold import withhold_for_permit
@@ -201,7 +202,7 @@ def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | No
                 request = submit_outputs(
                     session, job_id=job.id, node_id=node_id, pid=job.pid,
                     requester=job.user_id, output_dir=incoming, storage_dir=storage,
-                    rules=rules, audit=ctx.audit)
+                    rules=rules, policy=ctx.policy, audit=ctx.audit)
                 details["node_blocked"] = _merge_node_report(request, outputs)
                 session.flush()
                 request_id = request.id
@@ -217,14 +218,16 @@ def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | No
                              decision="allow" if request_id else "info",
                              reason=outcome, details=details)
             return request_id
-    except (BadOutputs, AirlockPolicyError) as exc:
+    except (BadOutputs, AirlockRefused, AirlockPolicyError) as exc:
         with session_scope(ctx.sessions) as session:
             ctx.audit.record(session, actor=COLLECTOR, action="job.outputs",
                              object=f"job:{job_id}", decision="deny", reason=str(exc),
                              details={"node": node_id})
         if isinstance(exc, AirlockPolicyError):
             raise
-        return _record(ctx, job_id, node_id, None, f"the node's outputs were refused: {exc}")
+        refused = "the airlock refused the outputs" if isinstance(
+            exc, AirlockRefused) else "the node's outputs were refused"
+        return _record(ctx, job_id, node_id, None, f"{refused}: {exc}")
     finally:
         if incoming is not None:
             shutil.rmtree(incoming, ignore_errors=True)

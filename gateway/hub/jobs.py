@@ -38,7 +38,7 @@ from spe.jobs.models import CentralJob
 from spe.web import AppContext
 
 JOBS_PATH = "/api/v1/jobs"
-READERS = frozenset({"output_checker", "admin"})  # besides the submitting user
+ACCESS_POLICY = "jobs/access"  # who reads and cancels a job
 #: Sending the code can take longer than answering a query.
 MIN_SUBMIT_TIMEOUT = 30.0
 MAX_CODE_B64 = 70 * 1024 * 1024
@@ -233,18 +233,24 @@ async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: 
     return view
 
 
-def _load(ctx: AppContext, job_id: str, caller: Principal, readers: frozenset[str]
+def _load(ctx: AppContext, job_id: str, caller: Principal, action: str = "read"
           ) -> CentralJob:
+    """The job, if the caller may `action` ("read" or "cancel") it (policies/jobs
+    `access`, as the nodes decide it too)."""
     with session_scope(ctx.sessions) as session:
         job = repository.get(session, job_id)
         if job is not None:
             session.expunge(job)
     if job is None:
         raise NotFound(f"no job {job_id!r}")
-    if job.user_id != caller.id and not (readers & set(caller.roles)):
-        _audit(ctx, actor=caller.id, action="job.read", object=f"job:{job_id}",
-               decision="deny", reason="the job is another user's")
-        raise Forbidden("the job is another user's")
+    decision = ctx.policy.decide(ACCESS_POLICY, {
+        "action": action, "subject": {"id": caller.id, "roles": list(caller.roles)},
+        "job": {"user_id": job.user_id, "pid": job.pid}, "permit": None})
+    if not decision.allow:
+        reason = decision.reason.removeprefix("denied: ")
+        _audit(ctx, actor=caller.id, action=f"job.{action}", object=f"job:{job_id}",
+               decision="deny", reason=reason)
+        raise Forbidden(reason)
     return job
 
 
@@ -274,11 +280,11 @@ async def status(ctx: AppContext, hub: Hub | None, job_id: str, caller: Principa
     """Every node's state; parts that have ended are collected into the airlock now."""
     from gateway.hub.collect import collect, pending  # collect calls the nodes like this
 
-    job = await run_in_threadpool(_load, ctx, job_id, caller, READERS)
+    job = await run_in_threadpool(_load, ctx, job_id, caller)
     hub = _hub(hub)
     states = await _each_node(hub, job, caller, "GET", "")
     if pending(job) and await collect(ctx, hub, job, states):
-        job = await run_in_threadpool(_load, ctx, job_id, caller, READERS)
+        job = await run_in_threadpool(_load, ctx, job_id, caller)
     return _view(job, states)
 
 
@@ -306,7 +312,7 @@ async def outputs(ctx: AppContext, hub: Hub | None, job_id: str, caller: Princip
 
 async def cancel(ctx: AppContext, hub: Hub | None, job_id: str, caller: Principal
                  ) -> JobView:
-    job = await run_in_threadpool(_load, ctx, job_id, caller, frozenset())
+    job = await run_in_threadpool(_load, ctx, job_id, caller, "cancel")
     hub = _hub(hub)
     outcomes = await _each_node(hub, job, caller, "POST", "/cancel")
     await run_in_threadpool(

@@ -2,13 +2,15 @@
 # title: The airlock's human review, release and download (EHDS Art. 73)
 # description: |
 #   What leaves the secure processing environment, after the automatic checks
-#   (spe/airlock). Input: {"action": "view"|"review"|"release"|"reject"|"download"|
-#   "inspect"|"withhold", "subject": {"id", "roles", "institution"}, "request": {"state"
+#   (spe/airlock). Input: {"action": "submit"|"view"|"review"|"release"|"reject"|
+#   "download"|"inspect"|"withhold", "subject": {"id", "roles", "institution"}, "request": {"state"
 #   (pending, released, rejected, withheld), "requester", "reviews": [{"reviewer",
 #   "decision": "approve"|"reject"}], "report_reasons" (count of report-wide blocking
 #   reasons, e.g. total size), "files": [{"path", "verdict", "stored"}]}, "permit":
 #   {"status" (effective, see policies/permits), "members" (user ids, applicant included)},
 #   "file": {"path", "verdict", "stored", "reasons"} (download and inspect only)}.
+#   Only the hub's collector submits a job's outputs, of a permit the centre knows and
+#   whose members include the job's user (a stopped permit's are withheld at once).
 #   Output checkers inspect the stored files of a pending request they may review.
 #   Two different output checkers, neither the requester nor anyone named on the permit,
 #   must approve; any reject rejects. Only the requester or a member downloads, only a
@@ -24,6 +26,12 @@ approvals_needed := 2
 stopped := {"suspended", "revoked", "missing"} # missing: no such permit at the centre
 
 checker(req) if "output_checker" in req.subject.roles
+
+# The hub's collector of job outputs (spe.wire.outputs); no user holds its role.
+collector(req) if {
+	req.subject.id == "hub:airlock"
+	"airlock" in req.subject.roles
+}
 
 requester(req) if req.subject.id == req.request.requester
 
@@ -104,6 +112,19 @@ decide(req) := deny(403, "only an output checker reviews outputs") if {
 	count(approvers(req)) < approvals_needed
 } else := allow("two different output checkers approved") if {
 	req.action == "release"
+
+	# ---- a job's outputs arrive from a node ---------------------------------------------
+} else := deny(403, "only the central airlock's collector submits a job's outputs") if {
+	req.action == "submit"
+	not collector(req)
+} else := deny(403, "no such permit at the centre") if {
+	req.action == "submit"
+	req.permit.status == "missing"
+} else := deny(403, "the job's user is not named on the permit") if {
+	req.action == "submit"
+	not req.request.requester in req.permit.members
+} else := allow("a permit member's job outputs, kept for review") if {
+	req.action == "submit"
 
 	# ---- the permit stops: pending outputs are withheld ---------------------------------
 } else := allow(concat("", ["the permit is ", req.permit.status])) if {

@@ -201,3 +201,29 @@ test_a_member_does_not_inspect_as_a_checker if ins(carol_checker, request("pendi
 test_an_unstored_file_is_not_inspected if ins(olga, request("pending", []), small).status == 403
 
 test_a_settled_request_is_not_inspected if ins(olga, request("released", [approve("olga"), approve("otto")]), safe).status == 409
+
+# submit
+
+collector := {"id": "hub:airlock", "roles": ["airlock"], "institution": null}
+
+test_the_collector_submits_a_members_outputs if {
+	d("submit", collector, request("pending", []), permit("active")).allow
+	d("submit", collector, request("pending", []), permit("revoked")).allow # then withheld
+}
+
+test_nobody_else_submits_outputs if {
+	r := d("submit", alice, request("pending", []), permit("active"))
+	not r.allow
+	r.status == 403
+	not d("submit", {"id": "alice", "roles": ["airlock"], "institution": null}, request("pending", []), permit("active")).allow
+	not d("submit", {"id": "hub:airlock", "roles": ["admin"], "institution": null}, request("pending", []), permit("active")).allow
+}
+
+test_outputs_of_an_unknown_permit_or_a_stranger_are_refused if {
+	r1 := d("submit", collector, request("pending", []), {"status": "missing", "members": []})
+	not r1.allow
+	contains(r1.reason, "no such permit")
+	r2 := d("submit", collector, request("pending", []), {"status": "active", "members": ["carol"]})
+	not r2.allow
+	contains(r2.reason, "not named on the permit")
+}

@@ -59,3 +59,54 @@ decide(req) := {"allow": false, "reason": "denied: no permit: jobs run only unde
 } else := {"allow": true, "reason": concat("", ["allowed: under permit ", req.permit.id]), "max_limits": max_limits}
 
 decision := decide(input)
+
+# ---- who may read, cancel or collect a job ------------------------------------------
+# `data.jobs.access`, input {"action": "read"|"cancel"|"collect", "subject": {"id",
+# "roles"}, "job": {"user_id", "pid"}, "permit": the permit the hub's context names, or
+# null (at the centre)}: {"allow", "reason"}. The researcher who sent a job reads and
+# cancels it. Output checkers and admins read it too (state, staging report, screened
+# log and the automatic verdicts: what a reviewer weighs beside the outputs), never
+# cancel it. Only the central airlock's collector (`hub:airlock`, role `airlock`)
+# collects outputs; nobody else, not even the job's own user, takes them from a node.
+
+collector := {"id": "hub:airlock", "role": "airlock"}
+
+job_readers := {"output_checker", "admin"}
+
+owns(req) if req.subject.id == req.job.user_id
+
+is_collector(req) if {
+	req.subject.id == collector.id
+	collector.role in req.subject.roles
+}
+
+reads_for_review(req) if {
+	some role in req.subject.roles
+	role in job_readers
+}
+
+access_problem(req) := "the job runs under another permit" if {
+	object.get(req, "permit", null) != null
+	req.permit != req.job.pid
+} else := "only the central airlock collects a job's outputs" if {
+	req.action == "collect"
+	not is_collector(req)
+} else := "the job is another user's" if {
+	req.action == "read"
+	not owns(req)
+	not reads_for_review(req)
+	not is_collector(req)
+} else := "only the job's own user cancels it" if {
+	req.action == "cancel"
+	not owns(req)
+} else := "unknown action" if {
+	not req.action in {"read", "cancel", "collect"}
+}
+
+# METADATA
+# description: Whether the subject may do the action to the job.
+decide_access(req) := {"allow": false, "reason": concat("", ["denied: ", access_problem(req)])} if {
+	access_problem(req)
+} else := {"allow": true, "reason": concat("", ["allowed: ", req.action, " job"])}
+
+access := decide_access(input)

@@ -50,3 +50,50 @@ test_a_permit_problem_comes_before_the_limits if {
 	d := jobs.decide({"permit": object.union(good_permit, {"usable": false}), "limits": {"wall_seconds": 7200}})
 	contains(d.reason, "not active")
 }
+
+job := {"user_id": "carol@demo", "pid": "p1"}
+
+ask(action, id, roles) := jobs.decide_access({"action": action, "subject": {"id": id, "roles": roles}, "job": job, "permit": "p1"})
+
+test_the_owner_reads_and_cancels if {
+	ask("read", "carol@demo", ["researcher"]).allow
+	ask("cancel", "carol@demo", ["researcher"]).allow
+}
+
+test_another_researcher_neither_reads_nor_cancels if {
+	d := ask("read", "mallory@demo", ["researcher"])
+	not d.allow
+	contains(d.reason, "another user's")
+	not ask("cancel", "mallory@demo", ["researcher"]).allow
+}
+
+test_checkers_and_admins_read_but_do_not_cancel if {
+	ask("read", "olga@demo", ["output_checker"]).allow
+	ask("read", "root@demo", ["admin"]).allow
+	d := ask("cancel", "olga@demo", ["output_checker"])
+	not d.allow
+	contains(d.reason, "own user")
+	not ask("cancel", "root@demo", ["admin"]).allow
+}
+
+test_only_the_collector_collects if {
+	ask("collect", "hub:airlock", ["airlock"]).allow
+	ask("read", "hub:airlock", ["airlock"]).allow
+	not ask("collect", "carol@demo", ["researcher", "airlock"]).allow
+	not ask("collect", "hub:airlock", ["admin"]).allow
+	not ask("cancel", "hub:airlock", ["airlock"]).allow
+}
+
+test_a_context_for_another_permit_is_refused if {
+	d := jobs.decide_access({"action": "read", "subject": {"id": "carol@demo", "roles": []}, "job": job, "permit": "p2"})
+	not d.allow
+	contains(d.reason, "another permit")
+}
+
+test_without_a_context_permit_the_job_decides if {
+	jobs.decide_access({"action": "read", "subject": {"id": "carol@demo", "roles": []}, "job": job, "permit": null}).allow
+}
+
+test_an_unknown_action_is_refused if {
+	not ask("delete", "carol@demo", ["researcher"]).allow
+}

@@ -13,28 +13,24 @@ from sqlalchemy import func, select
 
 from gateway.hub.collect import _record
 from spe.airlock.review.models import AirlockRequest
-from spe.app import create_central_app
 from spe.db import session_scope
-from spe.db.migrate import upgrade
 from spe.jobs.models import CentralJob
-from spe.settings import Settings
 from spe.wire.outputs import JobOutputs, OutputFile
+from tests.spe.test_airlock_review import central, pid  # noqa: F401 - fixtures
+from tests.spe.test_permits import uid
 
 TABLE = b"site,modality,count\nsite-a,MR,20\n"
 
 
-def test_concurrent_collectors_record_one_request(database_url, tmp_path):
-    upgrade(database_url, "central")
-    app = create_central_app(Settings(data_dir=tmp_path, database_url=database_url,
-                                      environment="development"))
-    ctx = app.state.ctx
+def test_concurrent_collectors_record_one_request(central, pid):  # noqa: F811
+    ctx = central.ctx
     job_id, node_job = uuid.uuid4().hex, uuid.uuid4().hex
     with session_scope(ctx.sessions) as session:
-        session.add(CentralJob(id=job_id, pid="P1", user_id="carol@issuer", code_sha256="0" * 64,
+        session.add(CentralJob(id=job_id, pid=pid, user_id=uid("carol"), code_sha256="0" * 64,
                                entry="main.py", limits={}, created_at=datetime.now(UTC),
                                nodes={"site-a": {"job_id": node_job, "outcome": "queued"}}))
     outputs = JobOutputs(
-        job_id=node_job, node_id="site-a", pid="P1", user_id="carol@issuer", verdict="pass",
+        job_id=node_job, node_id="site-a", pid=pid, user_id=uid("carol"), verdict="pass",
         report=[{"path": "counts.csv", "verdict": "pass", "size": len(TABLE)}],
         files=[OutputFile(path="counts.csv", sha256=hashlib.sha256(TABLE).hexdigest(),
                           data=base64.b64encode(TABLE).decode())])
@@ -66,4 +62,3 @@ def test_concurrent_collectors_record_one_request(database_url, tmp_path):
     assert len(requests) == 1
     assert set(results) == {requests[0]}  # every collector names the one request
     assert audited == 1
-    app.state.ctx.sessions.kw["bind"].dispose()

@@ -435,6 +435,29 @@ def test_a_node_gives_outputs_to_the_central_airlock_only(federation, permit, tm
             f["path"] for f in answer["report"] if f["verdict"] != "blocked"]
 
 
+def test_who_reads_and_cancels_a_job(federation, permit, tmp_path):
+    """policies/jobs `access`, at the hub and again at the node: the researcher reads and
+    cancels; an output checker reads (the node agrees), never cancels; others neither."""
+    hub, _, _ = federation
+    resp = _submit(hub, permit, _code(tmp_path, SLEEP), nodes=["site-b"])
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    checker = hub.get(f"/api/v1/jobs/{job_id}", headers=hub.as_("olga", "output_checker"))
+    assert checker.status_code == 200, checker.text
+    assert checker.json()["nodes"][0]["state"] in {"queued", "staging", "running"}
+    assert hub.post(f"/api/v1/jobs/{job_id}/cancel",
+                    headers=hub.as_("olga", "output_checker")).status_code == 403
+    refused = hub.post(f"/api/v1/jobs/{job_id}/cancel",
+                       headers=hub.as_("mallory", "researcher"))
+    assert refused.status_code == 403
+    assert "only the job's own user cancels it" in refused.text
+    other = hub.get(f"/api/v1/jobs/{job_id}", headers=hub.as_("mallory", "researcher"))
+    assert other.status_code == 403
+    assert "another user's" in other.text
+    assert hub.post(f"/api/v1/jobs/{job_id}/cancel",
+                    headers=hub.as_("carol", "researcher")).status_code == 200
+
+
 def test_outputs_reach_the_checkers_queue_without_anyone_asking(federation, permit,
                                                                 tmp_path):
     """The central service collects finished jobs on its own: an output checker's queue

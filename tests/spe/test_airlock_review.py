@@ -68,7 +68,8 @@ def submit(central, pid: str, tmp_path: Path) -> str:
     with session_scope(central.ctx.sessions) as session:
         request = submit_outputs(session, job_id="job-1", node_id="site-a", pid=pid,
                                  requester=uid("alice"), output_dir=out,
-                                 storage_dir=central.storage, rules=OutputRules())
+                                 storage_dir=central.storage, rules=OutputRules(),
+                                 policy=central.ctx.policy)
         return request.id
 
 
@@ -217,7 +218,8 @@ def test_links_are_listed_never_stored(central, pid, tmp_path):
     with session_scope(central.ctx.sessions) as session:
         request = submit_outputs(session, job_id="job-2", node_id="site-a", pid=pid,
                                  requester=uid("alice"), output_dir=out,
-                                 storage_dir=central.storage, rules=OutputRules())
+                                 storage_dir=central.storage, rules=OutputRules(),
+                                 policy=central.ctx.policy)
         rid = request.id
     with central.ctx.sessions() as session:
         files = {f.path: f for f in session.execute(select(AirlockFile).where(
@@ -226,3 +228,25 @@ def test_links_are_listed_never_stored(central, pid, tmp_path):
     assert files["link.csv"].stored_path is None
     assert files["safe.csv"].stored
     assert not (central.storage / rid / "link.csv").exists()
+
+
+def test_only_the_collector_submits_a_members_outputs(central, pid, tmp_path):
+    """policies/airlock `submit`: nothing is stored for anyone but the hub's collector,
+    for a permit the centre does not know, or for a job's user not named on it."""
+    from spe.airlock.review.decisions import AirlockRefused
+
+    out = tmp_path / "job-out"
+    out.mkdir()
+    (out / "safe.csv").write_bytes(SAFE)
+    cases = [({"id": uid("alice"), "roles": ["researcher"], "institution": None}, pid,
+              uid("alice"), "collector"),
+             (None, "no-such-permit", uid("alice"), "no such permit"),
+             (None, pid, uid("mallory"), "not named on the permit")]
+    for submitter, permit, requester, why in cases:
+        extra = {} if submitter is None else {"submitter": submitter}
+        with pytest.raises(AirlockRefused, match=why), \
+                session_scope(central.ctx.sessions) as session:
+            submit_outputs(session, job_id="job-x", node_id="site-a", pid=permit,
+                           requester=requester, output_dir=out, storage_dir=central.storage,
+                           rules=OutputRules(), policy=central.ctx.policy, **extra)
+    assert not central.storage.exists() or not any(central.storage.iterdir())

@@ -6,8 +6,8 @@ context, `X-SPE-Hub-Context`; spe.wire.context).
   node's own copy of the permit and its limits decide (policies/jobs), then the job is
   queued for the node's workers (202).
 - `GET /api/v1/jobs/{job_id}`: the context's `qh` is the SHA-256 of the job id; only the
-  job's own user (or an output checker or admin the hub vouches for) reads its state,
-  log tail, airlock verdicts and staging summary.
+  job's own user, or an output checker or admin the hub vouches for (policies/jobs
+  `access`), reads its state, screened log tail, airlock verdicts and staging summary.
 - `POST /api/v1/jobs/{job_id}/cancel`: likewise, the job's own user only; a running job's
   worker notices at its next heartbeat and kills the sandbox.
 - `GET /api/v1/jobs/{job_id}/outputs`: a succeeded job's outputs for the central airlock,
@@ -44,15 +44,13 @@ from spe.errors import Conflict, Forbidden, NotAuthenticated, NotFound, SPEError
 from spe.sandbox import Limits
 from spe.web import DbSession
 from spe.wire.context import HubContext
-from spe.wire.outputs import COLLECTOR, COLLECTOR_ROLE, JobOutputs, OutputFile
+from spe.wire.outputs import JobOutputs, OutputFile
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 log = logging.getLogger(__name__)
 CONTEXT_HEADER = "X-SPE-Hub-Context"
 POLICY = "jobs/decision"
-READERS = frozenset({"output_checker", "admin", COLLECTOR_ROLE})  # besides the job's own user
-#: The one role the hub signs for when it collects outputs into the central airlock.
-AIRLOCK = frozenset({COLLECTOR_ROLE})
+ACCESS_POLICY = "jobs/access"  # who reads, cancels and collects a job
 #: The largest packed code accepted (base64 text); unpacked, models.MAX_CODE_BYTES holds.
 MAX_CODE_B64 = (MAX_CODE_BYTES * 4) // 3 + 4
 
@@ -188,21 +186,21 @@ def _defer(dispatcher, job_id: str) -> None:
 
 
 def _job_for(request: Request, session: Session, job_id: str, token: str | None,
-             action: str, readers: frozenset[str], *, owner: bool = True
-             ) -> tuple[NodeJob, HubContext]:
-    hub_ctx = _verified(request, token, job_hash(job_id), action, f"job:{job_id}")
+             action: str) -> tuple[NodeJob, HubContext]:
+    """The job, if the hub's context lets its subject do `action` ("read", "cancel",
+    "collect") to it (policies/jobs `access`)."""
+    audited = "job.outputs" if action == "collect" else f"job.{action}"
+    hub_ctx = _verified(request, token, job_hash(job_id), audited, f"job:{job_id}")
     job = repo.get(session, job_id)
-    problem = None
     if job is None:
         problem = "no such job at this node"
-    elif hub_ctx.permit is not None and hub_ctx.permit != job.pid:
-        problem = "the job runs under another permit"
-    elif not owner and hub_ctx.sub != COLLECTOR:
-        problem = "only the central airlock collects a job's outputs"
-    elif not (owner and job.user_id == hub_ctx.sub) and not (readers & set(hub_ctx.roles)):
-        problem = "the job is another user's"
+    else:
+        decision = request.app.state.ctx.policy.decide(ACCESS_POLICY, {
+            "action": action, "subject": {"id": hub_ctx.sub, "roles": list(hub_ctx.roles)},
+            "job": {"user_id": job.user_id, "pid": job.pid}, "permit": hub_ctx.permit})
+        problem = None if decision.allow else decision.reason.removeprefix("denied: ")
     if problem:
-        _audit_own(request, actor=hub_ctx.sub, action=action, object=f"job:{job_id}",
+        _audit_own(request, actor=hub_ctx.sub, action=audited, object=f"job:{job_id}",
                    decision="deny", reason=problem)
         raise NotFound(problem) if job is None else Forbidden(problem)
     assert job is not None
@@ -238,7 +236,7 @@ def status_of(job: NodeJob, node_id: str, work_dir: Path | None) -> NodeJobStatu
 @router.get("/jobs/{job_id}", response_model=NodeJobStatus)
 def read(job_id: str, request: Request, session: DbSession,
          x_spe_hub_context: Annotated[str | None, Header()] = None) -> NodeJobStatus:
-    job, _ = _job_for(request, session, job_id, x_spe_hub_context, "job.read", READERS)
+    job, _ = _job_for(request, session, job_id, x_spe_hub_context, "read")
     return status_of(job, request.app.state.node.node_id,
                      getattr(request.app.state, "job_work_dir", None))
 
@@ -247,8 +245,7 @@ def read(job_id: str, request: Request, session: DbSession,
 def cancel(job_id: str, request: Request, session: DbSession,
            x_spe_hub_context: Annotated[str | None, Header()] = None) -> NodeJobStatus:
     ctx = request.app.state.ctx
-    job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "job.cancel",
-                            frozenset())
+    job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "cancel")
     if job.state in FINAL:
         _audit_own(request, actor=hub_ctx.sub, action="job.cancel", object=f"job:{job_id}",
                    decision="deny", reason=f"the job is already {job.state}")
@@ -311,8 +308,7 @@ def outputs(job_id: str, request: Request, session: DbSession,
             x_spe_hub_context: Annotated[str | None, Header()] = None) -> JobOutputs:
     ctx = request.app.state.ctx
     node_id = request.app.state.node.node_id
-    job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "job.outputs",
-                            AIRLOCK, owner=False)
+    job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "collect")
     if job.state != SUCCEEDED:
         _audit_own(request, actor=hub_ctx.sub, action="job.outputs", object=f"job:{job_id}",
                    decision="deny", reason=f"the job is {job.state}")

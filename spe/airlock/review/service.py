@@ -29,7 +29,11 @@ from spe.errors import Conflict, NotFound
 from spe.identity import Principal
 from spe.permits.service import effective_status
 from spe.policy import PolicyService
+from spe.wire.outputs import COLLECTOR, COLLECTOR_ROLE
 
+#: Who submits outputs: the hub's collector (gateway/hub/collect.py), as policies see it.
+COLLECTOR_SUBJECT: dict[str, Any] = {"id": COLLECTOR, "roles": [COLLECTOR_ROLE],
+                                     "institution": None}
 _READ = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -39,13 +43,23 @@ class RequestNotFound(NotFound):
 
 def submit_outputs(session: Session, *, job_id: str, node_id: str, pid: str,
                    requester: str, output_dir: Path, storage_dir: Path,
-                   rules: OutputRules, audit: AuditLog = CENTRAL_AUDIT) -> AirlockRequest:
+                   rules: OutputRules, policy: PolicyService,
+                   submitter: dict[str, Any] = COLLECTOR_SUBJECT,
+                   audit: AuditLog = CENTRAL_AUDIT) -> AirlockRequest:
     """A finished job's outputs become a pending request: checked, and every entry the
     checks did not block copied to `storage_dir / <request id>`; blocked entries are
-    listed with their reasons and never stored."""
+    listed with their reasons and never stored. `policies/airlock` decides first (only
+    the hub's collector submits, for a permit naming the job's user); a refusal raises
+    AirlockRefused, which the caller audits (its transaction is rolled back)."""
     request = AirlockRequest(id=secrets.token_hex(16), job_id=job_id, node_id=node_id,
                              pid=pid, requester=requester, created_at=datetime.now(UTC),
                              state="pending", files=[], reviews=[])
+    permit, members = permit_facts(session, pid)
+    status = "missing" if permit is None else effective_status(permit)
+    decision = policy.decide("airlock/decision", policy_input(
+        "submit", submitter, request, permit_status=status, members=members))
+    if not decision.allow:
+        raise AirlockRefused(decision.reason, decision.values.get("status", 403))
     target = storage_dir / request.id
     report, stored = copy_outputs(output_dir, target, rules)
     request.reasons = list(report.reasons)
@@ -59,8 +73,9 @@ def submit_outputs(session: Session, *, job_id: str, node_id: str, pid: str,
     blocked = sum(f.verdict == "blocked" for f in request.files)
     audit.record(session, actor=requester, action="airlock.submit", object=request.id,
                  decision="allow", reason=f"{len(stored)} file(s) stored for review, "
-                 f"{blocked} blocked by the automatic checks",
-                 details={"job_id": job_id, "node_id": node_id, "pid": pid})
+                 f"{blocked} blocked by the automatic checks; {decision.reason}",
+                 details={"job_id": job_id, "node_id": node_id, "pid": pid,
+                          "submitter": submitter.get("id")})
     return request
 
 
