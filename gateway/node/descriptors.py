@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from gateway.node.index.models import Condition, Patient, Series, Study
 from spe.errors import Forbidden
 from spe.policy import PolicyService
+from spe.policy.disclosure import NoCountRule, count_rule
 from spe.wire.descriptors import Completeness, DatasetDescriptor, ValueCount
 from spe.wire.query import CODE_SYSTEMS
 
@@ -27,14 +28,11 @@ class DescriptorRefused(Forbidden):
 
 def descriptor_threshold(policy: PolicyService) -> int:
     """The smallest count a descriptor may show, from `policies/disclosure`."""
-    decision = policy.decide("disclosure/decision",
-                             {"tier": "public", "output": "catalogue_descriptor"})
-    threshold = decision.values.get("min_count")
-    if not decision.allow:
-        raise DescriptorRefused(decision.reason)
-    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
-        raise DescriptorRefused("the disclosure policy gave no usable min_count, denied")
-    return threshold
+    try:
+        return count_rule(policy, "public", "catalogue_descriptor",
+                          least_min_count=1).min_count
+    except NoCountRule as exc:
+        raise DescriptorRefused(str(exc)) from None
 
 
 def age_at(birth: date, on: date) -> int:

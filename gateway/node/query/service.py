@@ -24,6 +24,7 @@ from spe.audit import AuditLog
 from spe.db import session_scope
 from spe.errors import Forbidden
 from spe.policy import PolicyService
+from spe.policy.disclosure import NoCountRule, count_rule
 from spe.wire.context import HubContext
 from spe.wire.query import Cell, NodeAnswer, Query
 
@@ -104,12 +105,11 @@ def answer(
         "permit": permit_facts(session, ctx, now.date())})
     if not decision.allow:
         raise _refuse(sessions, audit, ctx, query_hash, decision.reason)
-    rules = policy.decide("disclosure/decision", {"tier": ctx.tier, "output": "query_count"})
-    threshold, rounding = rules.values.get("min_count"), rules.values.get("rounding")
-    if not rules.allow or not (isinstance(threshold, int) and threshold >= 0
-                               and isinstance(rounding, int) and rounding >= 1):
-        raise _refuse(sessions, audit, ctx, query_hash,
-                      rules.reason if not rules.allow else "disclosure policy incomplete")
+    try:
+        rule = count_rule(policy, ctx.tier, "query_count")
+    except NoCountRule as exc:
+        raise _refuse(sessions, audit, ctx, query_hash, str(exc)) from None
+    threshold, rounding = rule.min_count, rule.rounding
 
     window = timedelta(hours=int(decision.values.get("tracker_window_hours", 24)))
     earlier = repository.shown_sets(session, ctx.sub, now - window,

@@ -1,0 +1,40 @@
+"""The counts rule of `policies/disclosure` (`data.disclosure.decision`): the smallest
+count an output may show and the rounding of shown counts, per tier and kind of output.
+Node descriptors and node query answers read it here, so both refuse alike when the policy
+denies or answers something unusable (fail closed). The airlock's rules for job outputs are
+another query of the same policy (spe.airlock.rules)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spe.policy.service import PolicyService
+
+
+class NoCountRule(Exception):
+    """The policy gives no usable rule: nothing may be shown. Carries the reason."""
+
+
+@dataclass(frozen=True)
+class CountRule:
+    min_count: int  # counts below are suppressed, never shown as 0
+    rounding: int  # shown counts are multiples of this (1: exact)
+    reason: str
+
+
+def _whole(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def count_rule(policy: PolicyService, tier: str, output: str, *,
+               least_min_count: int = 0) -> CountRule:
+    """The rule for `output` in `tier`; NoCountRule when denied or incomplete (a
+    `min_count` under `least_min_count`, a rounding under 1, or either missing)."""
+    decision = policy.decide("disclosure/decision", {"tier": tier, "output": output})
+    if not decision.allow:
+        raise NoCountRule(decision.reason)
+    min_count = decision.values.get("min_count")
+    rounding = decision.values.get("rounding", 1)
+    if not (_whole(min_count, least_min_count) and _whole(rounding, 1)):
+        raise NoCountRule("the disclosure policy gave no usable min_count or rounding, denied")
+    return CountRule(min_count, rounding, decision.reason)
