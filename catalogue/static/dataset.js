@@ -176,12 +176,7 @@
     try {
       const resp = await fetch(datasetApi(identifier), {headers: {Accept: link.dataset.format}});
       if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
-      const url = URL.createObjectURL(await resp.blob());
-      const save = el("a", {href: url, download: `${identifier.replace(/\//g, "-")}.${link.dataset.ext}`});
-      document.body.append(save);
-      save.click();
-      save.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 10000);
+      SPEWeb.saveBlob(await resp.blob(), `${identifier.replace(/\//g, "-")}.${link.dataset.ext}`);
     } catch (exc) {
       curateMessage("error", `The RDF could not be downloaded: ${exc.message}`);
     }

@@ -110,3 +110,37 @@ decide_access(req) := {"allow": false, "reason": concat("", ["denied: ", access_
 } else := {"allow": true, "reason": concat("", ["allowed: ", req.action, " job"])}
 
 access := decide_access(input)
+
+# ---- may a job run over its staged extract ------------------------------------------
+# `data.jobs.extract`, input {"risk": the staging report's risk figures ({"measured",
+# "ok", "k", "k_wanted", "reason"}), "layers": the layers applied}: {"allow", "reason"}.
+# Staging measures the re-identification risk of the extract against
+# policies/anonymization's threshold but does not rewrite the files to reach it (see
+# gateway/node/jobs/staging.py). Inside the SPE an extract above the threshold is accepted
+# by default, as only outputs that pass the airlock leave; an institution that wants
+# otherwise sets `accept_risk_above_threshold` to false and such jobs fail with the figures.
+
+accept_risk_above_threshold := true
+
+risk_text(r) := concat("", ["k=", format_int(r.k, 10), " < ", format_int(r.k_wanted, 10)]) if {
+	is_number(r.k)
+	is_number(r.k_wanted)
+} else := to_text(object.get(r, "reason", null))
+
+decide_extract(req) := extract_decision(req, accept_risk_above_threshold)
+
+extract_decision(req, accept) := {"allow": true, "reason": "allowed: the extract is within the risk threshold"} if {
+	req.risk.ok == true
+} else := {"allow": true, "reason": "allowed: the policy does not ask for the risk layer"} if {
+	is_array(req.layers)
+	not "risk" in req.layers
+} else := {"allow": true, "reason": concat("", [
+	"allowed: the extract's re-identification risk is above the threshold (",
+	risk_text(req.risk), "); accepted inside the SPE, where only checked outputs leave",
+])} if {
+	accept == true
+} else := {"allow": false, "reason": concat("", [
+	"denied: the extract's re-identification risk is above the threshold (", risk_text(req.risk), ")",
+])}
+
+extract := decide_extract(input)

@@ -97,3 +97,30 @@ test_without_a_context_permit_the_job_decides if {
 test_an_unknown_action_is_refused if {
 	not ask("delete", "carol@demo", ["researcher"]).allow
 }
+
+test_an_extract_within_the_threshold_runs if {
+	d := jobs.decide_extract({"risk": {"ok": true}, "layers": ["profile", "risk"]})
+	d.allow
+	contains(d.reason, "within")
+}
+
+test_an_extract_above_the_threshold_runs_inside_with_the_figures if {
+	d := jobs.decide_extract({"risk": {"ok": false, "measured": true, "k": 1, "k_wanted": 5}, "layers": ["risk"]})
+	d.allow
+	contains(d.reason, "k=1 < 5")
+}
+
+test_an_extract_above_the_threshold_is_refused_when_the_institution_says_so if {
+	d := jobs.extract_decision({"risk": {"ok": false, "measured": false, "reason": "no patients staged"}, "layers": ["risk"]}, false)
+	not d.allow
+	contains(d.reason, "no patients staged")
+}
+
+test_a_malformed_risk_is_not_within_the_threshold if {
+	d := jobs.extract_decision({"risk": {"ok": "yes"}, "layers": ["risk"]}, false)
+	not d.allow
+}
+
+test_without_layers_the_risk_layer_counts if {
+	not jobs.extract_decision({"risk": {"ok": false}}, false).allow
+}

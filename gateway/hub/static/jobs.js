@@ -7,8 +7,8 @@
 "use strict";
 
 (() => {
-  const {root, $, el, fill, send, errorHeading, showError, hide, bytes, pathUrl, verdictBadge,
-    reasonList, signinMessage, numberFormat} = SPEWeb;
+  const {root, $, el, fill, send, saveBlob, errorHeading, showError, hide, bytes, pathUrl,
+    verdictBadge, reasonList, signinMessage, numberFormat} = SPEWeb;
   const TOKEN_KEY = "spe.jobs.token";
   const PERMITS_TOKEN_KEY = "spe.permits.token";  // the permit pages' (spe/permits/static)
   const OTHER = "__other__";  // the permit select's "type an id" option
@@ -47,14 +47,15 @@
 
   let me = null;
 
-  // A pasted token is checked against /api/v1/me before it is kept.
-  async function signIn(candidate) {
-    me = await session.signIn(candidate);
+  // Signed in (a token checked against /api/v1/me) or out: the page follows.
+  async function changed(who) {
+    me = who;
     if (me && !me.roles.includes("researcher") && !me.roles.includes("output_checker")) {
       signinMessage("warning", "This token has no researcher role: the hub will refuse "
         + "its jobs.");
     }
     SPEWeb.showSignedIn(me);
+    await render();
   }
 
   // ---- /jobs: a new job ----------------------------------------------------------------------
@@ -317,13 +318,7 @@
       const resp = await send(
         `${root}/api/v1/airlock/requests/${encodeURIComponent(rid)}/files/${pathUrl(path)}`,
         {headers: headers()});
-      const blob = await resp.blob();
-      const href = URL.createObjectURL(blob);
-      const link = el("a", {href, download: path.split("/").pop(), hidden: true});
-      document.body.append(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(href), 60_000);
+      saveBlob(await resp.blob(), path.split("/").pop());
     } catch (exc) {
       showError($("download-error"), errorHeading(exc, `${path} was not downloaded`),
         exc.messages);
@@ -477,36 +472,11 @@
     for (const id of ["view-list", "view-job"]) $(id).hidden = true;
     hide($("page-error"));
     const params = new URLSearchParams(window.location.search);
-    $("loading").hidden = false;
-    try {
-      if (params.get("job")) await showJob(params.get("job"));
-      else await showList();
-    } catch (exc) {
-      const messages = [...exc.messages];
-      if (exc.status === 401) messages.push("Sign in again with a valid token.");
-      showError($("page-error"), errorHeading(exc, "Could not load"), messages);
-    } finally {
-      $("loading").hidden = true;
-      document.body.dataset.ready = "true";
-    }
+    await SPEWeb.loadView(() => (params.get("job") ? showJob(params.get("job")) : showList()));
   }
 
   async function start() {
-    $("signin").addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const candidate = $("token").value.trim();
-      if (!candidate) return;
-      await signIn(candidate);
-      if (me) await render();
-    });
-    $("signout").addEventListener("click", async () => {
-      session.forget();
-      me = null;
-      $("token").value = "";
-      SPEWeb.showSignedIn(me);
-      signinMessage("", "");
-      await render();
-    });
+    SPEWeb.wireSignIn(session, changed);
     $("f-permit").addEventListener("change", showNodes);
     $("f-file").addEventListener("change", loadFile);
     $("submit-form").addEventListener("submit", onSubmit);
@@ -515,9 +485,7 @@
     $("cancel").addEventListener("click", cancel);
     // Coming from a permit's page in this tab: its sign-in carries over (checked again).
     const candidate = token() || sessionStorage.getItem(PERMITS_TOKEN_KEY);
-    if (candidate) await signIn(candidate);
-    else SPEWeb.showSignedIn(me);
-    await render();
+    await changed(candidate ? await session.signIn(candidate) : null);
   }
 
   start();

@@ -219,9 +219,9 @@
 
   // ---- sign-in -----------------------------------------------------------------------------
 
-  // A pasted token is checked against /api/v1/me before it is kept.
-  async function signIn(candidate) {
-    const me = await session.signIn(candidate);
+  // Signed in (a token checked against /api/v1/me) or out. The form is kept as it is: a
+  // query written before signing in is still there to run.
+  function signedInAs(me) {
     showSignedIn(me);
     if (me && !me.roles.includes("researcher")) {
       signinMessage("warning", "This token has no researcher role: the hub will refuse "
@@ -450,17 +450,7 @@
       fill(select, el("option", {value: ""}, "—"),
         Object.entries(STRATA).map(([value, text]) => el("option", {value}, text)));
     }
-    $("signin").addEventListener("submit", (event) => {
-      event.preventDefault();
-      const candidate = $("token").value.trim();
-      if (candidate) signIn(candidate);
-    });
-    $("signout").addEventListener("click", () => {
-      session.forget();
-      $("token").value = "";
-      showSignedIn(null);
-      signinMessage("", "");
-    });
+    SPEWeb.wireSignIn(session, signedInAs);
     $("add").addEventListener("click", () => {
       addRow().querySelector("select").focus();
       changed();
@@ -486,9 +476,8 @@
     showJsonState();
     changed();
     // Coming from a permit's page in this tab: its sign-in carries over (checked again).
-    const fromPermits = permit ? sessionStorage.getItem(PERMITS_TOKEN_KEY) : null;
-    if (token()) signIn(token());
-    else if (fromPermits) signIn(fromPermits);
+    const candidate = token() || (permit ? sessionStorage.getItem(PERMITS_TOKEN_KEY) : null);
+    if (candidate) session.signIn(candidate).then(signedInAs);
   }
 
   start();

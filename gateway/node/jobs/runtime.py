@@ -29,6 +29,7 @@ from spe.db import session_scope
 from spe.policy import PolicyService
 from spe.settings import Settings
 
+EXTRACT_POLICY = "jobs/extract"
 SUMMARY_KEYS = ("pid", "data_version", "form", "layers", "pseudonymised", "key", "counts",
                 "risk_ok", "staged_at", "seconds")
 
@@ -59,12 +60,18 @@ def make_stage(config: NodeConfig, settings: Settings, policy: PolicyService,
         summary = {k: staged.report[k] for k in SUMMARY_KEYS if k in staged.report}
         summary["cached"] = staged.cached
         risk = staged.report.get("risk")
-        if isinstance(risk, dict):
-            summary["risk"] = {k: risk[k] for k in ("k_min", "k", "max_risk", "ok")
-                               if k in risk}
+        risk = risk if isinstance(risk, dict) else {}
+        summary["risk"] = {k: risk[k] for k in ("k_min", "k", "max_risk", "ok") if k in risk}
+        # Whether the job may run over this extract at its measured risk (policies/jobs).
+        decision = policy.decide(EXTRACT_POLICY, {
+            "risk": {k: risk.get(k) for k in ("measured", "ok", "k", "k_wanted", "reason")},
+            "layers": staged.report.get("layers")})
+        summary["risk_decision"] = decision.reason
         path = staging_summary_path(work_dir, job.id)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, default=str))
+        if not decision.allow:
+            raise staging.StagingError(decision.reason)
         return staged.path
 
     return stage_job

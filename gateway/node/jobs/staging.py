@@ -23,8 +23,11 @@ The key:
 Risk: measured over the staged FHIR (one record per patient) against the policy's k_min and
 max_risk. When it does not hold the staging is NOT failed and the extract NOT modified:
 the figures are recorded with `risk_ok: false`, with what Datafly (`risk.reduce`) would have
-to generalise and suppress to reach the threshold, and the job runner decides. Rewriting
-generalised values back into the FHIR and DICOM files is not done here.
+to generalise and suppress to reach the threshold, and `policies/jobs` (`extract`, asked by
+the node's job runner, gateway/node/jobs/runtime.py) decides whether a job may run over it.
+Rewriting generalised values back into the FHIR and DICOM files is not done here: which
+quasi-identifiers to give up (Datafly would first coarsen age, which most studies need) is a
+choice per permit that the policy does not make yet.
 
 The report the researcher reads names no input path: an excluded or failed DICOM file is
 named by a keyed reference (`file-<pseudonym of its relative path>`); the operator's list

@@ -6,7 +6,7 @@
 "use strict";
 
 (() => {
-  const {root, $, el, fill, errorHeading, showError, hide, when, signinMessage} = SPEWeb;
+  const {root, $, el, fill, errorHeading, showError, hide, when} = SPEWeb;
   const TOKEN_KEY = "spe.permits.token";
   const session = SPEWeb.session(TOKEN_KEY);
   const {token, api} = session;
@@ -50,14 +50,12 @@
 
   let me = null;
 
-  function showSignedIn() {
+  // Signed in (a token checked against /api/v1/me) or out: the page follows.
+  async function changed(who) {
+    me = who;
     SPEWeb.showSignedIn(me, me && me.institution ? ` at ${me.institution}` : "");
     if (me) $("my-id").textContent = me.id;
-  }
-
-  async function signIn(candidate) {
-    me = await session.signIn(candidate);
-    showSignedIn();
+    await render();
   }
 
   const has = (role) => Boolean(me && me.roles.includes(role));
@@ -576,8 +574,7 @@
     hide($("page-error"), $("action-error"), $("action-ok"));
     const path = window.location.pathname.slice(root.length).replace(/\/+$/, "");
     let m;
-    $("loading").hidden = false;
-    try {
+    await SPEWeb.loadView(async () => {
       if (path === "/permits") await showLists();
       else if (path === "/permits/new") await showForm(editing);
       else if ((m = /^\/permits\/edit\/([^/]+)$/.exec(path))) {
@@ -587,36 +584,13 @@
       } else {
         showError($("page-error"), "Not found:", [`no page at ${path}`]);
       }
-    } catch (exc) {
-      const messages = [...exc.messages];
-      if (exc.status === 401) messages.push("Sign in again with a valid token.");
-      showError($("page-error"), errorHeading(exc, "Could not load"), messages);
-    } finally {
-      $("loading").hidden = true;
-      document.body.dataset.ready = "true";
-    }
+    });
   }
 
   async function start() {
     prepareForm();
-    $("signin").addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const candidate = $("token").value.trim();
-      if (!candidate) return;
-      await signIn(candidate);
-      if (me) await render();
-    });
-    $("signout").addEventListener("click", async () => {
-      session.forget();
-      me = null;
-      $("token").value = "";
-      showSignedIn();
-      signinMessage("", "");
-      await render();
-    });
-    if (token()) await signIn(token());
-    else showSignedIn();
-    await render();
+    SPEWeb.wireSignIn(session, changed);
+    await changed(token() ? await session.signIn(token()) : null);
   }
 
   start();

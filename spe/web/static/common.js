@@ -87,6 +87,18 @@ const SPEWeb = (() => {
     return resp;
   }
 
+  // A fetched file saved under `name`: for what a plain link cannot fetch, as it needs a
+  // header (a token, an Accept).
+  function saveBlob(blob, name) {
+    const href = URL.createObjectURL(blob);
+    const link = el("a", {href, download: name, hidden: true});
+    document.body.append(link);
+    link.click();
+    link.remove();
+    // Not revoked at once: the browser may still be reading it after the click.
+    setTimeout(() => URL.revokeObjectURL(href), 60_000);
+  }
+
   // send(), then the answer's JSON (null when it is not JSON).
   async function request(url, options = {}, how = {}) {
     const resp = await send(url, options, how);
@@ -160,6 +172,26 @@ const SPEWeb = (() => {
     return {token, forget, headers, api, signIn};
   }
 
+  // The sign-in form and the sign-out button of a page with a session(). `changed(me)` is
+  // the page's: it keeps the person (null once signed out), shows them and redraws. A
+  // refused token leaves the page as it is, the refusal shown under the form: the form is
+  // only there while no one is signed in, so there is nothing to take back.
+  function wireSignIn(session, changed) {
+    $("signin").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const candidate = $("token").value.trim();
+      if (!candidate) return;
+      const me = await session.signIn(candidate);
+      if (me) await changed(me);
+    });
+    $("signout").addEventListener("click", async () => {
+      session.forget();
+      $("token").value = "";
+      signinMessage("", "");
+      await changed(null);
+    });
+  }
+
   function errorHeading(exc, what = "Refused") {
     if (exc.status === 422) return `${what}: the service did not accept it (422):`;
     if (exc.status === 401) return "Not signed in, or the token is no longer valid (401):";
@@ -176,6 +208,26 @@ const SPEWeb = (() => {
       el("ul", {dataset: {testid: "error-messages"}},
         messages.map((m) => el("li", {dataset: {testid: "error-message"}}, m))));
     box.hidden = false;
+  }
+
+  // Draw a page's view with `show()`: "loading" while it runs, what stopped it in the page's
+  // error box, and the page marked ready whatever happened (the browser tests wait for it).
+  async function loadView(show) {
+    $("loading").hidden = false;
+    try {
+      await show();
+    } catch (exc) {
+      // Not only the API's refusals end here: a slip in the page's own code has no messages
+      // nor status, and must still be shown rather than lost in the console.
+      const refusal = exc instanceof ApiError;
+      const messages = refusal ? [...exc.messages] : [String((exc && exc.message) || exc)];
+      if (refusal && exc.status === 401) messages.push("Sign in again with a valid token.");
+      showError($("page-error"), refusal ? errorHeading(exc, "Could not load")
+        : "Could not load:", messages);
+    } finally {
+      $("loading").hidden = true;
+      document.body.dataset.ready = "true";
+    }
   }
 
   function hide(...boxes) {
@@ -221,7 +273,7 @@ const SPEWeb = (() => {
       : "—";
   }
 
-  return {root, $, el, fill, detailMessages, ApiError, send, request, signinMessage,
-    showSignedIn, session, errorHeading, showError, hide, when, numberFormat, fmt, bytes,
-    pathUrl, verdictBadge, reasonList};
+  return {root, $, el, fill, detailMessages, ApiError, send, saveBlob, request, signinMessage,
+    showSignedIn, session, wireSignIn, errorHeading, showError, loadView, hide, when,
+    numberFormat, fmt, bytes, pathUrl, verdictBadge, reasonList};
 })();

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -15,8 +16,9 @@ import pytest
 from gateway.node.config import NodeConfig
 from gateway.node.jobs.staging import StagedExtract, StagingError, stage
 from spe.anonymize.pseudonyms import PermitKey
+from spe.policy import EmbeddedEngine
 from spe.policy.service import Decision, PolicyService, make_policy_service
-from spe.settings import Settings
+from spe.settings import REPO_ROOT, Settings
 from spe.synth import generate
 
 SECRET = "staging-test-secret-0123456789abcdef"
@@ -236,3 +238,53 @@ def _all_mrns(site: Site) -> set[str]:
     text = (site.root / "fhir" / "Patient.ndjson").read_text(encoding="utf-8")
     return {v for line in text.splitlines() if line.strip()
             for v in mr_values(json.loads(line))}
+
+
+def _node_with_permit(tmp_path: Path, pid: str):
+    from datetime import UTC, datetime
+
+    from gateway.node.permits.models import NodePermit
+    from spe.db import make_engine, make_sessionmaker, session_scope
+    from spe.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    upgrade(url, "node")
+    sessions = make_sessionmaker(make_engine(url))
+    with session_scope(sessions) as session:
+        session.add(NodePermit(pid=pid, seq=1, status="issued", members=["carol@demo"],
+                               datasets=["site-a/x"], form="pseudonymised",
+                               start=date(2020, 1, 1), end=date(2099, 12, 31), document="",
+                               received_at=datetime.now(UTC)))
+    return sessions
+
+
+def test_a_job_runs_over_an_extract_only_as_policies_jobs_extract_says(site: Site,
+                                                                       tmp_path: Path):
+    """The staging summary carries the policy's word on the measured risk; an institution
+    refusing extracts above the threshold fails the job at staging with the figures."""
+    from gateway.node.jobs.endpoints import staging_summary_path
+    from gateway.node.jobs.runtime import make_stage, work_dir_of
+    from gateway.node.jobs.staging import StagingError
+
+    sessions = _node_with_permit(tmp_path, "P-RISK")
+    settings = site.settings.model_copy(update={"data_dir": tmp_path / "var"})
+    job = type("Job", (), {"id": "job-1", "pid": "P-RISK"})()
+    stage_job = make_stage(site.node, settings, site.policy, sessions)
+    extract = stage_job(job)
+    summary = json.loads(staging_summary_path(work_dir_of(settings, "site-a"), "job-1")
+                         .read_text())
+    assert (extract / "report.json").is_file()
+    assert summary["risk"]["ok"] is False  # 12 patients: k = 1 < 5
+    assert summary["risk_decision"].startswith("allowed: the extract's re-identification")
+    assert "k=1 < 5" in summary["risk_decision"]
+
+    # The institution's edit of its policy, as an operator would make it.
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO_ROOT / "policies", policies)
+    rules = policies / "jobs" / "jobs.rego"
+    rules.write_text(rules.read_text().replace("accept_risk_above_threshold := true",
+                                               "accept_risk_above_threshold := false"))
+    strict = PolicyService(EmbeddedEngine(policies))
+    with pytest.raises(StagingError, match=r"denied: .*risk is above the threshold \(k=1 < 5\)"):
+        make_stage(site.node, settings, strict, sessions)(job)
+

@@ -9,7 +9,7 @@
 
 (() => {
   const {root, $, el, fill, ApiError, send, errorHeading, showError, hide, when, bytes,
-    pathUrl, reasonList: list, signinMessage} = SPEWeb;
+    pathUrl, reasonList: list} = SPEWeb;
   const TOKEN_KEY = "spe.airlock.token";
   const session = SPEWeb.session(TOKEN_KEY);
   const {token, headers, api} = session;
@@ -39,9 +39,11 @@
 
   let me = null;
 
-  async function signIn(candidate) {
-    me = await session.signIn(candidate);
+  // Signed in (a token checked against /api/v1/me) or out: the page follows.
+  async function changed(who) {
+    me = who;
     SPEWeb.showSignedIn(me);
+    await render();
   }
 
   const isChecker = () => Boolean(me && me.roles.includes("output_checker"));
@@ -258,41 +260,14 @@
     }
     hide($("page-error"), $("review-error"), $("review-ok"), $("content-error"));
     const rid = new URLSearchParams(window.location.search).get("request");
-    $("loading").hidden = false;
-    try {
-      if (rid) await showRequest(rid);
-      else await showQueue();
-    } catch (exc) {
-      const messages = [...exc.messages];
-      if (exc.status === 401) messages.push("Sign in again with a valid token.");
-      showError($("page-error"), errorHeading(exc, "Could not load"), messages);
-    } finally {
-      $("loading").hidden = true;
-      document.body.dataset.ready = "true";
-    }
+    await SPEWeb.loadView(() => (rid ? showRequest(rid) : showQueue()));
   }
 
   async function start() {
-    $("signin").addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const candidate = $("token").value.trim();
-      if (!candidate) return;
-      await signIn(candidate);
-      if (me) await render();
-    });
-    $("signout").addEventListener("click", async () => {
-      session.forget();
-      me = null;
-      $("token").value = "";
-      SPEWeb.showSignedIn(me);
-      signinMessage("", "");
-      await render();
-    });
+    SPEWeb.wireSignIn(session, changed);
     $("reload").addEventListener("click", render);
     $("review-form").addEventListener("submit", onReview);
-    if (token()) await signIn(token());
-    else SPEWeb.showSignedIn(me);
-    await render();
+    await changed(token() ? await session.signIn(token()) : null);
   }
 
   start();
