@@ -87,6 +87,7 @@ def _print(out: Console, result, limits) -> None:
     table.add_row("cpu time", f"{result.cpu_seconds:.2f} s")
     table.add_row("output", f"{result.output_bytes:,} bytes (quota {limits.output_mb} MB)")
     table.add_row("process limit", f"{limits.processes} by {result.processes_enforced_by}")
+    table.add_row("memory limit", f"{limits.memory_mb} MB by {result.memory_enforced_by}")
     if result.leftover_processes:
         table.add_row("[red]left running[/red]", str(result.leftover_processes))
     out.print(table)

@@ -1,8 +1,15 @@
-"""A pids cgroup per job (cgroup v1 `pids` controller, or cgroup v2 where delegated).
+"""A pids cgroup and a memory cgroup per job (cgroup v1 controllers, or cgroup v2 where
+delegated).
 
 RLIMIT_NPROC counts processes per real uid and the kernel never enforces it for uid 0, so
 as root it does not stop a fork bomb. A pids cgroup does (`pids.max`), counts the refusals
 (`pids.events`), and lists every process of the job for the final sweep.
+
+RLIMIT_AS bounds each process's address space, not the job's: 64 processes of a job with
+`memory_mb` 2048 could hold 128 GB. A memory cgroup bounds them together (v1
+`memory.limit_in_bytes` and, with swap accounting, `memory.memsw.limit_in_bytes`; v2
+`memory.max` and `memory.swap.max` 0): the kernel's OOM killer ends the job's processes
+past it, and `oom_kill` counts them.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 
 def _mounts() -> list[tuple[str, str, str]]:
@@ -43,20 +52,37 @@ def _own_paths() -> dict[str, str]:
     return out
 
 
-def _candidates() -> list[Path]:
+def _candidates(controller: str) -> list[Path]:
+    """Where this process may make child cgroups with `controller`."""
     own = _own_paths()
     found = []
     for point, fstype, options in _mounts():
-        if fstype == "cgroup" and "pids" in options.split(",") and "pids" in own:
-            found.append(Path(point) / own["pids"].lstrip("/"))
+        if fstype == "cgroup" and controller in options.split(",") and controller in own:
+            found.append(Path(point) / own[controller].lstrip("/"))
         elif fstype == "cgroup2" and "" in own:
             parent = Path(point) / own[""].lstrip("/")
             try:
-                if "pids" in (parent / "cgroup.subtree_control").read_text().split():
+                if controller in (parent / "cgroup.subtree_control").read_text().split():
                     found.append(parent)
             except OSError:
                 continue
     return found
+
+
+def _disabled() -> bool:
+    return os.environ.get("SPE_SANDBOX_CGROUP", "").lower() in ("0", "off", "false", "no")
+
+
+def _counter(path: Path, key: str) -> int:
+    """The value of `key` in a flat-keyed cgroup file ("max 3", "oom_kill 1")."""
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 PREFIX = "spe-sandbox-"
@@ -70,18 +96,21 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-class PidsCgroup:
-    """One job's pids cgroup; `create` returns None where none can be made."""
+class JobCgroup:
+    """One job's cgroup of one controller; `create` returns None where none can be made."""
+
+    controller = ""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.procs_file = str(path / "cgroup.procs")
 
     @classmethod
-    def create(cls, max_pids: int) -> PidsCgroup | None:
-        if os.environ.get("SPE_SANDBOX_CGROUP", "").lower() in ("0", "off", "false", "no"):
+    def _make(cls, limits: Callable[[Path], None]) -> Self | None:
+        """A new cgroup under the first parent that takes one, `limits(path)` written."""
+        if _disabled():
             return None
-        for parent in _candidates():
+        for parent in _candidates(cls.controller):
             # The creating process's pid in the name: its orphans can be found (reap).
             path = parent / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
             try:
@@ -89,7 +118,7 @@ class PidsCgroup:
             except OSError:
                 continue
             try:
-                (path / "pids.max").write_text(str(max_pids))
+                limits(path)
                 return cls(path)
             except OSError:
                 try:
@@ -104,7 +133,7 @@ class PidsCgroup:
         worker killed mid-job: bubblewrap's parent-death signal does not always reach every
         process of the sandbox); how many cgroups were emptied and removed."""
         reaped = 0
-        for parent in _candidates():
+        for parent in _candidates(cls.controller):
             try:
                 names = [p.name for p in parent.iterdir() if p.name.startswith(PREFIX)]
             except OSError:
@@ -132,17 +161,6 @@ class PidsCgroup:
             return [int(x) for x in Path(self.procs_file).read_text().split()]
         except (OSError, ValueError):
             return []
-
-    def refusals(self) -> int:
-        """How many forks pids.max refused."""
-        try:
-            for line in (self.path / "pids.events").read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "max":
-                    return int(value)
-        except (OSError, ValueError):
-            pass
-        return 0
 
     def kill_all(self, timeout: float = 5.0) -> bool:
         """SIGKILL every process in the cgroup until it is empty; True when it is."""
@@ -173,3 +191,45 @@ class PidsCgroup:
                 return
             except OSError:  # EBUSY while the last process is being reaped
                 time.sleep(0.02)
+
+
+class PidsCgroup(JobCgroup):
+    controller = "pids"
+
+    @classmethod
+    def create(cls, max_pids: int) -> PidsCgroup | None:
+        return cls._make(lambda path: (path / "pids.max").write_text(str(max_pids)))
+
+    def refusals(self) -> int:
+        """How many forks pids.max refused."""
+        return _counter(self.path / "pids.events", "max")
+
+
+class MemoryCgroup(JobCgroup):
+    controller = "memory"
+
+    @classmethod
+    def create(cls, max_bytes: int) -> MemoryCgroup | None:
+        def limits(path: Path) -> None:
+            if (path / "memory.max").exists():  # v2
+                (path / "memory.max").write_text(str(max_bytes))
+                if (path / "memory.swap.max").exists():
+                    (path / "memory.swap.max").write_text("0")
+                return
+            (path / "memory.limit_in_bytes").write_text(str(max_bytes))
+            if (path / "memory.memsw.limit_in_bytes").exists():  # swap counted too
+                (path / "memory.memsw.limit_in_bytes").write_text(str(max_bytes))
+
+        return cls._make(limits)
+
+    def oom_kills(self) -> int:
+        """How many of the job's processes the OOM killer ended at the limit."""
+        v2 = self.path / "memory.events"
+        if v2.exists():
+            return _counter(v2, "oom_kill")
+        return _counter(self.path / "memory.oom_control", "oom_kill")
+
+
+def reap_orphans() -> int:
+    """`JobCgroup.reap_orphans` for every controller the sandbox uses."""
+    return PidsCgroup.reap_orphans() + MemoryCgroup.reap_orphans()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from spe.sandbox.bwrap import GROUP, PASSWD, build_argv, find_bwrap, job_env
-from spe.sandbox.cgroup import PidsCgroup
+from spe.sandbox.cgroup import MemoryCgroup, PidsCgroup
 from spe.sandbox.interpreter import InterpreterError, configured_python, resolve
 from spe.sandbox.limits import Limits, MiB
 
@@ -85,6 +85,7 @@ class SandboxResult:
     outputs: list[OutputEntry] = field(default_factory=list)
     outputs_truncated: bool = False
     processes_enforced_by: str = ""  # "pids cgroup" | "process watch"
+    memory_enforced_by: str = ""  # whether the job's processes share one memory limit
     leftover_processes: int = 0  # processes still alive after the final sweep (0 expected)
 
     @property
@@ -284,6 +285,7 @@ def run(
                       passwd_fd=fds[0], group_fd=fds[1],
                       venv_cfg_fd=fds[2] if len(fds) > 2 else None)
     cgroup = PidsCgroup.create(limits.processes)
+    memory = MemoryCgroup.create(limits.memory_mb * MiB)  # the job's processes together
     rlimits = [
         (resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1)),
         (resource.RLIMIT_AS, (limits.memory_mb * MiB,) * 2),
@@ -296,6 +298,8 @@ def run(
     def prepare() -> None:  # in the child, between fork and exec: plain syscalls only
         if cgroup is not None:
             cgroup.enter()
+        if memory is not None:
+            memory.enter()
         for which, value in rlimits:
             resource.setrlimit(which, value)
 
@@ -305,8 +309,9 @@ def run(
                                 stderr=subprocess.PIPE, env={}, cwd="/", pass_fds=fds,
                                 start_new_session=True, preexec_fn=prepare)
     except OSError as exc:
-        if cgroup is not None:
-            cgroup.remove()
+        for group in (cgroup, memory):
+            if group is not None:
+                group.remove()
         raise SandboxUnavailable(f"cannot start bubblewrap ({bwrap}): {exc}") from None
     finally:
         for fd in fds:
@@ -382,6 +387,11 @@ def run(
 
     leftover = 0
     refusals = 0
+    oom_kills = 0
+    if memory is not None:
+        oom_kills = memory.oom_kills()
+        memory.kill_all()
+        memory.remove()
     if cgroup is not None:
         refusals = cgroup.refusals()
         if not cgroup.kill_all():
@@ -437,6 +447,9 @@ def run(
     if refusals and "processes" not in hits:
         hits.append("processes")
         source = source or "cgroup"
+    if oom_kills and "memory" not in hits:
+        hits.append("memory")
+        source = source or "cgroup"
     if state != "succeeded":
         for needle, name in _STDERR_HINTS:
             if needle in stderr and name not in hits:
@@ -451,5 +464,7 @@ def run(
         output_bytes=output_bytes, outputs=listing[:MAX_LISTED],
         outputs_truncated=len(listing) > MAX_LISTED,
         processes_enforced_by="pids cgroup" if cgroup is not None else "process watch",
+        memory_enforced_by=("memory cgroup and per-process limit" if memory is not None
+                            else "per-process limit"),
         leftover_processes=leftover,
     )

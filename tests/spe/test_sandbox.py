@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from spe.cli.main import app as cli
 from spe.sandbox import Limits, SandboxError, SandboxResult, SandboxUnavailable, run
 from spe.sandbox.bwrap import find_bwrap
-from spe.sandbox.cgroup import PidsCgroup
+from spe.sandbox.cgroup import MemoryCgroup, PidsCgroup
 from tests.conftest import IN_CI
 
 SMALL = Limits(cpu_seconds=10, memory_mb=512, processes=64, open_files=64, file_size_mb=20,
@@ -453,6 +453,34 @@ def test_the_cli_runs_one_job(tmp_path: Path) -> None:
                                       "--code", str(code), "--output", str(out)])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_the_jobs_processes_share_one_memory_limit(box) -> None:
+    """Four processes of 300 MB each fit the per-process limit (512 MB) one by one; the
+    job's memory cgroup holds them to 512 MB together."""
+    probe = MemoryCgroup.create(64 * 1024 * 1024)
+    if probe is None:
+        pytest.skip("no memory cgroup can be created here (per-process limits only)")
+    probe.remove()
+    result, _ = box("""
+        import json, os, time
+        kids = []
+        for i in range(4):
+            pid = os.fork()
+            if pid == 0:
+                block = bytearray(300 * 1024 * 1024)
+                for j in range(0, len(block), 4096):
+                    block[j] = 1
+                print("held", i, flush=True)
+                time.sleep(2)
+                os._exit(0)
+            kids.append(pid)
+        print(json.dumps({"exits": [os.waitpid(p, 0)[1] for p in kids]}))
+    """)
+    assert result.memory_enforced_by == "memory cgroup and per-process limit"
+    assert result.stdout_tail.count("held") < 4, result.stdout_tail
+    assert "memory" in result.limits_hit
+    assert result.leftover_processes == 0
 
 
 def test_the_pids_cgroup_is_used_where_it_can_be_made() -> None:

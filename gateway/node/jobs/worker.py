@@ -31,7 +31,7 @@ from spe.airlock.scan import WITHHELD, withhold_lines
 from spe.audit import AuditLog
 from spe.db import session_scope
 from spe.sandbox import Limits, SandboxError, SandboxResult, run
-from spe.sandbox.cgroup import PidsCgroup
+from spe.sandbox.cgroup import reap_orphans
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class Worker:
         """Queue again (or fail) jobs whose worker stopped beating, and kill what is left
         on this machine of sandboxes whose worker process died."""
         try:
-            PidsCgroup.reap_orphans()
+            reap_orphans()
         except OSError:
             log.exception("reaping orphaned sandboxes failed")
         with session_scope(self.sessions) as session:
