@@ -6,7 +6,8 @@
 #   Input: {"tier": "public"|"statistics"|"permit", "release": bool (the output leaves the
 #   SPE), "permit": {"id", "status", "pseudonymised_justified": bool} or null}.
 #   Query `data.anonymization.decision`: {"allow", "reason", "layers" (in order, a subset of
-#   "profile", "pseudonyms", "risk", "output_control"), "pseudonymised", "k_min", "max_risk"}.
+#   "profile", "pseudonyms", "risk", "output_control"), "pseudonymised", "k_min", "max_risk",
+#   "max_suppression", "qi_weights"}.
 #   Anonymised by default (EHDS Art. 66): pseudonymised only under an active permit that
 #   justifies it, and never for what leaves the SPE.
 #   Rules are functions of their input so tests call them directly: the embedded engine
@@ -26,6 +27,15 @@ thresholds := {
 }
 
 layer_order := ["profile", "pseudonyms", "risk", "output_control"]
+
+# How layer 3 reaches the threshold (spe.anonymize.risk.reduce, Datafly): at most this share
+# of the patients suppressed (past it Datafly generalises further: with 5% a site of 150
+# patients loses age altogether, with 10% it keeps 10-year bands); and weights on each quasi-identifier's count of distinct
+# values when choosing what to generalise next (under 1: kept detailed longer, as ARX's
+# attribute weights). Age and sex are what most studies stratify by.
+max_suppression := 0.1
+
+qi_weights := {"age": 0.25, "sex": 0.5, "region": 1, "codes": 1}
 
 # Anything not said to stay inside counts as released: the stricter side.
 released(req) if not req.release == false
@@ -96,6 +106,8 @@ decide(req) := {
 	"pseudonymised": false,
 	"k_min": thresholds.release.k_min,
 	"max_risk": thresholds.release.max_risk,
+	"max_suppression": max_suppression,
+	"qi_weights": qi_weights,
 } if {
 	refusal(req)
 } else := {
@@ -105,6 +117,8 @@ decide(req) := {
 	"pseudonymised": is_pseudonymised(req),
 	"k_min": thresholds[scope(req)].k_min,
 	"max_risk": thresholds[scope(req)].max_risk,
+	"max_suppression": max_suppression,
+	"qi_weights": qi_weights,
 }
 
 decision := decide(input)

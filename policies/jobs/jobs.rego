@@ -114,13 +114,13 @@ access := decide_access(input)
 # ---- may a job run over its staged extract ------------------------------------------
 # `data.jobs.extract`, input {"risk": the staging report's risk figures ({"measured",
 # "ok", "k", "k_wanted", "reason"}), "layers": the layers applied}: {"allow", "reason"}.
-# Staging measures the re-identification risk of the extract against
-# policies/anonymization's threshold but does not rewrite the files to reach it (see
-# gateway/node/jobs/staging.py). Inside the SPE an extract above the threshold is accepted
-# by default, as only outputs that pass the airlock leave; an institution that wants
-# otherwise sets `accept_risk_above_threshold` to false and such jobs fail with the figures.
+# Staging generalises and suppresses until policies/anonymization's threshold holds (see
+# gateway/node/jobs/staging.py), so an extract misses it only when its risk could not be
+# measured (no FHIR source to read quasi-identifiers from, no patients) or not reduced.
+# Such an extract is refused (fail closed); an institution that accepts it inside the SPE,
+# where only checked outputs leave, sets `accept_risk_above_threshold` to true.
 
-accept_risk_above_threshold := true
+accept_risk_above_threshold := false
 
 risk_text(r) := concat("", ["k=", format_int(r.k, 10), " < ", format_int(r.k_wanted, 10)]) if {
 	is_number(r.k)

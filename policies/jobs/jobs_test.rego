@@ -104,16 +104,19 @@ test_an_extract_within_the_threshold_runs if {
 	contains(d.reason, "within")
 }
 
-test_an_extract_above_the_threshold_runs_inside_with_the_figures if {
+test_an_extract_above_the_threshold_is_refused_with_the_figures if {
 	d := jobs.decide_extract({"risk": {"ok": false, "measured": true, "k": 1, "k_wanted": 5}, "layers": ["risk"]})
-	d.allow
+	not d.allow
 	contains(d.reason, "k=1 < 5")
+	d2 := jobs.decide_extract({"risk": {"ok": false, "measured": false, "reason": "no patients staged"}, "layers": ["risk"]})
+	not d2.allow
+	contains(d2.reason, "no patients staged")
 }
 
-test_an_extract_above_the_threshold_is_refused_when_the_institution_says_so if {
-	d := jobs.extract_decision({"risk": {"ok": false, "measured": false, "reason": "no patients staged"}, "layers": ["risk"]}, false)
-	not d.allow
-	contains(d.reason, "no patients staged")
+test_an_institution_may_accept_it_inside_the_spe if {
+	d := jobs.extract_decision({"risk": {"ok": false, "measured": true, "k": 1, "k_wanted": 5}, "layers": ["risk"]}, true)
+	d.allow
+	contains(d.reason, "accepted inside the SPE")
 }
 
 test_a_malformed_risk_is_not_within_the_threshold if {

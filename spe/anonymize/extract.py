@@ -8,7 +8,8 @@
 - age: whole years at the patient's first ImagingStudy.started. A patient without a study is
   aged at their latest Condition date (recordedDate, else onset); one with neither at the
   extract's reference date, the latest study or condition date in the whole extract, so the
-  result depends on the files only, never on today's date. None without a birthDate.
+  result depends on the files only, never on today's date. Without a birthDate, the age
+  band of an extract already generalised (`AGE_BAND_URL`, e.g. "40-59"), else None.
 - sex: Patient.gender as written (None if absent).
 - region: "<country>:<postal code>" from Patient.address[0]; "<country>" alone without a
   postal code, ":<postal code>" without a country, None without either. One string keeps the
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
+#: Where spe.anonymize.risk_apply writes a generalised age (kept here: it imports this).
+AGE_BAND_URL = "urn:spe:fhir:extension:age-band-at-first-study"
 
 
 class ExtractError(Exception):
@@ -85,9 +88,10 @@ def load_fhir_extract(folder: Path) -> list[dict[str, Any]]:
     for patient in patients:
         pid = patient.get("id")
         when = first_study.get(pid) or last_condition.get(pid) or reference
+        age = _age(_date(patient.get("birthDate")), when)
         records.append({
             "id": pid,
-            "age": _age(_date(patient.get("birthDate")), when),
+            "age": _age_band(patient) if age is None else age,
             "sex": patient.get("gender"),
             "region": _region(patient),
             "codes": tuple(sorted(codes.get(pid, ()))),
@@ -113,6 +117,15 @@ def _age(birth: date | None, when: date | None) -> int | None:
     if birth is None or when is None or when < birth:
         return None
     return when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day))
+
+
+def _age_band(patient: dict[str, Any]) -> str | None:
+    """The band an extract generalised by layer 3 gives instead of a birth date
+    (spe.anonymize.risk_apply), measured as it stands."""
+    for extension in patient.get("extension") or []:
+        if isinstance(extension, dict) and extension.get("url") == AGE_BAND_URL:
+            return extension.get("valueString") or None
+    return None
 
 
 def _region(patient: dict[str, Any]) -> str | None:

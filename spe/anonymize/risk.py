@@ -220,8 +220,13 @@ def reduce(records: Sequence[dict[str, Any]], k_min: int | None = None,
            max_risk: float | None = None, max_suppression: float = 0.05, *,
            qis: Sequence[str] = DEFAULT_QIS, rare_below: int = RARE_BELOW,
            hierarchies: dict[str, Hierarchy] | None = None,
+           weights: dict[str, float] | None = None,
            ) -> tuple[list[dict[str, Any]], RiskReport, list[Step]]:
     """Generalise, then suppress, until every class has at least k_min records.
+
+    `weights` (default 1 each) scale each quasi-identifier's count of distinct values when
+    choosing the next to generalise: a weight under 1 keeps a quasi-identifier the study
+    needs (age, say) detailed longer, as attribute weights do in ARX.
 
     Returns the surviving records with their quasi-identifiers generalised, the report after
     (with `before`), and the generalisation steps in order.
@@ -247,7 +252,8 @@ def reduce(records: Sequence[dict[str, Any]], k_min: int | None = None,
         open_qis = [qi for qi in qis if table.levels[qi] < hierarchies[qi].top]
         if not open_qis:
             break  # all at `*`: only suppression is left, whatever it costs
-        qi = max(open_qis, key=lambda q: distinct[q])  # max keeps the first of equals
+        # max keeps the first of equals
+        qi = max(open_qis, key=lambda q: distinct[q] * (weights or {}).get(q, 1.0))
         table.levels[qi] += 1
         keys = table.keys()
         after = len({key[qis.index(qi)] for key in keys})

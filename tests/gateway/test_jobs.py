@@ -5,8 +5,11 @@ stages the extract and runs the code in the sandbox, and the hub follows and can
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import io
 import json
+import re
 import textwrap
 import time
 from contextlib import ExitStack
@@ -73,7 +76,25 @@ def _bwrap() -> None:
 
 
 @pytest.fixture(scope="module")
-def federation(pki, node_dbs, tmp_path_factory):
+def job_sites(tmp_path_factory) -> dict[str, Path]:
+    """Three institutions of 150 patients, indexed: large enough that layer 3 keeps age
+    (as 10-year bands) when it makes the extracts reach k >= 5 (the shared 40-patient
+    sites lose age altogether)."""
+    from gateway.node.service import run_sync
+    from spe.synth import generate
+
+    root = tmp_path_factory.mktemp("job-sites")
+    generate(root / "synth", institutions=3, patients=150, seed=21)
+    dbs = {}
+    for site in SITES:
+        dbs[site] = root / f"{site}.db"
+        run_sync(f"sqlite:///{dbs[site]}", dicom=f"folder:{root / 'synth' / site / 'dicom'}",
+                 fhir=f"ndjson:{root / 'synth' / site / 'fhir'}")
+    return dbs
+
+
+@pytest.fixture(scope="module")
+def federation(pki, job_sites, tmp_path_factory):
     """Three nodes under uvicorn with mutual TLS, each with one job worker (its lifespan),
     and the central app as the hub; yields (hub client, node URLs)."""
     root = tmp_path_factory.mktemp("jobs")
@@ -84,8 +105,8 @@ def federation(pki, node_dbs, tmp_path_factory):
     urls = {site: f"https://127.0.0.1:{s.getsockname()[1]}" for site, s in socks.items()}
     with ExitStack() as stack:
         for site in SITES:
-            synth = Path(node_dbs[site]).parent / "synth" / site
-            config = NodeConfig(site, site, f"sqlite:///{node_dbs[site]}",
+            synth = Path(job_sites[site]).parent / "synth" / site
+            config = NodeConfig(site, site, f"sqlite:///{job_sites[site]}",
                                 dicom=f"folder:{synth / 'dicom'}",
                                 fhir=f"ndjson:{synth / 'fhir'}")
             stack.enter_context(serve(create_node_app(config, settings), socks[site],
@@ -201,7 +222,7 @@ def test_a_node_takes_jobs_from_its_hub_only(federation, permit, tmp_path):
             assert resp.status_code == 401, resp.text
 
 
-def test_cancel(federation, permit, tmp_path, node_dbs):
+def test_cancel(federation, permit, tmp_path, job_sites):
     from sqlalchemy import select
 
     from spe.audit import NodeAuditEntry
@@ -218,7 +239,7 @@ def test_cancel(federation, permit, tmp_path, node_dbs):
     assert cancelled.json()["nodes"][0]["state"] == "cancelled"
     # The worker kills the sandbox at its next heartbeat; the job stays cancelled.
     node_job = cancelled.json()["nodes"][0]["job_id"]
-    engine = make_engine(f"sqlite:///{node_dbs['site-a']}")
+    engine = make_engine(f"sqlite:///{job_sites['site-a']}")
     deadline, finished = time.monotonic() + 15, []
     while not finished and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -291,35 +312,28 @@ def test_the_cli_submits_follows_and_cancels(federation, permit, tmp_path, monke
 PER_SITE_TABLE = """
     import collections
     import csv
-    import datetime
     import json
     import pathlib
     import shutil
 
     import pydicom
 
-    # Birth dates by the patients' pseudonyms (images carry the same one as records).
-    births = {}
+    # Age bands by the patients' pseudonyms (images carry the same one as records): layer 3
+    # left each patient's age at first study as a band in an extension, not a birth date.
+    BAND = "urn:spe:fhir:extension:age-band-at-first-study"
+    bands = {}
     for line in open("/extract/fhir/Patient.ndjson"):
         patient = json.loads(line)
+        band = next((e["valueString"] for e in patient.get("extension", [])
+                     if e.get("url") == BAND), "unknown")
         for ident in patient.get("identifier", []):
-            if patient.get("birthDate"):
-                births[ident.get("value")] = patient["birthDate"][:10]
-
-    def band(age):
-        return "0-39" if age < 40 else "40-64" if age < 65 else "65+"
+            bands[ident.get("value")] = band
 
     images = collections.Counter()
     for path in sorted(pathlib.Path("/extract/dicom").rglob("*")):
-        if not path.is_file():
-            continue
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        born, seen = births.get(str(ds.PatientID)), str(ds.get("StudyDate", ""))
-        if not born or len(seen) != 8:
-            continue
-        age = (datetime.date(int(seen[:4]), int(seen[4:6]), int(seen[6:]))
-               - datetime.date.fromisoformat(born)).days // 365
-        images[(str(ds.Modality), band(age))] += 1
+        if path.is_file():
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            images[(str(ds.Modality), bands.get(str(ds.PatientID), "unknown"))] += 1
     with open("/output/images_by_modality_and_age.csv", "w", newline="") as out:
         table = csv.writer(out)
         table.writerow(["modality", "age_band", "images"])
@@ -373,6 +387,9 @@ def test_a_federated_job_passes_the_airlock_and_is_downloaded(federation, permit
                        headers=hub.as_("olga", "output_checker"))
         assert seen.status_code == 200, seen.text
         assert seen.text.startswith("modality,age_band,images")
+        rows = list(csv.DictReader(io.StringIO(seen.text)))
+        assert rows
+        assert all(re.fullmatch(r"\d+-\d+", r["age_band"]) for r in rows), rows
         # Neither the requester nor anyone may read what is still under review.
         assert hub.get(f"/api/v1/airlock/requests/{rid}/files/{path}",
                        headers=hub.as_("carol", "researcher")).status_code == 409

@@ -20,14 +20,15 @@ The key:
   away after staging. Pseudonyms, UIDs and date shifts stay consistent inside the extract,
   but nobody (the node included) can link them back to a patient or to another extract.
 
-Risk: measured over the staged FHIR (one record per patient) against the policy's k_min and
-max_risk. When it does not hold the staging is NOT failed and the extract NOT modified:
-the figures are recorded with `risk_ok: false`, with what Datafly (`risk.reduce`) would have
-to generalise and suppress to reach the threshold, and `policies/jobs` (`extract`, asked by
-the node's job runner, gateway/node/jobs/runtime.py) decides whether a job may run over it.
-Rewriting generalised values back into the FHIR and DICOM files is not done here: which
-quasi-identifiers to give up (Datafly would first coarsen age, which most studies need) is a
-choice per permit that the policy does not make yet.
+Risk (layer 3): measured over the staged FHIR (one record per patient) against the policy's
+k_min and max_risk. When it does not hold, Datafly (`risk.reduce`) generalises age, sex,
+region and rare codes and suppresses the patients still in too-small classes, and
+`spe.anonymize.risk_apply` writes that into the FHIR and DICOM files (age as a band in a
+Patient extension instead of a birth date, a suppressed patient's resources and images
+removed); the files are then measured again. The report keeps the figures before and after
+and what was generalised and removed. `policies/jobs` (`extract`, asked by the node's job
+runner, gateway/node/jobs/runtime.py) decides whether a job may run over an extract that
+still misses the threshold (none measured: no FHIR, no patients).
 
 The report the researcher reads names no input path: an excluded or failed DICOM file is
 named by a keyed reference (`file-<pseudonym of its relative path>`); the operator's list
@@ -61,7 +62,7 @@ from spe.settings import Settings
 
 POLICY = "anonymization/decision"
 REPORT = "report.json"
-FORMAT = 1  # bumped when the layout or the report changes: older caches are rebuilt
+FORMAT = 2  # bumped when the layout or the report changes: older caches are rebuilt
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 Progress = Callable[[str, int, int], None]
@@ -155,7 +156,23 @@ def _decide(permit: PermitLike, policy: PolicyService, today: date) -> dict[str,
     values = decision.values
     return {"reason": decision.reason, "layers": list(values.get("layers") or []),
             "pseudonymised": values.get("pseudonymised") is True,
-            "k_min": values.get("k_min"), "max_risk": values.get("max_risk")}
+            "k_min": values.get("k_min"), "max_risk": values.get("max_risk"),
+            "max_suppression": _share(values.get("max_suppression")),
+            "qi_weights": _weights(values.get("qi_weights"))}
+
+
+def _share(value: Any) -> float:
+    """The policy's suppression budget; anything unusable counts as none allowed (Datafly
+    then generalises as far as it can before it suppresses anyone: the safe side)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+    return float(value) if ok else 0.0
+
+
+def _weights(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): float(v) for k, v in value.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
 
 
 def _sources(node: NodeConfig) -> tuple[Path | None, Path | None]:
@@ -203,7 +220,9 @@ def _still_valid(report: dict[str, Any], decision: dict[str, Any]) -> bool:
             and report.get("layers") == decision["layers"]
             and report.get("pseudonymised") == decision["pseudonymised"]
             and report.get("risk", {}).get("k_min") == decision["k_min"]
-            and report.get("risk", {}).get("max_risk_allowed") == decision["max_risk"])
+            and report.get("risk", {}).get("max_risk_allowed") == decision["max_risk"]
+            and report.get("risk", {}).get("max_suppression") == decision["max_suppression"]
+            and report.get("risk", {}).get("qi_weights") == decision["qi_weights"])
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -283,7 +302,7 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
 
     if progress:
         progress("risk", 0, 1)
-    risk = _risk(out / "fhir", decision, fhir_src is not None)
+    risk = _risk(out / "fhir", out / "dicom", decision, fhir_src is not None)
     if progress:
         progress("risk", 1, 1)
 
@@ -309,12 +328,19 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
     return report, operator
 
 
-def _risk(fhir_dir: Path, decision: dict[str, Any], have_fhir: bool) -> dict[str, Any]:
+def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any],
+          have_fhir: bool) -> dict[str, Any]:
+    """Measure the staged extract's re-identification risk and, when it is above the
+    policy's threshold, generalise and suppress (Datafly, `risk.reduce`) and write that
+    into the files (`risk_apply`), then measure the files again."""
     from spe.anonymize.extract import ExtractError
-    from spe.anonymize.risk import k_for, measure, reduce
+    from spe.anonymize.risk import k_for, measure, rare_code_set, reduce
+    from spe.anonymize.risk_apply import apply_reduction
 
     k_min, max_risk = decision["k_min"], decision["max_risk"]
-    base: dict[str, Any] = {"k_min": k_min, "max_risk_allowed": max_risk}
+    base: dict[str, Any] = {"k_min": k_min, "max_risk_allowed": max_risk,
+                            "max_suppression": decision["max_suppression"],
+                            "qi_weights": decision["qi_weights"]}
     if "risk" not in decision["layers"]:
         return {**base, "measured": False, "ok": True,
                 "reason": "the policy does not ask for the risk layer"}
@@ -329,20 +355,34 @@ def _risk(fhir_dir: Path, decision: dict[str, Any], have_fhir: bool) -> dict[str
         return {**base, "measured": False, "ok": False, "reason": "no patients staged"}
     k_wanted = k_for(k_min, max_risk)
     threshold = max_risk if max_risk is not None else 1 / k_wanted
-    measured = measure(records, threshold=threshold)
-    ok = measured.k >= k_wanted and measured.max_risk <= threshold + 1e-9
-    out = {**base, "measured": True, "ok": ok, "records": measured.records, "k": measured.k,
-           "k_wanted": k_wanted, "max_risk": round(measured.max_risk, 4),
-           "average_risk": round(measured.average_risk, 4), "at_risk": measured.at_risk,
-           "threshold": threshold, "classes": measured.classes, "qis": measured.qis,
-           "reduction": None}
-    if not ok:
-        # Not applied to the files (see the module doc): what it would take, for the runner.
-        _, after, steps = reduce(records, k_min=k_min, max_risk=max_risk)
-        out["reduction"] = {"applied": False, "levels": after.levels,
-                            "suppressed": after.suppressed, "k_after": after.k,
-                            "max_risk_after": round(after.max_risk, 4),
-                            "steps": [s.to_dict() for s in steps]}
+
+    def figures(records: list[dict[str, Any]]) -> dict[str, Any]:
+        measured = measure(records, threshold=threshold)
+        return {"ok": measured.k >= k_wanted and measured.max_risk <= threshold + 1e-9,
+                "records": measured.records, "k": measured.k,
+                "max_risk": round(measured.max_risk, 4),
+                "average_risk": round(measured.average_risk, 4),
+                "at_risk": measured.at_risk, "classes": measured.classes,
+                "qis": measured.qis}
+
+    before = figures(records)
+    out = {**base, "measured": True, "k_wanted": k_wanted, "threshold": threshold, **before,
+           "before": None, "reduction": None}
+    if before["ok"]:
+        return out
+    kept, after, steps = reduce(records, k_min=k_min, max_risk=max_risk,
+                                max_suppression=decision["max_suppression"],
+                                weights=decision["qi_weights"])
+    applied = apply_reduction(fhir_dir, dicom_dir, patient_ids=[r["id"] for r in records],
+                              kept=kept, levels=after.levels, rare=rare_code_set(records))
+    try:
+        out.update(figures(staged_records(fhir_dir)))
+    except ExtractError as exc:
+        out.update(ok=False, reason=f"the generalised extract could not be measured: {exc}")
+    out["before"] = before
+    out["reduction"] = {"applied": True, "levels": after.levels,
+                        "suppressed": after.suppressed, **applied.to_dict(),
+                        "steps": [s.to_dict() for s in steps]}
     return out
 
 

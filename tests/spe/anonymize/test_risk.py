@@ -258,3 +258,14 @@ def test_policy_denies_tier_permit_without_a_permit(tmp_path: Path):
     assert not decision.allow
     assert not decision.error
     assert "permit" in decision.reason
+
+
+def test_weights_keep_a_quasi_identifier_detailed_longer(extract: list[dict]):
+    """Datafly coarsens the quasi-identifier with the most distinct values first; a weight
+    under 1 on age makes it give up the others before age."""
+    _, plain, plain_steps = reduce(extract, k_min=5)
+    _, weighted, steps = reduce(extract, k_min=5, weights={"age": 0.1})
+    first_age = [s.qi for s in plain_steps].index("age")
+    assert "age" not in [s.qi for s in steps[:first_age + 1]]
+    assert weighted.levels["age"] <= plain.levels["age"]
+    assert weighted.k >= 5
