@@ -62,6 +62,11 @@ def make_stage(config: NodeConfig, settings: Settings, policy: PolicyService,
         risk = staged.report.get("risk")
         risk = risk if isinstance(risk, dict) else {}
         summary["risk"] = {k: risk[k] for k in ("k_min", "k", "max_risk", "ok") if k in risk}
+        reduction = risk.get("reduction") or {}
+        if reduction.get("applied"):  # what the researcher will miss in the extract, and why
+            summary["risk"]["generalised"] = {qi: level for qi, level
+                                              in (reduction.get("levels") or {}).items() if level}
+            summary["risk"]["suppressed_patients"] = reduction.get("suppressed_patients", 0)
         # Whether the job may run over this extract at its measured risk (policies/jobs).
         decision = policy.decide(EXTRACT_POLICY, {
             "risk": {k: risk.get(k) for k in ("measured", "ok", "k", "k_wanted", "reason")},

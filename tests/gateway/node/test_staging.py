@@ -310,6 +310,8 @@ def test_a_job_runs_over_an_extract_only_as_policies_jobs_extract_says(site: Sit
     assert (extract / "report.json").is_file()
     summary = json.loads(summary_path.read_text())
     assert summary["risk"]["ok"] is True
+    assert summary["risk"]["generalised"]  # 12 patients: something had to give
+    assert "suppressed_patients" in summary["risk"]
     assert summary["risk_decision"].startswith("allowed: the extract is within")
 
     dicom_only = NodeConfig("site-a", "Site A", "sqlite://", dicom=site.node.dicom)
