@@ -170,7 +170,7 @@ def test_a_job_runs_at_the_permit_institutions(federation, permit, tmp_path):
         "site-a": "queued", "site-b": "queued"}
     body = _wait(hub, job["id"], lambda b: all(n["state"] in FINAL for n in b["nodes"]))
     for node in body["nodes"]:
-        assert node["state"] == "succeeded", node
+        assert node["state"] == "succeeded", (node.get("reason"), node.get("log_tail"), node)
         assert "modalities" in node["log_tail"]
         assert [f["path"] for f in node["files"]] == ["counts.csv"]
         assert node["verdict"] in {"pass", "review", "blocked"}
@@ -298,7 +298,7 @@ def test_the_cli_submits_follows_and_cancels(federation, permit, tmp_path, monke
         if node["state"] in FINAL or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert node["state"] == "succeeded", node
+    assert node["state"] == "succeeded", (node.get("reason"), node.get("log_tail"), node)
     assert "counts.csv" in run("status", job_id).output
     assert "modalities" in run("logs", job_id).output
     cancelled = run("cancel", job_id)

@@ -25,10 +25,12 @@ k_min and max_risk. When it does not hold, Datafly (`risk.reduce`) generalises a
 region and rare codes and suppresses the patients still in too-small classes, and
 `spe.anonymize.risk_apply` writes that into the FHIR and DICOM files (age as a band in a
 Patient extension instead of a birth date, a suppressed patient's resources and images
-removed); the files are then measured again. The report keeps the figures before and after
-and what was generalised and removed. `policies/jobs` (`extract`, asked by the node's job
-runner, gateway/node/jobs/runtime.py) decides whether a job may run over an extract that
-still misses the threshold (none measured: no FHIR, no patients).
+removed); the files are then measured again, and whoever still sits in a too-small class
+(suppression can make a common code rare among those left) is suppressed, until it holds.
+The report keeps the figures before and after and what was generalised and removed.
+`policies/jobs` (`extract`, asked by the node's job runner, gateway/node/jobs/runtime.py)
+decides whether a job may run over an extract that still misses the threshold (none
+measured: no FHIR, no patients).
 
 The report the researcher reads names no input path: an excluded or failed DICOM file is
 named by a keyed reference (`file-<pseudonym of its relative path>`); the operator's list
@@ -61,6 +63,8 @@ from spe.policy.service import PolicyService
 from spe.settings import Settings
 
 POLICY = "anonymization/decision"
+#: Rounds of suppression after the files are rewritten (see `_risk`); each only removes.
+SUPPRESSION_ROUNDS = 5
 REPORT = "report.json"
 FORMAT = 2  # bumped when the layout or the report changes: older caches are rebuilt
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -375,13 +379,28 @@ def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any],
                                 weights=decision["qi_weights"])
     applied = apply_reduction(fhir_dir, dicom_dir, patient_ids=[r["id"] for r in records],
                               kept=kept, levels=after.levels, rare=rare_code_set(records))
+    # Suppression can make a code that was common rare among those left, and so a quasi-
+    # identifier again: measure the files as they now are and suppress whoever still sits
+    # in a too-small class (no further generalisation), until the threshold holds.
+    rounds = 0
     try:
-        out.update(figures(staged_records(fhir_dir)))
+        while True:
+            now = staged_records(fhir_dir)
+            out.update(figures(now))
+            if out["ok"] or rounds == SUPPRESSION_ROUNDS:
+                break
+            rounds += 1
+            left, _, _ = reduce(now, k_min=k_min, max_risk=max_risk, max_suppression=1.0)
+            more = apply_reduction(fhir_dir, dicom_dir, patient_ids=[r["id"] for r in now],
+                                   kept=left, levels={}, rare=set())
+            for name, value in more.to_dict().items():
+                setattr(applied, name, getattr(applied, name) + value)
     except ExtractError as exc:
         out.update(ok=False, reason=f"the generalised extract could not be measured: {exc}")
     out["before"] = before
     out["reduction"] = {"applied": True, "levels": after.levels,
                         "suppressed": after.suppressed, **applied.to_dict(),
+                        "suppression_rounds": rounds,
                         "steps": [s.to_dict() for s in steps]}
     return out
 

@@ -330,3 +330,38 @@ def test_a_job_runs_over_an_extract_only_as_policies_jobs_extract_says(site: Sit
     lenient = PolicyService(EmbeddedEngine(policies))
     assert make_stage(dicom_only, settings, lenient, sessions)(job).is_dir()
     assert "accepted inside the SPE" in json.loads(summary_path.read_text())["risk_decision"]
+
+
+def test_suppression_that_makes_a_code_rare_is_followed_by_another_round(tmp_path: Path):
+    """I10 is common (5 holders) when Datafly decides, so it is no quasi-identifier; the
+    four holders it suppresses leave one, for whom I10 is now rare and singles them out.
+    The files are measured again and that patient suppressed too."""
+    from gateway.node.jobs.staging import _risk
+    from spe.anonymize.extract import ICD10
+
+    fhir, dicom = tmp_path / "fhir", tmp_path / "dicom"
+    fhir.mkdir()
+    dicom.mkdir()
+    people = [("a1", "1990-01-01", "female")] + [
+        (f"b{i}", f"192{i}-01-01", "male") for i in range(1, 5)] + [
+        (f"c{i}", "1990-01-01", "female") for i in range(15)]
+    (fhir / "Patient.ndjson").write_text("".join(json.dumps({
+        "resourceType": "Patient", "id": pid, "birthDate": born, "gender": sex,
+        "address": [{"postalCode": "28", "country": "ES"}]}) + "\n"
+        for pid, born, sex in people))
+    (fhir / "Condition.ndjson").write_text("".join(json.dumps({
+        "resourceType": "Condition", "id": f"cond-{pid}",
+        "subject": {"reference": f"Patient/{pid}"}, "recordedDate": "2020-06-01",
+        "code": {"coding": [{"system": ICD10, "code": "I10"}]}}) + "\n"
+        for pid in ("a1", "b1", "b2", "b3", "b4")))
+    decision = {"layers": ["risk"], "k_min": 2, "max_risk": None, "max_suppression": 0.25,
+                "qi_weights": {}}
+    risk = _risk(fhir, dicom, decision, True)
+    assert risk["before"]["k"] == 1
+    assert risk["ok"] is True
+    assert risk["k"] >= 2
+    assert risk["reduction"]["suppression_rounds"] == 1
+    assert risk["reduction"]["suppressed_patients"] == 5
+    left = {p["id"] for p in patients(tmp_path)}
+    assert left == {f"c{i}" for i in range(15)}
+    assert not (fhir / "Condition.ndjson").read_text().strip()
