@@ -45,3 +45,29 @@ def database_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'test.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+def bwrap_problem() -> str | None:
+    """Why bubblewrap cannot sandbox a job here, or None if it can."""
+    import subprocess
+
+    from spe.sandbox.bwrap import find_bwrap
+
+    bwrap = find_bwrap()
+    if bwrap is None:
+        return "bubblewrap (bwrap) is not installed"
+    probe = subprocess.run([bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"],
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode:
+        return f"bwrap --unshare-all does not work here: {probe.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def needs_sandbox() -> None:
+    """For modules that run jobs: skipped without a working bubblewrap, failed in CI."""
+    reason = bwrap_problem()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"{reason}; the sandbox is required in CI")
+        pytest.skip(reason)

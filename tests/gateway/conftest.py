@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,3 +97,23 @@ def node_servers(pki, node_dbs, tmp_path) -> Iterator[NodeServers]:
     finally:
         for cm in reversed(stack):
             cm.__exit__(None, None, None)
+
+
+def serve_job_federation(stack: ExitStack, settings: Settings,
+                         dbs: dict[str, Path]) -> tuple[str, dict[str, str]]:
+    """The three nodes under uvicorn with mutual TLS over the synthetic stores beside their
+    databases, each with its job worker (their lifespan), and a central database whose
+    catalogue lists them; returns (central database URL, site -> node URL)."""
+    from tests.central import catalogued_central
+
+    socks = {site: bind() for site in SITES}
+    urls = {site: f"https://127.0.0.1:{s.getsockname()[1]}" for site, s in socks.items()}
+    for site in SITES:
+        synth = Path(dbs[site]).parent / "synth" / site
+        config = NodeConfig(site, site, f"sqlite:///{dbs[site]}",
+                            dicom=f"folder:{synth / 'dicom'}", fhir=f"ndjson:{synth / 'fhir'}")
+        stack.enter_context(serve(create_node_app(config, settings), socks[site],
+                                  lifespan="on", **server_ssl_options(settings.pki_dir, site)))
+    central_db = f"sqlite:///{settings.data_dir / 'central.db'}"
+    catalogued_central(central_db, SITES, patients=40)
+    return central_db, urls

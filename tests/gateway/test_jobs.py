@@ -19,22 +19,17 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from catalogue import service as catalogue
-from gateway.node.app import create_node_app
-from gateway.node.config import NodeConfig
 from gateway.node.jobs.models import pack_code
 from spe.app import create_central_app
 from spe.db import make_engine, make_sessionmaker, session_scope
-from spe.db.migrate import upgrade
 from spe.identity import DemoIssuer
-from spe.pki import client_ssl_context, private_key_of, server_ssl_options
+from spe.pki import client_ssl_context, private_key_of
 from spe.settings import Settings
 from spe.wire.context import ContextSigner
-from tests.catalogue.test_search import descriptor
-from tests.gateway.conftest import ISSUER, SITES
+from tests.gateway.conftest import ISSUER, SITES, serve_job_federation
 from tests.gateway.test_permit_tier import issue_permit
-from tests.servers import bind, serve
-from tests.spe.test_sandbox import _bwrap_works
+
+pytestmark = pytest.mark.usefixtures("needs_sandbox")
 
 LIMITS = {"cpu_seconds": 60, "memory_mb": 1024, "processes": 64, "open_files": 128,
           "file_size_mb": 20, "output_mb": 20, "scratch_mb": 64, "wall_seconds": 60}
@@ -64,17 +59,6 @@ SLEEP = """
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _bwrap() -> None:
-    from tests.conftest import IN_CI
-
-    reason = _bwrap_works()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"{reason}; the sandbox is required in CI")
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def job_sites(tmp_path_factory) -> dict[str, Path]:
     """Three institutions of 150 patients, indexed: large enough that layer 3 keeps age
@@ -101,25 +85,8 @@ def federation(pki, job_sites, tmp_path_factory):
     settings = Settings(data_dir=root, oidc_issuer=ISSUER, pki_dir=pki,
                         environment="development", node_workers=1,
                         job_collect_interval_seconds=1)
-    socks = {site: bind() for site in SITES}
-    urls = {site: f"https://127.0.0.1:{s.getsockname()[1]}" for site, s in socks.items()}
     with ExitStack() as stack:
-        for site in SITES:
-            synth = Path(job_sites[site]).parent / "synth" / site
-            config = NodeConfig(site, site, f"sqlite:///{job_sites[site]}",
-                                dicom=f"folder:{synth / 'dicom'}",
-                                fhir=f"ndjson:{synth / 'fhir'}")
-            stack.enter_context(serve(create_node_app(config, settings), socks[site],
-                                      lifespan="on", **server_ssl_options(pki, site)))
-        central_db = f"sqlite:///{root / 'central.db'}"
-        upgrade(central_db, "central")
-        engine = make_engine(central_db)
-        with session_scope(make_sessionmaker(engine)) as session:
-            catalogue.harvest(session, [
-                descriptor(site, site, patients=40, ages=(20, 80), modalities={"MR": 20},
-                           body_parts={"BRAIN": 20}, conditions={})
-                for site in SITES], actor="test")
-        engine.dispose()
+        central_db, urls = serve_job_federation(stack, settings, job_sites)
         app = create_central_app(settings.model_copy(update={
             "database_url": central_db, "federation_nodes": urls}))
         issuer = DemoIssuer(settings.issuer_key_path, ISSUER, "spe")

@@ -28,26 +28,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from catalogue import service as catalogue
-from gateway.node.app import create_node_app
-from gateway.node.config import NodeConfig
-from spe.db import make_engine, make_sessionmaker, session_scope
-from spe.db.migrate import upgrade
 from spe.identity import DemoIssuer
-from spe.pki import server_ssl_options
 from spe.settings import Settings
 from tests import browser as shared
 from tests.browser import TIMEOUT_MS, artifacts_dir, shot
-from tests.catalogue.test_search import descriptor
-from tests.conftest import IN_CI
-from tests.gateway.conftest import ISSUER, SITES
+from tests.gateway.conftest import ISSUER, serve_job_federation
 from tests.gateway.test_permit_tier import issue_permit
 from tests.servers import bind, serve
-from tests.spe.test_sandbox import _bwrap_works
 
 browser = shared.browser  # the shared fixture: one headless Chromium for the module
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("needs_sandbox")]
 
 #: A job at a node takes a few seconds (staging, the sandbox, the checks); allow more.
 JOB_TIMEOUT_MS = 60_000
@@ -82,15 +73,6 @@ SCRIPT = textwrap.dedent("""\
 """)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _bwrap() -> None:
-    reason = _bwrap_works()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"{reason}; the sandbox is required in CI")
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
     return artifacts_dir("jobs-browser")
@@ -112,25 +94,8 @@ def central(pki, node_dbs, tmp_path: Path) -> Iterator[Central]:
     and the central app under uvicorn as the hub and the airlock."""
     settings = Settings(data_dir=tmp_path, oidc_issuer=ISSUER, pki_dir=pki,
                         environment="development", node_workers=1)
-    socks = {site: bind() for site in SITES}
-    urls = {site: f"https://127.0.0.1:{s.getsockname()[1]}" for site, s in socks.items()}
     with ExitStack() as stack:
-        for site in SITES:
-            synth = Path(node_dbs[site]).parent / "synth" / site
-            config = NodeConfig(site, site, f"sqlite:///{node_dbs[site]}",
-                                dicom=f"folder:{synth / 'dicom'}",
-                                fhir=f"ndjson:{synth / 'fhir'}")
-            stack.enter_context(serve(create_node_app(config, settings), socks[site],
-                                      lifespan="on", **server_ssl_options(pki, site)))
-        central_db = f"sqlite:///{tmp_path / 'central.db'}"
-        upgrade(central_db, "central")
-        engine = make_engine(central_db)
-        with session_scope(make_sessionmaker(engine)) as session:
-            catalogue.harvest(session, [
-                descriptor(site, site, patients=40, ages=(20, 80), modalities={"MR": 20},
-                           body_parts={"BRAIN": 20}, conditions={})
-                for site in SITES], actor="test")
-        engine.dispose()
+        central_db, urls = serve_job_federation(stack, settings, node_dbs)
         from spe.app import create_central_app
 
         sock = bind()

@@ -9,16 +9,13 @@ from datetime import date, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from catalogue import service as catalogue
 from spe.app import create_central_app
-from spe.db import make_engine, make_sessionmaker, session_scope
-from spe.db.migrate import upgrade
 from spe.identity import DemoIssuer
 from spe.pki import private_key_of
 from spe.wire.context import ContextSigner
 from spe.wire.permit import PermitDocument, sign_document
 from spe.wire.query import Query
-from tests.catalogue.test_search import descriptor
+from tests.central import catalogued_central
 from tests.gateway.conftest import ISSUER, RARE
 
 RARE_CODE = {"type": "condition", "system": "icd-10", "code": RARE}
@@ -27,14 +24,7 @@ RARE_CODE = {"type": "condition", "system": "icd-10", "code": RARE}
 @pytest.fixture
 def hub(node_servers, tmp_path):
     central_db = f"sqlite:///{tmp_path / 'central.db'}"
-    upgrade(central_db, "central")
-    engine = make_engine(central_db)
-    with session_scope(make_sessionmaker(engine)) as session:
-        catalogue.harvest(session, [
-            descriptor(site, site, patients=40, ages=(20, 80), modalities={"MR": 20},
-                       body_parts={"BRAIN": 20}, conditions={})
-            for site in ("site-a", "site-b", "site-c")], actor="test")
-    engine.dispose()
+    catalogued_central(central_db, ("site-a", "site-b", "site-c"), patients=40)
     app = create_central_app(node_servers.settings.model_copy(update={
         "database_url": central_db, "federation_nodes": node_servers.urls}))
     issuer = DemoIssuer(node_servers.settings.issuer_key_path, ISSUER, "spe")

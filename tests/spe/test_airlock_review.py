@@ -11,17 +11,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from catalogue import service as catalogue
 from spe.airlock import OutputRules
 from spe.airlock.review.models import AirlockFile
 from spe.airlock.review.service import submit_outputs
 from spe.app import create_central_app
 from spe.audit import CentralAuditEntry
-from spe.db import make_engine, make_sessionmaker, session_scope
-from spe.db.migrate import upgrade
+from spe.db import session_scope
 from spe.identity import demo_issuer
 from spe.settings import Settings
-from tests.catalogue.test_search import descriptor
+from tests.central import catalogued_central
 from tests.spe.test_permits import apply_and_submit, hdab, review, uid
 
 SAFE = b"sex,patients\nF,25\nM,31\n"
@@ -30,14 +28,7 @@ SMALL = b"sex,patients\nF,3\nM,40\n"
 
 @pytest.fixture
 def central(database_url: str, tmp_path: Path):
-    upgrade(database_url, "central")
-    engine = make_engine(database_url)
-    with session_scope(make_sessionmaker(engine)) as session:
-        catalogue.harvest(session, [
-            descriptor(site, site, patients=100, ages=(20, 80), modalities={"MR": 50},
-                       body_parts={"BRAIN": 50}, conditions={"C71": 20})
-            for site in ("site-a", "site-b")], actor="test")
-    engine.dispose()
+    catalogued_central(database_url, ("site-a", "site-b"), patients=100, conditions={"C71": 20})
     settings = Settings(data_dir=tmp_path, database_url=database_url,
                         oidc_issuer="http://central.test")
     app = create_central_app(settings)

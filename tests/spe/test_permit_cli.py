@@ -12,14 +12,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from catalogue import service as catalogue
 from spe.app import create_central_app
 from spe.cli.main import app
-from spe.db import make_engine, make_sessionmaker, session_scope
-from spe.db.migrate import upgrade
 from spe.identity import demo_issuer
 from spe.settings import Settings
-from tests.catalogue.test_search import descriptor
+from tests.central import catalogued_central
 from tests.servers import bind, serve
 
 DATASET_A = "site-a/imaging-and-clinical-records"
@@ -43,14 +40,8 @@ class Central:
 def central(tmp_path_factory) -> Iterator[Central]:
     tmp = tmp_path_factory.mktemp("permit-cli")
     database_url = f"sqlite:///{tmp / 'central.db'}"
-    upgrade(database_url, "central")
-    engine = make_engine(database_url)
-    with session_scope(make_sessionmaker(engine)) as session:
-        catalogue.harvest(session, [
-            descriptor(site, site, patients=100, ages=(20, 80), modalities={"MR": 50},
-                       body_parts={"BRAIN": 50}, conditions={"C71": 20})
-            for site in ("site-a", "site-b", "site-c")], actor="test")
-    engine.dispose()
+    catalogued_central(database_url, ("site-a", "site-b", "site-c"), patients=100,
+                       conditions={"C71": 20})
     sock = bind()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = Settings(data_dir=tmp, database_url=database_url, oidc_issuer=url)

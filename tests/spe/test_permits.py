@@ -10,14 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from catalogue import service as catalogue
 from spe.app import create_central_app
 from spe.audit import CentralAuditEntry
-from spe.db import make_engine, make_sessionmaker, session_scope
-from spe.db.migrate import upgrade
 from spe.identity import demo_issuer
 from spe.settings import Settings
-from tests.catalogue.test_search import descriptor
+from tests.central import catalogued_central
 
 DATASET_A = "site-a/imaging-and-clinical-records"
 DATASET_B = "site-b/imaging-and-clinical-records"
@@ -25,14 +22,8 @@ DATASET_B = "site-b/imaging-and-clinical-records"
 
 @pytest.fixture
 def central(database_url: str, tmp_path: Path):
-    upgrade(database_url, "central")
-    engine = make_engine(database_url)
-    with session_scope(make_sessionmaker(engine)) as session:
-        catalogue.harvest(session, [
-            descriptor(site, site, patients=100, ages=(20, 80), modalities={"MR": 50},
-                       body_parts={"BRAIN": 50}, conditions={"C71": 20})
-            for site in ("site-a", "site-b", "site-c")], actor="test")
-    engine.dispose()
+    catalogued_central(database_url, ("site-a", "site-b", "site-c"), patients=100,
+                       conditions={"C71": 20})
     settings = Settings(data_dir=tmp_path, database_url=database_url,
                         oidc_issuer="http://central.test")
     app = create_central_app(settings)
@@ -261,13 +252,7 @@ def test_the_people_who_must_act_next_are_mailed(database_url, tmp_path, smtp_se
     import time
 
     port, received = smtp_server
-    upgrade(database_url, "central")
-    engine = make_engine(database_url)
-    with session_scope(make_sessionmaker(engine)) as session:
-        catalogue.harvest(session, [descriptor(
-            "site-a", "site-a", patients=100, ages=(20, 80), modalities={"MR": 50},
-            body_parts={"BRAIN": 50}, conditions={})], actor="test")
-    engine.dispose()
+    catalogued_central(database_url, ["site-a"], patients=100)
     settings = Settings(data_dir=tmp_path, database_url=database_url,
                         oidc_issuer="http://central.test", smtp_host="127.0.0.1",
                         smtp_port=port, smtp_from="spe@hdab.invalid")

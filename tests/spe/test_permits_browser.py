@@ -67,12 +67,9 @@ class Central:
 def central(node_servers: NodeServers, tmp_path: Path) -> Iterator[Central]:
     """The real central app under uvicorn: its own issuer, its hub configured with the three
     nodes, and a catalogue holding one dataset of each."""
-    from catalogue import service as catalogue
     from spe.app import create_central_app
-    from spe.db import make_engine, make_sessionmaker, session_scope
-    from spe.db.migrate import upgrade
     from spe.identity import demo_issuer
-    from tests.catalogue.test_search import descriptor
+    from tests.central import catalogued_central
 
     sock = bind()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -80,14 +77,7 @@ def central(node_servers: NodeServers, tmp_path: Path) -> Iterator[Central]:
         "database_url": f"sqlite:///{tmp_path / 'central.db'}",
         "federation_nodes": node_servers.urls, "oidc_issuer": url,
         "query_timeout_seconds": 5.0})
-    upgrade(settings.resolved_database_url, "central")
-    engine = make_engine(settings.resolved_database_url)
-    with session_scope(make_sessionmaker(engine)) as session:
-        catalogue.harvest(session, [
-            descriptor(site, site, patients=40, ages=(20, 80), modalities={"MR": 20},
-                       body_parts={"BRAIN": 20}, conditions={})
-            for site in SITES], actor="test")
-    engine.dispose()
+    catalogued_central(settings.resolved_database_url, SITES, patients=40)
     with serve(create_central_app(settings), sock, lifespan="on"):
         yield Central(url, demo_issuer(settings), node_servers)
 

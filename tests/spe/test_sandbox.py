@@ -19,32 +19,13 @@ from typer.testing import CliRunner
 
 from spe.cli.main import app as cli
 from spe.sandbox import Limits, SandboxError, SandboxResult, SandboxUnavailable, run
-from spe.sandbox.bwrap import find_bwrap
 from spe.sandbox.cgroup import MemoryCgroup, PidsCgroup
 from tests.conftest import IN_CI
 
 SMALL = Limits(cpu_seconds=10, memory_mb=512, processes=64, open_files=64, file_size_mb=20,
                output_mb=50, scratch_mb=64, wall_seconds=5)
 
-
-def _bwrap_works() -> str | None:
-    bwrap = find_bwrap()
-    if bwrap is None:
-        return "bubblewrap (bwrap) is not installed"
-    probe = subprocess.run([bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"],
-                           capture_output=True, text=True, timeout=30)
-    if probe.returncode:
-        return f"bwrap --unshare-all does not work here: {probe.stderr.strip()}"
-    return None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _needs_bwrap() -> None:
-    reason = _bwrap_works()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"{reason}; the sandbox is required in CI")
-        pytest.skip(reason)
+pytestmark = pytest.mark.usefixtures("needs_sandbox")
 
 
 @pytest.fixture

@@ -17,21 +17,11 @@ from gateway.node.jobs.worker import Worker
 from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.db.migrate import upgrade
 from tests.gateway.node.test_job_worker import _audit, _code, _job
-from tests.spe.test_sandbox import _bwrap_works
+
+pytestmark = pytest.mark.usefixtures("needs_sandbox")
 
 LIMITS = {"cpu_seconds": 20, "memory_mb": 1024, "processes": 64, "open_files": 64,
           "file_size_mb": 20, "output_mb": 50, "scratch_mb": 64, "wall_seconds": 6}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _bwrap() -> None:
-    from tests.conftest import IN_CI
-
-    reason = _bwrap_works()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"{reason}; the sandbox is required in CI")
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

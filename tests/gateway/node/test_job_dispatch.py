@@ -35,7 +35,8 @@ from tests.gateway.node.test_job_worker import (
     _job,
     _verified,
 )
-from tests.spe.test_sandbox import _bwrap_works
+
+pytestmark = pytest.mark.usefixtures("needs_sandbox")
 
 WORKER = """
 import sys
@@ -52,17 +53,6 @@ run_task_workers_blocking(url, worker, concurrency=1, sweep_interval=0.5)
 """
 
 SLEEPY = 'import time\ntime.sleep(float(open("/extract/sleep").read()))\n'
-
-
-@pytest.fixture(autouse=True)
-def _bwrap() -> None:
-    from tests.conftest import IN_CI
-
-    reason = _bwrap_works()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"{reason}; the sandbox is required in CI")
-        pytest.skip(reason)
 
 
 @pytest.fixture

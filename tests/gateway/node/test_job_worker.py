@@ -28,7 +28,6 @@ from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.db.migrate import upgrade
 from spe.sandbox import SandboxResult
 from spe.settings import REPO_ROOT
-from tests.spe.test_sandbox import _bwrap_works
 
 LIMITS = {"cpu_seconds": 20, "memory_mb": 1024, "processes": 64, "open_files": 64,
           "file_size_mb": 20, "output_mb": 50, "scratch_mb": 64, "wall_seconds": 20}
@@ -41,17 +40,6 @@ SAFE_CSV = """
         f.write(f"all,{len(rows) * 10}\\n")
     print("done", len(rows))
 """
-
-
-@pytest.fixture(scope="module")
-def _bwrap() -> None:
-    from tests.conftest import IN_CI
-
-    reason = _bwrap_works()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"{reason}; the sandbox is required in CI")
-        pytest.skip(reason)
 
 
 @pytest.fixture
@@ -180,7 +168,7 @@ def test_stale_job_requeued_then_failed_worker_lost(node) -> None:
 
 # --- with the sandbox --------------------------------------------------------------------
 
-@pytest.mark.usefixtures("_bwrap")
+@pytest.mark.usefixtures("needs_sandbox")
 def test_safe_csv_job_succeeds_with_airlock_verdict(node) -> None:
     sessions, tmp, extract = node
     job_id = _enqueue(sessions, tmp, SAFE_CSV)
@@ -213,7 +201,7 @@ PSEUDONYM_COLUMN = """
 """
 
 
-@pytest.mark.usefixtures("_bwrap")
+@pytest.mark.usefixtures("needs_sandbox")
 def test_a_column_of_the_extracts_pseudonyms_is_blocked(node) -> None:
     """The worker scans outputs for the ids of the extract the job ran over: a table that
     repeats the same counts under its patients' pseudonyms does not pass."""
@@ -231,7 +219,7 @@ def test_a_column_of_the_extracts_pseudonyms_is_blocked(node) -> None:
     assert any('column "patient" holds 6' in r for r in table["reasons"]), table
 
 
-@pytest.mark.usefixtures("_bwrap")
+@pytest.mark.usefixtures("needs_sandbox")
 def test_wall_limit_times_out(node) -> None:
     sessions, tmp, extract = node
     job_id = _enqueue(sessions, tmp, "import time\ntime.sleep(30)\n",
@@ -244,7 +232,7 @@ def test_wall_limit_times_out(node) -> None:
     assert job.result["sandbox"]["limit"] == "wall"
 
 
-@pytest.mark.usefixtures("_bwrap")
+@pytest.mark.usefixtures("needs_sandbox")
 def test_two_workers_never_run_the_same_job(node) -> None:
     sessions, tmp, extract = node
     ids = [_enqueue(sessions, tmp, SAFE_CSV) for _ in range(6)]
@@ -328,7 +316,7 @@ Worker(sessions, NODE_AUDIT, worker_id="doomed", work_dir=work,
 """
 
 
-@pytest.mark.usefixtures("_bwrap")
+@pytest.mark.usefixtures("needs_sandbox")
 def test_worker_killed_mid_job_is_retried_never_stuck(node, database_url: str) -> None:
     sessions, tmp, extract = node
     slow = tmp / "slow-extract"
@@ -378,7 +366,7 @@ def test_worker_killed_mid_job_is_retried_never_stuck(node, database_url: str) -
     assert _verified(sessions)
 
 
-@pytest.mark.usefixtures("_bwrap")
+@pytest.mark.usefixtures("needs_sandbox")
 def test_revoking_the_permit_stops_its_running_job(node) -> None:
     """The node receives a revoked permit (cancel_for_permit, as its permit endpoint
     does): the running job's sandbox is killed at the worker's next heartbeat."""
