@@ -116,7 +116,7 @@ access := decide_access(input)
 # "ok", "k", "k_wanted", "reason"}), "layers": the layers applied}: {"allow", "reason"}.
 # Staging generalises and suppresses until policies/anonymization's threshold holds (see
 # gateway/node/jobs/staging.py), so an extract misses it only when its risk could not be
-# measured (no FHIR source to read quasi-identifiers from, no patients) or not reduced.
+# measured (no patients, unreadable FHIR) or not reduced.
 # Such an extract is refused (fail closed); an institution that accepts it inside the SPE,
 # where only checked outputs leave, sets `accept_risk_above_threshold` to true.
 

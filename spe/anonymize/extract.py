@@ -1,4 +1,5 @@
-"""An extract's quasi-identifiers, read from FHIR Bulk Data NDJSON (as `spe synth` writes it).
+"""An extract's quasi-identifiers, read from FHIR Bulk Data NDJSON (as `spe synth` writes it)
+and from DICOM headers.
 
 `load_fhir_extract(folder)` gives one record per patient, the shape `spe.anonymize.risk` measures:
 
@@ -16,12 +17,20 @@
   country beside the code so the region hierarchy can generalise down to the country.
 - codes: the patient's ICD-10 codes (system http://hl7.org/fhir/sid/icd-10), sorted and
   unique. SNOMED CT codings are left out: the rare-code hierarchy climbs ICD-10 categories.
+
+`load_dicom_extract(folder)` gives the same records for the patients of a DICOM tree, keyed
+by PatientID, from what the headers still say: age from PatientAge (else PatientBirthDate at
+the earliest StudyDate), sex from PatientSex (M/F/O as FHIR's male/female/other), no region
+and no codes (neither survives the PS3.15 basic profile). A staged extract keeps age and sex
+only under the Retain Patient Characteristics option, so by default every DICOM patient
+falls in one class.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -135,3 +144,66 @@ def _region(patient: dict[str, Any]) -> str | None:
     if not country and not postal:
         return None
     return f"{country}:{postal}" if postal else country
+
+
+DICOM_SEX = {"M": "male", "F": "female", "O": "other"}
+_AGE_UNITS = {"Y": 1, "M": 12, "W": 52, "D": 365}
+
+
+def load_dicom_extract(folder: Path, skip_ids: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """One quasi-identifier record per PatientID in the DICOM files under `folder`, sorted
+    by PatientID; patients in `skip_ids` (already measured from FHIR) are left out. A file
+    pydicom cannot read is skipped: staging only writes files it could read."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    skip = set(skip_ids)
+    tags = ["PatientID", "PatientAge", "PatientBirthDate", "PatientSex", "StudyDate"]
+    seen: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+        except (InvalidDicomError, OSError, ValueError, EOFError):
+            continue
+        pid = str(ds.get("PatientID") or "")
+        if not pid or pid in skip:
+            continue
+        entry = seen.setdefault(pid, {"ages": [], "births": set(), "studies": [],
+                                      "sexes": set()})
+        age = _dicom_age(str(ds.get("PatientAge") or ""))
+        if age is not None:
+            entry["ages"].append(age)
+        if birth := _da(ds.get("PatientBirthDate")):
+            entry["births"].add(birth)
+        if study := _da(ds.get("StudyDate")):
+            entry["studies"].append(study)
+        if sex := DICOM_SEX.get(str(ds.get("PatientSex") or "").strip().upper()):
+            entry["sexes"].add(sex)
+    records = []
+    for pid in sorted(seen):
+        entry = seen[pid]
+        age = min(entry["ages"]) if entry["ages"] else None
+        if age is None and len(entry["births"]) == 1 and entry["studies"]:
+            age = _age(next(iter(entry["births"])), min(entry["studies"]))
+        # Headers that disagree say no one thing; the sex is then not a usable identifier.
+        sex = next(iter(entry["sexes"])) if len(entry["sexes"]) == 1 else None
+        records.append({"id": pid, "age": age, "sex": sex, "region": None, "codes": ()})
+    return records
+
+
+def _dicom_age(value: str) -> int | None:
+    """Whole years from an AS value ("067Y", "018M", "003W", "010D")."""
+    match = re.fullmatch(r"(\d{3})([YMWD])", value.strip())
+    if not match:
+        return None
+    return int(match.group(1)) // _AGE_UNITS[match.group(2)]
+
+
+def _da(value: Any) -> date | None:
+    text = str(value or "").strip()
+    if not re.fullmatch(r"\d{8}", text):
+        return None
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None

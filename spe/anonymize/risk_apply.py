@@ -4,10 +4,12 @@
 and DICOM files say no more than the reduced records:
 
 - a suppressed patient goes, with every FHIR resource that refers to them and every DICOM
-  file of theirs (its PatientID is the pseudonym the Patient's identifier carries);
+  file of theirs (its PatientID is the pseudonym the Patient's identifier carries; a record
+  that is no FHIR Patient was read from DICOM headers and its id is that PatientID);
 - age generalised (level >= 1): Patient.birthDate goes, and the patient's age band at their
   first study (the measured value, e.g. "40-59") is written as an extension `AGE_BAND_URL`
-  (none at `*`); DICOM PatientBirthDate and PatientAge go;
+  (none at `*`); DICOM PatientBirthDate and PatientAge go (DICOM has no attribute for a
+  band, so a patient known only from DICOM loses the age altogether);
 - sex generalised: Patient.gender and DICOM PatientSex go;
 - region generalised: the address keeps the postal-code prefix or the country the level
   allows, or goes;
@@ -55,9 +57,11 @@ def apply_reduction(fhir_dir: Path, dicom_dir: Path | None, *, patient_ids: Iter
     gone = {pid for pid in patient_ids if pid not in by_id}
     applied.suppressed_patients = len(gone)
     gone_identifiers: set[str] = set()
+    fhir_ids: set[str] = set()
 
     def patient(resource: dict[str, Any]) -> dict[str, Any] | None:
         pid = resource.get("id")
+        fhir_ids.add(pid)
         if pid in gone:
             gone_identifiers.update(_identifier_values(resource))
             return None
@@ -67,8 +71,10 @@ def apply_reduction(fhir_dir: Path, dicom_dir: Path | None, *, patient_ids: Iter
         return resource
 
     _rewrite(fhir_dir / "Patient.ndjson", patient)
-    refers = re.compile("|".join(re.escape(f"Patient/{pid}") for pid in sorted(gone))) \
-        if gone else None
+    gone_identifiers |= gone - fhir_ids
+    gone_fhir = sorted(gone & fhir_ids)
+    refers = re.compile("|".join(re.escape(f"Patient/{pid}") + '(?=["/])' for pid in gone_fhir)) \
+        if gone_fhir else None
     for path in sorted(fhir_dir.glob("*.ndjson")):
         if path.name == "Patient.ndjson":
             continue

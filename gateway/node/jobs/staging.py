@@ -20,8 +20,9 @@ The key:
   away after staging. Pseudonyms, UIDs and date shifts stay consistent inside the extract,
   but nobody (the node included) can link them back to a patient or to another extract.
 
-Risk (layer 3): measured over the staged FHIR (one record per patient) against the policy's
-k_min and max_risk. When it does not hold, Datafly (`risk.reduce`) generalises age, sex,
+Risk (layer 3): measured over the staged files (one record per patient: from FHIR, and from
+the DICOM headers for a patient no FHIR Patient names, as on a DICOM-only node) against the
+policy's k_min and max_risk. When it does not hold, Datafly (`risk.reduce`) generalises age, sex,
 region and rare codes and suppresses the patients still in too-small classes, and
 `spe.anonymize.risk_apply` writes that into the FHIR and DICOM files (age as a band in a
 Patient extension instead of a birth date, a suppressed patient's resources and images
@@ -29,8 +30,8 @@ removed); the files are then measured again, and whoever still sits in a too-sma
 (suppression can make a common code rare among those left) is suppressed, until it holds.
 The report keeps the figures before and after and what was generalised and removed.
 `policies/jobs` (`extract`, asked by the node's job runner, gateway/node/jobs/runtime.py)
-decides whether a job may run over an extract that still misses the threshold (none
-measured: no FHIR, no patients).
+decides whether a job may run over an extract that still misses the threshold or could not
+be measured (no patients, unreadable FHIR).
 
 The report the researcher reads names no input path: an excluded or failed DICOM file is
 named by a keyed reference (`file-<pseudonym of its relative path>`); the operator's list
@@ -44,6 +45,7 @@ fcntl lock per permit and version: a second caller waits and reuses the result (
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -66,7 +68,7 @@ POLICY = "anonymization/decision"
 #: Rounds of suppression after the files are rewritten (see `_risk`); each only removes.
 SUPPRESSION_ROUNDS = 5
 REPORT = "report.json"
-FORMAT = 2  # bumped when the layout or the report changes: older caches are rebuilt
+FORMAT = 3  # bumped when the layout or the report changes: older caches are rebuilt
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 Progress = Callable[[str, int, int], None]
@@ -125,6 +127,10 @@ def stage(permit: PermitLike, *, node: NodeConfig, settings: Settings, policy: P
                                "(letters, digits, '.', '_', '-'; at most 64)")
     decision = _decide(permit, policy, today or date.today())
     dicom_src, fhir_src = _sources(node)
+    # The data version counts syncs, not the node's configuration: an extract staged from
+    # other sources is rebuilt (a digest, so the report still names no path).
+    decision["sources"] = hashlib.sha256(
+        f"{node.dicom or ''}\n{node.fhir or ''}".encode()).hexdigest()[:16]
 
     folder = Path(cache_dir) / pid
     target = folder / data_version
@@ -221,6 +227,7 @@ def _read_report(target: Path) -> dict[str, Any] | None:
 
 def _still_valid(report: dict[str, Any], decision: dict[str, Any]) -> bool:
     return (report.get("format") == FORMAT
+            and report.get("sources") == decision["sources"]
             and report.get("layers") == decision["layers"]
             and report.get("pseudonymised") == decision["pseudonymised"]
             and report.get("risk", {}).get("k_min") == decision["k_min"]
@@ -306,7 +313,7 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
 
     if progress:
         progress("risk", 0, 1)
-    risk = _risk(out / "fhir", out / "dicom", decision, fhir_src is not None)
+    risk = _risk(out / "fhir", out / "dicom", decision)
     if progress:
         progress("risk", 1, 1)
 
@@ -317,6 +324,7 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
         "form": permit.form,
         "policy": decision["reason"],
         "layers": decision["layers"],
+        "sources": decision["sources"],
         "pseudonymised": decision["pseudonymised"],
         "key": "permit" if decision["pseudonymised"] else "one-off (discarded)",
         "counts": {"dicom": dicom, "fhir": fhir},
@@ -332,8 +340,7 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
     return report, operator
 
 
-def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any],
-          have_fhir: bool) -> dict[str, Any]:
+def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any]) -> dict[str, Any]:
     """Measure the staged extract's re-identification risk and, when it is above the
     policy's threshold, generalise and suppress (Datafly, `risk.reduce`) and write that
     into the files (`risk_apply`), then measure the files again."""
@@ -348,11 +355,8 @@ def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any],
     if "risk" not in decision["layers"]:
         return {**base, "measured": False, "ok": True,
                 "reason": "the policy does not ask for the risk layer"}
-    if not have_fhir:
-        return {**base, "measured": False, "ok": False,
-                "reason": "no FHIR source: quasi-identifiers are read from FHIR only"}
     try:
-        records = staged_records(fhir_dir)
+        records = staged_records(fhir_dir, dicom_dir)
     except ExtractError as exc:
         return {**base, "measured": False, "ok": False, "reason": str(exc)}
     if not records:
@@ -385,7 +389,7 @@ def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any],
     rounds = 0
     try:
         while True:
-            now = staged_records(fhir_dir)
+            now = staged_records(fhir_dir, dicom_dir)
             out.update(figures(now))
             if out["ok"] or rounds == SUPPRESSION_ROUNDS:
                 break
@@ -405,7 +409,21 @@ def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any],
     return out
 
 
-def staged_records(fhir_dir: Path) -> list[dict[str, Any]]:
+def staged_records(fhir_dir: Path, dicom_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The measured records of a staged extract: the FHIR Patients', then (`dicom_dir`) one
+    per DICOM PatientID that no Patient's identifier carries (`load_dicom_extract`), whose
+    id is that PatientID."""
+    from spe.anonymize.extract import load_dicom_extract, read_ndjson
+
+    records = _fhir_records(fhir_dir) if (fhir_dir / "Patient.ndjson").is_file() else []
+    if dicom_dir is not None and dicom_dir.is_dir():
+        linked = {str(i["value"]) for p in read_ndjson(fhir_dir / "Patient.ndjson")
+                  for i in p.get("identifier") or [] if isinstance(i, dict) and i.get("value")}
+        records += load_dicom_extract(dicom_dir, skip_ids=linked)
+    return records
+
+
+def _fhir_records(fhir_dir: Path) -> list[dict[str, Any]]:
     """`load_fhir_extract` records of the staged FHIR. The default FHIR rules cut birthDate
     to the year, which the loader cannot age; such a patient is aged from the birth year at
     the year of their earliest study or condition (else the extract's latest year), so the

@@ -10,7 +10,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from spe.anonymize.extract import AGE_BAND_URL, ICD10, load_fhir_extract
+from spe.anonymize.extract import AGE_BAND_URL, ICD10, load_dicom_extract, load_fhir_extract
 from spe.anonymize.risk_apply import apply_reduction
 
 SNOMED = "http://snomed.info/sct"
@@ -24,7 +24,8 @@ def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _image(folder: Path, patient_id: str) -> Path:
+def _image(folder: Path, patient_id: str, *, sex: str = "F", age: str = "049Y",
+           born: str = "19700101", study: str = "20190305") -> Path:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -33,8 +34,8 @@ def _image(folder: Path, patient_id: str) -> Path:
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientID, ds.PatientSex = patient_id, "F"
-    ds.PatientBirthDate, ds.PatientAge, ds.StudyDate = "19700101", "049Y", "20190305"
+    ds.PatientID, ds.PatientSex = patient_id, sex
+    ds.PatientBirthDate, ds.PatientAge, ds.StudyDate = born, age, study
     path = folder / f"{patient_id}-{generate_uid()[-6:]}.dcm"
     ds.save_as(path, enforce_file_format=True)
     return path
@@ -110,3 +111,48 @@ def test_rare_codes_at_star_take_their_conditions_and_nothing_else_moves(tmp_pat
     assert sorted(c["id"] for c in _read(fhir / "Condition.ndjson")) == ["c2", "c3"]
     assert [p["birthDate"] for p in _read(fhir / "Patient.ndjson")] == ["1970", "1970"]
     assert pydicom.dcmread(images["p1"]).PatientAge == before.PatientAge
+
+
+def test_dicom_headers_give_a_record_per_patient_id(tmp_path):
+    """A DICOM-only extract is measured from what its headers still say."""
+    dicom = tmp_path / "dicom"
+    (dicom / "deep").mkdir(parents=True)
+    _image(dicom, "A", age="067Y")
+    _image(dicom / "deep", "A", age="068Y", study="20200101")  # aged at the first study
+    _image(dicom, "B", sex="M", age="018M")
+    _image(dicom, "C", sex="", age="", born="19800615", study="20200614")
+    _image(dicom, "D", sex="M")
+    _image(dicom, "D", sex="F")  # headers that disagree: the sex is no identifier
+    _image(dicom, "LINKED")
+    (dicom / "junk.dcm").write_bytes(b"not dicom")
+    records = load_dicom_extract(dicom, skip_ids={"LINKED"})
+    assert records == [
+        {"id": "A", "age": 67, "sex": "female", "region": None, "codes": ()},
+        {"id": "B", "age": 1, "sex": "male", "region": None, "codes": ()},
+        {"id": "C", "age": 39, "sex": None, "region": None, "codes": ()},
+        {"id": "D", "age": 49, "sex": None, "region": None, "codes": ()},
+    ]
+
+
+def test_a_patient_known_only_from_dicom_is_suppressed_by_patient_id(tmp_path):
+    fhir, dicom, images = _extract(tmp_path)
+    orphan = _image(dicom, "MRN-9", sex="M", age="090Y")
+    kept = [{"id": "p1", "age": 49, "sex": "female", "region": "ES:28029", "codes": ()},
+            {"id": "p2", "age": 49, "sex": "female", "region": "ES:28029", "codes": ()}]
+    applied = apply_reduction(fhir, dicom, patient_ids=["p1", "p2", "MRN-9"], kept=kept,
+                              levels={}, rare=set())
+    assert applied.suppressed_patients == 1
+    assert applied.dicom_removed == 1
+    assert not orphan.exists()
+    assert all(path.exists() for path in images.values())
+    assert [p["id"] for p in _read(fhir / "Patient.ndjson")] == ["p1", "p2"]
+
+
+def test_suppressing_a_patient_spares_one_whose_id_starts_alike(tmp_path):
+    fhir, dicom, _ = _extract(tmp_path)
+    _ndjson(fhir / "Patient.ndjson", [_patient("p1", "MRN-1"), _patient("p10", "MRN-10")])
+    _ndjson(fhir / "Condition.ndjson", [_condition("c1", "p1", "I10"),
+                                        _condition("c10", "p10", "I10")])
+    kept = [{"id": "p10", "age": 49, "sex": "female", "region": "ES:28029", "codes": ()}]
+    apply_reduction(fhir, dicom, patient_ids=["p1", "p10"], kept=kept, levels={}, rare=set())
+    assert [c["id"] for c in _read(fhir / "Condition.ndjson")] == ["c10"]
