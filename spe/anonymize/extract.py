@@ -200,10 +200,16 @@ def _dicom_age(value: str) -> int | None:
 
 
 def _da(value: Any) -> date | None:
-    text = str(value or "").strip()
-    if not re.fullmatch(r"\d{8}", text):
-        return None
+    from pydicom.valuerep import DA
+
     try:
-        return date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    except ValueError:
+        day = DA(str(value or "").strip())
+    except ValueError:  # not a DA of day precision
         return None
+    return date(day.year, day.month, day.day) if day is not None else None
+
+
+def identifier_values(patient: dict[str, Any]) -> set[str]:
+    """A Patient's identifier values: what its DICOM files carry as PatientID."""
+    return {str(i["value"]) for i in patient.get("identifier") or []
+            if isinstance(i, dict) and i.get("value")}

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spe.anonymize.extract import AGE_BAND_URL, ICD10
+from spe.anonymize.extract import AGE_BAND_URL, ICD10, identifier_values
 from spe.anonymize.risk import STAR, icd10_category
 
 
@@ -63,7 +63,7 @@ def apply_reduction(fhir_dir: Path, dicom_dir: Path | None, *, patient_ids: Iter
         pid = resource.get("id")
         fhir_ids.add(pid)
         if pid in gone:
-            gone_identifiers.update(_identifier_values(resource))
+            gone_identifiers.update(identifier_values(resource))
             return None
         record = by_id.get(pid)
         if record is not None:
@@ -98,11 +98,6 @@ def apply_reduction(fhir_dir: Path, dicom_dir: Path | None, *, patient_ids: Iter
             gone_identifiers or levels.get("age", 0) >= 1 or levels.get("sex", 0) >= 1):
         _apply_dicom(dicom_dir, gone_identifiers, levels, applied)
     return applied
-
-
-def _identifier_values(resource: dict[str, Any]) -> set[str]:
-    return {str(i["value"]) for i in resource.get("identifier") or []
-            if isinstance(i, dict) and i.get("value")}
 
 
 def _generalise_patient(resource: dict[str, Any], record: dict[str, Any],

@@ -413,12 +413,12 @@ def staged_records(fhir_dir: Path, dicom_dir: Path | None = None) -> list[dict[s
     """The measured records of a staged extract: the FHIR Patients', then (`dicom_dir`) one
     per DICOM PatientID that no Patient's identifier carries (`load_dicom_extract`), whose
     id is that PatientID."""
-    from spe.anonymize.extract import load_dicom_extract, read_ndjson
+    from spe.anonymize.extract import identifier_values, load_dicom_extract, read_ndjson
 
     records = _fhir_records(fhir_dir) if (fhir_dir / "Patient.ndjson").is_file() else []
     if dicom_dir is not None and dicom_dir.is_dir():
-        linked = {str(i["value"]) for p in read_ndjson(fhir_dir / "Patient.ndjson")
-                  for i in p.get("identifier") or [] if isinstance(i, dict) and i.get("value")}
+        linked = {value for patient in read_ndjson(fhir_dir / "Patient.ndjson")
+                  for value in identifier_values(patient)}
         records += load_dicom_extract(dicom_dir, skip_ids=linked)
     return records
 
