@@ -9,6 +9,10 @@ scratch directory), and kills the whole sandbox on any breach: SIGKILL to bwrap'
 group, which takes the sandbox's PID namespace down with it (`--die-with-parent`), then a
 sweep of the cgroup. Nothing of the job survives `run`.
 
+If this process dies instead (a worker killed mid-job), bwrap gets SIGKILL from the kernel:
+its parent-death signal is set here before exec, because bwrap sets its own only after it has
+parsed its arguments and cloned the sandbox, and a death in between would leave it running.
+
 The rlimits and the cgroup are applied in a `preexec_fn` (between fork and exec of bwrap):
 plain syscalls only, but still a `preexec_fn`, which CPython warns about in processes with
 threads; a threaded caller (the future job runner) may prefer one runner process.
@@ -16,6 +20,7 @@ threads; a threaded caller (the future job runner) may prefer one runner process
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import selectors
@@ -37,6 +42,8 @@ POLL_SECONDS = 0.1
 SIZE_POLL_SECONDS = 0.25
 WATCH_SECONDS = 0.02
 MAX_LISTED = 10_000
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_libc = ctypes.CDLL(None, use_errno=True)
 
 State = Literal["succeeded", "failed", "timed_out", "killed"]
 
@@ -295,7 +302,14 @@ def run(
         (resource.RLIMIT_CORE, (0, 0)),
     ]
 
+    parent = os.getpid()
+
     def prepare() -> None:  # in the child, between fork and exec: plain syscalls only
+        # Kept across exec (bwrap is not set-id); a parent already gone is checked after.
+        if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+        if os.getppid() != parent:
+            raise OSError("the job's runner died before the sandbox started")
         if cgroup is not None:
             cgroup.enter()
         if memory is not None:

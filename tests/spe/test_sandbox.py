@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import textwrap
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,9 @@ from typer.testing import CliRunner
 from spe.cli.main import app as cli
 from spe.sandbox import Limits, SandboxError, SandboxResult, SandboxUnavailable, run
 from spe.sandbox.cgroup import MemoryCgroup, PidsCgroup
+from spe.settings import REPO_ROOT
 from tests.conftest import IN_CI
+from tests.processes import alive, cmdline, descendants
 
 SMALL = Limits(cpu_seconds=10, memory_mb=512, processes=64, open_files=64, file_size_mb=20,
                output_mb=50, scratch_mb=64, wall_seconds=5)
@@ -539,6 +544,51 @@ def test_the_pinned_analysis_environment_and_nothing_to_install(box) -> None:
     for module, version in report["versions"].items():
         assert pins[names.get(module, module)] == version, module
     assert report["planted"] is False
+
+
+RUNNER = """
+import sys
+from spe.sandbox import Limits, run
+code, extract, output = sys.argv[1:4]
+run(code, "main.py", extract, output, Limits(wall_seconds=60))
+"""
+
+
+def test_a_runner_killed_while_bwrap_starts_leaves_nothing_running(tmp_path: Path) -> None:
+    """A worker killed in the instant bwrap has started but not yet built the sandbox
+    (bwrap binds itself to its parent's life only after that): the kernel kills bwrap all
+    the same, so no sandbox lives on. Several tries, each killing as early as it can."""
+    code, extract = tmp_path / "code", tmp_path / "extract"
+    for d in (code, extract):
+        d.mkdir()
+    (code / "main.py").write_text("import time\ntime.sleep(60)\n")
+    survivors: list[bytes] = []
+    for attempt in range(8):
+        output = tmp_path / f"output-{attempt}"
+        output.mkdir()
+        runner = subprocess.Popen([sys.executable, "-c", RUNNER, str(code), str(extract),
+                                   str(output)], cwd=REPO_ROOT, stderr=subprocess.DEVNULL)
+        seen: set[int] = set()
+        deadline = time.monotonic() + 20
+        while True:  # no sleep: the window is milliseconds wide
+            found = descendants(runner.pid)
+            seen |= found
+            if any(cmdline(p).split(b"\0")[0].endswith(b"bwrap") for p in found):
+                break
+            assert runner.poll() is None, "the runner ended before starting bwrap"
+            assert time.monotonic() < deadline, "bwrap never started"
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+        deadline = time.monotonic() + 5
+        while any(alive(p) for p in seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in seen:
+            if alive(pid):
+                survivors.append(cmdline(pid)[:80])
+                os.kill(pid, signal.SIGKILL)
+    PidsCgroup.reap_orphans()
+    MemoryCgroup.reap_orphans()
+    assert survivors == []
 
 
 def test_a_dead_workers_sandbox_leftovers_are_reaped() -> None:

@@ -27,14 +27,12 @@ from spe.settings import REPO_ROOT, Settings
 from tests.gateway.node.test_job_worker import (
     LIMITS,
     SAFE_CSV,
-    _alive,
     _audit,
-    _cmdline,
     _code,
-    _in_sandbox,
     _job,
     _verified,
 )
+from tests.processes import alive, cmdline, in_sandbox
 
 pytestmark = pytest.mark.usefixtures("needs_sandbox")
 
@@ -111,7 +109,7 @@ def test_a_killed_task_worker_loses_no_job(pg_node) -> None:
             _until(lambda: _job(sessions, sleepy).state == "running", 30,
                    "the first worker never started the job", doomed)
             sandbox: set[int] = set()
-            _until(lambda: _in_sandbox(doomed.pid, sandbox), 10, "no sandbox under the worker")
+            _until(lambda: in_sandbox(doomed.pid, sandbox), 10, "no sandbox under the worker")
             os.kill(doomed.pid, signal.SIGKILL)
             doomed.wait(10)
         finally:
@@ -124,10 +122,10 @@ def test_a_killed_task_worker_loses_no_job(pg_node) -> None:
         rescuer = _start(url, "rescuer", tmp, extracts["fast"])
         try:
             deadline = time.monotonic() + 15
-            while any(_alive(p) for p in sandbox) and time.monotonic() < deadline:
+            while any(alive(p) for p in sandbox) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            alive = {p: (_cmdline(p)[:200], _stat(p)) for p in sandbox if _alive(p)}
-            assert not alive, f"the killed worker's sandbox lives on: {alive}"
+            living = {p: (cmdline(p)[:200], _stat(p)) for p in sandbox if alive(p)}
+            assert not living, f"the killed worker's sandbox lives on: {living}"
             # Meanwhile another job is submitted; the second worker takes over both.
             other = _submit(sessions, tmp, dispatcher, SAFE_CSV, idle=False)
             _until(lambda: {_job(sessions, j).state for j in (sleepy, other)} == {"succeeded"},

@@ -28,6 +28,7 @@ from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.db.migrate import upgrade
 from spe.sandbox import SandboxResult
 from spe.settings import REPO_ROOT
+from tests.processes import alive, in_sandbox
 
 LIMITS = {"cpu_seconds": 20, "memory_mb": 1024, "processes": 64, "open_files": 64,
           "file_size_mb": 20, "output_mb": 50, "scratch_mb": 64, "wall_seconds": 20}
@@ -259,50 +260,6 @@ def test_two_workers_never_run_the_same_job(node) -> None:
     assert _verified(sessions)
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.add(child)
-            todo.append(child)
-    return out
-
-
-def _in_sandbox(pid: int, seen: set[int]) -> bool:
-    """Whether the job runs under bubblewrap below `pid` (bwrap and the job's own process,
-    not a process between fork and exec); adds them to `seen`."""
-    found = _descendants(pid)
-    seen.update(found)
-    names = [_cmdline(p) for p in found]
-    return any(n.startswith(b"bwrap") or b"/bwrap" in n.split(b"\0")[0] for n in names) and \
-        any(b"/code/" in n for n in names)
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone, unreaped
-
-
 WORKER_SCRIPT = """
 import sys
 from pathlib import Path
@@ -336,7 +293,7 @@ def test_worker_killed_mid_job_is_retried_never_stuck(node, database_url: str) -
             assert time.monotonic() < deadline, "the worker never started the job"
             time.sleep(0.1)
         sandbox: set[int] = set()
-        while not _in_sandbox(proc.pid, sandbox):  # bwrap and the job under it
+        while not in_sandbox(proc.pid, sandbox):  # bwrap and the job under it
             assert time.monotonic() < deadline, "no sandbox under the worker"
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
@@ -347,9 +304,9 @@ def test_worker_killed_mid_job_is_retried_never_stuck(node, database_url: str) -
             proc.wait()
         proc.stderr.close()
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in sandbox) and time.monotonic() < deadline:
+    while any(alive(p) for p in sandbox) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(p) for p in sandbox), "the killed worker's sandbox lives on"
+    assert not any(alive(p) for p in sandbox), "the killed worker's sandbox lives on"
 
     job = _job(sessions, job_id)
     assert (job.state, job.worker, job.attempts) == ("running", "doomed", 1)
