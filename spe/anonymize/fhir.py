@@ -320,14 +320,23 @@ def _locate(resource: dict[str, Any], node: Any, rule: Rule) -> Location | None:
     segments = prop.split(".")[1:]  # the first one is the type (or "None")
     location: list[str | int] = []
     here: Any = resource
+    holder: Any = None  # the dict that holds the element `here` (and its "_" sibling)
     for segment in segments:
         match = _SEGMENT.fullmatch(segment)
+        if match is not None and not isinstance(here, dict) and holder is not None:
+            # Inside a primitive: FHIRPath's "birthDate.extension" is JSON's "_birthDate".
+            here, location = _primitive_extras(holder, location)
         if match is None or not isinstance(here, dict):
             raise ValueError(f"{rule.name}: cannot place node {prop}")
+        holder = here
         name, index = match.group(1), match.group(2)
-        if name not in here:
+        if name not in here and f"_{name}" in here:
+            name = f"_{name}"  # a primitive with extensions and no value
+        elif name not in here:
             # Choice types: FHIRPath says "onset", the JSON has "onsetDateTime".
             choices = [k for k in here if k.startswith(name) and k[len(name):][:1].isupper()]
+            choices = choices or [k for k in here if k.startswith(f"_{name}")
+                                  and k[len(name) + 1:][:1].isupper()]
             if len(choices) != 1:
                 raise ValueError(f"{rule.name}: cannot place node {prop}")
             name = choices[0]
@@ -349,6 +358,19 @@ def _locate(resource: dict[str, Any], node: Any, rule: Rule) -> Location | None:
     if not (here is data or here == data):
         raise ValueError(f"{rule.name}: node {prop} does not match the resource")
     return tuple(location)
+
+
+def _primitive_extras(holder: dict[str, Any], location: list[str | int]
+                      ) -> tuple[Any, list[str | int]]:
+    """The "_name" sibling of the primitive at `location` (its id and extensions), and its
+    location; (None, location) when it has none."""
+    *before, name, index = location if isinstance(location[-1], int) else (*location, None)
+    extras = holder.get(f"_{name}")
+    if index is not None:
+        extras = extras[index] if isinstance(extras, list) and index < len(extras) else None
+    if not isinstance(extras, dict):
+        return None, location
+    return extras, [*before, f"_{name}"] + ([] if index is None else [index])
 
 
 @dataclass
@@ -464,6 +486,11 @@ class FhirDeidentifier:
         if isinstance(value, list):
             items = [self._apply(value, i, item, location + (i,), rule, context)
                      for i, item in enumerate(value)]
+            if isinstance(name, str) and name.startswith("_"):
+                # The extras of a list of primitives line up with its values: null holds
+                # the place of an item that has none (or has none left).
+                items = [None if item is _DROP else item for item in items]
+                return items if any(item is not None for item in items) else _DROP
             items = [item for item in items if item is not _DROP]
             return items or _DROP
         method = rule.method if rule is not None else self.rules.default

@@ -248,6 +248,60 @@ def test_references_of_every_form_are_rewritten_consistently():
         shift("2020-03-01", days) + "T10:00:00Z"
 
 
+def _secret(n: int) -> list[dict]:
+    return [{"url": "http://example.org/note", "valueString": f"SECRET-{n}"}]
+
+
+def test_extensions_anywhere_are_removed_by_the_default_rules():
+    """An extension can carry a name or a note wherever it sits: on an element, on an
+    identifier or a reference that has nothing else, in a backbone's modifierExtension,
+    on a primitive (JSON "_status") or on one item of a list of primitives."""
+    deid = FhirDeidentifier(None, key())
+    observation = {
+        "resourceType": "Observation", "id": "o1", "status": "final",
+        "_status": {"id": "s1", "extension": _secret(1)},
+        "code": {"text": "glucose", "extension": _secret(2),
+                 "coding": [{"system": "http://loinc.org", "code": "2345-7",
+                             "_code": {"extension": _secret(3)}}]},
+        "subject": {"extension": _secret(4)},
+        "identifier": [{"extension": _secret(5)}],
+        "component": [{"code": {"text": "c"}, "modifierExtension": _secret(6)}],
+        "valueQuantity": {"value": 5.4, "unit": "mmol/L"},
+    }
+    out = deid.deidentify(copy.deepcopy(observation))
+    assert "SECRET" not in json.dumps(out)
+    assert out["status"] == "final"
+    assert out["_status"] == {"id": "s1"}
+    assert out["code"] == {"text": "glucose",
+                           "coding": [{"system": "http://loinc.org", "code": "2345-7"}]}
+    assert out["component"] == [{"code": {"text": "c"}}]
+    assert out["valueQuantity"] == observation["valueQuantity"]
+    assert "subject" not in out
+    assert "identifier" not in out
+
+    practitioner = {"resourceType": "Practitioner", "id": "pr1", "gender": "female",
+                    "qualification": [{"code": {"coding": [{"code": "MD"}, {"code": "PhD"}],
+                                                "text": "doctor"}}],
+                    "communication": [{"coding": [{"code": "en"}, {"code": "fr"}],
+                                       "_text": {"extension": _secret(7)}}]}
+    practitioner["qualification"][0]["code"]["coding"][1]["_code"] = {"extension": _secret(8)}
+    out = deid.deidentify(copy.deepcopy(practitioner))
+    assert "SECRET" not in json.dumps(out)
+    assert out["qualification"] == [{"code": {"coding": [{"code": "MD"}, {"code": "PhD"}],
+                                              "text": "doctor"}}]
+
+
+def test_a_rule_reaches_the_extensions_of_one_item_in_a_list_of_primitives():
+    deid = FhirDeidentifier(rules(
+        {"path": "nodesByType('Extension')", "method": "redact"}), key())
+    patient = {"resourceType": "Patient", "id": "p1", "name": [{
+        "given": ["Ann", "Bea", "Cy"],
+        "_given": [None, {"id": "g2", "extension": _secret(9)}, None]}]}
+    out = deid.deidentify(copy.deepcopy(patient))
+    assert out["name"] == [{"given": ["Ann", "Bea", "Cy"],
+                            "_given": [None, {"id": "g2"}, None]}]
+
+
 def test_a_whole_resource_type_can_be_dropped():
     deid = FhirDeidentifier(rules({"path": "Patient", "method": "redact"}), key())
     assert deid.deidentify_all({"Patient": [copy.deepcopy(PATIENT)]}) == {"Patient": []}
