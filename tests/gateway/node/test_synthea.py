@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,11 +51,9 @@ EXPORTS = {"us-core": [], "ehds": ["--locale", "es"]}
 @pytest.fixture(scope="module", params=sorted(EXPORTS))
 def synthea_out(request, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp(f"synthea-{request.param}")
-    started = time.monotonic()
     run = subprocess.run([*SYNTHEA, *COMMON, *EXPORTS[request.param], "-o", str(out)],
                          capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert time.monotonic() - started < 30
     return out / "fhir"
 
 
