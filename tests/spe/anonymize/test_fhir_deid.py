@@ -291,6 +291,48 @@ def test_extensions_anywhere_are_removed_by_the_default_rules():
                                               "text": "doctor"}}]
 
 
+FREE_TEXT = [
+    {"resourceType": "Composition", "id": "c1", "status": "final", "type": {"text": "note"},
+     "date": "2020-01-01", "title": "Discharge", "author": [{"reference": "Practitioner/x"}],
+     "section": [{"title": "History", "text": {"status": "generated",
+                                               "div": "<div>SECRET-1 Jane Doe</div>"},
+                  "section": [{"title": "Family", "text": {
+                      "status": "generated", "div": "<div>SECRET-2</div>"}}]}]},
+    {"resourceType": "DiagnosticReport", "id": "d1", "status": "final", "code": {"text": "CT"},
+     "conclusion": "SECRET-3, seen by Dr X", "conclusionCode": [{"text": "normal"}]},
+    {"resourceType": "DocumentReference", "id": "r1", "status": "current",
+     "description": "SECRET-4", "content": [{"attachment": {"contentType": "text/plain"}}]},
+    {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+     "valueString": "SECRET-5", "component": [
+         {"code": {"text": "c"}, "valueString": "SECRET-6"},
+         {"code": {"text": "q"}, "valueQuantity": {"value": 3}}]},
+    {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "intent": "order",
+     "subject": {"reference": "Patient/p1"}, "medicationCodeableConcept": {"text": "aspirin"},
+     "dosageInstruction": [{"text": "SECRET-7", "patientInstruction": "SECRET-8",
+                            "doseAndRate": [{"doseQuantity": {"value": 1}}]}]},
+    {"resourceType": "AllergyIntolerance", "id": "a1", "patient": {"reference": "Patient/p1"},
+     "reaction": [{"description": "SECRET-9", "manifestation": [{"text": "rash"}]}]},
+    {"resourceType": "Communication", "id": "k1", "status": "completed",
+     "payload": [{"contentString": "SECRET-10"}]},
+]
+
+
+def test_free_text_is_removed_by_the_default_rules():
+    """Narratives at any depth and the free-text elements clinicians write go, as the
+    DICOM profile removes comments; coded and numeric values stay."""
+    deid = FhirDeidentifier(None, key())
+    out = [deid.deidentify(copy.deepcopy(r)) for r in FREE_TEXT]
+    assert "SECRET" not in json.dumps(out)
+    for resource in out:
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    composition, report, _, observation, request, allergy, _ = out
+    assert composition["section"] == [{"title": "History", "section": [{"title": "Family"}]}]
+    assert report["conclusionCode"] == [{"text": "normal"}]
+    assert observation["component"][1]["valueQuantity"] == {"value": 3}
+    assert request["dosageInstruction"] == [{"doseAndRate": [{"doseQuantity": {"value": 1}}]}]
+    assert allergy["reaction"] == [{"manifestation": [{"text": "rash"}]}]
+
+
 def test_a_rule_reaches_the_extensions_of_one_item_in_a_list_of_primitives():
     deid = FhirDeidentifier(rules(
         {"path": "nodesByType('Extension')", "method": "redact"}), key())
