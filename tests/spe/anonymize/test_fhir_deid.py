@@ -314,23 +314,27 @@ FREE_TEXT = [
      "reaction": [{"description": "SECRET-9", "manifestation": [{"text": "rash"}]}]},
     {"resourceType": "Communication", "id": "k1", "status": "completed",
      "payload": [{"contentString": "SECRET-10"}]},
+    {"resourceType": "ImagingStudy", "id": "i1", "status": "available",
+     "subject": {"reference": "Patient/p1"}, "description": "SECRET-11",
+     "series": [{"uid": "1.2.3", "modality": {"code": "CT"}, "description": "SECRET-12"}]},
 ]
 
 
 def test_free_text_is_removed_by_the_default_rules():
     """Narratives at any depth and the free-text elements clinicians write go, as the
-    DICOM profile removes comments; coded and numeric values stay."""
+    DICOM profile removes comments and descriptions; coded and numeric values stay."""
     deid = FhirDeidentifier(None, key())
     out = [deid.deidentify(copy.deepcopy(r)) for r in FREE_TEXT]
     assert "SECRET" not in json.dumps(out)
     for resource in out:
         get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-    composition, report, _, observation, request, allergy, _ = out
+    composition, report, _, observation, request, allergy, _, study = out
     assert composition["section"] == [{"title": "History", "section": [{"title": "Family"}]}]
     assert report["conclusionCode"] == [{"text": "normal"}]
     assert observation["component"][1]["valueQuantity"] == {"value": 3}
     assert request["dosageInstruction"] == [{"doseAndRate": [{"doseQuantity": {"value": 1}}]}]
     assert allergy["reaction"] == [{"manifestation": [{"text": "rash"}]}]
+    assert study["series"][0]["modality"] == {"code": "CT"}
 
 
 def test_a_rule_reaches_the_extensions_of_one_item_in_a_list_of_primitives():
