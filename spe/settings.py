@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     node_fhir: str = ""
     # Job workers each node runs in its own process (threads; 0: jobs queue for others).
     node_workers: int = Field(default=1, ge=0, le=64)
+    # Processes that de-identify one permit's extract (DICOM and FHIR) while it is staged;
+    # they share the machine with running jobs, so one unless it has cores to spare.
+    staging_workers: int = Field(default=1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:

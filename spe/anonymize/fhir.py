@@ -101,6 +101,11 @@ class Rule:
     def name(self) -> str:
         return f"rule {self.index} ({self.path!r}, {self.method})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Compiled FHIRPath does not pickle: a process pool's worker compiles it again.
+        raw = {"path": self.path, "method": self.method, **self.params, "comment": self.comment}
+        return _parse_rule, (self.index, raw, "FHIR rules")
+
     def evaluate(self, resource: dict[str, Any]) -> list[Any]:
         found: list[Any] = []
         for root, compiled in self.branches:

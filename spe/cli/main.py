@@ -601,6 +601,8 @@ def deid_fhir(
     permit: Annotated[str, typer.Option(help="Permit id; the key is derived per permit")] = "",
     rules: Annotated[Path | None, typer.Option(
         help="FHIRPath rule file (default: spe/anonymize/rules/fhir-default.json)")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Processes (default: one per core; 1 runs in this process)")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON here")] = None,
 ) -> None:
     """De-identify FHIR NDJSON by a FHIRPath rule file; DST gets the same file names."""
@@ -613,7 +615,7 @@ def deid_fhir(
     key = _permit_key(key_file, permit)
     _report_path(report, dst)
     try:
-        result = deidentify_ndjson(src, dst, key, rules)
+        result = deidentify_ndjson(src, dst, key, rules, workers=workers)
     except NdjsonError as exc:
         raise fail(str(exc)) from None
     except OSError as exc:

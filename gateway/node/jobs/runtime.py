@@ -56,7 +56,7 @@ def make_stage(config: NodeConfig, settings: Settings, policy: PolicyService,
             version = str(run.id) if run is not None else "0"
         staged = staging.stage(permit, node=config, settings=settings, policy=policy,
                                cache_dir=cache_dir_of(settings, config.node_id),
-                               data_version=version)
+                               data_version=version, workers=settings.staging_workers)
         summary = {k: staged.report[k] for k in SUMMARY_KEYS if k in staged.report}
         summary["cached"] = staged.cached
         risk = staged.report.get("risk")

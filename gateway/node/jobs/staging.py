@@ -293,7 +293,7 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
         if progress:
             progress("fhir", 0, 1)
         try:
-            result_f = deidentify_ndjson(fhir_src, out / "fhir", key)
+            result_f = deidentify_ndjson(fhir_src, out / "fhir", key, workers=workers)
         except NdjsonError as exc:
             raise StagingError(f"FHIR staging refused: {exc}") from None
         except OSError as exc:

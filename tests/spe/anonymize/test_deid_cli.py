@@ -13,6 +13,8 @@ from pydicom.data import get_testdata_file, get_testdata_files
 from typer.testing import CliRunner
 
 from gateway.node.sources.folder import walk
+from spe.anonymize import fhir_batch
+from spe.anonymize.pseudonyms import PermitKey
 from spe.cli.main import app
 from spe.synth import generate
 
@@ -270,6 +272,44 @@ def test_fhir_ndjson(synth: Path, key_file: Path, tmp_path: Path):
     again = tmp_path / "again"
     assert deid("fhir", src, again, "--key-file", key_file).exit_code == 0
     assert (again / "Patient.ndjson").read_bytes() == (out / "Patient.ndjson").read_bytes()
+
+
+def test_fhir_in_several_processes_is_the_same_as_in_one(synth: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(fhir_batch, "BATCH", 25)  # many batches from a small site
+    key = PermitKey(os.urandom(32))
+    one = fhir_batch.deidentify_ndjson(synth / "fhir", tmp_path / "one", key, workers=1)
+    three = fhir_batch.deidentify_ndjson(synth / "fhir", tmp_path / "three", key, workers=3)
+    assert one.resources_in > 25 * 3
+    assert three.types == one.types
+    for name in one.files:
+        assert (tmp_path / "three" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def _dying_batch(resources: list[dict]) -> list:
+    if any(r["resourceType"] == "Condition" for r in resources):
+        os._exit(3)  # the process is killed mid-batch
+    return fhir_batch._run_batch_unpatched(resources)
+
+
+def test_a_dead_fhir_worker_loses_no_resource(synth: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch):
+    """Every resource ends written or reported: a batch whose process died is skipped with
+    the reason, the rest is written, and the run itself ends normally."""
+    monkeypatch.setattr(fhir_batch, "BATCH", 25)
+    monkeypatch.setattr(fhir_batch, "_run_batch_unpatched", fhir_batch._run_batch, raising=False)
+    monkeypatch.setattr(fhir_batch, "_run_batch", _dying_batch)
+    report = fhir_batch.deidentify_ndjson(synth / "fhir", tmp_path / "out",
+                                          PermitKey(os.urandom(32)), workers=2)
+    lost = [s for s in report.skipped if s["reason"].startswith("worker process failed")]
+    assert lost
+    assert report.types["Condition"]["out"] == 0
+    for name in report.files:
+        written = len((tmp_path / "out" / name).read_text().splitlines())
+        counts = report.types[name.removesuffix(".ndjson")]
+        assert written == counts["out"]
+        assert counts["in"] == counts["out"] + counts["removed"] + counts["skipped"]
+    assert len(report.skipped) == sum(c["skipped"] for c in report.types.values())
 
 
 @pytest.mark.parametrize("case", ["missing-src", "dst-in-src", "empty-key", "missing-rules"])
