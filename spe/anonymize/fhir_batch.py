@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from spe.anonymize.fhir import FhirDeidentifier, RuleSet
+from spe.anonymize.processes import pool_context
 from spe.anonymize.pseudonyms import PermitKey
 
 
@@ -166,10 +165,8 @@ def _deidentify_all(deidentifier: FhirDeidentifier, resources: list[dict[str, An
     workers = min(workers, len(batches))
     if workers <= 1:
         return [_one(deidentifier, r) for r in resources]
-    # fork is cheap (no re-import) but unsafe with other threads running.
-    method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
     outcomes: list[Outcome] = []
-    with ProcessPoolExecutor(workers, mp_context=get_context(method),
+    with ProcessPoolExecutor(workers, mp_context=pool_context(),
                              initializer=_init_worker, initargs=(deidentifier,)) as pool:
         futures = [pool.submit(_run_batch, batch) for batch in batches]
         for batch, future in zip(batches, futures, strict=True):

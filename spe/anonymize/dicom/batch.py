@@ -38,11 +38,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from spe.anonymize.dicom.options import Options
+from spe.anonymize.processes import pool_context
 
 Progress = Callable[[int, int], None]
 """Called with (files finished so far, files in all)."""
@@ -187,9 +187,7 @@ def _run(config: tuple, src: str, dst: str, files: list[str], workers: int,
         for batch in batches:
             yield worker.run(src, dst, batch)
         return
-    # fork is cheap (no re-import) but unsafe with other threads running.
-    method = "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
-    with ProcessPoolExecutor(workers, mp_context=get_context(method),
+    with ProcessPoolExecutor(workers, mp_context=pool_context(),
                              initializer=_init_worker, initargs=config) as pool:
         pending: dict[Future, list[str]] = {}
         queue = iter(batches)
