@@ -21,6 +21,8 @@ from pydantic import BaseModel, ValidationError
 
 from spe.errors import NotAuthenticated
 
+#: The header the context travels in, on every call from the hub to a node.
+CONTEXT_HEADER = "X-SPE-Hub-Context"
 ALGORITHM = "ES256"
 ISSUER = "spe-hub"
 #: Long enough for the slowest node's timeout, short enough that a leaked context is stale.

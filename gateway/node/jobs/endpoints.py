@@ -7,13 +7,15 @@ context, `X-SPE-Hub-Context`; spe.wire.context).
   queued for the node's workers (202).
 - `GET /api/v1/jobs/{job_id}`: the context's `qh` is the SHA-256 of the job id; only the
   job's own user, or an output checker or admin the hub vouches for (policies/jobs
-  `access`), reads its state, screened log tail, airlock verdicts and staging summary.
+  `access`), reads its `spe.wire.jobs.JobStatus`: the state and the runner's words, never
+  the job's log, output names, exit code or a count of the extract.
 - `POST /api/v1/jobs/{job_id}/cancel`: likewise, the job's own user only; a running job's
   worker notices at its next heartbeat and kills the sandbox.
-- `GET /api/v1/jobs/{job_id}/outputs`: a succeeded job's outputs for the central airlock,
-  to the hub's airlock only (role `airlock`; not even the job's own user reads them here).
-  Checked again now and merged with the worker's report, which also scanned them for the
-  extract's ids and dates; what is blocked never leaves the node, only its name and reasons.
+- `GET /api/v1/jobs/{job_id}/outputs`: a succeeded job's outputs (its log among them), or
+  a failed or timed-out job's log alone, for the central airlock, to the hub's airlock
+  only (role `airlock`; not even the job's own user reads them here). Checked again now
+  and merged with the worker's report, which also scanned them for the extract's ids and
+  dates; what is blocked never leaves the node, only its name and reasons, for the checkers.
 
 Every submission and cancellation is audited, and so is every refusal.
 """
@@ -23,18 +25,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import logging
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from gateway.node.jobs import repository as repo
-from gateway.node.jobs.models import FINAL, MAX_CODE_BYTES, SUCCEEDED, NodeJob
+from gateway.node.jobs.models import NodeJob
 from gateway.node.permits.facts import permit_facts
 from spe.airlock import AirlockPolicyError, OutputRules, check_outputs, rules_from_policy
 from spe.airlock.report import worst
@@ -43,63 +44,30 @@ from spe.db import session_scope
 from spe.errors import Conflict, Forbidden, NotAuthenticated, NotFound, SPEError
 from spe.sandbox import Limits
 from spe.web import DbSession
-from spe.wire.context import HubContext
+from spe.wire.context import CONTEXT_HEADER, HubContext
+from spe.wire.jobs import (
+    FINAL,
+    JOBS_PATH,
+    LOG_NAME,
+    RAN,
+    SUCCEEDED,
+    InvalidJob,
+    JobAccepted,
+    JobRefused,
+    JobStatus,
+    JobSubmission,
+    NoOutputs,
+    StagingSummary,
+    check_code_size,
+)
 from spe.wire.outputs import JobOutputs, OutputFile
 
-router = APIRouter(prefix="/api/v1", tags=["jobs"])
+router = APIRouter(prefix=JOBS_PATH.removesuffix("/jobs"), tags=["jobs"])
 log = logging.getLogger(__name__)
-CONTEXT_HEADER = "X-SPE-Hub-Context"
 POLICY = "jobs/decision"
 ACCESS_POLICY = "jobs/access"  # who reads, cancels and collects a job
-#: The largest packed code accepted (base64 text); unpacked, models.MAX_CODE_BYTES holds.
-MAX_CODE_B64 = (MAX_CODE_BYTES * 4) // 3 + 4
-
-
-class JobRefused(Forbidden):
-    """The node's policy refused the job (permit, limits)."""
-
-    error = "refused_by_policy"
-
-
-class InvalidJob(SPEError):
-    status_code = 422
-    error = "invalid_job"
-
-
-class JobSubmission(BaseModel):
-    code: str = Field(min_length=4, max_length=MAX_CODE_B64)  # base64 of a tar.gz
-    entry: str = Field(default="main.py", min_length=1, max_length=255)
-    limits: dict[str, Any] = Field(default_factory=dict)
-
-
-class JobAccepted(BaseModel):
-    job_id: str
-    state: str
-
-
-class FileVerdictOut(BaseModel):
-    path: str
-    kind: str = ""
-    verdict: str
-    reasons: list[str] = Field(default_factory=list)
-
-
-class NodeJobStatus(BaseModel):
-    job_id: str
-    node_id: str
-    pid: str
-    state: str
-    attempts: int
-    reason: str
-    log_tail: str
-    created_at: str
-    started_at: str | None = None
-    finished_at: str | None = None
-    exit_code: int | None = None
-    wall_seconds: float | None = None
-    verdict: str | None = None  # the airlock's automatic verdict over all outputs
-    files: list[FileVerdictOut] = Field(default_factory=list)
-    staging: dict[str, Any] | None = None  # a summary of the staged extract's report
+#: The hub's signed context (spe.wire.context) on every call.
+HubContextHeader = Annotated[str | None, Header(alias=CONTEXT_HEADER)]
 
 
 def code_hash(code: bytes) -> str:
@@ -141,9 +109,10 @@ def _verified(request: Request, token: str | None, qh: str, action: str,
 @router.post("/jobs", response_model=JobAccepted, status_code=202)
 def submit(body: JobSubmission, request: Request, session: DbSession,
            background: BackgroundTasks,
-           x_spe_hub_context: Annotated[str | None, Header()] = None) -> JobAccepted:
+           x_spe_hub_context: HubContextHeader = None) -> JobAccepted:
     app = request.app
     ctx = app.state.ctx
+    check_code_size(body.code)  # the limit the hub applied too (spe.wire.jobs)
     try:
         code = base64.b64decode(body.code, validate=True)
     except (binascii.Error, ValueError):
@@ -211,39 +180,34 @@ def _iso(value) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def status_of(job: NodeJob, node_id: str, work_dir: Path | None) -> NodeJobStatus:
-    result = job.result or {}
-    airlock = result.get("airlock") or {}
-    sandbox = result.get("sandbox") or {}
+def status_of(job: NodeJob, node_id: str, work_dir: Path | None) -> JobStatus:
+    """What the job's researcher (and the hub) may read before any review: the state and
+    the runner's words. The sandbox's result, the airlock's report and the staging report
+    stay at the node."""
     staging = None
     if work_dir is not None:
         try:
-            staging = json.loads(staging_summary_path(work_dir, job.id).read_text())
+            staging = StagingSummary.model_validate_json(
+                staging_summary_path(work_dir, job.id).read_text())
         except (OSError, ValueError):
             staging = None
-    return NodeJobStatus(
+    return JobStatus(
         job_id=job.id, node_id=node_id, pid=job.pid, state=job.state,
-        attempts=job.attempts, reason=job.reason, log_tail=job.log_tail or "",
-        created_at=_iso(job.created_at) or "", started_at=_iso(job.started_at),
-        finished_at=_iso(job.finished_at), exit_code=sandbox.get("exit_code"),
-        wall_seconds=sandbox.get("wall_seconds"), verdict=result.get("verdict"),
-        files=[FileVerdictOut(path=f.get("path", ""), kind=f.get("kind", ""),
-                              verdict=f.get("verdict", ""), reasons=f.get("reasons") or [])
-               for f in airlock.get("files") or []],
-        staging=staging)
+        attempts=job.attempts, reason=job.reason, created_at=_iso(job.created_at) or "",
+        started_at=_iso(job.started_at), finished_at=_iso(job.finished_at), staging=staging)
 
 
-@router.get("/jobs/{job_id}", response_model=NodeJobStatus)
+@router.get("/jobs/{job_id}", response_model=JobStatus)
 def read(job_id: str, request: Request, session: DbSession,
-         x_spe_hub_context: Annotated[str | None, Header()] = None) -> NodeJobStatus:
+         x_spe_hub_context: HubContextHeader = None) -> JobStatus:
     job, _ = _job_for(request, session, job_id, x_spe_hub_context, "read")
     return status_of(job, request.app.state.node.node_id,
                      getattr(request.app.state, "job_work_dir", None))
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=NodeJobStatus)
+@router.post("/jobs/{job_id}/cancel", response_model=JobStatus)
 def cancel(job_id: str, request: Request, session: DbSession,
-           x_spe_hub_context: Annotated[str | None, Header()] = None) -> NodeJobStatus:
+           x_spe_hub_context: HubContextHeader = None) -> JobStatus:
     ctx = request.app.state.ctx
     job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "cancel")
     if job.state in FINAL:
@@ -262,12 +226,17 @@ def cancel(job_id: str, request: Request, session: DbSession,
                      getattr(request.app.state, "job_work_dir", None))
 
 
-def collect_outputs(job: NodeJob, output_dir: Path, rules: OutputRules) -> JobOutputs:
+def collect_outputs(job: NodeJob, output_dir: Path, rules: OutputRules, *,
+                    log_only: bool = False) -> JobOutputs:
     """The worker's report merged with a fresh check, and the bytes of what is not
-    blocked, each read without following links."""
+    blocked, each read without following links. `log_only` (a job that failed): the log
+    alone, the other entries neither sent nor named (the report-wide reasons still hold)."""
     fresh = check_outputs(output_dir, rules=rules)
     earlier = {f.get("path"): f for f in ((job.result or {}).get("airlock") or {})
                .get("files") or []}
+    if log_only:
+        fresh.files = [f for f in fresh.files if f.path == LOG_NAME]
+        earlier = {p: f for p, f in earlier.items() if p == LOG_NAME}
     reasons = list(dict.fromkeys(
         list(((job.result or {}).get("airlock") or {}).get("reasons") or [])
         + fresh.reasons))
@@ -305,15 +274,16 @@ def collect_outputs(job: NodeJob, output_dir: Path, rules: OutputRules) -> JobOu
 
 @router.get("/jobs/{job_id}/outputs", response_model=JobOutputs)
 def outputs(job_id: str, request: Request, session: DbSession,
-            x_spe_hub_context: Annotated[str | None, Header()] = None) -> JobOutputs:
+            x_spe_hub_context: HubContextHeader = None) -> JobOutputs:
     ctx = request.app.state.ctx
     node_id = request.app.state.node.node_id
     job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "collect")
-    if job.state != SUCCEEDED:
+    has_log = bool((job.result or {}).get("log"))
+    if job.state not in RAN or (job.state != SUCCEEDED and not has_log):
         _audit_own(request, actor=hub_ctx.sub, action="job.outputs", object=f"job:{job_id}",
                    decision="deny", reason=f"the job is {job.state}")
-        raise Conflict(f"the job is {job.state}; only a succeeded job's outputs go to the "
-                       "airlock")
+        raise NoOutputs(f"the job is {job.state}; only a succeeded job's outputs, or a "
+                        "failed job's log, go to the airlock")
     work_dir = getattr(request.app.state, "job_work_dir", None)
     try:
         rules = rules_from_policy(ctx.policy)
@@ -323,7 +293,8 @@ def outputs(job_id: str, request: Request, session: DbSession,
         raise Forbidden(f"no output rules: {exc}") from None
     if work_dir is None:
         raise Conflict("this node keeps no job outputs")
-    answer = collect_outputs(job, Path(work_dir) / job.id / "output", rules)
+    answer = collect_outputs(job, Path(work_dir) / job.id / "output", rules,
+                             log_only=job.state != SUCCEEDED)
     answer.node_id = node_id
     ctx.audit.record(session, actor=hub_ctx.sub, action="job.outputs", object=f"job:{job_id}",
                      decision="allow",

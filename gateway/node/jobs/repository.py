@@ -18,17 +18,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from gateway.node.jobs.models import (
-    ACTIVE,
-    CANCELLED,
-    FAILED,
-    FINAL,
-    QUEUED,
-    RUNNING,
-    STAGING,
-    NodeJob,
-)
+from gateway.node.jobs.models import NodeJob
 from spe.sandbox import Limits
+from spe.wire.jobs import ACTIVE, CANCELLED, FAILED, FINAL, QUEUED, RUNNING, STAGING
 
 WORKER_LOST = "worker lost"
 
@@ -136,7 +128,6 @@ def finish(
     state: str,
     *,
     result: dict[str, Any] | None = None,
-    log_tail: str = "",
     reason: str = "",
     now: datetime | None = None,
 ) -> bool:
@@ -146,7 +137,7 @@ def finish(
         raise ValueError(f"a worker cannot finish a job as {state!r}")
     now = now or utcnow()
     return _move(session, job_id, worker_id, ACTIVE, state=state, result=result,
-                 log_tail=log_tail, reason=reason, finished_at=now, heartbeat_at=now)
+                 reason=reason, finished_at=now, heartbeat_at=now)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ run's id, so a new sync stages afresh) and runs in `SPE_DATA_DIR/jobs/<node>/<jo
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -28,10 +27,11 @@ from spe.audit import AuditLog
 from spe.db import session_scope
 from spe.policy import PolicyService
 from spe.settings import Settings
+from spe.wire.jobs import StagingSummary
 
 EXTRACT_POLICY = "jobs/extract"
-SUMMARY_KEYS = ("pid", "data_version", "form", "layers", "pseudonymised", "key", "counts",
-                "risk_ok", "staged_at", "seconds")
+SUMMARY_KEYS = ("data_version", "form", "layers", "pseudonymised", "key", "risk_ok",
+                "staged_at")
 
 
 def work_dir_of(settings: Settings, node_id: str) -> Path:
@@ -57,26 +57,28 @@ def make_stage(config: NodeConfig, settings: Settings, policy: PolicyService,
         staged = staging.stage(permit, node=config, settings=settings, policy=policy,
                                cache_dir=cache_dir_of(settings, config.node_id),
                                data_version=version, workers=settings.staging_workers)
-        summary = {k: staged.report[k] for k in SUMMARY_KEYS if k in staged.report}
-        summary["cached"] = staged.cached
         risk = staged.report.get("risk")
         risk = risk if isinstance(risk, dict) else {}
-        summary["risk"] = {k: risk[k] for k in ("k_min", "k", "max_risk", "ok") if k in risk}
         reduction = risk.get("reduction") or {}
-        if reduction.get("applied"):  # what the researcher will miss in the extract, and why
-            summary["risk"]["generalised"] = {qi: level for qi, level
-                                              in (reduction.get("levels") or {}).items() if level}
-            summary["risk"]["suppressed_patients"] = reduction.get("suppressed_patients", 0)
         # Whether the job may run over this extract at its measured risk (policies/jobs).
         decision = policy.decide(EXTRACT_POLICY, {
             "risk": {k: risk.get(k) for k in ("measured", "ok", "k", "k_wanted", "reason")},
             "layers": staged.report.get("layers")})
-        summary["risk_decision"] = decision.reason
+        # For the researcher, unreviewed: how the extract was made, never what it holds
+        # (its counts, k, suppressed patients and the decision's words stay in report.json
+        # and the audit, for the operator).
+        summary = StagingSummary.model_validate({
+            **{k: staged.report.get(k) for k in SUMMARY_KEYS if k in staged.report},
+            "cached": staged.cached,
+            "generalised": {qi: level for qi, level
+                            in (reduction.get("levels") or {}).items() if level},
+            "suppressed": bool(reduction.get("suppressed_patients")),
+            "allowed": decision.allow})
         path = staging_summary_path(work_dir, job.id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, default=str))
+        path.write_text(summary.model_dump_json())
         if not decision.allow:
-            raise staging.StagingError(decision.reason)
+            raise staging.RiskRefused(decision.reason)
         return staged.path
 
     return stage_job

@@ -97,6 +97,10 @@ class StagingError(SPEError):
             self.error = "staging_failed" if status_code >= 500 else self.error
 
 
+class RiskRefused(StagingError):
+    """policies/jobs `extract` refuses a job over the staged extract at its risk."""
+
+
 @dataclass(frozen=True)
 class StagedExtract:
     path: Path  # CACHE/<pid>/<data_version>, holding dicom/, fhir/ and report.json

@@ -5,8 +5,11 @@ processes or machines) to run more jobs. Each claimed job goes staging (the inje
 `stage(job)` prepares its extract) -> running (code unpacked, `spe.sandbox.run`, with a
 heartbeat thread keeping `heartbeat_at` fresh) -> a final state with the sandbox result
 and the airlock's automatic report. Outputs stay in `<work_dir>/<job id>/output` for
-review. A worker that dies mid-job stops its heartbeat; `requeue_stale` (run periodically
-by every `run_forever`) then queues the job again or fails it ("worker lost").
+review, with the end of what the job printed as one of them (`spe.wire.jobs.LOG_NAME`).
+The job's record holds the runner's words for the researcher (`reason`); exit codes,
+signals and staging errors go to the node's audit only. A worker that dies mid-job
+stops its heartbeat; `requeue_stale` (run periodically by every `run_forever`) queues
+the job again or fails it ("worker lost").
 
 No HTTP here: the hub side talks to the node, the node's database talks to the workers.
 """
@@ -14,30 +17,47 @@ No HTTP here: the hub side talks to the node, the node's database talks to the w
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.node.jobs import repository as repo
-from gateway.node.jobs.models import FAILED, SUCCEEDED, TIMED_OUT, NodeJob, unpack_code
-from spe.airlock import ExtractTerms, OutputRules, cached_terms, check_outputs
-from spe.airlock.scan import WITHHELD, withhold_lines
+from gateway.node.jobs.models import NodeJob
+from gateway.node.jobs.staging import RiskRefused
+from spe.airlock import OutputRules, cached_terms, check_outputs
 from spe.audit import AuditLog
 from spe.db import session_scope
 from spe.sandbox import Limits, SandboxError, SandboxResult, run
 from spe.sandbox.cgroup import reap_orphans
+from spe.wire.code_archive import unpack_code
+from spe.wire.jobs import (
+    BAD_CODE,
+    EXITED_WITH_ERROR,
+    FAILED,
+    LIMIT_REASONS,
+    LOG_NAME,
+    NO_SANDBOX,
+    NODE_ERROR,
+    RISK_REFUSED,
+    STAGING_FAILED,
+    SUCCEEDED,
+    TAKEN,
+    TIMED_OUT,
+)
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_CHARS = 8000
 _SANDBOX_STATES = {"succeeded": SUCCEEDED, "failed": FAILED, "timed_out": TIMED_OUT,
                    "killed": FAILED}
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 def _whole_lines(text: str, total_bytes: int) -> str:
@@ -47,18 +67,41 @@ def _whole_lines(text: str, total_bytes: int) -> str:
     return text
 
 
-def researcher_log(sandbox: SandboxResult, terms: ExtractTerms | None) -> str:
-    """The end of the job's stdout and stderr as its researcher may read it, unreviewed:
-    whole lines, and every line naming an id or exact date of the extract withheld (the
-    whole log if the extract's terms could not be read)."""
+def write_log(output: Path, sandbox: SandboxResult) -> bool:
+    """The end of the job's stdout and stderr as one of its outputs (`LOG_NAME`), for the
+    airlock like the rest; False when the job printed nothing. Runs after the sandbox has
+    ended: whatever the job left at that name (a file, a folder, a link) is removed first,
+    and the log is created without following a link."""
     text = _whole_lines(sandbox.stdout_tail, sandbox.stdout_bytes)
     if sandbox.stderr_tail:
         text += "\n--- stderr ---\n" + _whole_lines(sandbox.stderr_tail, sandbox.stderr_bytes)
-    if len(text) > LOG_TAIL_CHARS:
-        text = _whole_lines(text[-LOG_TAIL_CHARS:], len(text.encode()))
-    if terms is None:
-        return "[log withheld: the extract's identifiers could not be read to check it]"
-    return withhold_lines(text, terms)[0]
+    target = output / LOG_NAME
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if stat.S_ISDIR(mode):
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    if not text.strip():
+        return False
+    fd = os.open(target, _FILE_FLAGS, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as out:
+        out.write(text)
+    return True
+
+
+def runner_reason(sandbox: SandboxResult) -> str:
+    """What the researcher is told of how the job ended, in the runner's words only: a
+    limit the runner itself saw hit (not one guessed from the job's stderr, which the job
+    writes), else that it exited with an error. No exit code, no signal."""
+    if sandbox.state == "succeeded":
+        return ""
+    if sandbox.limit_source != "stderr" and sandbox.limit in LIMIT_REASONS:
+        return LIMIT_REASONS[sandbox.limit]
+    return EXITED_WITH_ERROR
 
 
 def _verdicts(report: dict[str, Any] | None, limit: int = 50) -> dict[str, Any]:
@@ -71,6 +114,13 @@ def _verdicts(report: dict[str, Any] | None, limit: int = 50) -> dict[str, Any]:
     if report.get("reasons"):
         out["(all outputs)"] = "; ".join(report["reasons"])[:300]
     return out
+
+
+class _Outcome(NamedTuple):
+    state: str
+    result: dict[str, Any] | None
+    reason: str  # for the researcher: the runner's words (spe.wire.jobs)
+    detail: str  # for the node's audit only: what the researcher must not read unreviewed
 
 
 class _Heartbeat(threading.Thread):
@@ -151,24 +201,27 @@ class Worker:
         beat = _Heartbeat(self, job.id)
         beat.start()
         try:
-            state, result, log_tail, reason = self._execute(job, beat)
+            outcome = self._execute(job, beat)
         except Exception as exc:  # anything unexpected still ends the job, never leaves it
             log.exception("job %s failed in the worker", job.id)
-            state, result, log_tail, reason = FAILED, None, "", f"worker error: {exc}"
+            outcome = _Outcome(FAILED, None, NODE_ERROR, f"worker error: {exc}")
         finally:
             beat.stop()
-        self._finish(job, state, result, log_tail, reason)
+        self._finish(job, outcome)
         return True
 
-    def _execute(self, job: NodeJob, beat: _Heartbeat
-                 ) -> tuple[str, dict[str, Any] | None, str, str]:
+    def _execute(self, job: NodeJob, beat: _Heartbeat) -> _Outcome:
         try:
             extract = Path(self.stage(job))
         except Exception as exc:
-            return FAILED, None, "", f"staging failed: {exc}"
+            # What staging says may name a file, a patient or a count: the operator reads
+            # it in the audit; the researcher gets the runner's words.
+            return _Outcome(FAILED, None,
+                            RISK_REFUSED if isinstance(exc, RiskRefused) else STAGING_FAILED,
+                            f"staging failed: {exc}")
         with session_scope(self.sessions) as session:
             if not repo.mark_running(session, job.id, self.worker_id):
-                return FAILED, None, "", "the job was taken from this worker while staging"
+                return _Outcome(FAILED, None, TAKEN, "taken from this worker while staging")
             self.audit.record(session, actor=self.actor, action="job.run",
                               object=f"job:{job.id}", decision="info",
                               details={"pid": job.pid, "attempt": job.attempts})
@@ -179,8 +232,8 @@ class Worker:
         output.mkdir(parents=True)
         try:
             unpack_code(job.code, code)
-        except ValueError as exc:
-            return FAILED, None, "", f"bad job code: {exc}"
+        except ValueError as exc:  # the researcher's own archive: its entries may be named
+            return _Outcome(FAILED, None, f"{BAD_CODE}: {exc}", str(exc))
         try:
             limits = Limits(**job.limits)
             # The heartbeat sets `lost` when the job is no longer this worker's (requeued,
@@ -188,7 +241,10 @@ class Worker:
             sandbox = run(code, job.entry, extract, output, limits, python=self.python,
                           cancel=beat.lost)
         except SandboxError as exc:
-            return FAILED, None, "", f"the sandbox could not start the job: {exc}"
+            return _Outcome(FAILED, None, NO_SANDBOX, str(exc))
+        # The log is an output like any other: checked here and in the central airlock,
+        # reviewed with the rest, and read by the researcher only once released.
+        wrote_log = write_log(output, sandbox)
         try:  # what of the extract must not leave (ids, pseudonyms, UIDs, exact dates)
             terms = cached_terms(extract)
         except Exception as exc:
@@ -202,35 +258,30 @@ class Worker:
             report.finish()
         state = _SANDBOX_STATES[sandbox.state]
         result = {"sandbox": sandbox.to_dict(), "airlock": report.model_dump(mode="json"),
-                  "verdict": report.verdict}
-        tail = researcher_log(sandbox, terms)
-        result["log_withheld_lines"] = tail.count(WITHHELD)
-        result["sandbox"].pop("stdout_tail", None)  # the log the researcher reads is `tail`
+                  "verdict": report.verdict, "log": LOG_NAME if wrote_log else None}
+        # The node's record keeps no copy of what the job printed: that is in the log file.
+        result["sandbox"].pop("stdout_tail", None)
         result["sandbox"].pop("stderr_tail", None)
-        reason = ""
-        if sandbox.state == "killed":
-            reason = f"killed: {sandbox.limit or 'signal ' + str(sandbox.signal)}"
-        elif state == TIMED_OUT:
-            reason = "wall-clock limit"
-        elif state == FAILED:
-            reason = f"exit code {sandbox.exit_code}" + (
-                f" at the {sandbox.limit} limit" if sandbox.limit else "")
+        reason = runner_reason(sandbox)
+        detail = ", ".join(f"{k} {v}" for k, v in (
+            ("exit code", sandbox.exit_code), ("signal", sandbox.signal),
+            ("limit", sandbox.limit), ("known from", sandbox.limit_source)) if v is not None)
         if beat.lost.is_set():
-            reason = (reason + "; " if reason else "") + "the job was taken from this worker"
-        return state, result, tail, reason
+            reason = (reason + "; " if reason else "") + TAKEN
+        return _Outcome(state, result, reason, detail)
 
-    def _finish(self, job: NodeJob, state: str, result: dict[str, Any] | None,
-                log_tail: str, reason: str) -> None:
+    def _finish(self, job: NodeJob, outcome: _Outcome) -> None:
+        state, result, reason, detail = outcome
         verdict = (result or {}).get("verdict")
         with session_scope(self.sessions) as session:
             held = repo.finish(session, job.id, self.worker_id, state, result=result,
-                               log_tail=log_tail, reason=reason)
+                               reason=reason)
             self.audit.record(
                 session, actor=self.actor, action="job.finish", object=f"job:{job.id}",
                 decision="info" if held else "error",
                 reason=reason if held else "the job was no longer held by this worker",
                 details={"pid": job.pid, "state": state, "verdict": verdict,
-                         "attempt": job.attempts, "recorded": held,
+                         "attempt": job.attempts, "recorded": held, "detail": detail,
                          "limit": ((result or {}).get("sandbox") or {}).get("limit"),
                          "outputs": _verdicts((result or {}).get("airlock"))})
 

@@ -1,0 +1,168 @@
+"""The hub-node job contract: what the hub sends a node, what a node answers, and what a
+researcher may learn of a job before its outputs are reviewed. Both sides read this
+module; neither imports the other.
+
+- `POST /api/v1/jobs` (`JOBS_PATH`): a `JobSubmission`, whose `code` is base64 of a
+  gzipped tar of the code folder (`spe.wire.code_archive`), at most `MAX_ARCHIVE_BYTES`
+  packed and `MAX_CODE_BYTES` unpacked in `MAX_CODE_FILES` entries; the hub's signed
+  context (`spe.wire.context.CONTEXT_HEADER`) names the SHA-256 of the decoded code. A node
+  answers 202 with a `JobAccepted`.
+- `GET /api/v1/jobs/{id}` and `POST .../cancel`: a `JobStatus`. It carries the runner's
+  own words about the job only (`state`, a `reason` from `RUNNER_REASONS` or about who
+  cancelled it, and how the extract was made): never the job's text, the names of its
+  outputs, its exit code or signal, or a count of the data. What the job printed is one
+  of its outputs (`LOG_NAME`), reviewed in the airlock with the rest.
+- `GET /api/v1/jobs/{id}/outputs`: the outputs for the central airlock
+  (`spe.wire.outputs.JobOutputs`); a job that ran and failed sends its log only.
+
+Refusals are `{"error", "detail"}` with the types below (`spe.errors`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spe.errors import Conflict, Forbidden, SPEError
+
+JOBS_PATH = "/api/v1/jobs"
+
+MiB = 1024 * 1024
+#: The packed code (a tar.gz) either side accepts; base64 makes it `MAX_CODE_B64` chars.
+MAX_ARCHIVE_BYTES = 50 * MiB
+MAX_CODE_B64 = 4 * -(-MAX_ARCHIVE_BYTES // 3)
+#: The code folder unpacked, and its entries.
+MAX_CODE_BYTES = 50 * MiB
+MAX_CODE_FILES = 10_000
+MAX_ENTRY_CHARS = 255
+
+# --- states ------------------------------------------------------------------------------
+QUEUED = "queued"
+STAGING = "staging"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+TIMED_OUT = "timed_out"
+CANCELLED = "cancelled"
+
+ACTIVE = frozenset({STAGING, RUNNING})
+FINAL = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED})
+STATES = frozenset({QUEUED}) | ACTIVE | FINAL
+#: States whose job ran in the sandbox and may have a log for the airlock.
+RAN = frozenset({SUCCEEDED, FAILED, TIMED_OUT})
+
+State = Literal["queued", "staging", "running", "succeeded", "failed", "timed_out",
+                "cancelled"]
+
+# --- the runner's own words --------------------------------------------------------------
+#: The file the runner writes at the top of a job's outputs once the sandbox has ended:
+#: the end of the job's stdout and stderr. Whatever the job itself wrote there is replaced.
+LOG_NAME = "job-log.txt"
+
+EXITED_WITH_ERROR = "exited with an error"
+#: A limit the runner itself saw hit (spe.sandbox limit names), in its words.
+LIMIT_REASONS = {
+    "wall": "time limit", "cpu": "CPU time limit", "memory": "memory limit",
+    "processes": "process limit", "output": "output quota", "scratch": "scratch quota",
+    "file_size": "file size limit", "open_files": "open files limit",
+}
+STAGING_FAILED = "the extract could not be staged (the node's audit has the details)"
+RISK_REFUSED = "the policy refuses a job over this extract at its re-identification risk"
+BAD_CODE = "the job's code archive is not valid"
+NO_SANDBOX = "the sandbox could not start the job"
+NODE_ERROR = "the node failed while running the job"
+TAKEN = "the job was taken from its worker"
+RUNNER_REASONS = frozenset({EXITED_WITH_ERROR, *LIMIT_REASONS.values(), STAGING_FAILED,
+                            RISK_REFUSED, BAD_CODE, NO_SANDBOX, NODE_ERROR, TAKEN})
+
+
+# --- refusals ----------------------------------------------------------------------------
+class JobRefused(Forbidden):
+    """A policy refused the job (permit, targets, limits)."""
+
+    error = "refused_by_policy"
+
+
+class InvalidJob(SPEError):
+    status_code = 422
+    error = "invalid_job"
+
+
+class CodeTooLarge(SPEError):
+    status_code = 413
+    error = "code_too_large"
+
+
+class NoOutputs(Conflict):
+    """The job has nothing for the airlock (it did not run, or was cancelled)."""
+
+    error = "no_outputs"
+
+
+def check_code_size(code_b64: str) -> None:
+    """Refuse packed code over the one limit both sides apply, before decoding it."""
+    if len(code_b64) > MAX_CODE_B64:
+        raise CodeTooLarge(f"the packed code is over {MAX_ARCHIVE_BYTES // MiB} MiB "
+                           f"({MAX_CODE_B64} base64 characters)")
+
+
+# --- what travels ------------------------------------------------------------------------
+class JobSubmission(BaseModel):
+    """The hub to a node. `code`'s length is checked by `check_code_size` (a 413)."""
+
+    # base64 of a tar.gz (spe.wire.code_archive); the schema states the limit, and
+    # `check_code_size` enforces it with a 413 rather than a validation error.
+    code: str = Field(min_length=4, json_schema_extra={"maxLength": MAX_CODE_B64})
+    entry: str = Field(default="main.py", min_length=1, max_length=MAX_ENTRY_CHARS)
+    limits: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    state: State
+
+
+class StagingSummary(BaseModel):
+    """How the job's extract was made, as the researcher may read it unreviewed: the
+    policy's choices and what layer 3 generalised (a job must know it to read the
+    extract), never what the extract holds (no counts, no risk figures)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    data_version: str = ""
+    form: str = ""
+    layers: list[str] = Field(default_factory=list)
+    pseudonymised: bool | None = None
+    key: str = ""
+    cached: bool | None = None
+    staged_at: str | None = None
+    risk_ok: bool | None = None  # the policy's threshold holds over the extract
+    generalised: dict[str, Any] = Field(default_factory=dict)  # quasi-identifier -> level
+    suppressed: bool | None = None  # whether layer 3 removed patients (not how many)
+    allowed: bool | None = None  # whether policies/jobs lets a job run over it
+
+
+class JobStatus(BaseModel):
+    """A job at a node, as its researcher, an output checker and the hub see it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    node_id: str
+    pid: str
+    state: State
+    attempts: int = 0
+    reason: str = ""  # the runner's words (RUNNER_REASONS), or who cancelled it
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    staging: StagingSummary | None = None
+
+
+__all__ = [
+    "ACTIVE", "FINAL", "JOBS_PATH", "LOG_NAME", "MAX_ARCHIVE_BYTES", "MAX_CODE_B64",
+    "MAX_CODE_BYTES", "MAX_CODE_FILES", "RAN", "RUNNER_REASONS", "STATES", "CodeTooLarge",
+    "InvalidJob", "JobAccepted", "JobRefused", "JobStatus", "JobSubmission", "NoOutputs",
+    "StagingSummary", "check_code_size",
+]
