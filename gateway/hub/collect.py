@@ -9,7 +9,9 @@ and stores what passes as a pending request for the output checkers. Entries the
 blocked are added to the request as blocked, never stored, with the node's reasons. A
 request of a permit that is suspended or revoked by then is withheld at once.
 
-A part that ended otherwise (failed, timed out, cancelled) is marked as having no outputs.
+A part that ran and failed (or timed out) sends its log alone (spe.wire.jobs.LOG_NAME),
+reviewed like any output; one that printed nothing, or never ran (cancelled, staging
+refused), is marked as having no outputs.
 Collection runs on every status read and periodically in the central service
 (`collect_periodically`); a job part is collected once (the central job row is locked
 while its request is recorded).
@@ -32,7 +34,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from starlette.concurrency import run_in_threadpool
 
-from gateway.hub.jobs import JOBS_PATH, call_node
+from gateway.hub.jobs import call_node
 from gateway.hub.service import Hub
 from spe.airlock import AirlockPolicyError, rules_from_policy
 from spe.airlock.report import worst
@@ -45,11 +47,11 @@ from spe.jobs.models import CentralJob
 from spe.permits import repository as permits
 from spe.permits.service import effective_status
 from spe.web import AppContext
+from spe.wire.jobs import FINAL, JOBS_PATH, RAN, SUCCEEDED
 from spe.wire.outputs import COLLECTOR, COLLECTOR_ROLE, JobOutputs
 
 log = logging.getLogger(__name__)
 
-FINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 #: Jobs older than this are no longer swept for outputs (a status read still collects).
 SWEEP_DAYS = 14
 
@@ -98,10 +100,12 @@ async def _collect_part(ctx: AppContext, hub: Hub, job: CentralJob, node_id: str
         state = answer.get("state") if status == 200 and isinstance(answer, dict) else None
     if state not in FINAL:
         return _NOT_YET
-    if state != "succeeded":
-        return await run_in_threadpool(_record, ctx, job.id, node_id, None,
-                                       f"no outputs: the job {state}")
+    none = f"no outputs: the job {state}"
+    if state not in RAN:
+        return await run_in_threadpool(_record, ctx, job.id, node_id, None, none)
     status, answer = await _collector_call(hub, job, node_id, node_job, "/outputs")
+    if status == 409 and state != SUCCEEDED:  # it printed nothing, or never ran
+        return await run_in_threadpool(_record, ctx, job.id, node_id, None, none)
     if status != 200:
         log.warning("job %s at %s: outputs not collected: %s %s", job.id, node_id,
                     status, answer)
@@ -111,9 +115,14 @@ async def _collect_part(ctx: AppContext, hub: Hub, job: CentralJob, node_id: str
         if outputs.job_id != node_job or outputs.pid != job.pid:
             raise BadOutputs("the outputs are of another job or permit")
     except (ValidationError, BadOutputs) as exc:
-        reason = f"the node's outputs were refused: {exc}".replace("\n", " ")[:500]
-        return await run_in_threadpool(_record, ctx, job.id, node_id, None, reason)
-    return await run_in_threadpool(_record, ctx, job.id, node_id, outputs, "collected")
+        # The researcher reads the outcome: what is wrong may quote a file's name or the
+        # node's answer, so that goes to the audit only.
+        detail = str(exc).replace("\n", " ")[:500]
+        return await run_in_threadpool(_record, ctx, job.id, node_id, None,
+                                       "the node's outputs were refused", detail)
+    return await run_in_threadpool(_record, ctx, job.id, node_id, outputs,
+                                   "collected" if state == SUCCEEDED
+                                   else f"the job {state}: its log collected")
 
 
 async def _collector_call(hub: Hub, job: CentralJob, node_id: str, node_job: str,
@@ -174,8 +183,9 @@ def _merge_node_report(request, outputs: JobOutputs) -> int:
 
 
 def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | None,
-            outcome: str) -> str | None:
-    """Store the outputs as an airlock request (once per job part) and mark the part."""
+            outcome: str, detail: str = "") -> str | None:
+    """Store the outputs as an airlock request (once per job part) and mark the part.
+    `outcome` is for the researcher; `detail`, for the audit only."""
     settings = ctx.settings
     incoming = None
     try:
@@ -192,7 +202,7 @@ def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | No
                 return sent["airlock"]
             request_id = None
             details: dict[str, Any] = {"node": node_id, "node_job": sent.get("job_id"),
-                                       "outcome": outcome}
+                                       "outcome": outcome, "detail": detail}
             if outputs is not None:
                 rules = rules_from_policy(ctx.policy)
                 storage = settings.resolved_airlock_dir
@@ -227,7 +237,7 @@ def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | No
             raise
         refused = "the airlock refused the outputs" if isinstance(
             exc, AirlockRefused) else "the node's outputs were refused"
-        return _record(ctx, job_id, node_id, None, f"{refused}: {exc}")
+        return _record(ctx, job_id, node_id, None, refused, str(exc)[:500])
     finally:
         if incoming is not None:
             shutil.rmtree(incoming, ignore_errors=True)

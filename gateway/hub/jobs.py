@@ -22,45 +22,49 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from gateway.hub.fanout import CONTEXT_HEADER, _detail
+from gateway.hub.fanout import _detail
 from gateway.hub.service import FederationNotConfigured, Hub
-from gateway.node.jobs.models import CodeArchiveError, pack_script
 from spe.airlock.review import repository as airlock_requests
-from spe.airlock.review.schemas import RequestOut
+from spe.airlock.review.schemas import RequestOut, researcher_view
 from spe.db import session_scope
-from spe.errors import Forbidden, NotFound, SPEError
+from spe.errors import Forbidden, NotFound
 from spe.identity import Principal
 from spe.jobs import repository
 from spe.jobs.models import CentralJob
 from spe.web import AppContext
+from spe.wire.code_archive import CodeArchiveError, pack_script
+from spe.wire.context import CONTEXT_HEADER
+from spe.wire.jobs import (
+    JOBS_PATH,
+    MAX_ARCHIVE_BYTES,
+    MAX_CODE_B64,
+    MAX_ENTRY_CHARS,
+    CodeTooLarge,
+    InvalidJob,
+    JobRefused,
+    JobStatus,
+    StagingSummary,
+    check_code_size,
+)
 
-JOBS_PATH = "/api/v1/jobs"
 ACCESS_POLICY = "jobs/access"  # who reads and cancels a job
 #: Sending the code can take longer than answering a query.
 MIN_SUBMIT_TIMEOUT = 30.0
-MAX_CODE_B64 = 70 * 1024 * 1024
 MAX_SCRIPT_CHARS = 1024 * 1024
-
-
-class InvalidJob(SPEError):
-    status_code = 422
-    error = "invalid_job"
-
-
-class JobRefused(Forbidden):
-    error = "refused_by_policy"
 
 
 class JobSubmission(BaseModel):
     permit: str = Field(min_length=1, max_length=32)
-    # base64 of a tar.gz of the code folder (`spe job submit` packs one), or ...
-    code: str | None = Field(default=None, min_length=4, max_length=MAX_CODE_B64)
+    # base64 of a tar.gz of the code folder (`spe job submit` packs one), checked against
+    # the one limit the nodes apply too (a 413, spe.wire.jobs), or ...
+    code: str | None = Field(default=None, min_length=4,
+                             json_schema_extra={"maxLength": MAX_CODE_B64})
     # ... the Python source of the entry point alone (the web page sends this).
     script: str | None = Field(default=None, min_length=1, max_length=MAX_SCRIPT_CHARS)
-    entry: str = Field(default="main.py", min_length=1, max_length=255)
+    entry: str = Field(default="main.py", min_length=1, max_length=MAX_ENTRY_CHARS)
     limits: dict[str, Any] = Field(default_factory=dict)
     nodes: list[str] | None = Field(default=None, max_length=100)
 
@@ -73,20 +77,17 @@ class JobSubmission(BaseModel):
     def packed(self) -> bytes:
         if self.script is not None:
             try:
-                return pack_script(self.script, self.entry)
+                packed = pack_script(self.script, self.entry)
             except CodeArchiveError as exc:
                 raise InvalidJob(f"entry: {exc}") from None
+            if len(packed) > MAX_ARCHIVE_BYTES:
+                raise CodeTooLarge("the packed script is over the code limit")
+            return packed
+        check_code_size(self.code or "")
         try:
             return base64.b64decode(self.code or "", validate=True)
         except (binascii.Error, ValueError):
             raise InvalidJob("code: not base64 (a tar.gz of the code folder)") from None
-
-
-class FileVerdict(BaseModel):
-    path: str
-    kind: str = ""
-    verdict: str
-    reasons: list[str] = Field(default_factory=list)
 
 
 class NodeJobView(BaseModel):
@@ -96,14 +97,9 @@ class NodeJobView(BaseModel):
     # "queued" | "staging" | "running" | "succeeded" | ... (the node's state), or what
     # kept the hub from learning it: "refused", "unreachable", "error", "not submitted".
     state: str
-    reason: str = ""
+    reason: str = ""  # the node's runner's words (spe.wire.jobs), or why the hub knows none
     attempts: int = 0
-    log_tail: str = ""
-    exit_code: int | None = None
-    wall_seconds: float | None = None
-    verdict: str | None = None
-    files: list[FileVerdict] = Field(default_factory=list)
-    staging: dict[str, Any] | None = None
+    staging: StagingSummary | None = None
     # The central airlock's request for this part's outputs, once collected; `outputs`
     # says what became of them ("collected", "no outputs: the job failed", ...).
     airlock: str | None = None
@@ -263,9 +259,14 @@ async def _each_node(hub: Hub, job: CentralJob, caller: Principal, method: str,
             permit=job.pid)
         status, answer = await call_node(hub, node_id, method, f"{JOBS_PATH}/{node_job}{suffix}",
                                      context)
-        if status == 200 and isinstance(answer, dict):
-            keep = set(NodeJobView.model_fields) - {"node_id", "job_id", "submitted"}
-            return node_id, {k: v for k, v in answer.items() if k in keep}
+        if status == 200:
+            try:  # only what the contract lets a researcher read, whatever the node sent
+                told = JobStatus.model_validate(answer)
+            except ValidationError:
+                return node_id, {"state": "error",
+                                 "reason": "the node's answer is not a job status"}
+            return node_id, told.model_dump(include={"state", "reason", "attempts",
+                                                     "staging"})
         if status == 0:
             return node_id, {"state": "unreachable", "reason": str(answer)}
         state = "refused" if status in (401, 403, 404, 409) else "error"
@@ -305,7 +306,7 @@ async def outputs(ctx: AppContext, hub: Hub | None, job_id: str, caller: Princip
             ctx.audit.record(session, actor=caller.id, action="job.outputs.read",
                              object=f"job:{job_id}", decision="allow",
                              reason=f"{len(found)} airlock request(s)")
-            return [RequestOut.model_validate(r) for r in found]
+            return [researcher_view(r, caller) for r in found]
 
     return await run_in_threadpool(read)
 

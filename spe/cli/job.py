@@ -54,13 +54,11 @@ def print_job(out: Console, job: dict) -> None:
     out.print(f"job {job['id']} under {job['permit']} by {job['user']} "
               f"({job['entry']}, code sha256 {job['code_sha256'][:12]}…)")
     table = Table()
-    for column in ("node", "state", "attempts", "outputs", "airlock request", "reason"):
+    for column in ("node", "state", "attempts", "reason", "outputs", "airlock request"):
         table.add_column(column)
     for n in job["nodes"]:
-        files = ", ".join(f"{f['path']}: {f['verdict']}" for f in n.get("files") or [])
         table.add_row(n["node_id"], n["state"], str(n.get("attempts", 0)),
-                      files or (n.get("verdict") or ""), n.get("airlock") or "",
-                      n.get("reason") or "")
+                      n.get("reason") or "", n.get("outputs") or "", n.get("airlock") or "")
     out.print(table)
 
 
@@ -86,7 +84,7 @@ def submit(
     timeout: Timeout = 120.0,
 ) -> None:
     """Send CODE_DIR as a job to the permit's institutions; print the job's id."""
-    from gateway.node.jobs.models import CodeArchiveError, pack_code
+    from spe.wire.code_archive import CodeArchiveError, pack_code
 
     if not (code_dir / entry).is_file():
         raise fail(f"{code_dir / entry}: no such file (give --entry)")
@@ -112,7 +110,8 @@ def submit(
 @job_app.command("status")
 def status(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson = False,
            timeout: Timeout = 60.0) -> None:
-    """The job's state at every node, with the airlock's verdicts on its outputs."""
+    """The job's state at every node, in the runner's words (its log and outputs reach
+    you through the airlock: `spe job outputs`, `spe job download`)."""
     job = _call("GET", _path(job_id), hub, token, timeout=timeout)
     if as_json:
         typer.echo(json.dumps(job, indent=2))
@@ -123,11 +122,25 @@ def status(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson 
 @job_app.command("logs")
 def logs(job_id: JobId, hub: Hub = None, token: Token = None,
          timeout: Timeout = 60.0) -> None:
-    """The tail of the job's output at every node."""
-    job = _call("GET", _path(job_id), hub, token, timeout=timeout)
-    for n in job["nodes"]:
-        typer.echo(f"==> {n['node_id']} ({n['state']}) <==")
-        typer.echo((n.get("log_tail") or "").rstrip("\n"))
+    """The job's log at every node, once the airlock has released it: the end of what it
+    printed is one of its outputs (job-log.txt), reviewed like the rest."""
+    from spe.wire.jobs import LOG_NAME
+
+    url, auth = hub_url(hub), bearer(token)
+    found = request("GET", url, _path(job_id, "/outputs"), auth, timeout=timeout).json()
+    if not found:
+        typer.echo("no outputs in the airlock yet")
+    for req in found:
+        typer.echo(f"==> {req['node_id']} (request {req['state']}) <==")
+        log = next((f for f in req["files"] if f["path"] == LOG_NAME and f["stored"]), None)
+        if log is None:
+            typer.echo("(not released)" if req["state"] != "released" else "(no log)")
+            continue
+        resp = request("GET", url, f"/api/v1/airlock/requests/{req['id']}/files/"
+                       f"{quote(LOG_NAME)}", auth, timeout=timeout)
+        if hashlib.sha256(resp.content).hexdigest() != log["sha256"]:
+            raise fail(f"{req['node_id']}/{LOG_NAME}: checksum mismatch", 1)
+        typer.echo(resp.content.decode("utf-8", errors="replace").rstrip("\n"))
 
 
 @job_app.command("cancel")
@@ -144,8 +157,8 @@ def cancel(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson 
 @job_app.command("outputs")
 def outputs(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson = False,
             timeout: Timeout = 60.0) -> None:
-    """The job's outputs in the airlock, per node: each file's verdict and reasons, the
-    reviews, and whether they are released."""
+    """The job's outputs in the airlock, per node: the request's state and reviews, and
+    once released, its files (the job's log, job-log.txt, among them)."""
     found = request("GET", hub_url(hub), _path(job_id, "/outputs"), bearer(token),
                     timeout=timeout).json()
     if as_json:
@@ -158,8 +171,15 @@ def outputs(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson
         approvals = sum(r["decision"] == "approve" for r in req["reviews"])
         out.print(f"{req['node_id']}: request {req['id']}: {req['state']} "
                   f"({approvals} approval(s))")
-        for reason in req["reasons"]:
+        for reason in req["reasons"]:  # an output checker's view names them
             out.print(f"  ! {reason}")
+        for review in req["reviews"]:
+            out.print(f"  {review['decision']} by {review['reviewer']}"
+                      + (f": {review['reason']}" if review["reason"] else ""))
+        if not req["files"]:
+            if req["state"] != "released":
+                out.print("  its files are named once released")
+            continue
         table = Table()
         for column in ("file", "bytes", "verdict", "kept", "reasons"):
             table.add_column(column)

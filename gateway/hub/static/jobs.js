@@ -8,7 +8,7 @@
 
 (() => {
   const {root, $, el, fill, send, saveBlob, errorHeading, showError, hide, bytes, pathUrl,
-    verdictBadge, reasonList, signinMessage, numberFormat} = SPEWeb;
+    verdictBadge, reasonList, signinMessage} = SPEWeb;
   const TOKEN_KEY = "spe.jobs.token";
   const PERMITS_TOKEN_KEY = "spe.permits.token";  // the permit pages' (spe/permits/static)
   const OTHER = "__other__";  // the permit select's "type an id" option
@@ -262,19 +262,6 @@
         el("dd", {}, plain(v))]));
   }
 
-  function filesTable(files, testid) {
-    if (!files.length) return el("p", {className: "note"}, "No outputs.");
-    return el("table", {className: "files", dataset: {testid}},
-      el("thead", {}, el("tr", {}, ["File", "Kind", "Verdict", "Reasons"].map((h) =>
-        el("th", {scope: "col"}, h)))),
-      el("tbody", {}, files.map((f) => el("tr",
-        {dataset: {testid: "job-file", path: f.path, verdict: f.verdict}},
-        el("th", {scope: "row"}, el("code", {}, f.path)),
-        el("td", {}, f.kind || "—"),
-        el("td", {}, verdictBadge(f.verdict, "file-verdict")),
-        el("td", {dataset: {testid: "file-reasons"}}, reasonList(f.reasons))))));
-  }
-
   function nodeCard(n) {
     return el("section", {className: "node-card", "aria-label": n.node_id,
       dataset: {testid: "job-node", node: n.node_id, state: n.state}},
@@ -284,21 +271,10 @@
       fact("Sent", n.submitted, "node-submitted"),
       fact("Job at the node", n.job_id ? el("code", {}, n.job_id) : "", "node-job"),
       fact("Attempts", String(n.attempts ?? 0), "node-attempts"),
-      fact("Exit code", n.exit_code === null || n.exit_code === undefined ? ""
-        : String(n.exit_code), "node-exit"),
-      fact("Wall clock", n.wall_seconds === null || n.wall_seconds === undefined ? ""
-        : `${numberFormat.format(Math.round(n.wall_seconds * 10) / 10)} s`, "node-wall"),
-      fact("Automatic verdict", n.verdict ? verdictBadge(n.verdict, "node-verdict") : "",
-        "node-verdict-fact"),
       fact("Extract staged", stagingFacts(n.staging), "node-staging"),
       fact("Outputs", n.outputs ? [n.outputs, n.airlock ? " (airlock request " : "",
         n.airlock ? el("code", {}, n.airlock) : "", n.airlock ? ")" : ""] : "",
-      "node-outputs")),
-    el("h4", {}, "Log (last lines)"),
-    el("pre", {className: "log", tabindex: 0, dataset: {testid: "log-tail"}},
-      n.log_tail || "(nothing yet)"),
-    el("h4", {}, "The airlock's automatic checks"),
-    filesTable(n.files || [], "node-files"));
+      "node-outputs")));
   }
 
   function renderJob(job) {
@@ -328,7 +304,11 @@
   }
 
   function requestFiles(r) {
-    if (!r.files.length) return el("p", {className: "note"}, "No files.");
+    if (!r.files.length) {
+      return el("p", {className: "note", dataset: {testid: "request-files-hidden"}},
+        r.state === "released" ? "No files were released."
+          : "The files, the job's log among them, are named here once released.");
+    }
     const released = r.state === "released";
     return el("table", {className: "files", dataset: {testid: "request-files"}},
       el("thead", {}, el("tr", {}, ["File", "Size", "Verdict", "Reasons", "Notes",
@@ -374,9 +354,9 @@
   }
 
   function renderOutputs(requests) {
-    // Over, with nothing to show: no part of the job succeeded.
-    const over = Boolean(lastJob) && lastJob.nodes.every((n) => FINAL.has(n.state))
-      && !lastJob.nodes.some((n) => n.state === "succeeded");
+    // Over, with nothing to show: every part ended and none sent anything to the airlock.
+    const over = Boolean(lastJob) && lastJob.nodes.every((n) => FINAL.has(n.state)
+      && (!n.job_id || (n.outputs && !n.airlock)));
     const text = JSON.stringify([requests, over]);
     lastOutputs = requests;
     if (text === shown.outputs) return;
@@ -384,9 +364,9 @@
     const byNode = [...requests].sort((a, b) => (a.node_id < b.node_id ? -1 : 1));
     fill($("job-outputs"), requests.length ? byNode.map(requestCard)
       : el("p", {className: "note", dataset: {testid: "outputs-empty"}}, over
-        ? "No outputs: the job succeeded at no institution."
-        : "No outputs yet: an institution's outputs reach the airlock once its part of the "
-          + "job has succeeded."));
+        ? "No outputs: no institution sent any to the airlock."
+        : "No outputs yet: an institution's outputs (or a failed part's log) reach the "
+          + "airlock once its part of the job has ended."));
   }
 
   // More to come: a node still running, a finished node whose outputs have not reached the
@@ -395,7 +375,8 @@
     if (!lastJob) return true;
     if (lastJob.nodes.some((n) => !FINAL.has(n.state))) return "running";
     const requested = new Set(lastOutputs.map((r) => r.node_id));
-    if (lastJob.nodes.some((n) => n.state === "succeeded" && !requested.has(n.node_id))) {
+    if (lastJob.nodes.some((n) => (n.airlock && !requested.has(n.node_id))
+      || (n.job_id && !n.outputs))) {
       return "collecting";
     }
     return lastOutputs.some((r) => r.state === "pending") ? "reviewing" : false;

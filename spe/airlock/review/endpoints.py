@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 
-from spe.airlock.review.schemas import RequestOut, ReviewIn
+from spe.airlock.review.schemas import RequestOut, ReviewIn, researcher_view
 from spe.airlock.review.service import Airlock
 from spe.web import Caller, DbSession
 
@@ -21,14 +21,16 @@ def airlock(request: Request) -> Airlock:
 
 @router.get("/requests", response_model=list[RequestOut])
 def list_requests(caller: Caller, session: DbSession, request: Request) -> list[RequestOut]:
-    """An output checker's queue of pending requests; a researcher's own requests."""
-    return [RequestOut.model_validate(r) for r in airlock(request).visible(session, caller)]
+    """An output checker's queue of pending requests; a researcher's own requests (their
+    files named once released, `researcher_view`)."""
+    return [researcher_view(r, caller) for r in airlock(request).visible(session, caller)]
 
 
 @router.get("/requests/{rid}", response_model=RequestOut)
 def show(rid: str, caller: Caller, session: DbSession, request: Request) -> RequestOut:
-    """The files with their automatic verdicts and reasons, and the reviews so far."""
-    return RequestOut.model_validate(airlock(request).view(session, caller, rid))
+    """The files with their automatic verdicts and reasons, and the reviews so far (to a
+    party of the request, only what `researcher_view` shows)."""
+    return researcher_view(airlock(request).view(session, caller, rid), caller)
 
 
 @router.post("/requests/{rid}/reviews", response_model=RequestOut)
@@ -36,7 +38,7 @@ def review(rid: str, body: ReviewIn, caller: Caller, session: DbSession,
            request: Request) -> RequestOut:
     """Approve or reject; two different checkers' approvals release, any reject rejects."""
     done = airlock(request).review(session, caller, rid, body.decision, body.reason)
-    return RequestOut.model_validate(done)
+    return researcher_view(done, caller)
 
 
 @router.get("/requests/{rid}/inspect/{path:path}")

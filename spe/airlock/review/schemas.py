@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from spe.airlock.review.models import AirlockRequest
+    from spe.identity import Principal
 
 
 class ReviewIn(BaseModel):
@@ -51,3 +55,17 @@ class RequestOut(BaseModel):
     reasons: list[str]
     files: list[FileOut]
     reviews: list[ReviewOut]
+
+
+def researcher_view(request: AirlockRequest, principal: Principal) -> RequestOut:
+    """A request as `principal` may read it. Output checkers read everything (names,
+    verdicts, reasons). Anyone else (the requester, a member of the permit) reads nothing
+    the job computed before release: no file names, sizes, verdicts or automatic reasons,
+    which a job can make say anything; once released, the released files (their names,
+    sizes and checksums, to download them), and still none of the automatic reasons."""
+    out = RequestOut.model_validate(request)
+    if "output_checker" in principal.roles:
+        return out
+    released = [f.model_copy(update={"reasons": [], "notes": []}) for f in out.files
+                if f.stored] if out.state == "released" else []
+    return out.model_copy(update={"files": released, "reasons": []})
