@@ -1,6 +1,7 @@
 """Hostile jobs, run as a node runs them (a worker: staging, the sandbox, the airlock) and
 judged from the outside: each is contained or its outputs blocked, the job ends in a clear
-state, and the node's audit says what happened (state, limit, each output's verdict)."""
+state, the researcher reads only the runner's words about it, and the node's audit says
+what happened (state, limit, each output's verdict)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from gateway.node.jobs import repository as repo
 from gateway.node.jobs.worker import Worker
 from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.db.migrate import upgrade
+from spe.wire.jobs import LOG_NAME, RUNNER_REASONS
 from tests.gateway.node.test_job_worker import _audit, _code, _job
 
 pytestmark = pytest.mark.usefixtures("needs_sandbox")
@@ -105,6 +107,13 @@ BLOCKED = {
 }
 
 
+def _log(node, job_id: str) -> str:
+    """The log the runner left among the job's outputs (for the airlock), as the node's
+    operator reads it."""
+    path = node[2].job_dir(job_id) / "output" / LOG_NAME
+    return path.read_text() if path.exists() else ""
+
+
 def _run(node, source: str, limits: dict | None = None):
     """Run `source` (a str.format template over the host paths) as a node job."""
     sessions, root, worker, paths, _ = node
@@ -123,15 +132,18 @@ def _run(node, source: str, limits: dict | None = None):
 def test_a_hostile_job_is_contained_and_audited(node, name: str) -> None:
     source, state, limit, trace = HOSTILE[name]
     job, audited, reason, seconds = _run(node, source)
-    assert job.state == state, (job.reason, job.log_tail)
+    log = _log(node, job.id)
+    assert job.state == state, (job.reason, log)
     assert seconds < 30
     assert audited["state"] == state
     assert audited["limit"] == limit
     assert reason == job.reason
-    if limit:
-        assert limit in reason or state == "timed_out"
+    # The researcher reads the runner's words only: a limit it saw hit itself, else that
+    # the job exited with an error; never an exit code or a signal.
+    assert job.reason in RUNNER_REASONS, job.reason
+    assert not any(c.isdigit() for c in job.reason)
     if trace:
-        assert trace in job.log_tail
+        assert trace in log
     assert audited["verdict"] != "blocked" or audited["outputs"]
     assert node[4] == [], "a job reached the node's API"
 
@@ -140,7 +152,7 @@ def test_a_hostile_job_is_contained_and_audited(node, name: str) -> None:
 def test_a_disclosive_output_is_blocked_and_audited(node, name: str) -> None:
     source, path, why = BLOCKED[name]
     job, audited, _, _ = _run(node, source)
-    assert job.state == "succeeded", (job.reason, job.log_tail)
+    assert job.state == "succeeded", (job.reason, _log(node, job.id))
     assert job.result["verdict"] == "blocked"
     assert audited["verdict"] == "blocked"
     assert audited["outputs"][path].startswith("blocked: ")
@@ -155,15 +167,18 @@ PRINT_THE_EXTRACT = (
     "print('done: 6 patients')\n")
 
 
-def test_printing_the_extract_does_not_carry_it_out_in_the_log(node) -> None:
-    """The log reaches the researcher unreviewed: lines naming the extract's ids are
-    withheld (the whole line, not only the id), the rest stays for debugging."""
+def test_printing_the_extract_leaves_only_through_the_airlock(node) -> None:
+    """What the job prints is an output like any other: the log file is checked with the
+    rest (the extract's ids in it block it), and the job's record, which the researcher
+    reads, holds none of it."""
     job, audited, _, _ = _run(node, PRINT_THE_EXTRACT)
-    assert job.state == "succeeded", (job.reason, job.log_tail)
-    assert "pseudo" not in job.log_tail
-    assert "line withheld by the airlock: it names a patient id" in job.log_tail
-    assert "done: 6 patients" in job.log_tail  # what names nothing of the extract stays
-    assert job.result["log_withheld_lines"] >= 7  # six printed rows and the stderr line
+    assert job.state == "succeeded", (job.reason, _log(node, job.id))
+    assert "pseudo0000000001" in _log(node, job.id)  # the runner kept it, for the airlock
+    [log] = [f for f in job.result["airlock"]["files"] if f["path"] == LOG_NAME]
+    assert log["verdict"] == "blocked"
+    assert audited["outputs"][LOG_NAME].startswith("blocked: ")
+    assert job.log_tail == ""
+    assert job.reason == ""
     assert "stdout_tail" not in job.result["sandbox"]
     assert "pseudo" not in json.dumps(job.result)
 

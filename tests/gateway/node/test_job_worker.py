@@ -19,15 +19,15 @@ from sqlalchemy import select
 
 from gateway.node.app import NODE_AUDIT
 from gateway.node.jobs import repository as repo
-from gateway.node.jobs.models import CodeArchiveError, NodeJob, pack_code, unpack_code
-from gateway.node.jobs.worker import Worker, researcher_log
-from spe.airlock import ExtractTerms
-from spe.airlock.scan import withhold_lines
+from gateway.node.jobs.models import NodeJob
+from gateway.node.jobs.worker import Worker, write_log
 from spe.audit import NodeAuditEntry
 from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.db.migrate import upgrade
 from spe.sandbox import SandboxResult
 from spe.settings import REPO_ROOT
+from spe.wire.code_archive import CodeArchiveError, pack_code, unpack_code
+from spe.wire.jobs import LOG_NAME
 from tests.processes import alive, in_sandbox
 
 LIMITS = {"cpu_seconds": 20, "memory_mb": 1024, "processes": 64, "open_files": 64,
@@ -81,6 +81,12 @@ def _job(sessions, job_id: str) -> NodeJob:
 def _worker(sessions, tmp: Path, extract: Path, name: str = "w1", **kw) -> Worker:
     return Worker(sessions, NODE_AUDIT, worker_id=name, work_dir=tmp / "work",
                   stage=lambda job: extract, heartbeat_seconds=0.3, stale_after=1.0, **kw)
+
+
+def job_log(tmp: Path, job_id: str) -> str:
+    """The log the runner left among the job's outputs, as an operator reads it."""
+    path = tmp / "work" / job_id / "output" / LOG_NAME
+    return path.read_text() if path.exists() else ""
 
 
 def _audit(sessions, action: str) -> list[NodeAuditEntry]:
@@ -177,12 +183,15 @@ def test_safe_csv_job_succeeds_with_airlock_verdict(node) -> None:
     assert worker.run_once()
     assert not worker.run_once()
     job = _job(sessions, job_id)
-    assert job.state == "succeeded", (job.reason, job.log_tail)
+    assert job.state == "succeeded", (job.reason, job_log(tmp, job_id))
     assert job.result["sandbox"]["state"] == "succeeded"
     assert job.result["verdict"] == job.result["airlock"]["verdict"]
     assert job.result["verdict"] in ("pass", "review")
-    assert [f["path"] for f in job.result["airlock"]["files"]] == ["counts.csv"]
-    assert "done 40" in job.log_tail
+    # What the job printed is one of its outputs, checked like the table.
+    assert [f["path"] for f in job.result["airlock"]["files"]] == ["counts.csv", LOG_NAME]
+    assert "done 40" in job_log(tmp, job_id)
+    assert job.log_tail == ""
+    assert job.reason == ""
     assert (tmp / "work" / job_id / "output" / "counts.csv").is_file()
     assert job.finished_at is not None
     assert job.worker == "w1"
@@ -214,7 +223,7 @@ def test_a_column_of_the_extracts_pseudonyms_is_blocked(node) -> None:
     job_id = _enqueue(sessions, tmp, PSEUDONYM_COLUMN)
     assert _worker(sessions, tmp, extract).run_once()
     job = _job(sessions, job_id)
-    assert job.state == "succeeded", (job.reason, job.log_tail)
+    assert job.state == "succeeded", (job.reason, job_log(tmp, job_id))
     [table] = job.result["airlock"]["files"]
     assert table["verdict"] == "blocked"
     assert any('column "patient" holds 6' in r for r in table["reasons"]), table
@@ -229,8 +238,9 @@ def test_wall_limit_times_out(node) -> None:
     assert _worker(sessions, tmp, extract).run_once()
     assert time.monotonic() - started < 15
     job = _job(sessions, job_id)
-    assert job.state == "timed_out", (job.reason, job.log_tail)
+    assert job.state == "timed_out", (job.reason, job_log(tmp, job_id))
     assert job.result["sandbox"]["limit"] == "wall"
+    assert job.reason == "time limit"
 
 
 @pytest.mark.usefixtures("needs_sandbox")
@@ -352,23 +362,34 @@ def test_revoking_the_permit_stops_its_running_job(node) -> None:
     assert _verified(sessions)
 
 
-def test_a_log_keeps_its_lines_but_those_naming_the_extract():
-    terms = ExtractTerms.build(patient_ids=["ABCD2345EFGH6789"], uids=["1.2.826.0.1.3680043"],
-                               dates=["2019-03-05"])
-    text = ("loaded 40 rows\nfirst: abcd2345efgh6789.png\nseries urn:oid:1.2.826.0.1.3680043\n"
-            "seen 5 March 2019\nmean age 54.2")
-    kept, withheld = withhold_lines(text, terms)
-    assert withheld == 3
-    assert kept.splitlines()[0] == "loaded 40 rows"
-    assert kept.splitlines()[-1] == "mean age 54.2"
-    for secret in ("ABCD", "abcd", "3680043", "2019"):
-        assert secret not in kept
-
-    # A tail that starts inside a line drops that line: half an id would pass the scan.
+def test_the_log_is_written_over_whatever_the_job_left_at_its_name(tmp_path: Path):
+    """The runner's log replaces a file, a folder or a link the job put at its name, never
+    writes through a link, and keeps whole lines only (half an id would pass a scan)."""
     fields = {f: None for f in SandboxResult.__dataclass_fields__}
     result = SandboxResult(**{**fields, "stdout_tail": "2345EFGH6789 x\nrow ok\n",
-                              "stdout_bytes": 10_000, "stderr_tail": "", "stderr_bytes": 0})
-    assert researcher_log(result, terms) == "[earlier output not kept]\nrow ok\n"
-    # Without the extract's terms nothing is known to be safe: the whole log is withheld.
-    assert "withheld" in researcher_log(result, None)
-    assert "row ok" not in researcher_log(result, None)
+                              "stdout_bytes": 10_000, "stderr_tail": "oops\n",
+                              "stderr_bytes": 5})
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    planted = {"file": lambda p: p.write_text("forged log"),
+               "folder": lambda p: (p.mkdir(), (p / "x").write_text("x")),
+               "link": lambda p: p.symlink_to(victim)}
+    assert planted
+    for kind, plant in planted.items():
+        output = tmp_path / kind
+        output.mkdir()
+        plant(output / LOG_NAME)
+        assert write_log(output, result)
+        log = output / LOG_NAME
+        assert log.is_file(), kind
+        assert not log.is_symlink(), kind
+        assert log.read_text() == ("[earlier output not kept]\nrow ok\n"
+                                   "\n--- stderr ---\noops\n"), kind
+    assert victim.read_text() == "untouched"
+    silent = SandboxResult(**{**fields, "stdout_tail": "", "stdout_bytes": 0,
+                              "stderr_tail": "", "stderr_bytes": 0})
+    output = tmp_path / "silent"
+    output.mkdir()
+    (output / LOG_NAME).write_text("forged")
+    assert not write_log(output, silent)
+    assert not (output / LOG_NAME).exists()

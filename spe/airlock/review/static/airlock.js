@@ -72,7 +72,8 @@
         el("td", {}, r.pid),
         el("td", {}, r.requester),
         el("td", {className: "nowrap"}, when(r.created_at)),
-        el("td", {}, `${stored} stored, ${r.files.length - stored} blocked`),
+        el("td", {}, isChecker() ? `${stored} stored, ${r.files.length - stored} blocked`
+          : r.state === "released" ? `${stored} released` : "named once released"),
         el("td", {className: "num"}, `${approvals} of ${APPROVALS_NEEDED}`),
         el("td", {}, stateBadge(r.state)));
       })));
@@ -146,7 +147,10 @@
   }
 
   function filesTable(r) {
-    if (!r.files.length) return el("p", {className: "note"}, "The job wrote no files.");
+    if (!r.files.length) {  // a requester sees no file of the job before release
+      return el("p", {className: "note"}, isChecker() || r.state === "released"
+        ? "The job wrote no files." : "The files are named here once released.");
+    }
     return el("table", {className: "files", dataset: {testid: "files"}},
       el("caption", {}, "Files"),
       el("thead", {}, el("tr", {}, ["File", "Kind", "Size", "SHA-256", "Verdict", "Reasons",
