@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
@@ -47,7 +46,7 @@ from spe.wire.jobs import (
     JobRefused,
     JobStatus,
     StagingSummary,
-    check_code_size,
+    decode_code,
 )
 
 ACCESS_POLICY = "jobs/access"  # who reads and cancels a job
@@ -83,11 +82,7 @@ class JobSubmission(BaseModel):
             if len(packed) > MAX_ARCHIVE_BYTES:
                 raise CodeTooLarge("the packed script is over the code limit")
             return packed
-        check_code_size(self.code or "")
-        try:
-            return base64.b64decode(self.code or "", validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidJob("code: not base64 (a tar.gz of the code folder)") from None
+        return decode_code(self.code or "")
 
 
 class NodeJobView(BaseModel):

@@ -20,6 +20,8 @@ Refusals are `{"error", "detail"}` with the types below (`spe.errors`).
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -100,19 +102,28 @@ class NoOutputs(Conflict):
     error = "no_outputs"
 
 
-def check_code_size(code_b64: str) -> None:
-    """Refuse packed code over the one limit both sides apply, before decoding it."""
+def decode_code(code_b64: str) -> bytes:
+    """The packed code of a submission, refused over the one limit both sides apply (a
+    413; its base64 length is looked at before decoding) or when not base64 (a 422)."""
+    too_large = CodeTooLarge(f"the packed code is over the limit of "
+                             f"{MAX_ARCHIVE_BYTES // MiB} MiB ({MAX_ARCHIVE_BYTES} bytes)")
     if len(code_b64) > MAX_CODE_B64:
-        raise CodeTooLarge(f"the packed code is over {MAX_ARCHIVE_BYTES // MiB} MiB "
-                           f"({MAX_CODE_B64} base64 characters)")
+        raise too_large
+    try:
+        code = base64.b64decode(code_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidJob("code: not base64 (a tar.gz of the code folder)") from None
+    if len(code) > MAX_ARCHIVE_BYTES:
+        raise too_large
+    return code
 
 
 # --- what travels ------------------------------------------------------------------------
 class JobSubmission(BaseModel):
-    """The hub to a node. `code`'s length is checked by `check_code_size` (a 413)."""
+    """The hub to a node. `code` is read with `decode_code` (its limit, a 413)."""
 
     # base64 of a tar.gz (spe.wire.code_archive); the schema states the limit, and
-    # `check_code_size` enforces it with a 413 rather than a validation error.
+    # `decode_code` enforces it with a 413 rather than a validation error.
     code: str = Field(min_length=4, json_schema_extra={"maxLength": MAX_CODE_B64})
     entry: str = Field(default="main.py", min_length=1, max_length=MAX_ENTRY_CHARS)
     limits: dict[str, Any] = Field(default_factory=dict)
@@ -164,5 +175,5 @@ __all__ = [
     "ACTIVE", "FINAL", "JOBS_PATH", "LOG_NAME", "MAX_ARCHIVE_BYTES", "MAX_CODE_B64",
     "MAX_CODE_BYTES", "MAX_CODE_FILES", "RAN", "RUNNER_REASONS", "STATES", "CodeTooLarge",
     "InvalidJob", "JobAccepted", "JobRefused", "JobStatus", "JobSubmission", "NoOutputs",
-    "StagingSummary", "check_code_size",
+    "StagingSummary", "decode_code",
 ]

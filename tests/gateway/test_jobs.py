@@ -19,13 +19,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.node.jobs.models import pack_code
 from spe.app import create_central_app
 from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.identity import DemoIssuer
 from spe.pki import client_ssl_context, private_key_of
 from spe.settings import Settings
+from spe.wire.code_archive import pack_code
 from spe.wire.context import ContextSigner
+from spe.wire.jobs import EXITED_WITH_ERROR, LOG_NAME, MAX_ARCHIVE_BYTES
 from tests.gateway.conftest import ISSUER, SITES, serve_job_federation
 from tests.gateway.test_permit_tier import issue_permit
 
@@ -93,6 +94,7 @@ def federation(pki, job_sites, tmp_path_factory):
         client = stack.enter_context(TestClient(app))
         client.as_ = lambda user, role, inst=None: {  # type: ignore[attr-defined]
             "Authorization": "Bearer " + issuer.mint(user, [role], institution=inst)}
+        client.data_dir = root  # type: ignore[attr-defined]
         yield client, urls, pki
 
 
@@ -137,12 +139,14 @@ def test_a_job_runs_at_the_permit_institutions(federation, permit, tmp_path):
         "site-a": "queued", "site-b": "queued"}
     body = _wait(hub, job["id"], lambda b: all(n["state"] in FINAL for n in b["nodes"]))
     for node in body["nodes"]:
-        assert node["state"] == "succeeded", (node.get("reason"), node.get("log_tail"), node)
-        assert "modalities" in node["log_tail"]
-        assert [f["path"] for f in node["files"]] == ["counts.csv"]
-        assert node["verdict"] in {"pass", "review", "blocked"}
-        assert node["files"][0]["verdict"]
-        assert node["staging"]["pid"] == permit
+        assert node["state"] == "succeeded", node
+        assert node["reason"] == ""
+        # How the extract was made, not what it holds: no counts, no risk figures.
+        assert node["staging"]["layers"], node["staging"]
+        assert node["staging"]["allowed"] is True
+        assert not {"counts", "k", "max_risk", "seconds"} & set(node["staging"])
+        # What it printed and wrote goes through the airlock, nowhere else.
+        assert not {"log_tail", "files", "verdict", "exit_code"} & set(node)
     # An output checker may follow it; another researcher may not.
     assert hub.get(f"/api/v1/jobs/{job['id']}",
                    headers=hub.as_("olga", "output_checker")).status_code == 200
@@ -265,9 +269,14 @@ def test_the_cli_submits_follows_and_cancels(federation, permit, tmp_path, monke
         if node["state"] in FINAL or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert node["state"] == "succeeded", (node.get("reason"), node.get("log_tail"), node)
-    assert "counts.csv" in run("status", job_id).output
-    assert "modalities" in run("logs", job_id).output
+    assert node["state"] == "succeeded", node
+    shown = run("status", job_id)
+    assert "succeeded" in shown.output
+    assert "counts.csv" not in shown.output  # named once released, in `spe job outputs`
+    logs = run("logs", job_id)
+    assert logs.exit_code == 0, logs.output
+    assert "modalities" not in logs.output
+    assert "(not released)" in logs.output
     cancelled = run("cancel", job_id)
     assert cancelled.exit_code == 0, cancelled.output
     assert "succeeded" in cancelled.output  # too late: it had finished
@@ -331,13 +340,19 @@ def test_a_federated_job_passes_the_airlock_and_is_downloaded(federation, permit
         "site-a": "succeeded", "site-b": "succeeded"}, body
     outputs = hub.get(f"/api/v1/jobs/{job_id}/outputs", headers=hub.as_("carol", "researcher"))
     assert outputs.status_code == 200, outputs.text
-    requests = {r["node_id"]: r for r in outputs.json()}
-    assert set(requests) == {"site-a", "site-b"}
+    assert {r["node_id"]: (r["state"], r["files"], r["reasons"]) for r in outputs.json()} == {
+        "site-a": ("pending", [], []), "site-b": ("pending", [], [])}  # nothing named yet
+    requests = {}
+    for mine in outputs.json():  # an output checker reads the whole request
+        seen = hub.get(f"/api/v1/airlock/requests/{mine['id']}",
+                       headers=hub.as_("olga", "output_checker"))
+        assert seen.status_code == 200, seen.text
+        requests[mine["node_id"]] = seen.json()
     for node, request in requests.items():
         files = {f["path"]: f for f in request["files"]}
         assert request["state"] == "pending"
         assert set(files) == {"images_by_modality_and_age.csv", "raw_image.dcm",
-                              "patients.ndjson"}, files
+                              "patients.ndjson", LOG_NAME}, files
         for raw in ("raw_image.dcm", "patients.ndjson"):
             assert files[raw]["verdict"] == "blocked"
             assert not files[raw]["stored"]
@@ -377,17 +392,31 @@ def test_a_federated_job_passes_the_airlock_and_is_downloaded(federation, permit
         assert hub.get(f"/api/v1/airlock/requests/{rid}/files/raw_image.dcm",
                        headers=hub.as_("carol", "researcher")).status_code == 403
 
-    # The same from the command line: the outputs' verdicts, then the released tables.
+    # Released, the requester reads the released files' names, and only theirs.
+    for request in requests.values():
+        mine = hub.get(f"/api/v1/airlock/requests/{request['id']}",
+                       headers=hub.as_("carol", "researcher")).json()
+        names = {f["path"] for f in mine["files"]}
+        assert path in names
+        assert names == {f["path"] for f in request["files"] if f["stored"]}
+        assert "raw_image.dcm" not in names
+
+    # The same from the command line: the released outputs, then the files.
     run = _cli(hub, monkeypatch, "carol")
     listed = run("outputs", job_id)
     assert listed.exit_code == 0, listed.output
     assert listed.output.count(": released") == 2
-    assert "raw_image.dcm" in listed.output
+    assert path in listed.output
+    assert "raw_image.dcm" not in listed.output
     fetched = run("download", job_id, "--to", str(tmp_path / "out"))
     assert fetched.exit_code == 0, fetched.output
-    assert sorted(p.relative_to(tmp_path / "out").as_posix()
-                  for p in (tmp_path / "out").rglob("*") if p.is_file()) == [
-        f"site-a/{path}", f"site-b/{path}"]
+    written = sorted(p.relative_to(tmp_path / "out").as_posix()
+                     for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert {f"site-a/{path}", f"site-b/{path}"} <= set(written)
+    assert set(written) <= {f"{site}/{name}" for site in ("site-a", "site-b")
+                            for name in (path, LOG_NAME)}
+    if f"site-a/{LOG_NAME}" in written:  # the log, released with the table
+        assert "cells" in run("logs", job_id).output
 
 
 def test_a_node_gives_outputs_to_the_central_airlock_only(federation, permit, tmp_path):
@@ -414,7 +443,7 @@ def test_a_node_gives_outputs_to_the_central_airlock_only(federation, permit, tm
         collected = ask("hub:airlock", ["airlock"])
         assert collected.status_code == 200, collected.text
         answer = collected.json()
-        assert [f["path"] for f in answer["report"]] == ["counts.csv"]
+        assert [f["path"] for f in answer["report"]] == ["counts.csv", LOG_NAME]
         assert [f["path"] for f in answer["files"]] == [
             f["path"] for f in answer["report"] if f["verdict"] != "blocked"]
 
@@ -457,7 +486,7 @@ def test_outputs_reach_the_checkers_queue_without_anyone_asking(federation, perm
         assert queue.status_code == 200, queue.text
         queued = [r for r in queue.json() if r["job_id"] == job_id]
     assert [(r["node_id"], r["requester"]) for r in queued] == [("site-b", f"carol@{ISSUER}")]
-    assert [f["path"] for f in queued[0]["files"]] == ["counts.csv"]
+    assert [f["path"] for f in queued[0]["files"]] == ["counts.csv", LOG_NAME]
     # The job's own view names the request; a failed job's part has none.
     job = hub.get(f"/api/v1/jobs/{job_id}", headers=hub.as_("carol", "researcher")).json()
     assert job["nodes"][0]["airlock"] == queued[0]["id"]
@@ -477,5 +506,177 @@ def test_a_failed_part_has_no_outputs(federation, permit, tmp_path):
     body = _wait(hub, resp.json()["id"], lambda b: b["nodes"][0]["outputs"] is not None)
     node = body["nodes"][0]
     assert node["state"] == "failed"
-    assert node["airlock"] is None
+    assert node["reason"] == EXITED_WITH_ERROR
+    assert node["airlock"] is None  # it printed nothing: no log either
     assert node["outputs"] == "no outputs: the job failed"
+
+
+# --- side channels around the airlock ----------------------------------------------------
+
+#: Reads the extract and tries every channel but the airlock: the records, their
+#: pseudonyms and a small count printed, outputs named after them, and (`EXIT`) an exit
+#: status carrying the small count.
+LEAKY = """
+    import collections
+    import json
+    import sys
+
+    BAND = "urn:spe:fhir:extension:age-band-at-first-study"
+    rows = open("/extract/fhir/Patient.ndjson").read().splitlines()
+    patients = [json.loads(row) for row in rows]
+    bands = collections.Counter(
+        next((e["valueString"] for e in p.get("extension", []) if e.get("url") == BAND), "?")
+        for p in patients)
+    smallest = min(bands.values())
+    for row in rows:
+        print("RECORD", row)
+    for p in patients:
+        print("PSEUDONYM", p["id"], file=sys.stderr)
+    print("SMALLCOUNT", smallest)
+    with open("/output/counts.csv", "w") as out:
+        out.write("group,n\\n" + f"all,{len(patients) * 10}\\n")
+    for p in patients[:20]:
+        open(f"/output/{p['id']}.txt", "w").write("x\\n")
+    open(f"/output/SMALLGROUP_{smallest}.csv", "w").write("group,n\\n")
+    EXIT
+"""
+
+
+def _staged_patients(hub, permit: str, site: str) -> list[str]:
+    """The Patient records of the extract staged for `permit` at `site`, as the node's
+    operator finds them on disk."""
+    found = sorted((hub.data_dir / "extracts" / site / permit).glob("*/fhir/Patient.ndjson"))
+    assert found, "no staged extract"
+    return found[-1].read_text().splitlines()
+
+
+def _extract_ids(hub, permit: str, site: str) -> list[str]:
+    """The pseudonyms and identifier values of that extract."""
+    ids = set()
+    for line in _staged_patients(hub, permit, site):
+        patient = json.loads(line)
+        ids.add(patient["id"])
+        ids.update(i["value"] for i in patient.get("identifier", []) if i.get("value"))
+    return sorted(ids)
+
+
+def _everything_carol_reads(hub, job_id: str, monkeypatch) -> dict[str, str]:
+    """Every surface the job's researcher can read about it: the API (job, list, cancel,
+    outputs, airlock requests), the audit (refused) and `spe job` in each form."""
+    carol = hub.as_("carol", "researcher")
+
+    def this_job(path: str, key: str) -> str:  # lists hold her other jobs too
+        listed = hub.get(path, headers=carol).json()
+        mine = [entry for entry in listed if entry[key] == job_id]
+        assert mine, listed
+        return json.dumps(mine)
+
+    seen = {
+        "status": hub.get(f"/api/v1/jobs/{job_id}", headers=carol).text,
+        "list": this_job("/api/v1/jobs", "id"),
+        "cancel": hub.post(f"/api/v1/jobs/{job_id}/cancel", headers=carol).text,
+        "outputs": hub.get(f"/api/v1/jobs/{job_id}/outputs", headers=carol).text,
+        "airlock": this_job("/api/v1/airlock/requests", "job_id"),
+    }
+    for request in json.loads(seen["outputs"]):
+        seen[f"airlock {request['id']}"] = hub.get(
+            f"/api/v1/airlock/requests/{request['id']}", headers=carol).text
+    audit = hub.get("/api/v1/audit", headers=carol)
+    assert audit.status_code == 403  # the audit's details are the operator's
+    run = _cli(hub, monkeypatch, "carol")
+    for args in (["status", job_id], ["status", job_id, "--json"], ["logs", job_id],
+                 ["outputs", job_id], ["outputs", job_id, "--json"]):
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+        seen["spe job " + " ".join(args)] = result.output
+    return seen
+
+
+def _assert_absent(seen: dict[str, str], secrets: list[str]) -> None:
+    assert secrets
+    assert seen
+    for surface, text in seen.items():
+        for secret in secrets:
+            assert secret not in text, f"{secret!r} in {surface}: {text[:2000]}"
+
+
+def test_nothing_a_failing_job_prints_names_or_returns_reaches_its_researcher(
+        federation, permit, tmp_path, monkeypatch):
+    """The job prints its records, pseudonyms and a small count, names outputs after them
+    and exits with status 3: its researcher reads "failed" and the runner's words, nowhere
+    any of that; the log goes to the airlock's checkers (and alone: a failed job's other
+    outputs are never sent)."""
+    hub, _, _ = federation
+    source = textwrap.dedent(LEAKY).replace("EXIT", "sys.exit(3)")
+    resp = _submit(hub, permit, _code(tmp_path, source), nodes=["site-a"])
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    body = _wait(hub, job_id, lambda b: b["nodes"][0]["outputs"] is not None)
+    [node] = body["nodes"]
+    assert node["state"] == "failed", node
+    assert node["reason"] == EXITED_WITH_ERROR
+    assert not {"exit_code", "signal", "log_tail", "files", "verdict"} & set(node)
+    seen = _everything_carol_reads(hub, job_id, monkeypatch)
+    records = _staged_patients(hub, permit, "site-a")
+    _assert_absent(seen, [*_extract_ids(hub, permit, "site-a"), *records, "RECORD",
+                          "PSEUDONYM", "SMALLCOUNT", "SMALLGROUP", "exit code", "status 3"])
+    # The checkers have the log (blocked here: it names the extract's patients).
+    request = hub.get(f"/api/v1/airlock/requests/{node['airlock']}",
+                      headers=hub.as_("olga", "output_checker")).json()
+    assert [(f["path"], f["verdict"]) for f in request["files"]] == [(LOG_NAME, "blocked")]
+
+
+def test_output_names_stay_hidden_until_release(federation, permit, tmp_path, monkeypatch):
+    """A job that succeeds with outputs named after its patients' pseudonyms and a small
+    count: its researcher sees none of the names before release; the checkers see them."""
+    hub, _, _ = federation
+    source = textwrap.dedent(LEAKY).replace("EXIT", "")
+    resp = _submit(hub, permit, _code(tmp_path, source), nodes=["site-a"])
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    body = _wait(hub, job_id, lambda b: b["nodes"][0]["airlock"] is not None)
+    [node] = body["nodes"]
+    assert node["state"] == "succeeded", node
+    request = hub.get(f"/api/v1/airlock/requests/{node['airlock']}",
+                      headers=hub.as_("olga", "output_checker")).json()
+    names = [f["path"] for f in request["files"]]
+    ids = _extract_ids(hub, permit, "site-a")
+    named = [n for n in names if n.removesuffix(".txt") in ids]
+    assert len(named) == 20, names  # the checkers do see what the job wrote
+    assert any(n.startswith("SMALLGROUP_") for n in names)
+    seen = _everything_carol_reads(hub, job_id, monkeypatch)
+    _assert_absent(seen, [*named, *ids, "SMALLGROUP", "counts.csv", LOG_NAME])
+
+
+def test_the_hub_and_the_nodes_share_one_code_limit(federation, permit):
+    """One limit (spe.wire.jobs): packed code just over it is refused by the hub with a
+    413 before any node is asked, and by a node the same way; code at the limit passes
+    the hub and is queued by the node."""
+
+    hub, urls, pki = federation
+    carol = hub.as_("carol", "researcher")
+    over = base64.b64encode(b"\0" * (MAX_ARCHIVE_BYTES + 1)).decode()
+    before = hub.get("/api/v1/jobs", headers=carol).json()
+    refused = hub.post("/api/v1/jobs", headers=carol, json={
+        "permit": permit, "code": over, "nodes": ["site-a"], "limits": LIMITS})
+    assert refused.status_code == 413, refused.text[:500]
+    assert refused.json()["error"] == "code_too_large"
+    assert "50 MiB" in refused.json()["detail"]
+    assert hub.get("/api/v1/jobs", headers=carol).json() == before  # nothing sent
+
+    code = b"\0" * (MAX_ARCHIVE_BYTES + 1)
+    context = ContextSigner(private_key_of(pki / "hub.key")).sign(
+        user=f"carol@{ISSUER}", roles=["researcher"], tier="permit", node_id="site-a",
+        permit=permit, query_hash=hashlib.sha256(code).hexdigest())
+    with httpx.Client(base_url=urls["site-a"], timeout=60,
+                      verify=client_ssl_context(pki, "hub")) as client:
+        direct = client.post("/api/v1/jobs", headers={"X-SPE-Hub-Context": context},
+                             json={"code": over, "entry": "main.py", "limits": LIMITS})
+    assert direct.status_code == 413, direct.text[:500]
+    assert direct.json()["error"] == "code_too_large"
+
+    at_limit = base64.b64encode(b"\0" * MAX_ARCHIVE_BYTES).decode()
+    accepted = hub.post("/api/v1/jobs", headers=carol, json={
+        "permit": permit, "code": at_limit, "nodes": ["site-a"], "limits": LIMITS})
+    assert accepted.status_code == 202, accepted.text[:500]
+    assert [n["submitted"] for n in accepted.json()["nodes"]] == ["queued"]

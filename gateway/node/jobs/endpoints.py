@@ -23,7 +23,6 @@ Every submission and cancellation is audited, and so is every refusal.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import logging
 from datetime import date
@@ -58,7 +57,7 @@ from spe.wire.jobs import (
     JobSubmission,
     NoOutputs,
     StagingSummary,
-    check_code_size,
+    decode_code,
 )
 from spe.wire.outputs import JobOutputs, OutputFile
 
@@ -112,11 +111,7 @@ def submit(body: JobSubmission, request: Request, session: DbSession,
            x_spe_hub_context: HubContextHeader = None) -> JobAccepted:
     app = request.app
     ctx = app.state.ctx
-    check_code_size(body.code)  # the limit the hub applied too (spe.wire.jobs)
-    try:
-        code = base64.b64decode(body.code, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidJob("code: not base64") from None
+    code = decode_code(body.code)  # the limit the hub applied too (spe.wire.jobs)
     digest = code_hash(code)
     hub_ctx = _verified(request, x_spe_hub_context, digest, "job.submit", f"code:{digest}")
 
