@@ -116,7 +116,7 @@ def _submit(hub, pid: str, code: str, user: str = "carol", **extra):
     return hub.post("/api/v1/jobs", json=body, headers=hub.as_(user, "researcher"))
 
 
-def _wait(hub, job_id: str, done, user: str = "carol", seconds: float = 45.0) -> dict:
+def _wait(hub, job_id: str, done, user: str = "carol", seconds: float = 120.0) -> dict:
     deadline = time.monotonic() + seconds
     while True:
         resp = hub.get(f"/api/v1/jobs/{job_id}", headers=hub.as_(user, "researcher"))

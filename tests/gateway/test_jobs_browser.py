@@ -6,7 +6,8 @@ the sandbox.
 A researcher named on a permit over site-a and site-b loads a script on /jobs, which
 counts the extract's DICOM files by modality into table.csv and also tries to copy a raw
 DICOM file out; she sends it to both institutions and follows it until both have
-succeeded, and reads that the raw file is blocked, with the reason. Two output checkers,
+succeeded, reading nothing the job printed or named (that waits for the airlock's
+checkers); the checkers read that the raw file is blocked, with the reason. Two output checkers,
 each in their own browser, read the table's content on /airlock and approve each
 institution's request; a checker cannot review twice, the researcher cannot review at
 all, and a third checker cannot review a released request: each refusal is shown with the
@@ -69,7 +70,7 @@ SCRIPT = textwrap.dedent("""\
         for modality, n in sorted(rows.items()):
             out.write(f"{modality},{n}\\n")
     shutil.copy(first, "/output/raw.dcm")  # a record-level file: the airlock blocks it
-    print("modalities", dict(counts))
+    print("done")  # the log is an output too: the checkers read it with the table
 """)
 
 
@@ -223,31 +224,28 @@ def test_a_job_runs_and_its_outputs_leave_through_the_airlock_in_the_browser(
     for site in ("site-a", "site-b"):
         card = node_card(carol, site)
         expect(card.get_by_test_id("node-state")).to_have_text("succeeded")
-        expect(card.get_by_test_id("node-exit")).to_have_text("0")
-        expect(card.get_by_test_id("log-tail")).to_contain_text("modalities")
         expect(card.get_by_test_id("node-staging")).not_to_have_text("—")
-        raw = file_row(card, "job-file", "raw.dcm")
-        expect(raw).to_have_attribute("data-verdict", "blocked")
-        expect(raw.get_by_test_id("file-reasons")).to_contain_text("DICOM")
-        expect(file_row(card, "job-file", "table.csv")).not_to_have_attribute(
-            "data-verdict", "blocked")
+        # Nothing the job printed, named or returned: no log, no files, no exit code.
+        for gone in ("node-exit", "log-tail", "job-file", "node-verdict"):
+            expect(card.get_by_test_id(gone)).to_have_count(0)
+        for text in ("done", "raw.dcm", "table.csv"):
+            expect(card).not_to_contain_text(text)
     expect(carol.get_by_test_id("job-progress")).to_contain_text("Finished")
     expect(carol.get_by_test_id("cancel-job")).to_be_disabled()
     shot(carol, artifacts, "02-job-succeeded")
 
     # 3. Each institution's outputs are an airlock request waiting for review: the table
     #    stored, the raw file blocked with its reason and never stored.
+    #    Carol reads that they wait, not what they are: no names before release.
     rids = {}
     for site in ("site-a", "site-b"):
         card = request_card(carol, site)
         expect(card).to_have_attribute("data-state", "pending")
         rids[site] = card.get_attribute("data-rid")
-        raw = file_row(card, "request-file", "raw.dcm")
-        expect(raw).to_have_attribute("data-verdict", "blocked")
-        expect(raw).to_have_attribute("data-stored", "false")
-        expect(raw.get_by_test_id("request-file-reasons")).to_contain_text("DICOM")
-        expect(file_row(card, "request-file", "table.csv")).to_have_attribute(
-            "data-stored", "true")
+        expect(card.get_by_test_id("request-file")).to_have_count(0)
+        expect(card.get_by_test_id("request-files-hidden")).to_be_visible()
+        for text in ("raw.dcm", "table.csv", "DICOM"):
+            expect(card).not_to_contain_text(text)
         expect(card.get_by_test_id("download")).to_have_count(0)
     shot(carol, artifacts, "03-outputs-pending")
 
@@ -256,11 +254,12 @@ def test_a_job_runs_and_its_outputs_leave_through_the_airlock_in_the_browser(
     expect(olga.get_by_test_id("queue-heading")).to_have_text("Pending requests")
     queued = olga.locator(f'[data-testid="request-row"][data-job="{job_id}"]')
     expect(queued).to_have_count(2)
-    expect(queued.first).to_contain_text("1 stored, 1 blocked")
+    expect(queued.first).to_contain_text("2 stored, 1 blocked")  # the table and the log
     shot(olga, artifacts, "04-olga-queue")
     assert open_request(olga, job_id, "site-a") == rids["site-a"]
     expect(file_row(olga, "file-row", "raw.dcm").get_by_test_id("not-stored")).to_be_visible()
     expect(file_row(olga, "file-row", "raw.dcm")).to_have_attribute("data-verdict", "blocked")
+    expect(file_row(olga, "file-row", "raw.dcm")).to_contain_text("DICOM")
     table = file_row(olga, "file-row", "table.csv")
     expect(table.get_by_test_id("file-sha256")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
     table.get_by_test_id("view-content").click()
@@ -291,10 +290,12 @@ def test_a_job_runs_and_its_outputs_leave_through_the_airlock_in_the_browser(
     error = carol.get_by_test_id("review-error")
     expect(error).to_contain_text("Your review was refused (403)")
     expect(error.get_by_test_id("error-message")).to_contain_text("may not call POST")
-    file_row(carol, "file-row", "table.csv").get_by_test_id("view-content").click()
-    expect(carol.get_by_test_id("content-error")).to_contain_text("403")
+    expect(carol.get_by_test_id("file-row")).to_have_count(0)  # named once released
     expect(carol.get_by_test_id("review")).to_have_count(1)
     expect(carol.get_by_test_id("file-content")).to_be_hidden()
+    inspected = central.api.get(f"/api/v1/airlock/requests/{rids['site-b']}/inspect/table.csv",
+                                headers=central.api.as_("carol", "researcher"))
+    assert inspected.status_code == 403, inspected.text
     expect(carol.get_by_test_id("request-state")).to_have_text("pending review")
     shot(carol, artifacts, "07-carol-cannot-review")
 
@@ -330,6 +331,7 @@ def test_a_job_runs_and_its_outputs_leave_through_the_airlock_in_the_browser(
         expect(request_card(carol, site).get_by_test_id("request-review")).to_have_count(2)
     card = request_card(carol, "site-a")
     expect(file_row(card, "download", "raw.dcm")).to_have_count(0)
+    expect(file_row(card, "request-file", "raw.dcm")).to_have_count(0)  # never released
     with carol.expect_download() as download:
         file_row(card, "download", "table.csv").click()
     assert download.value.suggested_filename == "table.csv"
@@ -360,7 +362,7 @@ def test_a_job_runs_and_its_outputs_leave_through_the_airlock_in_the_browser(
     expect(node_card(carol, "site-a")).to_have_attribute("data-state", "cancelled")
     expect(node_card(carol, "site-a").get_by_test_id("node-reason")).to_contain_text("carol")
     expect(carol.get_by_test_id("cancel-job")).to_be_disabled()
-    expect(carol.get_by_test_id("outputs-empty")).to_contain_text("succeeded at no institution")
+    expect(carol.get_by_test_id("outputs-empty")).to_contain_text("no institution sent any")
     shot(carol, artifacts, "12-cancelled")
 
 
