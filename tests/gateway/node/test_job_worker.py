@@ -79,8 +79,9 @@ def _job(sessions, job_id: str) -> NodeJob:
 
 
 def _worker(sessions, tmp: Path, extract: Path, name: str = "w1", **kw) -> Worker:
+    kw.setdefault("stage", lambda job: extract)
     return Worker(sessions, NODE_AUDIT, worker_id=name, work_dir=tmp / "work",
-                  stage=lambda job: extract, heartbeat_seconds=0.3, stale_after=1.0, **kw)
+                  heartbeat_seconds=0.3, stale_after=1.0, **kw)
 
 
 def job_log(tmp: Path, job_id: str) -> str:
@@ -393,3 +394,29 @@ def test_the_log_is_written_over_whatever_the_job_left_at_its_name(tmp_path: Pat
     (output / LOG_NAME).write_text("forged")
     assert not write_log(output, silent)
     assert not (output / LOG_NAME).exists()
+
+
+def test_a_staging_failure_tells_the_researcher_nothing_of_the_extract(node) -> None:
+    """What staging says may name a patient, a file or a small count: the job's reason is
+    the runner's words, and the staging error goes to the node's audit only."""
+    from gateway.node.jobs.staging import RiskRefused, StagingError
+    from spe.wire.jobs import RISK_REFUSED, STAGING_FAILED
+
+    sessions, tmp, _ = node
+    failures = {
+        StagingError("FHIR staging refused: line 7 of Patient.ndjson (pseudo0000000003)"):
+            STAGING_FAILED,
+        RiskRefused("denied: the extract's re-identification risk is above the threshold "
+                    "(k=2 < 5)"): RISK_REFUSED,
+    }
+    assert failures
+    for error, told in failures.items():
+        def stage(job, error=error):
+            raise error
+
+        job_id = _enqueue(sessions, tmp, "print(1)\n")
+        assert _worker(sessions, tmp, tmp, stage=stage).run_once()
+        job = _job(sessions, job_id)
+        assert (job.state, job.reason) == ("failed", told)
+        [finish] = [e for e in _audit(sessions, "job.finish") if e.object == f"job:{job_id}"]
+        assert str(error) in json.loads(finish.details)["detail"]  # for the operator

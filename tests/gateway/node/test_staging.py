@@ -305,13 +305,14 @@ def test_layer_3_is_written_into_the_files(site: Site, staged):
 
 def test_a_job_runs_over_an_extract_only_as_policies_jobs_extract_says(site: Site,
                                                                        tmp_path: Path):
-    """The staging summary carries the policy's word on the extract's risk. An extract
-    whose risk cannot be measured (here: no patients) is refused and the job fails at
-    staging with the reason, unless the institution's policy accepts it. A DICOM-only node
-    is measured from its headers."""
+    """The staging summary carries the policy's word on the extract's risk, and how the
+    extract was made, never its figures (those stay in report.json). An extract whose
+    risk cannot be measured (here: no patients) is refused and the job fails at staging
+    with the reason, unless the institution's policy accepts it. A DICOM-only node is
+    measured from its headers."""
     from gateway.node.jobs.endpoints import staging_summary_path
     from gateway.node.jobs.runtime import make_stage, work_dir_of
-    from gateway.node.jobs.staging import StagingError
+    from gateway.node.jobs.staging import RiskRefused
 
     sessions = _node_with_permit(tmp_path, "P-RISK")
     settings = site.settings.model_copy(update={"data_dir": tmp_path / "var"})
@@ -321,10 +322,12 @@ def test_a_job_runs_over_an_extract_only_as_policies_jobs_extract_says(site: Sit
     extract = make_stage(site.node, settings, site.policy, sessions)(job)
     assert (extract / "report.json").is_file()
     summary = json.loads(summary_path.read_text())
-    assert summary["risk"]["ok"] is True
-    assert summary["risk"]["generalised"]  # 12 patients: something had to give
-    assert "suppressed_patients" in summary["risk"]
-    assert summary["risk_decision"].startswith("allowed: the extract is within")
+    assert summary["risk_ok"] is True
+    assert summary["allowed"] is True
+    assert summary["generalised"]  # 12 patients: something had to give
+    assert isinstance(summary["suppressed"], bool)  # whether, not how many
+    figures = {"counts", "risk", "k", "max_risk", "suppressed_patients", "seconds"}
+    assert not figures & set(summary), summary
 
     dicom_only = NodeConfig("site-a", "Site A", "sqlite://", dicom=site.node.dicom)
     settings = settings.model_copy(update={"data_dir": tmp_path / "var-dicom-only"})
@@ -334,16 +337,17 @@ def test_a_job_runs_over_an_extract_only_as_policies_jobs_extract_says(site: Sit
     # The basic profile leaves no age or sex in the headers: every imaged patient, one class.
     imaged = {str(ds.PatientID) for ds in headers(extract)}
     assert len(imaged) >= 5
-    assert (summary["risk"]["ok"], summary["risk"]["k"]) == (True, len(imaged))
-    assert summary["risk_decision"].startswith("allowed: the extract is within")
+    report = json.loads((extract / "report.json").read_text())  # the operator's figures
+    assert (report["risk"]["ok"], report["risk"]["k"]) == (True, len(imaged))
+    assert (summary["risk_ok"], summary["allowed"]) == (True, True)
 
     (tmp_path / "empty").mkdir()
     nobody = NodeConfig("site-a", "Site A", "sqlite://", fhir=f"ndjson:{tmp_path / 'empty'}")
     settings = settings.model_copy(update={"data_dir": tmp_path / "var-nobody"})
     summary_path = staging_summary_path(work_dir_of(settings, "site-a"), "job-1")
-    with pytest.raises(StagingError, match="denied: .*no patients staged"):
+    with pytest.raises(RiskRefused, match="denied: .*no patients staged"):
         make_stage(nobody, settings, site.policy, sessions)(job)
-    assert "no patients staged" in json.loads(summary_path.read_text())["risk_decision"]
+    assert json.loads(summary_path.read_text())["allowed"] is False
 
     # The institution's edit of its policy, as an operator would make it.
     policies = tmp_path / "policies"
@@ -353,7 +357,7 @@ def test_a_job_runs_over_an_extract_only_as_policies_jobs_extract_says(site: Sit
                                                "accept_risk_above_threshold := true"))
     lenient = PolicyService(EmbeddedEngine(policies))
     assert make_stage(nobody, settings, lenient, sessions)(job).is_dir()
-    assert "accepted inside the SPE" in json.loads(summary_path.read_text())["risk_decision"]
+    assert json.loads(summary_path.read_text())["allowed"] is True
 
 
 def test_suppression_that_makes_a_code_rare_is_followed_by_another_round(tmp_path: Path):
