@@ -10,8 +10,8 @@ blocked are added to the request as blocked, never stored, with the node's reaso
 request of a permit that is suspended or revoked by then is withheld at once.
 
 A part that ran and failed (or timed out) sends its log alone (spe.wire.jobs.LOG_NAME),
-reviewed like any output; one that printed nothing, or never ran (cancelled, staging
-refused), is marked as having no outputs.
+reviewed like any output; one that never ran (cancelled, staging refused) is marked as
+having no outputs.
 Collection runs on every status read and periodically in the central service
 (`collect_periodically`); a job part is collected once (the central job row is locked
 while its request is recorded).
@@ -104,7 +104,7 @@ async def _collect_part(ctx: AppContext, hub: Hub, job: CentralJob, node_id: str
     if state not in RAN:
         return await run_in_threadpool(_record, ctx, job.id, node_id, None, none)
     status, answer = await _collector_call(hub, job, node_id, node_job, "/outputs")
-    if status == 409 and state != SUCCEEDED:  # it printed nothing, or never ran
+    if status == 409 and state != SUCCEEDED:  # it never ran
         return await run_in_threadpool(_record, ctx, job.id, node_id, None, none)
     if status != 200:
         log.warning("job %s at %s: outputs not collected: %s %s", job.id, node_id,

@@ -498,7 +498,9 @@ def test_outputs_reach_the_checkers_queue_without_anyone_asking(federation, perm
         "/api/v1/jobs", headers=hub.as_("mallory", "researcher")).json()]
 
 
-def test_a_failed_part_has_no_outputs(federation, permit, tmp_path):
+def test_a_failed_part_sends_its_log_alone(federation, permit, tmp_path):
+    """Its other outputs are neither sent nor named; the log goes even when empty, so
+    whether a failed job printed anything is no signal either."""
     hub, _, _ = federation
     failing = "open('/output/x.csv', 'w')\nraise SystemExit(3)\n"
     resp = _submit(hub, permit, _code(tmp_path, failing), nodes=["site-a"])
@@ -507,8 +509,24 @@ def test_a_failed_part_has_no_outputs(federation, permit, tmp_path):
     node = body["nodes"][0]
     assert node["state"] == "failed"
     assert node["reason"] == EXITED_WITH_ERROR
-    assert node["airlock"] is None  # it printed nothing: no log either
-    assert node["outputs"] == "no outputs: the job failed"
+    assert node["outputs"] == "the job failed: its log collected"
+    request = hub.get(f"/api/v1/airlock/requests/{node['airlock']}",
+                      headers=hub.as_("olga", "output_checker")).json()
+    assert [(f["path"], f["size"]) for f in request["files"]] == [(LOG_NAME, 0)]
+
+
+def test_a_part_that_never_ran_has_no_outputs(federation, permit, tmp_path):
+    hub, _, _ = federation
+    resp = _submit(hub, permit, _code(tmp_path, SLEEP), nodes=["site-b"])
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    cancelled = hub.post(f"/api/v1/jobs/{job_id}/cancel", headers=hub.as_("carol", "researcher"))
+    assert cancelled.status_code == 200, cancelled.text
+    body = _wait(hub, job_id, lambda b: b["nodes"][0]["outputs"] is not None)
+    node = body["nodes"][0]
+    assert node["state"] == "cancelled"
+    assert node["airlock"] is None
+    assert node["outputs"] == "no outputs: the job cancelled"
 
 
 # --- side channels around the airlock ----------------------------------------------------

@@ -273,7 +273,7 @@ def outputs(job_id: str, request: Request, session: DbSession,
     ctx = request.app.state.ctx
     node_id = request.app.state.node.node_id
     job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "collect")
-    has_log = bool((job.result or {}).get("log"))
+    has_log = bool((job.result or {}).get("log"))  # it ran (a failure at staging: none)
     if job.state not in RAN or (job.state != SUCCEEDED and not has_log):
         _audit_own(request, actor=hub_ctx.sub, action="job.outputs", object=f"job:{job_id}",
                    decision="deny", reason=f"the job is {job.state}")

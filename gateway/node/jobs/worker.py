@@ -67,11 +67,12 @@ def _whole_lines(text: str, total_bytes: int) -> str:
     return text
 
 
-def write_log(output: Path, sandbox: SandboxResult) -> bool:
+def write_log(output: Path, sandbox: SandboxResult) -> None:
     """The end of the job's stdout and stderr as one of its outputs (`LOG_NAME`), for the
-    airlock like the rest; False when the job printed nothing. Runs after the sandbox has
-    ended: whatever the job left at that name (a file, a folder, a link) is removed first,
-    and the log is created without following a link."""
+    airlock like the rest. Written even when empty: every job that ran sends one, so
+    whether it printed is no signal of its own. Runs after the sandbox has ended: whatever
+    the job left at that name (a file, a folder, a link) is removed first, and the log is
+    created without following a link."""
     text = _whole_lines(sandbox.stdout_tail, sandbox.stdout_bytes)
     if sandbox.stderr_tail:
         text += "\n--- stderr ---\n" + _whole_lines(sandbox.stderr_tail, sandbox.stderr_bytes)
@@ -85,12 +86,9 @@ def write_log(output: Path, sandbox: SandboxResult) -> bool:
             shutil.rmtree(target)
         else:
             target.unlink()
-    if not text.strip():
-        return False
     fd = os.open(target, _FILE_FLAGS, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as out:
         out.write(text)
-    return True
 
 
 def runner_reason(sandbox: SandboxResult) -> str:
@@ -244,7 +242,7 @@ class Worker:
             return _Outcome(FAILED, None, NO_SANDBOX, str(exc))
         # The log is an output like any other: checked here and in the central airlock,
         # reviewed with the rest, and read by the researcher only once released.
-        wrote_log = write_log(output, sandbox)
+        write_log(output, sandbox)
         try:  # what of the extract must not leave (ids, pseudonyms, UIDs, exact dates)
             terms = cached_terms(extract)
         except Exception as exc:
@@ -258,7 +256,7 @@ class Worker:
             report.finish()
         state = _SANDBOX_STATES[sandbox.state]
         result = {"sandbox": sandbox.to_dict(), "airlock": report.model_dump(mode="json"),
-                  "verdict": report.verdict, "log": LOG_NAME if wrote_log else None}
+                  "verdict": report.verdict, "log": LOG_NAME}
         # The node's record keeps no copy of what the job printed: that is in the log file.
         result["sandbox"].pop("stdout_tail", None)
         result["sandbox"].pop("stderr_tail", None)
