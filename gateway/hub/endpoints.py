@@ -13,6 +13,7 @@ from spe.airlock.review.schemas import RequestOut
 from spe.db import session_scope
 from spe.permits.service import Permits, institutions_of
 from spe.web import Caller
+from spe.wire.jobs import TOO_LARGE_RESPONSE
 from spe.wire.query import Query
 
 router = APIRouter(prefix="/api/v1", tags=["federated query"])
@@ -40,7 +41,8 @@ async def federated_query(
 
 # --- jobs under a data permit (gateway/hub/jobs.py) --------------------------------------
 
-@router.post("/jobs", response_model=jobs.JobView, status_code=202, tags=["jobs"])
+@router.post("/jobs", response_model=jobs.JobView, status_code=202, tags=["jobs"],
+             responses=TOO_LARGE_RESPONSE)
 async def submit_job(body: jobs.JobSubmission, caller: Caller,
                      request: Request) -> jobs.JobView:
     """Send a job (a tar.gz of code, base64) under a permit to the permit's institutions

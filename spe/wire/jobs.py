@@ -96,6 +96,11 @@ class CodeTooLarge(SPEError):
     error = "code_too_large"
 
 
+#: For the submit routes' OpenAPI: the refusal of code over the limit.
+TOO_LARGE_RESPONSE = {413: {"description": "code_too_large: the packed code is over "
+                                           "MAX_ARCHIVE_BYTES"}}
+
+
 class NoOutputs(Conflict):
     """The job has nothing for the airlock (it did not run, or was cancelled)."""
 

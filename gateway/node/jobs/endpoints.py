@@ -50,6 +50,7 @@ from spe.wire.jobs import (
     LOG_NAME,
     RAN,
     SUCCEEDED,
+    TOO_LARGE_RESPONSE,
     InvalidJob,
     JobAccepted,
     JobRefused,
@@ -105,7 +106,8 @@ def _verified(request: Request, token: str | None, qh: str, action: str,
         raise
 
 
-@router.post("/jobs", response_model=JobAccepted, status_code=202)
+@router.post("/jobs", response_model=JobAccepted, status_code=202,
+             responses=TOO_LARGE_RESPONSE)
 def submit(body: JobSubmission, request: Request, session: DbSession,
            background: BackgroundTasks,
            x_spe_hub_context: HubContextHeader = None) -> JobAccepted:
