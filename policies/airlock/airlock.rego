@@ -59,6 +59,11 @@ stored_blocked(req) if {
 	f.verdict == "blocked"
 }
 
+released_file(req) if {
+	req.file.stored == true
+	req.file.verdict != "blocked"
+}
+
 allow(reason) := {"allow": true, "reason": concat("", ["allowed: ", reason]), "status": 200}
 
 deny(code, reason) := {"allow": false, "reason": concat("", ["denied: ", reason]), "status": code}
@@ -144,12 +149,11 @@ decide(req) := deny(403, "only an output checker reviews outputs") if {
 } else := deny(403, concat("", ["the permit is ", req.permit.status])) if {
 	req.action == "download"
 	req.permit.status in stopped
-} else := deny(403, concat("", ["blocked by the automatic checks: ", concat("; ", req.file.reasons)])) if {
+	# One answer for a blocked file, one never stored and one that does not exist: the
+	# names of what was not released are not told, nor confirmed to a guess.
+} else := deny(403, "no released file of that name in this request") if {
 	req.action == "download"
-	req.file.verdict == "blocked"
-} else := deny(403, "the file was not stored and never leaves") if {
-	req.action == "download"
-	not req.file.stored
+	not released_file(req)
 } else := allow("a party downloads a released output") if {
 	req.action == "download"
 

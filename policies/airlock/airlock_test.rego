@@ -162,12 +162,22 @@ test_nothing_is_downloaded_under_a_suspended_permit if {
 test_a_blocked_file_is_not_downloaded if {
 	r := dl(alice, released, permit("active"), small)
 	r.status == 403
-	contains(r.reason, "count 3 under 10")
+	not contains(r.reason, "3")
 }
 
 test_an_unstored_file_is_not_downloaded if {
 	r := dl(alice, released, permit("active"), object.union(safe, {"stored": false}))
 	r.status == 403
+}
+
+# A blocked file, an unstored one and a guessed name get the same answer.
+test_a_blocked_file_is_refused_as_one_that_does_not_exist if {
+	missing := {"path": "guess.csv", "verdict": "missing", "stored": false, "reasons": []}
+	blocked := dl(alice, released, permit("active"), small)
+	unstored := dl(alice, released, permit("active"), object.union(safe, {"stored": false}))
+	guessed := dl(alice, released, permit("active"), missing)
+	blocked == guessed
+	unstored == guessed
 }
 
 # view

@@ -388,9 +388,14 @@ def test_a_federated_job_passes_the_airlock_and_is_downloaded(federation, permit
         assert got.status_code == 200, got.text
         assert got.content == seen.content
         assert hashlib.sha256(got.content).hexdigest() == got.headers["x-checksum-sha256"]
-        # What was blocked never left the node.
-        assert hub.get(f"/api/v1/airlock/requests/{rid}/files/raw_image.dcm",
-                       headers=hub.as_("carol", "researcher")).status_code == 403
+        # What was blocked never left the node, and a guess cannot confirm its name: a
+        # blocked file is refused as one that does not exist.
+        blocked = hub.get(f"/api/v1/airlock/requests/{rid}/files/raw_image.dcm",
+                          headers=hub.as_("carol", "researcher"))
+        guessed = hub.get(f"/api/v1/airlock/requests/{rid}/files/no_such_output.csv",
+                          headers=hub.as_("carol", "researcher"))
+        assert blocked.status_code == 403
+        assert (blocked.status_code, blocked.json()) == (guessed.status_code, guessed.json())
 
     # Released, the requester reads the released files' names, and only theirs.
     for request in requests.values():
