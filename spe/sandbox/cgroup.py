@@ -69,10 +69,6 @@ def _candidates(controller: str) -> list[Path]:
     return found
 
 
-def _disabled() -> bool:
-    return os.environ.get("SPE_SANDBOX_CGROUP", "").lower() in ("0", "off", "false", "no")
-
-
 def _counter(path: Path, key: str) -> int:
     """The value of `key` in a flat-keyed cgroup file ("max 3", "oom_kill 1")."""
     try:
@@ -108,8 +104,6 @@ class JobCgroup:
     @classmethod
     def _make(cls, limits: Callable[[Path], None]) -> Self | None:
         """A new cgroup under the first parent that takes one, `limits(path)` written."""
-        if _disabled():
-            return None
         for parent in _candidates(cls.controller):
             # The creating process's pid in the name: its orphans can be found (reap).
             path = parent / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
