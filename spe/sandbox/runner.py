@@ -56,6 +56,7 @@ SIZE_POLL_SECONDS = 0.25
 WATCH_SECONDS = 0.02
 MAX_LISTED = 10_000
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+NPROC_MARGIN = 8
 _libc = ctypes.CDLL(None, use_errno=True)
 
 State = Literal["succeeded", "failed", "timed_out", "killed"]
@@ -485,7 +486,9 @@ def _start(argv: list[str], fds: list[int], user: HostUser, limits: Limits,
     rlimits = [
         (resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1)),
         (resource.RLIMIT_AS, (limits.memory_mb * MiB,) * 2),
-        (resource.RLIMIT_NPROC, (limits.processes,) * 2),
+        # Per uid, so per job now: a backstop a little above the pids cgroup (or the
+        # process watch), which count exactly and name the limit when they refuse.
+        (resource.RLIMIT_NPROC, (limits.processes + NPROC_MARGIN,) * 2),
         (resource.RLIMIT_NOFILE, (limits.open_files,) * 2),
         (resource.RLIMIT_FSIZE, (limits.file_size_mb * MiB,) * 2),
         (resource.RLIMIT_CORE, (0, 0)),
