@@ -25,6 +25,7 @@ from pathlib import Path
 from spe.sandbox.view import ROOT
 
 SLOTS = 1000
+CLEAN, IN_USE = b"0", b"1"
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,9 @@ def processes_of(uid: int) -> list[int]:
             status = Path(f"/proc/{name}/status").read_text()
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("Uid", "").split()[:1] == [str(uid)] and \
-                fields.get("State", "").split()[:1] not in (["Z"], ["X"]):
+        real = status.partition("\nUid:")[2].split(None, 1)[:1]
+        state = status.partition("\nState:")[2].split(None, 1)[:1]
+        if real == [str(uid)] and state not in (["Z"], ["X"]):
             found.append(int(name))
     return found
 
@@ -97,14 +98,18 @@ def job_user(uid_base: int) -> Iterator[HostUser]:
         except BlockingIOError:
             os.close(fd)
             continue
-        if _has_account(uid) or not kill_all(uid):
+        # The lock file says whether its last holder ended cleanly; if not (it died), its
+        # job may have left processes of the uid: kill them first.
+        if _has_account(uid) or (os.pread(fd, 1, 0) != CLEAN and not kill_all(uid)):
             os.close(fd)
             continue
+        os.pwrite(fd, IN_USE, 0)
         try:
             yield HostUser(uid, uid, dedicated=True)
         finally:
             try:
-                kill_all(uid)
+                if kill_all(uid):
+                    os.pwrite(fd, CLEAN, 0)
             finally:
                 os.close(fd)  # releases the slot
         return

@@ -473,6 +473,9 @@ def run(
                           env=environment, passwd_fd=fds[0], group_fd=fds[1],
                           venv_cfg_fd=fds[2], seccomp_fd=fds[3])
         cgroup, memory = stack.enter_context(_cgroups(limits, settings.sandbox_cgroup))
+        if production and (cgroup is None or memory is None):
+            raise SandboxUnavailable("production bounds each job by its pids and memory "
+                                     "cgroups, and none can be made here")
         job = stack.enter_context(_start(argv, [fd for fd in fds if fd is not None], user,
                                          limits, cgroup, memory, view))
         return _monitor(job, limits, output, scratch, cancel, cgroup, memory, user)
@@ -594,7 +597,9 @@ def _monitor(job: _Job, limits: Limits, output: str, scratch: str | None,
     if cgroup is not None and not cgroup.kill_all():
         leftover = len(cgroup.pids())
     leftover = max(leftover, job.sweep())
-    if user.dedicated and not kill_all(user.uid):
+    # Without a pids cgroup, nothing else lists every process of the job (job_user sweeps
+    # the uid again on its way out either way).
+    if cgroup is None and user.dedicated and not kill_all(user.uid):
         leftover = max(leftover, len(processes_of(user.uid)))
 
     listing: list[OutputEntry] = []

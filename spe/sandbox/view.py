@@ -92,12 +92,12 @@ class View:
     _mounts: list[tuple[int, bytes]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
+        # Empty mount points only, kept for the slot's next job (the uid's slot lock is
+        # held, so no other runner uses them meanwhile).
         self.root = ROOT / f"view-{self.uid}"
         ROOT.mkdir(mode=0o711, exist_ok=True)
         os.chmod(ROOT, 0o711)  # the job's uid passes through, lists nothing
-        if self.root.exists():  # a dead runner's: only empty mount points
-            shutil.rmtree(self.root)
-        self.root.mkdir(mode=0o755)
+        self.root.mkdir(mode=0o755, exist_ok=True)
 
     def add(self, source: str, name: str, *, writable: bool = False,
             as_job: bool = False) -> str:
@@ -105,10 +105,13 @@ class View:
         its files (the service's) appear as the job's. The path bubblewrap binds from."""
         target = self.root / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        if os.path.isdir(source):
-            target.mkdir()
-        else:
-            target.touch(mode=0o644)
+        is_dir = os.path.isdir(source)
+        if target.is_dir() != is_dir or not target.exists():
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+            target.mkdir() if is_dir else target.touch(mode=0o644)
         fd = _check(_libc.syscall(_SYS_OPEN_TREE, -100, os.fsencode(source),
                                   _OPEN_TREE_CLONE | os.O_CLOEXEC | _AT_RECURSIVE),
                     f"open_tree({source})")
@@ -133,9 +136,7 @@ class View:
                                  _MOVE_MOUNT_F_EMPTY_PATH), "move_mount")
 
     def close(self) -> None:
-        """Drop the runner's clones (the job's namespace, if any, has gone) and the mount
-        points."""
+        """Drop the runner's clones (what the job's namespace attached went with it)."""
         for fd, _ in self._mounts:
             os.close(fd)
         self._mounts.clear()
-        shutil.rmtree(self.root, ignore_errors=True)
