@@ -260,23 +260,32 @@ class _Tail:
 
 
 def _return_to_service(root: str) -> None:
-    """Give a job's folder back to the service (the job has ended): owner and group the
-    service's, folders 0700, files 0600 (no set-id bit the job set), links not followed."""
+    """Give a job's folder back to the service once the job has ended: owner and group the
+    service's, folders 0700, files 0600 (no set-id bit the job set). Each entry is opened
+    without following a link and changed through its descriptor, so nothing outside the
+    folder is touched whatever the job left in it; links themselves are only lchowned."""
     uid, gid = os.geteuid(), os.getegid()
+    paths = [root]
     for current, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(current, name)
+        paths += [os.path.join(current, name) for name in dirs + files]
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # a link (ELOOP), or gone: never followed
             try:
-                st = os.lstat(path)
                 os.lchown(path, uid, gid)
-                if stat.S_ISDIR(st.st_mode):
-                    os.chmod(path, 0o700)
-                elif stat.S_ISREG(st.st_mode):
-                    os.chmod(path, 0o600)
             except OSError:
-                continue
-    os.chown(root, uid, gid)
-    os.chmod(root, 0o700)
+                pass
+            continue
+        try:
+            mode = os.fstat(fd).st_mode
+            os.fchown(fd, uid, gid)
+            if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+                os.fchmod(fd, 0o700 if stat.S_ISDIR(mode) else 0o600)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 @contextmanager

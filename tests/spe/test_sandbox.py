@@ -972,3 +972,32 @@ def test_production_refuses_to_run_a_job_as_the_services_user(tmp_path: Path) ->
         run(tmp_path / "code", "main.py", tmp_path / "extract", tmp_path / "output", SMALL,
             settings=weak)
     assert list((tmp_path / "output").iterdir()) == []
+
+
+def test_the_output_is_the_services_again_without_set_id_bits(box, tmp_path: Path) -> None:
+    """While the job runs its output folder is its own; after, every file is the service's
+    0600 (a set-uid bit the job set is gone), folders 0700, and a link the job left to a
+    host file changed nothing of that file."""
+    _needs_root()
+    host_file = tmp_path / "host.txt"
+    host_file.write_text("the host's\n")
+    host_file.chmod(0o644)
+    result, report = box(f"""
+        import json, os
+        os.makedirs("/output/sub")
+        with open("/output/sub/tool", "w") as f:
+            f.write("#!/bin/sh\\n")
+        os.chmod("/output/sub/tool", 0o6755)
+        os.symlink({str(host_file)!r}, "/output/link")
+        st = os.stat("/output")
+        print(json.dumps({{"owner": st.st_uid, "mode": oct(st.st_mode & 0o777),
+                          "tool": oct(os.stat("/output/sub/tool").st_mode & 0o7777)}}))
+    """)
+    assert result.state == "succeeded", result.stderr_tail
+    assert report == {"owner": 1000, "mode": "0o700", "tool": "0o6755"}  # the job's own
+    out = tmp_path / "output"
+    tool = (out / "sub" / "tool").stat()
+    assert (tool.st_uid, tool.st_gid, oct(tool.st_mode & 0o7777)) == (0, 0, "0o600")
+    assert oct((out / "sub").stat().st_mode & 0o7777) == "0o700"
+    assert (out / "link").lstat().st_uid == 0
+    assert oct(host_file.stat().st_mode & 0o777) == "0o644"
