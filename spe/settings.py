@@ -160,7 +160,8 @@ class Settings(BaseSettings):
 
 def untrusted_executable(path: str) -> str | None:
     """Why the program at `path` could be replaced by someone other than root (None: a
-    regular root-owned file, in root-owned folders, none writable by group or others)."""
+    regular root-owned file, in root-owned folders, none writable by group or others but
+    sticky ones like /tmp, where only the owner may replace an entry)."""
     if not os.path.isabs(path):
         return f"{path} is not an absolute path"
     current = path

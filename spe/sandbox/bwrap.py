@@ -8,7 +8,6 @@ import shutil
 
 from spe.sandbox.interpreter import Interpreter
 from spe.sandbox.limits import Limits, MiB
-from spe.settings import untrusted_executable
 
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
@@ -22,20 +21,9 @@ PASSWD = f"sandbox:x:{SANDBOX_UID}:{SANDBOX_GID}:sandbox:/scratch:/usr/sbin/nolo
 GROUP = f"sandbox:x:{SANDBOX_GID}:\n"
 
 
-# What `/` holds inside (the lib roots only where the host has them): README, "Sandbox".
-ROOT_ENTRIES = frozenset({"usr", "etc", "proc", "dev", "tmp", "code", "extract", "output",
-                          "scratch", "venv", "opt", *_LIB_ROOTS})
-
-
 def find_bwrap(setting: str = "") -> str | None:
     return setting or shutil.which("bwrap") or (
         "/usr/bin/bwrap" if os.access("/usr/bin/bwrap", os.X_OK) else None)
-
-
-def untrusted_bwrap(path: str) -> str | None:
-    """Why `path` cannot be trusted as the sandbox (None: a root-owned file no one else
-    can replace); production runs only a trusted one."""
-    return untrusted_executable(path)
 
 
 def job_env(interpreter: Interpreter, extra: dict[str, str] | None = None) -> dict[str, str]:

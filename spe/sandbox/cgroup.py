@@ -1,9 +1,10 @@
 """A pids cgroup and a memory cgroup per job (cgroup v1 controllers, or cgroup v2 where
 delegated).
 
-RLIMIT_NPROC counts processes per real uid and the kernel never enforces it for uid 0, so
-as root it does not stop a fork bomb. A pids cgroup does (`pids.max`), counts the refusals
-(`pids.events`), and lists every process of the job for the final sweep.
+RLIMIT_NPROC counts processes per real uid (and never binds uid 0, the development
+fallback's user when the service is root). A pids cgroup counts the job's processes exactly
+(`pids.max`), counts the refusals (`pids.events`), and lists every process of the job for
+the final sweep.
 
 RLIMIT_AS bounds each process's address space, not the job's: 64 processes of a job with
 `memory_mb` 2048 could hold 128 GB. A memory cgroup bounds them together (v1

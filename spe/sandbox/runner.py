@@ -41,14 +41,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from spe.sandbox.bwrap import GROUP, PASSWD, build_argv, find_bwrap, job_env, untrusted_bwrap
+from spe.sandbox.bwrap import GROUP, PASSWD, build_argv, find_bwrap, job_env
 from spe.sandbox.cgroup import JobCgroup, MemoryCgroup, PidsCgroup
 from spe.sandbox.hostuser import HostUser, job_user, kill_all, processes_of
 from spe.sandbox.interpreter import Interpreter, InterpreterError, configured_python, resolve
 from spe.sandbox.limits import Limits, MiB
 from spe.sandbox.seccomp import filter_bpf
 from spe.sandbox.view import View
-from spe.settings import Settings, get_settings
+from spe.settings import Settings, get_settings, untrusted_executable
 
 TAIL_BYTES = 64 * 1024
 POLL_SECONDS = 0.1
@@ -436,7 +436,7 @@ def run(
     if bwrap is None or not os.access(bwrap, os.X_OK):
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed: apt-get install "
                                  "bubblewrap, or set SPE_SANDBOX_BWRAP")
-    if production and (why := untrusted_bwrap(bwrap)):
+    if production and (why := untrusted_executable(bwrap)):
         raise SandboxUnavailable(f"production runs only a bubblewrap root controls: {why}")
     code = _directory(code_dir, "code")
     extract = _directory(extract_dir, "extract")
