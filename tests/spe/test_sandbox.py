@@ -1001,3 +1001,36 @@ def test_the_output_is_the_services_again_without_set_id_bits(box, tmp_path: Pat
     assert oct((out / "sub").stat().st_mode & 0o7777) == "0o700"
     assert (out / "link").lstat().st_uid == 0
     assert oct(host_file.stat().st_mode & 0o777) == "0o644"
+
+
+def test_two_jobs_at_once_run_as_two_uids(tmp_path: Path) -> None:
+    """Each running job holds a uid of its own: two at once are two host users, so neither
+    can signal, trace or read the other's processes."""
+    _needs_root()
+    cancel = threading.Event()
+    results: list[SandboxResult] = []
+    workers = []
+    for n in range(2):
+        root = tmp_path / f"job{n}"
+        for name in ("code", "extract", "output"):
+            (root / name).mkdir(parents=True)
+        (root / "code" / "main.py").write_text(
+            "import time\nopen('/output/started', 'w').close()\ntime.sleep(60)\n")
+        workers.append(threading.Thread(target=lambda r=root: results.append(run(
+            r / "code", "main.py", r / "extract", r / "output", SMALL, cancel=cancel))))
+    for worker in workers:
+        worker.start()
+    try:
+        for _ in range(500):
+            if all((tmp_path / f"job{n}" / "output" / "started").exists() for n in (0, 1)):
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the two jobs did not both start")
+    finally:
+        cancel.set()
+        for worker in workers:
+            worker.join(timeout=20)
+    assert len(results) == 2
+    assert results[0].host_uid != results[1].host_uid
+    assert all(r.state == "killed" and r.leftover_processes == 0 for r in results)
