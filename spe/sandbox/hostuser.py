@@ -33,12 +33,12 @@ class HostUser:
     uid: int
     gid: int
     dedicated: bool  # a uid of the job's own (False: the service's own user)
+    why: str = ""  # why not, for the service's own user
 
     def describe(self) -> str:
         if self.dedicated:
             return f"uid {self.uid} (the job's own, not root)"
-        return (f"uid {self.uid}, the service's own user: no uid of the job's own "
-                f"(the service does not run as root)")
+        return f"uid {self.uid}, the service's own user: no uid of the job's own ({self.why})"
 
 
 def processes_of(uid: int) -> list[int]:
@@ -87,7 +87,8 @@ def _has_account(uid: int) -> bool:
 def job_user(uid_base: int) -> Iterator[HostUser]:
     """A host user for one job, held until the block ends (then nothing of it runs)."""
     if os.geteuid() != 0 or uid_base == 0:
-        yield HostUser(os.getuid(), os.getgid(), dedicated=False)
+        why = "the service does not run as root" if os.geteuid() else "SPE_SANDBOX_UID_BASE=0"
+        yield HostUser(os.getuid(), os.getgid(), dedicated=False, why=why)
         return
     ROOT.mkdir(mode=0o711, exist_ok=True)
     for slot in range(SLOTS):

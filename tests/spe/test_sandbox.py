@@ -923,6 +923,8 @@ def test_without_root_or_with_uid_base_0_the_job_runs_as_the_service_and_says_so
     assert result.state == "succeeded", result.stderr_tail
     assert result.host_uid == os.getuid()
     assert "the service's own user" in result.host_user
+    if os.geteuid() == 0:
+        assert "SPE_SANDBOX_UID_BASE=0" in result.host_user
 
 
 PRODUCTION = {"environment": "production", "secret_key": "k" + uuid.uuid4().hex * 2,
