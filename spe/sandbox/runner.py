@@ -460,7 +460,7 @@ def run(
         raise SandboxError(str(exc)) from None
     try:
         seccomp = filter_bpf() if settings.sandbox_seccomp else None
-    except OSError as exc:  # no libseccomp: fail closed
+    except (OSError, ImportError, AttributeError) as exc:  # no libseccomp: fail closed
         raise SandboxUnavailable(f"the seccomp filter cannot be built: {exc}") from None
 
     with ExitStack() as stack:

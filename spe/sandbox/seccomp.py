@@ -20,8 +20,6 @@ import errno
 import os
 from functools import lru_cache
 
-import pyseccomp as seccomp
-
 # Grouped by what they are for; x86_64 names (others are skipped where libseccomp does not
 # know them on the machine's architecture).
 ALLOWED: tuple[str, ...] = (
@@ -98,7 +96,9 @@ CLONE_NAMESPACES = (0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x100000
 PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 
 
-def _build() -> seccomp.SyscallFilter:
+def _build():  # -> pyseccomp.SyscallFilter
+    import pyseccomp as seccomp  # here: loads libseccomp, which only jobs need
+
     f = seccomp.SyscallFilter(seccomp.ERRNO(errno.EPERM))
     for name in ALLOWED:
         try:

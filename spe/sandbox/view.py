@@ -65,8 +65,11 @@ def _idmap(uid: int, gid: int) -> int:
     with _idmaps_lock:
         if (uid, gid) in _idmaps:
             return _idmaps[(uid, gid)]
-        holder = subprocess.Popen(["sleep", "30"], preexec_fn=_unshare_user,
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            holder = subprocess.Popen(["sleep", "30"], preexec_fn=_unshare_user,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ViewError(f"no user namespace for an idmapped mount: {exc}") from None
         try:
             Path(f"/proc/{holder.pid}/uid_map").write_text(f"0 {uid} 1\n")
             Path(f"/proc/{holder.pid}/gid_map").write_text(f"0 {gid} 1\n")

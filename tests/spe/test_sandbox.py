@@ -1036,3 +1036,18 @@ def test_two_jobs_at_once_run_as_two_uids(tmp_path: Path) -> None:
     assert len(results) == 2
     assert results[0].host_uid != results[1].host_uid
     assert all(r.state == "killed" and r.leftover_processes == 0 for r in results)
+
+
+def test_no_job_runs_when_the_filter_cannot_be_built(tmp_path: Path, monkeypatch) -> None:
+    """Fail closed: without libseccomp the job is refused, never run unfiltered."""
+    from spe.sandbox import runner
+
+    def broken() -> bytes:
+        raise OSError("libseccomp.so.2: cannot open shared object file")
+    monkeypatch.setattr(runner, "filter_bpf", broken)
+    for name in ("code", "extract", "output"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "code" / "main.py").write_text("open('/output/ran', 'w').close()\n")
+    with pytest.raises(SandboxUnavailable, match="seccomp"):
+        run(tmp_path / "code", "main.py", tmp_path / "extract", tmp_path / "output", SMALL)
+    assert not (tmp_path / "output" / "ran").exists()
