@@ -674,8 +674,7 @@ def _documented_root() -> set[str]:
     line = readme.split(README_ROOT, 1)[1].split("\n\n", 1)[0]
     names = set(line.split("`")[1].split())
     assert "extract" in names  # the sentence was read, not something else
-    host_only = {"lib32", "libx32"}
-    return {n for n in names if n not in host_only or os.path.lexists(f"/{n}")}
+    return names | {n for n in ("lib32", "libx32") if os.path.lexists(f"/{n}")}
 
 
 def _needs_root() -> None:
