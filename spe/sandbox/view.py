@@ -100,7 +100,8 @@ class View:
         self.root = ROOT / f"view-{self.uid}"
         ROOT.mkdir(mode=0o711, exist_ok=True)
         os.chmod(ROOT, 0o711)  # the job's uid passes through, lists nothing
-        self.root.mkdir(mode=0o755, exist_ok=True)
+        self.root.mkdir(mode=0o711, exist_ok=True)
+        os.chmod(self.root, 0o711)  # whatever the service's umask
 
     def add(self, source: str, name: str, *, writable: bool = False,
             as_job: bool = False) -> str:
@@ -108,6 +109,8 @@ class View:
         its files (the service's) appear as the job's. The path bubblewrap binds from."""
         target = self.root / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        for folder in target.relative_to(self.root).parents:  # passable by the job's uid
+            os.chmod(self.root / folder, 0o711)
         is_dir = os.path.isdir(source)
         if target.is_dir() != is_dir or not target.exists():
             if target.is_dir():

@@ -733,8 +733,9 @@ def test_the_job_runs_as_a_host_uid_of_its_own_never_root(tmp_path: Path) -> Non
 
 
 def test_a_job_reads_an_extract_only_the_service_can_read(tmp_path: Path) -> None:
-    """The extract and the code are 0600 in 0700 folders under a 0700 parent, the service's:
-    the job reads them (an idmapped mount shows them as its own), nothing on disk changes."""
+    """The extract and the code are 0600 in 0700 folders under a 0700 parent, the service's,
+    under a umask of 077: the job reads them (an idmapped mount shows them as its own), and
+    nothing on disk changes."""
     _needs_root()
     for name in ("code", "extract", "output"):
         (tmp_path / name).mkdir(mode=0o700)
@@ -744,8 +745,12 @@ def test_a_job_reads_an_extract_only_the_service_can_read(tmp_path: Path) -> Non
     for path in (tmp_path / "extract" / "data.csv", tmp_path / "code" / "main.py"):
         path.chmod(0o600)
     tmp_path.chmod(0o700)
-    result = run(tmp_path / "code", "main.py", tmp_path / "extract", tmp_path / "output",
-                 SMALL)
+    umask = os.umask(0o077)  # the service's own (production sets one)
+    try:
+        result = run(tmp_path / "code", "main.py", tmp_path / "extract", tmp_path / "output",
+                     SMALL)
+    finally:
+        os.umask(umask)
     assert result.state == "succeeded", result.stderr_tail
     assert result.stdout_tail.strip() == "3"
     data = (tmp_path / "extract" / "data.csv").stat()
