@@ -27,14 +27,15 @@ from pathlib import Path
 
 from spe.sandbox import Limits, run
 from spe.sandbox.interpreter import configured_python
+from spe.settings import get_settings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--patients", type=int, default=150)
+    parser.add_argument("--patients", type=int, default=150, help="0: no staging")
     args = parser.parse_args()
-    python = configured_python()
+    python = configured_python(get_settings().sandbox_python)
     limits = Limits(wall_seconds=60)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -63,7 +64,8 @@ def main() -> None:
     print(f"  sandboxed no-op job          median {s:7.1f} ms  (min {min(boxed):.1f})")
     print(f"  overhead {s - b:+.1f} ms, ratio {s / b:.2f} "
           f"(target: at most +100 ms: {'met' if s - b <= 100 else 'MISSED'})")
-    staging(args.patients)
+    if args.patients:
+        staging(args.patients)
 
 
 def staging(patients: int) -> None:

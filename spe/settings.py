@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -83,6 +85,43 @@ class Settings(BaseSettings):
     # they share the machine with running jobs, so one unless it has cores to spare.
     staging_workers: int = Field(default=1, ge=1, le=64)
 
+    # --- The job sandbox (spe/sandbox). Production refuses each setting that weakens it.
+    # bubblewrap (default `bwrap` on PATH); in production a root-owned file only root
+    # can replace.
+    sandbox_bwrap: str = ""
+    # The analysis environment's interpreter jobs run with (default the service's own).
+    sandbox_python: str = ""
+    # Per-job pids and memory cgroups (off: rlimits and a process watch only).
+    sandbox_cgroup: bool = True
+    # The seccomp filter (spe/sandbox/seccomp.py).
+    sandbox_seccomp: bool = True
+    # Jobs run as host uid (and gid) base + a free slot, never root; 0: as the service's
+    # own user (a developer's laptop). Not below 1000: no system account's uid.
+    sandbox_uid_base: int = Field(default=200000, ge=0, le=2**31 - 2000)
+
+    @model_validator(mode="after")
+    def _refuse_weak_sandbox(self) -> Settings:
+        if 0 < self.sandbox_uid_base < 1000:
+            raise InsecureConfiguration(
+                "SPE_SANDBOX_UID_BASE must be 0 (the service's own user) or at least 1000 "
+                "(uids of no system account)")
+        if self.environment != "production":
+            return self
+        if not self.sandbox_cgroup:
+            raise InsecureConfiguration(
+                "SPE_SANDBOX_CGROUP is off: production bounds each job's processes and "
+                "memory together by its cgroups")
+        if not self.sandbox_seccomp:
+            raise InsecureConfiguration(
+                "SPE_SANDBOX_SECCOMP is off: production runs jobs under the seccomp filter")
+        if self.sandbox_uid_base == 0:
+            raise InsecureConfiguration(
+                "SPE_SANDBOX_UID_BASE is 0: production runs each job as a uid of its own, "
+                "never as the service's user or root")
+        if self.sandbox_bwrap and (why := untrusted_executable(self.sandbox_bwrap)):
+            raise InsecureConfiguration(f"SPE_SANDBOX_BWRAP: {why}")
+        return self
+
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:
         if self.environment == "production":
@@ -117,6 +156,29 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'central.db').as_posix()}"
+
+
+def untrusted_executable(path: str) -> str | None:
+    """Why the program at `path` could be replaced by someone other than root (None: a
+    regular root-owned file, in root-owned folders, none writable by group or others but
+    sticky ones like /tmp, where only the owner may replace an entry)."""
+    if not os.path.isabs(path):
+        return f"{path} is not an absolute path"
+    current = path
+    while True:
+        try:
+            st = os.stat(current)
+        except OSError as exc:
+            return f"{current}: {exc.strerror}"
+        if current == path and not stat.S_ISREG(st.st_mode):
+            return f"{path} is not a regular file"
+        if st.st_uid != 0:
+            return f"{current} is not owned by root"
+        if st.st_mode & 0o022 and not (stat.S_ISDIR(st.st_mode) and st.st_mode & 0o1000):
+            return f"{current} can be written by others than root"
+        if current == "/":
+            return None
+        current = os.path.dirname(os.path.realpath(current) if current == path else current)
 
 
 @lru_cache

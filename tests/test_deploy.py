@@ -15,8 +15,6 @@ from spe.settings import REPO_ROOT, Settings
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "deploy" / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
-#: Read by spe.sandbox itself, not by Settings (a sandbox runs without a service).
-SANDBOX_VARIABLES = {"SPE_SANDBOX_PYTHON", "SPE_SANDBOX_BWRAP", "SPE_SANDBOX_CGROUP"}
 _PLACEHOLDER = re.compile(r"\$\{(\w+)(?::\?[^}]*)?\}")
 
 
@@ -39,7 +37,7 @@ def test_each_command_is_one_the_cli_has(name: str) -> None:
 def test_each_services_settings_are_valid(name: str, monkeypatch, tmp_path) -> None:
     environment = {k: _filled(str(v)) for k, v in SERVICES[name]["environment"].items()}
     known = {f"SPE_{field.upper()}" for field in Settings.model_fields}
-    unknown = set(environment) - known - SANDBOX_VARIABLES
+    unknown = set(environment) - known
     assert not unknown, f"{name}: variables no code reads: {sorted(unknown)}"
     for key, value in environment.items():
         monkeypatch.setenv(key, value)

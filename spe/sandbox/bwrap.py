@@ -21,8 +21,8 @@ PASSWD = f"sandbox:x:{SANDBOX_UID}:{SANDBOX_GID}:sandbox:/scratch:/usr/sbin/nolo
 GROUP = f"sandbox:x:{SANDBOX_GID}:\n"
 
 
-def find_bwrap() -> str | None:
-    return os.environ.get("SPE_SANDBOX_BWRAP") or shutil.which("bwrap") or (
+def find_bwrap(setting: str = "") -> str | None:
+    return setting or shutil.which("bwrap") or (
         "/usr/bin/bwrap" if os.access("/usr/bin/bwrap", os.X_OK) else None)
 
 
@@ -41,6 +41,7 @@ def job_env(interpreter: Interpreter, extra: dict[str, str] | None = None) -> di
         "MPLCONFIGDIR": "/scratch/.matplotlib",
         "XDG_CACHE_HOME": "/scratch/.cache",
     }
+    env.update(interpreter.env)
     for name, value in (extra or {}).items():
         if not _ENV_NAME.match(name) or "\0" in value:
             raise ValueError(f"invalid environment variable for the job: {name!r}")
@@ -52,25 +53,26 @@ def build_argv(
     bwrap: str,
     interpreter: Interpreter,
     *,
-    code_dir: str,
+    sources: dict[str, str],
     entry: str,
-    extract_dir: str,
-    output_dir: str,
-    scratch_dir: str | None,
     limits: Limits,
     env: dict[str, str],
     passwd_fd: int,
     group_fd: int,
     venv_cfg_fd: int | None,
+    seccomp_fd: int | None,
 ) -> list[str]:
     """bwrap's argv. Every mount is listed here; nothing else of the host is visible.
 
-    `*_fd` are read ends of pipes holding the generated /etc/passwd, /etc/group and
-    /venv/pyvenv.cfg (bwrap copies them into the sandbox read-only).
+    `sources` maps each sandbox path of the job's folders (/code, /extract, /output and,
+    when given, /scratch) and of the interpreter's binds to where bwrap finds it. `*_fd`
+    are read ends of pipes holding the generated /etc/passwd, /etc/group and
+    /venv/pyvenv.cfg (bwrap copies them into the sandbox read-only) and the seccomp filter.
     """
     argv = [
         bwrap,
         "--unshare-all",  # user, ipc, pid, net, uts, cgroup: no network at all
+        "--unshare-user", "--disable-userns",  # and no user namespace made inside
         "--die-with-parent",
         "--new-session",
         "--cap-drop", "ALL",
@@ -87,8 +89,8 @@ def build_argv(
             argv += ["--symlink", os.readlink(host), host]
         elif os.path.isdir(host):
             argv += ["--ro-bind", host, host]
-    for src, dest in interpreter.ro_binds:
-        argv += ["--ro-bind", src, dest]
+    for _, dest in interpreter.ro_binds:
+        argv += ["--ro-bind", sources[dest], dest]
     for target, dest in interpreter.symlinks:
         argv += ["--symlink", target, dest]
     if venv_cfg_fd is not None:
@@ -101,17 +103,18 @@ def build_argv(
         "--size", str(limits.tmp_mb * MiB), "--tmpfs", "/dev/shm",
         "--remount-ro", "/dev",  # bwrap's /dev is an unbounded tmpfs: only /dev/shm is rw
         "--size", str(limits.tmp_mb * MiB), "--tmpfs", "/tmp",
-        "--ro-bind", extract_dir, "/extract",
-        "--ro-bind", code_dir, "/code",
+        "--ro-bind", sources["/extract"], "/extract",
+        "--ro-bind", sources["/code"], "/code",
     ]
-    if scratch_dir is None:
-        argv += ["--size", str(limits.scratch_mb * MiB), "--perms", "0777",
+    if "/scratch" not in sources:
+        argv += ["--size", str(limits.scratch_mb * MiB), "--perms", "0700",
                  "--tmpfs", "/scratch"]
     else:
-        argv += ["--bind", scratch_dir, "/scratch"]
+        argv += ["--bind", sources["/scratch"], "/scratch"]
+    argv += ["--bind", sources["/output"], "/output", "--remount-ro", "/"]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     argv += [
-        "--bind", output_dir, "/output",
-        "--remount-ro", "/",
         "--chdir", "/scratch",
         "--",
         interpreter.command, f"/code/{entry}",

@@ -1,9 +1,10 @@
 """A pids cgroup and a memory cgroup per job (cgroup v1 controllers, or cgroup v2 where
 delegated).
 
-RLIMIT_NPROC counts processes per real uid and the kernel never enforces it for uid 0, so
-as root it does not stop a fork bomb. A pids cgroup does (`pids.max`), counts the refusals
-(`pids.events`), and lists every process of the job for the final sweep.
+RLIMIT_NPROC counts processes per real uid (and never binds uid 0, the development
+fallback's user when the service is root). A pids cgroup counts the job's processes exactly
+(`pids.max`), counts the refusals (`pids.events`), and lists every process of the job for
+the final sweep.
 
 RLIMIT_AS bounds each process's address space, not the job's: 64 processes of a job with
 `memory_mb` 2048 could hold 128 GB. A memory cgroup bounds them together (v1
@@ -69,10 +70,6 @@ def _candidates(controller: str) -> list[Path]:
     return found
 
 
-def _disabled() -> bool:
-    return os.environ.get("SPE_SANDBOX_CGROUP", "").lower() in ("0", "off", "false", "no")
-
-
 def _counter(path: Path, key: str) -> int:
     """The value of `key` in a flat-keyed cgroup file ("max 3", "oom_kill 1")."""
     try:
@@ -108,8 +105,6 @@ class JobCgroup:
     @classmethod
     def _make(cls, limits: Callable[[Path], None]) -> Self | None:
         """A new cgroup under the first parent that takes one, `limits(path)` written."""
-        if _disabled():
-            return None
         for parent in _candidates(cls.controller):
             # The creating process's pid in the name: its orphans can be found (reap).
             path = parent / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"

@@ -20,8 +20,8 @@ class Limits(BaseModel):
     cpu_seconds: int = Field(default=900, ge=1, le=24 * 3600)
     # RLIMIT_AS: address space per process (a MemoryError, or a crash for C code).
     memory_mb: int = Field(default=4096, ge=64, le=64 * 1024)
-    # A pids cgroup (pids.max) when one can be created, RLIMIT_NPROC besides (which the
-    # kernel does not enforce for uid 0), and a process count watch as a last resort.
+    # A pids cgroup (pids.max) when one can be created, a process count watch where not,
+    # and RLIMIT_NPROC a little above (per uid: each job has its own) as a backstop.
     processes: int = Field(default=128, ge=1, le=4096)
     # RLIMIT_NOFILE.
     open_files: int = Field(default=256, ge=16, le=65536)

@@ -1,23 +1,29 @@
 """Run one job in the sandbox and say how it ended.
 
 `run(code_dir, entry, extract_dir, output_dir, limits)` starts `python /code/<entry>` under
-bubblewrap (see `bwrap.py` for what the job sees) with rlimits set on the bwrap process
-(inherited by everything in the sandbox), in its own session and, where one can be made, its
-own pids cgroup. While it runs, this process reads the job's stdout and stderr (keeping the
-last 64 KiB of each), watches the wall clock and the size of /output (and of a given
-scratch directory), and kills the whole sandbox on any breach: SIGKILL to bwrap's process
-group, which takes the sandbox's PID namespace down with it (`--die-with-parent`), then a
-sweep of the cgroup. Nothing of the job survives `run`.
+bubblewrap (see `bwrap.py` for what the job sees) as a host uid of the job's own
+(`hostuser.py`: never root, also outside its user namespace), under a seccomp filter
+(`seccomp.py`), with rlimits set on the bwrap process (inherited by everything in the
+sandbox), in its own session and, where they can be made, its own pids and memory cgroups.
+While it runs, this process reads the job's stdout and stderr (keeping the last 64 KiB of
+each), watches the wall clock and the size of /output (and of a given scratch directory),
+and kills the whole sandbox on any breach: SIGKILL to bwrap's process group, which takes
+the sandbox's PID namespace down with it (`--die-with-parent`), then a sweep of the cgroup
+and of the job's uid.
+
+Nothing of the job survives `run`, by construction: the job's uid, folders, pipes, cgroups
+and processes are each a context manager around the monitor, so an exception anywhere in it
+still kills and reaps the job, empties and removes its cgroups, gives its folders back to
+the service and frees its uid.
 
 If this process dies instead (a worker killed mid-job), bwrap gets SIGKILL from the kernel:
 its parent-death signal is set here before exec, because bwrap sets its own only after it has
 parsed its arguments and cloned the sandbox, and a death in between would leave it running.
 
-The rlimits and the cgroup are applied in a `preexec_fn` (between fork and exec of bwrap):
-plain syscalls only, but still a `preexec_fn`, which CPython warns about in processes with
-threads; a threaded caller (the future job runner) may prefer one runner process.
+The cgroups, the mounts of the job's view (`view.py`), the rlimits and the uid change are
+applied in a `preexec_fn` (between fork and exec of bwrap, as root): plain syscalls only, but
+still a `preexec_fn`, which CPython warns about in processes with threads.
 """
-
 from __future__ import annotations
 
 import ctypes
@@ -25,17 +31,24 @@ import os
 import resource
 import selectors
 import signal
+import stat
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from spe.sandbox.bwrap import GROUP, PASSWD, build_argv, find_bwrap, job_env
-from spe.sandbox.cgroup import MemoryCgroup, PidsCgroup
-from spe.sandbox.interpreter import InterpreterError, configured_python, resolve
+from spe.sandbox.cgroup import JobCgroup, MemoryCgroup, PidsCgroup
+from spe.sandbox.hostuser import HostUser, job_user, kill_all, processes_of
+from spe.sandbox.interpreter import Interpreter, InterpreterError, configured_python, resolve
 from spe.sandbox.limits import Limits, MiB
+from spe.sandbox.seccomp import filter_bpf
+from spe.sandbox.view import View
+from spe.settings import Settings, get_settings, untrusted_executable
 
 TAIL_BYTES = 64 * 1024
 POLL_SECONDS = 0.1
@@ -43,6 +56,7 @@ SIZE_POLL_SECONDS = 0.25
 WATCH_SECONDS = 0.02
 MAX_LISTED = 10_000
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+NPROC_MARGIN = 8
 _libc = ctypes.CDLL(None, use_errno=True)
 
 State = Literal["succeeded", "failed", "timed_out", "killed"]
@@ -94,6 +108,8 @@ class SandboxResult:
     processes_enforced_by: str = ""  # "pids cgroup" | "process watch"
     memory_enforced_by: str = ""  # whether the job's processes share one memory limit
     leftover_processes: int = 0  # processes still alive after the final sweep (0 expected)
+    host_uid: int = -1  # the uid the job ran as on the host (outside its user namespace)
+    host_user: str = ""  # which user that is: the job's own, or the service's (fallback)
 
     @property
     def limit(self) -> str | None:
@@ -178,9 +194,9 @@ def _overlap(a: str, b: str) -> bool:
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
-def _pipe_with(data: str) -> int:
+def _pipe_with(data: str | bytes) -> int:
     read, write = os.pipe()
-    os.write(write, data.encode())  # small: well under the pipe buffer
+    os.write(write, data.encode() if isinstance(data, str) else data)  # well under 64 KiB
     os.close(write)
     return read
 
@@ -243,6 +259,160 @@ class _Tail:
         return self.buf.decode("utf-8", errors="replace")
 
 
+def _return_to_service(root: str) -> None:
+    """Give a job's folder back to the service once the job has ended: owner and group the
+    service's, folders 0700, files 0600 (no set-id bit the job set). Each entry is opened
+    without following a link and changed through its descriptor, so nothing outside the
+    folder is touched whatever the job left in it; links themselves are only lchowned."""
+    uid, gid = os.geteuid(), os.getegid()
+    paths = [root]
+    for current, dirs, files in os.walk(root):
+        paths += [os.path.join(current, name) for name in dirs + files]
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # a link (ELOOP), or gone: never followed
+            try:
+                os.lchown(path, uid, gid)
+            except OSError:
+                pass
+            continue
+        try:
+            mode = os.fstat(fd).st_mode
+            os.fchown(fd, uid, gid)
+            if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+                os.fchmod(fd, 0o700 if stat.S_ISDIR(mode) else 0o600)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+@contextmanager
+def _sources(user: HostUser, folders: dict[str, str], interpreter: Interpreter
+             ) -> Iterator[tuple[dict[str, str], View | None]]:
+    """Where bwrap finds each thing it binds (sandbox path -> path), for this job's user.
+
+    For a uid of the job's own: the extract and the code through the runner's view (seen as
+    the job's, read-only), the output and a given scratch folder the job's own (chowned to
+    it, 0700) until the block ends, when they are the service's again (0600/0700)."""
+    binds = dict(interpreter.ro_binds)
+    if not user.dedicated:
+        yield {**folders, **{dest: src for src, dest in binds.items()}}, None
+        return
+    writable = [folders[p] for p in ("/output", "/scratch") if p in folders]
+    view = View(user.uid, user.gid)
+    try:
+        sources = {}
+        for dest, src in folders.items():
+            rw = dest in ("/output", "/scratch")
+            sources[dest] = view.add(src, dest.strip("/"), writable=rw, as_job=not rw)
+        for src, dest in binds.items():
+            sources[dest] = view.add(src, "interpreter" + dest)
+        for folder in writable:
+            for current, dirs, files in os.walk(folder):
+                for name in dirs + files:
+                    os.lchown(os.path.join(current, name), user.uid, user.gid)
+            os.chown(folder, user.uid, user.gid)
+            os.chmod(folder, 0o700)
+        yield sources, view
+    finally:
+        try:
+            for folder in writable:
+                _return_to_service(folder)
+        finally:
+            view.close()
+
+
+@contextmanager
+def _pipes(*contents: bytes | str | None) -> Iterator[list[int | None]]:
+    """Read ends of pipes holding `contents` (None: none), closed when the block ends."""
+    fds = [None if c is None else _pipe_with(c) for c in contents]
+    try:
+        yield fds
+    finally:
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+
+
+@contextmanager
+def _cgroups(limits: Limits, enabled: bool
+             ) -> Iterator[tuple[PidsCgroup | None, MemoryCgroup | None]]:
+    """The job's pids and memory cgroups (None where none can be made, or off); emptied and
+    removed when the block ends."""
+    made: list[JobCgroup] = []
+    try:
+        pids = PidsCgroup.create(limits.processes) if enabled else None
+        if pids is not None:
+            made.append(pids)
+        memory = MemoryCgroup.create(limits.memory_mb * MiB) if enabled else None
+        if memory is not None:
+            made.append(memory)
+        yield pids, memory
+    finally:
+        for group in made:
+            try:
+                group.kill_all()
+            finally:
+                group.remove()
+
+
+class _Job:
+    """bwrap's process, its output pipes and its PID namespace. Leaving the block kills
+    everything of it that still runs and reaps bwrap, however the block ends."""
+
+    def __init__(self, proc: subprocess.Popen, pids: PidsCgroup | None) -> None:
+        self.proc = proc
+        self.pids = pids
+        self.status: int | None = None
+        self.usage: resource.struct_rusage | None = None
+        self.namespace: str | None = None
+
+    def __enter__(self) -> _Job:
+        return self
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if self.pids is not None:
+            self.pids.kill_all()
+
+    def reap(self) -> None:
+        if self.status is None:
+            _, self.status, self.usage = os.wait4(self.proc.pid, 0)
+            self.proc.returncode = os.waitstatus_to_exitcode(self.status)
+
+    def sweep(self) -> int:
+        """Kill what is left in the job's PID namespace; how many could not be."""
+        if self.namespace is None:
+            return 0
+        for _ in range(200):  # the namespace dies with its init; make sure it has
+            left = processes_in(self.namespace)
+            if not left:
+                return 0
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+        return len(processes_in(self.namespace))
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.status is None:
+                self.kill()
+                self.reap()
+            self.sweep()
+        finally:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
 def run(
     code_dir: Path | str,
     entry: str,
@@ -254,15 +424,20 @@ def run(
     env: dict[str, str] | None = None,
     python: str | None = None,
     cancel: threading.Event | None = None,
+    settings: Settings | None = None,
 ) -> SandboxResult:
     """Run `python /code/<entry>` in the sandbox; block until it ends (or is killed).
     Setting `cancel` (from another thread: a revoked permit, a cancelled job) kills the
     job within a poll interval; it ends `killed` with the limit "cancelled"."""
+    settings = settings or get_settings()
     limits = limits or Limits()
-    bwrap = find_bwrap()
+    production = settings.environment == "production"
+    bwrap = find_bwrap(settings.sandbox_bwrap)
     if bwrap is None or not os.access(bwrap, os.X_OK):
         raise SandboxUnavailable("bubblewrap (bwrap) is not installed: apt-get install "
                                  "bubblewrap, or set SPE_SANDBOX_BWRAP")
+    if production and (why := untrusted_executable(bwrap)):
+        raise SandboxUnavailable(f"production runs only a bubblewrap root controls: {why}")
     code = _directory(code_dir, "code")
     extract = _directory(extract_dir, "extract")
     output = _directory(output_dir, "output", writable=True)
@@ -276,158 +451,171 @@ def run(
                 raise SandboxError(f"the {a} and {b} directories overlap ({pa}, {pb})")
     entry = _entry(code, entry)
     try:
-        interpreter = resolve(python or configured_python())
+        interpreter = resolve(python or configured_python(settings.sandbox_python))
     except InterpreterError as exc:
         raise SandboxUnavailable(str(exc)) from None
     try:
         environment = job_env(interpreter, env)
     except ValueError as exc:
         raise SandboxError(str(exc)) from None
+    try:
+        seccomp = filter_bpf() if settings.sandbox_seccomp else None
+    except (OSError, ImportError, AttributeError) as exc:  # no libseccomp: fail closed
+        raise SandboxUnavailable(f"the seccomp filter cannot be built: {exc}") from None
 
-    fds = [_pipe_with(PASSWD), _pipe_with(GROUP)]
-    if interpreter.pyvenv_cfg is not None:
-        fds.append(_pipe_with(interpreter.pyvenv_cfg))
-    argv = build_argv(bwrap, interpreter, code_dir=code, entry=entry, extract_dir=extract,
-                      output_dir=output, scratch_dir=scratch, limits=limits, env=environment,
-                      passwd_fd=fds[0], group_fd=fds[1],
-                      venv_cfg_fd=fds[2] if len(fds) > 2 else None)
-    cgroup = PidsCgroup.create(limits.processes)
-    memory = MemoryCgroup.create(limits.memory_mb * MiB)  # the job's processes together
+    with ExitStack() as stack:
+        try:
+            user = stack.enter_context(job_user(settings.sandbox_uid_base))
+        except OSError as exc:
+            raise SandboxUnavailable(f"no host user for the job: {exc}") from None
+        if production and not user.dedicated:
+            raise SandboxUnavailable("production runs each job as a uid of its own: the "
+                                     "node's job runner must start as root")
+        try:
+            sources, view = stack.enter_context(_sources(
+                user, {f"/{k}": v for k, v in named.items()}, interpreter))
+        except OSError as exc:
+            raise SandboxUnavailable(f"the job's folders cannot be shown to it: {exc}") \
+                from None
+        fds = stack.enter_context(_pipes(PASSWD, GROUP, interpreter.pyvenv_cfg, seccomp))
+        argv = build_argv(bwrap, interpreter, sources=sources, entry=entry, limits=limits,
+                          env=environment, passwd_fd=fds[0], group_fd=fds[1],
+                          venv_cfg_fd=fds[2], seccomp_fd=fds[3])
+        cgroup, memory = stack.enter_context(_cgroups(limits, settings.sandbox_cgroup))
+        if production and (cgroup is None or memory is None):
+            raise SandboxUnavailable("production bounds each job by its pids and memory "
+                                     "cgroups, and none can be made here")
+        job = stack.enter_context(_start(argv, [fd for fd in fds if fd is not None], user,
+                                         limits, cgroup, memory, view))
+        return _monitor(job, limits, output, scratch, cancel, cgroup, memory, user)
+
+
+@contextmanager
+def _start(argv: list[str], fds: list[int], user: HostUser, limits: Limits,
+           cgroup: PidsCgroup | None, memory: MemoryCgroup | None, view: View | None
+           ) -> Iterator[_Job]:
+    """bwrap started in the job's cgroups, view, rlimits and uid (see `prepare`)."""
     rlimits = [
         (resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1)),
         (resource.RLIMIT_AS, (limits.memory_mb * MiB,) * 2),
-        (resource.RLIMIT_NPROC, (limits.processes,) * 2),
+        # Per uid, so per job now: a backstop a little above the pids cgroup (or the
+        # process watch), which count exactly and name the limit when they refuse.
+        (resource.RLIMIT_NPROC, (limits.processes + NPROC_MARGIN,) * 2),
         (resource.RLIMIT_NOFILE, (limits.open_files,) * 2),
         (resource.RLIMIT_FSIZE, (limits.file_size_mb * MiB,) * 2),
         (resource.RLIMIT_CORE, (0, 0)),
     ]
-
     parent = os.getpid()
 
     def prepare() -> None:  # in the child, between fork and exec: plain syscalls only
-        # Kept across exec (bwrap is not set-id); a parent already gone is checked after.
-        if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
-        if os.getppid() != parent:
-            raise OSError("the job's runner died before the sandbox started")
         if cgroup is not None:
             cgroup.enter()
         if memory is not None:
             memory.enter()
+        if view is not None:
+            view.attach()
         for which, value in rlimits:
             resource.setrlimit(which, value)
+        if user.dedicated:  # bwrap runs as the job's uid: it cannot undo any of this
+            os.setgroups([])
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+        # After the uid change, which clears it; kept across exec (bwrap is not set-id).
+        if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+        if os.getppid() != parent:
+            raise OSError("the job's runner died before the sandbox started")
 
-    started = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env={}, cwd="/", pass_fds=fds,
                                 start_new_session=True, preexec_fn=prepare)
-    except OSError as exc:
-        for group in (cgroup, memory):
-            if group is not None:
-                group.remove()
-        raise SandboxUnavailable(f"cannot start bubblewrap ({bwrap}): {exc}") from None
-    finally:
-        for fd in fds:
-            os.close(fd)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SandboxUnavailable(f"cannot start bubblewrap ({argv[0]}): {exc}") from None
+    with _Job(proc, cgroup) as job:
+        yield job
 
+
+def _monitor(job: _Job, limits: Limits, output: str, scratch: str | None,
+             cancel: threading.Event | None, cgroup: PidsCgroup | None,
+             memory: MemoryCgroup | None, user: HostUser) -> SandboxResult:
+    """Read the job's output, watch its limits until it ends, then say how it ended."""
+    proc = job.proc
+    started = time.monotonic()
     tails = {proc.stdout: _Tail(), proc.stderr: _Tail()}
     selector = selectors.DefaultSelector()
     for stream in tails:
         selector.register(stream, selectors.EVENT_READ)
     deadline = started + limits.wall_seconds
     ended_by: tuple[str, str] | None = None  # (state, limit) decided by the monitor
-    status: int | None = None
-    usage = None
     next_size_check = started
     exited_at: float | None = None
-    namespace: str | None = None
-
-    def kill() -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if cgroup is not None:
-            cgroup.kill_all()
-
     # Without a pids cgroup the process watch is all that bounds a fork bomb: look often.
     poll = POLL_SECONDS if cgroup is not None else WATCH_SECONDS
-    while True:
-        for key, _ in selector.select(timeout=poll):
-            chunk = os.read(key.fd, 65536)
-            if chunk:
-                tails[key.fileobj].add(chunk)
-            else:
-                selector.unregister(key.fileobj)
-        if status is None:
-            pid, raw, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                status, usage, exited_at = raw, ru, time.monotonic()
-        if status is not None and not selector.get_map():
-            break
-        now = time.monotonic()
-        if status is not None:
-            if exited_at is not None and now - exited_at > 2:  # pipes held open: end it
-                kill()
+    try:
+        while True:
+            for key, _ in selector.select(timeout=poll):
+                chunk = os.read(key.fd, 65536)
+                if chunk:
+                    tails[key.fileobj].add(chunk)
+                else:
+                    selector.unregister(key.fileobj)
+            if job.status is None:
+                pid, raw, ru = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    job.status, job.usage, exited_at = raw, ru, time.monotonic()
+                    proc.returncode = os.waitstatus_to_exitcode(raw)
+            if job.status is not None and not selector.get_map():
                 break
-            continue
-        if namespace is None:
-            namespace = _pid_namespace(proc.pid)
-        if ended_by is not None:
-            continue
-        if cancel is not None and cancel.is_set():
-            ended_by = ("killed", "cancelled")
-        elif now >= deadline:
-            ended_by = ("timed_out", "wall")
-        elif cgroup is None and namespace is not None and \
-                len(processes_in(namespace)) > limits.processes + 1:  # + bwrap's init
-            ended_by = ("killed", "processes")
-        elif now >= next_size_check:
-            next_size_check = now + SIZE_POLL_SECONDS
-            if tree_size(Path(output)) > limits.output_mb * MiB:
-                ended_by = ("killed", "output")
-            elif scratch and tree_size(Path(scratch)) > limits.scratch_mb * MiB:
-                ended_by = ("killed", "scratch")
-        if ended_by is not None:
-            kill()
+            now = time.monotonic()
+            if job.status is not None:
+                if exited_at is not None and now - exited_at > 2:  # pipes held open: end it
+                    job.kill()
+                    break
+                continue
+            if job.namespace is None:
+                job.namespace = _pid_namespace(proc.pid)
+            if ended_by is not None:
+                continue
+            if cancel is not None and cancel.is_set():
+                ended_by = ("killed", "cancelled")
+            elif now >= deadline:
+                ended_by = ("timed_out", "wall")
+            elif cgroup is None and job.namespace is not None and \
+                    len(processes_in(job.namespace)) > limits.processes + 1:  # + bwrap's init
+                ended_by = ("killed", "processes")
+            elif now >= next_size_check:
+                next_size_check = now + SIZE_POLL_SECONDS
+                if tree_size(Path(output)) > limits.output_mb * MiB:
+                    ended_by = ("killed", "output")
+                elif scratch and tree_size(Path(scratch)) > limits.scratch_mb * MiB:
+                    ended_by = ("killed", "scratch")
+            if ended_by is not None:
+                job.kill()
+    finally:
+        selector.close()
     wall = time.monotonic() - started
-    if status is None:  # the break above after killing: reap bwrap now
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    for stream in tails:
-        stream.close()
-    selector.close()
+    job.reap()  # after the break above that killed it
 
+    # Everything of the job ends here; the blocks around `run` make sure of it again.
+    oom_kills = memory.oom_kills() if memory is not None else 0
+    refusals = cgroup.refusals() if cgroup is not None else 0
     leftover = 0
-    refusals = 0
-    oom_kills = 0
     if memory is not None:
-        oom_kills = memory.oom_kills()
         memory.kill_all()
-        memory.remove()
-    if cgroup is not None:
-        refusals = cgroup.refusals()
-        if not cgroup.kill_all():
-            leftover = len(cgroup.pids())
-        cgroup.remove()
-    elif namespace is not None:  # the namespace dies with its init; make sure it has
-        for _ in range(200):
-            left = processes_in(namespace)
-            if not left:
-                break
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.01)
-        leftover = len(processes_in(namespace))
+    if cgroup is not None and not cgroup.kill_all():
+        leftover = len(cgroup.pids())
+    leftover = max(leftover, job.sweep())
+    # Without a pids cgroup, nothing else lists every process of the job (job_user sweeps
+    # the uid again on its way out either way).
+    if cgroup is None and user.dedicated and not kill_all(user.uid):
+        leftover = max(leftover, len(processes_of(user.uid)))
 
     listing: list[OutputEntry] = []
     output_bytes = tree_size(Path(output), listing)
     listing.sort(key=lambda e: e.path)
     stderr = tails[proc.stderr].text()
+    usage = job.usage
 
     # How it ended. bwrap exits with the job's status, or 128 + the signal that killed it.
     code_: int | None = proc.returncode
@@ -481,4 +669,5 @@ def run(
         memory_enforced_by=("memory cgroup and per-process limit" if memory is not None
                             else "per-process limit"),
         leftover_processes=leftover,
+        host_uid=user.uid, host_user=user.describe(),
     )

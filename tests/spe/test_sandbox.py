@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from typer.testing import CliRunner
 from spe.cli.main import app as cli
 from spe.sandbox import Limits, SandboxError, SandboxResult, SandboxUnavailable, run
 from spe.sandbox.cgroup import MemoryCgroup, PidsCgroup
-from spe.settings import REPO_ROOT
+from spe.settings import REPO_ROOT, Settings, get_settings
 from tests.conftest import IN_CI
 from tests.processes import alive, cmdline, descendants
 
@@ -38,13 +39,14 @@ def box(tmp_path: Path):
     """Run a job's source with given limits; the job's last stdout line is its JSON report."""
 
     def go(source: str, limits: Limits = SMALL, *, entry: str = "main.py",
-           env: dict[str, str] | None = None) -> tuple[SandboxResult, dict | None]:
+           env: dict[str, str] | None = None, settings: Settings | None = None,
+           ) -> tuple[SandboxResult, dict | None]:
         code, extract, output = (tmp_path / n for n in ("code", "extract", "output"))
         for d in (code, extract, output):
             d.mkdir(exist_ok=True)
         (extract / "data.csv").write_text("age,sex\n54,F\n61,M\n")
         (code / entry).write_text(textwrap.dedent(source))
-        result = run(code, entry, extract, output, limits, env=env)
+        result = run(code, entry, extract, output, limits, env=env, settings=settings)
         lines = result.stdout_tail.strip().splitlines()
         try:
             report = json.loads(lines[-1]) if lines else None
@@ -173,10 +175,7 @@ def test_nothing_else_of_the_host_is_visible(box, tmp_path: Path) -> None:
     assert result.state == "succeeded", result.stderr_tail
     for p in paths:
         assert report[p] == "FileNotFoundError", p
-    # /root only when the interpreter lives there (pyenv), and then only its installation
-    assert set(report["/"]) <= {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr",
-                                "venv", "root", "etc", "proc", "dev", "tmp", "code",
-                                "extract", "scratch", "output"}, report["/"]
+    assert set(report["/"]) == _documented_root(), report["/"]
     assert report["/etc"] == ["group", "passwd"]
 
 
@@ -201,7 +200,8 @@ def test_the_hosts_environment_is_not_passed(box, monkeypatch) -> None:
     assert report["env"]["JOB_PARAMETER"] == "42"
     assert set(report["env"]) <= {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ",
                                   "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
-                                  "MPLCONFIGDIR", "XDG_CACHE_HOME", "JOB_PARAMETER", "PWD"}
+                                  "MPLCONFIGDIR", "XDG_CACHE_HOME", "JOB_PARAMETER", "PWD",
+                                  "LD_LIBRARY_PATH"}
 
 
 def test_only_output_scratch_and_tmp_are_writable(box, tmp_path: Path) -> None:
@@ -253,10 +253,9 @@ def test_a_fork_bomb_is_contained(box) -> None:
     assert subprocess.run(["true"], timeout=10).returncode == 0  # the host still forks
 
 
-def test_a_fork_bomb_is_contained_without_a_cgroup(box, monkeypatch) -> None:
-    """Where no pids cgroup can be made (and RLIMIT_NPROC does not bind uid 0), the process
-    watch kills the job as soon as it has more processes than allowed."""
-    monkeypatch.setenv("SPE_SANDBOX_CGROUP", "off")
+def test_a_fork_bomb_is_contained_without_a_cgroup(box) -> None:
+    """Where no pids cgroup can be made, the process watch kills the job as soon as it has
+    more processes than allowed."""
     token = f"bomb{uuid.uuid4().hex[:8]}"
     result, _ = box("""
         import os, time
@@ -266,7 +265,7 @@ def test_a_fork_bomb_is_contained_without_a_cgroup(box, monkeypatch) -> None:
             except OSError:
                 pass
             time.sleep(0.002)
-    """, entry=f"{token}.py")
+    """, entry=f"{token}.py", settings=Settings(sandbox_cgroup=False))
     assert result.processes_enforced_by == "process watch"
     assert result.state == "killed", result
     assert result.limit == "processes"
@@ -397,8 +396,18 @@ def test_bad_directories_and_entries_are_refused(tmp_path: Path) -> None:
         run(code, "main.py", data, code / "..", SMALL)
 
 
+@pytest.fixture
+def settings_from_env() -> Iterator[None]:
+    """get_settings() reads the environment as the test sets it, and again after it."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("settings_from_env")
 def test_a_missing_bwrap_is_reported(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SPE_SANDBOX_BWRAP", str(tmp_path / "no-bwrap"))
+    get_settings.cache_clear()
     (tmp_path / "main.py").write_text("")
     with pytest.raises(SandboxUnavailable, match="bubblewrap"):
         run(tmp_path, "main.py", tmp_path, tmp_path, SMALL)
@@ -650,3 +659,399 @@ def test_a_job_using_acro_is_read_back_by_the_airlock(box, tmp_path: Path) -> No
         assert any("DO NOT RELEASE" in r for r in files[summary].reasons)
     assert files["acro/results.json"].kind == "acro-metadata"
     assert files["acro/results.json"].verdict == "review"
+
+
+# --- the job's host user, its seccomp filter, its root, its cleanup --------------------------
+
+README_ROOT = "A listing of `/` inside shows exactly:"
+
+
+def _documented_root() -> set[str]:
+    """The entries of `/` inside a job that the README's Sandbox section names (the lib
+    roots only where the host has them, as links into /usr or folders)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert README_ROOT in readme
+    line = readme.split(README_ROOT, 1)[1].split("\n\n", 1)[0]
+    names = set(line.split("`")[1].split())
+    assert "extract" in names  # the sentence was read, not something else
+    return names | {n for n in ("lib32", "libx32") if os.path.lexists(f"/{n}")}
+
+
+def _needs_root() -> None:
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("CI runs as root: jobs must run as a uid of their own")
+        pytest.skip("not root: jobs run as this user (the development fallback)")
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def test_the_job_runs_as_a_host_uid_of_its_own_never_root(tmp_path: Path) -> None:
+    """Seen from the host through /proc: every process of the job, bwrap's included, has
+    uids and gids that are not 0 (the old sandbox's job was host root in a namespace)."""
+    _needs_root()
+    token = f"uid{uuid.uuid4().hex[:8]}"
+    for name in ("code", "extract", "output"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "code" / f"{token}.py").write_text(
+        "import time\nopen('/output/started', 'w').close()\ntime.sleep(60)\n")
+    cancel = threading.Event()
+    results: list[SandboxResult] = []
+    worker = threading.Thread(target=lambda: results.append(run(
+        tmp_path / "code", f"{token}.py", tmp_path / "extract", tmp_path / "output", SMALL,
+        cancel=cancel)))
+    worker.start()
+    try:
+        for _ in range(500):
+            if (tmp_path / "output" / "started").exists():
+                break
+            time.sleep(0.02)
+        job = _processes_with(token)
+        assert job, "the job's processes were not found"
+        seen = {}
+        for pid in job:
+            status = _status(pid)
+            seen[pid] = (status["Uid"].split(), status["Gid"].split(), status["Groups"])
+    finally:
+        cancel.set()
+        worker.join(timeout=20)
+    (result,) = results
+    for uids, gids, groups in seen.values():
+        assert set(uids) == {str(result.host_uid)}, seen
+        assert set(gids) == {str(result.host_uid)}, seen
+        assert groups == "", seen
+    assert result.host_uid >= Settings().sandbox_uid_base > 0
+    assert "the job's own" in result.host_user
+    assert result.leftover_processes == 0
+    assert _processes_with(token) == []
+    output = (tmp_path / "output").stat()  # the output is the service's again
+    assert (output.st_uid, oct(output.st_mode & 0o777)) == (0, "0o700")
+    assert (tmp_path / "output" / "started").stat().st_uid == 0
+
+
+def test_a_job_reads_an_extract_only_the_service_can_read(tmp_path: Path) -> None:
+    """The extract and the code are 0600 in 0700 folders under a 0700 parent, the service's,
+    under a umask of 077: the job reads them (an idmapped mount shows them as its own), and
+    nothing on disk changes."""
+    _needs_root()
+    for name in ("code", "extract", "output"):
+        (tmp_path / name).mkdir(mode=0o700)
+    (tmp_path / "extract" / "data.csv").write_text("age\n54\n61\n")
+    (tmp_path / "code" / "main.py").write_text(
+        "print(len(open('/extract/data.csv').read().splitlines()))\n")
+    for path in (tmp_path / "extract" / "data.csv", tmp_path / "code" / "main.py"):
+        path.chmod(0o600)
+    tmp_path.chmod(0o700)
+    umask = os.umask(0o077)  # the service's own (production sets one)
+    try:
+        result = run(tmp_path / "code", "main.py", tmp_path / "extract", tmp_path / "output",
+                     SMALL)
+    finally:
+        os.umask(umask)
+    assert result.state == "succeeded", result.stderr_tail
+    assert result.stdout_tail.strip() == "3"
+    data = (tmp_path / "extract" / "data.csv").stat()
+    assert (data.st_uid, data.st_mode & 0o777) == (0, 0o600)
+    assert (tmp_path / "extract").stat().st_mode & 0o777 == 0o700
+
+
+X86_64_CALLS = {
+    # name: (number, arguments that succeed or reach the kernel without a filter)
+    "keyctl": (250, (0, -3, 1)),  # KEYCTL_GET_KEYRING_ID of the session keyring, create
+    "add_key": (248, ("user", "k", "v", 1, -3)),
+    "request_key": (249, ("user", "k", None, -3)),
+    "unshare(CLONE_NEWUSER)": (272, (0x10000000,)),
+    "unshare(CLONE_NEWNET)": (272, (0x40000000,)),
+    "setns": (308, (0, 0)),
+    "clone(CLONE_NEWUSER)": (56, (0x10000000 | 17, 0, 0, 0, 0)),
+    "ptrace(PTRACE_TRACEME)": (101, (0, 0, 0, 0)),
+    "bpf": (321, (0, 0, 0)),
+    "perf_event_open": (298, (0, 0, -1, -1, 0)),
+    "io_uring_setup": (425, (1, 0)),
+    "io_uring_enter": (426, (0, 0, 0, 0, 0, 0)),
+    "mount": (165, ("none", "/tmp", "tmpfs", 0, None)),
+    "umount2": (166, ("/tmp", 0)),
+    "pivot_root": (155, ("/tmp", "/tmp")),
+    "kexec_load": (246, (0, 0, 0, 0)),
+    "kexec_file_load": (320, (-1, -1, 0, None, 0)),
+    "init_module": (175, (None, 0, "")),
+    "finit_module": (313, (-1, "", 0)),
+    "delete_module": (176, ("x", 0)),
+    "process_vm_readv": (310, (1, None, 0, None, 0, 0)),
+    "userfaultfd": (323, (0,)),
+    "personality(ADDR_NO_RANDOMIZE)": (135, (0x0040000,)),
+    "acct": (163, (None,)),
+    "swapoff": (168, ("/tmp",)),
+    "reboot": (169, (0, 0, 0, None)),
+    "syslog": (103, (3, None, 0)),
+    "quotactl": (179, (0, None, 0, None)),
+    "open_by_handle_at": (304, (-1, None, 0)),
+    "name_to_handle_at": (303, (-100, "/tmp", None, None, 0)),
+    "clone3": (435, (None, 0)),
+}
+
+
+def test_seccomp_refuses_keyrings_namespaces_ptrace_bpf_mounts_and_modules(box) -> None:
+    """From inside a job, each call Docker's default profile refuses (and io_uring, ptrace,
+    name_to_handle_at besides) fails with EPERM (clone3: ENOSYS, so libc uses clone), and
+    the job's /proc/self/status says Seccomp 2 (filter)."""
+    if platform.machine() != "x86_64":
+        pytest.skip("the syscall numbers below are x86_64's")
+    assert len(X86_64_CALLS) > 20
+    result, report = box(f"""
+        import ctypes, errno, json, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        def arg(a):
+            return a.encode() if isinstance(a, str) else a
+        out = {{}}
+        for name, (number, args) in {X86_64_CALLS!r}.items():
+            ctypes.set_errno(0)
+            r = libc.syscall(ctypes.c_long(number), *[
+                ctypes.c_long(a) if isinstance(a, int) else arg(a) for a in args])
+            out[name] = "ok" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+        status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+        out["Seccomp"] = status["Seccomp"].strip()
+        import threading, subprocess  # threads and processes still start (clone, fork)
+        t = threading.Thread(target=lambda: None); t.start(); t.join()
+        out["fork"] = subprocess.run(["/usr/bin/true"]).returncode
+        print(json.dumps(out))
+    """, SMALL.model_copy(update={"wall_seconds": 30}))
+    assert result.state == "succeeded", result.stderr_tail
+    assert report.pop("Seccomp") == "2"
+    assert report.pop("fork") == 0
+    assert report.pop("clone3") == "ENOSYS"
+    assert report == dict.fromkeys(report, "EPERM")
+    assert set(report) == set(X86_64_CALLS) - {"clone3"}
+
+
+def test_the_analysis_packages_work_under_the_filter(box) -> None:
+    """numpy, pandas, scipy, scikit-learn, pydicom and acro compute under seccomp, as the
+    job's uid, with /root unseen."""
+    if not os.environ.get("SPE_SANDBOX_PYTHON"):
+        if IN_CI:
+            pytest.fail("SPE_SANDBOX_PYTHON is not set: make test builds the analysis env")
+        pytest.skip("no analysis environment (make analysis-env; SPE_SANDBOX_PYTHON)")
+    result, report = box("""
+        import io, json, os
+        import numpy as np, pandas as pd, scipy.stats, pydicom
+        from sklearn.linear_model import LinearRegression
+        from acro import ACRO
+        x = np.arange(40.0)
+        df = pd.DataFrame({"x": x, "y": 2 * x + 1, "g": ["a", "b"] * 20})
+        fit = LinearRegression().fit(df[["x"]], df.y)
+        ds = pydicom.Dataset(); ds.PatientAge = "040Y"
+        acro = ACRO(suppress=True)
+        table = acro.crosstab(df.g, df.x > 10)
+        print(json.dumps({"slope": round(float(fit.coef_[0]), 6),
+                          "t": round(float(scipy.stats.ttest_1samp(x, 0).pvalue), 6),
+                          "age": ds.PatientAge, "cells": int(table.size),
+                          "root": os.path.exists("/root")}))
+    """, SMALL.model_copy(update={"wall_seconds": 120, "memory_mb": 2048}))
+    assert result.state == "succeeded", result.stderr_tail
+    assert report["slope"] == 2.0
+    assert report["age"] == "040Y"
+    assert report["cells"] > 0
+    assert report["root"] is False
+
+
+def test_an_error_in_the_monitor_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
+    """The monitor loop raises while the job runs: run() raises it, and by then the job's
+    processes are dead, its cgroups removed, its folders the service's again, its uid free
+    of processes and its view gone."""
+    from spe.sandbox import runner
+    from spe.sandbox.hostuser import processes_of
+
+    token = f"broken{uuid.uuid4().hex[:8]}"
+    for name in ("code", "extract", "output"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "code" / f"{token}.py").write_text(
+        "import os, time\nopen('/output/started', 'w').close()\n"
+        "if os.fork() == 0:\n    os.setsid()\ntime.sleep(60)\n")
+    made: list = []
+    for cls in (PidsCgroup, MemoryCgroup):
+        def create(*args, _create=cls.create):
+            group = _create(*args)
+            made.append(group)
+            return group
+        monkeypatch.setattr(cls, "create", create)
+    users: list = []
+    real_user = runner.job_user
+
+    @runner.contextmanager
+    def job_user(base):
+        with real_user(base) as user:
+            users.append(user)
+            yield user
+    monkeypatch.setattr(runner, "job_user", job_user)
+    seen: list[list[int]] = []
+
+    def tree_size(root, listing=None):
+        if (tmp_path / "output" / "started").exists():
+            for _ in range(100):  # the forked child too
+                seen.append(_processes_with(token))
+                if len(seen[-1]) >= 3:
+                    break
+                time.sleep(0.02)
+            raise RuntimeError("the monitor broke")
+        return 0
+    monkeypatch.setattr(runner, "tree_size", tree_size)
+
+    with pytest.raises(RuntimeError, match="the monitor broke"):
+        run(tmp_path / "code", f"{token}.py", tmp_path / "extract", tmp_path / "output",
+            SMALL.model_copy(update={"wall_seconds": 30}))
+    assert seen
+    assert seen[-1], "the job was not running when the monitor broke"
+    assert _processes_with(token) == []
+    assert not any(alive(pid) for pid in seen[-1])
+    groups = [g for g in made if g is not None]
+    if IN_CI:
+        assert groups, "no cgroup was made"
+    for group in groups:
+        assert not group.path.exists(), group.path
+    (user,) = users
+    assert processes_of(user.uid) == [] or not user.dedicated
+    if user.dedicated:
+        assert (tmp_path / "output").stat().st_uid == os.geteuid()
+        assert (tmp_path / "output" / "started").stat().st_uid == os.geteuid()
+        view = Path(f"/run/spe-sandbox/view-{user.uid}")
+        mounted = Path("/proc/self/mountinfo").read_text()
+        assert str(view) not in mounted  # nothing of the job's view is on the host
+
+
+def test_without_root_or_with_uid_base_0_the_job_runs_as_the_service_and_says_so(box) -> None:
+    result, _ = box("print('{}')", settings=Settings(sandbox_uid_base=0))
+    assert result.state == "succeeded", result.stderr_tail
+    assert result.host_uid == os.getuid()
+    assert "the service's own user" in result.host_user
+    if os.geteuid() == 0:
+        assert "SPE_SANDBOX_UID_BASE=0" in result.host_user
+
+
+PRODUCTION = {"environment": "production", "secret_key": "k" + uuid.uuid4().hex * 2,
+              "oidc_issuer": "https://id.example.org", "oidc_jwks_url":
+              "https://id.example.org/jwks", "database_url": "postgresql://spe@db/spe"}
+
+
+@pytest.mark.parametrize(("setting", "value", "reason"), [
+    ("sandbox_cgroup", False, "SPE_SANDBOX_CGROUP is off"),
+    ("sandbox_seccomp", False, "SPE_SANDBOX_SECCOMP is off"),
+    ("sandbox_uid_base", 0, "SPE_SANDBOX_UID_BASE is 0"),
+    ("sandbox_bwrap", "bwrap", "not an absolute path"),
+])
+def test_production_refuses_a_weakened_sandbox(setting: str, value: object,
+                                               reason: str) -> None:
+    from spe.settings import InsecureConfiguration
+
+    with pytest.raises(InsecureConfiguration, match=reason):
+        Settings(**PRODUCTION, **{setting: value})
+    Settings(**{**PRODUCTION, "environment": "development"}, **{setting: value})
+
+
+def test_production_refuses_a_bwrap_root_does_not_control(tmp_path: Path) -> None:
+    from spe.settings import InsecureConfiguration
+
+    _needs_root()
+    planted = tmp_path / "bwrap"
+    planted.write_bytes(Path("/usr/bin/bwrap").read_bytes())
+    planted.chmod(0o755)
+    os.chown(planted, 12345, 12345)
+    with pytest.raises(InsecureConfiguration, match="not owned by root"):
+        Settings(**PRODUCTION, sandbox_bwrap=str(planted))
+    os.chown(planted, 0, 0)
+    planted.chmod(0o777)
+    with pytest.raises(InsecureConfiguration, match="written by others"):
+        Settings(**PRODUCTION, sandbox_bwrap=str(planted))
+    assert Settings(**PRODUCTION, sandbox_bwrap="/usr/bin/bwrap").sandbox_bwrap
+
+
+def test_production_refuses_to_run_a_job_as_the_services_user(tmp_path: Path) -> None:
+    for name in ("code", "extract", "output"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "code" / "main.py").write_text("print(1)\n")
+    # e.g. a node not started as root (copied, so not validated: run() refuses on its own)
+    weak = Settings().model_copy(update={"environment": "production", "sandbox_uid_base": 0})
+    with pytest.raises(SandboxUnavailable, match="uid of its own"):
+        run(tmp_path / "code", "main.py", tmp_path / "extract", tmp_path / "output", SMALL,
+            settings=weak)
+    assert list((tmp_path / "output").iterdir()) == []
+
+
+def test_the_output_is_the_services_again_without_set_id_bits(box, tmp_path: Path) -> None:
+    """While the job runs its output folder is its own; after, every file is the service's
+    0600 (a set-uid bit the job set is gone), folders 0700, and a link the job left to a
+    host file changed nothing of that file."""
+    _needs_root()
+    host_file = tmp_path / "host.txt"
+    host_file.write_text("the host's\n")
+    host_file.chmod(0o644)
+    result, report = box(f"""
+        import json, os
+        os.makedirs("/output/sub")
+        with open("/output/sub/tool", "w") as f:
+            f.write("#!/bin/sh\\n")
+        os.chmod("/output/sub/tool", 0o6755)
+        os.symlink({str(host_file)!r}, "/output/link")
+        st = os.stat("/output")
+        print(json.dumps({{"owner": st.st_uid, "mode": oct(st.st_mode & 0o777),
+                          "tool": oct(os.stat("/output/sub/tool").st_mode & 0o7777)}}))
+    """)
+    assert result.state == "succeeded", result.stderr_tail
+    assert report == {"owner": 1000, "mode": "0o700", "tool": "0o6755"}  # the job's own
+    out = tmp_path / "output"
+    tool = (out / "sub" / "tool").stat()
+    assert (tool.st_uid, tool.st_gid, oct(tool.st_mode & 0o7777)) == (0, 0, "0o600")
+    assert oct((out / "sub").stat().st_mode & 0o7777) == "0o700"
+    assert (out / "link").lstat().st_uid == 0
+    assert oct(host_file.stat().st_mode & 0o777) == "0o644"
+
+
+def test_two_jobs_at_once_run_as_two_uids(tmp_path: Path) -> None:
+    """Each running job holds a uid of its own: two at once are two host users, so neither
+    can signal, trace or read the other's processes."""
+    _needs_root()
+    cancel = threading.Event()
+    results: list[SandboxResult] = []
+    workers = []
+    for n in range(2):
+        root = tmp_path / f"job{n}"
+        for name in ("code", "extract", "output"):
+            (root / name).mkdir(parents=True)
+        (root / "code" / "main.py").write_text(
+            "import time\nopen('/output/started', 'w').close()\ntime.sleep(60)\n")
+        workers.append(threading.Thread(target=lambda r=root: results.append(run(
+            r / "code", "main.py", r / "extract", r / "output", SMALL, cancel=cancel))))
+    for worker in workers:
+        worker.start()
+    try:
+        for _ in range(500):
+            if all((tmp_path / f"job{n}" / "output" / "started").exists() for n in (0, 1)):
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the two jobs did not both start")
+    finally:
+        cancel.set()
+        for worker in workers:
+            worker.join(timeout=20)
+    assert len(results) == 2
+    assert results[0].host_uid != results[1].host_uid
+    assert all(r.state == "killed" and r.leftover_processes == 0 for r in results)
+
+
+def test_no_job_runs_when_the_filter_cannot_be_built(tmp_path: Path, monkeypatch) -> None:
+    """Fail closed: without libseccomp the job is refused, never run unfiltered."""
+    from spe.sandbox import runner
+
+    def broken() -> bytes:
+        raise OSError("libseccomp.so.2: cannot open shared object file")
+    monkeypatch.setattr(runner, "filter_bpf", broken)
+    for name in ("code", "extract", "output"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "code" / "main.py").write_text("open('/output/ran', 'w').close()\n")
+    with pytest.raises(SandboxUnavailable, match="seccomp"):
+        run(tmp_path / "code", "main.py", tmp_path / "extract", tmp_path / "output", SMALL)
+    assert not (tmp_path / "output" / "ran").exists()
