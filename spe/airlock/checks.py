@@ -423,7 +423,7 @@ class _Walk:
             for entry in files:
                 entry.flag("review", f"one of {len(files)} files (more than "
                                      f"{self.rules.review_files}): many outputs are "
-                                     "reviewed as one request")
+                                     "reviewed as one request", [Place(rule="many-files")])
         for group in same_shape(self.pieces, self.rules.same_shape_files):
             ext, content = joined(group)
             together = FileVerdict(path=TOGETHER, size=len(content), kind="group")
@@ -434,10 +434,11 @@ class _Walk:
             for piece in group:
                 entry = by_path[piece.path]
                 entry.flag("review", f"one of {len(group)} files of the same shape: checked "
-                                     "together as one output")
+                                     "together as one output", [Place(rule="same-shape-files")])
                 for reason in together.reasons:
                     entry.flag(together.verdict, f"with the other {len(group) - 1} files of "
-                                                 f"its shape: {reason}")
+                                                 f"its shape: {reason}",
+                               [Place(rule="same-shape-files")])
 
     def apply_acro(self) -> None:
         """ACRO's results.json was written by the job: it may only make verdicts stricter."""

@@ -13,7 +13,8 @@ more of them, where words differ from line to line ("Patient 12: female, 54, see
 2019-W10"), are records in prose: review. Where only numbers differ after a label ("CT  25",
 "age  0.023  0.005  4.6"), the lines are read as a table and checked as one (tables.py);
 the coefficients of a model summary count as a model's, with its stated observations or
-residual degrees of freedom.
+residual degrees of freedom. Lines whose words are all the same ("epoch 3 loss 0.41") are
+a computation's log and are left to the other checks.
 """
 
 from __future__ import annotations
@@ -137,6 +138,10 @@ def text_tables(text: str) -> list[tuple[str, list[tuple[int, list[str]]]]]:
     for shape, lines in groups.items():
         if len(lines) < RECORD_LINES:
             continue
+        words = {tuple(t.lower() for t in _TOKEN.findall(line) if t[0].isalpha())
+                 for _, line in lines}
+        if len(words) == 1:
+            continue  # the same words, numbers differing: a log of a computation
         if shape[0] == "w" and all(k == "#" for k in shape[1:]):
             rows = []
             for number, line in lines:

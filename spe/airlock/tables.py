@@ -57,7 +57,10 @@ _NON_COUNT = re.compile(
     r"sem|var|variance|min|max|minimum|maximum|iqr|q1|q3|p|pval|p_value|pvalue|percent|pct|"
     r"perc|%|rate|ratio|prop|proportion|ci|lcl|ucl|lower|upper|lo|hi|beta|coef|estimate|est|"
     r"or|hr|rr|score|rank|dose|value|weight|height|bmi|duration|id|code|index|"
-    r"version|threshold|dof|df|chi2)($|[\s_\-.)])", re.IGNORECASE)
+    r"version|threshold|dof|df|chi2|"
+    # a computation's settings, not people
+    r"folds?|seed|random_state|epochs?|iter|iterations?|steps?|lag|bins?|k|depth|layers?|"
+    r"n_estimators|n_jobs|batch_size|patience)($|[\s_\-.)])", re.IGNORECASE)
 _KEYISH = re.compile(r"(^|[\s_\-.])(age|year|yr|month|week|day|band|group|grp|class|"
                      r"category|cat|level|stratum|decade|quarter|code|rank)", re.IGNORECASE)
 _TOTAL = re.compile(r"^\s*(total|all|sum|overall|totals)\s*$", re.IGNORECASE)
@@ -73,7 +76,8 @@ _MODEL = re.compile(r"^\s*(coef|coefficient|coefficients|estimate|estimates|beta
                     r"(lower|upper)[\s_-]?ci|conf[\s._-]?(low|high))\s*$", re.IGNORECASE)
 _DOF = re.compile(r"^\s*(df[\s_.-]?resid(uals?)?|residual[\s_-]?df|dof|nobs|n[\s_.-]?obs|"
                   r"no\.?\s*observations|observations|n)\s*:?\s*$", re.IGNORECASE)
-_DERIVED = re.compile(r"(^|[\s_\-.(])(percent|pct|perc|%|prop|proportion|share|rate)"
+_DERIVED = re.compile(r"(^|[\s_\-.(])(percent|pct|perc|%|prop|proportion|share|rate|"
+                      r"survival|surv|cum_?inc|incidence|prevalence|risk)"
                       r"($|[\s_\-.)])", re.IGNORECASE)
 
 
@@ -173,6 +177,9 @@ def check_table(rows: Sequence[Sequence[str]], rules: OutputRules,
         return result
 
     columns = [_classify(j, names[j], [row[j] for _, row in data]) for j in range(width)]
+    if sum(c.role == "model" for c in columns) < 2:  # one column "t" or "p" is no model
+        columns = [_classify(j, names[j], [row[j] for _, row in data], model=False)
+                   for j in range(width)]
     numbers_of = [n for n, _ in data]
 
     for col in columns:
@@ -188,7 +195,7 @@ def check_table(rows: Sequence[Sequence[str]], rules: OutputRules,
     return result
 
 
-def _classify(j: int, name: str, values: list[str]) -> _Column:
+def _classify(j: int, name: str, values: list[str], model: bool = True) -> _Column:
     markers = [is_marker(v) for v in values]
     numbers = [None if m else as_number(v) for v, m in zip(values, markers, strict=True)]
     col = _Column(j, name, values, numbers, markers)
@@ -204,7 +211,7 @@ def _classify(j: int, name: str, values: list[str]) -> _Column:
     if col.integer and j == 0 and unnamed and present in (
             [float(i) for i in range(len(present))], [float(i + 1) for i in range(len(present))]):
         col.role = "index"
-    elif _MODEL.match(name.rsplit("/", 1)[-1]):
+    elif model and _MODEL.match(name.rsplit("/", 1)[-1]):
         col.role = "model"
     elif col.integer and all(x >= 0 for x in present) and not _NON_COUNT.search(name):
         col.role = "count"
@@ -248,7 +255,7 @@ def _check_record_level_column(col: _Column, rows: list[int], terms: ExtractTerm
         places = [col.place("long-number", r) for r in longs]
         many = len(longs) >= 3 and len(longs) * 2 > len(present)
         result.add("blocked" if many else "review", result.at(
-            "long-number", f"{len(longs)} number{'s' if len(longs) > 1 else ''} of 10 or more "
+            f"{len(longs)} number{'s' if len(longs) > 1 else ''} of 10 or more "
             "digits: identifiers (or encoded values), not quantities", places), places)
     if terms is not None and terms.dates and col.integer:
         ints = [(int(x), r) for x, r in zip(col.numbers, rows, strict=True) if x is not None]
