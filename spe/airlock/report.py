@@ -48,6 +48,19 @@ def where(places: list[Place], unit: str = "line") -> str:
     return shown + (f"; and {more} more" if more > 0 else "")
 
 
+def places_from(items: object) -> list[dict]:
+    """Places as another party sent them (a node's report), kept only when well formed."""
+    out: list[dict] = []
+    for item in items if isinstance(items, list) else []:
+        try:
+            out.append(Place.model_validate(item).model_dump())
+        except ValueError:
+            continue
+        if len(out) >= MAX_PLACES:
+            break
+    return out
+
+
 class FileVerdict(BaseModel):
     """One entry of the output directory.
 

@@ -93,7 +93,10 @@ def test_two_checkers_release_and_only_the_safe_file_leaves(central, pid, tmp_pa
     assert files["safe.csv"]["stored"]
     assert files["small.csv"]["verdict"] == "blocked"
     assert not files["small.csv"]["stored"]
-    assert "cell of 3" in files["small.csv"]["reasons"][0]
+    # the place and the rule, never the small count itself (it was "cell of 3 at row 3")
+    assert files["small.csv"]["reasons"] == ["1 count below the threshold of 10: row 2, "
+                                             "column 2"]
+    assert files["small.csv"]["places"] == [{"rule": "small-count", "line": 2, "column": 2}]
     stored = sorted(p.name for p in (central.storage / rid).rglob("*") if p.is_file())
     assert stored == ["safe.csv"]  # the blocked file was never stored
     queue = central.get("/api/v1/airlock/requests",
@@ -133,7 +136,7 @@ def test_two_checkers_release_and_only_the_safe_file_leaves(central, pid, tmp_pa
     assert outsider.status_code == 403
     blocked = download(central, rid, "alice", "small.csv")
     assert blocked.status_code == 403
-    assert "cell of 3" in blocked.json()["detail"]
+    assert "below the threshold of 10: row 2, column 2" in blocked.json()["detail"]
     assert download(central, rid, "alice", "nothing.csv").status_code == 403
     assert reviews(central, rid, "oleg").status_code == 409  # settled
 
@@ -143,7 +146,8 @@ def test_two_checkers_release_and_only_the_safe_file_leaves(central, pid, tmp_pa
     downloads = denials(central, rid, "airlock.download")
     assert any("pending" in r for r in downloads)
     assert any("only the requester" in r for r in downloads)
-    assert any("cell of 3" in r for r in downloads)
+    assert any("below the threshold" in r for r in downloads)
+    assert not any("cell of" in r for r in downloads)
     with central.ctx.sessions() as session:
         released = session.execute(select(CentralAuditEntry.decision).where(
             CentralAuditEntry.action == "airlock.release",
