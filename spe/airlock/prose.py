@@ -60,6 +60,7 @@ _COUNT_PATTERNS: list[tuple[re.Pattern[str], Verdict]] = [
                        r"presented|showed|remained)\b", re.IGNORECASE), "review"),
 ]
 _TOKEN = re.compile(r"[A-Za-z]+|(?<![\w])[-+]?\d+(?:[.,:/-]\d+)*|[^\sA-Za-z\d]")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _JOINERS = {"(", ")", "-", "/", "'", "&"}
 _DOF_STATED = re.compile(r"(?:no\.?\s*observations|df\s*residuals?|df_resid|nobs|n_obs)"
                          r"\D{0,20}?(\d+)|(\d+)\s+degrees\s+of\s+freedom", re.IGNORECASE)
@@ -138,8 +139,7 @@ def text_tables(text: str) -> list[tuple[str, list[tuple[int, list[str]]]]]:
     for shape, lines in groups.items():
         if len(lines) < RECORD_LINES:
             continue
-        words = {tuple(t.lower() for t in _TOKEN.findall(line) if t[0].isalpha())
-                 for _, line in lines}
+        words = {tuple(w.lower() for w in _WORD.findall(line)) for _, line in lines}
         if len(words) == 1:
             continue  # the same words, numbers differing: a log of a computation
         if shape[0] == "w" and all(k == "#" for k in shape[1:]):

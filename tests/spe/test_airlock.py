@@ -490,3 +490,58 @@ def test_rules_come_from_the_disclosure_policy():
     with pytest.raises(Exception, match="no airlock rule"):
         rules_from_policy(policy, "query_count")
 
+
+
+# how an attacker writes -------------------------------------------------------------------
+
+def test_a_models_coefficients_need_its_degrees_of_freedom(out: Path):
+    coefs = "term,coef,std_err,p\nconst,-4.1,0.81,0.001\nage,0.04,0.009,0.002\n"
+    (out / "no_dof.csv").write_text(coefs)
+    (out / "small_dof.csv").write_text(coefs + "df_resid,6,,\n")
+    (out / "ok.csv").write_text(coefs + "df_resid,313,,\n")
+    report = check_outputs(out, rules=RULES)
+    assert verdict_of(report, "no_dof.csv").verdict == "review"
+    assert verdict_of(report, "small_dof.csv").verdict == "blocked"
+    assert verdict_of(report, "ok.csv").verdict == "pass"
+
+
+def test_a_model_summary_over_too_few_observations_is_blocked(out: Path):
+    rows = "\n".join(f"x{i}   {0.1 * i:.4f}   0.0100   {i}.000   0.001" for i in range(12))
+    (out / "model.txt").write_text(f"No. Observations:   8\nDf Residuals:   4\n{rows}\n")
+    entry = verdict_of(check_outputs(out, rules=RULES), "model.txt")
+    assert entry.verdict == "blocked"
+    assert any("model summary" in r for r in entry.reasons)
+
+
+def test_a_table_written_as_text_lines_is_checked_as_a_table(out: Path):
+    lines = [f"site{chr(97 + i)}   {25 + i}" for i in range(10)] + ["sitek   4"]
+    (out / "counts.txt").write_text("\n".join(lines) + "\n")
+    entry = verdict_of(check_outputs(out, rules=RULES), "counts.txt")
+    assert entry.verdict == "blocked"
+    assert entry.reasons == ["1 count below the threshold of 10: line 11, column 2"]
+
+
+def test_an_iso_week_date_of_the_extract_is_an_exact_date(out: Path, terms: ExtractTerms):
+    year, week, day = STUDY_DAY.isocalendar()
+    (out / "note.txt").write_text(f"scan in {year}-W{week:02d}-{day}\n")
+    entry = verdict_of(check_outputs(out, rules=RULES, extract_terms=terms), "note.txt")
+    assert entry.reasons == ["1 exact date from the extract: line 1"]
+
+
+def test_fhir_resources_without_resource_type_are_blocked(out: Path):
+    records = [{"status": "final", "subject": {"reference": "x"}, "effectiveDateTime": "2019-W10",
+                "valueQuantity": {"value": 61.9 + i, "unit": "kg"}} for i in range(3)]
+    (out / "data.json").write_text(json.dumps(records))
+    entry = verdict_of(check_outputs(out, rules=RULES), "data.json")
+    assert entry.verdict == "blocked"
+    assert any("shaped like FHIR resources" in r for r in entry.reasons)
+
+
+def test_the_log_withholds_lines_with_disguised_ids(terms: ExtractTerms):
+    from spe.airlock.scan import withhold_lines
+
+    kept, withheld = withhold_lines(f"ok\nid {PATIENTS[0][::-1]}\nhex {PATIENTS[1].encode().hex()}"
+                                    "\ndone\n", terms)
+    assert withheld == 2
+    assert kept.startswith("ok\n")
+    assert PATIENTS[0][::-1] not in kept
