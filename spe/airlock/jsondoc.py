@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from spe.airlock.lines import Lines
 from spe.airlock.report import Place, Verdict, where
 from spe.airlock.rules import OutputRules
 from spe.airlock.tables import _NON_COUNT, TableResult, check_table
@@ -52,8 +53,8 @@ class JsonResult:
 
 
 def _number_lines(text: str) -> list[int]:
-    return [text.count("\n", 0, m.start()) + 1 for m in _NUMBER_TOKEN.finditer(text)
-            if m.group(1) is not None]
+    lines = Lines(text)
+    return [lines.at(m.start()) for m in _NUMBER_TOKEN.finditer(text) if m.group(1) is not None]
 
 
 def _fhir_like(node: Any) -> bool:

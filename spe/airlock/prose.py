@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+from spe.airlock.lines import Lines
 from spe.airlock.report import Place, Verdict, where
 from spe.airlock.rules import OutputRules
 
@@ -76,6 +77,7 @@ def _value(text: str) -> int | None:
 def prose_counts(text: str, rules: OutputRules) -> list[tuple[Verdict, str, list[Place]]]:
     """Counts under the threshold written in words or digits beside words for people."""
     found: dict[int, tuple[Verdict, Place]] = {}
+    lines = Lines(text)
     for pattern, verdict in _COUNT_PATTERNS:
         for match in pattern.finditer(text):
             value = _value(match.group(1))
@@ -91,7 +93,7 @@ def prose_counts(text: str, rules: OutputRules) -> list[tuple[Verdict, str, list
             level: Verdict = verdict if value else (
                 "blocked" if rules.zeros == "block" else "review")
             start = match.start(1) if match.group(1) else match.start()
-            line = text.count("\n", 0, start) + 1
+            line = lines.at(start)
             earlier = found.get(start)
             if earlier is None or (earlier[0] == "review" and level == "blocked"):
                 found[start] = (level, Place(rule=rule, line=line))

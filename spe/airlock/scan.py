@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import date
 
 from spe.airlock.dayoffsets import day_number_epoch, day_numbers
-from spe.airlock.encodings import AS_WRITTEN, REVERSED, CompactText
+from spe.airlock.encodings import AS_WRITTEN, MIN_COMPACT, REVERSED, CompactText, compact
+from spe.airlock.lines import Lines
 from spe.airlock.report import Place, Verdict, where
 from spe.airlock.terms import ExtractTerms
 
@@ -116,11 +117,10 @@ def value_category(value: str, terms: ExtractTerms) -> str | None:
     for match in _TOKEN.finditer(value):
         if hit := _token_hit(match.group(), terms):
             return hit[0]
-    if terms._index:
-        packed = CompactText(value).text
-        for hit in terms.automaton.search(packed):
+    if terms._index and len(value) >= MIN_COMPACT:
+        for hit in terms.automaton.search(compact(value)):
             return hit.category
-    if terms.dates:
+    if terms.dates and len(value) >= 6 and any(c.isdigit() for c in value):
         for day, _ in find_dates(value):
             if day in terms.dates:
                 return DATE
@@ -135,12 +135,15 @@ def scan_text(text: str, terms: ExtractTerms, *, limit: int = 200) -> list[Findi
         if len(found) < limit:
             found.setdefault((line, category), Finding(category, form, line))
 
-    def line_at(offset: int) -> int:
-        return text.count("\n", 0, offset) + 1
+    line_at = Lines(text).at
 
     if terms._index:
+        known: dict[str, tuple[str, str] | None] = {}  # tokens repeat: look each up once
         for match in _TOKEN.finditer(text):
-            if hit := _token_hit(match.group(), terms):
+            token = match.group()
+            if token not in known:
+                known[token] = _token_hit(token, terms)
+            if hit := known[token]:
                 add(line_at(match.start()), *hit)
         packed = CompactText(text)
         for hit in terms.automaton.search(packed.text):
@@ -161,8 +164,8 @@ def scan_text(text: str, terms: ExtractTerms, *, limit: int = 200) -> list[Findi
 
 def long_numbers(text: str) -> list[Place]:
     """Whole numbers of 10 or more digits: identifiers (or encodings), not quantities."""
-    return [Place(rule="long-number", line=text.count("\n", 0, m.start()) + 1)
-            for m in _LONG.finditer(text)]
+    lines = Lines(text)
+    return [Place(rule="long-number", line=lines.at(m.start())) for m in _LONG.finditer(text)]
 
 
 def summarise(findings: list[Finding], where_unit: str = "line"

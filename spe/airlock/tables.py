@@ -177,7 +177,7 @@ def check_table(rows: Sequence[Sequence[str]], rules: OutputRules,
         return result
 
     columns = [_classify(j, names[j], [row[j] for _, row in data]) for j in range(width)]
-    if sum(c.role == "model" for c in columns) < 2:  # one column "t" or "p" is no model
+    if sum(c.role == "model" for c in columns) == 1:  # one column "t" or "p" is no model
         columns = [_classify(j, names[j], [row[j] for _, row in data], model=False)
                    for j in range(width)]
     numbers_of = [n for n, _ in data]
@@ -229,8 +229,11 @@ def _check_extract_terms(col: _Column, rows: list[int], terms: ExtractTerms | No
     if terms is None or not len(terms):
         return
     found: dict[str, list[Place]] = {}
+    known: dict[str, str | None] = {}  # cells repeat: each value is looked up once
     for value, row in zip(col.values, rows, strict=True):
-        if value and (category := value_category(value, terms)):
+        if value and value not in known:
+            known[value] = value_category(value, terms)
+        if value and (category := known[value]):
             found.setdefault(category, []).append(col.place("extract-term", row))
     for category, places in found.items():
         plural = "s" if len(places) > 1 else ""
