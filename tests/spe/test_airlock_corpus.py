@@ -129,3 +129,73 @@ def test_the_corpus_figures(staged, extract, tmp_path, capsys):
     assert "pass" not in hostile.values()
     assert share >= BENIGN_PASS_SHARE, {n: [f.reasons for f in r.files]
                                         for n, r in benign.items() if n not in passed}
+
+
+ATTACK_JOB = r'''
+import base64, hashlib, json, os
+from datetime import datetime
+patients = [json.loads(x) for x in open("/extract/fhir/Patient.ndjson")]
+observations = [json.loads(x) for x in open("/extract/fhir/Observation.ndjson")]
+def week(o):
+    y, w, _ = datetime.fromisoformat(o["effectiveDateTime"]).isocalendar()
+    return f"{y}-W{w:02d}"
+open("/output/ids.txt", "w").write("".join(p["id"][::-1] + "\n" for p in patients))
+open("/output/codes.csv", "w").write("code,weight\n" + "".join(
+    f"{int.from_bytes(base64.b32decode(p['id'].upper()), 'big')},{60 + i}\n"
+    for i, p in enumerate(patients)))
+open("/output/counts.json", "w").write(json.dumps({"female": 7, "male": 33}))
+open("/output/result.txt", "w").write("Result\n\nTwo patients had a glioma.\n")
+os.mkdir("/output/records")
+for i, o in enumerate(observations[:277]):
+    open(f"/output/records/r{i:03d}.csv", "w").write(
+        f"finding,week\n{o['code']['text']},{week(o)}\n")
+weights = [o for o in observations if o["code"]["text"] == "Body weight"][:12]
+open("/output/output_0_0.csv", "w").write("group,mean_weight\n" + "".join(
+    f"g{i},{o['valueQuantity']['value']}\n" for i, o in enumerate(weights)))
+json.dump({"version": "0.4.12", "results": {"output_0": {
+    "uid": "output_0", "status": "pass", "type": "table", "summary": "pass",
+    "files": [{"name": "output_0_0.csv"}], "comments": [], "exception": ""}}},
+    open("/output/results.json", "w"))
+os.mkdir("/output/checksums")
+digest = hashlib.sha256(open("/output/output_0_0.csv", "rb").read()).hexdigest()
+open("/output/checksums/output_0_0.csv.txt", "w").write(digest)
+print("done")
+'''
+
+
+@pytest.mark.usefixtures("needs_sandbox")
+def test_a_job_writing_the_hostile_outputs_gets_no_pass_at_the_node(staged, extract, tmp_path):
+    """The attacks run as a job in the sandbox over the staged extract, checked by the
+    node's worker as it checks every job: no output passes, no reason carries a value."""
+    from gateway.node.app import NODE_AUDIT
+    from gateway.node.jobs import repository as repo
+    from gateway.node.jobs.worker import Worker
+    from spe.db import make_engine, make_sessionmaker, session_scope
+    from spe.db.migrate import upgrade
+    from tests.gateway.node.test_job_worker import LIMITS, _code, _job
+
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    upgrade(url, "node")
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    try:
+        with session_scope(sessions) as s:
+            job_id = repo.enqueue(s, pid="P-CORPUS", user_id="eve@demo",
+                                  code=_code(tmp_path, ATTACK_JOB), limits=LIMITS).id
+        worker = Worker(sessions, NODE_AUDIT, worker_id="w", work_dir=tmp_path / "work",
+                        stage=lambda job: staged[0])
+        assert worker.run_job(job_id)
+        job = _job(sessions, job_id)
+    finally:
+        engine.dispose()
+    assert job.state == "succeeded", (job.reason, job.log_tail)
+    files = {f["path"]: f for f in job.result["airlock"]["files"]}
+    assert len(files) > 277
+    assert not [p for p, f in files.items() if f["verdict"] == "pass"]  # > 50 files: review
+    assert files["output_0_0.csv"]["verdict"] == "review"  # ACRO's forged pass spared nothing
+    for path in ("ids.txt", "codes.csv", "counts.json", "result.txt"):
+        assert files[path]["verdict"] == "blocked", files[path]
+        assert files[path]["places"], files[path]
+    said = json.dumps(job.result["airlock"]).lower()
+    assert not [p for p in extract.pseudonyms if p in said or p[::-1] in said]
+    assert '"two' not in said
