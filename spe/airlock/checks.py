@@ -312,11 +312,12 @@ class _Walk:
         else:
             verdict.kind = "text"
 
-    def scan(self, verdict: FileVerdict, text: str, unit: str = "line") -> None:
+    def scan(self, verdict: FileVerdict, text: str, unit: str = "line",
+             numbers: bool = True) -> None:
         if self.terms is not None and len(self.terms):
             for level, reason, places in summarise(scan_text(text, self.terms), unit):
                 verdict.flag(level, reason, places)
-        if longs := long_numbers(text):
+        if numbers and (longs := long_numbers(text)):
             verdict.flag("review", f"{len(longs)} number{'s' if len(longs) > 1 else ''} of 10 "
                                    "or more digits: identifiers (or encoded values), not "
                                    f"quantities: {where(longs, unit)}", longs)
@@ -412,7 +413,8 @@ class _Walk:
     def pdf(self, verdict: FileVerdict, data: bytes) -> None:
         verdict.flag("review", "a PDF: a person looks at it (only its uncompressed text was "
                                "scanned)")
-        self.scan(verdict, data.decode("latin-1"))
+        # a PDF's cross-reference table is made of 10-digit offsets: not the job's numbers
+        self.scan(verdict, data.decode("latin-1"), numbers=False)
 
     # after the walk ------------------------------------------------------------------------
     def apply_shapes(self) -> None:

@@ -97,6 +97,9 @@ def as_number(value: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
+NO_COUNT_ROWS = 10  # rows of text with no count that go to review however distinct
+
+
 @dataclass
 class TableResult:
     flags: list[tuple[Verdict, str, list[Place]]] = field(default_factory=list)
@@ -368,8 +371,16 @@ def _check_recoverable(columns: list[_Column], rows: list[int], result: TableRes
 
 
 def _check_no_counts(columns: list[_Column], rows: list[int], result: TableResult) -> None:
+    """A table of text and categories only. A short list of distinct words (a README's
+    table of files) says nothing of people; many rows, a category shared by several rows
+    (records of people who share it) or whole numbers (counts under another name) may."""
     if len(rows) < 2 or any(c.role in {"count", "magnitude", "derived", "model"}
                             for c in columns):
+        return
+    keys = [c for c in columns if c.role == "key"]
+    shared = any(len(set(present)) < len(present) for c in keys
+                 if (present := [v for v, m in zip(c.values, c.markers, strict=True) if not m]))
+    if len(rows) < NO_COUNT_ROWS and not shared and not any(c.numeric for c in keys):
         return
     places = [Place(rule="no-counts", line=row) for row in rows]
     result.add("review", result.at(f"{len(rows)} {result.unit}s of text and "

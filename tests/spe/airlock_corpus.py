@@ -445,6 +445,17 @@ def readme(out: Path, x: Extract) -> list[str]:
 
 
 @benign
+def readme_with_a_table_of_files(out: Path, x: Extract) -> list[str]:
+    (out / "README.md").write_text(
+        "# Outputs\n\n| file | what it holds |\n|---|---|\n"
+        "| `sex.csv` | patients by administrative sex |\n"
+        "| `model.txt` | the logistic regression's summary |\n"
+        "| `age_hist.png` | the age distribution in 10-year bands |\n\n"
+        "Counts under 10 were suppressed before writing.\n")
+    return []
+
+
+@benign
 def png_plot_file(out: Path, x: Extract) -> list[str]:
     (out / "age_hist.png").write_bytes(png_plot())
     return []

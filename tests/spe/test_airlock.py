@@ -545,3 +545,12 @@ def test_the_log_withholds_lines_with_disguised_ids(terms: ExtractTerms):
     assert withheld == 2
     assert kept.startswith("ok\n")
     assert PATIENTS[0][::-1] not in kept
+
+
+def test_a_short_table_of_distinct_words_passes_and_records_of_text_do_not(out: Path):
+    (out / "README.md").write_text("# Files\n\n| file | what |\n|---|---|\n| sex.csv | by sex |\n"
+                                   "| model.txt | the model |\n")
+    (out / "rows.csv").write_text("sex,region\nfemale,ES-28\nmale,ES-28\nfemale,ES-08\n")
+    report = check_outputs(out, rules=RULES)
+    assert verdict_of(report, "README.md").verdict == "pass"
+    assert verdict_of(report, "rows.csv").verdict == "review"
