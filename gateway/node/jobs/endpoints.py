@@ -280,7 +280,8 @@ def collect_outputs(job: NodeJob, output_dir: Path, rules: OutputRules) -> JobOu
             for reason in before.get("reasons") or []:
                 if reason not in entry.reasons:
                     entry.reasons.append(reason)
-            entry.places += [Place(**p) for p in places_from(before.get("places"))]
+            entry.places += [place for p in places_from(before.get("places"))
+                              if (place := Place(**p)) not in entry.places]
             entry.verdict = worst(entry.verdict, before.get("verdict") or "blocked")
         if entry.verdict == "blocked" or entry.path.endswith("/"):
             continue
