@@ -80,14 +80,16 @@ def _flatten(node: Any, prefix: str = "", depth: int = 0) -> dict[str, str]:
     return out
 
 
-def _record_sets(node: Any, depth: int = 0) -> Iterator[list[dict[str, Any]]]:
-    """Lists of objects, and objects whose values are all objects (keyed records)."""
+def _record_sets(node: Any, depth: int = 0
+                 ) -> Iterator[tuple[list[dict[str, Any]], list[Any]]]:
+    """Lists of objects, and objects whose values are all objects (keyed records): (the
+    records, the objects of the document they come from)."""
     if depth > MAX_DEPTH:
         return
     if isinstance(node, list):
         items = [v for v in node if isinstance(v, dict)]
         if len(items) >= 2 and len(items) == len(node):
-            yield items
+            yield items, items
             return
         for value in node:
             yield from _record_sets(value, depth + 1)
@@ -95,17 +97,18 @@ def _record_sets(node: Any, depth: int = 0) -> Iterator[list[dict[str, Any]]]:
         values = list(node.values())
         if len(values) >= 2 and all(isinstance(v, dict) for v in values) and len(
                 {frozenset(v) for v in values}) == 1 and len(values[0]) >= 2:
-            yield [{"key": k, **v} for k, v in node.items()]
+            yield [{"key": k, **v} for k, v in node.items()], values
             return
         for value in values:
             yield from _record_sets(value, depth + 1)
 
 
-def _in_records(node: Any, depth: int = 0) -> set[int]:
-    """ids of every object inside a record set (their numbers are checked as tables)."""
+def _in_records(node: Any) -> set[int]:
+    """ids of every object inside a record set (their numbers are checked as tables); the
+    document holds them all, so no id is reused while the set is in use."""
     inside: set[int] = set()
-    for records in _record_sets(node, depth):
-        stack: list[Any] = list(records)
+    for _, originals in _record_sets(node):
+        stack: list[Any] = list(originals)
         while stack:
             item = stack.pop()
             inside.add(id(item))
@@ -145,7 +148,7 @@ def check_json(data: Any, text: str, rules: OutputRules,
         result.flags.append(("blocked", f"{fhir} objects shaped like FHIR resources (their "
                                         "element names) without resourceType: record-level "
                                         "data of the extract", [place]))
-    for records in _record_sets(data):
+    for records, _ in _record_sets(data):
         flat = [_flatten(r) for r in records]
         keys = list(dict.fromkeys(k for r in flat for k in r))
         rows = [keys] + [[r.get(k, "") for k in keys] for r in flat]
