@@ -328,7 +328,7 @@ class _Walk:
             if kind == "records":
                 places = [Place(rule="record-lines", line=n) for n, _ in rows]
                 verdict.flag("review", f"{len(rows)} lines written to one pattern with "
-                                       "different words: records written as prose?: "
+                                       "different words (records written as prose?): "
                                        f"{where(places)}", places)
                 continue
             result = check_table([r for _, r in rows], self.rules, self.terms,
