@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.hub.jobs import call_node
 from gateway.hub.service import Hub
 from spe.airlock import AirlockPolicyError, rules_from_policy
-from spe.airlock.report import worst
+from spe.airlock.report import places_from, worst
 from spe.airlock.review.decisions import AirlockRefused
 from spe.airlock.review.models import AirlockFile
 from spe.airlock.review.service import submit_outputs
@@ -162,10 +162,13 @@ def _merge_node_report(request, outputs: JobOutputs) -> int:
         if verdict not in ("pass", "review", "blocked"):
             verdict = "blocked"
         reasons = [f"at {outputs.node_id}: {r}" for r in entry.get("reasons") or []]
+        places = places_from(entry.get("places"))
         mine = by_path.get(path)
         if mine is not None:
             mine.verdict = worst(mine.verdict, verdict)
             mine.reasons = list(dict.fromkeys([*mine.reasons, *reasons]))
+            mine.places = [*(mine.places or []), *(p for p in places
+                                                   if p not in (mine.places or []))]
             mine.notes = list(dict.fromkeys([*mine.notes, *(entry.get("notes") or [])]))
             if mine.verdict == "blocked" and mine.stored_path:
                 Path(mine.stored_path).unlink(missing_ok=True)
@@ -176,7 +179,8 @@ def _merge_node_report(request, outputs: JobOutputs) -> int:
             path=path, size=int(entry.get("size") or 0), sha256=None,
             kind=str(entry.get("kind") or "unknown")[:32], verdict="blocked",
             reasons=reasons or [f"at {outputs.node_id}: not sent by the node"],
-            notes=list(entry.get("notes") or []), stored=False, stored_path=None))
+            notes=list(entry.get("notes") or []), places=places, stored=False,
+            stored_path=None))
     request.reasons = list(dict.fromkeys(
         [*request.reasons, *(f"at {outputs.node_id}: {r}" for r in outputs.reasons)]))
     return blocked

@@ -58,6 +58,10 @@ output_rules := {"job_output": {
 	"max_total_bytes": 104857600,
 	"max_files": 500,
 	"max_depth": 4,
+	# Many small files are one output: past 50 files all go to review; 10 or more of one
+	# shape are checked together and go to review.
+	"review_files": 50,
+	"same_shape_files": 10,
 }}
 
 output_check_for(req) := object.union(

@@ -45,6 +45,8 @@ test_job_outputs_follow_acro_defaults if {
 	d.dominance_k == 0.9
 	d.p_ratio == 0.1
 	d.zeros == "review"
+	d.review_files == 50
+	d.same_shape_files == 10
 }
 
 test_job_outputs_allow_no_html_nor_record_level_types if {

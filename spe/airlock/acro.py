@@ -8,12 +8,14 @@ ACRO (the SACRO project's checker, `acro` on PyPI) records one entry per output 
 SHA-256 of each file into `checksums/<name>.txt`. Its session summary (and the CSV copy of
 it) is marked DO_NOT_RELEASE: it is for the output checker.
 
-The airlock does not need ACRO installed: it reads this JSON. A `fail` blocks the file with
-ACRO's reason, a `review` sends it to review, a `pass` is noted and spares a table the
-"magnitudes cannot be checked" review (ACRO ran the dominance and p-ratio rules on the
-contributions) - as long as the file still has the checksum ACRO recorded. The airlock's
-own checks apply to every file regardless: ACRO's thresholds are set by the researcher's
-configuration, which `results.json` does not record.
+Nothing written inside the sandbox is evidence of anything but what the job wanted to say:
+a job can write ACRO's `results.json` itself, "pass" for every file, with checksums it
+computed. So ACRO's word never relaxes a check: a `fail` blocks the file and a `review`
+sends it to review (a job may always be stricter with itself), a `pass` is a note. The
+airlock runs its own checks, outside the sandbox, on the files themselves (tables.py,
+jsondoc.py, prose.py: the threshold wherever a count is written; magnitudes to review).
+ACRO's own words (its summary, the researcher's exception request) stay in results.json
+for the output checker and are never quoted in a reason: the job wrote them.
 """
 
 from __future__ import annotations
@@ -43,12 +45,11 @@ class AcroOutput:
                    for m in (DO_NOT_RELEASE, "DONT_RELEASE"))
 
     def reason(self) -> str:
-        summary = " ".join(self.summary.split()).rstrip(";").strip() or self.status
-        text = f"ACRO {self.uid} ({self.output_type}): {summary}"
-        if self.exception:
-            exception = " ".join(self.exception.split())
-            text += f"; the researcher asks for an exception: {exception[:300]}"
-        return text
+        """What results.json says of the file, in the airlock's words only."""
+        status = self.status if self.status in {"pass", "review", "fail"} else "unknown"
+        text = f"ACRO's results.json (written inside the job) marks it {status}"
+        return text + ("; it asks for an exception (read results.json)" if self.exception
+                       else "")
 
 
 def is_acro_results(data: Any) -> bool:

@@ -13,16 +13,24 @@ too deep are blocked; a file with other hard links goes to review.
 
 Each file's kind comes from its bytes (`sniff`), never from its name: DICOM (however named),
 FHIR NDJSON or JSON resources, Parquet/Feather/pickle/NumPy/SQLite/HDF5/NIfTI, archives and
-unknown binaries are blocked as record-level or opaque. Then, by type: tables get
-statistical disclosure control (`tables.py`), text and JSON a scan for the extract's ids and
-dates (`scan.py`), figures (PNG, SVG, PDF) go to review with their text scanned where that
-is cheap. Last, ACRO's verdicts (`acro.py`) are applied to the files it checked.
+unknown binaries are blocked as record-level or opaque. Then, one module per kind of check:
+
+- every text: the extract's terms in any form, its dates as dates or day numbers, numbers
+  of 10 or more digits (`scan.py`, `encodings.py`, `dayoffsets.py`); counts written in
+  prose, and records written as lines of one pattern (`prose.py`);
+- tables (CSV, TSV, Markdown, text tables): statistical disclosure control (`tables.py`);
+- JSON: FHIR without resourceType, records anywhere, counts wherever a number is
+  (`jsondoc.py`);
+- figures (PNG, SVG, PDF) go to review with their text scanned where that is cheap;
+- after the walk: many files of one shape checked as one output (`shapes.py`), and what a
+  job-written ACRO `results.json` says, which may only make a verdict stricter (`acro.py`).
+
+Reasons name the rule and the place (line or row, column by number), never the value.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -34,11 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from spe.airlock.acro import AcroOutput, acro_outputs, is_acro_results
-from spe.airlock.report import AirlockReport, FileVerdict
+from spe.airlock.jsondoc import check_json
+from spe.airlock.prose import prose_counts, stated_dof, text_tables
+from spe.airlock.report import AirlockReport, FileVerdict, Place, where
 from spe.airlock.rules import OutputRules
-from spe.airlock.scan import scan_text, summarise, value_category
+from spe.airlock.scan import long_numbers, scan_text, summarise, value_category
+from spe.airlock.shapes import MAX_BYTES, Piece, joined, same_shape
 from spe.airlock.sniff import HEAD_BYTES, sniff
-from spe.airlock.tables import check_table, markdown_tables
+from spe.airlock.tables import TableResult, check_table, markdown_tables
 from spe.airlock.terms import ExtractTerms
 
 TEXT_TYPES = {"csv", "tsv", "txt", "md", "json", "svg", "html", "htm", "xml", "ndjson",
@@ -47,6 +58,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEX
 _DIR_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _ACTIVE_SVG = re.compile(r"<script\b|<foreignObject\b|\son[a-z]+\s*=|javascript:", re.I)
 _EXTERNAL_REF = re.compile(r"""(?:href|src)\s*=\s*["'](?:https?:|//|file:)""", re.I)
+TOGETHER = "(files of one shape, together)"
 NDJSON_SAMPLE_LINES = 20
 JSON_MAX_DEPTH = 64
 
@@ -73,6 +85,7 @@ def check_outputs(output_dir: Path, *, rules: OutputRules,
         walk.directory(fd, "", 0)
     finally:
         os.close(fd)
+    walk.apply_shapes()
     walk.apply_acro()
     walk.apply_magnitudes()
     if report.total_bytes > rules.max_total_bytes:
@@ -94,10 +107,10 @@ class _Walk:
     rules: OutputRules
     terms: ExtractTerms | None
     entries: int = 0
-    hashes: dict[str, str] = field(default_factory=dict)
-    small_texts: dict[str, str] = field(default_factory=dict)
+    pieces: list[Piece] = field(default_factory=list)  # small texts, for shapes.py
     acro: list[_Acro] = field(default_factory=list)
-    magnitudes: dict[str, str] = field(default_factory=dict)  # path -> pending review reason
+    # path -> the review reason (and places) of magnitudes, given after ACRO was read
+    magnitudes: dict[str, tuple[str, list[Place]]] = field(default_factory=dict)
     stopped: bool = False
 
     # the walk ------------------------------------------------------------------------------
@@ -219,7 +232,6 @@ class _Walk:
             return
         finally:
             os.close(fd)
-        self.hashes[path] = hashlib.sha256(data).hexdigest()
         try:
             self.content(verdict, name, path, data, kind, description)
         except Exception as exc:  # a file the checks cannot read does not leave
@@ -272,22 +284,23 @@ class _Walk:
             verdict.flag("blocked", f"record-level or opaque: FHIR NDJSON ({fhir_lines} of the "
                                     "first lines are resources)")
             return
-        if len(data) <= 256 and "checksums/" in path:
-            self.small_texts[path] = text
-        scan_whole = True
+        if path != TOGETHER and len(data) <= MAX_BYTES and ext in {"csv", "tsv", "json",
+                                                                   "txt", "md"}:
+            self.pieces.append(Piece(path, ext, text))
+        self.scan(verdict, text)
+        for level, reason, places in prose_counts(text, self.rules):
+            verdict.flag(level, reason, places)
         if ext in {"csv", "tsv"}:
             verdict.kind = "table"
             self.table(verdict, path, text, "\t" if ext == "tsv" else ",")
-            scan_whole = False  # every cell was looked up
         elif ext == "json":
             self.json(verdict, path, text)
-            if verdict.kind == "fhir-json":
-                return
-        elif ext == "md":
-            verdict.kind = "markdown"
+        elif ext in {"md", "txt"}:
+            verdict.kind = "markdown" if ext == "md" else "text"
             for rows, lines in markdown_tables(text):
                 self.apply_table(verdict, path, check_table(
                     rows, self.rules, self.terms, row_numbers=lines, unit="line"))
+            self.prose_tables(verdict, path, text)
         elif ext == "svg":
             verdict.kind = "svg"
             if _ACTIVE_SVG.search(text):
@@ -298,37 +311,72 @@ class _Walk:
             verdict.flag("review", "a figure: a person looks at it")
         else:
             verdict.kind = "text"
-        if scan_whole:
-            self.scan(verdict, text)
 
-    def scan(self, verdict: FileVerdict, text: str, where: str = "line") -> None:
-        if self.terms is None or not len(self.terms):
-            return
-        for reason in summarise(scan_text(text, self.terms), where):
-            verdict.flag("blocked", reason)
+    def scan(self, verdict: FileVerdict, text: str, unit: str = "line",
+             numbers: bool = True) -> None:
+        if self.terms is not None and len(self.terms):
+            for level, reason, places in summarise(scan_text(text, self.terms), unit):
+                verdict.flag(level, reason, places)
+        if numbers and (longs := long_numbers(text)):
+            verdict.flag("review", f"{len(longs)} number{'s' if len(longs) > 1 else ''} of 10 "
+                                   "or more digits: identifiers (or encoded values), not "
+                                   f"quantities: {where(longs, unit)}", longs)
+
+    def prose_tables(self, verdict: FileVerdict, path: str, text: str) -> None:
+        """Lines of one pattern: records in prose (review), or a table in text."""
+        for kind, rows in text_tables(text):
+            if kind == "records":
+                places = [Place(rule="record-lines", line=n) for n, _ in rows]
+                verdict.flag("review", f"{len(rows)} lines written to one pattern with "
+                                       "different words (records written as prose?): "
+                                       f"{where(places)}", places)
+                continue
+            result = check_table([r for _, r in rows], self.rules, self.terms,
+                                 row_numbers=[n for n, _ in rows], unit="line")
+            dof = stated_dof(text)
+            if result.magnitude_columns and dof:  # a model summary's coefficients
+                result.magnitude_columns = []
+                if min(dof) < self.rules.min_count:
+                    place = Place(rule="model-dof", line=rows[0][0])
+                    result.add("blocked", "a model summary stating observations or residual "
+                                          "degrees of freedom under the threshold of "
+                                          f"{self.rules.min_count}", [place])
+            self.apply_table(verdict, path, result)
 
     def table(self, verdict: FileVerdict, path: str, text: str, delimiter: str) -> None:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        rows: list[list[str]] = []
+        lines: list[int] = []
         try:
-            rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
-                                   strict=True))
-        except csv.Error as exc:
-            verdict.flag("blocked", f"not a readable table: {exc}")
+            start = 1
+            for row in reader:
+                rows.append(row)
+                lines.append(start)
+                start = reader.line_num + 1
+        except csv.Error:
+            place = Place(rule="unreadable-table", line=reader.line_num)
+            verdict.flag("blocked", f"not a readable table: {where([place])}", [place])
             return
-        self.apply_table(verdict, path, check_table(rows, self.rules, self.terms))
+        self.apply_table(verdict, path, check_table(rows, self.rules, self.terms,
+                                                    row_numbers=lines))
 
-    def apply_table(self, verdict: FileVerdict, path: str, result: Any) -> None:
-        for level, reason in result.flags:
-            verdict.flag(level, reason)
+    def apply_table(self, verdict: FileVerdict, path: str, result: TableResult) -> None:
+        for level, reason, places in result.flags:
+            verdict.flag(level, reason, places)
         if result.count_cells:
             verdict.notes.append(f"{result.count_cells} count cells checked against the "
                                  f"threshold of {self.rules.min_count}")
         if result.magnitude_columns:
-            names = ", ".join(f'"{n}"' for n in result.magnitude_columns[:5])
-            r = self.rules
-            self.magnitudes[path] = (
-                f"columns of magnitudes, not counts ({names}): dominance (N={r.dominance_n}, "
-                f"k={r.dominance_k}) and the p-ratio ({r.p_ratio}) need each cell's "
-                "contributions, which the table does not show")
+            places = [Place(rule="magnitude", column=c) for c in result.magnitude_columns]
+            self.magnitude(path, places, f"columns of magnitudes, not counts (columns "
+                                         f"{', '.join(map(str, result.magnitude_columns[:5]))})")
+
+    def magnitude(self, path: str, places: list[Place], what: str) -> None:
+        r = self.rules
+        self.magnitudes[path] = (
+            f"{what}: dominance (N={r.dominance_n}, k={r.dominance_k}) and the p-ratio "
+            f"({r.p_ratio}) need each cell's contributions, which the file does not show",
+            places)
 
     def json(self, verdict: FileVerdict, path: str, text: str) -> None:
         verdict.kind = "json"
@@ -348,72 +396,83 @@ class _Walk:
             verdict.flag("review", "ACRO's results file: for the output checker (its session "
                                    "summary is marked DO_NOT_RELEASE)")
             return
-        if (isinstance(data, list) and len(data) >= 2
-                and all(isinstance(r, dict) for r in data)):
-            keys = list(dict.fromkeys(k for r in data for k in r))
-            flat = all(not isinstance(v, dict | list) for r in data for v in r.values())
-            if flat:  # records, as pandas' to_json(orient="records") writes them
-                rows = [keys] + [["" if r.get(k) is None else str(r.get(k)) for k in keys]
-                                 for r in data]
-                self.apply_table(verdict, path, check_table(
-                    rows, self.rules, self.terms, row_numbers=range(len(rows)), unit="record"))
+        result = check_json(data, text, self.rules, self.terms)
+        for level, reason, places in result.flags:
+            verdict.flag(level, reason, places)
+        for table in result.tables:
+            self.apply_table(verdict, path, table)
+        if result.magnitudes:
+            self.magnitude(path, result.magnitudes, f"{len(result.magnitudes)} means, sums, "
+                                                    "minima or maxima")
 
     def png(self, verdict: FileVerdict, data: bytes) -> None:
         verdict.kind = "image"
         verdict.flag("review", "an image: a person looks at it")
-        self.scan(verdict, _png_text(data), where="text chunk")
+        self.scan(verdict, _png_text(data), unit="text chunk")
 
     def pdf(self, verdict: FileVerdict, data: bytes) -> None:
         verdict.flag("review", "a PDF: a person looks at it (only its uncompressed text was "
                                "scanned)")
-        self.scan(verdict, data.decode("latin-1"))
+        # a PDF's cross-reference table is made of 10-digit offsets: not the job's numbers
+        self.scan(verdict, data.decode("latin-1"), numbers=False)
 
     # after the walk ------------------------------------------------------------------------
+    def apply_shapes(self) -> None:
+        """Many files: each to review; files of one shape checked again as one output."""
+        by_path = {f.path: f for f in self.report.files}
+        files = [f for f in self.report.files if not f.path.endswith("/")]
+        if len(files) > self.rules.review_files:
+            for entry in files:
+                entry.flag("review", f"one of {len(files)} files (more than "
+                                     f"{self.rules.review_files}): many outputs are "
+                                     "reviewed as one request", [Place(rule="many-files")])
+        for group in same_shape(self.pieces, self.rules.same_shape_files):
+            ext, content = joined(group)
+            together = FileVerdict(path=TOGETHER, size=len(content), kind="group")
+            self.content(together, f"together.{ext}", TOGETHER, content.encode(), "text",
+                         "text")
+            if together.path in self.magnitudes:
+                together.flag("review", self.magnitudes.pop(together.path)[0])
+            for piece in group:
+                entry = by_path[piece.path]
+                entry.flag("review", f"one of {len(group)} files of the same shape: checked "
+                                     "together as one output", [Place(rule="same-shape-files")])
+                for reason in together.reasons:
+                    entry.flag(together.verdict, f"with the other {len(group) - 1} files of "
+                                                 f"its shape: {reason}",
+                               [Place(rule="same-shape-files")])
+
     def apply_acro(self) -> None:
+        """ACRO's results.json was written by the job: it may only make verdicts stricter."""
         by_path = {f.path: f for f in self.report.files}
         for acro in self.acro:
             results = by_path[acro.results_path]
-            missing = []
+            missing = 0
             for output in acro.outputs:
                 for name in output.files:
-                    path = acro.folder + name
-                    verdict = by_path.get(path)
+                    verdict = by_path.get(acro.folder + name)
                     if verdict is None:
-                        missing.append(name)
-                        continue
-                    if not self._acro_checksum_ok(acro, name, path, verdict):
+                        missing += 1
                         continue
                     if output.status == "fail":
                         verdict.flag("blocked", output.reason())
-                    elif output.status == "review":
-                        verdict.flag("review", output.reason())
                     elif output.status == "pass":
-                        verdict.notes.append(output.reason())
-                        self.magnitudes.pop(path, None)  # ACRO saw the contributions
+                        verdict.notes.append(output.reason() + ": not evidence, the "
+                                             "airlock's own checks decide")
                     else:
-                        verdict.flag("review", f"ACRO {output.uid}: unknown status "
-                                               f"{output.status[:20]!r}")
+                        verdict.flag("review", output.reason())
                     if output.for_checker_only:
                         verdict.flag("blocked", "ACRO marks it DO NOT RELEASE: a summary for "
                                                 "the output checker only (read results.json)")
             if missing:
-                shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-                results.flag("review", f"ACRO lists files that are not in the output: {shown}")
-
-    def _acro_checksum_ok(self, acro: _Acro, name: str, path: str,
-                          verdict: FileVerdict) -> bool:
-        recorded = self.small_texts.get(f"{acro.folder}checksums/{name}.txt")
-        actual = self.hashes.get(path)
-        if recorded is None or actual is None or recorded.strip().lower() == actual:
-            return True
-        verdict.flag("review", "differs from the checksum ACRO recorded: changed after ACRO "
-                               "checked it, so ACRO's verdict does not apply")
-        return False
+                results.flag("review", f"ACRO's results.json lists {missing} file"
+                                       f"{'s' if missing > 1 else ''} that are not in the "
+                                       "output")
 
     def apply_magnitudes(self) -> None:
         by_path = {f.path: f for f in self.report.files}
-        for path, reason in self.magnitudes.items():
-            by_path[path].flag("review", reason)
+        for path, (reason, places) in self.magnitudes.items():
+            by_path[path].flag("review", reason, places)
 
 
 def _read_all(fd: int) -> bytes:

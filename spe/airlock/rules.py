@@ -40,6 +40,11 @@ class OutputRules(BaseModel):
     dominance_k: float = Field(0.90, gt=0, le=1)
     p_ratio: float = Field(0.10, ge=0, le=1)
     zeros: Literal["allow", "review", "block"] = "review"
+    # Many small files are one output: past `review_files` files everything goes to review;
+    # `same_shape_files` files of one shape (header, keys, line pattern) are also checked
+    # together, as one table, and go to review.
+    review_files: int = Field(50, gt=0)
+    same_shape_files: int = Field(10, ge=2)
 
     def public(self) -> dict:
         """The rules as JSON-able data, for the report."""

@@ -25,6 +25,8 @@ from typing import Any
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from spe.airlock.encodings import TermAutomaton
+
 MIN_TERM_LENGTH = 6
 STANDARD_UID_ROOT = "1.2.840.10008."
 UID_RE = re.compile(r"(?:urn:oid:)?([0-2](?:\.(?:0|[1-9][0-9]*)){2,})")
@@ -75,6 +77,15 @@ class ExtractTerms:
         """Terms from any iterables (lists, generators)."""
         return cls(frozenset(patient_ids), frozenset(uids), frozenset(accession_numbers),
                    frozenset(record_ids), frozenset(dates))
+
+    @property
+    def automaton(self) -> TermAutomaton:
+        """Every term in the forms of `encodings.forms`, built on first use."""
+        built = self.__dict__.get("_automaton")
+        if built is None:
+            built = TermAutomaton(self._index.items())
+            object.__setattr__(self, "_automaton", built)
+        return built
 
     def lookup(self, candidate: str) -> str | None:
         """The category of `candidate` if it is one of the extract's ids, else None."""

@@ -131,7 +131,8 @@ def test_a_cell_under_the_threshold_is_blocked_naming_the_cell(out: Path):
     (out / "counts.csv").write_text("modality,n\nCT,25\nMR,3\nUS,40\n")
     entry = verdict_of(check_outputs(out, rules=RULES), "counts.csv")
     assert entry.verdict == "blocked"
-    assert any('cell of 3 at row 3, column "n"' in r for r in entry.reasons), entry.reasons
+    assert entry.reasons == ["1 count below the threshold of 10: row 3, column 2"]
+    assert [(p.rule, p.line, p.column) for p in entry.places] == [("small-count", 3, 2)]
 
 
 def test_the_threshold_is_the_rules(out: Path):
@@ -155,8 +156,7 @@ def test_a_crosstab_written_by_pandas_is_read_with_its_header_rows(out: Path):
         "sex,female,male\nmodality,,\nCT,25,30\nMR,12,\nUS,40,8\n")
     entry = verdict_of(check_outputs(out, rules=RULES), "xtab.csv")
     assert entry.verdict == "blocked"
-    assert entry.reasons == ['1 count below the threshold of 10: cell of 8 at row 5, '
-                             'column "male"']
+    assert entry.reasons == ["1 count below the threshold of 10: row 5, column 3"]
 
 
 def test_a_column_of_pseudonyms_from_the_extract_is_blocked(out: Path, terms: ExtractTerms):
@@ -164,10 +164,9 @@ def test_a_column_of_pseudonyms_from_the_extract_is_blocked(out: Path, terms: Ex
     (out / "per_patient.csv").write_text("\n".join(lines) + "\n")
     entry = verdict_of(check_outputs(out, rules=RULES, extract_terms=terms), "per_patient.csv")
     assert entry.verdict == "blocked"
-    reason = next(r for r in entry.reasons if 'column "patient"' in r)
-    assert "6 patient ids from the extract" in reason
-    assert PATIENTS[0] not in json.dumps(entry.model_dump())  # never echoed whole
-    assert PATIENTS[0][:4] in reason
+    assert "6 patient ids from the extract: row 2, column 1; row 3, column 1; row 4, column " \
+           "1; row 5, column 1; row 6, column 1; and 1 more" in entry.reasons
+    assert PATIENTS[0][:4] not in json.dumps(entry.model_dump())  # never echoed, not in part
 
 
 def test_record_level_rows_and_exact_dates_are_blocked(out: Path):
@@ -175,7 +174,7 @@ def test_record_level_rows_and_exact_dates_are_blocked(out: Path):
     (out / "rows.csv").write_text("\n".join(rows) + "\n")
     (out / "dates.csv").write_text("day,n\n2021-04-01,12\n2021-04-02,15\n2021-04-03,11\n")
     report = check_outputs(out, rules=RULES)
-    assert any("rows repeat the same categories" in r
+    assert any("rows repeat the categories of an earlier one" in r
                for r in verdict_of(report, "rows.csv").reasons)
     assert verdict_of(report, "rows.csv").verdict == "blocked"
     assert any("exact dates" in r for r in verdict_of(report, "dates.csv").reasons)
@@ -200,7 +199,7 @@ def test_markdown_tables_are_checked_too(out: Path):
                                     "| MR | 4 |\n")
     entry = verdict_of(check_outputs(out, rules=RULES), "summary.md")
     assert entry.verdict == "blocked"
-    assert any("cell of 4 at line 6" in r for r in entry.reasons)
+    assert entry.reasons == ["1 count below the threshold of 10: line 6, column 2"]
 
 
 def test_magnitude_rules():
@@ -325,7 +324,7 @@ def test_an_exact_study_date_in_a_text_is_blocked(out: Path, terms: ExtractTerms
     (out / "notes.txt").write_text("Cohort summary.\nThe first scan was on 05/03/2019.\n")
     entry = verdict_of(check_outputs(out, rules=RULES, extract_terms=terms), "notes.txt")
     assert entry.verdict == "blocked"
-    assert entry.reasons == ["1 exact date from the extract: 2019-… (line 2)"]
+    assert entry.reasons == ["1 exact date from the extract: line 2"]
 
 
 def test_ids_in_text_and_file_names_are_blocked(out: Path, terms: ExtractTerms):
@@ -419,7 +418,7 @@ def acro_results(out: Path, outputs: dict[str, tuple[str, str]]) -> None:
         (out / "checksums" / f"{name}.txt").write_text(digest)
 
 
-def test_an_acro_output_marked_fail_is_blocked_with_acros_reason(out: Path):
+def test_an_acro_output_marked_fail_is_blocked_without_quoting_acro(out: Path):
     (out / "output_0_0.csv").write_text("modality,CT,MR\n2019,25,40\n2020,31,\n")
     (out / "output_1_0.csv").write_text("modality,CT\n2019,25\n2020,31\n")
     acro_results(out, {
@@ -429,31 +428,33 @@ def test_an_acro_output_marked_fail_is_blocked_with_acros_reason(out: Path):
     report = check_outputs(out, rules=RULES)
     failed = verdict_of(report, "output_0_0.csv")
     assert failed.verdict == "blocked"
-    assert failed.reasons == [
-        "ACRO output_0 (table): fail; threshold: 3 cells may need suppressing"]
+    assert failed.reasons == ["ACRO's results.json (written inside the job) marks it fail"]
     passed = verdict_of(report, "output_1_0.csv")
     assert passed.verdict == "pass"
-    assert "ACRO output_1 (table): pass" in passed.notes
+    assert any("not evidence" in n for n in passed.notes)
     assert verdict_of(report, "results.json").kind == "acro-metadata"
     assert verdict_of(report, "results.json").verdict == "review"
-    assert verdict_of(report, "checksums/output_1_0.csv.txt").verdict == "pass"
 
 
-def test_acro_review_and_tampering(out: Path):
+def test_a_forged_acro_pass_spares_nothing(out: Path):
+    """A job writes ACRO's results.json itself, "pass" with checksums it computed, over
+    one-person means: the magnitudes still go to review, the small count is blocked."""
     (out / "output_0_0.csv").write_text("modality,mean_dose\nCT,11.2\nMR,13.5\n")
-    (out / "output_1_0.csv").write_text("modality,mean_dose\nCT,11.2\nMR,13.5\n")
-    acro_results(out, {"output_0_0.csv": ("review", "review; negative values found"),
-                       "output_1_0.csv": ("pass", "pass")})
+    (out / "output_1_0.csv").write_text("modality,n,mean_dose\nCT,1,11.2\nMR,1,13.5\n")
+    acro_results(out, {"output_0_0.csv": ("pass", "pass"), "output_1_0.csv": ("pass", "pass")})
     report = check_outputs(out, rules=RULES)
-    assert verdict_of(report, "output_0_0.csv").verdict == "review"
-    assert any(r.startswith("ACRO output_0 (table): review")
-               for r in verdict_of(report, "output_0_0.csv").reasons)
-    # ACRO ran the dominance and p-ratio rules: its pass spares the magnitude review
-    assert verdict_of(report, "output_1_0.csv").verdict == "pass"
-    (out / "output_1_0.csv").write_text("modality,mean_dose\nCT,11.2\nMR,99.5\n")
-    entry = verdict_of(check_outputs(out, rules=RULES), "output_1_0.csv")
+    means = verdict_of(report, "output_0_0.csv")
+    assert means.verdict == "review"
+    assert any("dominance" in r for r in means.reasons)
+    assert verdict_of(report, "output_1_0.csv").verdict == "blocked"
+
+
+def test_acro_review_is_kept(out: Path):
+    (out / "output_0_0.csv").write_text("modality,n\nCT,25\nMR,30\n")
+    acro_results(out, {"output_0_0.csv": ("review", "review; negative values found")})
+    entry = verdict_of(check_outputs(out, rules=RULES), "output_0_0.csv")
     assert entry.verdict == "review"
-    assert any("checksum ACRO recorded" in r for r in entry.reasons)
+    assert entry.reasons == ["ACRO's results.json (written inside the job) marks it review"]
 
 
 def test_acros_pass_does_not_override_the_airlocks_threshold(out: Path):
@@ -473,11 +474,13 @@ def test_the_report_json_lists_reasons_per_file(out: Path, terms: ExtractTerms):
     files = {f["path"]: f for f in data["files"]}
     assert set(files) == {"counts.csv", "fig.png", "ok.csv"}
     assert files["counts.csv"]["verdict"] == "blocked"
-    assert "cell of 3" in files["counts.csv"]["reasons"][0]
+    assert files["counts.csv"]["reasons"][0] == ("1 count below the threshold of 10: row 3, "
+                                                 "column 2")
+    assert files["counts.csv"]["places"] == [{"rule": "small-count", "line": 3, "column": 2}]
     assert files["fig.png"]["verdict"] == "review"
     assert files["fig.png"]["reasons"]
     assert files["ok.csv"] == {"path": "ok.csv", "size": 23, "kind": "table", "verdict": "pass",
-                               "reasons": [], "notes": files["ok.csv"]["notes"]}
+                               "reasons": [], "notes": files["ok.csv"]["notes"], "places": []}
     assert data["rules"]["min_count"] == 10
 
 
@@ -487,3 +490,67 @@ def test_rules_come_from_the_disclosure_policy():
     with pytest.raises(Exception, match="no airlock rule"):
         rules_from_policy(policy, "query_count")
 
+
+
+# how an attacker writes -------------------------------------------------------------------
+
+def test_a_models_coefficients_need_its_degrees_of_freedom(out: Path):
+    coefs = "term,coef,std_err,p\nconst,-4.1,0.81,0.001\nage,0.04,0.009,0.002\n"
+    (out / "no_dof.csv").write_text(coefs)
+    (out / "small_dof.csv").write_text(coefs + "df_resid,6,,\n")
+    (out / "ok.csv").write_text(coefs + "df_resid,313,,\n")
+    report = check_outputs(out, rules=RULES)
+    assert verdict_of(report, "no_dof.csv").verdict == "review"
+    assert verdict_of(report, "small_dof.csv").verdict == "blocked"
+    assert verdict_of(report, "ok.csv").verdict == "pass"
+
+
+def test_a_model_summary_over_too_few_observations_is_blocked(out: Path):
+    rows = "\n".join(f"x{i}   {0.1 * i:.4f}   0.0100   {i}.000   0.001" for i in range(12))
+    (out / "model.txt").write_text(f"No. Observations:   8\nDf Residuals:   4\n{rows}\n")
+    entry = verdict_of(check_outputs(out, rules=RULES), "model.txt")
+    assert entry.verdict == "blocked"
+    assert any("model summary" in r for r in entry.reasons)
+
+
+def test_a_table_written_as_text_lines_is_checked_as_a_table(out: Path):
+    lines = [f"site{chr(97 + i)}   {25 + i}" for i in range(10)] + ["sitek   4"]
+    (out / "counts.txt").write_text("\n".join(lines) + "\n")
+    entry = verdict_of(check_outputs(out, rules=RULES), "counts.txt")
+    assert entry.verdict == "blocked"
+    assert entry.reasons == ["1 count below the threshold of 10: line 11, column 2"]
+
+
+def test_an_iso_week_date_of_the_extract_is_an_exact_date(out: Path, terms: ExtractTerms):
+    year, week, day = STUDY_DAY.isocalendar()
+    (out / "note.txt").write_text(f"scan in {year}-W{week:02d}-{day}\n")
+    entry = verdict_of(check_outputs(out, rules=RULES, extract_terms=terms), "note.txt")
+    assert entry.reasons == ["1 exact date from the extract: line 1"]
+
+
+def test_fhir_resources_without_resource_type_are_blocked(out: Path):
+    records = [{"status": "final", "subject": {"reference": "x"}, "effectiveDateTime": "2019-W10",
+                "valueQuantity": {"value": 61.9 + i, "unit": "kg"}} for i in range(3)]
+    (out / "data.json").write_text(json.dumps(records))
+    entry = verdict_of(check_outputs(out, rules=RULES), "data.json")
+    assert entry.verdict == "blocked"
+    assert any("shaped like FHIR resources" in r for r in entry.reasons)
+
+
+def test_the_log_withholds_lines_with_disguised_ids(terms: ExtractTerms):
+    from spe.airlock.scan import withhold_lines
+
+    kept, withheld = withhold_lines(f"ok\nid {PATIENTS[0][::-1]}\nhex {PATIENTS[1].encode().hex()}"
+                                    "\ndone\n", terms)
+    assert withheld == 2
+    assert kept.startswith("ok\n")
+    assert PATIENTS[0][::-1] not in kept
+
+
+def test_a_short_table_of_distinct_words_passes_and_records_of_text_do_not(out: Path):
+    (out / "README.md").write_text("# Files\n\n| file | what |\n|---|---|\n| sex.csv | by sex |\n"
+                                   "| model.txt | the model |\n")
+    (out / "rows.csv").write_text("sex,region\nfemale,ES-28\nmale,ES-28\nfemale,ES-08\n")
+    report = check_outputs(out, rules=RULES)
+    assert verdict_of(report, "README.md").verdict == "pass"
+    assert verdict_of(report, "rows.csv").verdict == "review"

@@ -93,7 +93,10 @@ def test_two_checkers_release_and_only_the_safe_file_leaves(central, pid, tmp_pa
     assert files["safe.csv"]["stored"]
     assert files["small.csv"]["verdict"] == "blocked"
     assert not files["small.csv"]["stored"]
-    assert "cell of 3" in files["small.csv"]["reasons"][0]
+    # the place and the rule, never the small count itself (it was "cell of 3 at row 3")
+    assert files["small.csv"]["reasons"] == ["1 count below the threshold of 10: row 2, "
+                                             "column 2"]
+    assert files["small.csv"]["places"] == [{"rule": "small-count", "line": 2, "column": 2}]
     stored = sorted(p.name for p in (central.storage / rid).rglob("*") if p.is_file())
     assert stored == ["safe.csv"]  # the blocked file was never stored
     queue = central.get("/api/v1/airlock/requests",

@@ -652,8 +652,9 @@ def test_a_job_using_acro_is_read_back_by_the_airlock(box, tmp_path: Path) -> No
     files = {f.path: f for f in report.files}
     table = files["acro/output_0_0.csv"]
     assert table.verdict == "blocked"
-    assert any(r.startswith("ACRO output_0 (table): ") and "MinimumThresholdCheck: fail" in r
-               for r in table.reasons), table.reasons
+    # the table's own small cell (3) blocks it; ACRO's "fail" too, in the airlock's words
+    assert "ACRO's results.json (written inside the job) marks it fail" in table.reasons
+    assert any("below the threshold of 10" in r for r in table.reasons), table.reasons
     for summary in ("acro/session_summary.json", "acro/session_summary.csv"):
         assert files[summary].verdict == "blocked"
         assert any("DO NOT RELEASE" in r for r in files[summary].reasons)

@@ -37,7 +37,7 @@ from gateway.node.jobs import repository as repo
 from gateway.node.jobs.models import NodeJob
 from gateway.node.permits.facts import permit_facts
 from spe.airlock import AirlockPolicyError, OutputRules, check_outputs, rules_from_policy
-from spe.airlock.report import worst
+from spe.airlock.report import Place, places_from, worst
 from spe.airlock.review.storage import NotCopied, read_regular
 from spe.db import session_scope
 from spe.errors import Conflict, Forbidden, NotAuthenticated, NotFound, SPEError
@@ -246,6 +246,8 @@ def collect_outputs(job: NodeJob, output_dir: Path, rules: OutputRules, *,
             for reason in before.get("reasons") or []:
                 if reason not in entry.reasons:
                     entry.reasons.append(reason)
+            entry.places += [place for p in places_from(before.get("places"))
+                              if (place := Place(**p)) not in entry.places]
             entry.verdict = worst(entry.verdict, before.get("verdict") or "blocked")
         if entry.verdict == "blocked" or entry.path.endswith("/"):
             continue

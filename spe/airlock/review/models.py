@@ -61,6 +61,8 @@ class AirlockFile(CentralBase):
     verdict: Mapped[str] = mapped_column(String(16))  # pass | review | blocked
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     notes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Where the reasons point, for the checkers: [{"rule", "line", "column"}] (report.Place)
+    places: Mapped[list[dict]] = mapped_column(JSON, default=list)
     stored: Mapped[bool] = mapped_column(Boolean, default=False)
     stored_path: Mapped[str | None] = mapped_column(Text)
 

@@ -28,6 +28,14 @@ class ReviewOut(BaseModel):
     at: datetime
 
 
+class PlaceOut(BaseModel):
+    """Where in a file an automatic check points: a rule, a line, a column (1-based)."""
+
+    rule: str
+    line: int | None = None
+    column: int | None = None
+
+
 class FileOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -38,6 +46,7 @@ class FileOut(BaseModel):
     verdict: str
     reasons: list[str]
     notes: list[str]
+    places: list[PlaceOut] = Field(default_factory=list)
     stored: bool
 
 

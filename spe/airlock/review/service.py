@@ -67,7 +67,7 @@ def submit_outputs(session: Session, *, job_id: str, node_id: str, pid: str,
         request.files.append(AirlockFile(
             path=entry.path, size=entry.size, sha256=stored.get(entry.path), kind=entry.kind,
             verdict=entry.verdict, reasons=list(entry.reasons), notes=list(entry.notes),
-            stored=entry.path in stored,
+            places=[p.model_dump() for p in entry.places], stored=entry.path in stored,
             stored_path=str(target / entry.path) if entry.path in stored else None))
     repository.add(session, request)
     blocked = sum(f.verdict == "blocked" for f in request.files)

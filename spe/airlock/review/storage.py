@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 
 from spe.airlock import check_outputs
-from spe.airlock.report import AirlockReport, worst
+from spe.airlock.report import MAX_PLACES, AirlockReport, worst
 from spe.airlock.rules import OutputRules
 
 _DIR = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
@@ -85,6 +85,8 @@ def copy_outputs(output_dir: Path, target: Path, rules: OutputRules
             for reason in copy.reasons:
                 if reason not in entry.reasons:
                     entry.reasons.append(reason)
+            entry.places = (entry.places + [p for p in copy.places
+                                            if p not in entry.places])[:MAX_PLACES]
             entry.verdict = worst(entry.verdict, copy.verdict)
         else:
             entry.flag("blocked", "missing from the stored copy")

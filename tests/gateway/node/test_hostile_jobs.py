@@ -98,7 +98,7 @@ BLOCKED = {
     "a symlink to /etc/passwd": ("import os\nos.symlink('/etc/passwd', '/output/p.csv')\n",
                                  "p.csv", "link"),
     "a cell of 3": ("open('/output/t.csv', 'w').write('group,n\\na,3\\nb,40\\n')\n",
-                    "t.csv", "3"),
+                    "t.csv", "below the threshold of 10: row 2, column 2"),
     "a column of pseudonyms": (
         "import json\nids = [json.loads(r)['id'] for r in open('/extract/fhir/Patient.ndjson')]\n"
         "open('/output/ids.csv', 'w').write('patient,n\\n' + ''.join("

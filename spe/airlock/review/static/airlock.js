@@ -115,7 +115,47 @@
     });
   }
 
-  async function viewContent(path, button) {
+  // ---- places: where the automatic checks point (never what they found) --------------------
+
+  const PLACES_SHOWN = 20;
+
+  function placeText(p) {
+    const where = [p.line != null ? `line ${p.line}` : "", p.column != null ? `column ${p.column}`
+      : ""].filter(Boolean).join(", ");
+    return `${where || "the whole file"}: ${p.rule}`;
+  }
+
+  function placeList(places) {
+    if (!places || !places.length) return "—";
+    const shown = places.slice(0, PLACES_SHOWN).map((p) => el("li", {
+      dataset: {testid: "place", rule: p.rule, line: p.line ?? "", column: p.column ?? ""}},
+    placeText(p)));
+    if (places.length > PLACES_SHOWN) {
+      shown.push(el("li", {className: "note"}, `and ${places.length - PLACES_SHOWN} more`));
+    }
+    return el("ul", {className: "reasons", dataset: {testid: "file-places"}}, shown);
+  }
+
+  // A text file's lines, those the checks point at marked (and titled with their rules and
+  // columns), so the checker finds them; every line is written as text, never as HTML.
+  function markedLines(text, places) {
+    const byLine = new Map();
+    for (const p of places || []) {
+      if (p.line == null) continue;
+      if (!byLine.has(p.line)) byLine.set(p.line, []);
+      byLine.get(p.line).push(placeText(p));
+    }
+    const lines = text.split("\n");
+    return lines.map((line, i) => {
+      const marks = byLine.get(i + 1);
+      const shown = i < lines.length - 1 ? `${line}\n` : line;
+      return el("span", marks ? {className: "flagged", title: marks.join("; "),
+        dataset: {testid: "flagged-line", line: String(i + 1)}} : {}, shown);
+    });
+  }
+
+  async function viewContent(file, button) {
+    const path = file.path;
     hide($("content-error"));
     button.disabled = true;
     try {
@@ -133,7 +173,7 @@
         fill($("content"), `A PDF of ${bytes(blob.size)}: not shown here; its text was `
           + "scanned by the automatic checks.");
       } else {
-        $("content").textContent = await resp.text();
+        fill($("content"), markedLines(await resp.text(), file.places));
       }
       $("content-panel").hidden = false;
       $("content-panel").scrollIntoView({block: "nearest"});
@@ -154,7 +194,7 @@
     return el("table", {className: "files", dataset: {testid: "files"}},
       el("caption", {}, "Files"),
       el("thead", {}, el("tr", {}, ["File", "Kind", "Size", "SHA-256", "Verdict", "Reasons",
-        "Notes", "Content"].map((h) => el("th", {scope: "col"}, h)))),
+        "Where", "Notes", "Content"].map((h) => el("th", {scope: "col"}, h)))),
       el("tbody", {}, r.files.map((f) => el("tr", {dataset: {testid: "file-row",
         path: f.path, verdict: f.verdict, stored: String(f.stored)}},
       el("th", {scope: "row"}, el("code", {}, f.path)),
@@ -164,10 +204,11 @@
         ? el("code", {className: "sha", title: f.sha256}, f.sha256) : "—"),
       el("td", {}, verdictBadge(f.verdict)),
       el("td", {}, list(f.reasons, "file-reasons")),
+      el("td", {}, placeList(f.places)),
       el("td", {}, list(f.notes, "file-notes")),
       el("td", {}, f.stored
         ? el("button", {type: "button", dataset: {testid: "view-content", path: f.path},
-          onclick: (e) => viewContent(f.path, e.currentTarget)}, "View content")
+          onclick: (e) => viewContent(f, e.currentTarget)}, "View content")
         : el("span", {className: "note", dataset: {testid: "not-stored"}},
           "not stored: never leaves"))))));
   }
