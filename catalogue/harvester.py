@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from catalogue.schemas import HarvestOutcome
 from catalogue.service import CatalogueError, harvest
 from spe.audit import CENTRAL_AUDIT, AuditLog
-from spe.wire.descriptors import DatasetDescriptor
+from spe.wire.descriptors import DatasetDescriptor, disclosure_problems
 
 DESCRIPTORS_PATH = "/api/v1/descriptors"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -22,8 +22,10 @@ _DESCRIPTORS = TypeAdapter(list[DatasetDescriptor])
 
 def fetch_descriptors(url: str, token: str, *, client: httpx.Client | None = None,
                       tls: ssl.SSLContext | None = None) -> list[DatasetDescriptor]:
-    """The node's descriptors, or CatalogueError saying why not. `tls`: the federation's
-    client context (spe.pki.client_ssl_context) for nodes that require mutual TLS."""
+    """The node's descriptors, or CatalogueError saying why not (also when one would let a
+    reader work out a small count or a single patient's age or study day). `tls`: the
+    federation's client context (spe.pki.client_ssl_context) for nodes that require
+    mutual TLS."""
     endpoint = url.rstrip("/") + DESCRIPTORS_PATH
     own = client is None
     http = client or httpx.Client(timeout=TIMEOUT, verify=tls if tls is not None else True)
@@ -44,10 +46,18 @@ def fetch_descriptors(url: str, token: str, *, client: httpx.Client | None = Non
         detail = body.get("detail", body) if isinstance(body, dict) else resp.text[:200]
         raise CatalogueError(f"{url}: HTTP {resp.status_code}: {detail}")
     try:
-        return _DESCRIPTORS.validate_json(resp.content)
+        descriptors = _DESCRIPTORS.validate_json(resp.content)
     except ValidationError as exc:
         raise CatalogueError(f"{url}: not a list of dataset descriptors ({exc.error_count()} "
                              "errors)") from exc
+    for d in descriptors:
+        # A node that does not protect its descriptor (an old or a compromised one) is not
+        # published: what a reader could work out from it is checked here as well.
+        problems = disclosure_problems(d)
+        if problems:
+            raise CatalogueError(f"{url}: descriptor {d.identifier} refused: "
+                                 + "; ".join(problems))
+    return descriptors
 
 
 def harvest_nodes(
