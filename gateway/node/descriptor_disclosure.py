@@ -55,9 +55,8 @@ def hidden_cells(counts: Mapping[str, int], unrecorded: int, threshold: int) -> 
 
 def share_hidden(part: int, whole: int, threshold: int) -> bool:
     """A share part/whole with its whole published: hidden when either side is small."""
-    missing = whole - part
-    return bool(hidden_cells({k: n for k, n in (("with", part), ("without", missing)) if n},
-                             0, threshold))
+    sides = {"with": part, "without": whole - part}
+    return bool(hidden_cells({side: n for side, n in sides.items() if n}, 0, threshold))
 
 
 def at_least_k_from_below(values: Sequence[T], k: int) -> T | None:

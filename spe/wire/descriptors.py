@@ -50,7 +50,8 @@ class ValueCount(BaseModel):
 
 
 class Completeness(BaseModel):
-    """Share (0..1) of records carrying a key field; `None` when its base is suppressed."""
+    """Share (0..1) of records carrying a key field; `None` when its base is suppressed or
+    when the records with the field or those without it are fewer than the threshold."""
 
     study_body_part: float | None = None
     study_date: float | None = None
