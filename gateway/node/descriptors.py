@@ -22,6 +22,7 @@ from spe.errors import Forbidden
 from spe.policy import PolicyService
 from spe.policy.disclosure import NoCountRule, count_rule
 from spe.wire.descriptors import (
+    SHARE_DIGITS,
     Completeness,
     DatasetDescriptor,
     ValueCount,
@@ -73,7 +74,7 @@ class _Suppressor:
         if whole < self.threshold or share_hidden(part, whole, self.threshold):
             self.suppressed.append(name)
             return None
-        return round(part / whole, 4)
+        return round(part / whole, SHARE_DIGITS)
 
     def listed(self, name: str, rows: list[tuple[str | None, int]]) -> list[tuple[str, int]]:
         """Values held by at least the threshold; "<name>:other" when some are left out

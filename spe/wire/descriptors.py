@@ -17,6 +17,7 @@ its descriptor (an old or a compromised one) is not published.
 from __future__ import annotations
 
 import calendar
+import math
 from datetime import date, datetime
 
 from pydantic import BaseModel, Field
@@ -35,6 +36,8 @@ CODING_SYSTEM_NAMES = {
 
 #: Ages in a descriptor are whole multiples of this many years.
 AGE_STEP = 5
+#: Completeness shares carry this many decimals.
+SHARE_DIGITS = 4
 
 #: The breakdowns of the series total: each series is counted once in each, under its value
 #: or, with no value, nowhere (the total minus the listed counts).
@@ -105,6 +108,15 @@ def exposed(hidden_sum: int, hidden_values: int, threshold: int) -> bool:
     return 0 < hidden_sum < threshold or 0 < hidden_sum <= hidden_values
 
 
+def _share_gives_a_small_count(share: float, base: int, k: int) -> bool:
+    """Whether every count that rounds to `share` of `base` leaves 1 to k-1 records on one
+    side (the with or the without); at large bases several counts round alike."""
+    half = 0.5 * 10 ** -SHARE_DIGITS
+    low = max(0, math.ceil((share - half) * base - 1e-9))
+    high = min(base, math.floor((share + half) * base + 1e-9))
+    return any(1 <= lo and hi <= k - 1 for lo, hi in ((low, high), (base - high, base - low)))
+
+
 def _month_end(d: date) -> bool:
     return d.day == calendar.monthrange(d.year, d.month)[1]
 
@@ -144,8 +156,7 @@ def disclosure_problems(d: DatasetDescriptor) -> list[str]:
         if base is None:
             out.append(f"completeness.{name}: a share of a suppressed total")
             continue
-        part = round(share * base)
-        if 0 < part < k or 0 < base - part < k:
+        if _share_gives_a_small_count(share, base, k):
             out.append(f"completeness.{name}: a share that gives a count below {k}")
     if any(c.count is None or c.count < k for c in d.conditions):
         out.append(f"conditions: a category of fewer than {k} patients listed")
@@ -171,6 +182,7 @@ __all__ = [
     "Completeness",
     "DatasetDescriptor",
     "SERIES_BREAKDOWNS",
+    "SHARE_DIGITS",
     "ValueCount",
     "disclosure_problems",
     "exposed",

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 
 from gateway.node.descriptor_disclosure import age_range, date_range, hidden_cells, share_hidden
+from spe.wire.descriptors import (
+    SHARE_DIGITS,
+    Completeness,
+    DatasetDescriptor,
+    disclosure_problems,
+)
 
 K = 10
 TOP = 20  # counts 1..TOP per value, series with no value 0..TOP
@@ -96,3 +102,24 @@ def test_date_range_is_whole_months_with_k_patients_each_side():
     last[1:10] = [date(2024, 3, 30)] * 9
     assert date_range(first, last, K) == (date(2016, 1, 1), date(2024, 2, 29))
     assert date_range([date(2020, 1, 2)] * 20, [date(2020, 1, 2)] * 20, K) is None
+
+
+def _problems_of_share(share: float, patients: int) -> list[str]:
+    return disclosure_problems(DatasetDescriptor(
+        node_id="n", node_name="n", generated_at=datetime.now(UTC), suppression_threshold=K,
+        patients=patients, completeness=Completeness(patient_sex=share)))
+
+
+def test_a_share_the_node_publishes_passes_the_readers_check_at_any_base():
+    # At large bases several counts round to one 4-decimal share: the reader's check must
+    # not take a share of 10 missing for one of 9 (the node would withhold its descriptor).
+    checked = 0
+    for base in [*range(K, 2000), 13334, 99_991, 1_234_567]:
+        for missing in {0, K, K + 1, K + 3, base // 2, base - K, base}:
+            if 0 <= missing <= base and not share_hidden(base - missing, base, K):
+                share = round((base - missing) / base, SHARE_DIGITS)
+                assert _problems_of_share(share, base) == [], (base, missing)
+                checked += 1
+    assert checked > 5000
+    assert _problems_of_share(round(298 / 300, SHARE_DIGITS), 300)  # 2 without: caught
+    assert _problems_of_share(round(2 / 300, SHARE_DIGITS), 300)

@@ -62,3 +62,15 @@ def test_counts_at_the_threshold_are_shown(small_index):
     assert d.coding_systems == ["http://hl7.org/fhir/sid/icd-10", "http://snomed.info/sct"]
     assert d.completeness.patient_birth_date == 1.0
     assert d.suppressed == ["temporal_start", "temporal_end"]
+
+
+def test_a_descriptor_that_fails_the_readers_check_is_withheld(small_index, monkeypatch):
+    # Fail closed: were the suppression to miss a count, the node's own check withholds
+    # the whole descriptor rather than publish it.
+    import gateway.node.descriptors as descriptors
+
+    monkeypatch.setattr(descriptors, "hidden_cells", lambda *_: set())
+    with small_index() as session, pytest.raises(descriptors.DescriptorRefused) as refused:
+        compute_descriptor(session, node_id="site-a", node_name="Site A", threshold=10)
+    assert "modalities: a count below 10 shown" in str(refused.value)
+    assert "CT" not in str(refused.value)  # the place and the rule, never the value
