@@ -187,3 +187,37 @@ def test_a_node_that_publishes_a_subtractable_descriptor_is_not_harvested(centra
     finally:
         rogue.close()
         engine.dispose()
+
+
+def test_a_descriptor_computed_with_a_lower_threshold_is_not_harvested(synced_nodes, tmp_path,
+                                                                      central_db):
+    # A node whose own policy says 1: its counts are all exact and every check passes with
+    # k = 1, so only the centre's own threshold can refuse it.
+    import shutil
+
+    from gateway.node.app import create_node_app
+    from gateway.node.config import NodeConfig
+    from spe.identity import DemoIssuer
+    from spe.policy import make_policy_service
+    from spe.settings import REPO_ROOT
+
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO_ROOT / "policies", policies)
+    rules = policies / "disclosure" / "disclosure.rego"
+    rules.write_text(rules.read_text().replace(
+        '"catalogue_descriptor": {"min_count": 10', '"catalogue_descriptor": {"min_count": 1'))
+    settings = Settings(data_dir=tmp_path, oidc_issuer=ISSUER, policy_dir=policies)
+    node = synced_nodes[0]
+    url = f"http://{node.node_id}.test"
+    lax = TestClient(create_node_app(NodeConfig(node.node_id, node.name, node.database_url),
+                                     settings), base_url=url)
+    token = DemoIssuer(settings.issuer_key_path, ISSUER, "spe").mint("h", ["hdab"])
+    try:
+        [outcome] = run_harvest(central_db, [url], token, clients={url: lax})
+        assert "suppression_threshold: below the catalogue's 10" in outcome.error
+        # Under a centre whose own rule is as lax, it is harvested: the check is the rule.
+        [outcome] = run_harvest(central_db, [url], token, clients={url: lax},
+                                policy=make_policy_service(settings))
+        assert outcome.error is None
+    finally:
+        lax.close()
