@@ -10,14 +10,18 @@ every published end of a range has at least the threshold of patients at or beyo
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from rdflib import Graph
+from rdflib import namespace as ns
 from sqlalchemy import select
 
 from catalogue.harvester import harvest_nodes, run_harvest
+from catalogue.rdf import HEALTHDCATAP
 from spe.app import create_central_app
 from spe.audit import CentralAuditEntry
 from spe.db import make_engine, make_sessionmaker, session_scope
@@ -34,8 +38,8 @@ AGE_SQL = ("(CAST(strftime('%Y', s.study_date) AS INTEGER) "
 
 
 @pytest.fixture
-def catalogue(node_clients, central_db, tmp_path: Path) -> dict[str, dict]:
-    """The two real nodes harvested, then read back through the public API as JSON."""
+def public_api(node_clients, central_db, tmp_path: Path) -> Iterator[TestClient]:
+    """The central app's public API over a catalogue harvested from the two real nodes."""
     clients, issuer = node_clients
     outcomes = run_harvest(central_db, list(clients), issuer.mint("h", ["hdab"]),
                            clients=clients)
@@ -43,9 +47,15 @@ def catalogue(node_clients, central_db, tmp_path: Path) -> dict[str, dict]:
     app = create_central_app(Settings(data_dir=tmp_path, database_url=central_db,
                                       oidc_issuer=ISSUER))
     with TestClient(app) as client:
-        listed = client.get("/api/v1/catalogue")
-        assert listed.status_code == 200
-        return {d["node_id"]: d for d in listed.json()}
+        yield client
+
+
+@pytest.fixture
+def catalogue(public_api) -> dict[str, dict]:
+    """Every dataset as the public API gives it in JSON, by node."""
+    listed = public_api.get("/api/v1/catalogue")
+    assert listed.status_code == 200
+    return {d["node_id"]: d for d in listed.json()}
 
 
 def sql(db: Path, query: str, *args) -> list[tuple]:
@@ -129,6 +139,24 @@ def test_every_published_end_of_a_range_has_k_patients_at_or_beyond_it(catalogue
             "before last day": patients_with_a_study(db, "s.study_date <= ?", end),
         }
         assert all(n >= k for n in at_or_beyond.values()), (node.node_id, at_or_beyond)
+
+
+def test_the_rdf_export_publishes_the_same_trimmed_ranges(public_api, catalogue):
+    turtle = public_api.get("/api/v1/catalogue", headers={"Accept": "text/turtle"})
+    g = Graph().parse(data=turtle.text, format="turtle")
+    datasets = list(g.subjects(ns.RDF.type, ns.DCAT.Dataset))
+    assert len(datasets) == len(catalogue) == 2
+    for s in datasets:
+        ds = catalogue[str(g.value(s, ns.DCTERMS.identifier)).split("/")[0]]
+        period = g.value(s, ns.DCTERMS.temporal)
+        assert (g.value(s, HEALTHDCATAP.minTypicalAge).toPython(),
+                g.value(s, HEALTHDCATAP.maxTypicalAge).toPython(),
+                g.value(period, ns.DCAT.startDate).toPython().isoformat(),
+                g.value(period, ns.DCAT.endDate).toPython().isoformat()) == (
+            ds["min_typical_age"], ds["max_typical_age"], ds["temporal_start"],
+            ds["temporal_end"])
+        coverage = str(g.value(s, HEALTHDCATAP.populationCoverage))
+        assert f"typically aged {ds['min_typical_age']} to {ds['max_typical_age']}" in coverage
 
 
 def test_listed_conditions_and_coding_systems_are_held_by_k_patients(catalogue,
