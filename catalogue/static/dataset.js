@@ -66,7 +66,10 @@
 
   // The table of one breakdown, and under it what a suppressed count in it means.
   function valueTable(caption, field, rows, ds, unit) {
-    if (!rows || !rows.length) return el("p", {}, `${caption}: none recorded.`);
+    if (!rows || !rows.length) {
+      return el("p", {}, ds.suppressed.includes(`${field}:other`)
+        ? `${caption}: not listed (too few series each).` : `${caption}: none recorded.`);
+    }
     return [el("table", {dataset: {testid: `table-${field}`}},
       el("caption", {}, caption),
       el("thead", {}, el("tr", {}, el("th", {scope: "col"}, "Value"),

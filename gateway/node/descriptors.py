@@ -27,6 +27,7 @@ from spe.wire.descriptors import (
     DatasetDescriptor,
     ValueCount,
     disclosure_problems,
+    exposed,
 )
 from spe.wire.query import CODE_SYSTEMS
 
@@ -65,7 +66,15 @@ class _Suppressor:
     def breakdown(self, field: str, rows: list[tuple[str | None, int]]) -> list[ValueCount]:
         """Counts per value of one breakdown of the series, with complements suppressed."""
         counts = {value: n for value, n in rows if value}
-        hidden = hidden_cells(counts, sum(n for value, n in rows if not value), self.threshold)
+        unrecorded = sum(n for value, n in rows if not value)
+        hidden = hidden_cells(counts, unrecorded, self.threshold)
+        rest = unrecorded + sum(counts[value] for value in hidden)
+        if (unrecorded + sum(counts.values()) >= self.threshold
+                and exposed(rest, len(hidden), self.threshold)):
+            # Nothing was left to hide beside them (every value held by one series): the
+            # listed values alone would give the counts away, so none is listed.
+            self.suppressed.append(f"{field}:other")
+            return []
         self.suppressed += [f"{field}:{value}" for value in sorted(counts) if value in hidden]
         return [ValueCount(value=value, count=None if value in hidden else n)
                 for value, n in sorted(counts.items())]

@@ -74,3 +74,16 @@ def test_a_descriptor_that_fails_the_readers_check_is_withheld(small_index, monk
         compute_descriptor(session, node_id="site-a", node_name="Site A", threshold=10)
     assert "modalities: a count below 10 shown" in str(refused.value)
     assert "CT" not in str(refused.value)  # the place and the rule, never the value
+
+
+def test_values_each_held_by_one_series_are_not_listed(node_sessions):  # noqa: F811
+    # Twelve series, twelve modalities: with the total published, twelve listed values
+    # would say each has exactly one series, whatever is suppressed.
+    dicom = MemoryDicomSource([study("1.2.1", "MRN1",
+                                     *((f"1.2.1.{i}", f"M{i:02}", 1) for i in range(12)))])
+    with session_scope(node_sessions) as session:
+        sync_index(session, dicom=dicom, fhir=MemoryFhirSource([patient("p1", "MRN1")]))
+    with node_sessions() as session:
+        d = compute_descriptor(session, node_id="site-a", node_name="Site A", threshold=10)
+    assert (d.series, d.modalities) == (12, [])
+    assert "modalities:other" in d.suppressed
