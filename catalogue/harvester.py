@@ -13,17 +13,37 @@ from sqlalchemy.orm import Session
 from catalogue.schemas import HarvestOutcome
 from catalogue.service import CatalogueError, harvest
 from spe.audit import CENTRAL_AUDIT, AuditLog
-from spe.wire.descriptors import DatasetDescriptor
+from spe.policy import EmbeddedEngine, PolicyService
+from spe.policy.disclosure import NoCountRule, count_rule
+from spe.settings import REPO_ROOT
+from spe.wire.descriptors import DatasetDescriptor, disclosure_problems
 
 DESCRIPTORS_PATH = "/api/v1/descriptors"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 _DESCRIPTORS = TypeAdapter(list[DatasetDescriptor])
 
 
-def fetch_descriptors(url: str, token: str, *, client: httpx.Client | None = None,
+def catalogue_threshold(policy: PolicyService) -> int:
+    """The smallest threshold a harvested descriptor may have been computed with: the
+    centre's own `policies/disclosure` rule for catalogue descriptors (a node may be
+    stricter, never laxer). CatalogueError when the policy gives none (fail closed)."""
+    try:
+        return count_rule(policy, "public", "catalogue_descriptor", least_min_count=1).min_count
+    except NoCountRule as exc:
+        raise CatalogueError(f"not harvested: {exc}") from None
+
+
+def _project_policy() -> PolicyService:
+    return PolicyService(EmbeddedEngine(REPO_ROOT / "policies"))
+
+
+def fetch_descriptors(url: str, token: str, *, least_threshold: int,
+                      client: httpx.Client | None = None,
                       tls: ssl.SSLContext | None = None) -> list[DatasetDescriptor]:
-    """The node's descriptors, or CatalogueError saying why not. `tls`: the federation's
-    client context (spe.pki.client_ssl_context) for nodes that require mutual TLS."""
+    """The node's descriptors, or CatalogueError saying why not (also when one was computed
+    with a threshold below `least_threshold` or would let a reader work out a small count or
+    a single patient's age or study day). `tls`: the federation's client context
+    (spe.pki.client_ssl_context) for nodes that require mutual TLS."""
     endpoint = url.rstrip("/") + DESCRIPTORS_PATH
     own = client is None
     http = client or httpx.Client(timeout=TIMEOUT, verify=tls if tls is not None else True)
@@ -44,10 +64,21 @@ def fetch_descriptors(url: str, token: str, *, client: httpx.Client | None = Non
         detail = body.get("detail", body) if isinstance(body, dict) else resp.text[:200]
         raise CatalogueError(f"{url}: HTTP {resp.status_code}: {detail}")
     try:
-        return _DESCRIPTORS.validate_json(resp.content)
+        descriptors = _DESCRIPTORS.validate_json(resp.content)
     except ValidationError as exc:
         raise CatalogueError(f"{url}: not a list of dataset descriptors ({exc.error_count()} "
                              "errors)") from exc
+    for d in descriptors:
+        # A node that does not protect its descriptor (an old or a compromised one) is not
+        # published: its threshold and what a reader could work out are checked here too.
+        problems = disclosure_problems(d)
+        if d.suppression_threshold < least_threshold:
+            problems.insert(0, "suppression_threshold: below the catalogue's "
+                               f"{least_threshold}")
+        if problems:
+            raise CatalogueError(f"{url}: descriptor {d.identifier} refused: "
+                                 + "; ".join(problems))
+    return descriptors
 
 
 def harvest_nodes(
@@ -59,17 +90,21 @@ def harvest_nodes(
     clients: Mapping[str, httpx.Client] | None = None,
     audit: AuditLog = CENTRAL_AUDIT,
     tls: ssl.SSLContext | None = None,
+    policy: PolicyService | None = None,
 ) -> list[HarvestOutcome]:
     """Harvest every node that answers; a failing node is reported (and audited), not fatal.
 
-    The caller owns the transaction (see `spe catalogue harvest`).
+    `policy`: the centre's (its disclosure rule sets the least threshold a descriptor may
+    have); by default the project's own `policies/`. The caller owns the transaction (see
+    `spe catalogue harvest`).
     """
+    policy = policy or _project_policy()
     outcomes: list[HarvestOutcome] = []
     claimed: dict[str, str] = {}  # identifier -> the node URL that described it in this run
     for url in urls:
         try:
-            descriptors = fetch_descriptors(url, token, client=(clients or {}).get(url),
-                                            tls=tls)
+            descriptors = fetch_descriptors(url, token, least_threshold=catalogue_threshold(
+                policy), client=(clients or {}).get(url), tls=tls)
             for d in descriptors:
                 other = claimed.setdefault(d.identifier, url)
                 if other != url:
@@ -94,6 +129,7 @@ def run_harvest(
     actor: str = "system",
     clients: Mapping[str, httpx.Client] | None = None,
     tls: ssl.SSLContext | None = None,
+    policy: PolicyService | None = None,
 ) -> list[HarvestOutcome]:
     """Migrate the central database and harvest the nodes in one transaction (in-process use
     and `spe catalogue harvest`)."""
@@ -104,9 +140,10 @@ def run_harvest(
     engine = make_engine(database_url)
     try:
         with session_scope(make_sessionmaker(engine)) as session:
-            return harvest_nodes(session, urls, token, actor=actor, clients=clients, tls=tls)
+            return harvest_nodes(session, urls, token, actor=actor, clients=clients, tls=tls,
+                                 policy=policy)
     finally:
         engine.dispose()
 
 
-__all__ = ["fetch_descriptors", "harvest_nodes", "run_harvest"]
+__all__ = ["catalogue_threshold", "fetch_descriptors", "harvest_nodes", "run_harvest"]

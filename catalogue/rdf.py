@@ -31,7 +31,9 @@ SHAPE_FILES = ("dcat-ap-3.0.0-shapes.ttl", "healthdcat-ap-shapes-nonpublic.ttl")
 CATALOGUE_TITLE = "EHDS secure processing environment: dataset catalogue"
 CATALOGUE_DESCRIPTION = (
     "Datasets held by the institutions of the federation, described in HealthDCAT-AP from "
-    "descriptors harvested from their nodes (counts below the suppression threshold omitted)."
+    "descriptors harvested from their nodes (counts below the suppression threshold omitted, "
+    "with complements so that none can be recomputed from a total; age and date ranges "
+    "trimmed to at least that many patients beyond each end)."
 )
 
 JSONLD_CONTEXT = {
@@ -87,7 +89,7 @@ def population_coverage(ds: Dataset) -> str:
         return ds.population_coverage
     text = f"Patients with imaging studies at {ds.node_name}"
     if ds.min_typical_age is not None and ds.max_typical_age is not None:
-        text += f", aged {ds.min_typical_age} to {ds.max_typical_age} at the study"
+        text += f", typically aged {ds.min_typical_age} to {ds.max_typical_age} at the study"
     if ds.temporal_start and ds.temporal_end:
         text += f", imaged {ds.temporal_start:%Y} to {ds.temporal_end:%Y}"
     return text + "."
@@ -156,7 +158,9 @@ def add_dataset(g: Graph, ds: Dataset, base_url: str) -> URIRef:
     systems = ", ".join(CODING_SYSTEM_NAMES.get(c, c) for c in ds.coding_systems) or "none"
     g.add((provenance, RDFS.label, Literal(
         f"Harvested {ds.harvested_at:%Y-%m-%d} from the local index of node {ds.node_id} "
-        f"({ds.node_name}); counts below {ds.suppression_threshold} suppressed; "
+        f"({ds.node_name}); counts below {ds.suppression_threshold} suppressed, with "
+        f"complements so that none can be recomputed from a total; age and date ranges "
+        f"trimmed to at least {ds.suppression_threshold} patients beyond each end; "
         f"condition coding systems: {systems}.", lang="en")))
     g.add((s, DCTERMS.provenance, provenance))
 

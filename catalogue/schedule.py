@@ -13,6 +13,7 @@ import ssl
 from collections.abc import Callable
 
 from catalogue.harvester import run_harvest
+from spe.policy import PolicyService
 
 log = logging.getLogger("spe.catalogue")
 
@@ -20,9 +21,10 @@ ACTOR = "scheduler:catalogue-harvester"
 
 
 def harvest_round(database_url: str, nodes: list[str], token: str,
-                  tls: ssl.SSLContext | None = None) -> int:
+                  tls: ssl.SSLContext | None = None,
+                  policy: PolicyService | None = None) -> int:
     """One round; returns how many nodes failed."""
-    outcomes = run_harvest(database_url, nodes, token, actor=ACTOR, tls=tls)
+    outcomes = run_harvest(database_url, nodes, token, actor=ACTOR, tls=tls, policy=policy)
     failed = [o for o in outcomes if o.error]
     for o in failed:
         log.warning("catalogue harvest: %s", o.error)
@@ -33,13 +35,14 @@ def harvest_round(database_url: str, nodes: list[str], token: str,
 
 async def harvest_periodically(database_url: str, nodes: list[str],
                                token: Callable[[], str], interval: float,
-                               tls: ssl.SSLContext | None = None) -> None:
+                               tls: ssl.SSLContext | None = None,
+                               policy: PolicyService | None = None) -> None:
     """Harvest every `interval` seconds until cancelled (first round after one interval:
     the service has just started and nodes may still be coming up)."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(harvest_round, database_url, nodes, token(), tls)
+            await asyncio.to_thread(harvest_round, database_url, nodes, token(), tls, policy)
         except Exception:  # a failed round must not end the schedule
             log.exception("catalogue harvest round failed")
 

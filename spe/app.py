@@ -160,7 +160,8 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
         elif settings.catalogue_nodes:
             task = asyncio.create_task(harvest_periodically(
                 settings.resolved_database_url, settings.catalogue_nodes, token,
-                settings.catalogue_harvest_interval_seconds, tls=_node_tls(settings)))
+                settings.catalogue_harvest_interval_seconds, tls=_node_tls(settings),
+                policy=app.state.ctx.policy))
         tasks = [task] if task is not None else []
         if app.state.hub is not None:  # finished jobs' outputs into the airlock
             from gateway.hub.collect import collect_periodically

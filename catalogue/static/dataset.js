@@ -48,10 +48,13 @@
 
   // A count as published: a number, or why there is none. The nodes send a small count as
   // null and name it in `suppressed`; a null that is not named there was simply not known.
-  function countText(ds, value, suppressedName) {
+  // In a table of values a suppressed count may also be a larger one hidden beside a small
+  // one (so that the small one cannot be worked out from the total): it says so.
+  function countText(ds, value, suppressedName, inTable) {
     if (value !== null && value !== undefined) return fmt(value);
     if (ds.suppressed.includes(suppressedName)) {
-      return `suppressed (fewer than ${ds.suppression_threshold})`;
+      return inTable ? "suppressed"
+        : `suppressed (fewer than ${ds.suppression_threshold})`;
     }
     return "not known";
   }
@@ -61,15 +64,24 @@
     return el("div", {}, el("dt", {}, label), dd);
   }
 
+  // The table of one breakdown, and under it what a suppressed count in it means.
   function valueTable(caption, field, rows, ds, unit) {
-    if (!rows || !rows.length) return el("p", {}, `${caption}: none recorded.`);
-    return el("table", {dataset: {testid: `table-${field}`}},
+    if (!rows || !rows.length) {
+      return el("p", {}, ds.suppressed.includes(`${field}:other`)
+        ? `${caption}: not listed (too few series each).` : `${caption}: none recorded.`);
+    }
+    return [el("table", {dataset: {testid: `table-${field}`}},
       el("caption", {}, caption),
       el("thead", {}, el("tr", {}, el("th", {scope: "col"}, "Value"),
         el("th", {scope: "col"}, unit))),
       el("tbody", {}, rows.map((r) => el("tr", {},
         el("th", {scope: "row"}, r.value),
-        el("td", {}, countText(ds, r.count, `${field}:${r.value}`))))));
+        el("td", {}, countText(ds, r.count, `${field}:${r.value}`, true)))))),
+    rows.some((r) => r.count === null)
+      ? el("p", {className: "note", dataset: {testid: `note-${field}`}},
+        `A suppressed count is below ${ds.suppression_threshold} or hidden beside one that `
+        + "is, so that none can be worked out from the total.")
+      : null];
   }
 
   function render(ds) {
@@ -98,7 +110,9 @@
     );
 
     $("suppression-note").textContent = `Counts below ${ds.suppression_threshold} are `
-      + "suppressed by the institution's node before they reach the catalogue.";
+      + "suppressed by the institution's node before they reach the catalogue. Age and "
+      + `study dates are typical ranges: at least ${ds.suppression_threshold} patients lie `
+      + "at or beyond each end (ages in whole 5 years, dates in whole months).";
     const temporal = ds.temporal_start && ds.temporal_end
       ? `${ds.temporal_start} to ${ds.temporal_end}`
       : countText(ds, null, "temporal_start");
@@ -111,7 +125,7 @@
         "count-records"),
       fact("Series", countText(ds, ds.number_of_series, "series"), "count-series"),
       fact("Instances", countText(ds, ds.number_of_instances, "instances"), "count-instances"),
-      fact("Age at study", ages, "age-range"),
+      fact("Typical age at study", ages, "age-range"),
       fact("Temporal coverage", temporal, "temporal"),
     );
 

@@ -1,22 +1,34 @@
 """The node's dataset descriptor: what the central catalogue harvests, computed from the index.
 
 Public-tier metadata (ARCHITECTURE: "dataset descriptors with small counts suppressed"):
-every count below the threshold is replaced by `None` and named in `suppressed`.
+every count below the threshold is replaced by `None` and named in `suppressed`, with its
+complements so that no total minus the shown counts gives it back; age and date ranges are
+trimmed to at least the threshold of patients each side; lists (coding systems, condition
+categories) leave out what fewer patients hold (gateway/node/descriptor_disclosure.py).
+Before release the descriptor is checked as a reader would check it
+(`spe.wire.descriptors.disclosure_problems`); a failure withholds it (fail closed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from gateway.node.descriptor_disclosure import age_range, date_range, hidden_cells, share_hidden
 from gateway.node.index.models import Condition, Patient, Series, Study
 from spe.errors import Forbidden
 from spe.policy import PolicyService
 from spe.policy.disclosure import NoCountRule, count_rule
-from spe.wire.descriptors import Completeness, DatasetDescriptor, ValueCount
+from spe.wire.descriptors import (
+    SHARE_DIGITS,
+    Completeness,
+    DatasetDescriptor,
+    ValueCount,
+    disclosure_problems,
+    exposed,
+)
 from spe.wire.query import CODE_SYSTEMS
 
 ICD10_SYSTEMS = CODE_SYSTEMS["icd-10"]  # the same codes a query's "icd-10" finds
@@ -51,15 +63,35 @@ class _Suppressor:
             return None
         return n
 
-    def values(self, field: str, rows: Iterable[tuple[str | None, int]]) -> list[ValueCount]:
-        return [ValueCount(value=value, count=self.count(f"{field}:{value}", n))
-                for value, n in rows if value]
+    def breakdown(self, field: str, rows: list[tuple[str | None, int]]) -> list[ValueCount]:
+        """Counts per value of one breakdown of the series, with complements suppressed."""
+        counts = {value: n for value, n in rows if value}
+        unrecorded = sum(n for value, n in rows if not value)
+        hidden = hidden_cells(counts, unrecorded, self.threshold)
+        rest = unrecorded + sum(counts[value] for value in hidden)
+        if (unrecorded + sum(counts.values()) >= self.threshold
+                and exposed(rest, len(hidden), self.threshold)):
+            # Nothing was left to hide beside them (every value held by one series): the
+            # listed values alone would give the counts away, so none is listed.
+            self.suppressed.append(f"{field}:other")
+            return []
+        self.suppressed += [f"{field}:{value}" for value in sorted(counts) if value in hidden]
+        return [ValueCount(value=value, count=None if value in hidden else n)
+                for value, n in sorted(counts.items())]
 
     def share(self, name: str, part: int, whole: int) -> float | None:
-        if whole < self.threshold:
+        if whole < self.threshold or share_hidden(part, whole, self.threshold):
             self.suppressed.append(name)
             return None
-        return round(part / whole, 4)
+        return round(part / whole, SHARE_DIGITS)
+
+    def listed(self, name: str, rows: list[tuple[str | None, int]]) -> list[tuple[str, int]]:
+        """Values held by at least the threshold; "<name>:other" when some are left out
+        (not named: a rare value at a named site says too much)."""
+        kept = [(value, n) for value, n in rows if value and n >= self.threshold]
+        if len(kept) < len([value for value, _ in rows if value]):
+            self.suppressed.append(f"{name}:other")
+        return kept
 
 
 def _grouped(session: Session, column) -> list[tuple[str | None, int]]:
@@ -73,32 +105,58 @@ def _icd10_categories(session: Session, s: _Suppressor) -> list[ValueCount]:
     rows = session.execute(
         select(category, func.count(func.distinct(Condition.patient_id)))
         .where(Condition.system.in_(ICD10_SYSTEMS)).group_by(category).order_by(category)).all()
-    kept = [ValueCount(value=code.upper(), count=n) for code, n in rows
-            if code and n >= s.threshold]
-    if len(kept) < len(rows):
-        s.suppressed.append("conditions:other")
-    return kept
+    return [ValueCount(value=code.upper(), count=n)
+            for code, n in s.listed("conditions", [(c, n) for c, n in rows])]
+
+
+def _coding_systems(session: Session, s: _Suppressor) -> list[str]:
+    """Code systems of the conditions of at least the threshold of patients."""
+    rows = session.execute(
+        select(Condition.system, func.count(func.distinct(Condition.patient_id)))
+        .group_by(Condition.system).order_by(Condition.system)).all()
+    return [system for system, _ in s.listed("coding_systems", [(v, n) for v, n in rows])]
 
 
 def _scalar(session: Session, stmt) -> int:
     return int(session.execute(stmt).scalar_one() or 0)
 
 
+def _per_patient_extremes(session: Session) -> tuple[list[int], list[int], list[date],
+                                                     list[date]]:
+    """Each patient's youngest and oldest age at a study, first and last study day."""
+    youngest: list[int] = []
+    oldest: list[int] = []
+    first: list[date] = []
+    last: list[date] = []
+    for birth, start, end in session.execute(
+            select(Patient.birth_date, func.min(Study.study_date), func.max(Study.study_date))
+            .join(Study.patient).where(Study.study_date.is_not(None))
+            .group_by(Patient.id, Patient.birth_date)).all():
+        first.append(start)
+        last.append(end)
+        if birth is not None and age_at(birth, start) >= 0:
+            youngest.append(age_at(birth, start))
+            oldest.append(age_at(birth, end))
+    return youngest, oldest, first, last
+
+
 def compute_descriptor(session: Session, *, node_id: str, node_name: str,
                        threshold: int) -> DatasetDescriptor:
-    """One descriptor of the node's whole index (one collection per node for now)."""
+    """One descriptor of the node's whole index (one collection per node for now).
+    DescriptorRefused when the result would still say something about a small group."""
     s = _Suppressor(threshold)
     patients = _scalar(session, select(func.count()).select_from(Patient))
     studies = _scalar(session, select(func.count()).select_from(Study))
     series = _scalar(session, select(func.count()).select_from(Series))
     instances = _scalar(session, select(func.coalesce(func.sum(Series.instance_count), 0)))
 
-    ages = [age_at(birth, on) for birth, on in session.execute(
-        select(Patient.birth_date, Study.study_date).join(Study.patient)
-        .where(Patient.birth_date.is_not(None), Study.study_date.is_not(None))).all()]
-    ages = [a for a in ages if a >= 0]
-    start, end = session.execute(select(func.min(Study.study_date),
-                                        func.max(Study.study_date))).one()
+    youngest, oldest, first, last = _per_patient_extremes(session)
+    ages = age_range(youngest, oldest, threshold)
+    if youngest and ages is None:
+        s.suppressed += ["min_age", "max_age"]
+    dates = date_range(first, last, threshold)
+    if first and dates is None:
+        s.suppressed += ["temporal_start", "temporal_end"]
 
     studies_with_body_part = _scalar(session, select(func.count(func.distinct(Series.study_id)))
                                      .where(Series.body_part.is_not(None),
@@ -109,34 +167,24 @@ def compute_descriptor(session: Session, *, node_id: str, node_name: str,
                          .where(Patient.birth_date.is_not(None)))
     with_sex = _scalar(session, select(func.count()).select_from(Patient)
                        .where(Patient.sex.is_not(None), Patient.sex != ""))
-    systems = sorted(v for (v,) in session.execute(select(Condition.system).distinct()).all()
-                     if v)
 
-    patients_out = s.count("patients", patients)
-    age_known = patients_out is not None and len(ages) >= threshold
-    if ages and not age_known:
-        s.suppressed += ["min_age", "max_age"]
-    # The study-date range says when, not who: kept unless there are too few studies.
-    dates_known = studies >= threshold
-    if start is not None and not dates_known:
-        s.suppressed += ["temporal_start", "temporal_end"]
-    return DatasetDescriptor(
+    descriptor = DatasetDescriptor(
         node_id=node_id,
         node_name=node_name,
         generated_at=datetime.now(UTC),
         suppression_threshold=threshold,
-        patients=patients_out,
+        patients=s.count("patients", patients),
         studies=s.count("studies", studies),
         series=s.count("series", series),
         instances=s.count("instances", instances),
-        min_age=min(ages) if age_known else None,
-        max_age=max(ages) if age_known else None,
-        temporal_start=start if dates_known else None,
-        temporal_end=end if dates_known else None,
-        modalities=s.values("modalities", _grouped(session, Series.modality)),
-        body_parts=s.values("body_parts", _grouped(session, Series.body_part)),
-        manufacturers=s.values("manufacturers", _grouped(session, Series.manufacturer)),
-        coding_systems=systems,
+        min_age=ages[0] if ages else None,
+        max_age=ages[1] if ages else None,
+        temporal_start=dates[0] if dates else None,
+        temporal_end=dates[1] if dates else None,
+        modalities=s.breakdown("modalities", _grouped(session, Series.modality)),
+        body_parts=s.breakdown("body_parts", _grouped(session, Series.body_part)),
+        manufacturers=s.breakdown("manufacturers", _grouped(session, Series.manufacturer)),
+        coding_systems=_coding_systems(session, s),
         conditions=_icd10_categories(session, s),
         completeness=Completeness(
             study_body_part=s.share("completeness.study_body_part", studies_with_body_part,
@@ -147,6 +195,10 @@ def compute_descriptor(session: Session, *, node_id: str, node_name: str,
         ),
         suppressed=s.suppressed,
     )
+    problems = disclosure_problems(descriptor)
+    if problems:  # a bug above, not a state of the data: withhold rather than publish
+        raise DescriptorRefused("descriptor withheld: " + "; ".join(problems))
+    return descriptor
 
 
 __all__ = ["DescriptorRefused", "age_at", "compute_descriptor", "descriptor_threshold"]

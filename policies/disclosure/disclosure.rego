@@ -8,7 +8,8 @@
 #   Counts below `min_count` are sent as suppressed (never as 0); shown counts are rounded
 #   to a multiple of `rounding` (1: exact). Defaults follow the field: ACRO's safe threshold
 #   of 10; OpenSAFELY-style rounding to 5 for statistics answers. Catalogue descriptors are
-#   public metadata about a whole dataset and are not rounded.
+#   public metadata about a whole dataset and are not rounded: their min_count is protected
+#   by complementary suppression and trimmed ranges (gateway/node/descriptor_disclosure.py).
 #   Unknown tiers or outputs are denied.
 #   Rules are functions of their input so tests call them directly (see policies/authz).
 #

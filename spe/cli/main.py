@@ -213,6 +213,7 @@ def catalogue_harvest(
     """Harvest the nodes' dataset descriptors into the catalogue. Exit 1 if any node failed."""
     from catalogue.harvester import run_harvest
     from spe.identity import demo_issuer
+    from spe.policy import make_policy_service
 
     settings = load_settings()
     if token is None:
@@ -226,7 +227,8 @@ def catalogue_harvest(
 
         tls = client_ssl_context(settings.pki_dir, "hub")
     outcomes = run_harvest(database_url or settings.resolved_database_url, node, token,
-                           actor="cli:catalogue-harvester", tls=tls)
+                           actor="cli:catalogue-harvester", tls=tls,
+                           policy=make_policy_service(settings))
     failed = 0
     for outcome in outcomes:
         if outcome.error:

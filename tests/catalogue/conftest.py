@@ -18,6 +18,7 @@ from spe.settings import Settings
 from spe.synth import generate
 
 ISSUER = "http://central"
+PATIENTS = 60
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,10 @@ class SyncedNode:
 
 @pytest.fixture(scope="session")
 def synced_nodes(tmp_path_factory: pytest.TempPathFactory) -> list[SyncedNode]:
-    """Two institutions of 25 synthetic patients each, indexed into SQLite node databases."""
+    """Two institutions of PATIENTS synthetic patients each, indexed into SQLite node
+    databases: enough that at least 10 patients lie beyond each end of an age range."""
     root = tmp_path_factory.mktemp("catalogue-nodes")
-    summary = generate(root / "synth", institutions=2, patients=25, seed=6)
+    summary = generate(root / "synth", institutions=2, patients=PATIENTS, seed=6)
     nodes = []
     for site in summary.institutions:
         db = root / f"{site.id}.db"

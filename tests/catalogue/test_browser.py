@@ -269,10 +269,17 @@ def test_dataset_page_shows_counts_quality_and_rdf(page, central, artifacts):
     expect(page.get_by_test_id("age-range")).to_have_text(
         f"{ds['min_typical_age']}–{ds['max_typical_age']} years")
     expect(page.get_by_test_id("temporal")).to_contain_text(ds["temporal_start"])
-    suppressed = [m["value"] for m in ds["manufacturers"] if m["count"] is None]
-    assert suppressed, "the synthetic data holds a manufacturer below the threshold"
-    row = page.get_by_test_id("table-manufacturers").get_by_role("row", name=suppressed[0])
-    expect(row).to_contain_text(f"suppressed (fewer than {ds['suppression_threshold']})")
+    suppressed = [(field, c["value"]) for field in ("modalities", "body_parts",
+                                                     "manufacturers")
+                  for c in ds[field] if c["count"] is None]
+    assert suppressed, "the synthetic data holds a breakdown with a suppressed count"
+    field, value = suppressed[0]
+    row = page.get_by_test_id(f"table-{field}").get_by_role("row", name=value)
+    expect(row).to_contain_text("suppressed")
+    expect(page.get_by_test_id(f"note-{field}")).to_contain_text(
+        "none can be worked out from the total")
+    expect(page.get_by_test_id("suppression-note")).to_contain_text(
+        f"at least {ds['suppression_threshold']} patients lie at or beyond each end")
     expect(page.get_by_test_id("table-modalities")).to_contain_text(
         ds["modalities"][0]["value"])
     expect(page.get_by_test_id("coding-systems")).to_contain_text("SNOMED CT")

@@ -91,10 +91,12 @@ def test_harvest_matches_the_node_indexes_and_suppresses_small_counts(
                 assert d.number_of_unique_individuals == facts["patients"]
                 assert d.number_of_records == facts["studies"]
                 assert d.number_of_series == facts["series"]
-                assert (d.min_typical_age, d.max_typical_age) == (min(facts["ages"]),
-                                                                  max(facts["ages"]))
-                assert (d.temporal_start.isoformat(), d.temporal_end.isoformat()) == (
-                    facts["first"], facts["last"])
+                # Ranges trimmed inward (tests/catalogue/test_descriptor_disclosure.py
+                # checks that k patients lie beyond each end).
+                assert (min(facts["ages"]) < d.min_typical_age <= d.max_typical_age
+                        < max(facts["ages"]))
+                assert (facts["first"] < d.temporal_start.isoformat()
+                        <= d.temporal_end.isoformat() < facts["last"])
                 assert set(d.coding_systems) == {"http://snomed.info/sct",
                                                  "http://hl7.org/fhir/sid/icd-10"}
                 got = {m["value"]: m["count"] for m in d.manufacturers}
@@ -104,8 +106,8 @@ def test_harvest_matches_the_node_indexes_and_suppresses_small_counts(
                         small_seen += 1
                         assert got[name] is None  # suppressed, never a 0
                         assert f"manufacturers:{name}" in d.suppressed
-                    else:
-                        assert got[name] == n
+                    else:  # shown exactly, or suppressed as a small one's complement
+                        assert got[name] in (n, None)
                 conditions = {c["value"]: c["count"] for c in d.conditions}
                 assert conditions == {k: n for k, n in facts["icd10"].items() if n >= 10}
                 rare = [k for k, n in facts["icd10"].items() if n < 10]

@@ -1,0 +1,104 @@
+"""Disclosure control of the public dataset descriptor: counts that cannot be subtracted,
+ranges whose ends are not individuals.
+
+**Breakdowns: complementary suppression.** Series per modality (body part, manufacturer)
+add up to the published number of series, with the series that carry no value making up
+the rest. So a count suppressed alone is the total minus the shown counts, and the series
+with no value are that difference too. Every count below the threshold is hidden, and then
+the smallest shown counts as well, until the hidden part of the total (hidden counts plus
+the series with no value: what the total minus the shown counts gives anyone) holds at
+least the threshold and cannot be split only one way. Totals stay published: they are the
+catalogue's headline figures and a total of one breakdown is the sum of another, so hiding
+a total would have to hide every other breakdown with it.
+
+Why suppression and not rounding: the descriptor rule of `policies/disclosure` is exact
+(rounding 1) because the catalogue is read for feasibility; rounded parts beside a rounded
+total still bound a hidden count to a few values at small totals, while a hidden group of
+at least the threshold leaves each of its counts anywhere in a range as wide as a
+suppressed cell's.
+
+**Ranges: trimmed inward.** The youngest and oldest age and the first and last study day
+are each one person. Published instead: the age at or below which at least k patients lie,
+rounded up to a multiple of `AGE_STEP` years, and the age at or above which at least k lie,
+rounded down; the first day of a month on or before which at least k patients had a study,
+and the last day of a month on or after which at least k had one. Rounding inward keeps at
+least k patients at or beyond each published end.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
+from typing import TypeVar
+
+from spe.wire.descriptors import AGE_STEP, exposed
+
+T = TypeVar("T", int, date)
+
+
+def hidden_cells(counts: Mapping[str, int], unrecorded: int, threshold: int) -> set[str]:
+    """The values of one breakdown whose counts are suppressed: those below the threshold,
+    then the smallest others (ties by value) until the hidden part is not exposed.
+
+    `counts`: the count (at least 1) of each value present; `unrecorded`: members of the
+    total that carry no value, never listed and so always part of the hidden remainder."""
+    hidden = {v for v, n in counts.items() if n < threshold}
+    spare = sorted((n, v) for v, n in counts.items() if v not in hidden)
+    total = unrecorded + sum(counts[v] for v in hidden)
+    while exposed(total, len(hidden), threshold) and spare:
+        n, v = spare.pop(0)
+        hidden.add(v)
+        total += n
+    return hidden
+
+
+def share_hidden(part: int, whole: int, threshold: int) -> bool:
+    """A share part/whole with its whole published: hidden when either side is small."""
+    sides = {"with": part, "without": whole - part}
+    return bool(hidden_cells({side: n for side, n in sides.items() if n}, 0, threshold))
+
+
+def at_least_k_from_below(values: Sequence[T], k: int) -> T | None:
+    """The smallest value with at least k values at or below it (None if fewer than k)."""
+    return sorted(values)[k - 1] if k >= 1 and len(values) >= k else None
+
+
+def at_least_k_from_above(values: Sequence[T], k: int) -> T | None:
+    """The largest value with at least k values at or above it (None if fewer than k)."""
+    return sorted(values, reverse=True)[k - 1] if k >= 1 and len(values) >= k else None
+
+
+def age_range(youngest: Sequence[int], oldest: Sequence[int], k: int) -> tuple[int, int] | None:
+    """(low, high) from each patient's youngest and oldest age at a study, trimmed so that
+    at least k patients are at or below low and at or above high, in whole `AGE_STEP`s."""
+    low, high = at_least_k_from_below(youngest, k), at_least_k_from_above(oldest, k)
+    if low is None or high is None:
+        return None
+    low, high = -(-low // AGE_STEP) * AGE_STEP, high // AGE_STEP * AGE_STEP
+    return (low, high) if low <= high else None
+
+
+def _month_start_on_or_after(d: date) -> date:
+    if d.day == 1:
+        return d
+    return (d.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _month_end_on_or_before(d: date) -> date:
+    if d.day == calendar.monthrange(d.year, d.month)[1]:
+        return d
+    return d.replace(day=1) - timedelta(days=1)
+
+
+def date_range(first: Sequence[date], last: Sequence[date], k: int) -> tuple[date, date] | None:
+    """(start, end) from each patient's first and last study day, trimmed so that at least
+    k patients had a study on or before start and on or after end, in whole months."""
+    start, end = at_least_k_from_below(first, k), at_least_k_from_above(last, k)
+    if start is None or end is None:
+        return None
+    start, end = _month_start_on_or_after(start), _month_end_on_or_before(end)
+    return (start, end) if start <= end else None
+
+
+__all__ = ["age_range", "date_range", "hidden_cells", "share_hidden"]
