@@ -22,6 +22,7 @@ from spe.audit.checkpoints import (
     Signed,
     SignedHeads,
     Source,
+    Trust,
     checkpoint_file,
     compare_chain,
     missing_from_rows,
@@ -101,7 +102,8 @@ def export_witness(central_url: str, node_id: str) -> list[dict[str, str]]:
         return [s.signed.as_json() for s in _witness_sources(session, node_id)]
 
 
-def _check(session: Session, log_: AuditLog, sources: list[Source], trust) -> Outcome:
+def _check(session: Session, log_: AuditLog, sources: list[Source],
+           trust: Trust | None) -> Outcome:
     chain = log_.verify(session)
     breaks = list(chain.breaks)
     notes: list[str] = []
@@ -111,9 +113,14 @@ def _check(session: Session, log_: AuditLog, sources: list[Source], trust) -> Ou
         breaks += heads.breaks + missing_from_rows(sources)
         if not chain.breaks:  # a broken chain is named by its own walk
             breaks += compare_chain(session, log_, heads)
+    elif trust is not None and chain.checked:
+        # The service signs its head on every start: a log it wrote has checkpoints.
+        breaks.append(ChainBreak(_first_seq(session, log_), f"no signed checkpoint covers "
+                                 f"it, although {trust.name} signs its head (checkpoint rows "
+                                 "deleted? give --checkpoint-file or --witness)"))
     else:
-        notes.append("[yellow]no signed checkpoint found: only the hash chain was "
-                     "checked[/yellow]")
+        notes.append("[yellow]no signed checkpoint found and no key to check one: only the "
+                     "hash chain was checked[/yellow]")
     summary = f"{chain.checked} entries verified"
     if heads.verified:
         summary += (f", against {heads.verified} signed checkpoints (the latest at entry "
@@ -123,6 +130,11 @@ def _check(session: Session, log_: AuditLog, sources: list[Source], trust) -> Ou
             notes.append(f"entries after {heads.latest} are not signed yet (the next "
                          "checkpoint will cover them)")
     return Outcome(_sorted(breaks), summary, notes)
+
+
+def _first_seq(session: Session, log_: AuditLog) -> int:
+    model = log_.entry_model
+    return session.execute(select(model.seq).order_by(model.seq).limit(1)).scalar_one()
 
 
 def _last_seq(session: Session, log_: AuditLog) -> int:
@@ -135,7 +147,8 @@ def _sorted(breaks: list[ChainBreak]) -> list[ChainBreak]:
     return sorted(dict.fromkeys(breaks), key=lambda b: b.seq)
 
 
-def _trust(settings: Settings, name: str, keys: Iterable[Path], sources: list[Source]):
+def _trust(settings: Settings, name: str, keys: Iterable[Path],
+           sources: list[Source]) -> Trust | None:
     if not name:
         if sources:
             raise VerifyError("the log has signed checkpoints: name their signer with --name "
@@ -145,7 +158,9 @@ def _trust(settings: Settings, name: str, keys: Iterable[Path], sources: list[So
         trust = trust_for(settings, name, list(keys))
     except PkiError as exc:
         raise VerifyError(str(exc)) from None
-    if sources and trust.empty:
+    if trust.empty and not sources:
+        return None  # nothing signed, and nothing to check a signature with
+    if trust.empty:
         raise VerifyError(f"{len(sources)} signed checkpoints and no key of {name} to check "
                           f"them with: set SPE_PKI_DIR (its {name}.crt and ca.crt) or give "
                           "--key")
