@@ -109,6 +109,11 @@ class SigningKey:
         return key_id_of(self.private_key.public_key())
 
 
+def signer_name(service: str, name: str) -> str:
+    """A service's name in the PKI: `hub` for the central service, else the node id."""
+    return "hub" if service == "central" else name
+
+
 def dedicated_key_paths(settings: Settings, name: str) -> tuple[Path, Path]:
     keys = settings.data_dir / "keys"
     return keys / f"audit-{name}.key", keys / f"audit-{name}.pub"

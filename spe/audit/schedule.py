@@ -26,6 +26,7 @@ from spe.audit.checkpoints import (
     checkpoint_file,
     make_checkpoint,
     read_file,
+    signer_name,
     signing_key,
     write_file,
 )
@@ -153,8 +154,8 @@ def signing_audit(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         ctx = app.state.ctx
-        name = "hub" if ctx.service == "central" else ctx.name
-        checkpointer = make_checkpointer(ctx.settings, ctx.audit, ctx.sessions, name)
+        checkpointer = make_checkpointer(ctx.settings, ctx.audit, ctx.sessions,
+                                         signer_name(ctx.service, ctx.name))
         app.state.audit_checkpointer = checkpointer
         async with checkpointing(checkpointer), inner(app):
             yield

@@ -43,7 +43,7 @@ from spe.pki import PkiError
 from spe.settings import Settings
 
 __all__ = ["Outcome", "VerifyError", "checkpoint_file", "export_witness", "own_log",
-           "witness_of"]
+           "running_service", "witness_of"]
 
 
 class VerifyError(RuntimeError):
@@ -55,6 +55,7 @@ class Outcome:
     breaks: list[ChainBreak]
     summary: str
     notes: list[str] = field(default_factory=list)
+    checked: int = 0  # entries walked
 
     @property
     def ok(self) -> bool:
@@ -129,7 +130,19 @@ def _check(session: Session, log_: AuditLog, sources: list[Source],
                                                                                    log_):
             notes.append(f"entries after {heads.latest} are not signed yet (the next "
                          "checkpoint will cover them)")
-    return Outcome(_sorted(breaks), summary, notes)
+    return Outcome(_sorted(breaks), summary, notes, chain.checked)
+
+
+def running_service(session: Session, log_: AuditLog, settings: Settings,
+                    name: str) -> Outcome:
+    """What a service's own `GET /api/v1/audit/verify` answers: its database's chain and
+    checkpoints, and its checkpoint file."""
+    sources = sources_of(session, log_, checkpoint_file(settings, name))
+    try:
+        trust = _trust(settings, name, [], sources)
+    except VerifyError as exc:
+        return Outcome([ChainBreak(0, str(exc))], "signatures not checked")
+    return _check(session, log_, sources, trust)
 
 
 def _first_seq(session: Session, log_: AuditLog) -> int:

@@ -296,3 +296,21 @@ def test_node_gives_its_checkpoints_to_the_hubs_witness_only(node_client, pki):
     assert resp.json()["node_id"] == "site-a"
     assert resp.json()["checkpoints"] == [signed.as_json()]
     assert json.loads(signed.body)["seq"] == 3
+
+
+def test_the_services_verify_route_names_the_rewritten_entry(service):
+    from spe.identity import DemoIssuer
+
+    service.run()
+    admin = DemoIssuer(service.settings.issuer_key_path, service.settings.oidc_issuer,
+                       "spe").mint("root", ["admin"])
+    with TestClient(service.app()) as client:
+        clean = client.get("/api/v1/audit/verify", headers={"Authorization": f"Bearer {admin}"})
+        assert clean.status_code == 200, clean.text
+        assert clean.json()["ok"] is True
+    rewrite(service.url, service.table_model, EDITED)
+    with TestClient(service.app()) as client:
+        resp = client.get("/api/v1/audit/verify", headers={"Authorization": f"Bearer {admin}"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["ok"] is False
+    assert resp.json()["first_bad"].startswith(f"entry {EDITED}: ")
