@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.hub.jobs import call_node
 from gateway.hub.service import Hub
 from spe.audit import AuditWitness
-from spe.audit.checkpoints import Signed, Trust, check_signature, trust_for
+from spe.audit.checkpoints import DIGEST_HEX, Signed, Trust, check_signature, trust_for
 from spe.db import session_scope
 from spe.pki import PkiError
 from spe.web import AppContext
@@ -99,18 +99,26 @@ def _checked(session, node_id: str, signed: Signed, trust: Trust,
     data, problem = check_signature(signed, trust)
     if data is None:
         return None, f"refused: the checkpoint {problem}"
+    # Heads witnessed before within this one's stretch: its start, its digests, its head.
     known = dict(session.execute(
         select(AuditWitness.seq, AuditWitness.head_hash)
         .where(AuditWitness.node_id == node_id)
-        .where(AuditWitness.seq.in_([data["from"], data["seq"]]))).all())
-    if any(seq in known and known[seq] != h
-           for seq, h in ((data["from"], data["from_hash"]), (data["seq"], data["hash"]))):
+        .where(AuditWitness.seq.between(data["from"], data["seq"]))).all())
+    claims = {data["from"]: data["from_hash"], data["seq"]: data["hash"]}
+    if any(not known[seq].startswith(_digest(data, seq)) for seq in known
+           if seq not in claims) or any(
+            seq in known and known[seq] != h for seq, h in claims.items()):
         # Kept: the node's own signatures on two histories are the evidence.
         return data, (f"forked: its checkpoint of entry {data['seq']} disagrees with a head "
                       "witnessed before")
     if data["seq"] in known:
         return None, ""  # witnessed already
     return data, ""
+
+
+def _digest(data: dict[str, Any], seq: int) -> str:
+    i = seq - data["from"] - 1
+    return data["digests"][i * DIGEST_HEX:(i + 1) * DIGEST_HEX]
 
 
 async def witness_periodically(ctx: AppContext, hub: Hub, interval: float) -> None:

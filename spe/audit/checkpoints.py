@@ -298,7 +298,10 @@ def _check_since(session: Session, log_: AuditLog, head, anchor: tuple[int, str]
                                                   "signed (base rewritten)"))
     else:
         at_anchor = session.get(log_.entry_model, seq)
-        if at_anchor is None or at_anchor.hash != expected:
+        if at_anchor is None:
+            raise CheckpointError(ChainBreak(seq, "was signed in the last checkpoint but is "
+                                                  "gone (entries deleted)"))
+        if at_anchor.hash != expected:
             raise CheckpointError(ChainBreak(seq, "differs from the hash signed in the last "
                                                   "checkpoint (rewritten)"))
     report = log_.verify(session, start=(seq, expected))

@@ -152,3 +152,23 @@ def test_the_hub_refuses_a_checkpoint_the_node_did_not_sign(witnessed):
                                  ).scalar_one()
     assert denial.decision == "deny"
     assert "signature that does not verify" in denial.reason
+
+
+def test_a_node_that_re_signs_a_rewritten_history_is_caught_as_a_fork(witnessed, pki,
+                                                                      tmp_path, caplog):
+    """A node rewritten with its key at hand: on its next start it signs the rewritten
+    head, and its next checkpoint starts from a head that disagrees with the witnessed one."""
+    node_url, central_url, node_settings, central = witnessed
+    attack(node_url, node_settings)
+    run_node(node_settings, node_url, pki, requests=2)
+    sock = bind()
+    central.state.hub.fanout.nodes[SITE] = f"https://127.0.0.1:{sock.getsockname()[1]}"
+    app = create_node_app(NodeConfig(SITE, SITE, node_url), node_settings)
+    with serve(app, sock, lifespan="on", **server_ssl_options(pki, SITE)):
+        assert asyncio.run(pull(central)) == {SITE: 1}  # kept, as evidence
+    assert any("forked" in r.getMessage() for r in caplog.records)
+    result = verify("--node", SITE, "--database-url", central_url, pki=pki,
+                    data_dir=tmp_path / "central")
+    assert result.exit_code == 1, result.output
+    assert f"first bad entry is entry {REFUSALS}:" in result.output
+    assert "the history was forked" in result.output

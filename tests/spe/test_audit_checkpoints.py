@@ -314,3 +314,20 @@ def test_the_services_verify_route_names_the_rewritten_entry(service):
     assert resp.status_code == 200, resp.text
     assert resp.json()["ok"] is False
     assert resp.json()["first_bad"].startswith(f"entry {EDITED}: ")
+
+
+def test_a_rewrite_while_running_raises_the_alarm_at_the_next_checkpoint(service, caplog):
+    caplog.set_level(logging.ERROR, logger="spe.audit")
+    with TestClient(service.app()) as client:
+        for i in range(REQUESTS):
+            client.get("/api/v1/audit", params={"after": i})
+        checkpointer = client.app.state.audit_checkpointer
+        assert checkpointer.checkpoint("entries") is not None  # what the schedule calls
+        rewrite(service.url, service.table_model, EDITED)
+        client.get("/api/v1/audit")  # the log goes on growing
+        assert checkpointer.checkpoint("entries") is None
+        health = client.get("/health")
+        assert (health.status_code, health.json()["audit"]) == (503, "broken")
+    assert any(f"entry {REQUESTS}: differs from the hash signed" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.ERROR)
+    assert max(r["seq"] for r in checkpoint_rows(service.url)) == REQUESTS  # no stop one
