@@ -21,7 +21,7 @@ from gateway.node.app import create_node_app
 from gateway.node.config import NodeConfig
 from spe.app import create_central_app
 from spe.audit import CentralAuditEntry, NodeAuditEntry
-from spe.audit.checkpoints import checkpoint_file
+from spe.audit.checkpoints import checkpoint_file, key_id_of
 from spe.audit.service import entry_hash
 from spe.cli import app as cli
 from spe.db import make_engine
@@ -126,6 +126,23 @@ def execute(url: str, sql: str, **params) -> None:
         engine.dispose()
 
 
+def scalar(url: str, sql: str):
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def forge_last_checkpoint(url: str) -> tuple[dict, dict]:
+    """The last checkpoint row, and its body with the head the attacker made."""
+    last = checkpoint_rows(url)[-1]
+    body = json.loads(last["body"])
+    body["hash"] = scalar(url, "SELECT last_hash FROM audit_head")
+    return last, body
+
+
 def checkpoint_rows(url: str) -> list[dict]:
     engine = make_engine(url)
     try:
@@ -173,11 +190,8 @@ def test_checkpoint_with_a_forged_signature_is_named(service):
     rewrite(service.url, service.table_model, EDITED)
     # The attacker re-writes the last checkpoint's body to the new head, keeping the
     # old signature.
-    last = checkpoint_rows(service.url)[-1]
-    with make_engine(service.url).connect() as conn:
-        new_head = conn.execute(text("SELECT last_hash FROM audit_head")).scalar_one()
-    body = json.loads(last["body"])
-    body["hash"] = new_head
+    last, body = forge_last_checkpoint(service.url)
+    new_head = body["hash"]
     execute(service.url, "UPDATE audit_checkpoint SET body = :b, head_hash = :h WHERE id = :i",
             b=json.dumps(body, sort_keys=True, separators=(",", ":")), h=new_head,
             i=last["id"])
@@ -190,14 +204,10 @@ def test_checkpoint_with_a_forged_signature_is_named(service):
 def test_checkpoint_signed_with_the_attackers_own_key_is_named(service):
     service.run()
     rewrite(service.url, service.table_model, EDITED)
-    last = checkpoint_rows(service.url)[-1]
-    with make_engine(service.url).connect() as conn:
-        new_head = conn.execute(text("SELECT last_hash FROM audit_head")).scalar_one()
-    body = json.loads(last["body"])
+    last, body = forge_last_checkpoint(service.url)
+    new_head = body["hash"]
     mine = ec.generate_private_key(ec.SECP256R1())
-    from spe.audit.checkpoints import key_id_of
-
-    body.update(hash=new_head, key_id=key_id_of(mine.public_key()))
+    body["key_id"] = key_id_of(mine.public_key())
     text_ = json.dumps(body, sort_keys=True, separators=(",", ":"))
     signature = base64.b64encode(mine.sign(text_.encode(), ec.ECDSA(hashes.SHA256()))).decode()
     execute(service.url, "UPDATE audit_checkpoint SET body = :b, head_hash = :h, "
@@ -231,8 +241,7 @@ def test_deleted_tail_behind_a_signed_head_is_named(service):
     service.run()
     execute(service.url, "DELETE FROM audit_log WHERE seq > 5")
     # The head row too is moved back, as the attacker would.
-    with make_engine(service.url).connect() as conn:
-        last = conn.execute(text("SELECT hash FROM audit_log WHERE seq = 5")).scalar_one()
+    last = scalar(service.url, "SELECT hash FROM audit_log WHERE seq = 5")
     execute(service.url, "UPDATE audit_head SET last_seq = 5, last_hash = :h", h=last)
     result = service.verify()
     assert result.exit_code == 1, result.output
