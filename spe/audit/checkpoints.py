@@ -253,47 +253,63 @@ def check_signature(signed: Signed, trust: Trust) -> tuple[dict[str, Any] | None
 def make_checkpoint(session: Session, log_: AuditLog, key: SigningKey, reason: str,
                     anchor: tuple[int, str] | None = None,
                     at: datetime | None = None) -> Signed | None:
-    """Sign the chain's head in the caller's transaction (None: already signed).
+    """Sign the chain's head (None: nothing new to sign), in the caller's transaction.
 
-    The head row is locked first, so writers and other signers wait. The entries since
-    `anchor` (a head signed before, default the latest checkpoint row) are verified before
-    anything is signed: a chain broken since then raises CheckpointError, never a signature.
+    The entries since `anchor` (a head signed before; default the latest checkpoint row)
+    are verified first: a chain broken since then raises CheckpointError, never a
+    signature. With nothing signed before (a new log, or one from before checkpoints), the
+    last MAX_DIGESTS entries are taken as found: `spe audit verify` walks the whole chain.
+    The head is read, not locked: the entries up to it are committed, and writers go on
+    meanwhile; the next checkpoint covers theirs.
     """
     model = log_.checkpoint_model
-    head = log_._head(session)
+    head = session.execute(select(log_.head_model).where(log_.head_model.id == 1)
+                           ).scalar_one_or_none()
+    if head is None:
+        return None  # nothing logged yet
+    last_seq, last_hash = head.last_seq, head.last_hash
+    base = (head.base_seq, head.base_hash)
     last = session.execute(select(model).order_by(model.seq.desc(), model.id.desc())
                            .limit(1)).scalar_one_or_none()
-    if last is not None and last.seq == head.last_seq and last.head_hash == head.last_hash:
+    if last is not None and (last.seq, last.head_hash) == (last_seq, last_hash):
         return None
-    if anchor is None:
-        anchor = (last.seq, last.head_hash) if last is not None else (head.base_seq,
-                                                                         head.base_hash)
-    if anchor[0] < head.base_seq:  # pruned since: the base is the anchor now
-        anchor = (head.base_seq, head.base_hash)
-    _check_since(session, log_, head, anchor)
-    start = max(anchor[0], head.last_seq - MAX_DIGESTS, head.base_seq)
+    if anchor is None and last is not None:
+        anchor = (last.seq, last.head_hash)
+    if anchor is None or anchor[0] < base[0]:  # nothing signed, or pruned since
+        anchor = _entry_at(session, log_, max(base[0], last_seq - MAX_DIGESTS), base)
+    _check_since(session, log_, base, anchor, (last_seq, last_hash))
+    start = _entry_at(session, log_, max(anchor[0], last_seq - MAX_DIGESTS), base)
     entry = log_.entry_model
-    start_hash = (anchor[1] if start == anchor[0] else head.base_hash if start == head.base_seq
-                  else session.execute(select(entry.hash).where(entry.seq == start)).scalar_one())
-    hashes_ = session.execute(select(entry.hash).where(entry.seq > start)
-                              .where(entry.seq <= head.last_seq).order_by(entry.seq)).scalars()
+    hashes_ = session.execute(select(entry.hash).where(entry.seq > start[0])
+                              .where(entry.seq <= last_seq).order_by(entry.seq)).scalars()
     digests = "".join(h[:DIGEST_HEX] for h in hashes_)
-    signed = sign(key, seq=head.last_seq, head_hash=head.last_hash,
-                  at=at or datetime.now(UTC), reason=reason, start=(start, start_hash),
-                  digests=digests)
-    data = signed.fields()
-    session.add(model(seq=data["seq"], head_hash=data["hash"],
-                      at=datetime.fromisoformat(data["at"]), reason=reason,
-                      key_id=data["key_id"], body=signed.body, signature=signed.signature,
+    signed = sign(key, seq=last_seq, head_hash=last_hash, at=at or datetime.now(UTC),
+                  reason=reason, start=start, digests=digests)
+    session.add(model(seq=last_seq, head_hash=last_hash,
+                      at=datetime.fromisoformat(signed.fields()["at"]), reason=reason,
+                      key_id=key.key_id, body=signed.body, signature=signed.signature,
                       cert=signed.cert))
     session.flush()
     return signed
 
 
-def _check_since(session: Session, log_: AuditLog, head, anchor: tuple[int, str]) -> None:
+def _entry_at(session: Session, log_: AuditLog, seq: int,
+              base: tuple[int, str]) -> tuple[int, str]:
+    """(seq, the hash the chain has there): the base's at the base."""
+    if seq == base[0]:
+        return base
+    entry = log_.entry_model
+    found = session.execute(select(entry.hash).where(entry.seq == seq)).scalar_one_or_none()
+    if found is None:
+        raise CheckpointError(ChainBreak(seq, "is missing from the chain (entries deleted)"))
+    return seq, found
+
+
+def _check_since(session: Session, log_: AuditLog, base: tuple[int, str],
+                 anchor: tuple[int, str], head: tuple[int, str]) -> None:
     seq, expected = anchor
-    if seq == head.base_seq:
-        if head.base_hash != expected:
+    if seq == base[0]:
+        if base[1] != expected:
             raise CheckpointError(ChainBreak(seq, "the chain's anchor differs from the one "
                                                   "signed (base rewritten)"))
     else:
@@ -304,7 +320,7 @@ def _check_since(session: Session, log_: AuditLog, head, anchor: tuple[int, str]
         if at_anchor.hash != expected:
             raise CheckpointError(ChainBreak(seq, "differs from the hash signed in the last "
                                                   "checkpoint (rewritten)"))
-    report = log_.verify(session, start=(seq, expected))
+    report = log_.verify(session, start=(seq, expected), end=head)
     if not report.ok:
         raise CheckpointError(report.breaks[0])
 

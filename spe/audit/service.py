@@ -192,18 +192,24 @@ class AuditLog:
             last = rows[-1].seq
             session.expunge_all()
 
-    def verify(self, session: Session, *, start: tuple[int, str] | None = None) -> VerifyReport:
+    def verify(self, session: Session, *, start: tuple[int, str] | None = None,
+               end: tuple[int, str] | None = None) -> VerifyReport:
         """Walk the chain from its anchor (or from `start`, an entry's sequence number and
-        hash already checked); name every entry where it breaks."""
+        hash already checked) to its head (or to `end`, a head read before: entries
+        appended since are not walked); name every entry where it breaks."""
         report = VerifyReport()
         head = session.execute(
             select(self.head_model).where(self.head_model.id == 1)
         ).scalar_one_or_none()
         if start is None:
             start = (head.base_seq, head.base_hash) if head else (0, GENESIS)
+        if end is None and head is not None:
+            end = (head.last_seq, head.last_hash)
         expected_seq = start[0] + 1
         prev = start[1]
         for entry in self.entries(session, after=start[0]):
+            if end is not None and entry.seq > end[0]:
+                break
             report.checked += 1
             if entry.seq != expected_seq:
                 report.breaks.append(ChainBreak(
@@ -224,11 +230,11 @@ class AuditLog:
                                                            "it (entries deleted or reordered)"))
             prev = entry.hash
             expected_seq = entry.seq + 1
-        if head is not None and (head.last_seq != expected_seq - 1 or head.last_hash != prev):
+        if end is not None and (end[0] != expected_seq - 1 or end[1] != prev):
             report.breaks.append(ChainBreak(
-                head.last_seq,
+                end[0],
                 f"the chain ends at entry {expected_seq - 1} but its head records entry "
-                f"{head.last_seq} (entries deleted from the end)",
+                f"{end[0]} (entries deleted from the end)",
             ))
         return report
 
