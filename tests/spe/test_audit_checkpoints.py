@@ -340,3 +340,60 @@ def test_a_rewrite_while_running_raises_the_alarm_at_the_next_checkpoint(service
     assert any(f"entry {REQUESTS}: differs from the hash signed" in r.getMessage()
                for r in caplog.records if r.levelno == logging.ERROR)
     assert max(r["seq"] for r in checkpoint_rows(service.url)) == REQUESTS  # no stop one
+
+
+def test_checkpoints_signed_among_concurrent_writers_all_verify(database_url, tmp_path, pki):
+    """Signing never blocks the writers nor takes their new entries for a broken chain."""
+    import threading
+
+    from spe.audit import CENTRAL_AUDIT
+    from spe.audit.checkpoints import make_checkpoint, signing_key
+    from spe.db import make_sessionmaker, session_scope
+
+    upgrade(database_url, "central")
+    settings = Settings(data_dir=tmp_path, pki_dir=pki)
+    key = signing_key(settings, "hub")
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    errors: list[Exception] = []
+    signed: list = []
+    writing = threading.Event()
+
+    def writer(n: int) -> None:
+        for i in range(20):
+            try:
+                with session_scope(sessions) as session:
+                    CENTRAL_AUDIT.record(session, actor=f"w{n}", action="test.concurrent",
+                                         object=str(i), decision="info")
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    def signer() -> None:
+        while writing.is_set():
+            try:
+                with session_scope(sessions) as session:
+                    signed.append(make_checkpoint(session, CENTRAL_AUDIT, key, "entries"))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    writing.set()
+    signing = threading.Thread(target=signer)
+    signing.start()
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    writing.clear()
+    signing.join()
+    try:
+        assert errors == []
+        with session_scope(sessions) as session:  # the last head, as at stop
+            make_checkpoint(session, CENTRAL_AUDIT, key, "stop")
+        assert [s for s in signed if s is not None], "nothing was signed while writing"
+        service = Service("central", "hub", database_url, settings)
+        result = service.verify()
+        assert result.exit_code == 0, result.output
+        assert f"{6 * 20} entries verified" in result.output
+    finally:
+        engine.dispose()
