@@ -30,6 +30,7 @@ from spe.wire.audit import (
     CHECKPOINTS_PATH,
     WITNESS,
     WITNESS_ROLE,
+    WITNESSED,
     NodeCheckpoints,
     witness_query_hash,
 )
@@ -86,7 +87,11 @@ def _store(ctx: AppContext, node_id: str, pulled: NodeCheckpoints) -> int:
                 at=datetime.fromisoformat(data["at"]), received_at=datetime.now(UTC),
                 key_id=data["key_id"], body=signed.body, signature=signed.signature,
                 cert=signed.cert))
-            session.flush()
+            # Also in the hub's own (signed) chain: deleting witness rows shows there.
+            ctx.audit.record(session, actor=WITNESS, action=WITNESSED,
+                             object=f"node:{node_id}", decision="info",
+                             reason=f"witnessed its head at entry {data['seq']}",
+                             details={"seq": data["seq"], "hash": data["hash"]})
             stored += 1
     return stored
 

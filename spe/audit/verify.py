@@ -41,6 +41,7 @@ from spe.audit.service import AuditLog, ChainBreak
 from spe.db import make_engine, make_sessionmaker
 from spe.pki import PkiError
 from spe.settings import Settings
+from spe.wire.audit import WITNESSED
 
 __all__ = ["Outcome", "VerifyError", "checkpoint_file", "export_witness", "own_log",
            "running_service", "witness_of"]
@@ -83,19 +84,23 @@ def witness_of(settings: Settings, *, central_url: str, node_id: str, node_url: 
                keys: Iterable[Path]) -> Outcome:
     with _session(central_url) as central:
         witnessed = _witness_sources(central, node_id)
-    if not witnessed:
+        recorded = _witness_recorded(central, node_id)
+    if not witnessed and not recorded:
         raise VerifyError(f"the hub holds no checkpoint of {node_id!r} (is it a node of "
                           "this hub, and has the witness run?)")
     trust = _trust(settings, node_id, keys, witnessed)
+    lost = _witness_lost(witnessed, recorded, trust)
     if node_url is None:
         heads = signed_heads(witnessed, trust)
-        return Outcome(_sorted(heads.breaks),
+        return Outcome(_sorted(heads.breaks + lost),
                        f"{heads.verified} checkpoints of {node_id} witnessed, signatures "
                        f"verified (the latest at entry {heads.latest})",
                        ["give --node-database-url to check the node's log against them"])
     with _session(node_url) as session:
         log_ = log_for("node")
-        return _check(session, log_, [*sources_of(session, log_, None), *witnessed], trust)
+        outcome = _check(session, log_, [*sources_of(session, log_, None), *witnessed], trust)
+    outcome.breaks = _sorted(outcome.breaks + lost)
+    return outcome
 
 
 def export_witness(central_url: str, node_id: str) -> list[dict[str, str]]:
@@ -185,6 +190,37 @@ def _witness_sources(session: Session, node_id: str) -> list[Source]:
                            .order_by(AuditWitness.seq, AuditWitness.id)).scalars()
     return [Source(f"the hub's witness row {r.id}", Signed(r.body, r.signature, r.cert))
             for r in rows]
+
+
+def _witness_recorded(session: Session, node_id: str) -> dict[int, tuple[str, int]]:
+    """What the hub's own audit log says it witnessed: seq -> (hash, entry)."""
+    entries = session.execute(
+        select(CentralAuditEntry).where(CentralAuditEntry.action == WITNESSED)
+        .where(CentralAuditEntry.object == f"node:{node_id}")
+        .order_by(CentralAuditEntry.seq)).scalars()
+    recorded: dict[int, tuple[str, int]] = {}
+    for entry in entries:
+        try:
+            details = json.loads(entry.details)
+            recorded[int(details["seq"])] = (str(details["hash"]), entry.seq)
+        except (ValueError, KeyError, TypeError):
+            continue  # the hub's chain verify names an edited entry
+    return recorded
+
+
+def _witness_lost(witnessed: list[Source], recorded: dict[int, tuple[str, int]],
+                  trust: Trust | None) -> list[ChainBreak]:
+    """Heads the hub's audit log says it witnessed that its witness rows no longer hold."""
+    held = set()
+    for src in witnessed:
+        try:
+            data = src.signed.fields()
+        except (ValueError, KeyError, TypeError):
+            continue
+        held.add((data["seq"], data["hash"]))
+    return [ChainBreak(seq, f"its head was witnessed by the hub (central audit entry "
+                            f"{entry}) but the witness rows lack it (witness rows deleted)")
+            for seq, (hash_, entry) in sorted(recorded.items()) if (seq, hash_) not in held]
 
 
 def _read_witness(path: Path) -> list[Source]:

@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 CHECKPOINTS_PATH = "/api/v1/audit/checkpoints"
 #: Who the hub signs for when it pulls checkpoints: no user, a role no user needs.
 WITNESS, WITNESS_ROLE = "hub:audit-witness", "audit-witness"
+#: The hub's audit action for a checkpoint it witnessed (details: seq, hash).
+WITNESSED = "audit.witnessed"
 MAX_CHECKPOINTS = 100
 
 

@@ -20,6 +20,7 @@ from gateway.node.config import NodeConfig
 from spe.app import create_central_app
 from spe.audit import AuditWitness, CentralAuditEntry, NodeAuditEntry
 from spe.audit.checkpoints import checkpoint_file
+from spe.audit.schedule import make_checkpointer
 from spe.cli import app as cli
 from spe.db import session_scope
 from spe.db.migrate import upgrade
@@ -172,3 +173,19 @@ def test_a_node_that_re_signs_a_rewritten_history_is_caught_as_a_fork(witnessed,
     assert result.exit_code == 1, result.output
     assert f"first bad entry is entry {REFUSALS}:" in result.output
     assert "the history was forked" in result.output
+
+
+def test_deleted_witness_rows_are_named_from_the_hubs_own_log(witnessed, pki, tmp_path):
+    _, central_url, _, central = witnessed
+    execute(central_url, "DELETE FROM audit_witness")
+    result = verify("--node", SITE, "--database-url", central_url, pki=pki,
+                    data_dir=tmp_path / "central")
+    assert result.exit_code == 1, result.output
+    assert f"first bad entry is entry {REFUSALS}:" in result.output
+    assert "witness rows deleted" in result.output
+    # The hub's own log, with its witness entries, signed as the central service does at
+    # stop, still verifies: the rows were the only thing touched.
+    ctx = central.state.ctx
+    make_checkpointer(ctx.settings, ctx.audit, ctx.sessions, "hub").checkpoint("stop")
+    own = verify("--database-url", central_url, pki=pki, data_dir=tmp_path / "central")
+    assert own.exit_code == 0, own.output
