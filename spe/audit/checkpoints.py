@@ -197,19 +197,26 @@ class Trust:
 
 def trust_for(settings: Settings, name: str, extra: Iterable[Path] = ()) -> Trust:
     """What verifies `name`'s checkpoints: its certificate and the CA in the PKI folder,
-    its dedicated audit key's public half, and `extra` files (old or rotated keys)."""
+    else its dedicated audit key's public half; and `extra` files (old or rotated keys).
+
+    With a certificate in the PKI folder, no `.pub` beside the data is trusted: the data
+    folder is easier to write than the PKI's."""
+    extra = list(extra)
     trust = Trust(name)
-    candidates = [dedicated_key_paths(settings, name)[1], *extra]
-    if settings.pki_dir is not None:
-        candidates.append(settings.pki_dir / f"{name}.crt")
-        ca = settings.pki_dir / "ca.crt"
-        if ca.is_file():
-            trust.ca = x509.load_pem_x509_certificate(ca.read_bytes())
-    for path in candidates:
-        if path.is_file():
-            trust.add_pem(path.read_bytes(), str(path))
-        elif path in extra:
+    cert = settings.pki_dir / f"{name}.crt" if settings.pki_dir is not None else None
+    own = cert if cert is not None and cert.is_file() else dedicated_key_paths(settings,
+                                                                                name)[1]
+    if settings.pki_dir is not None and (settings.pki_dir / "ca.crt").is_file():
+        try:
+            trust.ca = x509.load_pem_x509_certificate((settings.pki_dir / "ca.crt").read_bytes())
+        except ValueError as exc:
+            raise PkiError(f"{settings.pki_dir / 'ca.crt'} is not a PEM certificate") from exc
+    for path in extra:
+        if not path.is_file():
             raise PkiError(f"{path} does not exist")
+        trust.add_pem(path.read_bytes(), str(path))
+    if own.is_file():
+        trust.add_pem(own.read_bytes(), str(own))
     return trust
 
 

@@ -397,3 +397,32 @@ def test_checkpoints_signed_among_concurrent_writers_all_verify(database_url, tm
         assert f"{6 * 20} entries verified" in result.output
     finally:
         engine.dispose()
+
+
+def test_without_a_pki_the_service_signs_with_its_own_audit_key(database_url, tmp_path):
+    from spe.audit.checkpoints import dedicated_key_paths
+
+    upgrade(database_url, "central")
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url,
+                        oidc_issuer="http://central.test")
+    service = Service("central", "hub", database_url, settings)
+    with TestClient(service.app()) as client:
+        for i in range(REQUESTS):
+            client.get("/api/v1/audit", params={"after": i})
+    key, pub = dedicated_key_paths(settings, "hub")
+    assert (key.stat().st_mode & 0o777, key.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    rewrite(database_url, CentralAuditEntry, EDITED)
+    env = {"SPE_DATA_DIR": str(settings.data_dir), "COLUMNS": "250"}
+    result = CliRunner().invoke(cli, ["audit", "verify", "--database-url", database_url],
+                                env=env)
+    assert result.exit_code == 1, result.output
+    assert f"first bad entry is entry {EDITED}:" in result.output
+    # The public key kept elsewhere (say, after the data folder was lost) does as well.
+    kept = tmp_path / "kept.pub"
+    kept.write_bytes(pub.read_bytes())
+    result = CliRunner().invoke(cli, ["audit", "verify", "--database-url", database_url,
+                                      "--key", str(kept)],
+                                env={"SPE_DATA_DIR": str(tmp_path / "elsewhere"),
+                                     "COLUMNS": "250"})
+    assert result.exit_code == 1, result.output
+    assert f"first bad entry is entry {EDITED}:" in result.output
