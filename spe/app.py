@@ -28,6 +28,7 @@ from spe.airlock.review.pages import STATIC_PATH as AIRLOCK_STATIC_PATH
 from spe.airlock.review.pages import router as airlock_pages
 from spe.audit import CENTRAL_AUDIT
 from spe.audit.endpoints import router as audit_router
+from spe.audit.schedule import signing_audit
 from spe.db import make_engine, make_sessionmaker
 from spe.errors import install_error_handlers
 from spe.identity import DemoIssuer, demo_issuer, make_verifier
@@ -62,7 +63,7 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
         on_principal=users.Registrar(),
     )
     app = FastAPI(title="EHDS SPE: central services", version="0.1.0",
-                  lifespan=_lifespan(settings, issuer))
+                  lifespan=signing_audit(_lifespan(settings, issuer)))
     app.state.ctx = ctx
     app.state.hub = hub if hub is not None else _hub(settings)
     app.state.dataset_holder = _dataset_holder
@@ -168,6 +169,11 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
 
             tasks.append(asyncio.create_task(collect_periodically(
                 app.state.ctx, app.state.hub, settings.job_collect_interval_seconds)))
+            # The nodes' signed audit heads, kept here as their witness.
+            from gateway.hub.witness import witness_periodically
+
+            tasks.append(asyncio.create_task(witness_periodically(
+                app.state.ctx, app.state.hub, settings.audit_witness_interval_seconds)))
         try:
             yield
         finally:

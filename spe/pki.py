@@ -46,9 +46,11 @@ __all__ = [
     "client_ssl_context",
     "common_name",
     "init_pki",
+    "make_private_dir",
     "private_key_of",
     "public_key_of",
     "server_ssl_options",
+    "write_atomic",
 ]
 
 # The CA outlives the service certificates, so renewing those never means a new CA.
@@ -408,3 +410,8 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise PkiError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+# Other services' keys and signed files are written the same way.
+make_private_dir = _make_private_dir
+write_atomic = _write

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
 
     # EHDS Art. 73(1)(e): access logs kept for at least one year.
     audit_retention_days: int = 365
+    # Signed audit checkpoints (spe/audit/checkpoints.py): each service signs its chain's
+    # head on start and stop, after this many new entries, and at least this often while
+    # the head moves; the hub pulls its nodes' signed heads this often as their witness.
+    audit_checkpoint_entries: int = Field(default=1000, ge=1, le=10_000)
+    audit_checkpoint_interval_seconds: float = Field(default=300, ge=1, le=86_400)
+    audit_witness_interval_seconds: float = Field(default=300, ge=5, le=86_400)
 
     # Catalogue (the suppression threshold of node descriptors is policies/disclosure's).
     # The central service harvests these nodes' descriptors on a schedule (besides

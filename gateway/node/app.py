@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from gateway.node.audit import router as checkpoints_router
 from gateway.node.config import NodeConfig
 from gateway.node.endpoints import router as node_router
 from gateway.node.jobs.endpoints import router as jobs_router
@@ -17,6 +18,7 @@ from gateway.node.permits.endpoints import router as permits_router
 from gateway.node.query.endpoints import router as query_router
 from spe.audit import AuditLog, NodeAuditEntry, NodeAuditHead
 from spe.audit.endpoints import router as audit_router
+from spe.audit.schedule import signing_audit
 from spe.db import make_engine, make_sessionmaker
 from spe.errors import install_error_handlers
 from spe.identity import TokenVerifier, make_verifier
@@ -49,7 +51,7 @@ def create_node_app(
         name=config.node_id,
     )
     app = FastAPI(title=f"EHDS SPE node: {config.name or config.node_id}", version="0.1.0",
-                  lifespan=_lifespan(config, settings))
+                  lifespan=signing_audit(_lifespan(config, settings)))
     app.state.ctx = ctx
     app.state.node = config
     app.state.context_verifier = context_verifier or _context_verifier(settings, config)
@@ -62,6 +64,7 @@ def create_node_app(
     app.include_router(permits_router)
     app.include_router(jobs_router)
     app.include_router(audit_router)
+    app.include_router(checkpoints_router)
     return app
 
 

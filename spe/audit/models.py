@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from spe.db.base import CentralBase, NodeBase
@@ -46,6 +46,29 @@ class AuditHeadMixin:
     base_hash: Mapped[str] = mapped_column(String(64))
 
 
+class AuditCheckpointMixin:
+    """A signed statement of the chain's head: "entry `seq` has hash `head_hash`".
+
+    `body` is the signed text itself (canonical JSON, spe.audit.checkpoints); the other
+    columns repeat it for queries and are checked against it. The signature is made with a
+    key kept outside the database, so a rewrite of the database cannot re-sign its head.
+    """
+
+    __tablename__ = "audit_checkpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(String(16))
+    key_id: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(Text)
+    # The signer's certificate (PKI) or public key (PEM): trusted only when it chains to the
+    # CA on disk, never because it is stored here.
+    cert: Mapped[str] = mapped_column(Text)
+
+
 class CentralAuditEntry(AuditEntryMixin, CentralBase):
     pass
 
@@ -60,3 +83,30 @@ class NodeAuditEntry(AuditEntryMixin, NodeBase):
 
 class NodeAuditHead(AuditHeadMixin, NodeBase):
     pass
+
+
+class CentralAuditCheckpoint(AuditCheckpointMixin, CentralBase):
+    pass
+
+
+class NodeAuditCheckpoint(AuditCheckpointMixin, NodeBase):
+    pass
+
+
+class AuditWitness(CentralBase):
+    """The hub's copies of the nodes' signed checkpoints, kept out of the nodes' reach: a
+    node whose database is rewritten disagrees with what the hub witnessed."""
+
+    __tablename__ = "audit_witness"
+    __table_args__ = (UniqueConstraint("node_id", "seq", "head_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(String(120), index=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(Text)
+    cert: Mapped[str] = mapped_column(Text)

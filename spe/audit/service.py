@@ -18,7 +18,15 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from spe.audit.models import AuditEntryMixin, AuditHeadMixin
+from spe.audit.models import (
+    AuditCheckpointMixin,
+    AuditEntryMixin,
+    AuditHeadMixin,
+    CentralAuditCheckpoint,
+    CentralAuditEntry,
+    NodeAuditCheckpoint,
+    NodeAuditEntry,
+)
 
 GENESIS = "0" * 64
 DECISIONS = frozenset({"allow", "deny", "info", "error"})
@@ -86,9 +94,14 @@ class VerifyReport:
 class AuditLog:
     """The audit log of one database, given its entry and head models."""
 
-    def __init__(self, entry_model: type[AuditEntryMixin], head_model: type[AuditHeadMixin]):
+    def __init__(self, entry_model: type[AuditEntryMixin], head_model: type[AuditHeadMixin],
+                 checkpoint_model: type[AuditCheckpointMixin] | None = None):
         self.entry_model = entry_model
         self.head_model = head_model
+        # Where the signed heads of this log go (spe.audit.checkpoints).
+        self.checkpoint_model = checkpoint_model or (
+            NodeAuditCheckpoint if issubclass(entry_model, NodeAuditEntry)
+            else CentralAuditCheckpoint if issubclass(entry_model, CentralAuditEntry) else None)
         # `record`'s statements, built once (Core, bound parameters): claim the head (a
         # no-op UPDATE takes the row's lock, or SQLite's write lock, and reads it, so
         # concurrent writers queue instead of forking the chain), insert the entry, move
@@ -165,9 +178,10 @@ class AuditLog:
             session.expire(held)
         return self.entry_model(**fields, hash=digest)
 
-    def entries(self, session: Session, *, batch: int = 2000) -> Iterator[AuditEntryMixin]:
+    def entries(self, session: Session, *, batch: int = 2000,
+                after: int = -1) -> Iterator[AuditEntryMixin]:
         model = self.entry_model
-        last = -1
+        last = after
         while True:
             rows = session.execute(
                 select(model).where(model.seq > last).order_by(model.seq).limit(batch)
@@ -178,15 +192,24 @@ class AuditLog:
             last = rows[-1].seq
             session.expunge_all()
 
-    def verify(self, session: Session) -> VerifyReport:
-        """Walk the chain from its anchor; name every entry where it breaks."""
+    def verify(self, session: Session, *, start: tuple[int, str] | None = None,
+               end: tuple[int, str] | None = None) -> VerifyReport:
+        """Walk the chain from its anchor (or from `start`, an entry's sequence number and
+        hash already checked) to its head (or to `end`, a head read before: entries
+        appended since are not walked); name every entry where it breaks."""
         report = VerifyReport()
         head = session.execute(
             select(self.head_model).where(self.head_model.id == 1)
         ).scalar_one_or_none()
-        expected_seq = (head.base_seq if head else 0) + 1
-        prev = head.base_hash if head else GENESIS
-        for entry in self.entries(session):
+        if start is None:
+            start = (head.base_seq, head.base_hash) if head else (0, GENESIS)
+        if end is None and head is not None:
+            end = (head.last_seq, head.last_hash)
+        expected_seq = start[0] + 1
+        prev = start[1]
+        for entry in self.entries(session, after=start[0]):
+            if end is not None and entry.seq > end[0]:
+                break
             report.checked += 1
             if entry.seq != expected_seq:
                 report.breaks.append(ChainBreak(
@@ -207,11 +230,11 @@ class AuditLog:
                                                            "it (entries deleted or reordered)"))
             prev = entry.hash
             expected_seq = entry.seq + 1
-        if head is not None and (head.last_seq != expected_seq - 1 or head.last_hash != prev):
+        if end is not None and (end[0] != expected_seq - 1 or end[1] != prev):
             report.breaks.append(ChainBreak(
-                head.last_seq,
+                end[0],
                 f"the chain ends at entry {expected_seq - 1} but its head records entry "
-                f"{head.last_seq} (entries deleted from the end)",
+                f"{end[0]} (entries deleted from the end)",
             ))
         return report
 

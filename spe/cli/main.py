@@ -291,28 +291,75 @@ def pki_init(
 
 @audit_app.command("verify")
 def audit_verify(
-    database_url: Annotated[str | None, typer.Option(help="Database URL")] = None,
+    database_url: Annotated[str | None, typer.Option(
+        help="Database URL (default: the service's own, whose checkpoint file is checked "
+             "too)")] = None,
     target: Annotated[str, typer.Option(help="central or node")] = "central",
+    name: Annotated[str | None, typer.Option(
+        help="The signer's name in the PKI (default: hub, or SPE_NODE_ID)")] = None,
+    key: Annotated[list[Path] | None, typer.Option(
+        help="Another trusted certificate or public key (PEM) of the signer, e.g. a "
+             "rotated one; repeat for several")] = None,
+    checkpoint_file: Annotated[Path | None, typer.Option(
+        help="The service's latest signed checkpoint (default with the service's own "
+             "database: $SPE_DATA_DIR/keys/audit-NAME.checkpoint.json)")] = None,
+    witness: Annotated[Path | None, typer.Option(
+        help="Checkpoints the hub witnessed for this node (`spe audit witness --node`)")] = None,
+    node: Annotated[str | None, typer.Option(
+        help="At the centre: check the hub's witness of this node's checkpoints (with "
+             "--node-database-url, the node's log against them)")] = None,
+    node_database_url: Annotated[str | None, typer.Option(
+        help="With --node: the node's database")] = None,
 ) -> None:
-    """Walk the hash chain; name the first bad entry. Exit 1 if the log was tampered with."""
-    from spe.audit import AuditLog, CentralAuditEntry, CentralAuditHead, NodeAuditEntry
-    from spe.audit.models import NodeAuditHead
-    from spe.db import make_engine, make_sessionmaker
+    """Walk the hash chain and check it against the signed checkpoints (their signatures
+    with keys from outside the database); name the first bad entry. Exit 1 if tampered."""
+    from spe.audit import verify as audit_verify_
 
     settings = load_settings()
-    log = (AuditLog(CentralAuditEntry, CentralAuditHead) if target == "central"
-           else AuditLog(NodeAuditEntry, NodeAuditHead))
-    engine = make_engine(database_url or settings.resolved_database_url)
-    with make_sessionmaker(engine)() as session:
-        report = log.verify(session)
-    engine.dispose()
-    if report.ok:
-        console.print(f"[green]audit log intact[/green]: {report.checked} entries verified")
+    try:
+        if node is not None:
+            outcome = audit_verify_.witness_of(
+                settings, central_url=database_url or settings.resolved_database_url,
+                node_id=node, node_url=node_database_url, keys=key or [])
+        else:
+            signer = name or ("hub" if target == "central" else settings.node_id)
+            outcome = audit_verify_.own_log(
+                settings, target=target, url=database_url or settings.resolved_database_url,
+                name=signer, keys=key or [],
+                file=checkpoint_file or (audit_verify_.checkpoint_file(settings, signer)
+                                         if database_url is None and signer else None),
+                witness=witness)
+    except (audit_verify_.VerifyError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    for note in outcome.notes:
+        console.print(note)
+    if outcome.ok:
+        console.print(f"[green]audit log intact[/green]: {outcome.summary}")
         return
-    console.print(f"[red]audit log tampered[/red]: first bad entry is {report.first_bad}")
-    for brk in report.breaks[1:20]:
+    console.print(f"[red]audit log tampered[/red]: first bad entry is {outcome.breaks[0]}")
+    for brk in outcome.breaks[1:20]:
         console.print(f"  also: {brk}")
     raise typer.Exit(1)
+
+
+@audit_app.command("witness")
+def audit_witness(
+    node: Annotated[str, typer.Option(help="The node whose witnessed checkpoints to export")],
+    database_url: Annotated[str | None, typer.Option(help="The central database URL")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write here (default: standard output)")] = None,
+) -> None:
+    """Export the checkpoints the hub witnessed for a node, for `spe audit verify --witness`
+    at that node."""
+    from spe.audit import verify as audit_verify_
+
+    settings = load_settings()
+    text = json.dumps(audit_verify_.export_witness(
+        database_url or settings.resolved_database_url, node), indent=1)
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text)
+        console.print(f"{node}: witnessed checkpoints written to {out}")
 
 
 @audit_app.command("prune")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,16 +15,20 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-def health(ctx: Annotated[AppContext, Depends(get_context)]) -> JSONResponse:
+def health(ctx: Annotated[AppContext, Depends(get_context)], request: Request) -> JSONResponse:
     try:
         with ctx.sessions() as session:
             session.execute(text("SELECT 1"))
         database = "ok"
     except SQLAlchemyError:
         database = "unavailable"
-    status = 200 if database == "ok" else 503
+    # A chain that broke while running (spe.audit.schedule): the details are in the log,
+    # not here, for anyone to read.
+    checkpointer = getattr(request.app.state, "audit_checkpointer", None)
+    audit = "broken" if checkpointer is not None and checkpointer.alarm else "ok"
+    status = 200 if database == "ok" and audit == "ok" else 503
     return JSONResponse(
         {"status": "ok" if status == 200 else "degraded", "service": ctx.service,
-         "name": ctx.name, "database": database},
+         "name": ctx.name, "database": database, "audit": audit},
         status_code=status,
     )
