@@ -1,7 +1,14 @@
 """Run a local Orthanc (Debian package `orthanc`, DICOMweb plugin) for the demo and tests.
 
-Orthanc starts on free loopback ports with its configuration and storage in a folder of
-ours, so nothing of the system-wide service is touched.
+Orthanc starts on free ports with its configuration and storage in a folder of ours, so
+nothing of the system-wide service is touched. It holds the institution's identified images,
+so it answers only whom it is told about: DICOM associations from the AE titles in `peers`
+(the node's own, `SPE-NODE`, by default), calling from 127.0.0.1 and naming Orthanc's own
+AE title; C-FIND and C-GET only (no C-STORE into it, no C-MOVE, no echo for strangers);
+HTTP from 127.0.0.1 only. Orthanc 1.10 (Debian's) has no option to bind one address: its
+sockets listen on every interface and refuse other hosts at association (DICOM) and at
+request (HTTP), so a firewall in front is still wise. Its files are the running user's
+only (umask 077).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import httpx
 
 ORTHANC_BINARY = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+NODE_AET = "SPE-NODE"  # the calling AE title of the node's DIMSE source (sources/dimse.py)
 
 
 class OrthancError(RuntimeError):
@@ -39,8 +47,9 @@ def free_port() -> int:
 class OrthancProcess:
     workdir: Path
     aet: str = "ORTHANC"
-    # AE titles allowed to query and retrieve (C-FIND / C-GET / C-MOVE peers).
-    peers: dict[str, int] = field(default_factory=dict)
+    # AE titles allowed to query and retrieve (C-FIND / C-GET), with the port each listens
+    # on (Orthanc's modality entry needs one; C-GET answers on the association).
+    peers: dict[str, int] = field(default_factory=lambda: {NODE_AET: 104})
     dicom_port: int = 0
     http_port: int = 0
     process: subprocess.Popen | None = None
@@ -67,16 +76,30 @@ class OrthancProcess:
             "DicomAet": self.aet,
             "DicomPort": self.dicom_port,
             "HttpPort": self.http_port,
+            # HTTP from this machine only (Orthanc refuses other hosts' requests).
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
-            "DicomCheckCalledAet": False,
-            "DicomAlwaysAllowEcho": True,
-            "DicomAlwaysAllowFind": True,
-            "DicomAlwaysAllowGet": True,
-            "DicomAlwaysAllowMove": True,
+            # DICOM: only the peers below, from 127.0.0.1, calling Orthanc by its AE title.
+            "DicomCheckCalledAet": True,
+            "DicomCheckModalityHost": True,
+            "DicomAlwaysAllowEcho": False,
+            "DicomAlwaysAllowFind": False,
+            "DicomAlwaysAllowFindWorklist": False,
+            "DicomAlwaysAllowGet": False,
+            "DicomAlwaysAllowMove": False,
+            "DicomAlwaysAllowStore": False,
+            "UnknownSopClassAccepted": False,
             "DicomModalities": {
-                aet.lower(): [aet, "127.0.0.1", port] for aet, port in self.peers.items()
+                aet.lower(): {"AET": aet, "Host": "127.0.0.1", "Port": port,
+                              "AllowEcho": True, "AllowFind": True, "AllowGet": True,
+                              "AllowMove": False, "AllowStore": False,
+                              "AllowFindWorklist": False}
+                for aet, port in self.peers.items()
             },
+            # No other way in or out: no WebDAV share, no Lua, no writing files from REST.
+            "WebDavEnabled": False,
+            "ExecuteLuaEnabled": False,
+            "RestApiWriteToFileSystemEnabled": False,
             "StableAge": 1,
             # C-FIND and QIDO-RS answers are transcoded to this encoding (Orthanc's default,
             # Latin1, drops every other character); UTF-8 keeps the stored text as it is.
@@ -89,7 +112,8 @@ class OrthancProcess:
         log = open(self.workdir / "orthanc.log", "ab")  # noqa: SIM115 (kept open by the child)
         # DCMTK reads TCP_NODELAY=1 and disables Nagle: else each DIMSE round trip waits ~40 ms.
         self.process = subprocess.Popen([binary, str(cfg)], stdout=log, stderr=log,
-                                        env={**os.environ, "TCP_NODELAY": "1"})
+                                        env={**os.environ, "TCP_NODELAY": "1"},
+                                        umask=0o077)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -182,7 +182,7 @@ def _start_orthanc(data_dir: Path, node: DemoNode):
         raise DemoError("--orthanc needs the Debian package `orthanc` (apt-get install orthanc "
                         "orthanc-dicomweb)")
     folder = Path(node.dicom.removeprefix("folder:"))
-    pacs = OrthancProcess(data_dir / "orthanc")  # C-GET: no peer to declare
+    pacs = OrthancProcess(data_dir / "orthanc")  # answers the node's AE title only
     try:
         pacs.start()
         files = sorted(folder.rglob("*.dcm"))

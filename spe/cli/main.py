@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from spe.cli.job import job_app
@@ -39,8 +41,23 @@ app.add_typer(sandbox_app, name="sandbox")
 app.command("query")(query_command)
 
 
+# Every file a service writes holds data or keys (databases and their -wal/-shm, staged
+# extracts, job folders, outputs, staging reports, the airlock, keys): created 0600 in 0700
+# folders, whatever the shell's umask. Commands that run as services or write for them
+# (serve, node worker, node sync, db upgrade, demo) all start here. The sandbox's per-job
+# folders are chowned to the job's user after they are made, which a umask does not stop.
+PRIVATE_UMASK = 0o077
+
+
+@app.callback()
+def _private_files() -> None:
+    os.umask(PRIVATE_UMASK)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    # One line however long (no wrapping at the terminal's width), the message as written
+    # (brackets in it are not markup).
+    console.print("[red]error:[/red]", escape(message), soft_wrap=True)
     return typer.Exit(code)
 
 
