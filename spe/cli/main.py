@@ -16,6 +16,7 @@ from spe.cli.permit import permit_app
 from spe.cli.progress import console, stage_counter, task_bars
 from spe.cli.query import query as query_command
 from spe.cli.sandbox import sandbox_app
+from spe.private_files import PRIVATE_UMASK
 from spe.settings import InsecureConfiguration, Settings
 
 app = typer.Typer(help="EHDS secure processing environment", no_args_is_help=True,
@@ -46,9 +47,6 @@ app.command("query")(query_command)
 # folders, whatever the shell's umask. Commands that run as services or write for them
 # (serve, node worker, node sync, db upgrade, demo) all start here. The sandbox's per-job
 # folders are chowned to the job's user after they are made, which a umask does not stop.
-PRIVATE_UMASK = 0o077
-
-
 @app.callback()
 def _private_files() -> None:
     os.umask(PRIVATE_UMASK)

@@ -30,6 +30,7 @@ from spe.airlock import ExtractTerms, OutputRules, cached_terms, check_outputs
 from spe.airlock.scan import WITHHELD, withhold_lines
 from spe.audit import AuditLog
 from spe.db import session_scope
+from spe.private_files import make_private
 from spe.sandbox import Limits, SandboxError, SandboxResult, run
 from spe.sandbox.cgroup import reap_orphans
 
@@ -189,6 +190,11 @@ class Worker:
                           cancel=beat.lost)
         except SandboxError as exc:
             return FAILED, None, "", f"the sandbox could not start the job: {exc}"
+        try:  # the job may have opened up what it wrote (chmod 0666): the node's only
+            make_private(output)
+        except OSError:
+            log.exception("job %s: its outputs could not be made private", job.id)
+            return FAILED, None, "", "the job's outputs could not be made private"
         try:  # what of the extract must not leave (ids, pseudonyms, UIDs, exact dates)
             terms = cached_terms(extract)
         except Exception as exc:
