@@ -372,34 +372,44 @@ def serve(
     """Run the central service or one node (configured by SPE_* variables)."""
     import uvicorn
 
+    from spe.pki import PkiError
+
     settings = load_settings()
+    try:
+        application, tls = _service(what, settings)
+    except PkiError as exc:  # certificates missing or unreadable: a reason, not a traceback
+        raise fail(exc.detail) from None
+    uvicorn.run(application, host=host, port=port, log_level="info", **tls)
+
+
+def _service(what: str, settings: Settings):
+    """(the ASGI app, uvicorn's TLS options) of `spe serve WHAT`; a node's certificates are
+    loaded before its database is touched."""
     if what == "central":
         from spe.app import create_central_app
         from spe.db.migrate import upgrade
 
         upgrade(settings.resolved_database_url, "central")
-        application = create_central_app(settings)
-    elif what == "node":
-        from gateway.node.app import create_node_app
-        from gateway.node.config import NodeConfig
-        from spe.db.migrate import upgrade
-
-        if not (settings.node_id and settings.database_url):
-            raise fail("a node needs SPE_NODE_ID and SPE_DATABASE_URL")
-        upgrade(settings.database_url, "node")
-        application = create_node_app(NodeConfig(
-            node_id=settings.node_id, name=settings.node_name or settings.node_id,
-            database_url=settings.database_url, dicom=settings.node_dicom,
-            fhir=settings.node_fhir), settings)
-    else:
+        return create_central_app(settings), {}
+    if what != "node":
         raise fail("serve central or serve node")
+    from gateway.node.app import create_node_app
+    from gateway.node.config import NodeConfig
+    from spe.db.migrate import upgrade
+
+    if not (settings.node_id and settings.database_url):
+        raise fail("a node needs SPE_NODE_ID and SPE_DATABASE_URL")
     tls = {}
-    if what == "node" and settings.pki_dir is not None:
+    if settings.pki_dir is not None:
         from spe.pki import server_ssl_options
 
         # Nodes speak only mutual TLS with the federation's certificates.
         tls = server_ssl_options(settings.pki_dir, settings.node_id)
-    uvicorn.run(application, host=host, port=port, log_level="info", **tls)
+    upgrade(settings.database_url, "node")
+    return create_node_app(NodeConfig(
+        node_id=settings.node_id, name=settings.node_name or settings.node_id,
+        database_url=settings.database_url, dicom=settings.node_dicom,
+        fhir=settings.node_fhir), settings), tls
 
 
 @app.command()

@@ -131,3 +131,15 @@ def test_a_random_secret_passes_and_development_refuses_nothing_of_this(monkeypa
                         oidc_issuer=IDP, oidc_jwks_url=f"{IDP}/certs")
     # Development keeps its SQLite, demo issuer and nodes without PKI.
     assert Settings(environment="development", node_id="site-a", secret_key="a" * 32)
+
+
+def test_a_node_whose_certificates_are_missing_says_which(tmp_path: Path) -> None:
+    env = _environment({**NODE, "SPE_PKI_DIR": str(tmp_path / "empty"),
+                        "SPE_DATA_DIR": str(tmp_path / "data")})
+    result = _spe(SERVE_NODE, env, tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    message = result.stderr.strip()
+    assert "does not exist" in message
+    assert "spe pki init" in message
+    assert "\n" not in message
+    assert "Traceback" not in result.stderr
