@@ -6,6 +6,7 @@ import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -151,6 +152,10 @@ def production_refusal(settings: Settings) -> str:
         if _scheme(url) != "https":
             return (f"{name} is not https:// ({url}); the keys that sign every token must "
                     "not travel over plain HTTP")
+    if settings.opa_url and _scheme(settings.opa_url) != "https" and not _loopback(
+            settings.opa_url):
+        return (f"SPE_OPA_URL is plain HTTP to another host ({settings.opa_url}); every "
+                "decision would cross the network unprotected: use https:// or a local OPA")
     if settings.node_id and settings.pki_dir is None:
         return ("a node needs SPE_PKI_DIR in production: without the federation's "
                 "certificates it would serve plain HTTP and answer callers without a client "
@@ -161,6 +166,10 @@ def production_refusal(settings: Settings) -> str:
         if plain:
             return f"{name} names nodes over plain HTTP ({', '.join(plain)}); use https://"
     return ""
+
+
+def _loopback(url: str) -> bool:
+    return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def _scheme(url: str) -> str:

@@ -59,6 +59,8 @@ UNSAFE = {
     "a node's JWKS over plain HTTP": (SERVE_NODE, {**NODE, "SPE_OIDC_JWKS_URL":
                                                    "http://idp.example/certs"},
                                       "SPE_OIDC_JWKS_URL is not https"),
+    "policy decisions over plain HTTP": (CENTRAL, {"SPE_OPA_URL": "http://opa.example:8181"},
+                                         "SPE_OPA_URL is plain HTTP"),
     "a node without mutual TLS": (SERVE_NODE, {**NODE, "SPE_PKI_DIR": None}, "SPE_PKI_DIR"),
     "a node worker without mutual TLS": (WORKER, {**NODE, "SPE_PKI_DIR": None}, "SPE_PKI_DIR"),
     "federation nodes over plain HTTP": (
@@ -128,7 +130,8 @@ def test_a_random_secret_passes_and_development_refuses_nothing_of_this(monkeypa
     monkeypatch.chdir(tmp_path)
     for secret in (secrets.token_urlsafe(32), secrets.token_hex(32), SECRET):
         assert Settings(environment="production", secret_key=secret, database_url=POSTGRES,
-                        oidc_issuer=IDP, oidc_jwks_url=f"{IDP}/certs")
+                        oidc_issuer=IDP, oidc_jwks_url=f"{IDP}/certs",
+                        opa_url="http://127.0.0.1:8181")  # a local OPA may be plain HTTP
     # Development keeps its SQLite, demo issuer and nodes without PKI.
     assert Settings(environment="development", node_id="site-a", secret_key="a" * 32)
 
