@@ -78,7 +78,11 @@ def orthanc_server(workdir: Path | None = None, *, aet: str = "ORTHANC",
     with tempfile.TemporaryDirectory(prefix="orthanc-") as tmp:
         where = Path(workdir) if workdir is not None else Path(tmp)
         # Orthanc's modality entries need a port; C-GET answers on the association.
-        server = OrthancProcess(where, aet=aet, peers={a: free_port() for a in calling_aets})
+        # No HTTP password: the node's DICOMweb source (`dicomweb:URL`) carries no
+        # credentials. The project's own launcher sets one (tests/gateway/node/
+        # test_orthanc_access.py checks it).
+        server = OrthancProcess(where, aet=aet, peers={a: free_port() for a in calling_aets},
+                                http_password=None)
         try:
             server.start()
         except OrthancError as exc:

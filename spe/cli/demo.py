@@ -194,7 +194,8 @@ def _start_orthanc(data_dir: Path, node: DemoNode):
         raise DemoError(str(exc)) from exc
     node.dicom = f"dimse://{pacs.aet}@127.0.0.1:{pacs.dicom_port}"
     console.print(f"{node.node_id} reads its images from Orthanc: {pacs.http_url} "
-                  f"(DIMSE port {pacs.dicom_port})")
+                  f"(DIMSE port {pacs.dicom_port}; HTTP user {pacs.http_user}, its password "
+                  f"in {pacs.workdir / 'orthanc.json'})")
     return pacs
 
 

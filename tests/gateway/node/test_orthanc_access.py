@@ -3,7 +3,8 @@ starts it) holds identified images: it answers the node's own AE title and nobod
 
 Measured before: it answered a C-FIND for every patient's name from an AE title it had
 never been told about. Here a stranger's C-FIND, C-ECHO and C-STORE are refused and return
-no identifier, while the node's DIMSE source (calling as `SPE-NODE`) still lists every study.
+no identifier, while the node's DIMSE source (calling as `SPE-NODE`) still lists every study;
+its HTTP API asks for its password even from this machine.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -120,8 +122,18 @@ def test_the_nodes_dimse_source_lists_every_study(pacs, dicom_set):
     assert {s.study_uid for s in studies} == set(dicom_set.studies)
 
 
+def test_http_asks_for_the_password_even_on_loopback(pacs):
+    for path in ("/patients", "/dicom-web/studies", "/instances"):
+        assert httpx.get(f"{pacs.http_url}{path}", timeout=10).status_code == 401, path
+    assert httpx.get(f"{pacs.http_url}/patients", timeout=10,
+                     auth=("spe", "guessed")).status_code == 401
+    patients = httpx.get(f"{pacs.http_url}/patients", auth=pacs.http_auth, timeout=10)
+    assert patients.status_code == 200
+    assert patients.json()  # the upload above went through with the password
+
+
 def test_orthancs_own_files_are_its_users_only(pacs):
-    written = [p for p in Path(pacs.workdir, "storage").rglob("*")]
+    written = [Path(pacs.workdir, "orthanc.json"), *Path(pacs.workdir, "storage").rglob("*")]
     assert written  # the upload above stored something
     for path in written:
         assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
