@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.node.orthanc_process import free_port
 from spe.settings import DEV_SECRET, InsecureConfiguration, Settings
 
 SECRET = secrets.token_urlsafe(48)
@@ -83,6 +84,8 @@ def _environment(changes: dict[str, str | None]) -> dict[str, str]:
 
 
 def _spe(args: tuple[str, ...], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    if args[0] == "serve":  # were it to start after all, on a port of its own
+        args = (*args, "--port", str(free_port()))
     return subprocess.run([sys.executable, "-m", "spe.cli", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
