@@ -117,7 +117,7 @@ def _modes(roots: list[Path]) -> dict[Path, int]:
 def after_a_job(tmp_path_factory) -> Iterator[tuple[dict[Path, int], Path, dict]]:
     """(the modes of everything written while the services ran, the root, the job)."""
     root = tmp_path_factory.mktemp("modes")
-    generate(root / "stores", institutions=1, patients=120, seed=5)  # the hospital's own
+    generate(root / "stores", institutions=1, patients=80, seed=5)  # the hospital's own
     stores = root / "stores" / SITE
     node_dir, central_dir, pki = root / "node", root / "central", root / "pki"
     node_port, central_port = free_port(), free_port()
@@ -179,7 +179,7 @@ def _issue_permit(hub: httpx.Client, as_, issuer: str) -> str:
     return pid
 
 
-def _wait(hub: httpx.Client, job_id: str, as_, seconds: float = 120) -> dict:
+def _wait(hub: httpx.Client, job_id: str, as_, seconds: float = 600) -> dict:
     deadline = time.monotonic() + seconds
     while True:
         resp = hub.get(f"/api/v1/jobs/{job_id}", headers=as_("carol", "researcher"))
