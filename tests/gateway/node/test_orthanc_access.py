@@ -9,6 +9,7 @@ its HTTP API asks for its password even from this machine.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,8 +49,8 @@ def pacs(tmp_path_factory, dicom_set: DicomSet) -> Iterator[OrthancProcess]:
         server.stop()
 
 
-def _find_patients(pacs: OrthancProcess, calling_aet: str, called_aet: str | None = None
-                   ) -> tuple[bool, list[Dataset], list[int]]:
+def _find_patients(pacs: OrthancProcess, calling_aet: str, called_aet: str | None = None,
+                   address: str = "127.0.0.1") -> tuple[bool, list[Dataset], list[int]]:
     """(association accepted, identifiers returned, statuses) of a PATIENT-level C-FIND
     asking every patient's name and id."""
     ae = AE(ae_title=calling_aet)
@@ -59,7 +60,7 @@ def _find_patients(pacs: OrthancProcess, calling_aet: str, called_aet: str | Non
     query.QueryRetrieveLevel = "PATIENT"
     query.PatientName = "*"
     query.PatientID = ""
-    assoc = ae.associate("127.0.0.1", pacs.dicom_port, ae_title=called_aet or pacs.aet)
+    assoc = ae.associate(address, pacs.dicom_port, ae_title=called_aet or pacs.aet)
     if not assoc.is_established:
         return False, [], []
     identifiers, statuses = [], []
@@ -95,6 +96,29 @@ def test_the_node_calling_orthanc_by_another_title_is_refused(pacs):
     accepted, identifiers, _ = _find_patients(pacs, NODE_AET, called_aet="ANY-SCP")
     assert not accepted
     assert identifiers == []
+
+
+def _outward_address() -> str | None:
+    """This machine's address on its network (no packet is sent), or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_the_nodes_ae_title_from_another_address_is_refused(pacs):
+    """Orthanc listens on every interface (no bind option in 1.10): a caller reaching it on
+    the machine's network address, even with the node's AE title, gets nothing."""
+    address = _outward_address()
+    if address is None:
+        pytest.skip("this machine has no network address besides loopback")
+    socket.create_connection((address, pacs.dicom_port), timeout=10).close()  # it listens
+    accepted, identifiers, statuses = _find_patients(pacs, NODE_AET, address=address)
+    assert identifiers == []
+    assert not accepted or all(s not in (0x0000, 0xFF00, 0xFF01) for s in statuses)
 
 
 def test_an_unknown_ae_title_can_neither_echo_nor_store(pacs, dicom_set):
