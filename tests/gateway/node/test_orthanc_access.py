@@ -121,6 +121,16 @@ def test_the_nodes_ae_title_from_another_address_is_refused(pacs):
     assert not accepted or all(s not in (0x0000, 0xFF00, 0xFF01) for s in statuses)
 
 
+def test_http_from_another_address_is_refused_even_with_the_password(pacs):
+    address = _outward_address()
+    if address is None:
+        pytest.skip("this machine has no network address besides loopback")
+    resp = httpx.get(f"http://{address}:{pacs.http_port}/patients", auth=pacs.http_auth,
+                     timeout=10)
+    assert resp.status_code in (401, 403)
+    assert "ID" not in resp.text
+
+
 def test_an_unknown_ae_title_can_neither_echo_nor_store(pacs, dicom_set):
     ae = AE(ae_title="INTRUDER")
     ae.add_requested_context(Verification)
