@@ -160,12 +160,30 @@ def production_refusal(settings: Settings) -> str:
         return ("a node needs SPE_PKI_DIR in production: without the federation's "
                 "certificates it would serve plain HTTP and answer callers without a client "
                 "certificate (make them with `spe pki init`)")
+    exposed = _exposed_keys(settings.pki_dir)
+    if exposed:
+        return (f"SPE_PKI_DIR holds private keys others than their owner may read "
+                f"({', '.join(exposed)}); chmod 600 them (and 700 the folder)")
     for name, urls in (("SPE_FEDERATION_NODES", list(settings.federation_nodes.values())),
                        ("SPE_CATALOGUE_NODES", settings.catalogue_nodes)):
         plain = [u for u in urls if _scheme(u) != "https"]
         if plain:
             return f"{name} names nodes over plain HTTP ({', '.join(plain)}); use https://"
     return ""
+
+
+def _exposed_keys(pki_dir: Path | None) -> list[str]:
+    """The private keys in `pki_dir` that group or others may read (none there yet: [])."""
+    if pki_dir is None:
+        return []
+    exposed = []
+    for key in sorted(pki_dir.glob("*.key")):
+        try:
+            if key.stat().st_mode & 0o077:
+                exposed.append(key.name)
+        except OSError:
+            continue
+    return exposed
 
 
 def _loopback(url: str) -> bool:

@@ -149,3 +149,26 @@ def test_a_node_whose_certificates_are_missing_says_which(tmp_path: Path) -> Non
     assert "spe pki init" in message
     assert "\n" not in message
     assert "Traceback" not in result.stderr
+
+
+def test_a_private_key_others_can_read_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from spe.pki import init_pki
+
+    pki = tmp_path / "pki"
+    init_pki(pki, nodes=["site-a"])
+    (pki / "site-a.key").chmod(0o644)  # copied the way a careless operator would
+    env = _environment({**NODE, "SPE_PKI_DIR": str(pki), "SPE_DATA_DIR": str(tmp_path / "d")})
+    result = _spe(SERVE_NODE, env, tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    message = result.stderr.strip()
+    assert "SPE_PKI_DIR holds private keys" in message
+    assert "site-a.key" in message
+    assert "\n" not in message
+    assert "Traceback" not in result.stderr
+    # With the key closed again, the same settings load.
+    (pki / "site-a.key").chmod(0o600)
+    monkeypatch.chdir(tmp_path)
+    for key, value in env.items():
+        if key.startswith("SPE_"):
+            monkeypatch.setenv(key, value)
+    assert Settings().pki_dir == pki
