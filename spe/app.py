@@ -41,6 +41,7 @@ from spe.settings import Settings, get_settings
 from spe.users import service as users
 from spe.users.endpoints import router as users_router
 from spe.web import AppContext
+from spe.web.docs import api_docs_options
 from spe.web.health import router as health_router
 from spe.web.pages import STATIC_DIR as COMMON_STATIC
 from spe.web.pages import STATIC_PATH as COMMON_STATIC_PATH
@@ -63,7 +64,8 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
         on_principal=users.Registrar(),
     )
     app = FastAPI(title="EHDS SPE: central services", version="0.1.0",
-                  lifespan=signing_audit(_lifespan(settings, issuer)))
+                  lifespan=signing_audit(_lifespan(settings, issuer)),
+                  **api_docs_options(settings))
     app.state.ctx = ctx
     app.state.hub = hub if hub is not None else _hub(settings)
     app.state.dataset_holder = _dataset_holder

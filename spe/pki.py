@@ -153,7 +153,7 @@ def init_pki(
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = _ca_certificate(ca_key, now)
         _write(ca_key_path, _key_pem(ca_key), 0o600)
-        _write(ca_crt, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write(ca_crt, ca_cert.public_bytes(serialization.Encoding.PEM), 0o600)
         todo, kept, ca_created = names, [], True
 
     result = PkiPaths(out_dir, ca_crt, ca_key_path, ca_created, ca_cert.not_valid_after_utc,
@@ -165,7 +165,7 @@ def init_pki(
         cert = _leaf_certificate(name, key.public_key(), sans_extra, ca_cert, ca_key, now,
                                  not_after)
         _write(result.key(name), _key_pem(key), 0o600)
-        _write(result.cert(name), cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write(result.cert(name), cert.public_bytes(serialization.Encoding.PEM), 0o600)
         result.issued.append(Issued(name, result.cert(name), result.key(name),
                                     tuple(dict.fromkeys((name, *sans_extra))), not_after))
     return result

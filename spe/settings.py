@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -131,18 +133,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:
         if self.environment == "production":
-            if self.secret_key.get_secret_value() == DEV_SECRET:
-                raise InsecureConfiguration(
-                    "SPE_SECRET_KEY is the development default; set a random secret "
-                    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
-                )
-            if len(self.secret_key.get_secret_value()) < 32:
-                raise InsecureConfiguration("SPE_SECRET_KEY must be at least 32 characters")
-            if not self.oidc_jwks_url:
-                raise InsecureConfiguration(
-                    "production needs an external identity provider: set SPE_OIDC_ISSUER and "
-                    "SPE_OIDC_JWKS_URL (the demo's own token issuer is for development only)"
-                )
+            reason = production_refusal(self)
+            if reason:
+                raise InsecureConfiguration(reason)
         if self.audit_retention_days < 365:
             raise InsecureConfiguration(
                 "SPE_AUDIT_RETENTION_DAYS must be at least 365 (EHDS Art. 73(1)(e))"
@@ -185,6 +178,89 @@ def untrusted_executable(path: str) -> str | None:
         if current == "/":
             return None
         current = os.path.dirname(os.path.realpath(current) if current == path else current)
+
+
+# Production refusals: a production service does not start on what would leave data open
+# (an embedded database file, a guessable secret, keys fetched over plain HTTP, a node
+# without mutual TLS). Each is one line naming the variable, for `spe serve` to print.
+MIN_SECRET_BITS = 128
+KNOWN_SECRETS = frozenset({DEV_SECRET, "changeme", "change-me", "secret", "password"})
+NEW_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def secret_bits(secret: str) -> float:
+    """A simple, pessimistic estimate of a secret's entropy: length x log2(distinct
+    characters). 32 identical characters score 0; a random 64-character base64 string
+    about 340; a 32-character hex string (128 random bits) usually a little under 128."""
+    distinct = len(set(secret))
+    return len(secret) * math.log2(distinct) if distinct > 1 else 0.0
+
+
+def production_refusal(settings: Settings) -> str:
+    """Why `settings` must not run in production, or "" when nothing is refused."""
+    secret = settings.secret_key.get_secret_value()
+    if secret.strip().lower() in KNOWN_SECRETS:
+        return f"SPE_SECRET_KEY is a known default; set a random secret (e.g. `{NEW_SECRET}`)"
+    if len(secret) < 32:
+        return "SPE_SECRET_KEY must be at least 32 characters"
+    if secret_bits(secret) < MIN_SECRET_BITS:
+        return (f"SPE_SECRET_KEY has about {secret_bits(secret):.0f} bits of entropy (length x "
+                f"log2 of its distinct characters), under {MIN_SECRET_BITS}; set a random "
+                f"secret (e.g. `{NEW_SECRET}`)")
+    if secret in (secret + secret)[1:-1]:  # one shorter piece repeated
+        return f"SPE_SECRET_KEY repeats a pattern; set a random secret (e.g. `{NEW_SECRET}`)"
+    if _scheme(settings.resolved_database_url) == "sqlite":
+        return ("SPE_DATABASE_URL is SQLite (a file on the service's disk, or the default "
+                "when unset); production needs PostgreSQL (postgresql://user@host/db)")
+    if not settings.oidc_jwks_url:
+        return ("production needs an external identity provider: set SPE_OIDC_ISSUER and "
+                "SPE_OIDC_JWKS_URL (the demo's own token issuer is for development only)")
+    for name, url in (("SPE_OIDC_JWKS_URL", settings.oidc_jwks_url),
+                      ("SPE_OIDC_ISSUER", settings.oidc_issuer)):
+        if _scheme(url) != "https":
+            return (f"{name} is not https:// ({url}); the keys that sign every token must "
+                    "not travel over plain HTTP")
+    if settings.opa_url and _scheme(settings.opa_url) != "https" and not _loopback(
+            settings.opa_url):
+        return (f"SPE_OPA_URL is plain HTTP to another host ({settings.opa_url}); every "
+                "decision would cross the network unprotected: use https:// or a local OPA")
+    if settings.node_id and settings.pki_dir is None:
+        return ("a node needs SPE_PKI_DIR in production: without the federation's "
+                "certificates it would serve plain HTTP and answer callers without a client "
+                "certificate (make them with `spe pki init`)")
+    exposed = _exposed_keys(settings.pki_dir)
+    if exposed:
+        return (f"SPE_PKI_DIR holds private keys others than their owner may read "
+                f"({', '.join(exposed)}); chmod 600 them (and 700 the folder)")
+    for name, urls in (("SPE_FEDERATION_NODES", list(settings.federation_nodes.values())),
+                       ("SPE_CATALOGUE_NODES", settings.catalogue_nodes)):
+        plain = [u for u in urls if _scheme(u) != "https"]
+        if plain:
+            return f"{name} names nodes over plain HTTP ({', '.join(plain)}); use https://"
+    return ""
+
+
+def _exposed_keys(pki_dir: Path | None) -> list[str]:
+    """The private keys in `pki_dir` that group or others may read (none there yet: [])."""
+    if pki_dir is None:
+        return []
+    exposed = []
+    for key in sorted(pki_dir.glob("*.key")):
+        try:
+            if key.stat().st_mode & 0o077:
+                exposed.append(key.name)
+        except OSError:
+            continue
+    return exposed
+
+
+def _loopback(url: str) -> bool:
+    return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def _scheme(url: str) -> str:
+    """A URL's scheme without its driver (postgresql+psycopg -> postgresql), lower case."""
+    return url.split(":", 1)[0].split("+", 1)[0].strip().lower() if ":" in url else ""
 
 
 @lru_cache

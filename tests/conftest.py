@@ -47,6 +47,16 @@ def database_url(request, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture(autouse=True)
+def _test_runs_umask() -> Iterator[None]:
+    """An `spe` command run in-process (CliRunner) sets the services' umask 077 for the
+    whole process: the test run's own comes back after each test."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    yield
+    os.umask(mask)
+
+
 def bwrap_problem() -> str | None:
     """Why bubblewrap cannot sandbox a job here, or None if it can."""
     import subprocess

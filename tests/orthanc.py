@@ -3,7 +3,8 @@
 Orthanc (Debian package `orthanc`, with `orthanc-dicomweb`) is started by the node's own
 launcher, `gateway.node.orthanc_process.OrthancProcess`: free loopback ports, a config JSON
 and the storage in a folder of the test's, the DICOMweb plugin at `/dicom-web/`, the calling
-AE titles registered in `DicomModalities` (and C-FIND/C-GET/C-MOVE allowed), `StableAge` 1.
+AE titles registered in `DicomModalities` (C-ECHO, C-FIND and C-GET allowed, from 127.0.0.1
+only; nothing else answered), `StableAge` 1.
 It is ready when its REST API answers, and stopped with terminate, wait, kill on timeout.
 The launcher runs Orthanc with `TCP_NODELAY=1`, which makes DCMTK disable Nagle's algorithm:
 without it every DIMSE request-response round trip waits for a delayed ACK (about 40 ms
@@ -76,8 +77,12 @@ def orthanc_server(workdir: Path | None = None, *, aet: str = "ORTHANC",
     require_orthanc()
     with tempfile.TemporaryDirectory(prefix="orthanc-") as tmp:
         where = Path(workdir) if workdir is not None else Path(tmp)
-        # The peers' ports only matter for C-MOVE; C-GET answers on the association.
-        server = OrthancProcess(where, aet=aet, peers={a: free_port() for a in calling_aets})
+        # Orthanc's modality entries need a port; C-GET answers on the association.
+        # No HTTP password: the node's DICOMweb source (`dicomweb:URL`) carries no
+        # credentials. The project's own launcher sets one (tests/gateway/node/
+        # test_orthanc_access.py checks it).
+        server = OrthancProcess(where, aet=aet, peers={a: free_port() for a in calling_aets},
+                                http_password=None)
         try:
             server.start()
         except OrthancError as exc:

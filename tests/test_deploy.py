@@ -19,8 +19,13 @@ _PLACEHOLDER = re.compile(r"\$\{(\w+)(?::\?[^}]*)?\}")
 
 
 def _filled(value: str) -> str:
-    """Compose's ${VAR} and ${VAR:?message}, with a value an operator could give."""
-    return _PLACEHOLDER.sub(lambda m: f"{m.group(1).lower()}-0123456789abcdef0123456789", value)
+    """Compose's ${VAR} and ${VAR:?message}, with a value an operator could give (the
+    identity provider's over https, as production demands)."""
+    def value_of(name: str) -> str:
+        if name.endswith(("_URL", "_ISSUER")):
+            return f"https://idp.example/{name.lower()}"
+        return f"{name.lower()}-0123456789abcdef0123456789"
+    return _PLACEHOLDER.sub(lambda m: value_of(m.group(1)), value)
 
 
 @pytest.mark.parametrize("name", [n for n, s in SERVICES.items()

@@ -25,6 +25,7 @@ from spe.identity import TokenVerifier, make_verifier
 from spe.policy import PolicyService, make_policy_service
 from spe.settings import Settings
 from spe.web import AppContext
+from spe.web.docs import api_docs_options
 from spe.web.health import router as health_router
 from spe.wire.context import ContextVerifier
 
@@ -51,7 +52,8 @@ def create_node_app(
         name=config.node_id,
     )
     app = FastAPI(title=f"EHDS SPE node: {config.name or config.node_id}", version="0.1.0",
-                  lifespan=signing_audit(_lifespan(config, settings)))
+                  lifespan=signing_audit(_lifespan(config, settings)),
+                  **api_docs_options(settings))
     app.state.ctx = ctx
     app.state.node = config
     app.state.context_verifier = context_verifier or _context_verifier(settings, config)

@@ -182,7 +182,7 @@ def _start_orthanc(data_dir: Path, node: DemoNode):
         raise DemoError("--orthanc needs the Debian package `orthanc` (apt-get install orthanc "
                         "orthanc-dicomweb)")
     folder = Path(node.dicom.removeprefix("folder:"))
-    pacs = OrthancProcess(data_dir / "orthanc")  # C-GET: no peer to declare
+    pacs = OrthancProcess(data_dir / "orthanc")  # answers the node's AE title only
     try:
         pacs.start()
         files = sorted(folder.rglob("*.dcm"))
@@ -194,7 +194,8 @@ def _start_orthanc(data_dir: Path, node: DemoNode):
         raise DemoError(str(exc)) from exc
     node.dicom = f"dimse://{pacs.aet}@127.0.0.1:{pacs.dicom_port}"
     console.print(f"{node.node_id} reads its images from Orthanc: {pacs.http_url} "
-                  f"(DIMSE port {pacs.dicom_port})")
+                  f"(DIMSE port {pacs.dicom_port}; HTTP user {pacs.http_user}, its password "
+                  f"in {pacs.workdir / 'orthanc.json'})")
     return pacs
 
 

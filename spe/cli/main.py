@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from spe.cli.job import job_app
@@ -14,6 +16,7 @@ from spe.cli.permit import permit_app
 from spe.cli.progress import console, stage_counter, task_bars
 from spe.cli.query import query as query_command
 from spe.cli.sandbox import sandbox_app
+from spe.private_files import PRIVATE_UMASK
 from spe.settings import InsecureConfiguration, Settings
 
 app = typer.Typer(help="EHDS secure processing environment", no_args_is_help=True,
@@ -39,8 +42,20 @@ app.add_typer(sandbox_app, name="sandbox")
 app.command("query")(query_command)
 
 
+# Every file a service writes holds data or keys (databases and their -wal/-shm, staged
+# extracts, job folders, outputs, staging reports, the airlock, keys): created 0600 in 0700
+# folders, whatever the shell's umask. Commands that run as services or write for them
+# (serve, node worker, node sync, db upgrade, demo) all start here. The sandbox's per-job
+# folders are chowned to the job's user after they are made, which a umask does not stop.
+@app.callback()
+def _private_files() -> None:
+    os.umask(PRIVATE_UMASK)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    # One line however long (no wrapping at the terminal's width), the message as written
+    # (brackets in it are not markup).
+    console.print("[red]error:[/red]", escape(message), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -406,34 +421,44 @@ def serve(
     """Run the central service or one node (configured by SPE_* variables)."""
     import uvicorn
 
+    from spe.pki import PkiError
+
     settings = load_settings()
+    try:
+        application, tls = _service(what, settings)
+    except PkiError as exc:  # certificates missing or unreadable: a reason, not a traceback
+        raise fail(exc.detail) from None
+    uvicorn.run(application, host=host, port=port, log_level="info", **tls)
+
+
+def _service(what: str, settings: Settings):
+    """(the ASGI app, uvicorn's TLS options) of `spe serve WHAT`; a node's certificates are
+    loaded before its database is touched."""
     if what == "central":
         from spe.app import create_central_app
         from spe.db.migrate import upgrade
 
         upgrade(settings.resolved_database_url, "central")
-        application = create_central_app(settings)
-    elif what == "node":
-        from gateway.node.app import create_node_app
-        from gateway.node.config import NodeConfig
-        from spe.db.migrate import upgrade
-
-        if not (settings.node_id and settings.database_url):
-            raise fail("a node needs SPE_NODE_ID and SPE_DATABASE_URL")
-        upgrade(settings.database_url, "node")
-        application = create_node_app(NodeConfig(
-            node_id=settings.node_id, name=settings.node_name or settings.node_id,
-            database_url=settings.database_url, dicom=settings.node_dicom,
-            fhir=settings.node_fhir), settings)
-    else:
+        return create_central_app(settings), {}
+    if what != "node":
         raise fail("serve central or serve node")
+    from gateway.node.app import create_node_app
+    from gateway.node.config import NodeConfig
+    from spe.db.migrate import upgrade
+
+    if not (settings.node_id and settings.database_url):
+        raise fail("a node needs SPE_NODE_ID and SPE_DATABASE_URL")
     tls = {}
-    if what == "node" and settings.pki_dir is not None:
+    if settings.pki_dir is not None:
         from spe.pki import server_ssl_options
 
         # Nodes speak only mutual TLS with the federation's certificates.
         tls = server_ssl_options(settings.pki_dir, settings.node_id)
-    uvicorn.run(application, host=host, port=port, log_level="info", **tls)
+    upgrade(settings.database_url, "node")
+    return create_node_app(NodeConfig(
+        node_id=settings.node_id, name=settings.node_name or settings.node_id,
+        database_url=settings.database_url, dicom=settings.node_dicom,
+        fhir=settings.node_fhir), settings), tls
 
 
 @app.command()

@@ -111,7 +111,7 @@ def unpack_code(data: bytes, directory: Path | str) -> Path:
                     out.write(source.read())
             except FileExistsError:
                 raise CodeArchiveError(f"duplicate entry in job code: {name!r}") from None
-            os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
+            os.chmod(target, 0o700 if member.mode & 0o111 else 0o600)  # the node's only
     return root
 
 

@@ -239,9 +239,9 @@ def test_service_certificates(pkis, name):
 def test_file_modes(pkis):
     directory = pkis.federation
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    for name in ("ca", "hub", "site-a", "site-b"):
+    for name in ("ca", "hub", "site-a", "site-b"):  # the service's own, like all it keeps
         assert stat.S_IMODE((directory / f"{name}.key").stat().st_mode) == 0o600
-        assert stat.S_IMODE((directory / f"{name}.crt").stat().st_mode) == 0o644
+        assert stat.S_IMODE((directory / f"{name}.crt").stat().st_mode) == 0o600
     assert sorted(p.name for p in directory.iterdir()) == sorted(
         f"{n}.{ext}" for n in ("ca", "hub", "site-a", "site-b") for ext in ("crt", "key"))
 

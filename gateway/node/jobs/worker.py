@@ -35,6 +35,7 @@ from gateway.node.jobs.staging import RiskRefused
 from spe.airlock import OutputRules, cached_terms, check_outputs
 from spe.audit import AuditLog
 from spe.db import session_scope
+from spe.private_files import make_private
 from spe.sandbox import Limits, SandboxError, SandboxResult, run
 from spe.sandbox.cgroup import reap_orphans
 from spe.wire.code_archive import unpack_code
@@ -240,6 +241,12 @@ class Worker:
                           cancel=beat.lost)
         except SandboxError as exc:
             return _Outcome(FAILED, None, NO_SANDBOX, str(exc))
+        try:  # the job may have opened up what it wrote (chmod 0666): the node's only
+            make_private(output)
+        except OSError:
+            log.exception("job %s: its outputs could not be made private", job.id)
+            return _Outcome(FAILED, None, NODE_ERROR,
+                            "the job's outputs could not be made private")
         # The log is an output like any other: checked here and in the central airlock,
         # reviewed with the rest, and read by the researcher only once released.
         write_log(output, sandbox)
