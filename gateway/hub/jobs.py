@@ -47,6 +47,7 @@ from spe.wire.jobs import (
     JobStatus,
     StagingSummary,
     decode_code,
+    public_reason,
 )
 
 ACCESS_POLICY = "jobs/access"  # who reads and cancels a job
@@ -260,6 +261,7 @@ async def _each_node(hub: Hub, job: CentralJob, caller: Principal, method: str,
             except ValidationError:
                 return node_id, {"state": "error",
                                  "reason": "the node's answer is not a job status"}
+            told.reason = public_reason(told.reason)  # what a node says, checked again
             return node_id, told.model_dump(include={"state", "reason", "attempts",
                                                      "staging"})
         if status == 0:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from spe.errors import Conflict, Forbidden, SPEError
 
@@ -75,8 +76,25 @@ BAD_CODE = "the job's code archive is not valid"
 NO_SANDBOX = "the sandbox could not start the job"
 NODE_ERROR = "the node failed while running the job"
 TAKEN = "the job was taken from its worker"
+WORKER_LOST = "worker lost"
 RUNNER_REASONS = frozenset({EXITED_WITH_ERROR, *LIMIT_REASONS.values(), STAGING_FAILED,
-                            RISK_REFUSED, BAD_CODE, NO_SANDBOX, NODE_ERROR, TAKEN})
+                            RISK_REFUSED, BAD_CODE, NO_SANDBOX, NODE_ERROR, TAKEN,
+                            WORKER_LOST, f"{WORKER_LOST}; queued again"})
+#: Who or what cancelled a job: a user id as the hub vouched for it, or the permit's stop.
+_CANCELLED = re.compile(r"cancelled by [^\s;]{1,320}|permit (suspended|revoked)")
+NOT_TOLD = "(a reason outside the job contract, not shown)"
+
+
+def public_reason(reason: str) -> str:
+    """`reason` if it is in the contract's words (one of `RUNNER_REASONS`, with the note
+    that the job was taken from its worker, or who cancelled it), else `NOT_TOLD`: words
+    from an older version's record or a misbehaving node never reach a researcher."""
+    first, _, rest = reason.partition("; ")
+    if reason == "" or reason in RUNNER_REASONS or _CANCELLED.fullmatch(reason):
+        return reason
+    if rest == TAKEN and first in RUNNER_REASONS:
+        return reason
+    return NOT_TOLD
 
 
 # --- refusals ----------------------------------------------------------------------------
@@ -139,22 +157,28 @@ class JobAccepted(BaseModel):
     state: State
 
 
+Word = Annotated[str, StringConstraints(max_length=40, pattern=r"^[A-Za-z0-9_.:+() -]*$")]
+
+
 class StagingSummary(BaseModel):
     """How the job's extract was made, as the researcher may read it unreviewed: the
     policy's choices and what layer 3 generalised (a job must know it to read the
-    extract), never what the extract holds (no counts, no risk figures)."""
+    extract), never what the extract holds (no counts, no risk figures). Every field is
+    a short word or a flag, so that not even a misbehaving node can carry data in it."""
 
     model_config = ConfigDict(extra="ignore")
 
-    data_version: str = ""
-    form: str = ""
-    layers: list[str] = Field(default_factory=list)
+    data_version: Word = ""
+    form: Word = ""
+    layers: list[Word] = Field(default_factory=list, max_length=10)
     pseudonymised: bool | None = None
-    key: str = ""
+    key: Word = ""
     cached: bool | None = None
-    staged_at: str | None = None
+    staged_at: Word | None = None
     risk_ok: bool | None = None  # the policy's threshold holds over the extract
-    generalised: dict[str, Any] = Field(default_factory=dict)  # quasi-identifier -> level
+    # quasi-identifier -> generalisation level (spe.anonymize.risk)
+    generalised: dict[Word, Annotated[int, Field(ge=0, le=10)]] = Field(
+        default_factory=dict, max_length=10)
     suppressed: bool | None = None  # whether layer 3 removed patients (not how many)
     allowed: bool | None = None  # whether policies/jobs lets a job run over it
 
@@ -169,7 +193,7 @@ class JobStatus(BaseModel):
     pid: str
     state: State
     attempts: int = 0
-    reason: str = ""  # the runner's words (RUNNER_REASONS), or who cancelled it
+    reason: str = ""  # the runner's words (`public_reason`), or who cancelled it
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
@@ -180,5 +204,5 @@ __all__ = [
     "ACTIVE", "FINAL", "JOBS_PATH", "LOG_NAME", "MAX_ARCHIVE_BYTES", "MAX_CODE_B64",
     "MAX_CODE_BYTES", "MAX_CODE_FILES", "RAN", "RUNNER_REASONS", "STATES", "CodeTooLarge",
     "InvalidJob", "JobAccepted", "JobRefused", "JobStatus", "JobSubmission", "NoOutputs",
-    "StagingSummary", "decode_code",
+    "StagingSummary", "decode_code", "public_reason",
 ]

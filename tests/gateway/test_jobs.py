@@ -26,7 +26,7 @@ from spe.pki import client_ssl_context, private_key_of
 from spe.settings import Settings
 from spe.wire.code_archive import pack_code
 from spe.wire.context import ContextSigner
-from spe.wire.jobs import EXITED_WITH_ERROR, LOG_NAME, MAX_ARCHIVE_BYTES
+from spe.wire.jobs import EXITED_WITH_ERROR, LOG_NAME, MAX_ARCHIVE_BYTES, JobStatus
 from tests.gateway.conftest import ISSUER, SITES, serve_job_federation
 from tests.gateway.test_permit_tier import issue_permit
 
@@ -640,6 +640,18 @@ def test_nothing_a_failing_job_prints_names_or_returns_reaches_its_researcher(
     assert node["reason"] == EXITED_WITH_ERROR
     assert not {"exit_code", "signal", "log_tail", "files", "verdict"} & set(node)
     seen = _everything_carol_reads(hub, job_id, monkeypatch)
+    # The node's own answer, asked as the hub asks it for her, says no more.
+    _, urls, pki = federation
+    context = ContextSigner(private_key_of(pki / "hub.key")).sign(
+        user=f"carol@{ISSUER}", roles=["researcher"], tier="permit", node_id="site-a",
+        permit=permit, query_hash=hashlib.sha256(node["job_id"].encode()).hexdigest())
+    with httpx.Client(base_url=urls["site-a"], timeout=10,
+                      verify=client_ssl_context(pki, "hub")) as client:
+        direct = client.get(f"/api/v1/jobs/{node['job_id']}",
+                            headers={"X-SPE-Hub-Context": context})
+    assert direct.status_code == 200, direct.text
+    assert set(direct.json()) <= set(JobStatus.model_fields)
+    seen["node status"] = direct.text
     records = _staged_patients(hub, permit, "site-a")
     _assert_absent(seen, [*_extract_ids(hub, permit, "site-a"), *records, "RECORD",
                           "PSEUDONYM", "SMALLCOUNT", "SMALLGROUP", "exit code", "status 3"])

@@ -59,6 +59,7 @@ from spe.wire.jobs import (
     NoOutputs,
     StagingSummary,
     decode_code,
+    public_reason,
 )
 from spe.wire.outputs import JobOutputs, OutputFile
 
@@ -190,7 +191,8 @@ def status_of(job: NodeJob, node_id: str, work_dir: Path | None) -> JobStatus:
             staging = None
     return JobStatus(
         job_id=job.id, node_id=node_id, pid=job.pid, state=job.state,
-        attempts=job.attempts, reason=job.reason, created_at=_iso(job.created_at) or "",
+        attempts=job.attempts, reason=public_reason(job.reason),
+        created_at=_iso(job.created_at) or "",
         started_at=_iso(job.started_at), finished_at=_iso(job.finished_at), staging=staging)
 
 

@@ -20,9 +20,16 @@ from sqlalchemy.orm import Session
 
 from gateway.node.jobs.models import NodeJob
 from spe.sandbox import Limits
-from spe.wire.jobs import ACTIVE, CANCELLED, FAILED, FINAL, QUEUED, RUNNING, STAGING
-
-WORKER_LOST = "worker lost"
+from spe.wire.jobs import (
+    ACTIVE,
+    CANCELLED,
+    FAILED,
+    FINAL,
+    QUEUED,
+    RUNNING,
+    STAGING,
+    WORKER_LOST,
+)
 
 
 def utcnow() -> datetime:

@@ -231,8 +231,8 @@ class Worker:
         output.mkdir(parents=True)
         try:
             unpack_code(job.code, code)
-        except ValueError as exc:  # the researcher's own archive: its entries may be named
-            return _Outcome(FAILED, None, f"{BAD_CODE}: {exc}", str(exc))
+        except ValueError as exc:
+            return _Outcome(FAILED, None, BAD_CODE, str(exc))
         try:
             limits = Limits(**job.limits)
             # The heartbeat sets `lost` when the job is no longer this worker's (requeued,
