@@ -427,10 +427,14 @@ class _Walk:
                                      f"{self.rules.review_files}): many outputs are "
                                      "reviewed as one request", [Place(rule="many-files")])
         for group in same_shape(self.pieces, self.rules.same_shape_files):
-            ext, content = joined(group)
-            together = FileVerdict(path=TOGETHER, size=len(content), kind="group")
-            self.content(together, f"together.{ext}", TOGETHER, content.encode(), "text",
-                         "text")
+            together = FileVerdict(path=TOGETHER, size=0, kind="group")
+            try:
+                ext, content = joined(group)
+                self.content(together, f"together.{ext}", TOGETHER, content.encode(), "text",
+                             "text")
+            except Exception as exc:  # what cannot be checked together does not leave
+                together.flag("blocked", f"could not be checked together "
+                                         f"({type(exc).__name__})")
             if together.path in self.magnitudes:
                 together.flag("review", self.magnitudes.pop(together.path)[0])
             for piece in group:
