@@ -249,13 +249,15 @@ class _Walk:
             return
         if ext not in self.rules.allowed_extensions:
             allowed = ", ".join(sorted(self.rules.allowed_extensions))
-            verdict.flag("blocked", f"type .{ext or '(none)'} is not allowed (allowed: "
-                                    f"{allowed})")
+            # the extension is the job's text: named only when it is one of the known ones
+            shown = f"type .{ext}" if ext in TEXT_TYPES | {"png", "pdf"} else "this type"
+            verdict.flag("blocked", f"{shown} is not allowed (allowed: {allowed})")
         if kind == "empty":
             return
         expected = {"png": "png", "pdf": "pdf"}.get(ext, "text" if ext in TEXT_TYPES else None)
         if expected is not None and kind != expected:
-            verdict.flag("blocked", f"the content is a {description}, not what .{ext} says")
+            verdict.flag("blocked", f"the content is a {description}, not what its name "
+                                    "says")
             if kind != "text":
                 return
         if kind == "png":
