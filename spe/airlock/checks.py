@@ -249,13 +249,15 @@ class _Walk:
             return
         if ext not in self.rules.allowed_extensions:
             allowed = ", ".join(sorted(self.rules.allowed_extensions))
-            verdict.flag("blocked", f"type .{ext or '(none)'} is not allowed (allowed: "
-                                    f"{allowed})")
+            # the extension is the job's text: named only when it is one of the known ones
+            shown = f"type .{ext}" if ext in TEXT_TYPES | {"png", "pdf"} else "this type"
+            verdict.flag("blocked", f"{shown} is not allowed (allowed: {allowed})")
         if kind == "empty":
             return
         expected = {"png": "png", "pdf": "pdf"}.get(ext, "text" if ext in TEXT_TYPES else None)
         if expected is not None and kind != expected:
-            verdict.flag("blocked", f"the content is a {description}, not what .{ext} says")
+            verdict.flag("blocked", f"the content is a {description}, not what its name "
+                                    "says")
             if kind != "text":
                 return
         if kind == "png":
@@ -427,10 +429,14 @@ class _Walk:
                                      f"{self.rules.review_files}): many outputs are "
                                      "reviewed as one request", [Place(rule="many-files")])
         for group in same_shape(self.pieces, self.rules.same_shape_files):
-            ext, content = joined(group)
-            together = FileVerdict(path=TOGETHER, size=len(content), kind="group")
-            self.content(together, f"together.{ext}", TOGETHER, content.encode(), "text",
-                         "text")
+            together = FileVerdict(path=TOGETHER, size=0, kind="group")
+            try:
+                ext, content = joined(group)
+                self.content(together, f"together.{ext}", TOGETHER, content.encode(), "text",
+                             "text")
+            except Exception as exc:  # what cannot be checked together does not leave
+                together.flag("blocked", f"could not be checked together "
+                                         f"({type(exc).__name__})")
             if together.path in self.magnitudes:
                 together.flag("review", self.magnitudes.pop(together.path)[0])
             for piece in group:

@@ -113,7 +113,8 @@ def prose_counts(text: str, rules: OutputRules) -> list[tuple[Verdict, str, list
 
 def line_shape(line: str) -> tuple[str, ...] | None:
     tokens = _TOKEN.findall(line)
-    if len(tokens) < 2 or not any(t[-1].isdigit() for t in tokens):
+    if not any(t[-1].isdigit() for t in tokens) or (len(tokens) < 2 and not tokens[0][-1]
+                                                     .isdigit()):
         return None
     shape: list[str] = []
     for token in tokens:
@@ -140,6 +141,9 @@ def text_tables(text: str) -> list[tuple[str, list[tuple[int, list[str]]]]]:
     out: list[tuple[str, list[tuple[int, list[str]]]]] = []
     for shape, lines in groups.items():
         if len(lines) < RECORD_LINES:
+            continue
+        if all(k == "#" for k in shape):  # numbers only: a column of values, or several
+            out.append(("table", [(n, line.split()) for n, line in lines]))
             continue
         words = {tuple(w.lower() for w in _WORD.findall(line)) for _, line in lines}
         if len(words) == 1:

@@ -150,6 +150,13 @@ def every_observation_as_text(out: Path, x: Extract) -> list[str]:
     return []
 
 
+@hostile
+def every_value_one_per_line(out: Path, x: Extract) -> list[str]:
+    values = [str(o["valueQuantity"]["value"]) for o in x.observations if "valueQuantity" in o]
+    (out / "values.txt").write_text("\n".join(values) + "\n")
+    return []
+
+
 # ---- the extract's pseudonyms and ids, disguised ----------------------------------------
 
 @hostile

@@ -554,3 +554,10 @@ def test_a_short_table_of_distinct_words_passes_and_records_of_text_do_not(out: 
     report = check_outputs(out, rules=RULES)
     assert verdict_of(report, "README.md").verdict == "pass"
     assert verdict_of(report, "rows.csv").verdict == "review"
+
+
+def test_a_list_of_values_one_per_line_goes_to_review(out: Path):
+    (out / "weights.txt").write_text("".join(f"{60 + i * 1.7:.1f}\n" for i in range(30)))
+    entry = verdict_of(check_outputs(out, rules=RULES), "weights.txt")
+    assert entry.verdict == "review"
+    assert any("magnitudes" in r for r in entry.reasons)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from spe.airlock.report import Place
+
 if TYPE_CHECKING:
     from spe.airlock.review.models import AirlockRequest
     from spe.identity import Principal
@@ -28,14 +30,6 @@ class ReviewOut(BaseModel):
     at: datetime
 
 
-class PlaceOut(BaseModel):
-    """Where in a file an automatic check points: a rule, a line, a column (1-based)."""
-
-    rule: str
-    line: int | None = None
-    column: int | None = None
-
-
 class FileOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -46,7 +40,7 @@ class FileOut(BaseModel):
     verdict: str
     reasons: list[str]
     notes: list[str]
-    places: list[PlaceOut] = Field(default_factory=list)
+    places: list[Place] = Field(default_factory=list)  # where the reasons point
     stored: bool
 
 
