@@ -15,9 +15,8 @@ sum of another, so hiding a total would have to hide every other breakdown with 
 
 Why suppression and not rounding: the descriptor rule of `policies/disclosure` is exact
 (rounding 1) because the catalogue is read for feasibility; rounded parts beside a rounded
-total still bound a hidden count to a few values at small totals, while a hidden group of
-at least the threshold leaves each of its counts anywhere in a range as wide as a
-suppressed cell's.
+total still bound a hidden count to a few values at small totals, while complements leave
+every hidden small count more than one value, as the tests check exhaustively.
 
 **Ranges: trimmed inward.** The youngest and oldest age and the first and last study day
 are each one person. Published instead: the age at or below which at least k patients lie,
