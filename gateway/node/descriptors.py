@@ -16,7 +16,13 @@ from datetime import UTC, date, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.node.descriptor_disclosure import age_range, date_range, hidden_cells, share_hidden
+from gateway.node.descriptor_disclosure import (
+    age_range,
+    date_range,
+    hidden_cells,
+    share_hidden,
+    values_give_counts_away,
+)
 from gateway.node.index.models import Condition, Patient, Series, Study
 from spe.errors import Forbidden
 from spe.policy import PolicyService
@@ -27,7 +33,6 @@ from spe.wire.descriptors import (
     DatasetDescriptor,
     ValueCount,
     disclosure_problems,
-    exposed,
 )
 from spe.wire.query import CODE_SYSTEMS
 
@@ -68,12 +73,8 @@ class _Suppressor:
         counts = {value: n for value, n in rows if value}
         unrecorded = sum(n for value, n in rows if not value)
         hidden = hidden_cells(counts, unrecorded, self.threshold)
-        rest = unrecorded + sum(counts[value] for value in hidden)
-        if (unrecorded + sum(counts.values()) >= self.threshold
-                and exposed(rest, len(hidden), self.threshold)):
-            # Nothing was left to hide beside them (every value held by one series): the
-            # listed values alone would give the counts away, so none is listed.
-            self.suppressed.append(f"{field}:other")
+        if values_give_counts_away(counts, unrecorded, hidden, self.threshold):
+            self.suppressed.append(f"{field}:other")  # none listed
             return []
         self.suppressed += [f"{field}:{value}" for value in sorted(counts) if value in hidden]
         return [ValueCount(value=value, count=None if value in hidden else n)

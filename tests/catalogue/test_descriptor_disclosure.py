@@ -94,6 +94,21 @@ def test_no_suppressed_count_can_be_recomputed_from_a_total(catalogue, synced_no
             for value in hidden:
                 assert low < high, (node.node_id, field, value, "recomputed")
                 assert low <= truth[value] <= high  # the attacker's reasoning is sound
+            # A better-informed attacker: knows how many series carry no value, which
+            # hidden counts are the small ones (1..k-1), and that the others (at least k)
+            # were the smallest counts left, so no larger than the smallest shown one.
+            group = sum(truth[v] for v in hidden)
+            smallest_shown = min((c["count"] for c in cells if c["count"] is not None),
+                                 default=group)
+            bounds = {v: (1, k - 1) if truth[v] < k else (k, smallest_shown) for v in hidden}
+            for value in hidden:
+                if truth[value] >= k:
+                    continue
+                others = [bounds[v] for v in hidden if v != value]
+                low = max(1, group - sum(hi for _, hi in others))
+                high = min(k - 1, group - sum(lo for lo, _ in others))
+                assert low < high, (node.node_id, field, value, "pinned")
+                assert low <= truth[value] <= high
     assert hidden_seen, "the synthetic data should hold breakdowns with suppressed counts"
 
 
