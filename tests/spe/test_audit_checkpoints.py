@@ -157,7 +157,7 @@ def checkpoint_rows(url: str) -> list[dict]:
 def test_a_running_service_signs_its_head_and_the_log_verifies(service):
     service.run()
     rows = checkpoint_rows(service.url)
-    assert [r["seq"] for r in rows] == [REQUESTS]  # at stop (at start the log was empty)
+    assert [r["seq"] for r in rows] == [0, REQUESTS]  # at start (empty), and at stop
     assert json.loads(rows[-1]["body"])["service"] == service.name
     assert checkpoint_file(service.settings, service.name).stat().st_mode & 0o777 == 0o600
     result = service.verify(own=True)
