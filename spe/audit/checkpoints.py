@@ -272,8 +272,8 @@ def make_checkpoint(session: Session, log_: AuditLog, key: SigningKey, reason: s
     model = log_.checkpoint_model
     head = session.execute(select(log_.head_model).where(log_.head_model.id == 1)
                            ).scalar_one_or_none()
-    if head is None:
-        return None  # nothing logged yet
+    if head is None:  # a new log: its empty head is signed too, so every log a service
+        head = log_._head(session)  # has run on holds a checkpoint (verify relies on it)
     last_seq, last_hash = head.last_seq, head.last_hash
     base = (head.base_seq, head.base_hash)
     last = session.execute(select(model).order_by(model.seq.desc(), model.id.desc())

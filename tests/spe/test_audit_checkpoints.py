@@ -157,7 +157,7 @@ def checkpoint_rows(url: str) -> list[dict]:
 def test_a_running_service_signs_its_head_and_the_log_verifies(service):
     service.run()
     rows = checkpoint_rows(service.url)
-    assert [r["seq"] for r in rows] == [REQUESTS]  # at stop (at start the log was empty)
+    assert [r["seq"] for r in rows] == [0, REQUESTS]  # at start (empty), and at stop
     assert json.loads(rows[-1]["body"])["service"] == service.name
     assert checkpoint_file(service.settings, service.name).stat().st_mode & 0o777 == 0o600
     result = service.verify(own=True)
@@ -426,3 +426,28 @@ def test_without_a_pki_the_service_signs_with_its_own_audit_key(database_url, tm
                                      "COLUMNS": "250"})
     assert result.exit_code == 1, result.output
     assert f"first bad entry is entry {EDITED}:" in result.output
+
+
+def test_a_pruned_log_still_verifies_against_its_checkpoints(service):
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.node.app import NODE_AUDIT
+    from spe.audit import CENTRAL_AUDIT
+    from spe.db import make_sessionmaker, session_scope
+
+    service.run()
+    log_ = CENTRAL_AUDIT if service.kind == "central" else NODE_AUDIT
+    engine = make_engine(service.url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            log_.record(session, actor="late", action="a", object="o", decision="info",
+                        at=datetime.now(UTC) + timedelta(days=400))
+        with session_scope(make_sessionmaker(engine)) as session:
+            assert log_.prune(session, retention_days=365,
+                              now=datetime.now(UTC) + timedelta(days=380)) == REQUESTS
+    finally:
+        engine.dispose()
+    service.run(requests=2)  # signs the pruned log at start and stop
+    result = service.verify(own=True)
+    assert result.exit_code == 0, result.output
+    assert "3 entries verified" in result.output
