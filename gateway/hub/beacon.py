@@ -15,7 +15,7 @@ Filters understood (anything else is refused with a 422 naming it):
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,8 +42,8 @@ class Filter(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str = Field(min_length=1, max_length=100)
-    operator: str | None = None
-    value: str | int | None = None
+    operator: str | None = Field(default=None, max_length=2)  # =, <, <=, >, >=
+    value: Annotated[str, Field(max_length=200)] | int | None = None
 
 
 class BeaconQuery(BaseModel):

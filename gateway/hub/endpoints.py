@@ -40,7 +40,8 @@ async def federated_query(
 
 # --- jobs under a data permit (gateway/hub/jobs.py) --------------------------------------
 
-@router.post("/jobs", response_model=jobs.JobView, status_code=202, tags=["jobs"])
+@router.post("/jobs", response_model=jobs.JobView, status_code=202, tags=["jobs"],
+             max_body_size=jobs.MAX_CODE_B64 + 1024 * 1024)  # the code, and room for the rest
 async def submit_job(body: jobs.JobSubmission, caller: Caller,
                      request: Request) -> jobs.JobView:
     """Send a job (a tar.gz of code, base64) under a permit to the permit's institutions

@@ -19,7 +19,7 @@ import binascii
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from pydantic import BaseModel, Field, model_validator
@@ -35,6 +35,7 @@ from spe.errors import Forbidden, NotFound, SPEError
 from spe.identity import Principal
 from spe.jobs import repository
 from spe.jobs.models import CentralJob
+from spe.sandbox.limits import RequestedLimits
 from spe.web import AppContext
 
 JOBS_PATH = "/api/v1/jobs"
@@ -61,8 +62,9 @@ class JobSubmission(BaseModel):
     # ... the Python source of the entry point alone (the web page sends this).
     script: str | None = Field(default=None, min_length=1, max_length=MAX_SCRIPT_CHARS)
     entry: str = Field(default="main.py", min_length=1, max_length=255)
-    limits: dict[str, Any] = Field(default_factory=dict)
-    nodes: list[str] | None = Field(default=None, max_length=100)
+    limits: RequestedLimits = Field(default_factory=dict)
+    nodes: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None,
+                                                                     max_length=100)
 
     @model_validator(mode="after")
     def _one_kind_of_code(self) -> JobSubmission:

@@ -42,6 +42,7 @@ from spe.airlock.review.storage import NotCopied, read_regular
 from spe.db import session_scope
 from spe.errors import Conflict, Forbidden, NotAuthenticated, NotFound, SPEError
 from spe.sandbox import Limits
+from spe.sandbox.limits import RequestedLimits
 from spe.web import DbSession
 from spe.wire.context import HubContext
 from spe.wire.outputs import JobOutputs, OutputFile
@@ -69,7 +70,7 @@ class InvalidJob(SPEError):
 class JobSubmission(BaseModel):
     code: str = Field(min_length=4, max_length=MAX_CODE_B64)  # base64 of a tar.gz
     entry: str = Field(default="main.py", min_length=1, max_length=255)
-    limits: dict[str, Any] = Field(default_factory=dict)
+    limits: RequestedLimits = Field(default_factory=dict)
 
 
 class JobAccepted(BaseModel):
@@ -138,7 +139,8 @@ def _verified(request: Request, token: str | None, qh: str, action: str,
         raise
 
 
-@router.post("/jobs", response_model=JobAccepted, status_code=202)
+@router.post("/jobs", response_model=JobAccepted, status_code=202,
+             max_body_size=MAX_CODE_B64 + 1024 * 1024)  # the code, and room for the rest
 def submit(body: JobSubmission, request: Request, session: DbSession,
            background: BackgroundTasks,
            x_spe_hub_context: Annotated[str | None, Header()] = None) -> JobAccepted:
