@@ -13,9 +13,11 @@ from spe.airlock.review.schemas import RequestOut
 from spe.db import session_scope
 from spe.permits.service import Permits, institutions_of
 from spe.web import Caller
+from spe.web.responses import refusals
 from spe.wire.query import Query
 
-router = APIRouter(prefix="/api/v1", tags=["federated query"])
+# 404: the permit named; 503: no federation configured.
+router = APIRouter(prefix="/api/v1", tags=["federated query"], responses=refusals(404, 503))
 
 
 @router.post("/query", response_model=FederatedAnswer)

@@ -22,8 +22,9 @@ from spe.permits.schemas import (
 )
 from spe.permits.service import PermitRefused, Permits, institutions_of, to_out
 from spe.web import Caller, DbSession
+from spe.web.responses import refusals
 
-router = APIRouter(prefix="/api/v1", tags=["permits"])
+router = APIRouter(prefix="/api/v1", tags=["permits"], responses=refusals(400, 404, 409))
 Decision = Literal["issue", "refuse", "suspend", "resume", "revoke"]
 
 

@@ -9,12 +9,13 @@ names fields and error types, never the body's content nor the values given.
 from __future__ import annotations
 
 import re
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
@@ -23,6 +24,7 @@ from spe.db import session_scope
 from spe.errors import SPEError, install_error_handlers
 from spe.web.access import _bearer, _route_template
 from spe.web.context import get_context
+from spe.web.responses import declare_refusals
 
 #: How many of a request's validation errors the audit entry names.
 AUDITED_ERRORS = 10
@@ -74,7 +76,8 @@ def audited_reason(exc: RequestValidationError) -> str:
 
 
 def install_refusals(app: FastAPI) -> None:
-    """The project's error handlers, and those of the refusals above (audited)."""
+    """The project's error handlers, those of the refusals above (audited), and every
+    route's refusals declared in the OpenAPI document (spe/web/responses.py)."""
     install_error_handlers(app)
 
     @app.exception_handler(RequestValidationError)
@@ -85,13 +88,35 @@ def install_refusals(app: FastAPI) -> None:
         return JSONResponse({"error": "invalid_request", "detail": errors}, status_code=422)
 
     @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException):
-        if exc.status_code != 413:  # FastAPI's own rendering for the rest (404, 405)
-            return await http_exception_handler(request, exc)
-        limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
-        reason = f"request body larger than {limit} bytes" if limit else "request body too large"
-        await audit_refusal(request, reason)
-        return JSONResponse({"error": "payload_too_large", "detail": reason}, status_code=413)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        """Starlette's and FastAPI's own refusals in the project's shape: no route (404,
+        405), and bodies refused before the route, audited (413 over the limit, 400 not
+        readable, e.g. not UTF-8)."""
+        detail = exc.detail
+        if exc.status_code == 413:
+            limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
+            detail = f"request body larger than {limit} bytes" if limit else detail
+        if exc.status_code in (400, 413):
+            await audit_refusal(request, str(detail))
+        if not is_body_allowed_for_status_code(exc.status_code):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        error = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+        return JSONResponse({"error": error, "detail": detail}, status_code=exc.status_code,
+                            headers=exc.headers)
+
+    # FastAPI builds the document when first asked (again if routes change), once every
+    # router is included; the refusals are added to each document it builds.
+    build_openapi = app.openapi
+    declared: list[int] = []
+
+    def openapi() -> dict[str, Any]:
+        document = build_openapi()
+        if declared != [id(document)]:
+            declare_refusals(app, document)
+            declared[:] = [id(document)]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 __all__ = ["audit_refusal", "audited_reason", "install_refusals"]

@@ -44,10 +44,11 @@ from spe.errors import Conflict, Forbidden, NotAuthenticated, NotFound, SPEError
 from spe.sandbox import Limits
 from spe.sandbox.limits import RequestedLimits
 from spe.web import DbSession
+from spe.web.responses import refusals
 from spe.wire.context import HubContext
 from spe.wire.outputs import JobOutputs, OutputFile
 
-router = APIRouter(prefix="/api/v1", tags=["jobs"])
+router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=refusals(401, 403, 409))
 log = logging.getLogger(__name__)
 CONTEXT_HEADER = "X-SPE-Hub-Context"
 POLICY = "jobs/decision"
