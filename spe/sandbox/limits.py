@@ -45,6 +45,7 @@ class Limits(BaseModel):
 #: Limits as a job submission asks for them: bounded here, checked against `Limits` by the
 #: node that runs the job (a refusal names the field).
 RequestedLimits = Annotated[
-    dict[Annotated[str, Field(max_length=32)], int | float],
+    dict[Annotated[str, Field(max_length=32)],
+         Annotated[int, Field(ge=0, le=2**53)] | Annotated[float, Field(ge=0, le=2**53)]],
     Field(max_length=len(Limits.model_fields)),
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -95,8 +95,11 @@ def install_refusals(app: FastAPI) -> None:
         detail = exc.detail
         if exc.status_code == 413:
             limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
-            detail = f"request body larger than {limit} bytes" if limit else detail
-        if exc.status_code in (400, 413):
+            await audit_refusal(request, f"request body larger than {limit} bytes")
+            # Starlette answers so itself when the declared Content-Length is over the
+            # limit (it replaces whatever the app sends): the same when it is counted.
+            return PlainTextResponse("Content Too Large", status_code=413)
+        if exc.status_code == 400:
             await audit_refusal(request, str(detail))
         if not is_body_allowed_for_status_code(exc.status_code):
             return Response(status_code=exc.status_code, headers=exc.headers)

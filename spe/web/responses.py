@@ -1,10 +1,11 @@
 """The refusals a route can answer, declared in the OpenAPI document.
 
 FastAPI documents a route's success and a 422 of its own shape; the project answers
-refusals as `{"error": ..., "detail": ...}` (spe/errors.py, spe/web/refusals.py). Each
-operation of the document gets the refusals its route's shape implies: the door's 401 and
-403, a 404 for a route naming a resource, 413 and 422 for what it reads. A route that
-answers others (a 409, the hub's 503) declares them with `refusals(...)`.
+refusals as `{"error": ..., "detail": ...}` (spe/errors.py, spe/web/refusals.py; a body
+over the limit gets Starlette's plain "Content Too Large"). Each operation of the document
+gets the refusals its route's shape implies: the door's 401 and 403, a 404 for a route
+naming a resource, 400, 413 and 422 for what it reads. A route that answers others (a 409,
+the hub's 503) declares them with `refusals(...)`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ _WHY = {400: "request refused (a body that cannot be read, a step out of order)"
         404: "no such resource, or not visible to the caller",
         409: "conflicts with the resource's state", 413: "request body over the limit",
         422: "request refused by the schema", 503: "the federation is not configured"}
+
+
+#: A body over the limit is answered by Starlette's own refusal, in plain text.
+TOO_LARGE = {"text/plain": {"schema": {"type": "string", "const": "Content Too Large"}}}
 
 
 def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -84,8 +89,9 @@ def declare_refusals(app: FastAPI, document: dict[str, Any]) -> None:
             if operation is None:
                 continue
             for status in sorted(refusals_of(route)):
-                operation["responses"][str(status)] = {"description": _WHY[status],
-                                                       "content": content}
+                operation["responses"][str(status)] = {
+                    "description": _WHY[status],
+                    "content": TOO_LARGE if status == 413 else content}
 
 
 __all__ = ["ErrorOut", "declare_refusals", "refusals", "refusals_of"]
