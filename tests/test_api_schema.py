@@ -3,8 +3,9 @@ with real tokens and without; no answer may be a server error, and every answer 
 one the document declares (status, content type, schema).
 
 The centre runs in-process with a federation of one node served under uvicorn with mutual
-TLS (so queries and jobs reach a real node); the node's own API is called in-process, its
-hub-only routes with contexts the federation's hub key signs for each generated request.
+TLS (so queries and jobs reach a real node), both on PostgreSQL; the node's own API is
+called in-process, its hub-only routes with contexts the federation's hub key signs for
+each generated request.
 Examples per operation are bounded (`EXAMPLES`) so both documents take about a minute.
 """
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,7 @@ from spe.pki import init_pki, private_key_of, server_ssl_options
 from spe.settings import Settings
 from spe.wire.context import ContextSigner
 from spe.wire.query import Query
+from tests.conftest import POSTGRES_URL, _postgres_admin
 from tests.servers import bind, serve
 
 ISSUER = "http://central.test"
@@ -49,7 +52,7 @@ class Federation:
     def __init__(self, root: Path, stack: ExitStack) -> None:
         pki = root / "pki"
         init_pki(pki, nodes=[NODE])
-        node_db = f"sqlite:///{root / 'node.db'}"
+        node_db = stack.enter_context(postgres_database())
         upgrade(node_db, "node")
         node_settings = Settings(data_dir=root, oidc_issuer=ISSUER, pki_dir=pki,
                                  node_workers=0)
@@ -58,7 +61,7 @@ class Federation:
         stack.enter_context(serve(create_node_app(NodeConfig(NODE, NODE, node_db),
                                                   node_settings),
                                   sock, lifespan="off", **server_ssl_options(pki, NODE)))
-        central_db = f"sqlite:///{root / 'central.db'}"
+        central_db = stack.enter_context(postgres_database())
         upgrade(central_db, "central")
         self.central = create_central_app(Settings(
             data_dir=root, database_url=central_db, oidc_issuer=ISSUER, pki_dir=pki,
@@ -70,6 +73,20 @@ class Federation:
 
     def token(self) -> str:
         return self.issuer.mint("prober", ROLES, institution=NODE)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A database of its own on the real PostgreSQL (where NUL characters and 64-bit
+    integers made drivers raise), for the whole module; dropped afterwards."""
+    name = f"spe_test_{uuid.uuid4().hex[:12]}"
+    with _postgres_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with _postgres_admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
