@@ -16,7 +16,7 @@ from spe.errors import SPEError
 
 class UnstorableText(SPEError):
     """PostgreSQL's text holds no NUL character: a value with one, from a URL or a body,
-    made the driver raise (a 500). Refused on every database alike, before it is sent."""
+    made the driver raise (a 500). Refused before it is sent (SQLite stores it)."""
 
     status_code = 422
     error = "invalid_request"
@@ -30,20 +30,30 @@ def make_engine(url: str, **kwargs) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
         engine.dialect.colspecs = {**engine.dialect.colspecs, DateTime: _UTCDateTime}
         event.listen(engine, "connect", _sqlite_pragmas)
-    else:
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    engine = create_engine(url, pool_pre_ping=True, **kwargs)
     event.listen(engine, "before_cursor_execute", _refuse_nul)
     return engine
 
 
-def _refuse_nul(_conn, _cursor, _statement, parameters, _context, executemany) -> None:
-    rows = parameters if executemany else [parameters]
-    for row in rows or ():
-        values = row.values() if isinstance(row, dict) else row or ()
-        if any(isinstance(v, str) and "\x00" in v for v in values):
-            raise UnstorableText("text with a NUL character (U+0000) is refused")
+def _refuse_nul(_conn, _cursor, _statement, parameters, _context, _executemany) -> None:
+    if any("\x00" in text for text in _texts(parameters)):
+        raise UnstorableText("text with a NUL character (U+0000) is refused")
+
+
+def _texts(parameters):
+    """The strings among a statement's parameters: one row or many (executemany, batched
+    inserts), as a tuple or a dict, values or arrays."""
+    if isinstance(parameters, str):
+        yield parameters
+    elif isinstance(parameters, dict):
+        for value in parameters.values():
+            yield from _texts(value)
+    elif isinstance(parameters, list | tuple):
+        for value in parameters:
+            yield from _texts(value)
 
 
 class _UTCDateTime(sqlite.DATETIME):
