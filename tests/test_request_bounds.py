@@ -147,6 +147,26 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read_even_without_a_lengt
     assert resp.status_code == 413
 
 
+def test_a_nul_character_is_422_on_postgresql(tmp_path: Path, postgres_url: str):
+    """PostgreSQL's text holds no NUL: its driver raised (a 500) from a path, a query
+    parameter or a body."""
+    upgrade(postgres_url, "central")
+    app = create_central_app(Settings(data_dir=tmp_path, database_url=postgres_url,
+                                      oidc_issuer=ISSUER))
+    issuer = DemoIssuer(tmp_path / "keys" / "issuer.jwk.json", ISSUER, "spe")
+    alice = bearer(issuer, "alice", ["researcher"])
+    application = {"organisation": "a\x00b", "title": "abc", "summary": "s",
+                   "start_date": "2026-01-01", "end_date": "2026-12-31"}
+    with TestClient(app) as client:
+        answers = [client.post("/api/v1/permits", json=application, headers=alice),
+                   client.get("/api/v1/permits/P%00x", headers=alice),
+                   client.get("/api/v1/permits?status=a%00b", headers=alice),
+                   client.get("/api/v1/catalogue/datasets/a%00b")]
+    for resp in answers:
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["detail"] == "text with a NUL character (U+0000) is refused"
+
+
 # --- malformed bodies are audited -------------------------------------------------------
 
 def test_malformed_json_is_422_and_audited_with_the_caller(central):
