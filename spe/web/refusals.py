@@ -108,15 +108,12 @@ def install_refusals(app: FastAPI) -> None:
                             headers=exc.headers)
 
     # FastAPI builds the document when first asked (again if routes change), once every
-    # router is included; the refusals are added to each document it builds.
+    # router is included; declaring is idempotent, so it is done on every ask.
     build_openapi = app.openapi
-    declared: list[int] = []
 
     def openapi() -> dict[str, Any]:
         document = build_openapi()
-        if declared != [id(document)]:
-            declare_refusals(app, document)
-            declared[:] = [id(document)]
+        declare_refusals(app, document)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
