@@ -5,8 +5,8 @@ one the document declares (status, content type, schema).
 The centre runs in-process with a federation of one node served under uvicorn with mutual
 TLS (so queries and jobs reach a real node), both on PostgreSQL; the node's own API is
 called in-process, its hub-only routes with contexts the federation's hub key signs for
-each generated request.
-Examples per operation are bounded (`EXAMPLES`) so both documents take about a minute.
+each generated request. Examples per operation are bounded (`EXAMPLES`, not shrunk): both
+documents take about a minute of CPU (40 s measured), a few minutes on a busy machine.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from spe.wire.query import Query
 from tests.conftest import POSTGRES_URL, _postgres_admin
 from tests.servers import bind, serve
 
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 ISSUER = "http://central.test"
 NODE = "site-a"
 EXAMPLES = 12
