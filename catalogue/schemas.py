@@ -52,16 +52,23 @@ class DatasetOut(BaseModel):
     quality: QualityLabel | None = None  # filled by catalogue.quality
 
 
+#: A dataset's description is read by everyone in the catalogue: a page of text, not a file.
+MAX_DESCRIPTION = 10_000
+MAX_TERMS = 50
+Term = Annotated[str, Field(min_length=1, max_length=300)]
+
+
 class CurationIn(BaseModel):
     """Fields people at the centre edit; a harvest never overwrites them."""
 
     model_config = ConfigDict(extra="forbid")
 
     title: str | None = Field(default=None, min_length=1, max_length=500)
-    description: str | None = Field(default=None, min_length=1)
-    keywords: list[str] | None = Field(default=None, min_length=1)
-    health_categories: list[str] | None = Field(default=None, min_length=1)
-    themes: list[str] | None = Field(default=None, min_length=1)
+    description: str | None = Field(default=None, min_length=1, max_length=MAX_DESCRIPTION)
+    keywords: list[Term] | None = Field(default=None, min_length=1, max_length=MAX_TERMS)
+    health_categories: list[Term] | None = Field(default=None, min_length=1,
+                                                 max_length=MAX_TERMS)
+    themes: list[Term] | None = Field(default=None, min_length=1, max_length=MAX_TERMS)
     contact_email: str | None = Field(default=None, min_length=3, max_length=320)
     access_rights: AccessRights | None = None
     population_coverage: str | None = Field(default=None, min_length=1, max_length=2000)

@@ -30,7 +30,6 @@ from spe.audit import CENTRAL_AUDIT
 from spe.audit.endpoints import router as audit_router
 from spe.audit.schedule import signing_audit
 from spe.db import make_engine, make_sessionmaker
-from spe.errors import install_error_handlers
 from spe.identity import DemoIssuer, demo_issuer, make_verifier
 from spe.permits.endpoints import router as permits_router
 from spe.permits.pages import STATIC_DIR as PERMITS_STATIC
@@ -45,6 +44,7 @@ from spe.web.docs import api_docs_options
 from spe.web.health import router as health_router
 from spe.web.pages import STATIC_DIR as COMMON_STATIC
 from spe.web.pages import STATIC_PATH as COMMON_STATIC_PATH
+from spe.web.refusals import install_refusals
 
 __all__ = ["CENTRAL_AUDIT", "create_central_app"]
 
@@ -65,14 +65,15 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     )
     app = FastAPI(title="EHDS SPE: central services", version="0.1.0",
                   lifespan=signing_audit(_lifespan(settings, issuer)),
-                  **api_docs_options(settings))
+                  **api_docs_options(settings),
+                  max_body_size=settings.max_request_bytes)
     app.state.ctx = ctx
     app.state.hub = hub if hub is not None else _hub(settings)
     app.state.dataset_holder = _dataset_holder
     app.state.permit_push = (
         None if app.state.hub is None
         else functools.partial(push_permit, app.state.hub.fanout))
-    install_error_handlers(app)
+    install_refusals(app)
     app.include_router(health_router)
     app.include_router(users_router)
     app.include_router(audit_router)

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     job_collect_interval_seconds: float = Field(default=10.0, ge=1, le=3600)
     airlock_dir: Path | None = None
 
+    # The largest request body either service reads (413 beyond it); job submissions
+    # have their own, the job contract's code limit.
+    max_request_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+
     # Notifications are also mailed when an SMTP server is named (in-app always).
     smtp_host: str = ""
     smtp_port: int = 25

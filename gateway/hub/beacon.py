@@ -15,10 +15,10 @@ Filters understood (anything else is refused with a 422 naming it):
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from gateway.hub import service
 from gateway.hub.schemas import FederatedAnswer
@@ -39,11 +39,12 @@ class BeaconFilterError(SPEError):
 
 
 class Filter(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """Beacon's other filter fields (scope, includeDescendantTerms, ...) are ignored."""
 
     id: str = Field(min_length=1, max_length=100)
-    operator: str | None = None
-    value: str | int | None = None
+    operator: str | None = Field(default=None, max_length=2)  # =, <, <=, >, >=
+    value: (Annotated[str, Field(max_length=200)]
+            | Annotated[int, Field(ge=-1_000_000, le=1_000_000)] | None) = None
 
 
 class BeaconQuery(BaseModel):
@@ -52,7 +53,8 @@ class BeaconQuery(BaseModel):
 
 
 class BeaconRequest(BaseModel):
-    meta: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[Annotated[str, Field(max_length=100)], Any] = Field(default_factory=dict,
+                                                                    max_length=20)
     query: BeaconQuery = Field(default_factory=BeaconQuery)
 
 

@@ -13,10 +13,12 @@ from spe.airlock.review.schemas import RequestOut
 from spe.db import session_scope
 from spe.permits.service import Permits, institutions_of
 from spe.web import Caller
+from spe.web.responses import refusals
 from spe.wire.jobs import TOO_LARGE_RESPONSE
 from spe.wire.query import Query
 
-router = APIRouter(prefix="/api/v1", tags=["federated query"])
+# 404: the permit named; 503: no federation configured.
+router = APIRouter(prefix="/api/v1", tags=["federated query"], responses=refusals(404, 503))
 
 
 @router.post("/query", response_model=FederatedAnswer)
@@ -42,7 +44,8 @@ async def federated_query(
 # --- jobs under a data permit (gateway/hub/jobs.py) --------------------------------------
 
 @router.post("/jobs", response_model=jobs.JobView, status_code=202, tags=["jobs"],
-             responses=TOO_LARGE_RESPONSE)
+             responses=TOO_LARGE_RESPONSE,
+             max_body_size=jobs.MAX_CODE_B64 + 1024 * 1024)  # the code, and room for the rest
 async def submit_job(body: jobs.JobSubmission, caller: Caller,
                      request: Request) -> jobs.JobView:
     """Send a job (a tar.gz of code, base64) under a permit to the permit's institutions

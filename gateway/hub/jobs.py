@@ -18,7 +18,7 @@ import base64
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -33,6 +33,7 @@ from spe.errors import Forbidden, NotFound
 from spe.identity import Principal
 from spe.jobs import repository
 from spe.jobs.models import CentralJob
+from spe.sandbox.limits import RequestedLimits
 from spe.web import AppContext
 from spe.wire.code_archive import CodeArchiveError, pack_script
 from spe.wire.context import CONTEXT_HEADER
@@ -65,8 +66,9 @@ class JobSubmission(BaseModel):
     # ... the Python source of the entry point alone (the web page sends this).
     script: str | None = Field(default=None, min_length=1, max_length=MAX_SCRIPT_CHARS)
     entry: str = Field(default="main.py", min_length=1, max_length=MAX_ENTRY_CHARS)
-    limits: dict[str, Any] = Field(default_factory=dict)
-    nodes: list[str] | None = Field(default=None, max_length=100)
+    limits: RequestedLimits = Field(default_factory=dict)
+    nodes: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None,
+                                                                     max_length=100)
 
     @model_validator(mode="after")
     def _one_kind_of_code(self) -> JobSubmission:

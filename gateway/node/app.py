@@ -20,13 +20,13 @@ from spe.audit import AuditLog, NodeAuditEntry, NodeAuditHead
 from spe.audit.endpoints import router as audit_router
 from spe.audit.schedule import signing_audit
 from spe.db import make_engine, make_sessionmaker
-from spe.errors import install_error_handlers
 from spe.identity import TokenVerifier, make_verifier
 from spe.policy import PolicyService, make_policy_service
 from spe.settings import Settings
 from spe.web import AppContext
 from spe.web.docs import api_docs_options
 from spe.web.health import router as health_router
+from spe.web.refusals import install_refusals
 from spe.wire.context import ContextVerifier
 
 NODE_AUDIT = AuditLog(NodeAuditEntry, NodeAuditHead)
@@ -53,13 +53,14 @@ def create_node_app(
     )
     app = FastAPI(title=f"EHDS SPE node: {config.name or config.node_id}", version="0.1.0",
                   lifespan=signing_audit(_lifespan(config, settings)),
-                  **api_docs_options(settings))
+                  **api_docs_options(settings),
+                  max_body_size=settings.max_request_bytes)
     app.state.ctx = ctx
     app.state.node = config
     app.state.context_verifier = context_verifier or _context_verifier(settings, config)
     app.state.hub_public_key = _hub_public_key(settings)
     app.state.job_work_dir = work_dir_of(settings, config.node_id)
-    install_error_handlers(app)
+    install_refusals(app)
     app.include_router(health_router)
     app.include_router(node_router)
     app.include_router(query_router)

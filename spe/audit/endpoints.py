@@ -11,6 +11,7 @@ from spe.audit.checkpoints import signer_name
 from spe.audit.schemas import AuditEntryOut, VerifyOut
 from spe.audit.verify import running_service
 from spe.web import AppContext, Caller, DbSession, get_context
+from spe.web.paging import After
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -21,7 +22,7 @@ def list_entries(
     _: Caller,
     ctx: Ctx,
     session: DbSession,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: After = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list:
     return repository.page(session, ctx.audit.entry_model, after=after, limit=limit)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from spe.db import session_scope
@@ -21,8 +22,9 @@ from spe.permits.schemas import (
 )
 from spe.permits.service import PermitRefused, Permits, institutions_of, to_out
 from spe.web import Caller, DbSession
+from spe.web.responses import refusals
 
-router = APIRouter(prefix="/api/v1", tags=["permits"])
+router = APIRouter(prefix="/api/v1", tags=["permits"], responses=refusals(400, 404, 409))
 Decision = Literal["issue", "refuse", "suspend", "resume", "revoke"]
 
 
@@ -49,7 +51,8 @@ def apply(body: ApplicationIn, caller: Caller, session: DbSession,
 @router.get("/permits", response_model=list[PermitOut])
 def list_permits(caller: Caller, session: DbSession, request: Request,
                  mine: Annotated[bool, Query(description="only those naming me")] = False,
-                 status: Annotated[list[str] | None, Query(max_length=12)] = None,
+                 status: Annotated[list[Annotated[str, Field(max_length=32)]] | None,
+                                   Query(max_length=12)] = None,
                  ) -> list[PermitOut]:
     """What the caller may read: their own; for an approver, their institution's queue;
     for the access body, every submitted one (policies/permits `view`, item by item)."""

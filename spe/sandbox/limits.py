@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 MiB = 1024 * 1024
@@ -38,3 +40,12 @@ class Limits(BaseModel):
     def tmp_mb(self) -> int:
         """Size of /tmp and of /dev/shm (each a tmpfs, RAM-backed): small on purpose."""
         return min(self.scratch_mb, 256)
+
+
+#: Limits as a job submission asks for them: bounded here, checked against `Limits` by the
+#: node that runs the job (a refusal names the field).
+RequestedLimits = Annotated[
+    dict[Annotated[str, Field(max_length=32)],
+         Annotated[int, Field(ge=0, le=2**53)] | Annotated[float, Field(ge=0, le=2**53)]],
+    Field(max_length=len(Limits.model_fields)),
+]

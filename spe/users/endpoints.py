@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 from spe.users import repository
 from spe.users.schemas import MeOut, UserOut
 from spe.web import Caller, DbSession
+from spe.web.paging import Offset
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
@@ -22,6 +23,6 @@ def list_users(
     _: Caller,
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list:
     return repository.list_users(session, limit=limit, offset=offset)

@@ -43,6 +43,7 @@ def authorize(
                              decision="deny", reason=exc.detail,
                              details={"client": request.client.host if request.client else ""})
         raise
+    request.state.principal = principal  # for a refusal after the door (spe/web/refusals.py)
     decision = ctx.policy.decide(
         "authz/decision",
         {

@@ -23,11 +23,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from spe.errors import Conflict, Forbidden, SPEError
+from spe.sandbox.limits import RequestedLimits
 
 JOBS_PATH = "/api/v1/jobs"
 
@@ -149,7 +150,7 @@ class JobSubmission(BaseModel):
     # `decode_code` enforces it with a 413 rather than a validation error.
     code: str = Field(min_length=4, json_schema_extra={"maxLength": MAX_CODE_B64})
     entry: str = Field(default="main.py", min_length=1, max_length=MAX_ENTRY_CHARS)
-    limits: dict[str, Any] = Field(default_factory=dict)
+    limits: RequestedLimits = Field(default_factory=dict)
 
 
 class JobAccepted(BaseModel):

@@ -43,11 +43,13 @@ from spe.db import session_scope
 from spe.errors import Conflict, Forbidden, NotAuthenticated, NotFound, SPEError
 from spe.sandbox import Limits
 from spe.web import DbSession
+from spe.web.responses import refusals
 from spe.wire.context import CONTEXT_HEADER, HubContext
 from spe.wire.jobs import (
     FINAL,
     JOBS_PATH,
     LOG_NAME,
+    MAX_CODE_B64,
     RAN,
     SUCCEEDED,
     TOO_LARGE_RESPONSE,
@@ -63,7 +65,8 @@ from spe.wire.jobs import (
 )
 from spe.wire.outputs import JobOutputs, OutputFile
 
-router = APIRouter(prefix=JOBS_PATH.removesuffix("/jobs"), tags=["jobs"])
+router = APIRouter(prefix=JOBS_PATH.removesuffix("/jobs"), tags=["jobs"],
+                   responses=refusals(401, 403, 409))
 log = logging.getLogger(__name__)
 POLICY = "jobs/decision"
 ACCESS_POLICY = "jobs/access"  # who reads, cancels and collects a job
@@ -108,7 +111,8 @@ def _verified(request: Request, token: str | None, qh: str, action: str,
 
 
 @router.post("/jobs", response_model=JobAccepted, status_code=202,
-             responses=TOO_LARGE_RESPONSE)
+             responses=TOO_LARGE_RESPONSE,
+             max_body_size=MAX_CODE_B64 + 1024 * 1024)  # the code, and room for the rest
 def submit(body: JobSubmission, request: Request, session: DbSession,
            background: BackgroundTasks,
            x_spe_hub_context: HubContextHeader = None) -> JobAccepted:

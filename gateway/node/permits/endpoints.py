@@ -16,9 +16,10 @@ from gateway.node.permits.models import NodePermit
 from spe.db import session_scope
 from spe.errors import Conflict, NotAuthenticated
 from spe.web import DbSession
+from spe.web.responses import refusals
 from spe.wire.permit import verify_document
 
-router = APIRouter(prefix="/api/v1", tags=["permits"])
+router = APIRouter(prefix="/api/v1", tags=["permits"], responses=refusals(401, 409))
 
 
 class PermitPush(BaseModel):

@@ -15,9 +15,10 @@ from pydantic import BaseModel
 from gateway.node.query import service
 from spe.db import session_scope
 from spe.errors import NotAuthenticated
+from spe.web.responses import refusals
 from spe.wire.query import NodeAnswer, Query
 
-router = APIRouter(prefix="/api/v1", tags=["query"])
+router = APIRouter(prefix="/api/v1", tags=["query"], responses=refusals(401, 403))
 CONTEXT_HEADER = "X-SPE-Hub-Context"
 
 

@@ -10,8 +10,10 @@ from fastapi import APIRouter, Request, Response
 from spe.airlock.review.schemas import RequestOut, ReviewIn, researcher_view
 from spe.airlock.review.service import Airlock
 from spe.web import Caller, DbSession
+from spe.web.responses import refusals
 
-router = APIRouter(prefix="/api/v1/airlock", tags=["airlock"])
+router = APIRouter(prefix="/api/v1/airlock", tags=["airlock"],
+                   responses=refusals(400, 409))
 
 
 def airlock(request: Request) -> Airlock:
