@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from starlette.concurrency import run_in_threadpool
 
-from gateway.hub.jobs import JOBS_PATH, call_node
+from gateway.hub.calls import JOBS_PATH, call_node
 from gateway.hub.service import Hub
 from spe.airlock import AirlockPolicyError, rules_from_policy
 from spe.airlock.report import worst
