@@ -17,7 +17,7 @@ from catalogue.pages import STATIC_PATH as CATALOGUE_STATIC_PATH
 from catalogue.pages import router as catalogue_pages
 from gateway.hub.beacon import router as beacon_router
 from gateway.hub.endpoints import router as hub_router
-from gateway.hub.fanout import Fanout, push_permit
+from gateway.hub.fanout import Fanout, push_permit, push_suspensions
 from gateway.hub.pages import STATIC_DIR as QUERY_STATIC
 from gateway.hub.pages import STATIC_PATH as QUERY_STATIC_PATH
 from gateway.hub.pages import router as query_pages
@@ -26,6 +26,7 @@ from spe.airlock.review.endpoints import router as airlock_router
 from spe.airlock.review.pages import STATIC_DIR as AIRLOCK_STATIC
 from spe.airlock.review.pages import STATIC_PATH as AIRLOCK_STATIC_PATH
 from spe.airlock.review.pages import router as airlock_pages
+from spe.airlock.review.withhold import withhold_for_permit
 from spe.audit import CENTRAL_AUDIT
 from spe.audit.endpoints import router as audit_router
 from spe.db import make_engine, make_sessionmaker
@@ -38,6 +39,7 @@ from spe.permits.pages import router as permits_pages
 from spe.policy import make_policy_service
 from spe.settings import Settings, get_settings
 from spe.users import service as users
+from spe.users import suspensions
 from spe.users.endpoints import router as users_router
 from spe.web import AppContext
 from spe.web.health import router as health_router
@@ -60,6 +62,7 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
         audit=CENTRAL_AUDIT,
         name="central",
         on_principal=users.Registrar(),
+        refuse_principal=suspensions.refused,
     )
     app = FastAPI(title="EHDS SPE: central services", version="0.1.0",
                   lifespan=_lifespan(settings, issuer))
@@ -68,7 +71,16 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     app.state.dataset_holder = _dataset_holder
     app.state.permit_push = (
         None if app.state.hub is None
-        else functools.partial(push_permit, app.state.hub.fanout))
+        else functools.partial(push_permit, app.state.hub.fanout,
+                               signer=app.state.hub.signer))
+    app.state.suspension_push = (
+        None if app.state.hub is None
+        else functools.partial(push_suspensions, app.state.hub.fanout, app.state.hub.signer))
+    if app.state.hub is not None:
+        # The hub signs no context for a suspended user; the others carry the list's epoch.
+        app.state.hub.signer.epoch_of = suspensions.EpochOf(ctx.sessions)
+    # A suspended or revoked permit's pending outputs are withheld (spe/airlock/review).
+    app.state.permit_stopped = functools.partial(_withhold, ctx)
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(users_router)
@@ -99,6 +111,10 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     if issuer is not None:
         _mount_demo_issuer(app, issuer)
     return app
+
+
+def _withhold(ctx: AppContext, session, pid: str) -> None:
+    withhold_for_permit(session, pid, policy=ctx.policy, audit=ctx.audit)
 
 
 def _dataset_holder(session, identifier: str) -> str | None:

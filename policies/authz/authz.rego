@@ -24,6 +24,8 @@ permissions := {
 		"GET /api/v1/audit": {"admin"},
 		"GET /api/v1/audit/verify": {"admin"},
 		"GET /api/v1/users": {"admin"},
+		# Suspending or reinstating a user (spe/users/suspensions.py).
+		"PUT /api/v1/users/{uid}/suspension": {"admin"},
 		# Curating a catalogue dataset (reading the catalogue is public: no door at all);
 		# which approver may curate which dataset is policies/catalogue/curation.
 		"PATCH /api/v1/catalogue/datasets/{identifier:path}": {"approver"},

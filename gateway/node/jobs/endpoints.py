@@ -27,20 +27,22 @@ import json
 import logging
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Header, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from gateway.node.jobs import repository as repo
 from gateway.node.jobs.models import FINAL, MAX_CODE_BYTES, SUCCEEDED, NodeJob
 from gateway.node.permits.facts import permit_facts
+from gateway.node.trust import HubCall, HubCaller
 from spe.airlock import AirlockPolicyError, OutputRules, check_outputs, rules_from_policy
 from spe.airlock.report import worst
 from spe.airlock.review.storage import NotCopied, read_regular
 from spe.db import session_scope
-from spe.errors import Conflict, Forbidden, NotAuthenticated, NotFound, SPEError
+from spe.errors import Conflict, Forbidden, NotFound, SPEError
+from spe.policy.gate import audit_refusal, decide_or_refuse
 from spe.sandbox import Limits
 from spe.web import DbSession
 from spe.wire.context import HubContext
@@ -48,7 +50,6 @@ from spe.wire.outputs import JobOutputs, OutputFile
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 log = logging.getLogger(__name__)
-CONTEXT_HEADER = "X-SPE-Hub-Context"
 POLICY = "jobs/decision"
 ACCESS_POLICY = "jobs/access"  # who reads, cancels and collects a job
 #: The largest packed code accepted (base64 text); unpacked, models.MAX_CODE_BYTES holds.
@@ -123,25 +124,9 @@ def _audit_own(request: Request, **entry: Any) -> None:
         ctx.audit.record(own, **entry)
 
 
-def _verified(request: Request, token: str | None, qh: str, action: str,
-              obj: str) -> HubContext:
-    try:
-        verifier = request.app.state.context_verifier
-        if verifier is None:
-            raise NotAuthenticated("this node has no hub certificate configured "
-                                   "(SPE_PKI_DIR): it takes no jobs")
-        return verifier.verify(token, query_hash=qh)
-    except NotAuthenticated as exc:
-        _audit_own(request, actor="unknown", action=action, object=obj, decision="deny",
-                   reason=exc.detail,
-                   details={"client": request.client.host if request.client else ""})
-        raise
-
-
 @router.post("/jobs", response_model=JobAccepted, status_code=202)
 def submit(body: JobSubmission, request: Request, session: DbSession,
-           background: BackgroundTasks,
-           x_spe_hub_context: Annotated[str | None, Header()] = None) -> JobAccepted:
+           background: BackgroundTasks, hub: HubCaller) -> JobAccepted:
     app = request.app
     ctx = app.state.ctx
     try:
@@ -149,7 +134,7 @@ def submit(body: JobSubmission, request: Request, session: DbSession,
     except (binascii.Error, ValueError):
         raise InvalidJob("code: not base64") from None
     digest = code_hash(code)
-    hub_ctx = _verified(request, x_spe_hub_context, digest, "job.submit", f"code:{digest}")
+    hub_ctx = hub.bind(digest, action="job.submit", obj=f"code:{digest}")
 
     def refuse(reason: str, error: type[SPEError] = JobRefused) -> SPEError:
         _audit_own(request, actor=hub_ctx.sub, action="job.submit", object=f"code:{digest}",
@@ -161,11 +146,11 @@ def submit(body: JobSubmission, request: Request, session: DbSession,
     except (ValidationError, TypeError) as exc:
         raise refuse(f"limits are not valid: {exc}".replace("\n", " ")[:500],
                      InvalidJob) from None
-    decision = ctx.policy.decide(POLICY, {
+    decision = decide_or_refuse(ctx.policy, POLICY, {
         "permit": permit_facts(session, hub_ctx, date.today()),
-        "limits": limits.model_dump()})
-    if not decision.allow:
-        raise refuse(decision.reason)
+        "limits": limits.model_dump()}, audit=ctx.audit, sessions=ctx.sessions,
+        session=None, actor=hub_ctx.sub, action="job.submit", object=f"code:{digest}",
+        details={"permit": hub_ctx.permit}, refuse=lambda d: JobRefused(d.reason))
     job = repo.enqueue(session, pid=str(hub_ctx.permit), user_id=hub_ctx.sub, code=code,
                        entry=body.entry, limits=limits)
     ctx.audit.record(session, actor=hub_ctx.sub, action="job.submit", object=f"job:{job.id}",
@@ -185,25 +170,23 @@ def _defer(dispatcher, job_id: str) -> None:
         log.exception("job %s: deferring to the task queue failed", job_id)
 
 
-def _job_for(request: Request, session: Session, job_id: str, token: str | None,
+def _job_for(request: Request, session: Session, job_id: str, hub: HubCall,
              action: str) -> tuple[NodeJob, HubContext]:
     """The job, if the hub's context lets its subject do `action` ("read", "cancel",
     "collect") to it (policies/jobs `access`)."""
     audited = "job.outputs" if action == "collect" else f"job.{action}"
-    hub_ctx = _verified(request, token, job_hash(job_id), audited, f"job:{job_id}")
+    hub_ctx = hub.bind(job_hash(job_id), action=audited, obj=f"job:{job_id}")
+    ctx = request.app.state.ctx
     job = repo.get(session, job_id)
     if job is None:
-        problem = "no such job at this node"
-    else:
-        decision = request.app.state.ctx.policy.decide(ACCESS_POLICY, {
-            "action": action, "subject": {"id": hub_ctx.sub, "roles": list(hub_ctx.roles)},
-            "job": {"user_id": job.user_id, "pid": job.pid}, "permit": hub_ctx.permit})
-        problem = None if decision.allow else decision.reason.removeprefix("denied: ")
-    if problem:
-        _audit_own(request, actor=hub_ctx.sub, action=audited, object=f"job:{job_id}",
-                   decision="deny", reason=problem)
-        raise NotFound(problem) if job is None else Forbidden(problem)
-    assert job is not None
+        raise audit_refusal(ctx.audit, ctx.sessions, NotFound("no such job at this node"),
+                            actor=hub_ctx.sub, action=audited, object=f"job:{job_id}")
+    decide_or_refuse(ctx.policy, ACCESS_POLICY, {
+        "action": action, "subject": {"id": hub_ctx.sub, "roles": list(hub_ctx.roles)},
+        "job": {"user_id": job.user_id, "pid": job.pid}, "permit": hub_ctx.permit},
+        audit=ctx.audit, sessions=ctx.sessions, session=None, actor=hub_ctx.sub,
+        action=audited, object=f"job:{job_id}",
+        refuse=lambda d: Forbidden(d.reason.removeprefix("denied: ")))
     return job, hub_ctx
 
 
@@ -235,17 +218,17 @@ def status_of(job: NodeJob, node_id: str, work_dir: Path | None) -> NodeJobStatu
 
 @router.get("/jobs/{job_id}", response_model=NodeJobStatus)
 def read(job_id: str, request: Request, session: DbSession,
-         x_spe_hub_context: Annotated[str | None, Header()] = None) -> NodeJobStatus:
-    job, _ = _job_for(request, session, job_id, x_spe_hub_context, "read")
+         hub: HubCaller) -> NodeJobStatus:
+    job, _ = _job_for(request, session, job_id, hub, "read")
     return status_of(job, request.app.state.node.node_id,
                      getattr(request.app.state, "job_work_dir", None))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=NodeJobStatus)
 def cancel(job_id: str, request: Request, session: DbSession,
-           x_spe_hub_context: Annotated[str | None, Header()] = None) -> NodeJobStatus:
+           hub: HubCaller) -> NodeJobStatus:
     ctx = request.app.state.ctx
-    job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "cancel")
+    job, hub_ctx = _job_for(request, session, job_id, hub, "cancel")
     if job.state in FINAL:
         _audit_own(request, actor=hub_ctx.sub, action="job.cancel", object=f"job:{job_id}",
                    decision="deny", reason=f"the job is already {job.state}")
@@ -305,10 +288,10 @@ def collect_outputs(job: NodeJob, output_dir: Path, rules: OutputRules) -> JobOu
 
 @router.get("/jobs/{job_id}/outputs", response_model=JobOutputs)
 def outputs(job_id: str, request: Request, session: DbSession,
-            x_spe_hub_context: Annotated[str | None, Header()] = None) -> JobOutputs:
+            hub: HubCaller) -> JobOutputs:
     ctx = request.app.state.ctx
     node_id = request.app.state.node.node_id
-    job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "collect")
+    job, hub_ctx = _job_for(request, session, job_id, hub, "collect")
     if job.state != SUCCEEDED:
         _audit_own(request, actor=hub_ctx.sub, action="job.outputs", object=f"job:{job_id}",
                    decision="deny", reason=f"the job is {job.state}")
