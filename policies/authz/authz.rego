@@ -92,4 +92,7 @@ decide(req) := {"allow": true, "reason": concat("", ["allowed: ", endpoint(req),
 	known(req)
 } else := {"allow": false, "reason": concat("", ["denied: ", endpoint(req), " is not a known endpoint of ", req.service])}
 
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default decision := {"allow": false, "reason": "denied: authz.decision has no answer for this input"}
+
 decision := decide(input)

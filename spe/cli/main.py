@@ -14,6 +14,7 @@ from spe.cli.permit import permit_app
 from spe.cli.progress import console, stage_counter, task_bars
 from spe.cli.query import query as query_command
 from spe.cli.sandbox import sandbox_app
+from spe.cli.users import users_app
 from spe.settings import InsecureConfiguration, Settings
 
 app = typer.Typer(help="EHDS secure processing environment", no_args_is_help=True,
@@ -36,6 +37,7 @@ app.add_typer(pki_app, name="pki")
 app.add_typer(permit_app, name="permit")
 app.add_typer(job_app, name="job")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(users_app, name="users")
 app.command("query")(query_command)
 
 

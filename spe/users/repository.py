@@ -25,7 +25,7 @@ def get(session: Session, uid: int) -> User | None:
 
 
 def suspension_epoch(session: Session) -> int:
-    return session.execute(select(func.max(UserSuspension.id))).scalar_one() or 0
+    return session.execute(select(func.max(UserSuspension.epoch))).scalar_one() or 0
 
 
 def is_suspended(session: Session, user_id: str) -> bool:

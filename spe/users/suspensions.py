@@ -39,8 +39,10 @@ def set_suspended(session: Session, uid: int, *, suspended: bool, reason: str, a
     if user is None:
         raise NotFound(f"no user {uid}")
     user_id = principal_id(user.subject, user.issuer)
-    session.add(UserSuspension(user_id=user_id, suspended=suspended, reason=reason,
-                               actor=actor, at=datetime.now(UTC)))
+    now = datetime.now(UTC)
+    epoch = max(int(now.timestamp() * 1_000_000), repository.suspension_epoch(session) + 1)
+    session.add(UserSuspension(epoch=epoch, user_id=user_id, suspended=suspended,
+                               reason=reason, actor=actor, at=now))
     session.flush()
     audit.record(session, actor=actor, action="user.suspend" if suspended else
                  "user.reinstate", object=user_id, decision="allow", reason=reason or "-",

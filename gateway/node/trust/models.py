@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Integer, String
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from spe.db.base import NodeBase
@@ -27,6 +27,6 @@ class SuspensionList(NodeBase):
     __tablename__ = "suspension_list"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
-    epoch: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(BigInteger)
     users: Mapped[list[str]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -21,6 +21,7 @@ def upgrade() -> None:
     op.create_table(
         "user_suspensions",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("epoch", sa.BigInteger(), nullable=False),
         sa.Column("user_id", sa.String(length=520), nullable=False),
         sa.Column("suspended", sa.Boolean(), nullable=False),
         sa.Column("reason", sa.String(length=500), nullable=False),
@@ -29,8 +30,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_user_suspensions")),
     )
     op.create_index(op.f("ix_user_suspensions_user_id"), "user_suspensions", ["user_id"])
+    op.create_index(op.f("ix_user_suspensions_epoch"), "user_suspensions", ["epoch"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_user_suspensions_epoch"), table_name="user_suspensions")
     op.drop_index(op.f("ix_user_suspensions_user_id"), table_name="user_suspensions")
     op.drop_table("user_suspensions")

@@ -29,7 +29,7 @@ def upgrade() -> None:
     op.create_table(
         "suspension_list",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("epoch", sa.Integer(), nullable=False),
+        sa.Column("epoch", sa.BigInteger(), nullable=False),
         sa.Column("users", sa.JSON(), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_suspension_list")),
