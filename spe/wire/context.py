@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from spe.errors import NotAuthenticated
 
@@ -43,8 +43,8 @@ class HubContext(BaseModel):
     aud: str  # the node this context is for
     exp: int
     iat: int
-    jti: str
-    sus: int = 0  # the hub's suspension-list epoch when it signed
+    jti: str = Field(min_length=1, max_length=64)
+    sus: int = Field(default=0, ge=0, le=2**62)  # the hub's suspension-list epoch
 
 
 def ec_key(key) -> ECKey:

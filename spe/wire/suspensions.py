@@ -8,6 +8,7 @@ carries the epoch it was signed at (`sus`), so a node whose list is older than t
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
@@ -15,8 +16,9 @@ SUSPENSIONS_PATH = "/api/v1/suspensions"
 
 
 class SuspensionList(BaseModel):
-    epoch: int = Field(ge=0)
-    users: list[str] = Field(default_factory=list, max_length=100_000)  # Principal ids
+    epoch: int = Field(ge=0, le=2**62)
+    users: list[Annotated[str, Field(max_length=520)]] = Field(  # Principal ids
+        default_factory=list, max_length=100_000)
 
     def digest(self) -> str:
         """What the push's hub context names (its `qh`): the SHA-256 of this JSON."""
