@@ -17,7 +17,7 @@ from catalogue.pages import STATIC_PATH as CATALOGUE_STATIC_PATH
 from catalogue.pages import router as catalogue_pages
 from gateway.hub.beacon import router as beacon_router
 from gateway.hub.endpoints import router as hub_router
-from gateway.hub.fanout import Fanout, push_permit, push_suspensions
+from gateway.hub.fanout import Fanout, push_permit
 from gateway.hub.pages import STATIC_DIR as QUERY_STATIC
 from gateway.hub.pages import STATIC_PATH as QUERY_STATIC_PATH
 from gateway.hub.pages import router as query_pages
@@ -73,9 +73,7 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
         None if app.state.hub is None
         else functools.partial(push_permit, app.state.hub.fanout,
                                signer=app.state.hub.signer))
-    app.state.suspension_push = (
-        None if app.state.hub is None
-        else functools.partial(push_suspensions, app.state.hub.fanout, app.state.hub.signer))
+    app.state.suspension_push = _suspension_pusher(app.state.hub, ctx)
     if app.state.hub is not None:
         # The hub signs no context for a suspended user; the others carry the list's epoch.
         app.state.hub.signer.epoch_of = suspensions.EpochOf(ctx.sessions)
@@ -111,6 +109,21 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     if issuer is not None:
         _mount_demo_issuer(app, issuer)
     return app
+
+
+def _suspension_pusher(hub: Hub | None, ctx: AppContext):
+    """What sends the suspension list to the nodes (on change, and periodically to those
+    behind: gateway/hub/suspensions.py)."""
+    if hub is None:
+        return None
+    from gateway.hub.suspensions import SuspensionPusher
+    from spe.db import session_scope
+
+    def current():
+        with session_scope(ctx.sessions) as session:
+            return suspensions.suspension_list(session)
+
+    return SuspensionPusher(hub.fanout, hub.signer, current)
 
 
 def _withhold(ctx: AppContext, session, pid: str) -> None:
@@ -160,8 +173,9 @@ def _harvest_token(settings: Settings, issuer: DemoIssuer | None) -> Callable[[]
 
 
 def _lifespan(settings: Settings, issuer: DemoIssuer | None):
-    """Background work of the central service: the catalogue's scheduled harvest, and
-    collecting finished jobs' outputs from the nodes into the airlock."""
+    """Background work of the central service: the catalogue's scheduled harvest,
+    collecting finished jobs' outputs from the nodes into the airlock, and bringing nodes
+    up to date with the suspension list."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -183,6 +197,8 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
 
             tasks.append(asyncio.create_task(collect_periodically(
                 app.state.ctx, app.state.hub, settings.job_collect_interval_seconds)))
+        if app.state.suspension_push is not None:  # nodes behind the suspension list
+            tasks.append(asyncio.create_task(app.state.suspension_push.run()))
         try:
             yield
         finally:

@@ -142,10 +142,12 @@ async def push_permit(fanout: Fanout, node_ids: list[str], pid: str, document: s
 
 
 async def push_suspensions(fanout: Fanout, signer: ContextSigner,
-                           suspensions: SuspensionList) -> dict[str, str]:
-    """PUT the central suspension list to every node; node -> outcome."""
-    return await push(fanout, signer, list(fanout.nodes), SUSPENSIONS_PATH,
-                      suspensions.model_dump(mode="json"), suspensions.digest())
+                           suspensions: SuspensionList,
+                           node_ids: list[str] | None = None) -> dict[str, str]:
+    """PUT the central suspension list to the nodes (default: all); node -> outcome."""
+    return await push(fanout, signer, list(fanout.nodes) if node_ids is None else node_ids,
+                      SUSPENSIONS_PATH, suspensions.model_dump(mode="json"),
+                      suspensions.digest())
 
 
 def _error_name(exc: BaseException) -> str:

@@ -46,6 +46,6 @@ async def suspend(uid: Annotated[int, Path(ge=1, le=2**31 - 1)], body: Suspensio
 
     user_id, listed = await run_in_threadpool(record)
     push = request.app.state.suspension_push
-    nodes = {} if push is None else await push(listed)
+    nodes = {} if push is None else await push.push(listed)
     return SuspensionOut(user=user_id, suspended=body.suspended, epoch=listed.epoch,
                          nodes=nodes)

@@ -4,6 +4,7 @@ the three nodes under uvicorn and the central app whose hub asks them."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import ssl
 
@@ -284,6 +285,17 @@ def test_a_node_that_missed_the_suspension_refuses_newer_contexts(central, issue
                              query_hash=QUERY.digest(), node_id="site-c")})
         assert stale.status_code == 409
         assert "older than the hub's" in stale.json()["detail"]
+        # The hub's next round pushes the list to the nodes behind it, site-c only.
+        central.app.state.hub.fanout.nodes["site-c"] = str(hub.base_url).rstrip("/")
+        pusher = central.app.state.suspension_push
+        caught_up = central.portal.call(functools.partial(
+            pusher.push, pusher.current(), only_behind=True))
+        assert caught_up == {"site-c": "delivered"}
+        fresh = hub.post("/api/v1/query", json={"query": QUERY.model_dump(mode="json")},
+                         headers={"X-SPE-Hub-Context": signer.sign(
+                             user=f"dave@{ISSUER}", roles=["researcher"], tier="statistics",
+                             query_hash=QUERY.digest(), node_id="site-c")})
+        assert fresh.status_code == 200, fresh.text
     assert central.post("/api/v1/query", json={"where": FEMALE},
                         headers=bearer_dave).status_code == 200
 

@@ -20,8 +20,11 @@ def receive(body: SuspensionList, request: Request, session: DbSession,
     ctx = request.app.state.ctx
     hub.bind(body.digest(), action="suspensions.receive", obj=f"epoch:{body.epoch}",
              pushed_epoch=body.epoch)
-    if not repository.store_suspensions(session, body.epoch, body.users):
+    outcome = repository.store_suspensions(session, body.epoch, body.users)
+    if outcome == "older":
         raise Conflict(f"the node holds a newer suspension list than epoch {body.epoch}")
+    if outcome == "held":  # the hub's periodic push of what the node has
+        return body
     ctx.audit.record(session, actor="hub", action="suspensions.receive",
                      object=f"epoch:{body.epoch}", decision="allow",
                      reason=f"{len(body.users)} user(s) suspended",

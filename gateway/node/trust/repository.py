@@ -27,11 +27,14 @@ def suspensions(session: Session) -> SuspensionList | None:
     return session.get(SuspensionList, 1)
 
 
-def store_suspensions(session: Session, epoch: int, users: list[str]) -> bool:
-    """Keep the list if it is newer than the one held; False if an older one came late."""
+def store_suspensions(session: Session, epoch: int, users: list[str]) -> str:
+    """Keep the list if it is newer than the one held: "stored"; "held" if it is the one
+    held (a repeated push); "older" if an older one came late (kept out)."""
     current = session.get(SuspensionList, 1, with_for_update=True)
     if current is not None and current.epoch > epoch:
-        return False
+        return "older"
+    if current is not None and current.epoch == epoch:
+        return "held"
     if current is None:
         session.add(SuspensionList(id=1, epoch=epoch, users=sorted(set(users)),
                                    received_at=datetime.now(UTC)))
@@ -39,7 +42,7 @@ def store_suspensions(session: Session, epoch: int, users: list[str]) -> bool:
         current.epoch, current.users = epoch, sorted(set(users))
         current.received_at = datetime.now(UTC)
     session.flush()
-    return True
+    return "stored"
 
 
 __all__ = ["store_suspensions", "suspensions", "use_context"]
