@@ -29,6 +29,7 @@ from spe.db import session_scope
 from spe.errors import Conflict, Forbidden, NotAuthenticated, SPEError
 from spe.identity import Principal
 from spe.peer import peer_fingerprint
+from spe.policy.gate import audit_refusal
 from spe.web import authorize
 from spe.wire.context import CONTEXT_HEADER, HubContext
 
@@ -59,14 +60,13 @@ def _client(request: Request) -> str:
 
 def _refuse(request: Request, exc: SPEError, *, actor: str = "unknown", action: str = "",
             obj: str = "") -> SPEError:
-    """`exc`, audited in its own transaction (the request's is rolled back)."""
+    """`exc`, audited in its own transaction (the request's is rolled back); before a route
+    binds a context, as the door's refusal of the route."""
     ctx = request.app.state.ctx
     route = getattr(request.scope.get("route"), "path", request.url.path)
-    with session_scope(ctx.sessions) as own:
-        ctx.audit.record(own, actor=actor, action=action or "door",
-                         object=obj or f"{request.method} {route}", decision="deny",
-                         reason=exc.detail, details={"client": _client(request)})
-    return exc
+    return audit_refusal(ctx.audit, ctx.sessions, exc, actor=actor, action=action or "door",
+                         object=obj or f"{request.method} {route}",
+                         details={"client": _client(request)})
 
 
 def _peer(request: Request, allowed: set[str]) -> None:
