@@ -24,10 +24,10 @@ from catalogue.schemas import (
     SearchParams,
 )
 from spe.audit import CENTRAL_AUDIT, AuditLog
-from spe.db import session_scope
 from spe.errors import Forbidden, NotFound, SPEError
 from spe.identity import Principal
 from spe.policy import PolicyService
+from spe.policy.gate import decide_or_refuse
 from spe.wire.descriptors import DatasetDescriptor
 
 #: How much of a description a search hit carries.
@@ -185,17 +185,12 @@ def curate_as(
     allow in the change's own transaction, a denial in one of its own (`sessions`), since
     the refused request's transaction is rolled back."""
     dataset = get_dataset(session, identifier)
-    decision = policy.decide("catalogue/curation/decision", {
+    decide_or_refuse(policy, "catalogue/curation/decision", {
         "subject": principal.policy_input(),
         "dataset": {"identifier": dataset.identifier, "node_id": dataset.node_id},
-    })
-    entry = {"actor": principal.id, "action": "catalogue.curate.authorize",
-             "object": identifier, "reason": decision.reason}
-    if not decision.allow:
-        with session_scope(sessions) as own:
-            audit.record(own, decision="deny", **entry)
-        raise CurationRefused(decision.reason)
-    audit.record(session, decision="allow", **entry)
+    }, audit=audit, sessions=sessions, session=session, actor=principal.id,
+        action="catalogue.curate.authorize", object=identifier,
+        refuse=lambda d: CurationRefused(d.reason))
     return curate(session, identifier, changes, actor=principal.id, audit=audit)
 
 

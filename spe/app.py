@@ -26,6 +26,7 @@ from spe.airlock.review.endpoints import router as airlock_router
 from spe.airlock.review.pages import STATIC_DIR as AIRLOCK_STATIC
 from spe.airlock.review.pages import STATIC_PATH as AIRLOCK_STATIC_PATH
 from spe.airlock.review.pages import router as airlock_pages
+from spe.airlock.review.withhold import withhold_for_permit
 from spe.audit import CENTRAL_AUDIT
 from spe.audit.endpoints import router as audit_router
 from spe.audit.schedule import signing_audit
@@ -38,6 +39,7 @@ from spe.permits.pages import router as permits_pages
 from spe.policy import make_policy_service
 from spe.settings import Settings, get_settings
 from spe.users import service as users
+from spe.users import suspensions
 from spe.users.endpoints import router as users_router
 from spe.web import AppContext
 from spe.web.docs import api_docs_options
@@ -62,6 +64,7 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
         audit=CENTRAL_AUDIT,
         name="central",
         on_principal=users.Registrar(),
+        refuse_principal=suspensions.refused,
     )
     app = FastAPI(title="EHDS SPE: central services", version="0.1.0",
                   lifespan=signing_audit(_lifespan(settings, issuer)),
@@ -72,7 +75,14 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     app.state.dataset_holder = _dataset_holder
     app.state.permit_push = (
         None if app.state.hub is None
-        else functools.partial(push_permit, app.state.hub.fanout))
+        else functools.partial(push_permit, app.state.hub.fanout,
+                               signer=app.state.hub.signer))
+    app.state.suspension_push = _suspension_pusher(app.state.hub, ctx)
+    if app.state.hub is not None:
+        # The hub signs no context for a suspended user; the others carry the list's epoch.
+        app.state.hub.signer.epoch_of = suspensions.EpochOf(ctx.sessions)
+    # A suspended or revoked permit's pending outputs are withheld (spe/airlock/review).
+    app.state.permit_stopped = functools.partial(_withhold, ctx)
     install_refusals(app)
     app.include_router(health_router)
     app.include_router(users_router)
@@ -103,6 +113,25 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     if issuer is not None:
         _mount_demo_issuer(app, issuer)
     return app
+
+
+def _suspension_pusher(hub: Hub | None, ctx: AppContext):
+    """What sends the suspension list to the nodes (on change, and periodically to those
+    behind: gateway/hub/suspensions.py)."""
+    if hub is None:
+        return None
+    from gateway.hub.suspensions import SuspensionPusher
+    from spe.db import session_scope
+
+    def current():
+        with session_scope(ctx.sessions) as session:
+            return suspensions.suspension_list(session)
+
+    return SuspensionPusher(hub.fanout, hub.signer, current)
+
+
+def _withhold(ctx: AppContext, session, pid: str) -> None:
+    withhold_for_permit(session, pid, policy=ctx.policy, audit=ctx.audit)
 
 
 def _dataset_holder(session, identifier: str) -> str | None:
@@ -148,8 +177,9 @@ def _harvest_token(settings: Settings, issuer: DemoIssuer | None) -> Callable[[]
 
 
 def _lifespan(settings: Settings, issuer: DemoIssuer | None):
-    """Background work of the central service: the catalogue's scheduled harvest, and
-    collecting finished jobs' outputs from the nodes into the airlock."""
+    """Background work of the central service: the catalogue's scheduled harvest,
+    collecting finished jobs' outputs from the nodes into the airlock, and bringing nodes
+    up to date with the suspension list."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -177,6 +207,8 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
 
             tasks.append(asyncio.create_task(witness_periodically(
                 app.state.ctx, app.state.hub, settings.audit_witness_interval_seconds)))
+        if app.state.suspension_push is not None:  # nodes behind the suspension list
+            tasks.append(asyncio.create_task(app.state.suspension_push.run()))
         try:
             yield
         finally:

@@ -43,6 +43,7 @@ __all__ = [
     "Issued",
     "PkiError",
     "PkiPaths",
+    "certificate_fingerprint",
     "client_ssl_context",
     "common_name",
     "init_pki",
@@ -171,21 +172,47 @@ def init_pki(
     return result
 
 
-def server_ssl_options(pki_dir: Path, name: str) -> dict:
-    """uvicorn keyword arguments for a server that requires a client certificate of the CA.
+def server_ssl_options(pki_dir: Path, name: str,
+                       clients: Sequence[str] | None = None) -> dict:
+    """uvicorn keyword arguments for a server that accepts only the named client certificates.
 
-    Any member of the federation passes the handshake (every certificate has clientAuth);
-    what a caller may do is still decided per request (the hub-signed context, tokens).
+    `clients` are certificate names in the PKI folder; by default the hub's and the
+    server's own (which its operator, who holds its key, uses for its admin routes). They
+    are pinned: the handshake accepts exactly those certificates, not any the CA signed, so
+    another member of the federation (a compromised node, say) is refused before HTTP. Each
+    request's scope names the certificate it came with (spe.peer), for the routes' doors.
     """
     pki_dir = Path(pki_dir)
-    cert, key, ca = (_need(pki_dir / f"{name}.crt"), _need(pki_dir / f"{name}.key"),
-                     _need(pki_dir / "ca.crt"))
-    return {
-        "ssl_certfile": str(cert),
-        "ssl_keyfile": str(key),
-        "ssl_ca_certs": str(ca),
-        "ssl_cert_reqs": ssl.CERT_REQUIRED,
-    }
+    cert, key = _need(pki_dir / f"{name}.crt"), _need(pki_dir / f"{name}.key")
+    _need(pki_dir / "ca.crt")  # a folder without its CA is not a federation's
+    pinned = [_need(pki_dir / f"{c}.crt") for c in dict.fromkeys(clients or ("hub", name))]
+
+    def context(_config: object, _default: object) -> ssl.SSLContext:
+        try:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(cert), str(key))
+            for path in pinned:
+                ctx.load_verify_locations(cafile=str(path))
+        except (OSError, ssl.SSLError) as exc:
+            raise PkiError(f"cannot load the TLS files of {name!r} in {pki_dir}: {exc}; "
+                           f"{_HINT}") from exc
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        # A pinned certificate is its own trust anchor: OpenSSL then accepts exactly it
+        # (compared whole), and nothing else its CA signed.
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        return ctx
+
+    from spe.peer import PeerCertProtocol
+
+    return {"ssl_context_factory": context, "http": PeerCertProtocol}
+
+
+def certificate_fingerprint(cert_path: Path) -> str:
+    """The SHA-256 (hex) of a certificate's DER: how a server recognises a pinned peer."""
+    from spe.peer import fingerprint
+
+    return fingerprint(_read_cert(Path(cert_path)).public_bytes(serialization.Encoding.DER))
 
 
 def client_ssl_context(pki_dir: Path, name: str) -> ssl.SSLContext:

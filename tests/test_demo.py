@@ -85,11 +85,15 @@ def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path, flags: list[str
         assert verify.status_code == 200
         assert verify.json()["ok"]
         researcher = {"Authorization": f"Bearer {tokens['researcher']}"}
-        with httpx.Client(base_url=f"https://127.0.0.1:{port + 1}", verify=hub_tls) as node_a:
+        # A node's own counts are for its operator: its own certificate, an admin token.
+        with httpx.Client(base_url=f"https://127.0.0.1:{port + 1}",
+                          verify=client_ssl_context(pki, "site-a")) as node_a:
             summary = node_a.get("/api/v1/index/summary", headers=admin)
             assert summary.status_code == 200
             assert summary.json()["counts"]["patients"] == 15
             assert node_a.get("/api/v1/index/summary", headers=researcher).status_code == 403
+        with httpx.Client(base_url=f"https://127.0.0.1:{port + 1}", verify=hub_tls) as hub:
+            assert hub.get("/api/v1/index/summary", headers=admin).status_code == 403
         answer = httpx.post(f"http://127.0.0.1:{port}/api/v1/query", headers=researcher,
                             json={"where": {"type": "imaging", "modality": ["CT", "MR"]}},
                             timeout=30)

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from starlette.concurrency import run_in_threadpool
 
-from gateway.hub.jobs import call_node
+from gateway.hub.calls import call_node
 from gateway.hub.service import Hub
 from spe.airlock import AirlockPolicyError, rules_from_policy
 from spe.airlock.report import places_from, worst

@@ -21,10 +21,14 @@ import httpx
 from pydantic import ValidationError
 
 from gateway.hub.schemas import NodeResult
+from spe.wire.context import CONTEXT_HEADER, ContextSigner
+from spe.wire.permit import document_hash
 from spe.wire.query import NodeAnswer, Query
+from spe.wire.suspensions import SUSPENSIONS_PATH, SuspensionList
 
 QUERY_PATH = "/api/v1/query"
-CONTEXT_HEADER = "X-SPE-Hub-Context"
+#: The context's user when the hub pushes its own documents (permits, suspensions).
+PUSHER = "hub"
 
 
 class Fanout:
@@ -107,17 +111,20 @@ class Fanout:
         return result("suppressed" if suppressed else "answered", answer=answer)
 
 
-async def push_permit(fanout: Fanout, node_ids: list[str], pid: str,
-                      document: str) -> dict[str, str]:
-    """PUT the permit's signed document to each node concerned; node -> outcome."""
+async def push(fanout: Fanout, signer: ContextSigner, node_ids: list[str], path: str,
+               body: dict, subject: str, permit: str | None = None) -> dict[str, str]:
+    """PUT `body` to `path` at each node, with a context naming `subject` (the SHA-256 the
+    node computes of what is pushed); node -> outcome."""
 
     async def one(node_id: str) -> tuple[str, str]:
         url = fanout.nodes.get(node_id)
         if url is None:
             return node_id, "not a node of this hub"
+        context = signer.sign(user=PUSHER, roles=[PUSHER], tier="permit", query_hash=subject,
+                              node_id=node_id, permit=permit)
         try:
-            resp = await fanout.client().put(f"{url.rstrip('/')}/api/v1/permits/{pid}",
-                                             json={"document": document})
+            resp = await fanout.client().put(f"{url.rstrip('/')}{path}", json=body,
+                                             headers={CONTEXT_HEADER: context})
         except httpx.HTTPError as exc:
             return node_id, f"unreachable: {type(exc).__name__}"
         if resp.status_code != 200:
@@ -125,6 +132,22 @@ async def push_permit(fanout: Fanout, node_ids: list[str], pid: str,
         return node_id, "delivered"
 
     return dict(await asyncio.gather(*(one(n) for n in node_ids)))
+
+
+async def push_permit(fanout: Fanout, node_ids: list[str], pid: str, document: str, *,
+                      signer: ContextSigner) -> dict[str, str]:
+    """PUT the permit's signed document to each node concerned; node -> outcome."""
+    return await push(fanout, signer, node_ids, f"/api/v1/permits/{pid}",
+                      {"document": document}, document_hash(document), permit=pid)
+
+
+async def push_suspensions(fanout: Fanout, signer: ContextSigner,
+                           suspensions: SuspensionList,
+                           node_ids: list[str] | None = None) -> dict[str, str]:
+    """PUT the central suspension list to the nodes (default: all); node -> outcome."""
+    return await push(fanout, signer, list(fanout.nodes) if node_ids is None else node_ids,
+                      SUSPENSIONS_PATH, suspensions.model_dump(mode="json"),
+                      suspensions.digest())
 
 
 def _error_name(exc: BaseException) -> str:
@@ -151,4 +174,4 @@ def _detail_of(content: bytes) -> str:
     return str(detail)[:300]
 
 
-__all__ = ["Fanout", "push_permit"]
+__all__ = ["CONTEXT_HEADER", "Fanout", "push", "push_permit", "push_suspensions"]

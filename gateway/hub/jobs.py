@@ -20,11 +20,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-import httpx
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from gateway.hub.fanout import _detail
+from gateway.hub.calls import call_node
 from gateway.hub.service import FederationNotConfigured, Hub
 from spe.airlock.review import repository as airlock_requests
 from spe.airlock.review.schemas import RequestOut, researcher_view
@@ -33,10 +32,10 @@ from spe.errors import Forbidden, NotFound
 from spe.identity import Principal
 from spe.jobs import repository
 from spe.jobs.models import CentralJob
+from spe.policy.gate import decide_or_refuse
 from spe.sandbox.limits import RequestedLimits
 from spe.web import AppContext
 from spe.wire.code_archive import CodeArchiveError, pack_script
-from spe.wire.context import CONTEXT_HEADER
 from spe.wire.jobs import (
     JOBS_PATH,
     MAX_ARCHIVE_BYTES,
@@ -144,28 +143,6 @@ def _hub(hub: Hub | None) -> Hub:
     return hub
 
 
-async def call_node(hub: Hub, node_id: str, method: str, path: str, context: str, *,
-                json: Any = None, timeout: float | None = None) -> tuple[int, Any]:
-    """One call to a node: (HTTP status, body) or (0, why it could not be reached)."""
-    url = hub.fanout.nodes.get(node_id)
-    if url is None:
-        return 0, "not a node of this hub"
-    try:
-        resp = await asyncio.wait_for(hub.fanout.client().request(
-            method, url.rstrip("/") + path, json=json, headers={CONTEXT_HEADER: context},
-            timeout=timeout or hub.fanout.timeout), timeout=timeout or hub.fanout.timeout)
-    except (TimeoutError, httpx.TimeoutException):
-        return 0, "timed out"
-    except httpx.HTTPError as exc:
-        return 0, f"unreachable: {type(exc).__name__}"
-    if resp.is_success:
-        try:
-            return resp.status_code, resp.json()
-        except ValueError:
-            return 502, "the node's answer is not JSON"
-    return resp.status_code, _detail(resp)
-
-
 async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: Principal,
                  use_permit: Callable[[str], list[str]]) -> JobView:
     """`use_permit(pid)` raises unless the caller may use the permit now, else returns the
@@ -237,14 +214,12 @@ def _load(ctx: AppContext, job_id: str, caller: Principal, action: str = "read"
             session.expunge(job)
     if job is None:
         raise NotFound(f"no job {job_id!r}")
-    decision = ctx.policy.decide(ACCESS_POLICY, {
+    decide_or_refuse(ctx.policy, ACCESS_POLICY, {
         "action": action, "subject": {"id": caller.id, "roles": list(caller.roles)},
-        "job": {"user_id": job.user_id, "pid": job.pid}, "permit": None})
-    if not decision.allow:
-        reason = decision.reason.removeprefix("denied: ")
-        _audit(ctx, actor=caller.id, action=f"job.{action}", object=f"job:{job_id}",
-               decision="deny", reason=reason)
-        raise Forbidden(reason)
+        "job": {"user_id": job.user_id, "pid": job.pid}, "permit": None},
+        audit=ctx.audit, sessions=ctx.sessions, session=None, actor=caller.id,
+        action=f"job.{action}", object=f"job:{job_id}",
+        refuse=lambda d: Forbidden(d.reason.removeprefix("denied: ")))
     return job
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from gateway.hub.schemas import FederatedAnswer
 from spe.db import session_scope
 from spe.errors import Forbidden, SPEError
 from spe.identity import Principal
+from spe.policy.gate import decide_or_refuse
 from spe.web import AppContext
 from spe.wire.context import ContextSigner
 from spe.wire.query import Query
@@ -52,13 +54,11 @@ async def federated_query(ctx: AppContext, hub: Hub | None, query: Query,
         # the nodes are not asked at all. Each node checks its own copy again.
         await run_in_threadpool(use_permit, permit)
         permit_input = {"id": permit, "usable": True}
-    decision = await run_in_threadpool(ctx.policy.decide, "query/hub_decision",
-                                       {"subject": caller.policy_input(),
-                                        "permit": permit_input})
-    if not decision.allow:
-        await run_in_threadpool(_audit, ctx, actor=caller.id, action="query",
-                                object=query_hash, decision="deny", reason=decision.reason)
-        raise QueryRefused(decision.reason)
+    decision = await run_in_threadpool(functools.partial(
+        decide_or_refuse, ctx.policy, "query/hub_decision",
+        {"subject": caller.policy_input(), "permit": permit_input},
+        audit=ctx.audit, sessions=ctx.sessions, session=None, actor=caller.id,
+        action="query", object=query_hash, refuse=lambda d: QueryRefused(d.reason)))
     if hub is None or not hub.fanout.nodes:
         raise FederationNotConfigured("the hub has no nodes (SPE_FEDERATION_NODES) or no "
                                       "PKI (SPE_PKI_DIR)")

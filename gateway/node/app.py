@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy.engine import make_url
 
 from gateway.node.audit import router as checkpoints_router
@@ -14,8 +14,10 @@ from gateway.node.config import NodeConfig
 from gateway.node.endpoints import router as node_router
 from gateway.node.jobs.endpoints import router as jobs_router
 from gateway.node.jobs.runtime import work_dir_of
-from gateway.node.permits.endpoints import router as permits_router
+from gateway.node.permit_endpoints import router as permits_router
 from gateway.node.query.endpoints import router as query_router
+from gateway.node.trust.door import operator_peer, peers_of
+from gateway.node.trust.endpoints import router as trust_router
 from spe.audit import AuditLog, NodeAuditEntry, NodeAuditHead
 from spe.audit.endpoints import router as audit_router
 from spe.audit.schedule import signing_audit
@@ -59,6 +61,8 @@ def create_node_app(
     app.state.node = config
     app.state.context_verifier = context_verifier or _context_verifier(settings, config)
     app.state.hub_public_key = _hub_public_key(settings)
+    # Whose certificates the node's doors know (gateway/node/trust): the hub's, its own.
+    app.state.peers = peers_of(settings.pki_dir, config.node_id)
     app.state.job_work_dir = work_dir_of(settings, config.node_id)
     install_refusals(app)
     app.include_router(health_router)
@@ -66,8 +70,10 @@ def create_node_app(
     app.include_router(query_router)
     app.include_router(permits_router)
     app.include_router(jobs_router)
-    app.include_router(audit_router)
-    app.include_router(checkpoints_router)
+    app.include_router(trust_router)
+    # The audit routes the centre shares, here for this node's operator only.
+    app.include_router(audit_router, dependencies=[Depends(operator_peer)])
+    app.include_router(checkpoints_router)  # the hub's witness (spe/audit checkpoints)
     return app
 
 

@@ -1,4 +1,6 @@
-"""The node's own API. Every route but /health passes the policy door (spe.web.Caller)."""
+"""The node's own API: its operator's view of the index, and the descriptors the central
+catalogue harvests. Both pass a node door (gateway/node/trust): a certificate the node
+knows, then the policy door with a bearer token."""
 
 from __future__ import annotations
 
@@ -8,15 +10,17 @@ from fastapi import APIRouter, Request
 
 from gateway.node.descriptors import compute_descriptor, descriptor_threshold
 from gateway.node.index import repository
-from spe.web import Caller, DbSession
+from gateway.node.trust import OperatorCaller, TokenCaller
+from spe.web import DbSession
 from spe.wire.descriptors import DatasetDescriptor
 
 router = APIRouter(prefix="/api/v1", tags=["node"])
 
 
 @router.get("/index/summary")
-def index_summary(_: Caller, session: DbSession) -> dict:
-    """Counts of the local index, for operators (admin, hdab); not a researcher-facing answer."""
+def index_summary(_: OperatorCaller, session: DbSession) -> dict:
+    """Counts of the local index, unsuppressed: for this node's operator (its own
+    certificate, roles admin or hdab), never for the hub or another node."""
     run = repository.last_sync_run(session)
     return {
         "counts": repository.counts(session),
@@ -30,7 +34,8 @@ def index_summary(_: Caller, session: DbSession) -> dict:
 
 
 @router.get("/descriptors", response_model=list[DatasetDescriptor])
-def descriptors(caller: Caller, session: DbSession, request: Request) -> list[DatasetDescriptor]:
+def descriptors(caller: TokenCaller, session: DbSession,
+                request: Request) -> list[DatasetDescriptor]:
     """The node's dataset descriptors for the central catalogue, small counts suppressed."""
     node = request.app.state.node
     ctx = request.app.state.ctx

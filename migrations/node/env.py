@@ -8,6 +8,7 @@ import gateway.node.index.models  # noqa: F401  (registers tables)
 import gateway.node.jobs.models  # noqa: F401
 import gateway.node.permits.models  # noqa: F401
 import gateway.node.query.models  # noqa: F401
+import gateway.node.trust.models  # noqa: F401
 from spe.db import make_engine
 from spe.db.base import NodeBase as Base
 

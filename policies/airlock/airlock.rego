@@ -191,4 +191,7 @@ to_text(x) := x if is_string(x)
 
 else := "(none)"
 
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default decision := {"allow": false, "reason": "denied: airlock.decision has no answer for this input"}
+
 decision := decide(input)

@@ -121,4 +121,7 @@ decide(req) := {
 	"qi_weights": qi_weights,
 }
 
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default decision := {"allow": false, "reason": "denied: anonymization.decision has no answer for this input"}
+
 decision := decide(input)

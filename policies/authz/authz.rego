@@ -24,6 +24,8 @@ permissions := {
 		"GET /api/v1/audit": {"admin"},
 		"GET /api/v1/audit/verify": {"admin"},
 		"GET /api/v1/users": {"admin"},
+		# Suspending or reinstating a user (spe/users/suspensions.py).
+		"PUT /api/v1/users/{uid}/suspension": {"admin"},
 		# Curating a catalogue dataset (reading the catalogue is public: no door at all);
 		# which approver may curate which dataset is policies/catalogue/curation.
 		"PATCH /api/v1/catalogue/datasets/{identifier:path}": {"approver"},
@@ -89,5 +91,8 @@ decide(req) := {"allow": true, "reason": concat("", ["allowed: ", endpoint(req),
 ])} if {
 	known(req)
 } else := {"allow": false, "reason": concat("", ["denied: ", endpoint(req), " is not a known endpoint of ", req.service])}
+
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default decision := {"allow": false, "reason": "denied: authz.decision has no answer for this input"}
 
 decision := decide(input)

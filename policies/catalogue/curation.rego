@@ -34,4 +34,7 @@ decide(req) := {"allow": true, "reason": concat("", [
 	"denied: only approvers of ", req.dataset.node_id, " may curate ", req.dataset.identifier,
 ])}
 
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default decision := {"allow": false, "reason": "denied: catalogue.curation.decision has no answer for this input"}
+
 decision := decide(input)

@@ -44,6 +44,9 @@ to_text(x) := x if is_string(x)
 
 else := "(none)"
 
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default decision := {"allow": false, "reason": "denied: disclosure.decision has no answer for this input"}
+
 decision := decide(input)
 
 # The airlock's automatic checks of job outputs (spe/airlock). HTML is left out on purpose:
@@ -73,5 +76,8 @@ output_check_for(req) := object.union(
 } else := {"allow": false, "reason": concat("", [
 	"denied: no airlock rule for output ", to_text(object.get(req, "output", null)),
 ])}
+
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default output_check := {"allow": false, "reason": "denied: disclosure.output_check has no answer for this input"}
 
 output_check := output_check_for(input)

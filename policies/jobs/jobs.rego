@@ -58,6 +58,9 @@ decide(req) := {"allow": false, "reason": "denied: no permit: jobs run only unde
 	count(over_limits(object.get(req, "limits", {}))) > 0
 } else := {"allow": true, "reason": concat("", ["allowed: under permit ", req.permit.id]), "max_limits": max_limits}
 
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default decision := {"allow": false, "reason": "denied: jobs.decision has no answer for this input"}
+
 decision := decide(input)
 
 # ---- who may read, cancel or collect a job ------------------------------------------
@@ -109,6 +112,9 @@ decide_access(req) := {"allow": false, "reason": concat("", ["denied: ", access_
 	access_problem(req)
 } else := {"allow": true, "reason": concat("", ["allowed: ", req.action, " job"])}
 
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default access := {"allow": false, "reason": "denied: jobs.access has no answer for this input"}
+
 access := decide_access(input)
 
 # ---- may a job run over its staged extract ------------------------------------------
@@ -142,5 +148,8 @@ extract_decision(req, accept) := {"allow": true, "reason": "allowed: the extract
 } else := {"allow": false, "reason": concat("", [
 	"denied: the extract's re-identification risk is above the threshold (", risk_text(req.risk), ")",
 ])}
+
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default extract := {"allow": false, "reason": "denied: jobs.extract has no answer for this input"}
 
 extract := decide_extract(input)

@@ -83,6 +83,12 @@ to_text(x) := x if is_string(x)
 
 else := "(none)"
 
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default hub_decision := {"allow": false, "reason": "denied: query.hub_decision has no answer for this input"}
+
 hub_decision := hub_decide(input)
+
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default node_decision := {"allow": false, "reason": "denied: query.node_decision has no answer for this input"}
 
 node_decision := node_decide(input)

@@ -16,6 +16,7 @@ from spe.cli.permit import permit_app
 from spe.cli.progress import console, stage_counter, task_bars
 from spe.cli.query import query as query_command
 from spe.cli.sandbox import sandbox_app
+from spe.cli.users import users_app
 from spe.private_files import PRIVATE_UMASK
 from spe.settings import InsecureConfiguration, Settings
 
@@ -39,6 +40,7 @@ app.add_typer(pki_app, name="pki")
 app.add_typer(permit_app, name="permit")
 app.add_typer(job_app, name="job")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(users_app, name="users")
 app.command("query")(query_command)
 
 

@@ -31,7 +31,8 @@ Decision = Literal["issue", "refuse", "suspend", "resume", "revoke"]
 def permits(request: Request) -> Permits:
     ctx = request.app.state.ctx
     return Permits(policy=ctx.policy, sessions=ctx.sessions, audit=ctx.audit,
-                   holder=request.app.state.dataset_holder)
+                   holder=request.app.state.dataset_holder,
+                   on_stopped=request.app.state.permit_stopped)
 
 
 def mail_after(tasks: BackgroundTasks, request: Request, service: Permits) -> None:

@@ -13,9 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from spe.airlock.review.withhold import withhold_for_permit
 from spe.audit import CENTRAL_AUDIT, AuditLog
-from spe.db import session_scope
 from spe.errors import NotFound, SPEError
 from spe.identity import Principal
 from spe.permits import repository
@@ -37,7 +35,8 @@ from spe.permits.schemas import (
     ReviewIn,
     ReviewOut,
 )
-from spe.policy import PolicyService
+from spe.policy import Decision, PolicyService
+from spe.policy.gate import decide_or_refuse
 from spe.wire.permit import PermitDocument, now, sign_document
 
 #: catalogue identifier -> the node holding it, or None (wired in by spe/app.py, so this
@@ -105,12 +104,21 @@ def policy_input(action: str, principal: Principal, permit: Permit) -> dict[str,
     }}
 
 
+def _refusal(decision: Decision) -> PermitRefused:
+    return PermitRefused(decision.reason, int(decision.values.get("status", 403)))
+
+
 class Permits:
     """The lifecycle, bound to one app's policy, audit log and session factory."""
 
     def __init__(self, *, policy: PolicyService, sessions: sessionmaker[Session],
-                 holder: DatasetHolder, audit: AuditLog = CENTRAL_AUDIT) -> None:
+                 holder: DatasetHolder, audit: AuditLog = CENTRAL_AUDIT,
+                 on_stopped: Callable[[Session, str], object] | None = None) -> None:
+        """`on_stopped(session, pid)`: what else stops with a suspended or revoked permit
+        (the central app gives the airlock's withholding; spe.airlock depends on permits,
+        not the other way round)."""
         self.policy = policy
+        self.on_stopped = on_stopped
         self.sessions = sessions
         self.holder = holder
         self.audit = audit
@@ -120,16 +128,10 @@ class Permits:
 
     def _decide(self, session: Session, action: str, principal: Principal,
                 permit: Permit) -> str:
-        decision = self.policy.decide("permits/decision",
-                                      policy_input(action, principal, permit))
-        entry = {"actor": principal.id, "action": f"permit.{action}",
-                 "object": permit.public_id, "reason": decision.reason}
-        if not decision.allow:
-            with session_scope(self.sessions) as own:
-                self.audit.record(own, decision="deny", **entry)
-            raise PermitRefused(decision.reason, int(decision.values.get("status", 403)))
-        self.audit.record(session, decision="allow", **entry)
-        return decision.reason
+        return decide_or_refuse(
+            self.policy, "permits/decision", policy_input(action, principal, permit),
+            audit=self.audit, sessions=self.sessions, session=session, actor=principal.id,
+            action=f"permit.{action}", object=permit.public_id, refuse=_refusal).reason
 
     def _event(self, permit: Permit, actor: str, action: str, before: str,
                reason: str = "") -> None:
@@ -325,8 +327,8 @@ class Permits:
         permit.decided_at = datetime.now(UTC)
         permit.decision_reason = reason
         self._event(permit, principal.id, action, before, reason or allowed)
-        if action in ("suspend", "revoke"):  # pending airlock outputs are withheld
-            withhold_for_permit(session, permit.public_id, policy=self.policy, audit=self.audit)
+        if action in ("suspend", "revoke") and self.on_stopped is not None:
+            self.on_stopped(session, permit.public_id)  # pending airlock outputs withheld
         if permit.status in ("issued", "suspended", "revoked") and private_key is not None:
             permit.document = sign_document(self.document(permit), private_key)
         self._notify(session, permit, f"{action}d by the access body"
@@ -364,18 +366,11 @@ class Permits:
     def check_view(self, session: Session, principal: Principal, permit: Permit, *,
                    audit_allow: bool = False) -> None:
         """Reading an application is a policy decision too (refusals are audited)."""
-        decision = self.policy.decide("permits/decision",
-                                      policy_input("view", principal, permit))
-        if not decision.allow:
-            with session_scope(self.sessions) as own:
-                self.audit.record(own, actor=principal.id, action="permit.view",
-                                  object=permit.public_id, decision="deny",
-                                  reason=decision.reason)
-            raise PermitRefused(decision.reason, int(decision.values.get("status", 403)))
-        if audit_allow:
-            self.audit.record(session, actor=principal.id, action="permit.view",
-                              object=permit.public_id, decision="allow",
-                              reason=decision.reason)
+        decide_or_refuse(
+            self.policy, "permits/decision", policy_input("view", principal, permit),
+            audit=self.audit, sessions=self.sessions,
+            session=session if audit_allow else None, actor=principal.id,
+            action="permit.view", object=permit.public_id, refuse=_refusal)
 
     # ---- use ------------------------------------------------------------------------
 

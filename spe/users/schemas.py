@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class MeOut(BaseModel):
@@ -25,3 +25,17 @@ class UserOut(BaseModel):
     roles: str
     first_seen: datetime
     last_seen: datetime
+
+
+class SuspensionIn(BaseModel):
+    suspended: bool
+    reason: str = Field(default="", max_length=500)
+
+
+class SuspensionOut(BaseModel):
+    user: str  # the user's id as tokens and contexts name it (subject@issuer)
+    suspended: bool
+    epoch: int
+    # node -> "delivered", or why not: a node that missed the list refuses every context
+    # signed after this change until a later push reaches it.
+    nodes: dict[str, str] = Field(default_factory=dict)

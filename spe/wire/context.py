@@ -4,20 +4,23 @@ under which permit, for which query (by its hash), until when, for which node.
 A node answers nothing that does not carry a valid context: signed (ES256) with the hub's
 key, whose certificate the node holds from the federation's PKI (spe/pki.py); addressed to
 this node; not expired; and naming the very query it came with, so a context cannot be
-replayed with another query or at another node.
+replayed with another query or at another node. A node also answers each context once
+(its `jti`, gateway/node/trust) and refuses the contexts of users suspended at the centre
+(`sus`: the epoch of the suspension list the hub signed it under, spe/wire/suspensions).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from spe.errors import NotAuthenticated
 
@@ -40,7 +43,8 @@ class HubContext(BaseModel):
     aud: str  # the node this context is for
     exp: int
     iat: int
-    jti: str
+    jti: str = Field(min_length=1, max_length=64)
+    sus: int = Field(default=0, ge=0, le=2**62)  # the hub's suspension-list epoch
 
 
 def ec_key(key) -> ECKey:
@@ -55,15 +59,20 @@ def ec_key(key) -> ECKey:
 
 
 class ContextSigner:
-    """The hub's side: one signer per hub private key."""
+    """The hub's side: one signer per hub private key.
 
-    def __init__(self, private_key) -> None:
+    `epoch_of(user)`, set by the central app, refuses (raises) for a suspended user and
+    otherwise gives the suspension list's epoch, which the context carries."""
+
+    def __init__(self, private_key, epoch_of: Callable[[str], int] | None = None) -> None:
         self._key = ec_key(private_key)
+        self.epoch_of = epoch_of
 
     def sign(self, *, user: str, roles: list[str], tier: Tier, query_hash: str, node_id: str,
              permit: str | None = None, ttl_seconds: int = TTL_SECONDS) -> str:
+        epoch = self.epoch_of(user) if self.epoch_of is not None else 0
         now = int(time.time())
-        claims = {"iss": ISSUER, "sub": user, "roles": list(roles), "tier": tier,
+        claims = {"sus": epoch, "iss": ISSUER, "sub": user, "roles": list(roles), "tier": tier,
                   "permit": permit, "qh": query_hash, "aud": node_id, "iat": now,
                   "exp": now + ttl_seconds, "jti": uuid.uuid4().hex}
         return jwt.encode({"alg": ALGORITHM, "typ": "JWT"}, claims, self._key)
@@ -76,7 +85,9 @@ class ContextVerifier:
         self._key = ec_key(hub_public_key)
         self.node_id = node_id
 
-    def verify(self, token: str | None, *, query_hash: str) -> HubContext:
+    def verify(self, token: str | None, *, query_hash: str | None) -> HubContext:
+        """`query_hash` None: what the context names is checked by the caller (the node's
+        door binds it to the request: gateway/node/trust/door.py)."""
         if not token:
             raise NotAuthenticated("no hub context: nodes answer queries from their hub only")
         try:
@@ -94,9 +105,9 @@ class ContextVerifier:
             raise NotAuthenticated(f"hub context is for {ctx.aud}, not {self.node_id}")
         if ctx.exp < time.time():
             raise NotAuthenticated("hub context expired")
-        if ctx.qh != query_hash:
+        if query_hash is not None and ctx.qh != query_hash:
             raise NotAuthenticated("hub context names another query")
         return ctx
 
 
-__all__ = ["ContextSigner", "ContextVerifier", "HubContext", "Tier"]
+__all__ = ["CONTEXT_HEADER", "ContextSigner", "ContextVerifier", "HubContext", "Tier"]

@@ -10,6 +10,7 @@ the issuing document.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import date
 
@@ -56,8 +57,13 @@ def verify_document(token: str, hub_public_key) -> PermitDocument:
     return doc
 
 
+def document_hash(token: str) -> str:
+    """What the push's hub context names (its `qh`): the SHA-256 of the signed document."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def now() -> int:
     return int(time.time())
 
 
-__all__ = ["PermitDocument", "now", "sign_document", "verify_document"]
+__all__ = ["PermitDocument", "document_hash", "now", "sign_document", "verify_document"]

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from spe.app import create_central_app
 from spe.db.migrate import upgrade
 from spe.identity import DemoIssuer
-from spe.pki import client_ssl_context, init_pki
+from spe.pki import client_ssl_context, init_pki, server_ssl_options
 from spe.wire.context import ContextSigner
 from spe.wire.query import Query
 from tests.gateway.conftest import ISSUER, RARE, SITES, NodeServers
@@ -141,7 +141,9 @@ def test_a_node_refuses_a_query_without_the_hubs_signature(federation, tmp_path)
         assert resp.status_code == 401
         assert "not signed by this node's hub" in resp.json()["detail"]
     with sqlite3.connect(federation.dbs["site-a"]) as conn:
-        denied = conn.execute("SELECT count(*) FROM audit_log WHERE action = 'query' "
+        # Refused at the node's hub door, before any query is looked at.
+        denied = conn.execute("SELECT count(*) FROM audit_log WHERE action = 'door' "
+                              "AND object = 'POST /api/v1/query' "
                               "AND decision = 'deny'").fetchone()[0]
     assert denied >= 2
 
@@ -277,7 +279,6 @@ def test_a_node_that_does_not_answer_in_time_is_reported_timed_out(node_servers,
 
     from fastapi import FastAPI
 
-    from spe.pki import server_ssl_options
 
     hang = FastAPI()
 
@@ -328,7 +329,10 @@ def test_a_node_refuses_once_the_users_daily_budget_is_spent(node_dbs, pki, tmp_
     signer = ContextSigner(private_key_of(pki / "hub.key"))
     query = Query.model_validate({"where": FEMALE})
     statuses = []
-    with TestClient(app) as client:
+    sock = bind()
+    with serve(app, sock, lifespan="off", **server_ssl_options(pki, "site-b")), \
+            httpx.Client(base_url=f"https://127.0.0.1:{sock.getsockname()[1]}", timeout=10,
+                         verify=client_ssl_context(pki, "hub")) as client:
         for _ in range(3):
             context = signer.sign(user="budget-user", roles=["researcher"], tier="statistics",
                                   query_hash=query.digest(), node_id="site-b")

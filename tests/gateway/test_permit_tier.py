@@ -13,7 +13,7 @@ from spe.app import create_central_app
 from spe.identity import DemoIssuer
 from spe.pki import private_key_of
 from spe.wire.context import ContextSigner
-from spe.wire.permit import PermitDocument, sign_document
+from spe.wire.permit import PermitDocument, document_hash, sign_document
 from spe.wire.query import Query
 from tests.central import catalogued_central
 from tests.gateway.conftest import ISSUER, RARE
@@ -114,7 +114,14 @@ def test_a_revocation_reaches_the_nodes_at_once(hub, node_servers):
             form="anonymised", purpose="scientific_research", start=date.today(),
             end=date.today() + timedelta(days=9), iat=0), private_key_of(
             node_servers.pki / "hub.key"))
-        replay = client.put(f"/api/v1/permits/{pid}", json={"document": old})
+        def pushed(document: str) -> dict:  # the hub's context for a push (gateway/node/trust)
+            return {"X-SPE-Hub-Context": ContextSigner(private_key_of(
+                node_servers.pki / "hub.key")).sign(
+                user="hub", roles=["hub"], tier="permit", query_hash=document_hash(document),
+                node_id="site-a", permit=pid)}
+
+        replay = client.put(f"/api/v1/permits/{pid}", json={"document": old},
+                            headers=pushed(old))
         assert replay.status_code == 409
         # And a document signed by anyone but the hub is refused outright.
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -123,5 +130,5 @@ def test_a_revocation_reaches_the_nodes_at_once(hub, node_servers):
             pid=pid, seq=99, status="issued", members=["eve"], datasets={"site-a": ["x"]},
             form="anonymised", purpose="x", start=date.today(), end=date.today(), iat=0),
             ec.generate_private_key(ec.SECP256R1()))
-        assert client.put(f"/api/v1/permits/{pid}",
-                          json={"document": forged}).status_code == 401
+        assert client.put(f"/api/v1/permits/{pid}", json={"document": forged},
+                          headers=pushed(forged)).status_code == 401

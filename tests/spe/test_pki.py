@@ -137,13 +137,25 @@ def mode(request) -> str:
 # -- the TLS layer -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("client", ["hub", "site-b"])
-def test_a_member_of_the_federation_gets_through(pkis, node, mode, client):
-    # Every certificate has clientAuth, so any member passes the TLS layer; what it may ask
-    # is decided above it (the hub-signed context).
+@pytest.mark.parametrize("client", ["hub", "site-a"])
+def test_the_hub_and_the_nodes_own_operator_get_through(pkis, node, mode, client):
+    # A node pins two certificates: its hub's, and its own (its operator's).
     response = get(client_ssl_context(pkis.federation, client), f"{node.url}/ping", mode)
     assert response.status_code == 200
     assert response.json() == {"pong": True}
+
+
+@pytest.mark.parametrize("tls", TLS_VERSIONS, ids=["tls1.2", "tls1.3"])
+def test_another_member_of_the_federation_is_refused_at_the_handshake(pkis, node, mode,
+                                                                      tls):
+    # site-b's certificate is from the federation's CA, but site-a takes calls from its
+    # hub and its operator only: a compromised node gets no connection.
+    ctx = client_ssl_context(pkis.federation, "site-b")
+    ctx.minimum_version = ctx.maximum_version = tls
+    with pytest.raises(REFUSED):
+        get(ctx, f"{node.url}/ping", mode)
+    assert get(client_ssl_context(pkis.federation, "hub"), f"{node.url}/ping",
+               mode).status_code == 200
 
 
 @pytest.mark.parametrize("tls", TLS_VERSIONS, ids=["tls1.2", "tls1.3"])
@@ -188,14 +200,18 @@ def test_the_client_checks_the_server_name(pkis, node, mode):
         get(ctx, url, mode, extensions={"sni_hostname": "site-b"})
 
 
-def test_server_options_require_a_client_certificate(pkis):
+def test_server_options_require_one_of_the_pinned_certificates(pkis):
+    from spe.peer import PeerCertProtocol
+
     options = server_ssl_options(pkis.federation, "site-a")
-    assert options == {
-        "ssl_certfile": str(pkis.federation / "site-a.crt"),
-        "ssl_keyfile": str(pkis.federation / "site-a.key"),
-        "ssl_ca_certs": str(pkis.federation / "ca.crt"),
-        "ssl_cert_reqs": ssl.CERT_REQUIRED,
-    }
+    assert set(options) == {"ssl_context_factory", "http"}
+    assert options["http"] is PeerCertProtocol  # requests name their certificate
+    ctx = options["ssl_context_factory"](None, None)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+    # Two certificates (the hub's and site-a's; the handshake tests above say which),
+    # and no CA: nothing else the CA signed is trusted.
+    assert ctx.cert_store_stats() == {"x509": 2, "crl": 0, "x509_ca": 0}
 
 
 # -- the files -----------------------------------------------------------------------------

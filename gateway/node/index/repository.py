@@ -82,7 +82,7 @@ def refresh_ages(session: Session) -> None:
     study dated before the birth."""
     from sqlalchemy import update
 
-    from gateway.node.query.evaluate import ymd
+    from gateway.node.index.dates import ymd
 
     birth = (select(Patient.birth_date).where(Patient.id == Study.patient_id)
              .scalar_subquery())

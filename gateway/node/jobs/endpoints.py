@@ -27,24 +27,26 @@ import hashlib
 import logging
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Header, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from gateway.node.jobs import repository as repo
 from gateway.node.jobs.models import NodeJob
 from gateway.node.permits.facts import permit_facts
+from gateway.node.trust import HubCall, HubCaller
 from spe.airlock import AirlockPolicyError, OutputRules, check_outputs, rules_from_policy
 from spe.airlock.report import Place, places_from, worst
 from spe.airlock.review.storage import NotCopied, read_regular
 from spe.db import session_scope
-from spe.errors import Conflict, Forbidden, NotAuthenticated, NotFound, SPEError
+from spe.errors import Conflict, Forbidden, NotFound, SPEError
+from spe.policy.gate import audit_refusal, decide_or_refuse
 from spe.sandbox import Limits
 from spe.web import DbSession
 from spe.web.responses import refusals
-from spe.wire.context import CONTEXT_HEADER, HubContext
+from spe.wire.context import HubContext
 from spe.wire.jobs import (
     FINAL,
     JOBS_PATH,
@@ -70,8 +72,6 @@ router = APIRouter(prefix=JOBS_PATH.removesuffix("/jobs"), tags=["jobs"],
 log = logging.getLogger(__name__)
 POLICY = "jobs/decision"
 ACCESS_POLICY = "jobs/access"  # who reads, cancels and collects a job
-#: The hub's signed context (spe.wire.context) on every call.
-HubContextHeader = Annotated[str | None, Header(alias=CONTEXT_HEADER)]
 
 
 def code_hash(code: bytes) -> str:
@@ -95,32 +95,16 @@ def _audit_own(request: Request, **entry: Any) -> None:
         ctx.audit.record(own, **entry)
 
 
-def _verified(request: Request, token: str | None, qh: str, action: str,
-              obj: str) -> HubContext:
-    try:
-        verifier = request.app.state.context_verifier
-        if verifier is None:
-            raise NotAuthenticated("this node has no hub certificate configured "
-                                   "(SPE_PKI_DIR): it takes no jobs")
-        return verifier.verify(token, query_hash=qh)
-    except NotAuthenticated as exc:
-        _audit_own(request, actor="unknown", action=action, object=obj, decision="deny",
-                   reason=exc.detail,
-                   details={"client": request.client.host if request.client else ""})
-        raise
-
-
 @router.post("/jobs", response_model=JobAccepted, status_code=202,
              responses=TOO_LARGE_RESPONSE,
              max_body_size=MAX_CODE_B64 + 1024 * 1024)  # the code, and room for the rest
 def submit(body: JobSubmission, request: Request, session: DbSession,
-           background: BackgroundTasks,
-           x_spe_hub_context: HubContextHeader = None) -> JobAccepted:
+           background: BackgroundTasks, hub: HubCaller) -> JobAccepted:
     app = request.app
     ctx = app.state.ctx
     code = decode_code(body.code)  # the limit the hub applied too (spe.wire.jobs)
     digest = code_hash(code)
-    hub_ctx = _verified(request, x_spe_hub_context, digest, "job.submit", f"code:{digest}")
+    hub_ctx = hub.bind(digest, action="job.submit", obj=f"code:{digest}")
 
     def refuse(reason: str, error: type[SPEError] = JobRefused) -> SPEError:
         _audit_own(request, actor=hub_ctx.sub, action="job.submit", object=f"code:{digest}",
@@ -132,11 +116,11 @@ def submit(body: JobSubmission, request: Request, session: DbSession,
     except (ValidationError, TypeError) as exc:
         raise refuse(f"limits are not valid: {exc}".replace("\n", " ")[:500],
                      InvalidJob) from None
-    decision = ctx.policy.decide(POLICY, {
+    decision = decide_or_refuse(ctx.policy, POLICY, {
         "permit": permit_facts(session, hub_ctx, date.today()),
-        "limits": limits.model_dump()})
-    if not decision.allow:
-        raise refuse(decision.reason)
+        "limits": limits.model_dump()}, audit=ctx.audit, sessions=ctx.sessions,
+        session=None, actor=hub_ctx.sub, action="job.submit", object=f"code:{digest}",
+        details={"permit": hub_ctx.permit}, refuse=lambda d: JobRefused(d.reason))
     job = repo.enqueue(session, pid=str(hub_ctx.permit), user_id=hub_ctx.sub, code=code,
                        entry=body.entry, limits=limits)
     ctx.audit.record(session, actor=hub_ctx.sub, action="job.submit", object=f"job:{job.id}",
@@ -156,25 +140,23 @@ def _defer(dispatcher, job_id: str) -> None:
         log.exception("job %s: deferring to the task queue failed", job_id)
 
 
-def _job_for(request: Request, session: Session, job_id: str, token: str | None,
+def _job_for(request: Request, session: Session, job_id: str, hub: HubCall,
              action: str) -> tuple[NodeJob, HubContext]:
     """The job, if the hub's context lets its subject do `action` ("read", "cancel",
     "collect") to it (policies/jobs `access`)."""
     audited = "job.outputs" if action == "collect" else f"job.{action}"
-    hub_ctx = _verified(request, token, job_hash(job_id), audited, f"job:{job_id}")
+    hub_ctx = hub.bind(job_hash(job_id), action=audited, obj=f"job:{job_id}")
+    ctx = request.app.state.ctx
     job = repo.get(session, job_id)
     if job is None:
-        problem = "no such job at this node"
-    else:
-        decision = request.app.state.ctx.policy.decide(ACCESS_POLICY, {
-            "action": action, "subject": {"id": hub_ctx.sub, "roles": list(hub_ctx.roles)},
-            "job": {"user_id": job.user_id, "pid": job.pid}, "permit": hub_ctx.permit})
-        problem = None if decision.allow else decision.reason.removeprefix("denied: ")
-    if problem:
-        _audit_own(request, actor=hub_ctx.sub, action=audited, object=f"job:{job_id}",
-                   decision="deny", reason=problem)
-        raise NotFound(problem) if job is None else Forbidden(problem)
-    assert job is not None
+        raise audit_refusal(ctx.audit, ctx.sessions, NotFound("no such job at this node"),
+                            actor=hub_ctx.sub, action=audited, object=f"job:{job_id}")
+    decide_or_refuse(ctx.policy, ACCESS_POLICY, {
+        "action": action, "subject": {"id": hub_ctx.sub, "roles": list(hub_ctx.roles)},
+        "job": {"user_id": job.user_id, "pid": job.pid}, "permit": hub_ctx.permit},
+        audit=ctx.audit, sessions=ctx.sessions, session=None, actor=hub_ctx.sub,
+        action=audited, object=f"job:{job_id}",
+        refuse=lambda d: Forbidden(d.reason.removeprefix("denied: ")))
     return job, hub_ctx
 
 
@@ -202,17 +184,17 @@ def status_of(job: NodeJob, node_id: str, work_dir: Path | None) -> JobStatus:
 
 @router.get("/jobs/{job_id}", response_model=JobStatus)
 def read(job_id: str, request: Request, session: DbSession,
-         x_spe_hub_context: HubContextHeader = None) -> JobStatus:
-    job, _ = _job_for(request, session, job_id, x_spe_hub_context, "read")
+         hub: HubCaller) -> JobStatus:
+    job, _ = _job_for(request, session, job_id, hub, "read")
     return status_of(job, request.app.state.node.node_id,
                      getattr(request.app.state, "job_work_dir", None))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobStatus)
 def cancel(job_id: str, request: Request, session: DbSession,
-           x_spe_hub_context: HubContextHeader = None) -> JobStatus:
+           hub: HubCaller) -> JobStatus:
     ctx = request.app.state.ctx
-    job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "cancel")
+    job, hub_ctx = _job_for(request, session, job_id, hub, "cancel")
     if job.state in FINAL:
         _audit_own(request, actor=hub_ctx.sub, action="job.cancel", object=f"job:{job_id}",
                    decision="deny", reason=f"the job is already {job.state}")
@@ -279,10 +261,10 @@ def collect_outputs(job: NodeJob, output_dir: Path, rules: OutputRules, *,
 
 @router.get("/jobs/{job_id}/outputs", response_model=JobOutputs)
 def outputs(job_id: str, request: Request, session: DbSession,
-            x_spe_hub_context: HubContextHeader = None) -> JobOutputs:
+            hub: HubCaller) -> JobOutputs:
     ctx = request.app.state.ctx
     node_id = request.app.state.node.node_id
-    job, hub_ctx = _job_for(request, session, job_id, x_spe_hub_context, "collect")
+    job, hub_ctx = _job_for(request, session, job_id, hub, "collect")
     has_log = bool((job.result or {}).get("log"))  # it ran (a failure at staging: none)
     if job.state not in RAN or (job.state != SUCCEEDED and not has_log):
         _audit_own(request, actor=hub_ctx.sub, action="job.outputs", object=f"job:{job_id}",

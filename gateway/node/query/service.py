@@ -21,10 +21,10 @@ from gateway.node.query import repository
 from gateway.node.query.evaluate import evaluate, stratum_values
 from gateway.node.query.tracker import reveals_small_group, to_bitmap
 from spe.audit import AuditLog
-from spe.db import session_scope
-from spe.errors import Forbidden
+from spe.errors import Forbidden, SPEError
 from spe.policy import PolicyService
 from spe.policy.disclosure import NoCountRule, count_rule
+from spe.policy.gate import audit_refusal, decide_or_refuse
 from spe.wire.context import HubContext
 from spe.wire.query import Cell, NodeAnswer, Query
 
@@ -75,12 +75,9 @@ class _Disclosure:
 
 
 def _refuse(sessions: sessionmaker[Session], audit: AuditLog, ctx: HubContext,
-            query_hash: str, reason: str) -> QueryRefused:
-    # The request's transaction is rolled back on a refusal: record it on its own.
-    with session_scope(sessions) as own:
-        audit.record(own, actor=ctx.sub, action="query", object=query_hash, decision="deny",
-                     reason=reason, details={"tier": ctx.tier})
-    return QueryRefused(reason)
+            query_hash: str, reason: str) -> SPEError:
+    return audit_refusal(audit, sessions, QueryRefused(reason), actor=ctx.sub,
+                         action="query", object=query_hash, details={"tier": ctx.tier})
 
 
 def answer(
@@ -99,12 +96,13 @@ def answer(
     now = datetime.now(UTC)
     query_hash = query_hash or query.digest()
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    decision = policy.decide("query/node_decision", {
+    decision = decide_or_refuse(policy, "query/node_decision", {
         "tier": ctx.tier, "roles": ctx.roles, "kind": query.answer.kind,
         "used_today": repository.answered_since(session, ctx.sub, midnight),
-        "permit": permit_facts(session, ctx, now.date())})
-    if not decision.allow:
-        raise _refuse(sessions, audit, ctx, query_hash, decision.reason)
+        "permit": permit_facts(session, ctx, now.date())},
+        audit=audit, sessions=sessions, session=None, actor=ctx.sub, action="query",
+        object=query_hash, details={"tier": ctx.tier},
+        refuse=lambda d: QueryRefused(d.reason))
     try:
         rule = count_rule(policy, ctx.tier, "query_count")
     except NoCountRule as exc:

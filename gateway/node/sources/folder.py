@@ -32,8 +32,8 @@ from pydicom.tag import BaseTag, Tag
 
 from gateway.node.sources import dicom_values as dv
 from gateway.node.sources.base import Progress, Skipped, SourceError, StudyRecord
+from spe.anonymize.dicom.files import walk
 
-DICOM_SUFFIXES = ("dcm", "dicom")
 BATCH = 256  # files per task of the reading processes
 MAX_WORKERS = 8
 
@@ -80,32 +80,6 @@ def _uid(ds: Any, tag: int) -> str | None:
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     return dv.text(value)
-
-
-def is_candidate(name: str) -> bool:
-    """Whether a file name looks like a DICOM file this source should read."""
-    if name.startswith(".") or name.upper() == "DICOMDIR":
-        return False
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem:
-        return True
-    return ext.lower() in DICOM_SUFFIXES or ext.isdigit()
-
-
-def walk(root: Path) -> Iterator[Path]:
-    """Candidate files under `root`, depth first, in name order (deterministic)."""
-    try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except OSError:
-        return
-    for entry in entries:
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                yield from walk(Path(entry.path))
-            elif entry.is_file() and is_candidate(entry.name):
-                yield Path(entry.path)
-        except OSError:
-            continue
 
 
 def _reason(exc: BaseException) -> str:

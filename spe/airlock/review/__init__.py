@@ -6,8 +6,8 @@ revoking the permit withholds what is still pending. Every step asks `policies/a
 
     service.submit_outputs(session, job_id=..., node_id=..., pid=..., requester=...,
                            output_dir=..., storage_dir=..., rules=...)  # the job side
-    withhold.withhold_for_permit(session, pid, policy=..., audit=...)   # spe/permits
+    withhold.withhold_for_permit(session, pid, policy=..., audit=...)   # given to spe/permits
 
-Modules are imported by name (no re-exports here), so `spe.permits.service` can import
-`withhold` without importing `service`, which imports it.
+spe.airlock depends on spe.permits, never the reverse: the central app hands
+`withhold_for_permit` to the permit service (`Permits(on_stopped=...)`).
 """

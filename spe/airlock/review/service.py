@@ -24,11 +24,11 @@ from spe.airlock.review.models import AirlockFile, AirlockRequest, AirlockReview
 from spe.airlock.review.storage import copy_outputs
 from spe.airlock.rules import OutputRules
 from spe.audit import CENTRAL_AUDIT, AuditLog
-from spe.db import session_scope
 from spe.errors import Conflict, NotFound
 from spe.identity import Principal
 from spe.permits.service import effective_status
 from spe.policy import PolicyService
+from spe.policy.gate import decide_or_refuse
 from spe.wire.outputs import COLLECTOR, COLLECTOR_ROLE
 
 #: Who submits outputs: the hub's collector (gateway/hub/collect.py), as policies see it.
@@ -104,18 +104,14 @@ class Airlock:
 
     def _decide(self, session: Session, action: str, principal: Principal,
                 request: AirlockRequest, file: dict[str, Any] | None = None) -> str:
-        decision = self.policy.decide(
-            "airlock/decision",
-            self._input(session, action, principal.policy_input(), request, file))
-        entry = {"actor": principal.id, "action": f"airlock.{action}", "object": request.id,
-                 "reason": decision.reason,
-                 "details": {"path": file["path"]} if file else None}
-        if not decision.allow:
-            with session_scope(self.sessions) as own:
-                self.audit.record(own, decision="deny", **entry)
-            raise AirlockRefused(decision.reason, int(decision.values.get("status", 403)))
-        self.audit.record(session, decision="allow", **entry)
-        return decision.reason
+        return decide_or_refuse(
+            self.policy, "airlock/decision",
+            self._input(session, action, principal.policy_input(), request, file),
+            audit=self.audit, sessions=self.sessions, session=session, actor=principal.id,
+            action=f"airlock.{action}", object=request.id,
+            details={"path": file["path"]} if file else None,
+            refuse=lambda d: AirlockRefused(d.reason, int(d.values.get("status", 403)))
+        ).reason
 
     # ---- reading --------------------------------------------------------------------
 

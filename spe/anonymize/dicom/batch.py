@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from spe.anonymize.dicom.files import walk
 from spe.anonymize.dicom.options import Options
 from spe.anonymize.processes import pool_context
 
@@ -136,8 +137,6 @@ def deidentify_tree(src: str | os.PathLike[str], dst: str | os.PathLike[str], ke
     for unusable folders and ImportError when the pixel cleaner is missing; a bad input
     file never raises, it is reported.
     """
-    from gateway.node.sources.folder import walk
-
     # The pixel cleaner runs on every file, so the Clean Pixel Data Option is always applied.
     options = replace(options or Options(), clean_pixel_data=True)
     src_path, dst_path = Path(src), Path(dst)

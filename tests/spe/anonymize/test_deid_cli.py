@@ -12,8 +12,8 @@ import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
 from typer.testing import CliRunner
 
-from gateway.node.sources.folder import walk
 from spe.anonymize import fhir_batch
+from spe.anonymize.dicom.files import walk
 from spe.anonymize.pseudonyms import PermitKey
 from spe.cli.main import app
 from spe.synth import generate

@@ -1,6 +1,10 @@
 """`PUT /api/v1/permits/{pid}`: the hub pushes a permit's signed document (on issue and on
-every change of status). Like queries, only the hub can: the document must carry the
-hub's signature, and mutual TLS keeps everyone else out of the connection.
+every change of status). Like queries, only the hub can: through the hub's door
+(gateway/node/trust: its certificate, and a single-use context naming the document's
+SHA-256), and the document itself must carry the hub's signature.
+
+Outside the permits package because a permit that stops also cancels its jobs: jobs
+depend on permits, so permits must not import jobs (.importlinter).
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from pydantic import BaseModel, Field
 from gateway.node.jobs import repository as jobs
 from gateway.node.permits import repository
 from gateway.node.permits.models import NodePermit
+from gateway.node.trust import HubCaller
 from spe.db import session_scope
 from spe.errors import Conflict, NotAuthenticated
 from spe.web import DbSession
 from spe.web.responses import refusals
-from spe.wire.permit import verify_document
+from spe.wire.permit import document_hash, verify_document
 
-router = APIRouter(prefix="/api/v1", tags=["permits"], responses=refusals(401, 409))
+router = APIRouter(prefix="/api/v1", tags=["permits"], responses=refusals(401, 403, 409))
 
 
 class PermitPush(BaseModel):
@@ -33,10 +38,12 @@ class PermitAck(BaseModel):
 
 
 @router.put("/permits/{pid}", response_model=PermitAck)
-def receive(pid: str, body: PermitPush, request: Request, session: DbSession) -> PermitAck:
+def receive(pid: str, body: PermitPush, request: Request, session: DbSession,
+            hub: HubCaller) -> PermitAck:
     app = request.app
     ctx = app.state.ctx
     node_id = app.state.node.node_id
+    hub.bind(document_hash(body.document), action="permit.receive", obj=pid)
     try:
         if app.state.hub_public_key is None:
             raise NotAuthenticated("this node has no hub certificate configured (SPE_PKI_DIR)")

@@ -1,0 +1,41 @@
+"""The routes that pass no door, in one place: everything else of the central app and of a
+node must pass one (spe.web.access at the centre, gateway/node/trust at a node), which
+tests/test_doors.py checks by walking both apps' routes.
+
+Public here means readable without a token: health, the catalogue (EHDS Art. 77), the
+Beacon's own description, the web pages (static shells; their data comes from the API with
+the user's token), the demo identity provider's keys (development only) and FastAPI's API
+documentation (off in production). A node's only public route is /health, and even that
+is reached only with the hub's or the operator's certificate (spe.pki pins them).
+"""
+
+from __future__ import annotations
+
+DOCS = frozenset({"GET /openapi.json", "GET /docs", "GET /docs/oauth2-redirect",
+                   "GET /redoc"})
+
+PUBLIC: dict[str, frozenset[str]] = {
+    "central": DOCS | {
+        "GET /health",
+        # The catalogue's reads (its curation passes the door).
+        "GET /api/v1/catalogue",
+        "GET /api/v1/catalogue/search",
+        "GET /api/v1/catalogue/datasets/{identifier:path}",
+        # The Beacon v2 API's self-description (its queries pass the door).
+        "GET /api/v1/beacon/info",
+        "GET /api/v1/beacon/filtering_terms",
+        # Web pages and their static files.
+        "GET /catalogue", "GET /catalogue/datasets/{identifier:path}",
+        "GET /query", "GET /jobs",
+        "GET /permits", "GET /permits/new", "GET /permits/edit/{pid}",
+        "GET /permits/view/{pid}",
+        "GET /airlock",
+        "MOUNT /static/common", "MOUNT /catalogue/static", "MOUNT /query/static",
+        "MOUNT /permits/static", "MOUNT /airlock/static",
+        # The demo identity provider (development only: absent with SPE_OIDC_JWKS_URL).
+        "GET /.well-known/openid-configuration", "GET /.well-known/jwks.json",
+    },
+    "node": DOCS | {"GET /health"},
+}
+
+__all__ = ["DOCS", "PUBLIC"]
