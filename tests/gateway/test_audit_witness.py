@@ -42,7 +42,7 @@ def run_node(settings: Settings, url: str, pki: Path, requests: int = 0) -> None
     base = f"https://127.0.0.1:{sock.getsockname()[1]}"
     app = create_node_app(NodeConfig(SITE, SITE, url), settings)
     with serve(app, sock, lifespan="on", **server_ssl_options(pki, SITE)), \
-            httpx.Client(verify=client_ssl_context(pki, "hub")) as client:
+            httpx.Client(verify=client_ssl_context(pki, SITE)) as client:  # its operator
         for i in range(requests):
             assert client.get(f"{base}/api/v1/audit", params={"after": i}).status_code == 401
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from typer.testing import CliRunner
@@ -26,6 +28,7 @@ from spe.audit.service import entry_hash
 from spe.cli import app as cli
 from spe.db import make_engine
 from spe.db.migrate import upgrade
+from spe.peer import FINGERPRINT_KEY, fingerprint
 from spe.pki import init_pki, private_key_of
 from spe.settings import Settings
 from spe.wire.audit import CHECKPOINTS_PATH, WITNESS, WITNESS_ROLE, witness_query_hash
@@ -274,13 +277,28 @@ def test_health_is_ok_while_the_chain_holds(service):
 # -- the node's door for the hub's witness ---------------------------------------------------
 
 
+def as_peer(app, cert: Path):
+    """`app` as spe.peer.PeerCertProtocol serves it to the holder of `cert` over mutual TLS
+    (the real TLS path: tests/gateway/test_audit_witness.py, tests/gateway/test_node_trust.py)."""
+    der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(Encoding.DER)
+
+    async def served(scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            scope.setdefault("extensions", {})["tls"] = {FINGERPRINT_KEY: fingerprint(der)}
+        await app(scope, receive, send)
+
+    served.state = app.state
+    return served
+
+
 @pytest.fixture
 def node_client(tmp_path: Path, pki: Path):
     url = f"sqlite:///{tmp_path / 'node.db'}"
     upgrade(url, "node")
     settings = Settings(data_dir=tmp_path, pki_dir=pki, node_workers=0,
                         oidc_issuer="http://central.test")
-    with TestClient(create_node_app(NodeConfig("site-a", "A", url), settings)) as client:
+    app = create_node_app(NodeConfig("site-a", "A", url), settings)
+    with TestClient(as_peer(app, pki / "hub.crt")) as client:  # the hub's certificate
         yield client
 
 
@@ -313,12 +331,17 @@ def test_the_services_verify_route_names_the_rewritten_entry(service):
     service.run()
     admin = DemoIssuer(service.settings.issuer_key_path, service.settings.oidc_issuer,
                        "spe").mint("root", ["admin"])
-    with TestClient(service.app()) as client:
+    def served():  # a node's audit routes are its operator's: the node's own certificate
+        app = service.app()
+        return app if service.kind == "central" else as_peer(app, service.settings.pki_dir
+                                                             / "site-a.crt")
+
+    with TestClient(served()) as client:
         clean = client.get("/api/v1/audit/verify", headers={"Authorization": f"Bearer {admin}"})
         assert clean.status_code == 200, clean.text
         assert clean.json()["ok"] is True
     rewrite(service.url, service.table_model, EDITED)
-    with TestClient(service.app()) as client:
+    with TestClient(served()) as client:
         resp = client.get("/api/v1/audit/verify", headers={"Authorization": f"Bearer {admin}"})
     assert resp.status_code == 200, resp.text
     assert resp.json()["ok"] is False
