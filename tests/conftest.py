@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,8 @@ def _postgres_admin():
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}")
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+@contextmanager
+def _fresh_postgres() -> Iterator[str]:
     name = f"spe_test_{uuid.uuid4().hex[:12]}"
     with _postgres_admin() as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -39,12 +39,29 @@ def postgres_url() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    with _fresh_postgres() as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request, tmp_path: Path) -> str:
     """Runs the test once on a SQLite file and once on PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'test.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def other_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second database of `database_url`'s kind: a node's beside a centre's."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'other.db'}"
+        return
+    with _fresh_postgres() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

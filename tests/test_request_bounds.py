@@ -45,9 +45,9 @@ def central(tmp_path: Path, database_url: str) -> Iterator[tuple[TestClient, Dem
 
 
 @pytest.fixture
-def node(tmp_path: Path, database_url: str) -> Iterator[tuple[TestClient, DemoIssuer]]:
-    upgrade(database_url, "node")
-    app = create_node_app(NodeConfig("site-a", "Site A", database_url),
+def node(tmp_path: Path, other_database_url: str) -> Iterator[tuple[TestClient, DemoIssuer]]:
+    upgrade(other_database_url, "node")  # its own database, beside the centre's
+    app = create_node_app(NodeConfig("site-a", "Site A", other_database_url),
                           Settings(data_dir=tmp_path, oidc_issuer=ISSUER))
     with TestClient(app) as client:
         yield client, DemoIssuer(tmp_path / "keys" / "issuer.jwk.json", ISSUER, "spe")

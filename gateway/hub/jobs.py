@@ -60,8 +60,8 @@ class JobSubmission(BaseModel):
     permit: str = Field(min_length=1, max_length=32)
     # base64 of a tar.gz of the code folder (`spe job submit` packs one), checked against
     # the one limit the nodes apply too (a 413, spe.wire.jobs), or ...
-    code: str | None = Field(default=None, min_length=4,
-                             json_schema_extra={"maxLength": MAX_CODE_B64})
+    code: Annotated[str, Field(min_length=4, json_schema_extra={"maxLength": MAX_CODE_B64})
+                    ] | None = None
     # ... the Python source of the entry point alone (the web page sends this).
     script: str | None = Field(default=None, min_length=1, max_length=MAX_SCRIPT_CHARS)
     entry: str = Field(default="main.py", min_length=1, max_length=MAX_ENTRY_CHARS)

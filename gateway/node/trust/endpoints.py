@@ -9,9 +9,10 @@ from gateway.node.trust import repository
 from gateway.node.trust.door import HubCaller
 from spe.errors import Conflict
 from spe.web import DbSession
+from spe.web.responses import refusals
 from spe.wire.suspensions import SUSPENSIONS_PATH, SuspensionList
 
-router = APIRouter(tags=["trust"])
+router = APIRouter(tags=["trust"], responses=refusals(401, 403, 409))
 
 
 @router.put(SUSPENSIONS_PATH, response_model=SuspensionList)
