@@ -3,11 +3,13 @@ them. httpx errors are translated here into CatalogueError, with the node named.
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Mapping, Sequence
+from typing import Annotated
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
 from catalogue.schemas import HarvestOutcome
@@ -16,11 +18,16 @@ from spe.audit import CENTRAL_AUDIT, AuditLog
 from spe.policy import EmbeddedEngine, PolicyService
 from spe.policy.disclosure import NoCountRule, count_rule
 from spe.settings import REPO_ROOT
-from spe.wire.descriptors import DatasetDescriptor, disclosure_problems
+from spe.wire.descriptors import (
+    MAX_DESCRIPTORS,
+    MAX_DESCRIPTORS_BYTES,
+    DatasetDescriptor,
+    disclosure_problems,
+)
 
 DESCRIPTORS_PATH = "/api/v1/descriptors"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
-_DESCRIPTORS = TypeAdapter(list[DatasetDescriptor])
+_DESCRIPTORS = TypeAdapter(Annotated[list[DatasetDescriptor], Field(max_length=MAX_DESCRIPTORS)])
 
 
 def catalogue_threshold(policy: PolicyService) -> int:
@@ -37,6 +44,19 @@ def _project_policy() -> PolicyService:
     return PolicyService(EmbeddedEngine(REPO_ROOT / "policies"))
 
 
+def _get_bounded(http: httpx.Client, endpoint: str, token: str,
+                 url: str) -> tuple[int, bytes]:
+    """The node's answer (status, body), read only up to MAX_DESCRIPTORS_BYTES."""
+    with http.stream("GET", endpoint, headers={"Authorization": f"Bearer {token}"}) as resp:
+        body = bytearray()
+        for chunk in resp.iter_bytes():
+            body += chunk
+            if len(body) > MAX_DESCRIPTORS_BYTES:
+                raise CatalogueError(f"{url}: the descriptors are over "
+                                     f"{MAX_DESCRIPTORS_BYTES} bytes; not harvested")
+        return resp.status_code, bytes(body)
+
+
 def fetch_descriptors(url: str, token: str, *, least_threshold: int,
                       client: httpx.Client | None = None,
                       tls: ssl.SSLContext | None = None) -> list[DatasetDescriptor]:
@@ -48,7 +68,7 @@ def fetch_descriptors(url: str, token: str, *, least_threshold: int,
     own = client is None
     http = client or httpx.Client(timeout=TIMEOUT, verify=tls if tls is not None else True)
     try:
-        resp = http.get(endpoint, headers={"Authorization": f"Bearer {token}"})
+        status, content = _get_bounded(http, endpoint, token, url)
     except httpx.TimeoutException as exc:
         raise CatalogueError(f"{url}: timed out ({exc.__class__.__name__})") from exc
     except httpx.HTTPError as exc:
@@ -56,15 +76,16 @@ def fetch_descriptors(url: str, token: str, *, least_threshold: int,
     finally:
         if own:
             http.close()
-    if resp.status_code != 200:
+    if status != 200:
         try:
-            body = resp.json()
+            body = json.loads(content)
         except ValueError:
             body = None
-        detail = body.get("detail", body) if isinstance(body, dict) else resp.text[:200]
-        raise CatalogueError(f"{url}: HTTP {resp.status_code}: {detail}")
+        detail = (body.get("detail", body) if isinstance(body, dict)
+                  else content[:200].decode("utf-8", "replace"))
+        raise CatalogueError(f"{url}: HTTP {status}: {detail}")
     try:
-        descriptors = _DESCRIPTORS.validate_json(resp.content)
+        descriptors = _DESCRIPTORS.validate_json(content)
     except ValidationError as exc:
         raise CatalogueError(f"{url}: not a list of dataset descriptors ({exc.error_count()} "
                              "errors)") from exc

@@ -19,8 +19,9 @@ from __future__ import annotations
 import calendar
 import math
 from datetime import date, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 #: The one collection each node publishes in this first slice of the catalogue.
 DEFAULT_COLLECTION = "imaging-and-clinical-records"
@@ -43,12 +44,22 @@ SHARE_DIGITS = 4
 #: or, with no value, nowhere (the total minus the listed counts).
 SERIES_BREAKDOWNS = ("modalities", "body_parts", "manufacturers")
 
+# Bounds on what a node may publish: the catalogue shows it to everyone, so a node (an old
+# or a compromised one) cannot push megabytes into the public pages by harvest. Generous
+# beside what the index holds (DICOM LO values are at most 64 characters).
+MAX_TEXT = 256
+MAX_ITEMS = 1000
+#: The most descriptors one node publishes, and the largest answer the harvester reads.
+MAX_DESCRIPTORS = 100
+MAX_DESCRIPTORS_BYTES = 8 * 1024 * 1024
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+
 
 class ValueCount(BaseModel):
     """A value seen in the index and how often (series), `None` when suppressed (below the
     threshold, or a complement of one that is)."""
 
-    value: str
+    value: Text
     count: int | None
 
 
@@ -65,9 +76,9 @@ class Completeness(BaseModel):
 class DatasetDescriptor(BaseModel):
     # 2: complementary suppression in breakdowns, ranges trimmed to k patients each side.
     schema_version: int = 2
-    node_id: str
-    node_name: str
-    collection: str = DEFAULT_COLLECTION
+    node_id: Text
+    node_name: Text
+    collection: Text = DEFAULT_COLLECTION
     generated_at: datetime
     suppression_threshold: int = Field(ge=1)
 
@@ -83,18 +94,18 @@ class DatasetDescriptor(BaseModel):
     # which, at least `suppression_threshold` patients had a study.
     temporal_start: date | None = None
     temporal_end: date | None = None
-    modalities: list[ValueCount] = Field(default_factory=list)
-    body_parts: list[ValueCount] = Field(default_factory=list)
-    manufacturers: list[ValueCount] = Field(default_factory=list)
-    coding_systems: list[str] = Field(default_factory=list)
+    modalities: list[ValueCount] = Field(default_factory=list, max_length=MAX_ITEMS)
+    body_parts: list[ValueCount] = Field(default_factory=list, max_length=MAX_ITEMS)
+    manufacturers: list[ValueCount] = Field(default_factory=list, max_length=MAX_ITEMS)
+    coding_systems: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
     # ICD-10 categories (3 characters) with their patient counts; categories held by fewer
     # patients than the threshold are not listed at all (a rare code at a named site says
     # too much), and "conditions:other" in `suppressed` says some were left out.
-    conditions: list[ValueCount] = Field(default_factory=list)
+    conditions: list[ValueCount] = Field(default_factory=list, max_length=MAX_ITEMS)
     # Coding systems of the conditions of at least the threshold of patients
     # ("coding_systems:other" in `suppressed` when some were left out).
     completeness: Completeness = Field(default_factory=Completeness)
-    suppressed: list[str] = Field(default_factory=list)
+    suppressed: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
 
     @property
     def identifier(self) -> str:

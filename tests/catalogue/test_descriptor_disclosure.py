@@ -264,3 +264,38 @@ def test_a_descriptor_computed_with_a_lower_threshold_is_not_harvested(synced_no
         assert outcome.error is None
     finally:
         lax.close()
+
+
+def protected_descriptor(**fields) -> dict:
+    """A descriptor a node could publish, nothing to work out from it; `fields` on top."""
+    return {"node_id": "rogue", "node_name": "Rogue node",
+            "generated_at": "2026-01-01T00:00:00Z", "suppression_threshold": 10,
+            "patients": 300, "studies": 293, "series": 100, **fields}
+
+
+@pytest.mark.parametrize("answer", [
+    pytest.param([protected_descriptor(node_name="x" * 5_000_000)], id="5 MB name"),
+    pytest.param([protected_descriptor(manufacturers=[{"value": f"v{i}", "count": None}
+                                                      for i in range(20_000)])],
+                 id="20,000 list items"),
+    pytest.param([protected_descriptor(node_id=f"n{i}") for i in range(40_000)],
+                 id="over 8 MiB of descriptors"),
+])
+def test_a_node_cannot_push_megabytes_into_the_public_catalogue(central_db, answer):
+    rogue = httpx.Client(transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, json=answer)))
+    url = "http://rogue.test"
+    engine = make_engine(central_db)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            [outcome] = harvest_nodes(session, [url], "token", clients={url: rogue})
+        assert outcome.identifier is None
+        assert "not harvested" in outcome.error or "not a list of dataset" in outcome.error
+        assert len(outcome.error) < 500  # the reason, not the payload
+        with make_sessionmaker(engine)() as session:
+            harvested = session.execute(select(CentralAuditEntry.object).where(
+                CentralAuditEntry.decision == "info")).scalars().all()
+        assert harvested == []
+    finally:
+        rogue.close()
+        engine.dispose()
