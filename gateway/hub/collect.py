@@ -19,7 +19,6 @@ while its request is recorded).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -35,6 +34,7 @@ from sqlalchemy import select, update
 from starlette.concurrency import run_in_threadpool
 
 from gateway.hub.calls import call_node
+from gateway.hub.rounds import every
 from gateway.hub.service import Hub
 from spe.airlock import AirlockPolicyError, rules_from_policy
 from spe.airlock.report import places_from, worst
@@ -266,11 +266,4 @@ async def sweep(ctx: AppContext, hub: Hub) -> int:
 
 
 async def collect_periodically(ctx: AppContext, hub: Hub, interval: float) -> None:
-    while True:
-        try:
-            await sweep(ctx, hub)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a node or the database down: try again next round
-            log.exception("collecting job outputs failed")
-        await asyncio.sleep(interval)
+    await every(interval, lambda: sweep(ctx, hub), "collecting job outputs", log)

@@ -10,7 +10,6 @@ as evidence.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +18,8 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
-from gateway.hub.jobs import call_node
+from gateway.hub.calls import call_node
+from gateway.hub.rounds import every
 from gateway.hub.service import Hub
 from spe.audit import AuditWitness
 from spe.audit.checkpoints import DIGEST_HEX, Signed, Trust, check_signature, trust_for
@@ -127,11 +127,5 @@ def _digest(data: dict[str, Any], seq: int) -> str:
 
 
 async def witness_periodically(ctx: AppContext, hub: Hub, interval: float) -> None:
-    while True:
-        try:
-            await witness_once(ctx, hub)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a node or the database down: try again next round
-            log.exception("pulling the nodes' audit checkpoints failed")
-        await asyncio.sleep(interval)
+    await every(interval, lambda: witness_once(ctx, hub),
+                "pulling the nodes' audit checkpoints", log)
