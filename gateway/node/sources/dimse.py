@@ -77,6 +77,29 @@ def _no_delay(event: Any) -> None:
         pass
 
 
+def _pause_reactor(assoc: Any) -> None:
+    """Park the association's reactor thread before a request is sent.
+
+    pynetdicom (3.0.4) pauses its reactor in each send_*() by clearing an event, then
+    waiting for a flag that the reactor sets just BEFORE it waits on that event; a reactor
+    that passed the event a moment earlier still takes the next message off the queue and
+    drops it as an unexpected request. With TCP_NODELAY the peer's first answer is fast
+    enough to land in that window: C-FIND lost a pending match (a series, with its
+    instances) about once in fifteen listings of a small Orthanc. Here the flag is reset
+    after the event is cleared, so seeing it set again means the reactor has reached the
+    cleared event and is blocked on it. The wait is bounded: a reactor already blocked (or
+    gone) never sets it again.
+    """
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if checkpoint is None or not hasattr(assoc, "_is_paused"):
+        return
+    checkpoint.clear()
+    assoc._is_paused = False
+    deadline = time.monotonic() + 0.05
+    while not assoc._is_paused and time.monotonic() < deadline:
+        time.sleep(0.0002)
+
+
 def _why(assoc: Any) -> str:
     """Why a DIMSE exchange got no response: the peer aborted, or it did not answer."""
     # The association thread marks an abort after the waiting request has returned.
@@ -177,6 +200,7 @@ class DimseSource:
         """All matches of one C-FIND (PS3.4 C.4.1); any failure status raises."""
         level = query.QueryRetrieveLevel
         matches: list[Dataset] = []
+        _pause_reactor(assoc)
         for status, identifier in assoc.send_c_find(query, FIND_MODEL):
             code = _status(status)
             if code in PENDING:
@@ -313,6 +337,7 @@ class DimseSource:
         with self._associate([build_context(GET_MODEL), *contexts], roles,
                              [(evt.EVT_C_STORE, on_store)]) as assoc:
             final: Dataset | None = None
+            _pause_reactor(assoc)
             for status, _identifier in assoc.send_c_get(query, GET_MODEL):
                 if _status(status) not in PENDING:
                     final = status
