@@ -25,7 +25,13 @@ budgets := {"statistics": 200, "permit": 1000}
 
 tracker := {"tracker_window_hours": 24, "tracker_history": 200}
 
-kinds := {"boolean", "count", "stratified"}
+# The counts, and the federated statistics (policies/disclosure statistics_decision). A
+# statistic answered in rounds (quantiles, logistic regression) uses one query of the
+# budget: its later rounds are the hub's, not the researcher's.
+kinds := {
+	"boolean", "count", "stratified",
+	"mean", "quantiles", "histogram", "table", "correlation", "linear", "logistic", "survival",
+}
 
 researcher(subject) if "researcher" in subject.roles
 

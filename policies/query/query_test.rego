@@ -68,3 +68,10 @@ test_node_refuses_unknown_tiers_and_roles if {
 	not query.node_decide({"tier": "statistics", "roles": ["hdab"], "kind": "count", "used_today": 0}).allow
 	not query.node_decide({"tier": "statistics", "roles": ["researcher"], "kind": "records", "used_today": 0}).allow
 }
+
+test_node_answers_the_statistics_kinds if {
+	every kind in ["mean", "quantiles", "histogram", "table", "correlation", "linear", "logistic", "survival"] {
+		query.node_decide({"tier": "statistics", "roles": ["researcher"], "kind": kind, "used_today": 0}).allow
+	}
+	not query.node_decide({"tier": "statistics", "roles": ["researcher"], "kind": "rows", "used_today": 0}).allow
+}

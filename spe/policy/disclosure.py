@@ -38,3 +38,43 @@ def count_rule(policy: PolicyService, tier: str, output: str, *,
     if not (_whole(min_count, least_min_count) and _whole(rounding, 1)):
         raise NoCountRule("the disclosure policy gave no usable min_count or rounding, denied")
     return CountRule(min_count, rounding, decision.reason)
+
+
+class NoStatisticsRule(NoCountRule):
+    """The policy gives no usable rule for a statistic: the node sends nothing."""
+
+
+@dataclass(frozen=True)
+class StatisticsRule:
+    """`data.disclosure.statistics_decision` (policies/disclosure/statistics.rego)."""
+
+    min_n: int
+    min_n_per_parameter: int
+    min_level: int
+    max_levels: int
+    min_tail: int
+    min_at_risk: int
+    units: tuple[str, ...]
+    relative_noise: float  # 0: exact
+    reason: str
+
+
+def statistics_rule(policy: PolicyService, tier: str, kind: str) -> StatisticsRule:
+    """The rule for statistic `kind` in `tier`; NoStatisticsRule when denied or incomplete
+    (a missing or negative figure, a noise of 1 or more)."""
+    decision = policy.decide("disclosure/statistics_decision", {"tier": tier, "kind": kind})
+    if not decision.allow:
+        raise NoStatisticsRule(decision.reason)
+    v = decision.values
+    whole = ("min_n", "min_n_per_parameter", "min_level", "max_levels", "min_tail",
+             "min_at_risk")
+    noise = v.get("relative_noise")
+    units = v.get("units")
+    if not (all(_whole(v.get(k), 0) for k in whole)
+            and isinstance(noise, int | float) and not isinstance(noise, bool)
+            and 0 <= noise < 1 and isinstance(units, list)
+            and all(isinstance(u, str) for u in units)):
+        raise NoStatisticsRule("the disclosure policy gave no usable rule for this "
+                               "statistic, denied")
+    return StatisticsRule(**{k: v[k] for k in whole}, units=tuple(units),
+                          relative_noise=float(noise), reason=decision.reason)
