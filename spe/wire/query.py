@@ -482,7 +482,7 @@ class NodeAnswer(BaseModel):
 
 
 MAX_ROUNDS = 64
-MAX_STEP_VALUES = 256
+MAX_STEP_VALUES = 2048
 
 
 class Step(_Strict):
