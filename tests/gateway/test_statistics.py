@@ -465,3 +465,54 @@ def test_nonsense_is_a_422_with_a_reason(fed, answer, reason):
     resp = fed.ask(FEMALE, answer, permit=False)
     assert resp.status_code == 422
     assert reason in resp.text
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+EVERY_KIND = [
+    {"kind": "mean", "variable": WEIGHT},
+    {"kind": "quantiles", "variable": AGE},
+    {"kind": "histogram", "variable": AGE, "edges": [0, 18, 40, 65, 120]},
+    {"kind": "table", "variables": [SEX, HYPERTENSION]},
+    {"kind": "correlation", "variables": [AGE, WEIGHT]},
+    {"kind": "linear", "outcome": SYSTOLIC, "predictors": [AGE, SEX]},
+    {"kind": "logistic", "outcome": HYPERTENSION, "predictors": [AGE]},
+    {"kind": "survival", "start": {"type": "study"}, "end": HYPERTENSION, "unit": "month"},
+]
+
+
+def test_the_cli_prints_a_table_for_every_kind(fed):
+    from spe.cli.progress import console
+    from spe.cli.query import print_answer
+
+    expected = {"mean": "mean of observation 29463-7", "quantiles": "quantiles of age",
+                "histogram": "histogram of age", "table": "sex by condition icd-10 I10*",
+                "correlation": "correlation (n =", "linear": "linear regression of",
+                "logistic": "logistic regression (log odds)",
+                "survival": "Kaplan-Meier survival, time in months"}
+    for answer in EVERY_KIND:
+        body = fed.result(EVERYONE, answer, permit=False)
+        with console.capture() as captured:
+            print_answer(body)
+        out = captured.get()
+        assert expected[answer["kind"]] in out, out
+        assert "(perturbed)" in out
+        for site in SITES:
+            assert site in out
+        assert "Traceback" not in out
+
+
+def test_the_cli_refuses_nonsense_before_sending_it(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from spe.cli.main import app
+
+    query = tmp_path / "q.json"
+    query.write_text(json.dumps({"where": FEMALE, "answer": {"kind": "mean",
+                                                             "variable": SEX}}))
+    result = CliRunner().invoke(app, ["query", str(query), "--hub", "http://127.0.0.1:9",
+                                      "--token", "t"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "must be numeric" in result.output
