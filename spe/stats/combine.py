@@ -139,11 +139,12 @@ class QuantileSearch:
     Stopping rule: a target is resolved when its bracket is two adjacent doubles (the value is
     hi, exactly) or hi - lo <= rtol * max(|lo|, |hi|) (the value is hi, within rtol). `done` is
     true when every target is resolved, or after `max_rounds` rounds (values() then gives the
-    upper ends, `resolved` says which are not). Rounds needed, grid 64, rtol 1e-12: data on
-    a range 100 wide around 50, about 7; integers or 1-2 decimal values, exact in 2-4; a
-    quantile exactly 0, exact in 2; from a bracket of an infinite end, about 11.
-    Each round discloses, per node, counts at up to about len(probabilities) * (grid + 18)
-    thresholds: the caller applies the count rules to them.
+    upper ends, `resolved` says which are not). Rounds measured (3,000 values, 5
+    probabilities; grid 64 / 32): continuous values around 50 searched on [0, 120] or
+    [0, 1000], 8 / 9-10; integers, 2; two decimals, 4 / 5; all values outside [lo, hi],
+    10 / 12. A quantile exactly 0 is pinned in 2.
+    Each round asks, per node, counts at up to about len(probabilities) * (grid + 18)
+    thresholds (80 per probability measured, grid 64): the caller applies the count rules.
     """
 
     def __init__(
