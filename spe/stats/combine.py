@@ -106,8 +106,8 @@ def _round_numbers(lo: float, hi: float, limit: int = 9) -> list[float]:
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo <= 0:
         return []
     out: set[float] = set()
-    e = math.floor(math.log10(max(abs(lo), abs(hi)))) + 1
-    while True:
+    e = min(math.floor(math.log10(max(abs(lo), abs(hi)))) + 1, 308)
+    while e > -320:
         first, last = math.floor(lo / 10.0**e) + 1, math.floor(hi / 10.0**e)
         if last - first + 1 > limit:
             break
@@ -139,11 +139,12 @@ class QuantileSearch:
     Stopping rule: a target is resolved when its bracket is two adjacent doubles (the value is
     hi, exactly) or hi - lo <= rtol * max(|lo|, |hi|) (the value is hi, within rtol). `done` is
     true when every target is resolved, or after `max_rounds` rounds (values() then gives the
-    upper ends, `resolved` says which are not). Rounds needed, grid 64, rtol 1e-12: data on
-    a range 100 wide around 50, about 7; integers or 1-2 decimal values, exact in 2-4; a
-    quantile exactly 0, exact in 2; from a bracket of an infinite end, about 11.
-    Each round discloses, per node, counts at up to about len(probabilities) * (grid + 18)
-    thresholds: the caller applies the count rules to them.
+    upper ends, `resolved` says which are not). Rounds measured (3,000 values, 5
+    probabilities; grid 64 / 32): continuous values around 50 searched on [0, 120] or
+    [0, 1000], 8 / 9-10; integers, 2; two decimals, 4 / 5; all values outside [lo, hi],
+    10 / 12. A quantile exactly 0 is pinned in 2.
+    Each round asks, per node, counts at up to about len(probabilities) * (grid + 18)
+    thresholds (80 per probability measured, grid 64): the caller applies the count rules.
     """
 
     def __init__(
@@ -354,7 +355,10 @@ def linear_fit(parts: Sequence[dict], names: Sequence[str], *, level: float = 0.
 
     `names` names X's columns (a trailing name for the outcome is accepted and ignored).
     With a constant column the fit is computed from centred cross products (the equivalent
-    centred regression), which keeps it accurate when a covariate's mean is large.
+    centred regression), which keeps it accurate when a covariate's mean is large. The
+    residual sum of squares is the quadratic form at the estimate (stationary there, so an
+    error in the estimate does not enter to first order); from sums alone its relative error
+    is about 1e-16 / (1 - R^2): 1e-9 holds unless the fit is near perfect (R^2 > 0.9999999).
     """
     n, mean, c = _pooled_centred(parts)
     p = c.shape[0] - 1
@@ -383,13 +387,14 @@ def linear_fit(parts: Sequence[dict], names: Sequence[str], *, level: float = 0.
             cov[k, k] = 1.0 / (n * mean[k] ** 2)
         beta[k] = (mean[y] - mean[s] @ beta[s]) / mean[k]
         tss = c[y, y]
-        rss = tss - beta[s] @ c[s, y]
+        b = beta[s]
+        rss = tss - 2 * b @ c[s, y] + b @ c[np.ix_(s, s)] @ b
     else:
         g = c + n * np.outer(mean, mean)
         cov = _inverse(g[:p, :p], "linear model")
         beta = cov @ g[:p, y]
         tss = g[y, y]
-        rss = tss - beta @ g[:p, y]
+        rss = tss - 2 * beta @ g[:p, y] + beta @ g[:p, :p] @ beta
     df = n - p
     sigma2 = max(rss, 0.0) / df
     se = np.sqrt(np.diag(cov) * sigma2)
