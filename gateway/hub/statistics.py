@@ -99,7 +99,7 @@ def _sum_cells(cells: list[dict], key: dict) -> dict:
     shown = [c for c in cells if not c.get("suppressed")]
     hidden = len(cells) - len(shown)
     out = {"key": key, "value": None, "suppressed": not shown, "perturbed": False,
-           "sd": None, "reason": None}
+           "sd": None, "max_noise": None, "reason": None}
     if not shown:
         out["reason"] = next((c.get("reason") for c in cells if c.get("reason")),
                              "below the threshold at every site")
@@ -107,8 +107,11 @@ def _sum_cells(cells: list[dict], key: dict) -> dict:
     out["value"] = int(sum(c["value"] for c in shown))
     out["perturbed"] = any(c.get("perturbed") for c in shown)
     sds = [c["sd"] for c in shown if c.get("sd") is not None]
-    if sds:
+    if sds:  # independent noises: the variances add up
         out["sd"] = round(math.sqrt(sum(s * s for s in sds)), 3)
+    bounds = [c["max_noise"] for c in shown if c.get("max_noise") is not None]
+    if bounds:
+        out["max_noise"] = sum(bounds)
     reasons = []
     if out["perturbed"]:
         reasons.append("perturbed at each site (cell-key method)")
@@ -202,7 +205,7 @@ async def _table(query: Query, state: _State, ask: AskRound) -> dict:
             by_key.setdefault((c["key"]["row"], c["key"]["col"]), []).append(c)
     cells = [_sum_cells(by_key.get((a, b), []), {"row": a, "col": b}) if (a, b) in by_key
              else {"key": {"row": a, "col": b}, "value": 0, "suppressed": False,
-                   "perturbed": False, "sd": None,
+                   "perturbed": False, "sd": None, "max_noise": None,
                    "reason": "structural: no site has this combination of levels"}
              for a in rows for b in cols]
     return {"kind": "table", "rows": variable_name(rv), "cols": variable_name(cv),

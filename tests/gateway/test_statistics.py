@@ -379,7 +379,7 @@ def test_the_statistics_tier_is_perturbed_close_and_consistent(fed):
     assert r["perturbed"] is True
     assert r == again["result"]  # the same cohort and question: the same numbers
     assert abs(r["mean"] - exact["mean"]) <= 0.03 * exact["sd"] * 1.01
-    assert abs(r["n"] - exact["n"]) <= 3 * 3
+    assert abs(r["n"] - exact["n"]) <= 3 * 5  # at most ±5 at each of three sites
     assert any("perturbed" in note for n in first["nodes"] for note in n["answer"]["notes"])
 
     lin = fed.result(EVERYONE, {"kind": "linear", "outcome": SYSTOLIC,

@@ -38,6 +38,7 @@ from gateway.node.permits.facts import permit_facts
 from gateway.node.query import repository
 from gateway.node.query.evaluate import evaluate, matching_patients
 from gateway.node.query.perturb import PTable, load_record_keys, noise_for, uniforms_for
+from gateway.node.query.service import perturbed, rounded, small
 from gateway.node.query.variables import in_units, levels_of, survival_times, values
 from spe.audit import AuditLog
 from spe.errors import Forbidden, SPEError
@@ -69,9 +70,6 @@ class _NotShown(Exception):
     """A disclosure rule keeps the statistic at this node: the reason, for the researcher."""
 
 
-BELOW = "below the threshold of {min_count} patients at this site: widen the cohort"
-
-
 # ---------------------------------------------------------------------------- noise
 
 
@@ -94,22 +92,22 @@ class Noise:
         return self.keys is not None and (self.table is not None or self.relative > 0)
 
     def count(self, ids: np.ndarray, key: dict | None = None) -> dict:
-        """A count shown the counts' way (a Cell as a dict): suppressed under min_count,
-        perturbed by its cell key in the statistics tier, else rounded."""
+        """A count shown the counts' way (a Cell as a dict, as `service` shows counts):
+        suppressed under min_count, perturbed by its cell key in the statistics tier."""
         n = len(ids)
-        cell = {"key": key or {}, "value": None, "suppressed": False, "perturbed": False,
-                "sd": None, "reason": None}
-        if n < self.min_count or (n == 0 and self.min_count > 0):
-            cell.update(suppressed=True, reason=BELOW.format(min_count=self.min_count))
+        if n < self.min_count:
+            cell = Cell(key=key or {}, value=None, suppressed=True,
+                        reason=small(self.min_count))
         elif self.table is not None and self.keys is not None:
-            full = self.table.min_count + self.table.max_noise  # the policy's noise, not n's
-            cell.update(value=n + noise_for(ids, self.keys, self.table), perturbed=True,
-                        sd=round(self.table.sd(full), 3),
-                        reason=f"perturbed (cell-key method, at most ±{self.table.max_noise})")
+            # The policy's bounds, not the row's (service._Disclosure says why).
+            cell = Cell(key=key or {}, value=rounded(n + noise_for(ids, self.keys, self.table),
+                                                     self.rounding),
+                        perturbed=True, max_noise=self.table.max_noise,
+                        sd=math.sqrt(self.table.variance),
+                        reason=perturbed(self.table.max_noise))
         else:
-            base = self.rounding
-            cell["value"] = int(base * math.floor(n / base + 0.5)) if base > 1 else n
-        return cell
+            cell = Cell(key=key or {}, value=rounded(n, self.rounding))
+        return cell.model_dump()
 
     def shown_n(self, ids: np.ndarray) -> int:
         """n as the summaries carry it: perturbed like a count in the statistics tier."""
@@ -392,15 +390,6 @@ def _salt(query: Query) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-def _ptable(policy: PolicyService, tier: str, min_count: int) -> PTable | None:
-    """The counts' cell-key table of this tier, None where counts are not perturbed."""
-    decision = policy.decide("disclosure/decision", {"tier": tier, "output": "query_count"})
-    params = decision.values.get("perturbation") if decision.allow else None
-    if not isinstance(params, dict):
-        return None
-    return PTable.from_policy(params, min_count)
-
-
 def answer(
     session: Session,
     query: Query,
@@ -442,7 +431,8 @@ def answer(
     try:
         counts = count_rule(policy, ctx.tier, "query_count")
         rule = statistics_rule(policy, ctx.tier, kind)
-        table = _ptable(policy, ctx.tier, counts.min_count)
+        table = (None if counts.perturbation is None else
+                 PTable.from_policy(counts.perturbation.as_params(), counts.min_count))
     except (NoCountRule, ValueError) as exc:
         raise refuse(str(exc)) from None
     keys = None
@@ -469,7 +459,7 @@ def answer(
         if out.statistic is not None:
             out.statistic["perturbed"] = noise.perturbs
         out.notes = result.notes
-        out.total = Cell(value=result.n["value"], suppressed=result.n["suppressed"])
+        out.total = Cell.model_validate(result.n)
         if noise.perturbs:
             out.notes.append(f"perturbed: counts by the cell-key method, continuous "
                              f"summaries by up to {rule.relative_noise:.0%} (the same "
