@@ -320,6 +320,9 @@ async def federated_statistic(query: Query, ask: AskRound, *, query_hash: str, t
             result = await KINDS[query.answer.kind](query, state, ask)
         except StatsError as exc:
             state.notes.append(f"not computed: {exc}")
+        except (KeyError, TypeError, ValueError, IndexError):
+            # A node's summary not of the shape its kind has: nothing pooled from it.
+            state.notes.append("not computed: a site's summary was malformed")
     if len(state.contributing) < max(min_sites, 1):
         state.notes.append(f"{len(state.contributing)} of {len(first)} sites could "
                            f"contribute; at least {max(min_sites, 1)} are needed for a "

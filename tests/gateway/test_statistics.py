@@ -412,7 +412,7 @@ def test_statistics_tier_counts_in_histograms_go_the_counts_way(fed):
     node_cells = [c for n in body["nodes"] for c in n["answer"]["statistic"]["counts"]]
     # No site has children: that bin is suppressed with its reason, never a 0.
     young = [c for c in node_cells if c["key"] == {"bin": "0"}]
-    assert all(c["suppressed"] and c["value"] is None and "threshold" in c["reason"]
+    assert all(c["suppressed"] and c["value"] is None and "fewer than 10" in c["reason"]
                for c in young)
     assert r["counts"][0]["suppressed"] is True
     assert r["counts"][0]["reason"]
