@@ -28,6 +28,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -86,6 +90,7 @@ class Noise:
     keys: np.ndarray | None
     relative: float
     salt: str  # names the statistic: the same cohort and salt, the same noise
+    cache_key: str = ""  # the question and tier: a later round reuses the first's values
 
     @property
     def perturbs(self) -> bool:
@@ -182,6 +187,32 @@ def _jittered(x: np.ndarray, ids: np.ndarray, noise: Noise) -> np.ndarray:
     return x + e * sd
 
 
+# ---------------------------------------------------------------------------- rounds' cache
+# A statistic in rounds asks the node again within seconds about the same cohort and
+# variables: their values are kept here (in the node's memory only, never sent) for
+# `_KEPT_SECONDS`, so a round costs the summary alone, not the SQL again.
+
+_PREPARED: OrderedDict[str, tuple[float, object]] = OrderedDict()
+_KEPT = 16
+_KEPT_SECONDS = 120.0
+_prepared_lock = threading.Lock()
+
+
+def _remember(key: str, make: Callable[[], object]) -> object:
+    now = time.monotonic()
+    with _prepared_lock:
+        hit = _PREPARED.get(key)
+        if hit is not None and now - hit[0] <= _KEPT_SECONDS:
+            _PREPARED.move_to_end(key)
+            return hit[1]
+    value = make()  # raises _NotShown as before: nothing kept
+    with _prepared_lock:
+        _PREPARED[key] = (now, value)
+        while len(_PREPARED) > _KEPT:
+            _PREPARED.popitem(last=False)
+    return value
+
+
 # ---------------------------------------------------------------------------- per kind
 
 
@@ -236,22 +267,29 @@ def _mean(session, query, ids, cohort, today, rule, noise, step) -> _Out:
 
 def _quantiles(session, query, ids, cohort, today, rule, noise, step) -> _Out:
     v = query.answer.variable
-    kept, x = _complete(session, [v], ids, cohort, today)
+
+    def prepare() -> tuple[np.ndarray, np.ndarray]:
+        kept, x = _complete(session, [v], ids, cohort, today)
+        n = len(kept)
+        _min_n(n, rule, f"a value of {variable_name(v)}")
+        extreme = [p for p in query.answer.quantile_probabilities()
+                   if n * min(p, 1 - p) < rule.min_tail]
+        if extreme:
+            raise _NotShown(
+                f"the quantile(s) {', '.join(f'{p:g}' for p in extreme)} lie among the "
+                f"{rule.min_tail} most extreme values at this site (one patient's value): "
+                "ask for probabilities nearer 0.5, or widen the cohort")
+        return kept, np.sort(_jittered(x[:, 0], kept, noise))
+
+    kept, values_ = _remember(noise.cache_key, prepare) if step is not None else prepare()
     n = len(kept)
-    _min_n(n, rule, f"a value of {variable_name(v)}")
-    extreme = [p for p in query.answer.quantile_probabilities()
-               if n * min(p, 1 - p) < rule.min_tail]
-    if extreme:
-        raise _NotShown(
-            f"the quantile(s) {', '.join(f'{p:g}' for p in extreme)} lie among the "
-            f"{rule.min_tail} most extreme values at this site (one patient's value): ask "
-            "for probabilities nearer 0.5, or widen the cohort")
     out = _Out(noise.count(kept), {"n": n}, exact_n=n)
     if step is not None:
         if not step.points:
             raise _NotShown("a quantile round needs its points")
-        out.statistic["counts"] = summaries.counts_at_or_below(
-            _jittered(x[:, 0], kept, noise), step.points)
+        out.statistic["counts"] = summaries.counts_at_or_below(values_, step.points)
+    elif noise.cache_key:
+        _remember(noise.cache_key, lambda: (kept, values_))
     return out
 
 
@@ -333,8 +371,12 @@ def _linear(session, query, ids, cohort, today, rule, noise, step) -> _Out:
 
 
 def _logistic(session, query, ids, cohort, today, rule, noise, step) -> _Out:
-    kept, design, y = _design(session, query, ids, cohort, today, rule)
-    _refuse_if(rules.binary_outcome(y, min_per_class=rule.min_level))
+    def prepare() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        kept, design, y = _design(session, query, ids, cohort, today, rule)
+        _refuse_if(rules.binary_outcome(y, min_per_class=rule.min_level))
+        return kept, design, y
+
+    kept, design, y = _remember(noise.cache_key, prepare)
     out = _Out(noise.count(kept), {"n": noise.shown_n(kept)}, exact_n=len(kept))
     if step is not None:
         if step.beta is None or len(step.beta) != design.shape[1]:
@@ -442,7 +484,7 @@ def answer(
                          "does not answer statistics in this tier")
         keys = load_record_keys(session, secret)
     noise = Noise(counts.min_count, counts.rounding, table, keys, rule.relative_noise,
-                  _salt(query))
+                  _salt(query), cache_key=f"{ctx.tier}:{ctx.permit}:{today}:{query_hash}")
 
     ids = evaluate(session, Query(where=query.where), node_id=node_id, today=today).ids
     cohort = matching_patients(query.where, today=today)
