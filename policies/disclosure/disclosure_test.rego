@@ -19,6 +19,15 @@ test_statistics_counts_suppress_below_ten_and_are_perturbed_by_cell_key if {
 	d.perturbation.method == "cell-key"
 	d.perturbation.max_noise == 5
 	d.perturbation.variance == 4
+	d.perturbation.question_max_noise == 3
+	d.perturbation.question_variance == 2.5
+}
+
+# The set's own part stays when the question's part is averaged away over rewordings.
+test_statistics_noise_keeps_a_part_keyed_by_the_set_alone if {
+	p := disclosure.decide({"tier": "statistics", "output": "query_count"}).perturbation
+	p.max_noise - p.question_max_noise >= 1
+	p.variance - p.question_variance >= 1
 }
 
 # A cell of 100 or more is shown within 5% of its count: max_noise / 100 <= 0.05.

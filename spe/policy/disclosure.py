@@ -22,14 +22,20 @@ class NoCountRule(Exception):
 @dataclass(frozen=True)
 class Perturbation:
     """Consistent noise on shown counts (gateway/node/query/perturb.py): |noise| at most
-    `max_noise`, mean 0, variance at most `variance`."""
+    `max_noise`, mean 0, variance at most `variance`; of which the part keyed by the
+    question as well as the set: at most `question_max_noise`, variance
+    `question_variance`."""
 
     method: str  # "cell-key"
     max_noise: int
     variance: float
+    question_max_noise: int = 0
+    question_variance: float = 0.0
 
     def as_params(self) -> dict[str, object]:
-        return {"method": self.method, "max_noise": self.max_noise, "variance": self.variance}
+        return {"method": self.method, "max_noise": self.max_noise, "variance": self.variance,
+                "question_max_noise": self.question_max_noise,
+                "question_variance": self.question_variance}
 
 
 @dataclass(frozen=True)
@@ -51,12 +57,19 @@ def _perturbation(value: object) -> Perturbation | None:
         raise NoCountRule("the disclosure policy gave a perturbation that is not an object, "
                           "denied")
     method, d, v = value.get("method"), value.get("max_noise"), value.get("variance")
+    qd, qv = value.get("question_max_noise", 0), value.get("question_variance", 0)
     if not (method in METHODS and _whole(d, 0) and d <= MAX_NOISE_LIMIT  # type: ignore[operator]
-            and isinstance(v, int | float) and not isinstance(v, bool)
-            and math.isfinite(v) and v >= 0):
+            and _variance(v) and _whole(qd, 0) and qd <= d  # type: ignore[operator]
+            and _variance(qv) and qv <= v):  # type: ignore[operator]
         raise NoCountRule("the disclosure policy gave no usable perturbation (method "
-                          "cell-key, a whole max_noise >= 0, a variance >= 0), denied")
-    return Perturbation(method, d, float(v))  # type: ignore[arg-type]
+                          "cell-key, a whole max_noise >= 0, a variance >= 0, question "
+                          "parts no larger), denied")
+    return Perturbation(method, d, float(v), qd, float(qv))  # type: ignore[arg-type]
+
+
+def _variance(v: object) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            and v >= 0)
 
 
 def count_rule(policy: PolicyService, tier: str, output: str, *,

@@ -24,7 +24,8 @@ def test_the_repo_policy_rules():
     assert (statistics.min_count, statistics.rounding) == (10, 1)
     assert statistics.perturbation is not None
     assert statistics.perturbation.as_params() == {
-        "method": "cell-key", "max_noise": 5, "variance": 4.0}
+        "method": "cell-key", "max_noise": 5, "variance": 4.0, "question_max_noise": 3,
+        "question_variance": 2.5}
     assert count_rule(policy, "permit", "query_count").perturbation is None
     assert count_rule(policy, "public", "catalogue_descriptor", least_min_count=1).min_count == 10
     with pytest.raises(NoCountRule, match="no disclosure rule"):
@@ -50,6 +51,10 @@ def test_the_repo_policy_rules():
     {"allow": True, "min_count": 10, "rounding": 1, "perturbation": {"method": "cell-key",
                                                                      "max_noise": 5,
                                                                      "variance": -4}},
+    {"allow": True, "min_count": 10, "rounding": 1, "perturbation": {
+        "method": "cell-key", "max_noise": 5, "variance": 4, "question_max_noise": 6}},
+    {"allow": True, "min_count": 10, "rounding": 1, "perturbation": {
+        "method": "cell-key", "max_noise": 5, "variance": 4, "question_variance": 5}},
     "not an object",
 ])
 def test_unusable_answers_refuse(answer):

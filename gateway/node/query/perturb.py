@@ -1,5 +1,6 @@
 """Consistent perturbation of the statistics tier: the cell-key method (as the Australian
-Bureau of Statistics' TableBuilder does it).
+Bureau of Statistics' TableBuilder does it), hardened against the two oracles a pure
+cell-key method leaves open in a query language as free as ours.
 
 - Every patient of a node has a fixed *record key*, a uniform integer in [0, 2^32):
   HMAC-SHA256(node secret, patient_key), truncated to its first 4 bytes. It is stored in
@@ -10,27 +11,26 @@ Bureau of Statistics' TableBuilder does it).
 - A set of patients (a cell, a total) has the *cell key* (sum of its record keys) mod
   2^32, uniform on [0, 2^32) as soon as the set is not empty; u = cell key / 2^32.
 - Its noise is looked up in the perturbation table (`PTable`) at (n, u): the inverse
-  distribution function of the table's row for n, evaluated at u. So the same set of
-  patients always gets the same value however the question is worded, and two different
-  sets get independent noises (their keys differ by the keys of the patients in one and
-  not the other, unknown to the asker).
+  distribution function of the table's row evaluated at u. So the same set of patients
+  always gets the same noise, and two different sets get independent noises (their keys
+  differ by the keys of the patients in one and not the other, unknown to the asker).
 
-The table is the policy's (`policies/disclosure`: `min_count`, `max_noise` D, `variance` V).
-It is built for every n >= min_count; rows n >= min_count + D are all alike. Row n is a
-distribution over the integers j in [max(-D, min_count - n), D] (so the shown value n + j is
-never under min_count and never further than D from n) with mean exactly 0 (no bias, at any
-n) and variance at most V:
+The table (`policies/disclosure`: `min_count`, `max_noise` D, `variance` V) has one row
+for every n >= min_count: the integers j in [-D, D] with
 
-    p(j) ∝ exp(a·j − j² / (2 s²))
+    p(j) ∝ exp(-j² / (2 s²))
 
-a discretised Gaussian of scale s, tilted by a. For the full support [-D, D] the
-distribution is symmetric: a = 0 and s is found by bisection so that the variance is V
-(or the largest the support allows, that of the uniform distribution, D(D+1)/3, when V is
-above it). Near the threshold the support is cut on the negative side; there the same s is
-kept and a (negative) found by bisection so that the mean is 0 (the mean is increasing in a:
-it is an exponential family in a); should the variance then exceed V, s is shrunk by 5%
-steps and a found again. At n = min_count the support is [0, D] and the only distribution
-of mean 0 is the point mass at 0: a cell at the threshold is shown as it is.
+a discretised Gaussian whose scale s is found by bisection so that its variance is V (or
+the uniform distribution on [-D, D] when V is at or above its variance D(D+1)/3). It is
+symmetric, so its mean is exactly 0, and it is the same for every n: neither the noise nor
+the spread said alongside a value tells how near the threshold a count is.
+
+`CountPerturbation` is the count rule built from it (see its docstring): the noise is the
+sum of a part keyed by the set alone and a part keyed by the set and the question's
+criteria (so that two wordings whose sets are equal exactly when one person lacks a
+diagnosis are not told apart by equal values), and a count is shown only when n + noise
+>= min_count + D (so the threshold between shown and suppressed is itself noisy, and never
+lets an exact small count be found by moving a bound).
 
 Continuous statistics (a helper for `stats`) take deterministic uniforms from the same cell
 key and a salt naming the statistic (`uniforms_for`): the same set and statistic get the
@@ -164,77 +164,65 @@ def load_record_keys(session: Session, secret: bytes) -> np.ndarray:
 # ---------------------------------------------------------------------------- the table
 
 
-def _moments(values: np.ndarray, a: float, s: float) -> tuple[np.ndarray, float, float]:
-    logits = a * values - values**2 / (2 * s * s)
-    p = np.exp(logits - logits.max())
-    p /= p.sum()
-    mean = float(p @ values)
-    return p, mean, float(p @ (values - mean) ** 2)
+def _row(d: int, variance: float) -> tuple[np.ndarray, np.ndarray]:
+    """(values, probabilities) over [-d, d]: p(j) ∝ exp(-j² / (2 s²)), s by bisection so
+    that the variance is `variance` (or that of the uniform distribution on [-d, d],
+    d(d+1)/3, the largest the support allows, when `variance` is above it)."""
+    if d == 0 or variance <= 0:
+        return np.array([0], dtype=np.int64), np.array([1.0])
+    values = np.arange(-d, d + 1, dtype=np.float64)
 
+    def probabilities(s: float) -> np.ndarray:
+        logits = -values**2 / (2 * s * s)
+        p = np.exp(logits - logits.max())
+        return p / p.sum()
 
-def _bisect(f, lo: float, hi: float, target: float, steps: int = 200) -> float:
-    """x in [lo, hi] with f(x) = target, f increasing."""
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        if f(mid) < target:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def _row(low: int, high: int, variance: float) -> tuple[np.ndarray, np.ndarray]:
-    """(values, probabilities) of the row over [low, high] (low <= 0 <= high)."""
-    values = np.arange(low, high + 1, dtype=np.float64)
-    if low == 0 or high == 0 or variance <= 0:
-        # A one-sided support: only the point mass at 0 has mean 0.
-        return np.array([0]), np.array([1.0])
-    full = np.arange(-high, high + 1, dtype=np.float64)
-    top = high * (high + 1) / 3  # the uniform distribution's variance on [-D, D]
-    s = (1e6 if variance >= top
-         else _bisect(lambda x: _moments(full, 0.0, x)[2], 1e-3, 1e6, variance))
-    while True:
-        a = 0.0 if low == -high else _bisect(
-            lambda x, s=s: _moments(values, x, s)[1], -60, 60, 0.0)
-        p, _, var = _moments(values, a, s)
-        if var <= variance * (1 + 1e-9):
-            return values.astype(np.int64), p
-        s *= 0.95
+    if variance >= d * (d + 1) / 3:
+        p = np.full(len(values), 1 / len(values))
+    else:
+        lo, hi = 1e-3, 1e6  # the variance increases with s
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if float(probabilities(mid) @ values**2) < variance else (lo, mid)
+        p = probabilities(lo)  # the lower end: a variance at most `variance`
+    return values.astype(np.int64), p
 
 
 @dataclass(frozen=True, eq=False)
 class PTable:
-    """The perturbation table: for each n >= `min_count`, the distribution of the noise
-    added to a count n (see the module's docstring). Rows are kept for n = min_count ..
-    min_count + max_noise; larger n use the last."""
+    """The perturbation table: the distribution of the noise added to a count n >=
+    `min_count` (see the module's docstring): the same symmetric row for every such n, so
+    its mean is 0 and its variance at most `variance` whatever n is, and nothing about n
+    follows from which row was used. Counts under `min_count` get no noise (they are
+    never shown)."""
 
     min_count: int
     max_noise: int
     variance: float
-    rows: tuple[tuple[np.ndarray, np.ndarray], ...]  # (noise values, their probabilities)
+    values: np.ndarray
+    probabilities: np.ndarray
 
     @classmethod
     def from_policy(cls, params: Mapping[str, object],
                     min_count: int | None = None) -> PTable:
         """From the policy's `perturbation` ({"method": "cell-key", "max_noise": D,
-        "variance": V}) and the rule's `min_count` (given here or in `params`).
-        ValueError when anything is missing or malformed."""
+        "variance": V, ...}) and the rule's `min_count` (given here or in `params`): the
+        table of the whole noise. ValueError when anything is missing or malformed."""
         if params.get("method") != "cell-key":
             raise ValueError(f"unknown perturbation method {params.get('method')!r}")
         least = min_count if min_count is not None else params.get("min_count")
         d, v = params.get("max_noise"), params.get("variance")
-        if not (_int(least) and least >= 0 and _int(d) and 0 <= d <= 1000  # type: ignore[operator]
-                and isinstance(v, int | float) and not isinstance(v, bool)
-                and math.isfinite(v) and v >= 0):
+        if not (_int(least) and least >= 0 and _bound(d) and _variance(v)):  # type: ignore[operator]
             raise ValueError("a cell-key perturbation needs a whole min_count >= 0, a whole "
                              "max_noise in [0, 1000] and a finite variance >= 0")
         return _table(int(least), int(d), float(v))  # type: ignore[arg-type]
 
     def row(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(noise values, their probabilities) for a count n."""
         if n < self.min_count:
             raise ValueError(f"no noise for a count under min_count ({n} < {self.min_count}):"
                              " such a count is suppressed, not shown")
-        return self.rows[min(n - self.min_count, len(self.rows) - 1)]
+        return self.values, self.probabilities
 
     def noise(self, n: int, u: float) -> int:
         """The noise of a count n at the uniform u in [0, 1)."""
@@ -242,26 +230,95 @@ class PTable:
         i = int(np.searchsorted(np.cumsum(p), u, side="right"))
         return int(values[min(i, len(values) - 1)])
 
-    def sd(self, n: int) -> float:
-        """The standard deviation of the noise at n (0 at min_count)."""
-        values, p = self.row(n)
-        return math.sqrt(max(float(p @ values.astype(np.float64) ** 2), 0.0))
-
-    def bound(self, n: int) -> int:
-        """The largest |noise| that row n can give."""
-        values, _ = self.row(n)
-        return int(np.abs(values).max())
+    @property
+    def sd(self) -> float:
+        return math.sqrt(float(self.probabilities @ self.values.astype(np.float64) ** 2))
 
 
 def _int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _bound(x: object) -> bool:
+    return _int(x) and 0 <= x <= 1000  # type: ignore[operator]
+
+
+def _variance(x: object) -> bool:
+    return (isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+            and x >= 0)
+
+
 @lru_cache(maxsize=32)
 def _table(min_count: int, max_noise: int, variance: float) -> PTable:
-    rows = tuple(_row(max(-max_noise, -k), max_noise, variance)
-                 for k in range(max_noise + 1))
-    return PTable(min_count, max_noise, variance, rows)
+    values, p = _row(max_noise, variance)
+    return PTable(min_count, max_noise, variance, values, p)
+
+
+@dataclass(frozen=True, eq=False)
+class CountPerturbation:
+    """How a count of the statistics tier is shown (policies/disclosure `perturbation`).
+
+    The noise has two parts, each looked up from the set's cell key:
+    - the set's own (`by_set`: |noise| <= max_noise - question_max_noise), the same for the
+      same set of patients however asked;
+    - the question's (`by_question`: |noise| <= question_max_noise), the same for the same
+      set asked by the same criteria (the `where` of the query, hashed with the cell key).
+    Without the second, two differently worded questions whose sets are equal exactly when
+    one person lacks a diagnosis would give equal values exactly then: an oracle. With it,
+    equal sets asked differently differ as much as sets one person apart do; averaging the
+    question's part away over many rewordings leaves the set's own noise, which stays.
+
+    A count is shown when n + noise >= min_count + max_noise (so never for n < min_count,
+    and near the threshold only as the noise falls): whether a count is shown depends on
+    its noise, not on n alone, so moving a bound to find where answers start being
+    suppressed finds no exact count."""
+
+    min_count: int
+    max_noise: int
+    variance: float
+    by_set: PTable
+    by_question: PTable | None
+
+    @classmethod
+    def from_policy(cls, params: Mapping[str, object], min_count: int) -> CountPerturbation:
+        """ValueError when anything is missing or malformed (the caller refuses)."""
+        whole = PTable.from_policy(params, min_count)
+        qd, qv = params.get("question_max_noise", 0), params.get("question_variance", 0)
+        if not (_bound(qd) and _variance(qv) and qd <= whole.max_noise  # type: ignore[operator]
+                and qv <= whole.variance):  # type: ignore[operator]
+            raise ValueError("a cell-key perturbation's question_max_noise and "
+                             "question_variance are whole and at most max_noise and "
+                             "variance")
+        by_set = _table(min_count, whole.max_noise - int(qd),  # type: ignore[arg-type]
+                        whole.variance - float(qv))  # type: ignore[arg-type]
+        by_question = _table(min_count, int(qd), float(qv)) if qd else None  # type: ignore[arg-type]
+        return cls(min_count, whole.max_noise, whole.variance, by_set, by_question)
+
+    @property
+    def shown_from(self) -> int:
+        """The smallest value shown."""
+        return self.min_count + self.max_noise
+
+    @property
+    def sd(self) -> float:
+        """The noise's standard deviation: at most sqrt(variance)."""
+        q = self.by_question.sd if self.by_question is not None else 0.0
+        return math.sqrt(self.by_set.sd**2 + q**2)
+
+    def noise(self, ids: np.ndarray, record_keys: np.ndarray, question: str) -> int:
+        e = noise_for(ids, record_keys, self.by_set)
+        if self.by_question is not None:
+            e += noise_for(ids, record_keys, self.by_question, salt=f"question:{question}")
+        return e
+
+    def count(self, ids: np.ndarray, record_keys: np.ndarray, question: str) -> int | None:
+        """The shown count of the set `ids` asked by `question` (a digest of the query's
+        criteria), or None: suppressed."""
+        n = len(ids)
+        if n < self.min_count:
+            return None
+        value = n + self.noise(ids, record_keys, question)
+        return value if value >= self.shown_from else None
 
 
 # ---------------------------------------------------------------------------- lookups
@@ -303,6 +360,7 @@ def uniforms_for(ids: np.ndarray, record_keys: np.ndarray, salt: str, k: int) ->
 
 
 __all__ = [
-    "KEY_SPACE", "NodeSecret", "PTable", "cell_key", "fill_record_keys", "load_record_keys",
-    "node_data_dir", "node_secret", "noise_for", "record_key", "uniforms_for",
+    "KEY_SPACE", "CountPerturbation", "NodeSecret", "PTable", "cell_key", "fill_record_keys",
+    "load_record_keys", "node_data_dir", "node_secret", "noise_for", "record_key",
+    "uniforms_for",
 ]

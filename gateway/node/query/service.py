@@ -17,7 +17,9 @@ bounds how many distinct sets a researcher can average over. The permit tier is 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.node.permits.facts import permit_facts
 from gateway.node.query import repository
 from gateway.node.query.evaluate import evaluate, stratum_domain
-from gateway.node.query.perturb import PTable, load_record_keys, noise_for
+from gateway.node.query.perturb import CountPerturbation, load_record_keys
 from spe.audit import AuditLog
 from spe.errors import Forbidden, SPEError
 from spe.policy import PolicyService
@@ -49,9 +51,16 @@ EMPTY = np.zeros(0, dtype=np.int64)
 EXACT_TIERS = frozenset({"permit"})  # tiers whose answers may be exact (policy permitting)
 
 
-def small(threshold: int) -> str:
-    return (f"fewer than {threshold} patients: not shown; widen the question (fewer "
-            "criteria or coarser strata)")
+WIDEN = "not shown; widen the question (fewer criteria or coarser strata)"
+
+
+def small(threshold: int, shown_from: int | None = None) -> str:
+    """Why a count is suppressed: one reason whether it is under the threshold or near it
+    and pushed under by its noise (which of the two must not be told)."""
+    if shown_from is None or shown_from <= threshold:
+        return f"fewer than {threshold} patients: {WIDEN}"
+    return (f"fewer than {threshold} patients, or too near {threshold} to show with its "
+            f"noise (shown counts start at {shown_from}): {WIDEN}")
 
 
 def perturbed(max_noise: int) -> str:
@@ -62,6 +71,14 @@ def perturbed(max_noise: int) -> str:
 def rounded(n: int, base: int) -> int:
     """To the nearest multiple of base, halves up (Python's round() goes to even)."""
     return int(base * math.floor(n / base + 0.5)) if base > 1 else n
+
+
+def criteria_digest(query: Query) -> str:
+    """SHA-256 of the canonical JSON of the query's criteria (not of the answer asked for:
+    a count and a stratified answer of the same criteria give the same total)."""
+    canonical = json.dumps(query.where.model_dump(mode="json"), sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def cell_name(key: tuple[tuple[str, str], ...]) -> str:
@@ -75,27 +92,30 @@ class _Disclosure:
 
     threshold: int
     rounding: int
-    table: PTable | None
+    perturbation: CountPerturbation | None
     record_keys: np.ndarray | None
+    question: str  # the digest of the query's criteria (the question's part of the noise)
     shown: list[tuple[str, int]] = field(default_factory=list)  # (name, shown value)
     reasons: dict[str, str] = field(default_factory=dict)  # cell name -> why suppressed
 
     def cell(self, name: str, key: dict[str, str], ids: np.ndarray) -> Cell:
-        n = len(ids)
-        if n < self.threshold:
-            why = small(self.threshold)
+        p = self.perturbation
+        if p is None or self.record_keys is None:
+            count: int | None = len(ids) if len(ids) >= self.threshold else None
+        else:
+            count = p.count(ids, self.record_keys, self.question)
+        if count is None:
+            why = small(self.threshold, p.shown_from if p is not None else None)
             self.reasons[name or "total"] = why
             return Cell(key=key, value=None, suppressed=True, reason=why)
-        if self.table is None or self.record_keys is None:
-            value = rounded(n, self.rounding)
-            self.shown.append((name, value))
-            return Cell(key=key, value=value)
-        value = rounded(n + noise_for(ids, self.record_keys, self.table), self.rounding)
+        value = rounded(count, self.rounding)
         self.shown.append((name, value))
-        # The policy's bounds, not the row's: a row near the threshold has a smaller spread,
-        # and saying so would tell how near the threshold the count is.
-        return Cell(key=key, value=value, perturbed=True, max_noise=self.table.max_noise,
-                    sd=math.sqrt(self.table.variance), reason=perturbed(self.table.max_noise))
+        if p is None:
+            return Cell(key=key, value=value)
+        # The policy's bounds (the same for every count): nothing said beside a value
+        # tells how near the threshold its count is.
+        return Cell(key=key, value=value, perturbed=True, max_noise=p.max_noise,
+                    sd=round(p.sd, 6), reason=perturbed(p.max_noise))
 
 
 def _refuse(sessions: sessionmaker[Session], audit: AuditLog, ctx: HubContext,
@@ -133,23 +153,24 @@ def answer(
         refuse=lambda d: QueryRefused(d.reason))
     try:
         rule = count_rule(policy, ctx.tier, "query_count")
-        table = (None if rule.perturbation is None
-                 else PTable.from_policy(rule.perturbation.as_params(), rule.min_count))
+        perturbation = (None if rule.perturbation is None else CountPerturbation.from_policy(
+            rule.perturbation.as_params(), rule.min_count))
     except (NoCountRule, ValueError) as exc:
         raise _refuse(sessions, audit, ctx, query_hash, str(exc)) from None
-    if table is None and ctx.tier not in EXACT_TIERS:
+    if perturbation is None and ctx.tier not in EXACT_TIERS:
         # Fail closed: without noise, related questions would single out small groups.
         raise _refuse(sessions, audit, ctx, query_hash,
                       f"denied: the disclosure policy gives no perturbation for counts in "
                       f"tier {ctx.tier}")
-    if table is not None and cellkey_secret is None:
+    if perturbation is not None and cellkey_secret is None:
         raise _refuse(sessions, audit, ctx, query_hash,
                       "denied: this node has no record-key secret to perturb counts with")
     threshold, rounding = rule.min_count, rule.rounding
 
     result = evaluate(session, query, node_id=node_id, today=today)
-    keys = None if table is None else load_record_keys(session, cellkey_secret())  # type: ignore[misc]
-    d = _Disclosure(threshold, rounding, table, keys)
+    keys = (None if perturbation is None or cellkey_secret is None
+            else load_record_keys(session, cellkey_secret()))
+    d = _Disclosure(threshold, rounding, perturbation, keys, criteria_digest(query))
     kind = query.answer.kind
     out = NodeAnswer(node_id=node_id, tier=ctx.tier, kind=kind, threshold=threshold,
                      rounding=rounding)
@@ -169,8 +190,8 @@ def answer(
     # The total in its own right (never derived from the cells, never withheld for them).
     out.total = d.cell("", {}, result.ids)
     if kind == "boolean":
-        # Only "yes, at least the threshold" is said; fewer (even none) is suppressed. It
-        # depends on nothing but n >= threshold.
+        # Only "yes" is said, when the perturbed total would be shown; else (fewer, even
+        # none) suppressed. It depends on nothing but that perturbed total.
         out.exists = None if out.total.suppressed else True
         out.total = Cell(value=None, suppressed=out.total.suppressed,
                          reason=out.total.reason if out.total.suppressed else None)
@@ -179,8 +200,8 @@ def answer(
         by_reason.setdefault(why, []).append(name)
     out.notes = [f"{', '.join(names)}: {why}" for why, names in by_reason.items()]
     out.notes += structural
-    if table is not None and d.shown:
-        out.notes.append(f"counts {perturbed(table.max_noise)}")
+    if perturbation is not None and d.shown:
+        out.notes.append(f"counts {perturbed(perturbation.max_noise)}")
 
     # The budget counts one row per query. No set of patients is kept: the perturbation
     # needs no history of them.
@@ -192,7 +213,7 @@ def answer(
                  details={"tier": ctx.tier, "kind": kind, "permit": ctx.permit,
                           "answered": {name or "total": v for name, v in d.shown}
                           if kind != "boolean" else {"exists": out.exists},
-                          "perturbed": table is not None,
+                          "perturbed": perturbation is not None,
                           "suppressed": d.reasons})
     return out
 

@@ -41,8 +41,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.node.permits.facts import permit_facts
 from gateway.node.query import repository
 from gateway.node.query.evaluate import evaluate, matching_patients
-from gateway.node.query.perturb import PTable, load_record_keys, noise_for, uniforms_for
-from gateway.node.query.service import perturbed, rounded, small
+from gateway.node.query.perturb import CountPerturbation, load_record_keys, uniforms_for
+from gateway.node.query.service import EXACT_TIERS, _Disclosure, criteria_digest
 from gateway.node.query.variables import in_units, levels_of, survival_times, values
 from spe.audit import AuditLog
 from spe.errors import Forbidden, SPEError
@@ -81,12 +81,12 @@ class _NotShown(Exception):
 class Noise:
     """How this node shows what it computed, in this tier, for this question.
 
-    `keys` (the record keys, indexed by patient id) and `table` (the counts' perturbation)
-    are None in an exact tier; `relative` is policy's relative_noise (0: exact)."""
+    `counts` shows a count as the counts' answers do (`service._Disclosure`: the same set
+    asked by the same criteria gets the same value as a count query's); `keys` (the record
+    keys, indexed by patient id) are None in an exact tier; `relative` is policy's
+    relative_noise for continuous summaries (0: exact)."""
 
-    min_count: int
-    rounding: int
-    table: PTable | None
+    counts: _Disclosure
     keys: np.ndarray | None
     relative: float
     salt: str  # names the statistic: the same cohort and salt, the same noise
@@ -94,25 +94,14 @@ class Noise:
 
     @property
     def perturbs(self) -> bool:
-        return self.keys is not None and (self.table is not None or self.relative > 0)
+        return self.keys is not None and (self.counts.perturbation is not None
+                                          or self.relative > 0)
 
     def count(self, ids: np.ndarray, key: dict | None = None) -> dict:
-        """A count shown the counts' way (a Cell as a dict, as `service` shows counts):
-        suppressed under min_count, perturbed by its cell key in the statistics tier."""
-        n = len(ids)
-        if n < self.min_count:
-            cell = Cell(key=key or {}, value=None, suppressed=True,
-                        reason=small(self.min_count))
-        elif self.table is not None and self.keys is not None:
-            # The policy's bounds, not the row's (service._Disclosure says why).
-            cell = Cell(key=key or {}, value=rounded(n + noise_for(ids, self.keys, self.table),
-                                                     self.rounding),
-                        perturbed=True, max_noise=self.table.max_noise,
-                        sd=math.sqrt(self.table.variance),
-                        reason=perturbed(self.table.max_noise))
-        else:
-            cell = Cell(key=key or {}, value=rounded(n, self.rounding))
-        return cell.model_dump()
+        """A count shown the counts' way, as a Cell's dict: suppressed under the threshold
+        (or pushed under it by its noise), else perturbed by the cell-key method in the
+        statistics tier."""
+        return self.counts.cell(json.dumps(key or {}), key or {}, ids).model_dump()
 
     def shown_n(self, ids: np.ndarray) -> int:
         """n as the summaries carry it: perturbed like a count in the statistics tier."""
@@ -473,18 +462,24 @@ def answer(
     try:
         counts = count_rule(policy, ctx.tier, "query_count")
         rule = statistics_rule(policy, ctx.tier, kind)
-        table = (None if counts.perturbation is None else
-                 PTable.from_policy(counts.perturbation.as_params(), counts.min_count))
+        perturbation = (None if counts.perturbation is None else
+                        CountPerturbation.from_policy(counts.perturbation.as_params(),
+                                                      counts.min_count))
     except (NoCountRule, ValueError) as exc:
         raise refuse(str(exc)) from None
+    if ctx.tier not in EXACT_TIERS and (perturbation is None or rule.relative_noise <= 0):
+        # Fail closed, as the counts: exact statistics would single out small groups.
+        raise refuse(f"denied: the disclosure policy gives no perturbation for statistics "
+                     f"in tier {ctx.tier}")
     keys = None
-    if ctx.tier != "permit" and (table is not None or rule.relative_noise > 0):
+    if ctx.tier not in EXACT_TIERS:
         if secret is None:
-            raise refuse("this node has no record-key secret: it cannot perturb, so it "
-                         "does not answer statistics in this tier")
+            raise refuse("denied: this node has no record-key secret to perturb with")
         keys = load_record_keys(session, secret)
-    noise = Noise(counts.min_count, counts.rounding, table, keys, rule.relative_noise,
-                  _salt(query), cache_key=f"{ctx.tier}:{ctx.permit}:{today}:{query_hash}")
+    noise = Noise(_Disclosure(counts.min_count, counts.rounding, perturbation, keys,
+                              criteria_digest(query)),
+                  keys, rule.relative_noise, _salt(query),
+                  cache_key=f"{ctx.tier}:{ctx.permit}:{today}:{query_hash}")
 
     ids = evaluate(session, Query(where=query.where), node_id=node_id, today=today).ids
     cohort = matching_patients(query.where, today=today)

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from gateway.node.index.models import Patient
 from gateway.node.query.perturb import (
     KEY_SPACE,
+    CountPerturbation,
     PTable,
     cell_key,
     load_record_keys,
@@ -31,7 +32,8 @@ from spe.db.migrate import upgrade
 from spe.settings import Settings
 from tests.gateway.node.test_sync import patient
 
-POLICY = {"method": "cell-key", "max_noise": 5, "variance": 4}
+POLICY = {"method": "cell-key", "max_noise": 5, "variance": 4, "question_max_noise": 3,
+          "question_variance": 2.5}
 TABLES = [(10, 5, 4.0), (10, 5, 100.0), (5, 3, 1.0), (10, 8, 9.0), (0, 5, 4.0), (10, 0, 4.0)]
 
 
@@ -50,20 +52,18 @@ def test_every_row_has_zero_mean_variance_at_most_v_and_bounded_support(min_coun
         assert abs(float(p @ values)) < 1e-9, n
         assert float(p @ values.astype(float) ** 2) <= v * (1 + 1e-9), n
         assert np.abs(values).max() <= d
-        assert (n + values).min() >= min_count  # never shown under the threshold
-        assert t.sd(n) ** 2 <= v * (1 + 1e-9)
         checked += 1
     assert checked > 0
+    assert t.sd ** 2 <= v * (1 + 1e-9)
 
 
-def test_rows_far_from_the_threshold_use_the_whole_variance_and_range():
+def test_the_row_uses_the_whole_variance_and_range():
     t = table()
-    values, p = t.row(500)
+    values, _ = t.row(500)
     assert values.tolist() == list(range(-5, 6))
-    assert abs(t.sd(500) - 2.0) < 1e-9
-    assert t.bound(500) == 5
-    # At the threshold nothing but 0 has mean 0 on [0, D]: shown as it is.
-    assert t.row(10)[0].tolist() == [0]
+    assert abs(t.sd - 2.0) < 1e-6
+    # Wider than the support allows: the uniform distribution.
+    assert abs(table(10, 2, 50).sd ** 2 - 2.0) < 1e-12
 
 
 def test_noise_lookup_follows_the_row_distribution():
@@ -89,10 +89,13 @@ def test_a_count_under_the_threshold_gets_no_noise():
     {"method": "cell-key", "max_noise": 5},
     {"method": "cell-key", "max_noise": 5, "variance": float("nan")},
     {"method": "cell-key", "max_noise": 5, "variance": -1},
+    {**POLICY, "question_max_noise": 6},
+    {**POLICY, "question_variance": 4.5},
+    {**POLICY, "question_max_noise": 1.5},
 ])
 def test_a_malformed_policy_makes_no_table(bad):
     with pytest.raises(ValueError, match="perturbation"):
-        PTable.from_policy(bad, 10)
+        CountPerturbation.from_policy(bad, 10)
 
 
 def keys_for(n: int, seed: int = 1) -> np.ndarray:
@@ -133,6 +136,64 @@ def test_noise_over_many_sets_has_the_table_moments():
     assert np.abs(noises).max() <= 5
     assert abs(noises.mean()) < 0.1
     assert noises.var() <= 4.3
+
+
+def rule() -> CountPerturbation:
+    return CountPerturbation.from_policy(POLICY, 10)
+
+
+def test_a_shown_count_is_never_under_the_threshold_plus_the_noise_bound():
+    keys = keys_for(5000, seed=11)
+    r = rule()
+    assert (r.max_noise, r.shown_from) == (5, 15)
+    assert r.sd == pytest.approx(2.0, abs=1e-6)
+    seen = 0
+    for n in range(1, 40):
+        for start in range(1, 4000, 97):
+            ids = np.arange(start, start + n)
+            value = r.count(ids, keys, "q")
+            if n < 10:
+                assert value is None
+            if value is not None:
+                assert value >= 15
+                assert abs(value - n) <= 5
+                seen += 1
+    assert seen > 0
+
+
+def test_the_line_between_shown_and_suppressed_is_noisy():
+    """Near the threshold, whether a count is shown depends on its noise: sets of the same
+    size are shown sometimes, so the size where answers start does not give a count."""
+    keys = keys_for(5000, seed=13)
+    r = rule()
+    for n in (12, 15, 18):
+        shown = [r.count(np.arange(s, s + n), keys, "q") is not None for s in range(1, 4000, 7)]
+        assert 0 < sum(shown) < len(shown), n
+    always = [r.count(np.arange(s, s + 20), keys, "q") for s in range(1, 4000, 7)]
+    assert all(v is not None for v in always)
+
+
+def test_the_same_question_gets_the_same_value_and_rewordings_of_a_set_do_not_match():
+    """Equal sets asked by different criteria differ about as often as sets one person
+    apart: equality of two values is no oracle of set equality."""
+    keys = keys_for(5000, seed=17)
+    r = rule()
+    same_set_equal = one_apart_equal = 0
+    trials = 0
+    for start in range(1, 4000, 13):
+        ids = np.arange(start, start + 200)
+        assert r.count(ids, keys, "a") == r.count(ids.copy(), keys, "a")
+        same_set_equal += r.count(ids, keys, "a") == r.count(ids, keys, "b")
+        one_apart_equal += r.count(ids, keys, "a") == r.count(ids[1:], keys, "b")
+        trials += 1
+    assert same_set_equal / trials < 0.35
+    assert one_apart_equal / trials < 0.35
+    # Without the question's part, equal sets would always match.
+    pure = CountPerturbation.from_policy({"method": "cell-key", "max_noise": 5,
+                                          "variance": 4}, 10)
+    ids = np.arange(1, 201)
+    assert pure.by_question is None
+    assert pure.count(ids, keys, "a") == pure.count(ids, keys, "b")
 
 
 def test_uniforms_depend_on_the_salt_and_lie_in_the_unit_interval():
