@@ -479,7 +479,9 @@ def answer(
     noise = Noise(_Disclosure(counts.min_count, counts.rounding, perturbation, keys,
                               criteria_digest(query)),
                   keys, rule.relative_noise, _salt(query),
-                  cache_key=f"{ctx.tier}:{ctx.permit}:{today}:{query_hash}")
+                  # The node and its database too: nodes may share a process (tests).
+                  cache_key=(f"{node_id}:{session.get_bind().url}:{ctx.tier}:{ctx.permit}:"
+                             f"{today}:{query_hash}"))
 
     ids = evaluate(session, Query(where=query.where), node_id=node_id, today=today).ids
     cohort = matching_patients(query.where, today=today)
