@@ -106,7 +106,9 @@ class Noise:
     def shown_n(self, ids: np.ndarray) -> int:
         """n as the summaries carry it: perturbed like a count in the statistics tier."""
         cell = self.count(ids)
-        return len(ids) if cell["value"] is None else int(cell["value"])
+        if cell["value"] is None:  # never the exact n instead
+            raise _NotShown(f"the patients with these values: {cell['reason']}")
+        return int(cell["value"])
 
     def signs(self, ids: np.ndarray, what: str, k: int) -> np.ndarray:
         """k numbers in [-relative, relative), the same for the same set and `what`."""
@@ -489,6 +491,9 @@ def answer(
                      rounding=counts.rounding)
     try:
         result = KINDS[kind](session, query, ids, cohort, today, rule, noise, step)
+        if result.n["suppressed"]:
+            # Too few (with its noise) to show how many: then nothing about them either.
+            raise _NotShown(f"the patients with these values: {result.n['reason']}")
     except _NotShown as exc:
         out.notes = [str(exc)]
         out.total = Cell(value=None, suppressed=True)
