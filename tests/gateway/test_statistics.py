@@ -516,3 +516,13 @@ def test_the_cli_refuses_nonsense_before_sending_it(tmp_path):
                                       "--token", "t"], env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert "must be numeric" in result.output
+
+
+def test_a_statistic_in_rounds_counts_once_against_the_daily_budget(fed):
+    body = fed.result(EVERYONE, {"kind": "logistic", "outcome": HYPERTENSION,
+                                 "predictors": [AGE]}, permit=False, user="budgeted")
+    assert body["result"]["rounds"] > 2
+    for site in SITES:
+        (used,) = _rows(fed.urls[site], "SELECT count(*) FROM query_answered_sets "
+                                        "WHERE user_id = :u", u=f"budgeted@{ISSUER}")[0]
+        assert used == 1
