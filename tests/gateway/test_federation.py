@@ -3,6 +3,7 @@ the way a researcher (and an attacker) would."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -249,6 +250,12 @@ def test_queries_are_audited_at_the_hub_and_at_each_node(federation):
         assert len(rows) == 1
         assert rows[0][1] == "allow"
         assert '"tier": "statistics"' in rows[0][2]
+        details = json.loads(rows[0][2])
+        assert details["perturbed"] is True
+        shown = node(body, site)["answer"]["total"]
+        # What was answered, as it was shown.
+        assert details["answered"] == ({"total": shown["value"]} if not shown["suppressed"]
+                                       else {})
 
 
 def beacon(federation, user: str, filters: list[dict], granularity: str):

@@ -45,6 +45,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.node.index.dates import ymd
 from gateway.node.index.models import Condition, Observation, Patient, Series, Study
+from gateway.node.index.repository import index_version
 from spe.wire.query import (
     AGE_BANDS,
     CODE_SYSTEMS,
@@ -477,11 +478,32 @@ class StratumDomain:
     structural: list[str]
 
 
+# Node-wide counts per stratum value, by database, stratum, day and index version: a scan
+# of the whole index (tens of milliseconds at 10,000 patients) that changes only with it.
+_DOMAIN_COUNTS: OrderedDict[tuple, dict[str, int]] = OrderedDict()
+_DOMAINS_KEPT = 64
+_domains_lock = threading.Lock()
+
+
+def _domain_counts(session: Session, stratum: Stratum, node_id: str,
+                   today: date) -> dict[str, int]:
+    key = (str(session.get_bind().url), node_id, stratum, today, index_version(session))
+    with _domains_lock:
+        counts = _DOMAIN_COUNTS.get(key)
+    if counts is None:
+        everyone = _stratified(session, true(), [stratum], node_id=node_id, today=today)
+        counts = {k[0][1]: len(ids) for k, ids in everyone.items()}
+        with _domains_lock:
+            _DOMAIN_COUNTS[key] = counts
+            if len(_DOMAIN_COUNTS) > _DOMAINS_KEPT:
+                _DOMAIN_COUNTS.popitem(last=False)
+    return counts
+
+
 def stratum_domain(session: Session, stratum: Stratum, *, node_id: str, today: date,
                    min_count: int) -> StratumDomain:
     """The stratum's domain from node-wide counts (every patient, not the query's)."""
-    everyone = _stratified(session, true(), [stratum], node_id=node_id, today=today)
-    counts = {key[0][1]: len(ids) for key, ids in everyone.items()}
+    counts = _domain_counts(session, stratum, node_id, today)
     candidates = list(dict.fromkeys([*stratum_values(session, stratum, node_id=node_id),
                                      *sorted(counts)]))
     values = [v for v in candidates if counts.get(v, 0) >= min_count]

@@ -56,6 +56,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from gateway.node.index.models import Patient
+from gateway.node.index.repository import index_version
 from spe.settings import Settings
 
 KEY_SPACE = 2**32
@@ -147,17 +148,34 @@ def fill_record_keys(session: Session, secret: bytes) -> int:
     return len(missing)
 
 
+_KEYS = select(Patient.id, Patient.record_key)
+# The last keys read per database, with the index version they were read at: reading 10,000
+# rows costs more than answering a count, and they change only with the index.
+_cache: dict[str, tuple[tuple, np.ndarray]] = {}
+_cache_lock = threading.Lock()
+
+
 def load_record_keys(session: Session, secret: bytes) -> np.ndarray:
     """The node's record keys as a uint32 array indexed by patient id (`keys[ids]` are the
-    keys of those patients), after filling any missing ones."""
-    fill_record_keys(session, secret)
-    rows = session.connection().execute(
-        select(Patient.id, Patient.record_key)).all()
+    keys of those patients), after filling any missing ones. Read-only: do not modify."""
+    where = str(session.get_bind().url)
+    version = index_version(session)
+    with _cache_lock:
+        cached = _cache.get(where)
+    if cached is not None and cached[0] == version and version[0] == version[2]:
+        return cached[1]
+    if fill_record_keys(session, secret):
+        version = index_version(session)
+    rows = session.connection().execute(_KEYS).all()
     if not rows:
         return np.zeros(0, dtype=np.uint32)
-    data = np.asarray(rows, dtype=np.int64)
-    keys = np.zeros(int(data[:, 0].max()) + 1, dtype=np.uint32)
-    keys[data[:, 0]] = data[:, 1].astype(np.uint32)
+    ids, values = zip(*rows, strict=True)
+    index = np.array(ids, dtype=np.int64)
+    keys = np.zeros(int(index.max()) + 1, dtype=np.uint32)
+    keys[index] = np.array(values, dtype=np.int64).astype(np.uint32)
+    keys.setflags(write=False)
+    with _cache_lock:
+        _cache[where] = (version, keys)
     return keys
 
 

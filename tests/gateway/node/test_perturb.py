@@ -250,6 +250,14 @@ def test_record_keys_are_set_by_the_sync_and_filled_for_rows_added_later(databas
             ids = session.scalars(text("SELECT id FROM patients")).all()
         assert keys.dtype == np.uint32
         assert all(int(keys[i]) > 0 for i in ids)
+        # Kept until the index changes; a patient added later has a key at once.
+        with session_scope(sessions) as session:
+            assert load_record_keys(session, secret) is keys
+            session.execute(text("INSERT INTO patients (id, patient_key) VALUES (101, 'later')"))
+        with session_scope(sessions) as session:
+            again = load_record_keys(session, secret)
+        assert int(again[101]) == record_key(secret, "later")
+        assert np.array_equal(again[:101], keys[:101])
         assert max(record_key(secret, k) for k in ("MRN1", "MRN2", "late")) < KEY_SPACE
         assert Patient.__table__.c.record_key is not None
     finally:
