@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.node.index.repository import index_version
 from gateway.node.permits.facts import permit_facts
 from gateway.node.query import repository
 from gateway.node.query.evaluate import evaluate, matching_patients
@@ -482,8 +483,9 @@ def answer(
                               criteria_digest(query)),
                   keys, rule.relative_noise, _salt(query),
                   # The node and its database too: nodes may share a process (tests).
-                  cache_key=(f"{node_id}:{session.get_bind().url}:{ctx.tier}:{ctx.permit}:"
-                             f"{today}:{query_hash}"))
+                  # The index's version: a sync between rounds is not mixed with them.
+                  cache_key=(f"{node_id}:{session.get_bind().url}:{index_version(session)}:"
+                             f"{ctx.tier}:{ctx.permit}:{today}:{query_hash}"))
 
     ids = evaluate(session, Query(where=query.where), node_id=node_id, today=today).ids
     cohort = matching_patients(query.where, today=today)
