@@ -119,7 +119,9 @@ def envelope(answer: FederatedAnswer, request: BeaconRequest, returned: str) -> 
             if returned == "count" and shown:
                 entry["resultsCount"] = a.total.value
             if not shown:
-                entry["info"]["suppressed"] = f"fewer than {a.threshold}, or withheld"
+                entry["info"]["suppressed"] = (a.total.reason if a.total is not None
+                                               and a.total.reason
+                                               else f"fewer than {a.threshold}")
         elif node.reason:
             entry["info"]["reason"] = node.reason
         result_sets.append(entry)

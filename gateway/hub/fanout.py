@@ -14,7 +14,7 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import aiohttp
 import httpx
@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from gateway.hub.schemas import NodeResult
 from spe.wire.context import CONTEXT_HEADER, ContextSigner
 from spe.wire.permit import document_hash
-from spe.wire.query import NodeAnswer, Query
+from spe.wire.query import STATISTICS, NodeAnswer, Query, Step
 from spe.wire.suspensions import SUSPENSIONS_PATH, SuspensionList
 
 QUERY_PATH = "/api/v1/query"
@@ -74,11 +74,18 @@ class Fanout:
             self._session = None
             self._session_loop = None
 
-    async def ask(self, query: Query, context_for: Callable[[str], str]) -> list[NodeResult]:
-        body = json.dumps({"query": query.model_dump(mode="json")}).encode()
+    async def ask(self, query: Query, context_for: Callable[[str], str], *,
+                  step: Step | None = None,
+                  only: Collection[str] | None = None) -> list[NodeResult]:
+        """Every node's answer (or those named in `only`), with `step` for a round of a
+        statistic computed in rounds."""
+        payload: dict = {"query": query.model_dump(mode="json")}
+        if step is not None:
+            payload["step"] = step.model_dump(mode="json")
+        body = json.dumps(payload).encode()
         return list(await asyncio.gather(*(
             self._ask_one(node_id, url, body, context_for(node_id))
-            for node_id, url in self.nodes.items())))
+            for node_id, url in self.nodes.items() if only is None or node_id in only)))
 
     async def _ask_one(self, node_id: str, url: str, body: bytes, context: str) -> NodeResult:
         start = time.perf_counter()
@@ -106,8 +113,11 @@ class Fanout:
             answer = NodeAnswer.model_validate_json(content)
         except ValidationError:
             return result("error", reason="the node's answer is not a valid NodeAnswer")
-        suppressed = (answer.total is not None and answer.total.suppressed
-                      and all(c.suppressed for c in answer.cells))
+        if answer.kind in STATISTICS:  # nothing to pool when its rules kept it back
+            suppressed = answer.statistic is None
+        else:
+            suppressed = (answer.total is not None and answer.total.suppressed
+                          and all(c.suppressed for c in answer.cells))
         return result("suppressed" if suppressed else "answered", answer=answer)
 
 

@@ -32,3 +32,6 @@ class FederatedAnswer(BaseModel):
     sites_answering: int
     min_sites: int
     notes: list[str] = Field(default_factory=list)
+    # The statistics kinds: the pooled statistic (shapes in README, "Federated
+    # statistics"), None when too few sites could contribute (`notes` say why).
+    result: dict | None = None

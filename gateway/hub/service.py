@@ -11,14 +11,15 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.hub.combine import combine
 from gateway.hub.fanout import Fanout
-from gateway.hub.schemas import FederatedAnswer
+from gateway.hub.schemas import FederatedAnswer, NodeResult
+from gateway.hub.statistics import federated_statistic
 from spe.db import session_scope
 from spe.errors import Forbidden, SPEError
 from spe.identity import Principal
 from spe.policy.gate import decide_or_refuse
 from spe.web import AppContext
 from spe.wire.context import ContextSigner
-from spe.wire.query import Query
+from spe.wire.query import STATISTICS, Query, Step, step_digest
 
 
 class QueryRefused(Forbidden):
@@ -64,6 +65,24 @@ async def federated_query(ctx: AppContext, hub: Hub | None, query: Query,
                                       "PKI (SPE_PKI_DIR)")
     tier = str(decision.values.get("tier", "statistics"))
     min_sites = int(decision.values.get("min_sites", 2))
+    if query.answer.kind in STATISTICS:
+        async def ask(step: Step | None, only: set[str] | None) -> list[NodeResult]:
+            subject = step_digest(query_hash, step)
+            return await hub.fanout.ask(query, lambda node_id: hub.signer.sign(
+                user=caller.id, roles=list(caller.roles), tier=tier, query_hash=subject,
+                node_id=node_id, permit=permit), step=step, only=only)
+
+        answer = await federated_statistic(query, ask, query_hash=query_hash, tier=tier,
+                                           min_sites=min_sites)
+        await run_in_threadpool(
+            _audit, ctx, actor=caller.id, action="query", object=query_hash,
+            decision="allow", reason=decision.reason,
+            details={"tier": tier, "kind": query.answer.kind, "permit": permit,
+                     "nodes": {r.node_id: r.status for r in answer.nodes},
+                     "contributing": answer.sites_answering,
+                     "rounds": (answer.result or {}).get("rounds"),
+                     "n": (answer.result or {}).get("n")})
+        return answer
     results = await hub.fanout.ask(query, lambda node_id: hub.signer.sign(
         user=caller.id, roles=list(caller.roles), tier=tier, query_hash=query_hash,
         node_id=node_id, permit=permit))

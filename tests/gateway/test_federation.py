@@ -3,6 +3,7 @@ the way a researcher (and an attacker) would."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,10 +64,14 @@ def node(answer: dict, site: str) -> dict:
 
 FEMALE = {"type": "patient", "sex": "female"}
 RARE_CODE = {"type": "condition", "system": "icd-10", "code": RARE}
+# Each site's 40 synthetic patients: a count of 20 or more is always shown (the noise is at
+# most 5 and counts are shown from 15), so these answers do not depend on the node's secret.
+BROAD = {"type": "not", "of": RARE_CODE}
+EVERYONE = {"type": "or", "of": [BROAD, RARE_CODE]}
 
 
 def test_every_node_answers_with_status_and_time(federation):
-    resp = federation.ask("alice", FEMALE)
+    resp = federation.ask("alice", BROAD)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert [n["node_id"] for n in body["nodes"]] == list(SITES)
@@ -74,9 +79,16 @@ def test_every_node_answers_with_status_and_time(federation):
         assert n["status"] == "answered"
         assert n["ms"] > 0
         total = n["answer"]["total"]
-        assert total["value"] % 5 == 0
-        assert total["value"] >= 10
+        assert abs(total["value"] - 40) <= 5
+        # Perturbed by the cell-key method, saying by how much and that it is stable.
+        assert total["perturbed"] is True
+        assert (total["max_noise"], total["sd"]) == (5, 2.0)
+        assert "at most ±5" in total["reason"]
+        assert "always gives this value" in total["reason"]
     assert body["total"]["value"] == sum(n["answer"]["total"]["value"] for n in body["nodes"])
+    assert body["total"]["perturbed"] is True
+    assert body["total"]["max_noise"] == 15
+    assert body["total"]["sd"] == pytest.approx(12 ** 0.5)
     assert body["sites_answering"] == 3
 
 
@@ -84,40 +96,53 @@ def test_a_count_of_three_comes_back_suppressed_never_as_a_number(federation):
     body = federation.ask("bob", RARE_CODE).json()
     a = node(body, "site-a")
     assert a["status"] == "suppressed"
-    assert a["answer"]["total"] == {"key": {}, "value": None, "suppressed": True}
-    assert any("below the threshold" in note for note in a["answer"]["notes"])
+    total = a["answer"]["total"]
+    assert (total["value"], total["suppressed"], total["perturbed"]) == (None, True, False)
+    assert total["reason"] == ("fewer than 10 patients, or too near 10 to show with its "
+                               "noise (shown counts start at 15): not shown; widen the "
+                               "question (fewer criteria or coarser strata)")
+    assert any("fewer than 10 patients" in note for note in a["answer"]["notes"])
     # The other sites hold none: also suppressed, never a 0.
     for site in ("site-b", "site-c"):
         assert node(body, site)["answer"]["total"]["value"] is None
     assert body["total"]["suppressed"] is True
 
 
-def test_a_tracker_sequence_is_caught(federation):
-    broad = federation.ask("mallory", FEMALE).json()
+def test_a_tracker_pair_is_answered_consistently_without_a_refusal(federation):
+    """A broad question, then the same without a group of three: both are answered (no
+    refusal to read anything from), each perturbed on its own set of patients."""
+    broad = federation.ask("mallory", EVERYONE).json()
     assert node(broad, "site-a")["status"] == "answered"
-    # The same question minus the three rare patients: the difference would be 3.
-    narrowed = federation.ask("mallory", {"type": "and", "of": [
-        FEMALE, {"type": "not", "of": RARE_CODE}]}).json()
+    narrowed = federation.ask("mallory", BROAD).json()
     a = node(narrowed, "site-a")
-    assert a["status"] == "suppressed"
-    assert any("differencing" in note for note in a["answer"]["notes"])
-    # Sites without those patients answer the narrowed question as before.
+    assert a["status"] == "answered"
+    assert a["answer"]["total"]["perturbed"] is True
+    assert not any("differencing" in note for note in a["answer"]["notes"])
+    # Sites without those patients have the same set for both: the two values differ by
+    # the question's part of the noise only (so equal values are no sign of equal sets).
     for site in ("site-b", "site-c"):
-        assert node(narrowed, site)["answer"]["total"] == node(broad, site)["answer"]["total"]
-    # Another user asking the narrowed question first is answered: it is the pair that
-    # reveals, not the question.
-    other = federation.ask("trent", {"type": "and", "of": [
-        FEMALE, {"type": "not", "of": RARE_CODE}]}).json()
-    assert node(other, "site-a")["status"] == "answered"
+        gap = (node(narrowed, site)["answer"]["total"]["value"]
+               - node(broad, site)["answer"]["total"]["value"])
+        assert abs(gap) <= 6
+    # Asked again, or by another user, a question gets the value it got.
+    again = federation.ask("trent", BROAD).json()
+    assert node(again, "site-a")["answer"]["total"] == a["answer"]["total"]
 
 
-def test_a_stratified_answer_never_lets_a_suppressed_cell_be_subtracted(federation):
-    body = federation.ask("carol", {"type": "or", "of": [FEMALE, RARE_CODE]},
-                          kind="stratified", by=["age_band"]).json()
+def test_a_stratified_answer_has_its_total_beside_suppressed_cells(federation):
+    """The total is perturbed in its own right, never withheld: with every cell perturbed
+    independently, total minus the shown cells is no suppressed cell's count."""
+    body = federation.ask("carol", EVERYONE, kind="stratified", by=["age_band"]).json()
     for n in body["nodes"]:
         ans = n["answer"]
-        if any(c["suppressed"] for c in ans["cells"]):
-            assert ans["total"]["suppressed"] is True  # withheld, not total minus cells
+        assert ans["total"]["suppressed"] is False
+        assert ans["total"]["perturbed"] is True
+        for c in ans["cells"]:
+            assert c["perturbed"] is not c["suppressed"]
+            assert c["reason"]
+    # The case this is about: some site has a band of fewer than 10 of its 40.
+    assert any(c["suppressed"] for n in body["nodes"] for c in n["answer"]["cells"]), body
+    assert body["total"]["suppressed"] is False
     shown = [c for c in body["cells"] if not c["suppressed"]]
     assert shown, body
 
@@ -164,7 +189,7 @@ def test_a_node_refuses_a_certificate_from_another_ca(federation, tmp_path):
 
 def test_a_stopped_node_shows_as_unreachable_while_the_others_answer(federation):
     federation.running["site-b"].stop()
-    body = federation.ask("dave", FEMALE).json()
+    body = federation.ask("dave", BROAD).json()
     assert node(body, "site-b")["status"] == "unreachable"
     assert node(body, "site-b")["answer"] is None
     assert {node(body, s)["status"] for s in ("site-a", "site-c")} == {"answered"}
@@ -176,7 +201,7 @@ def test_a_stopped_node_shows_as_unreachable_while_the_others_answer(federation)
 def test_with_too_few_sites_answering_no_total_is_given(federation):
     federation.running["site-b"].stop()
     federation.running["site-c"].stop()
-    body = federation.ask("erin", FEMALE).json()
+    body = federation.ask("erin", BROAD).json()
     assert body["sites_answering"] == 1
     assert body["total"] is None
     assert any("at least 2" in note for note in body["notes"])
@@ -225,6 +250,12 @@ def test_queries_are_audited_at_the_hub_and_at_each_node(federation):
         assert len(rows) == 1
         assert rows[0][1] == "allow"
         assert '"tier": "statistics"' in rows[0][2]
+        details = json.loads(rows[0][2])
+        assert details["perturbed"] is True
+        shown = node(body, site)["answer"]["total"]
+        # What was answered, as it was shown.
+        assert details["answered"] == ({"total": shown["value"]} if not shown["suppressed"]
+                                       else {})
 
 
 def beacon(federation, user: str, filters: list[dict], granularity: str):
@@ -252,8 +283,8 @@ def test_beacon_never_returns_records_or_small_counts(federation):
     assert site_a["exists"] is False
     assert "suppressed" in site_a["info"]
     assert "numTotalResults" not in body["responseSummary"]
-    boolean = beacon(federation, "judy2", [{"id": "NCIT:C16576"},
-                                           {"id": "age", "operator": ">=", "value": "18"}],
+    # 22 to 24 adults with a study at each site: always shown, so "yes".
+    boolean = beacon(federation, "judy2", [{"id": "age", "operator": ">=", "value": "18"}],
                      "boolean").json()
     assert boolean["meta"]["returnedGranularity"] == "boolean"
     assert boolean["responseSummary"] == {"exists": True}
@@ -296,7 +327,7 @@ def test_a_node_that_does_not_answer_in_time_is_reported_timed_out(node_servers,
     issuer = DemoIssuer(node_servers.settings.issuer_key_path, ISSUER, "spe")
     with serve(hang, sock, lifespan="off", timeout_graceful_shutdown=1,
                **server_ssl_options(node_servers.pki, "site-c")), TestClient(central) as hub:
-        resp = hub.post("/api/v1/query", json={"where": FEMALE},
+        resp = hub.post("/api/v1/query", json={"where": BROAD},
                         headers={"Authorization": f"Bearer {issuer.mint('liz', ['researcher'])}"})
     body = resp.json()
     c = node(body, "site-c")
@@ -341,12 +372,49 @@ def test_a_node_refuses_once_the_users_daily_budget_is_spent(node_dbs, pki, tmp_
             statuses.append(resp.status_code)
     assert statuses == [200, 200, 403]
     assert "budget of 2" in resp.json()["detail"]
+    assert "resets at midnight UTC" in resp.json()["detail"]
+
+
+def shown_or_suppressed(cell: dict) -> bool:
+    """A cell as the statistics tier gives it: a perturbed value of at least 15, or
+    suppressed with its reason (never a 0, never a bare None)."""
+    if cell["suppressed"]:
+        return cell["value"] is None and "fewer than 10 patients" in cell["reason"]
+    return cell["perturbed"] and cell["value"] >= 15 and "±5" in cell["reason"]
 
 
 def test_every_cell_of_a_stratum_is_shown_so_an_empty_one_is_not_a_zero(federation):
+    """The strata are the values the node's population has (query-independent): an empty
+    cell among them is suppressed, never absent nor 0; values nobody (or hardly anybody)
+    has at the node are structural, said once in the notes, not suppressed cells."""
     body = federation.ask("nina", FEMALE, kind="stratified", by=["sex"]).json()
     for n in body["nodes"]:
         cells = {c["key"]["sex"]: c for c in n["answer"]["cells"]}
-        assert set(cells) == {"female", "male", "other", "unknown"}
-        for empty in ("male", "other", "unknown"):  # none of them are women
-            assert cells[empty] == {"key": {"sex": empty}, "value": None, "suppressed": True}
+        assert set(cells) == {"female", "male"}
+        male = cells["male"]  # none of them are men
+        assert (male["value"], male["suppressed"]) == (None, True)
+        assert "fewer than 10 patients" in male["reason"]
+        assert shown_or_suppressed(cells["female"])
+        assert any(note.startswith("sex: other, unknown: fewer than 10 patients in the whole")
+                   for note in n["answer"]["notes"])
+
+
+def test_a_count_by_sex_gives_a_total_and_the_two_real_sexes(federation):
+    body = federation.ask("olga", EVERYONE, kind="stratified", by=["sex"]).json()
+    assert body["total"]["suppressed"] is False
+    assert abs(body["total"]["value"] - 123) <= 15
+    for n in body["nodes"]:
+        assert n["answer"]["total"]["suppressed"] is False  # beside suppressed cells too
+        cells = {c["key"]["sex"]: c for c in n["answer"]["cells"]}
+        assert set(cells) == {"female", "male"}
+        assert all(shown_or_suppressed(c) for c in cells.values())
+    cells = {c["key"]["sex"]: c for c in body["cells"]}
+    assert set(cells) == {"female", "male"}
+    # site-a's 24 women and site-b's 24 men are always shown.
+    assert all(not c["suppressed"] and c["perturbed"] for c in cells.values())
+
+
+def test_the_same_question_asked_many_times_gets_one_value(federation):
+    where = BROAD
+    values = {federation.ask("pat", where).json()["total"]["value"] for _ in range(20)}
+    assert len(values) == 1

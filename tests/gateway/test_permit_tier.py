@@ -67,7 +67,9 @@ def test_members_get_exact_counts_only_where_the_permit_covers(hub):
     body = resp.json()
     assert body["tier"] == "permit"
     a = node(body, "site-a")
-    assert a["answer"]["total"] == {"key": {}, "value": 3, "suppressed": False}  # exact
+    assert a["answer"]["total"] == {"key": {}, "value": 3, "suppressed": False,  # exact
+                                    "perturbed": False, "reason": None, "max_noise": None,
+                                    "sd": None}
     assert node(body, "site-b")["answer"]["total"]["value"] == 0
     c = node(body, "site-c")  # holds none of the permit's datasets
     assert c["status"] == "refused"

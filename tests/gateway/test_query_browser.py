@@ -10,8 +10,9 @@ for a person to look at.
 
 The central app is its own demo issuer (`oidc_issuer` is its own URL), so the researcher's
 token is verified there only: the nodes never see it, they trust the hub's signed context.
-Every step asks as another user, since a node compares a user's answers with each other
-(differencing) and the node databases live for the whole session.
+Every step asks as another user, each with a daily budget of its own at the nodes. The
+page's values are the API's for the same question: a node perturbs a count the same way
+whoever asks it again (cell-key method).
 """
 
 from __future__ import annotations
@@ -205,15 +206,20 @@ def test_a_count_across_three_nodes_then_a_rare_code_suppressed(page, central, a
     shown = 0
     for site in SITES:
         row = node_row(page, site)
-        assert expected[site]["status"] == "answered", expected[site]
-        value = expected[site]["answer"]["total"]["value"]
-        expect(row.get_by_test_id("node-status")).to_have_text("answered")
-        expect(row.get_by_test_id("node-value")).to_have_text(f"{value:,}")
+        status = expected[site]["status"]
+        # 10 to 30 such women per site: a count near the threshold may be suppressed, as
+        # its noise decides; the page says what the API says for the same question.
+        assert status in ("answered", "suppressed"), expected[site]
+        expect(row.get_by_test_id("node-status")).to_have_text(status)
         expect(row.get_by_test_id("node-ms")).to_have_text(re.compile(r"^\d[\d,]* ms$"))
-        shown += value
+        if status == "answered":
+            value = expected[site]["answer"]["total"]["value"]
+            expect(row.get_by_test_id("node-value")).to_have_text(f"{value:,}")
+            shown += value
     expect(node_row(page, "site-a").get_by_test_id("node-id")).to_contain_text(
         "dataset's institution")
-    expect(page.get_by_test_id("total-value")).to_have_text(f"{shown:,}")
+    if shown:
+        expect(page.get_by_test_id("total-value")).to_have_text(f"{shown:,}")
     expect(page.get_by_test_id("sites")).to_have_text(
         "3 of 3 institutions answered; a combined answer needs at least 2.")
     shot(page, artifacts, "03-count")
@@ -233,7 +239,7 @@ def test_a_count_across_three_nodes_then_a_rare_code_suppressed(page, central, a
     expect(a).to_have_attribute("data-status", "suppressed")
     expect(a.get_by_test_id("node-status")).to_have_text("suppressed")
     expect(a.get_by_test_id("node-count")).to_have_text("suppressed (fewer than 10)")
-    expect(a.get_by_test_id("node-notes")).to_contain_text("below the threshold")
+    expect(a.get_by_test_id("node-notes")).to_contain_text("fewer than 10 patients")
     expect(a.get_by_test_id("node-value")).to_have_count(0)
     expect(page.get_by_test_id("total-text")).to_contain_text("No combined total")
     expect(page.get_by_test_id("total-value")).to_have_count(0)

@@ -13,6 +13,7 @@ from spe.app import create_central_app
 from spe.cli.main import app
 from spe.db.migrate import upgrade
 from spe.identity import demo_issuer
+from tests.gateway.conftest import RARE
 from tests.servers import bind, serve
 
 
@@ -36,13 +37,20 @@ def run(*args: str):
 def test_spe_query_prints_every_node_and_the_total(hub, tmp_path: Path):
     url, token = hub
     query = tmp_path / "q.json"
-    query.write_text(json.dumps({"where": {"type": "patient", "sex": "female"}}))
+    # Every site's 40 patients (bar site-a's three with the rare code): always shown.
+    query.write_text(json.dumps({"where": {"type": "not", "of": {
+        "type": "condition", "system": "icd-10", "code": RARE}}}))
     result = run(str(query), "--hub", url, "--token", token)
     assert result.exit_code == 0, result.output
     for site in ("site-a", "site-b", "site-c"):
         assert site in result.output
     assert "all sites" in result.output
     assert "3 answering (min 2)" in result.output
+    # Perturbed counts read as such, with their bound and why.
+    assert result.output.count("(±5)") == 3
+    assert "≈" in result.output
+    assert "(±15)" in result.output
+    assert "cell-key method" in result.output
 
     as_json = run(str(query), "--hub", url, "--token", token, "--json",
                   "--granularity", "stratified", "--by", "sex")
@@ -50,6 +58,17 @@ def test_spe_query_prints_every_node_and_the_total(hub, tmp_path: Path):
     body = json.loads(as_json.output)
     assert body["kind"] == "stratified"
     assert {tuple(c["key"]) for c in body["cells"]} == {("sex",)}
+
+
+def test_spe_query_says_why_a_count_is_suppressed(hub, tmp_path: Path):
+    url, token = hub
+    query = tmp_path / "q.json"
+    query.write_text(json.dumps({"where": {"type": "condition", "system": "icd-10",
+                                           "code": RARE}}))
+    result = run(str(query), "--hub", url, "--token", token)
+    assert result.exit_code == 0, result.output
+    assert "suppressed (< 10)" in result.output
+    assert "widen the question" in result.output
 
 
 def test_spe_query_refuses_a_bad_query_before_sending_it(tmp_path: Path):

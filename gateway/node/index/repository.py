@@ -64,6 +64,24 @@ def study_series(session: Session) -> list[tuple[str, str, str, int]]:
     ).all()]
 
 
+_VERSION = select(
+    select(func.count()).select_from(Patient).scalar_subquery(),
+    select(func.max(Patient.id)).scalar_subquery(),
+    select(func.count(Patient.record_key)).scalar_subquery(),
+    select(func.max(SyncRun.id)).scalar_subquery(),
+    select(func.count()).select_from(Study).scalar_subquery(),
+    select(func.max(Study.id)).scalar_subquery(),
+    select(func.count()).select_from(Series).scalar_subquery(),
+)
+
+
+def index_version(session: Session) -> tuple:
+    """A cheap fingerprint of the index: it changes with every sync and with rows added or
+    removed (or record keys filled) otherwise, so what is computed from the whole index
+    (record keys, stratum domains) can be kept until it does."""
+    return tuple(session.connection().execute(_VERSION).one())
+
+
 def add_sync_run(session: Session, run: SyncRun) -> SyncRun:
     session.add(run)
     session.flush()

@@ -37,6 +37,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
@@ -44,6 +45,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from gateway.node.index.dates import ymd
 from gateway.node.index.models import Condition, Observation, Patient, Series, Study
+from gateway.node.index.repository import index_version
 from spe.wire.query import (
     AGE_BANDS,
     CODE_SYSTEMS,
@@ -464,6 +466,50 @@ def stratum_values(session: Session, stratum: Stratum, *, node_id: str) -> list[
     return [node_id]
 
 
+@dataclass(frozen=True)
+class StratumDomain:
+    """The values of a stratum that are cells at this node, whatever the query: those that
+    at least `min_count` of the node's patients have (`values`); the others (`structural`,
+    such as sex "other" where hardly anyone has it) are no cell of any answer, said once in
+    its notes rather than shown as a suppressed cell in every answer."""
+
+    stratum: str
+    values: list[str]
+    structural: list[str]
+
+
+# Node-wide counts per stratum value, by database, stratum, day and index version: a scan
+# of the whole index (tens of milliseconds at 10,000 patients) that changes only with it.
+_DOMAIN_COUNTS: OrderedDict[tuple, dict[str, int]] = OrderedDict()
+_DOMAINS_KEPT = 64
+_domains_lock = threading.Lock()
+
+
+def _domain_counts(session: Session, stratum: Stratum, node_id: str,
+                   today: date) -> dict[str, int]:
+    key = (str(session.get_bind().url), node_id, stratum, today, index_version(session))
+    with _domains_lock:
+        counts = _DOMAIN_COUNTS.get(key)
+    if counts is None:
+        everyone = _stratified(session, true(), [stratum], node_id=node_id, today=today)
+        counts = {k[0][1]: len(ids) for k, ids in everyone.items()}
+        with _domains_lock:
+            _DOMAIN_COUNTS[key] = counts
+            if len(_DOMAIN_COUNTS) > _DOMAINS_KEPT:
+                _DOMAIN_COUNTS.popitem(last=False)
+    return counts
+
+
+def stratum_domain(session: Session, stratum: Stratum, *, node_id: str, today: date,
+                   min_count: int) -> StratumDomain:
+    """The stratum's domain from node-wide counts (every patient, not the query's)."""
+    counts = _domain_counts(session, stratum, node_id, today)
+    candidates = list(dict.fromkeys([*stratum_values(session, stratum, node_id=node_id),
+                                     *sorted(counts)]))
+    values = [v for v in candidates if counts.get(v, 0) >= min_count]
+    return StratumDomain(stratum, values, [v for v in candidates if v not in values])
+
+
 def evaluate(session: Session, query: Query, *, node_id: str,
              today: date | None = None) -> Evaluation:
     """The patients matching `query.where` and, for a stratified `query.answer`, the
@@ -505,4 +551,5 @@ def _ordered_statement(where: Criterion, today: date) -> Select:
     return stmt
 
 
-__all__ = ["UNKNOWN", "Evaluation", "evaluate", "matching_patients", "stratum_values"]
+__all__ = ["UNKNOWN", "Evaluation", "StratumDomain", "evaluate", "matching_patients",
+           "stratum_domain", "stratum_values"]

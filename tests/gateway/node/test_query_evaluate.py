@@ -29,6 +29,7 @@ from gateway.node.descriptors import age_at
 from gateway.node.index.models import Condition, Observation, Patient, Series, Study
 from gateway.node.index.repository import refresh_ages
 from gateway.node.query import Evaluation, evaluate, matching_patients
+from gateway.node.query.evaluate import stratum_domain
 from gateway.node.service import run_sync
 from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.db.migrate import upgrade
@@ -414,6 +415,27 @@ def test_stratified_by_each_stratum(node):
     assert sum(len(v) for v in modality.values()) == 8
     assert q.cells(everyone, ["site"]) == {(("site", SITE),): EVERYONE}
     assert q.cells(cond("icd-10", "X9"), ["sex"]) == {}  # empty cells are absent
+
+
+def test_a_strata_domain_is_the_values_enough_of_the_nodes_patients_have(node):
+    """Node-wide counts decide the cells of every answer, whatever the query: sex female
+    and male (2 each) are strata at a threshold of 2, other and unknown (1 each) are
+    structural; at 3 every value is."""
+    sessions, _, _ = node
+    with session_scope(sessions) as session:
+        sex = stratum_domain(session, "sex", node_id=SITE, today=TODAY, min_count=2)
+        assert (sex.values, sex.structural) == (["female", "male"], ["other", "unknown"])
+        none = stratum_domain(session, "sex", node_id=SITE, today=TODAY, min_count=3)
+        assert (none.values, none.structural) == ([], ["female", "male", "other", "unknown"])
+        modality = stratum_domain(session, "modality", node_id=SITE, today=TODAY, min_count=2)
+        assert (modality.values, modality.structural) == (["CT", "MR"], ["DX", "US"])
+        site = stratum_domain(session, "site", node_id=SITE, today=TODAY, min_count=6)
+        assert (site.values, site.structural) == ([SITE], [])
+        # Rows added outside a sync change the counts at once.
+        session.add(Patient(id=999, patient_key="late", sex="other"))
+        session.flush()
+        later = stratum_domain(session, "sex", node_id=SITE, today=TODAY, min_count=2)
+        assert later.values == ["female", "male", "other"]
 
 
 def test_stratified_by_two(node):

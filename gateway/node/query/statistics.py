@@ -1,0 +1,527 @@
+"""A node answering a federated statistic (mean, quantiles, histogram, table, correlation,
+linear and logistic regression, survival): the cohort by the same language as the counts
+(`evaluate`), each patient's values (`variables`), the summary the hub pools
+(`spe.stats.summaries`), the per-statistic disclosure rules of policy
+(`policies/disclosure` statistics_decision, `spe.stats.disclosure`) and the perturbation of
+the statistics tier, the audit entry and the daily budget (`policies/query`).
+
+What leaves is a summary (sums, counts, cross-products), never rows. In the statistics tier:
+- every count shown (a node's n, a histogram's bin, a table's cell) goes the counts' way:
+  under the counts' `min_count` it is suppressed with its reason, else shown as n plus its
+  cell-key noise (`perturb.noise_for`: the same patients, the same value);
+- continuous summaries (means, centred sums of squares, cross-products, a logistic model's
+  score and information) are perturbed by `relative_noise` of policy, with uniforms from the
+  cohort's record keys and the statistic's name (`perturb.uniforms_for`): the same question
+  on the same patients gets the same numbers, however often it is asked;
+- quantiles are searched on values each moved by a fraction of the node's spread (the same
+  for the same patient and question), so no quantile is a patient's own value;
+- survival tables stop where fewer than `min_at_risk` patients remain at risk at the node.
+The permit tier is exact.
+
+Rounds: quantiles and logistic regression take several fan-outs. The first (no `Step`)
+checks the rules and says n; each later round answers the hub's step (counts at points,
+sums at coefficients). Only the first round counts against the daily budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.node.index.repository import index_version
+from gateway.node.permits.facts import permit_facts
+from gateway.node.query import repository
+from gateway.node.query.evaluate import evaluate, matching_patients
+from gateway.node.query.perturb import CountPerturbation, load_record_keys, uniforms_for
+from gateway.node.query.service import EXACT_TIERS, _Disclosure, criteria_digest
+from gateway.node.query.variables import in_units, levels_of, survival_times, values
+from spe.audit import AuditLog
+from spe.errors import Forbidden, SPEError
+from spe.policy import PolicyService
+from spe.policy.disclosure import NoCountRule, StatisticsRule, count_rule, statistics_rule
+from spe.policy.gate import audit_refusal, decide_or_refuse
+from spe.stats import disclosure as rules
+from spe.stats import summaries
+from spe.wire.context import HubContext
+from spe.wire.query import (
+    BINARY,
+    Cell,
+    NodeAnswer,
+    Query,
+    SexVariable,
+    Step,
+    Variable,
+    variable_name,
+)
+
+
+class StatisticRefused(Forbidden):
+    """The node's policy refused to answer (budget, tier, role, no rule)."""
+
+    error = "refused_by_policy"
+
+
+class _NotShown(Exception):
+    """A disclosure rule keeps the statistic at this node: the reason, for the researcher."""
+
+
+# ---------------------------------------------------------------------------- noise
+
+
+@dataclass
+class Noise:
+    """How this node shows what it computed, in this tier, for this question.
+
+    `counts` shows a count as the counts' answers do (`service._Disclosure`: the same set
+    asked by the same criteria gets the same value as a count query's); `keys` (the record
+    keys, indexed by patient id) are None in an exact tier; `relative` is policy's
+    relative_noise for continuous summaries (0: exact)."""
+
+    counts: _Disclosure
+    keys: np.ndarray | None
+    relative: float
+    salt: str  # names the statistic: the same cohort and salt, the same noise
+    cache_key: str = ""  # the question and tier: a later round reuses the first's values
+
+    @property
+    def perturbs(self) -> bool:
+        return self.keys is not None and (self.counts.perturbation is not None
+                                          or self.relative > 0)
+
+    def count(self, ids: np.ndarray, key: dict | None = None) -> dict:
+        """A count shown the counts' way, as a Cell's dict: suppressed under the threshold
+        (or pushed under it by its noise), else perturbed by the cell-key method in the
+        statistics tier."""
+        return self.counts.cell(json.dumps(key or {}), key or {}, ids).model_dump()
+
+    def shown_n(self, ids: np.ndarray) -> int:
+        """n as the summaries carry it: perturbed like a count in the statistics tier."""
+        cell = self.count(ids)
+        if cell["value"] is None:  # never the exact n instead
+            raise _NotShown(f"the patients with these values: {cell['reason']}")
+        return int(cell["value"])
+
+    def signs(self, ids: np.ndarray, what: str, k: int) -> np.ndarray:
+        """k numbers in [-relative, relative), the same for the same set and `what`."""
+        if self.keys is None or self.relative <= 0 or k == 0:
+            return np.zeros(k)
+        u = uniforms_for(ids, self.keys, f"{self.salt}:{what}", k)
+        return (2.0 * u - 1.0) * self.relative
+
+
+def _symmetric(e: np.ndarray, p: int) -> np.ndarray:
+    """A symmetric p x p matrix from p (p + 1) / 2 numbers."""
+    out = np.zeros((p, p))
+    out[np.triu_indices(p)] = e
+    return out + np.triu(out, 1).T
+
+
+def _perturb_moments(m: dict, ids: np.ndarray, noise: Noise) -> dict:
+    if not noise.perturbs or m["n"] < 2:
+        return m
+    n, n2 = m["n"], noise.shown_n(ids)
+    mean = m["sum"] / n
+    sd = math.sqrt(m["m2"] / (n - 1))
+    e = noise.signs(ids, "moments", 2)
+    mean2 = mean + e[0] * sd
+    m2 = m["m2"] * (n2 - 1) / (n - 1) * (1.0 + e[1])
+    return {"n": n2, "sum": n2 * mean2, "sumsq": m2 + n2 * mean2 * mean2, "m2": m2}
+
+
+def _perturb_cross(cp: dict, ids: np.ndarray, noise: Noise) -> dict:
+    if not noise.perturbs or cp["n"] < 2:
+        return cp
+    n, n2 = cp["n"], noise.shown_n(ids)
+    mean = np.asarray(cp["mean"])
+    cxx = np.asarray(cp["cxx"])
+    p = len(mean)
+    sd = np.sqrt(np.maximum(np.diag(cxx), 0.0) / (n - 1))
+    e = noise.signs(ids, "cross", p + p * (p + 1) // 2)
+    mean2 = mean + e[:p] * sd  # a constant column (the intercept) stays as it is
+    cxx2 = cxx * (n2 - 1) / (n - 1) * (1.0 + _symmetric(e[p:], p))
+    return {"n": n2, "sum": (n2 * mean2).tolist(),
+            "xtx": (cxx2 + n2 * np.outer(mean2, mean2)).tolist(),
+            "mean": mean2.tolist(), "cxx": cxx2.tolist()}
+
+
+def _perturb_terms(t: dict, ids: np.ndarray, noise: Noise) -> dict:
+    if not noise.perturbs:
+        return t
+    g = np.asarray(t["gradient"])
+    h = np.asarray(t["hessian"])
+    p = len(g)
+    # The same numbers every round (not per round: the Newton steps would never settle).
+    # The score moves by a fraction of its own standard deviation (the information's
+    # diagonal): the fit moves by about that fraction of its standard errors.
+    e = noise.signs(ids, "logistic", p + p * (p + 1) // 2 + 1)
+    return {"n": noise.shown_n(ids),
+            "gradient": (g + e[:p] * np.sqrt(np.maximum(np.diag(h), 0.0))).tolist(),
+            "hessian": (h * (1.0 + _symmetric(e[p:-1], p))).tolist(),
+            "deviance": t["deviance"] * (1.0 + e[-1])}
+
+
+def _jittered(x: np.ndarray, ids: np.ndarray, noise: Noise) -> np.ndarray:
+    """Each value moved by up to `relative` of the node's SD, by its own patient's key."""
+    if not noise.perturbs or len(x) < 2:
+        return x
+    sd = float(np.std(x, ddof=1))
+    e = np.array([noise.signs(ids[i:i + 1], "jitter", 1)[0] for i in range(len(ids))])
+    return x + e * sd
+
+
+# ---------------------------------------------------------------------------- rounds' cache
+# A statistic in rounds asks the node again within seconds about the same cohort and
+# variables: their values are kept here (in the node's memory only, never sent) for
+# `_KEPT_SECONDS`, so a round costs the summary alone, not the SQL again.
+
+_PREPARED: OrderedDict[str, tuple[float, object]] = OrderedDict()
+_KEPT = 16
+_KEPT_SECONDS = 120.0
+_prepared_lock = threading.Lock()
+
+
+def _remember(key: str, make: Callable[[], object]) -> object:
+    now = time.monotonic()
+    with _prepared_lock:
+        hit = _PREPARED.get(key)
+        if hit is not None and now - hit[0] <= _KEPT_SECONDS:
+            _PREPARED.move_to_end(key)
+            return hit[1]
+    value = make()  # raises _NotShown as before: nothing kept
+    with _prepared_lock:
+        _PREPARED[key] = (now, value)
+        while len(_PREPARED) > _KEPT:
+            _PREPARED.popitem(last=False)
+    return value
+
+
+# ---------------------------------------------------------------------------- per kind
+
+
+@dataclass
+class _Out:
+    n: dict  # the count cell of the patients the statistic is about
+    statistic: dict | None
+    notes: list[str] = field(default_factory=list)
+    exact_n: int = 0  # for the audit only
+
+
+def _refuse_if(reason: str | None) -> None:
+    if reason:
+        raise _NotShown(reason)
+
+
+def _complete(session: Session, vs: list[Variable], ids: np.ndarray, cohort, today: date
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The cohort's patients with a value of every variable, and their values (n x k)."""
+    cols = [values(session, v, ids, cohort, today=today) for v in vs]
+    x = np.column_stack(cols) if cols else np.zeros((len(ids), 0))
+    keep = ~np.isnan(x).any(axis=1)
+    return ids[keep], x[keep]
+
+
+def _levels_ok(v: Variable, x: np.ndarray, rule: StatisticsRule) -> None:
+    """A yes/no variable needs min_level patients in each of its two values here."""
+    if isinstance(v, BINARY):
+        ones = int(np.count_nonzero(x == 1))
+        least = min(ones, len(x) - ones)
+        if least < rule.min_level:
+            which = ("female or male" if isinstance(v, SexVariable) else "with or without it")
+            raise _NotShown(f"{variable_name(v)}: fewer than {rule.min_level} patients "
+                            f"{which} at this site; a statistic would describe them alone: "
+                            "widen the cohort or leave the variable out")
+
+
+def _min_n(n: int, rule: StatisticsRule, what: str) -> None:
+    if n < max(rule.min_n, 1):
+        raise _NotShown(f"fewer than {max(rule.min_n, 1)} patients of the cohort at this "
+                        f"site have {what}; widen the cohort or choose a variable recorded "
+                        "for more patients")
+
+
+def _mean(session, query, ids, cohort, today, rule, noise, step) -> _Out:
+    v = query.answer.variable
+    kept, x = _complete(session, [v], ids, cohort, today)
+    _min_n(len(kept), rule, f"a value of {variable_name(v)}")
+    m = summaries.moments(x[:, 0])
+    return _Out(noise.count(kept), _perturb_moments(m, kept, noise), exact_n=len(kept))
+
+
+def _quantiles(session, query, ids, cohort, today, rule, noise, step) -> _Out:
+    v = query.answer.variable
+
+    def prepare() -> tuple[np.ndarray, np.ndarray]:
+        kept, x = _complete(session, [v], ids, cohort, today)
+        n = len(kept)
+        _min_n(n, rule, f"a value of {variable_name(v)}")
+        extreme = [p for p in query.answer.quantile_probabilities()
+                   if n * min(p, 1 - p) < rule.min_tail]
+        if extreme:
+            raise _NotShown(
+                f"the quantile(s) {', '.join(f'{p:g}' for p in extreme)} lie among the "
+                f"{rule.min_tail} most extreme values at this site (one patient's value): "
+                "ask for probabilities nearer 0.5, or widen the cohort")
+        return kept, np.sort(_jittered(x[:, 0], kept, noise))
+
+    kept, values_ = _remember(noise.cache_key, prepare) if step is not None else prepare()
+    n = len(kept)
+    out = _Out(noise.count(kept), {"n": n}, exact_n=n)
+    if step is not None:
+        if not step.points:
+            raise _NotShown("a quantile round needs its points")
+        out.statistic["counts"] = summaries.counts_at_or_below(values_, step.points)
+    elif noise.cache_key:
+        _remember(noise.cache_key, lambda: (kept, values_))
+    return out
+
+
+def _bins_of(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Each value's bin as numpy.histogram puts it ([e0, e1), ..., [e_k-1, e_k]); -1 out."""
+    k = len(edges) - 1
+    idx = np.searchsorted(edges, x, side="right") - 1
+    idx[x == edges[-1]] = k - 1
+    idx[(x < edges[0]) | (x > edges[-1])] = -1
+    return idx
+
+
+def _histogram(session, query, ids, cohort, today, rule, noise, step) -> _Out:
+    v = query.answer.variable
+    kept, x = _complete(session, [v], ids, cohort, today)
+    _min_n(len(kept), rule, f"a value of {variable_name(v)}")
+    edges = np.asarray(query.answer.histogram_edges(), dtype=float)
+    idx = _bins_of(x[:, 0], edges)
+    counts = summaries.histogram(x[:, 0], edges)
+    cells = [noise.count(kept[idx == j], {"bin": str(j)}) for j in range(len(edges) - 1)]
+    assert [int(np.count_nonzero(idx == j)) for j in range(len(counts))] == counts
+    outside = noise.count(kept[idx < 0])
+    return _Out(noise.count(kept), {"edges": edges.tolist(), "counts": cells,
+                                    "outside": outside}, exact_n=len(kept))
+
+
+def _table(session, query, ids, cohort, today, rule, noise, step) -> _Out:
+    rv, cv = query.answer.variables
+    kept, x = _complete(session, [rv, cv], ids, cohort, today)
+    _min_n(len(kept), rule, f"values of {variable_name(rv)} and {variable_name(cv)}")
+    row_levels, rows = levels_of(rv, x[:, 0])
+    col_levels, cols = levels_of(cv, x[:, 1])
+    for v, lv in ((rv, row_levels), (cv, col_levels)):
+        why = rules.levels(len(lv), len(kept), max_levels=rule.max_levels, max_density=1.0)
+        _refuse_if(why and f"{variable_name(v)}: {why}")
+    counts = summaries.contingency(rows, cols, row_levels, col_levels)
+    r_arr, c_arr = np.asarray(rows, dtype=object), np.asarray(cols, dtype=object)
+    cells = []
+    for i, a in enumerate(row_levels):
+        for j, b in enumerate(col_levels):
+            members = kept[(r_arr == a) & (c_arr == b)]
+            assert len(members) == counts[i][j]
+            cells.append(noise.count(members, {"row": a, "col": b}))
+    return _Out(noise.count(kept), {"row_levels": row_levels, "col_levels": col_levels,
+                                    "cells": cells}, exact_n=len(kept))
+
+
+def _correlation(session, query, ids, cohort, today, rule, noise, step) -> _Out:
+    vs = query.answer.variables
+    kept, x = _complete(session, vs, ids, cohort, today)
+    _min_n(len(kept), rule, "a value of every variable")
+    for j, v in enumerate(vs):
+        _levels_ok(v, x[:, j], rule)
+    cp = summaries.cross_products(x)
+    return _Out(noise.count(kept), _perturb_cross(cp, kept, noise), exact_n=len(kept))
+
+
+def _design(session, query, ids, cohort, today, rule) -> tuple[np.ndarray, np.ndarray,
+                                                                np.ndarray]:
+    a = query.answer
+    kept, x = _complete(session, [*a.predictors, a.outcome], ids, cohort, today)
+    _min_n(len(kept), rule, "a value of the outcome and every predictor")
+    for j, v in enumerate([*a.predictors, a.outcome]):
+        _levels_ok(v, x[:, j], rule)
+    p = len(a.predictors) + 1
+    _refuse_if(rules.saturation(len(kept), p, min_per_parameter=rule.min_n_per_parameter))
+    if len(kept) - p < rule.min_n:
+        raise _NotShown(f"{p} parameters leave fewer than {rule.min_n} residual degrees of "
+                        "freedom at this site (a saturated model): drop predictors or "
+                        "widen the cohort")
+    design = np.column_stack([np.ones(len(kept)), x[:, :-1]])
+    return kept, design, x[:, -1]
+
+
+def _linear(session, query, ids, cohort, today, rule, noise, step) -> _Out:
+    kept, design, y = _design(session, query, ids, cohort, today, rule)
+    cp = summaries.cross_products(np.column_stack([design, y]))
+    return _Out(noise.count(kept), _perturb_cross(cp, kept, noise), exact_n=len(kept))
+
+
+def _logistic(session, query, ids, cohort, today, rule, noise, step) -> _Out:
+    def prepare() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        kept, design, y = _design(session, query, ids, cohort, today, rule)
+        _refuse_if(rules.binary_outcome(y, min_per_class=rule.min_level))
+        return kept, design, y
+
+    kept, design, y = _remember(noise.cache_key, prepare)
+    out = _Out(noise.count(kept), {"n": noise.shown_n(kept)}, exact_n=len(kept))
+    if step is not None:
+        if step.beta is None or len(step.beta) != design.shape[1]:
+            raise _NotShown(f"a logistic round needs {design.shape[1]} coefficients")
+        terms = summaries.logistic_terms(design, y, step.beta)
+        out.statistic = _perturb_terms(terms, kept, noise)
+    return out
+
+
+def _survival(session, query, ids, cohort, today, rule, noise, step) -> _Out:
+    a = query.answer
+    if a.unit not in rule.units:
+        raise _NotShown(f"survival times in {a.unit}s are not given in this tier (they "
+                        f"would date single events): ask in {' or '.join(rule.units)}s")
+    times = survival_times(session, a.start, a.end, cohort)
+    n = len(times.ids)
+    _min_n(n, rule, "the start event")
+    t = in_units(times.days.astype(float), a.unit)
+    table = summaries.km_table(t, times.event.astype(float))
+    notes = []
+    if times.ended_before:
+        notes.append("patients whose end event came before their start event are left out")
+    # Steps where fewer than min_at_risk remain at risk here are not sent: the rest are
+    # censored at the first such time, and the hub stops the curve there.
+    ts = np.asarray(table["times"])
+    ev = np.asarray(table["events"], dtype=np.int64)
+    ce = np.asarray(table["censored"], dtype=np.int64)
+    at_risk = n - np.concatenate([[0], np.cumsum(ev + ce)[:-1]])
+    low = np.flatnonzero(at_risk < rule.min_at_risk)
+    cut = None
+    if len(low):
+        i = int(low[0])
+        cut = float(ts[i])
+        rest = int(ev[i:].sum() + ce[i:].sum())
+        table = {"times": [*ts[:i].tolist(), cut], "events": [*ev[:i].tolist(), 0],
+                 "censored": [*ce[:i].tolist(), rest]}
+    return _Out(noise.count(times.ids), {**table, "cut": cut}, notes, exact_n=n)
+
+
+KINDS = {"mean": _mean, "quantiles": _quantiles, "histogram": _histogram, "table": _table,
+         "correlation": _correlation, "linear": _linear, "logistic": _logistic,
+         "survival": _survival}
+
+
+# ---------------------------------------------------------------------------- the answer
+
+
+def _salt(query: Query) -> str:
+    """The statistic's name for its noise: the answer asked for (not the cohort, which the
+    record keys stand for)."""
+    body = json.dumps(query.answer.model_dump(mode="json", exclude_none=True),
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def answer(
+    session: Session,
+    query: Query,
+    ctx: HubContext,
+    *,
+    node_id: str,
+    policy: PolicyService,
+    audit: AuditLog,
+    sessions: sessionmaker[Session],
+    secret: bytes | None,
+    step: Step | None = None,
+    today: date | None = None,
+    query_hash: str | None = None,
+    subject: str | None = None,
+) -> NodeAnswer:
+    """The node's answer to statistic `query` (round `step`, None for the first).
+    `secret`: the record keys' secret (`perturb.NodeSecret.get()`), needed when the tier
+    perturbs. `subject`: what the hub's context named (the round's digest)."""
+    now = datetime.now(UTC)
+    today = today or date.today()
+    query_hash = query_hash or query.digest()
+    subject = subject or query_hash
+    kind = query.answer.kind
+    details = {"tier": ctx.tier, "kind": kind, "round": step.round if step else 0}
+    used = repository.answered_since(session, ctx.sub, now.replace(
+        hour=0, minute=0, second=0, microsecond=0))
+    # A later round belongs to a statistic its first round counted already.
+    decision = decide_or_refuse(policy, "query/node_decision", {
+        "tier": ctx.tier, "roles": ctx.roles, "kind": kind,
+        "used_today": max(used - 1, 0) if step is not None else used,
+        "permit": permit_facts(session, ctx, now.date())},
+        audit=audit, sessions=sessions, session=None, actor=ctx.sub, action="query",
+        object=subject, details=details, refuse=lambda d: StatisticRefused(d.reason))
+
+    def refuse(reason: str) -> SPEError:
+        return audit_refusal(audit, sessions, StatisticRefused(reason), actor=ctx.sub,
+                             action="query", object=subject, details=details)
+
+    try:
+        counts = count_rule(policy, ctx.tier, "query_count")
+        rule = statistics_rule(policy, ctx.tier, kind)
+        perturbation = (None if counts.perturbation is None else
+                        CountPerturbation.from_policy(counts.perturbation.as_params(),
+                                                      counts.min_count))
+    except (NoCountRule, ValueError) as exc:
+        raise refuse(str(exc)) from None
+    if ctx.tier not in EXACT_TIERS and (perturbation is None or rule.relative_noise <= 0):
+        # Fail closed, as the counts: exact statistics would single out small groups.
+        raise refuse(f"denied: the disclosure policy gives no perturbation for statistics "
+                     f"in tier {ctx.tier}")
+    keys = None
+    if ctx.tier not in EXACT_TIERS:
+        if secret is None:
+            raise refuse("denied: this node has no record-key secret to perturb with")
+        keys = load_record_keys(session, secret)
+    noise = Noise(_Disclosure(counts.min_count, counts.rounding, perturbation, keys,
+                              criteria_digest(query)),
+                  keys, rule.relative_noise, _salt(query),
+                  # The node and its database too: nodes may share a process (tests).
+                  # The index's version: a sync between rounds is not mixed with them.
+                  cache_key=(f"{node_id}:{session.get_bind().url}:{index_version(session)}:"
+                             f"{ctx.tier}:{ctx.permit}:{today}:{query_hash}"))
+
+    ids = evaluate(session, Query(where=query.where), node_id=node_id, today=today).ids
+    cohort = matching_patients(query.where, today=today)
+    out = NodeAnswer(node_id=node_id, tier=ctx.tier, kind=kind, threshold=counts.min_count,
+                     rounding=counts.rounding)
+    try:
+        result = KINDS[kind](session, query, ids, cohort, today, rule, noise, step)
+        if result.n["suppressed"]:
+            # Too few (with its noise) to show how many: then nothing about them either.
+            raise _NotShown(f"the patients with these values: {result.n['reason']}")
+    except _NotShown as exc:
+        out.notes = [str(exc)]
+        out.total = Cell(value=None, suppressed=True)
+        exact_n = None
+    else:
+        out.statistic = result.statistic
+        if out.statistic is not None:
+            out.statistic["perturbed"] = noise.perturbs
+        out.notes = result.notes
+        out.total = Cell.model_validate(result.n)
+        if noise.perturbs:
+            out.notes.append(f"perturbed: counts by the cell-key method, continuous "
+                             f"summaries by up to {rule.relative_noise:.0%} (the same "
+                             "for the same question)")
+        exact_n = result.exact_n
+
+    if step is None:  # the statistic counts once against the daily budget
+        repository.record(session, [{"user_id": ctx.sub, "at": now, "query_hash": query_hash,
+                                     "cell": "", "size": len(ids), "shown": False,
+                                     "bitmap": b""}])
+    audit.record(session, actor=ctx.sub, action="query", object=subject, decision="allow",
+                 reason=decision.reason,
+                 details={**details, "permit": ctx.permit, "query": query_hash,
+                          "n": exact_n, "shown_n": out.total.value,
+                          "not_shown": None if out.statistic is not None else out.notes})
+    return out
+
+
+__all__ = ["KINDS", "Noise", "StatisticRefused", "answer"]
