@@ -27,7 +27,7 @@ every run works on fresh copies, so query history never carries over.
 Researchers call the hub over plain HTTP on loopback (TLS to the hub is a deployment's
 reverse proxy); hub -> node and the direct baseline are mutual TLS. Users are rotated
 (a new researcher every 100 queries) so that no one meets the nodes' daily budget of 200
-queries (policies/query); repeating one query is never suppressed as differencing.
+queries (policies/query); repeating one query gives the same (perturbed) answer.
 Servers log at warning level (no access log). Timings are printed, never asserted.
 
     python benchmarks/federated_query.py [--patients 10000] [--rounds 100] [--clients 50]

@@ -7,12 +7,14 @@ where the data is (policies/query `node_decision`, policies/disclosure).
 
 In the statistics tier every shown count is perturbed by the cell-key method
 (`perturb.py`): the count of a set of patients plus a noise looked up from their record
-keys, so the same set always gives the same value and a differencing pair of questions
-reveals nothing exact. There is therefore no differencing refusal (a refusal that depends
-on the data is itself a disclosure); counts under the threshold are suppressed, totals are
-perturbed in their own right and never withheld, and the strata are the values the node's
-whole population has at least the threshold of (query-independent). The daily budget
-bounds how many distinct sets a researcher can average over. The permit tier is exact.
+keys (part of it keyed by the question's criteria and the cell too), so the same question
+always gives the same value and a differencing pair of questions reveals nothing exact.
+There is therefore no differencing refusal (a refusal that depends on the data is itself a
+disclosure). A count is suppressed when under the threshold or, near it, when its noise
+takes it under the threshold plus the noise's bound; totals are perturbed in their own
+right and never withheld; the strata are the values the node's whole population has at
+least the threshold of (query-independent). The daily budget bounds how many distinct
+sets a researcher can average over. The permit tier is exact.
 """
 
 from __future__ import annotations
@@ -103,7 +105,10 @@ class _Disclosure:
         if p is None or self.record_keys is None:
             count: int | None = len(ids) if len(ids) >= self.threshold else None
         else:
-            count = p.count(ids, self.record_keys, self.question)
+            # The cell's name too: a cell whose set equals the total's (every matching
+            # patient is a woman) must not show the total's value exactly, which would say
+            # that the other cells, suppressed, are empty.
+            count = p.count(ids, self.record_keys, f"{self.question}|{name}")
         if count is None:
             why = small(self.threshold, p.shown_from if p is not None else None)
             self.reasons[name or "total"] = why
