@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     node_dicom: str = ""
     # "ndjson:PATH" or "bundle:PATH"; empty for none.
     node_fhir: str = ""
+    # The secret of the node's record keys (the statistics tier's cell-key perturbation,
+    # gateway/node/query/perturb.py); unset: the file <data_dir>/nodes/<node_id>/
+    # cellkey.secret, made on first use. Changing it changes every perturbed answer.
+    node_cellkey_secret: SecretStr | None = None
     # Job workers each node runs in its own process (threads; 0: jobs queue for others).
     node_workers: int = Field(default=1, ge=0, le=64)
     # Processes that de-identify one permit's extract (DICOM and FHIR) while it is staged;

@@ -16,6 +16,7 @@ from gateway.node.jobs.endpoints import router as jobs_router
 from gateway.node.jobs.runtime import work_dir_of
 from gateway.node.permit_endpoints import router as permits_router
 from gateway.node.query.endpoints import router as query_router
+from gateway.node.query.perturb import NodeSecret
 from gateway.node.trust.door import operator_peer, peers_of
 from gateway.node.trust.endpoints import router as trust_router
 from spe.audit import AuditLog, NodeAuditEntry, NodeAuditHead
@@ -64,6 +65,8 @@ def create_node_app(
     # Whose certificates the node's doors know (gateway/node/trust): the hub's, its own.
     app.state.peers = peers_of(settings.pki_dir, config.node_id)
     app.state.job_work_dir = work_dir_of(settings, config.node_id)
+    # The record keys' secret of the statistics tier's perturbation, read on first use.
+    app.state.cellkey_secret = NodeSecret(settings, config.node_id)
     install_refusals(app)
     app.include_router(health_router)
     app.include_router(node_router)

@@ -21,8 +21,10 @@ def run_sync(
     fhir: str,
     actor: str = "system",
     progress: StageProgress | None = None,
+    cellkey_secret: bytes | None = None,
 ) -> SyncReport:
-    """Migrate the node database, rebuild its index and audit the sync, all or nothing."""
+    """Migrate the node database, rebuild its index and audit the sync, all or nothing.
+    `cellkey_secret` (perturb.node_secret) sets the patients' record keys."""
     try:
         dicom_source = open_dicom_source(dicom)
         fhir_source = open_fhir_source(fhir)
@@ -36,7 +38,7 @@ def run_sync(
         with session_scope(make_sessionmaker(engine)) as session:
             try:
                 report = sync_index(session, dicom=dicom_source, fhir=fhir_source,
-                                    progress=progress)
+                                    progress=progress, cellkey_secret=cellkey_secret)
             except SourceError as exc:
                 raise NodeSyncError(f"a source could not be read: {exc}") from exc
             NODE_AUDIT.record(

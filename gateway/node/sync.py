@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from gateway.node.index import repository
 from gateway.node.index.models import Condition, Observation, Patient, Series, Study, SyncRun
+from gateway.node.query.perturb import record_key
 from gateway.node.sources.base import DicomSource, FhirSource, Skipped, StudyRecord
 
 MAX_SKIPPED_LISTED = 50
@@ -64,7 +65,10 @@ def sync_index(
     dicom: DicomSource | None,
     fhir: FhirSource | None,
     progress: StageProgress | None = None,
+    cellkey_secret: bytes | None = None,
 ) -> SyncReport:
+    """`cellkey_secret`: the node's record-key secret (gateway/node/query/perturb.py); without
+    it the patients' record keys stay NULL until the node's next answer fills them."""
     started = time.perf_counter()
     run = repository.add_sync_run(session, SyncRun(
         started_at=datetime.now(UTC),
@@ -134,7 +138,9 @@ def sync_index(
 
     repository.bulk_insert(session, Patient, (
         {"id": p.id, "patient_key": p.patient_key, "fhir_id": p.fhir_id, "sex": p.sex,
-         "birth_date": p.birth_date} for p in patients.values()
+         "birth_date": p.birth_date,
+         "record_key": None if cellkey_secret is None
+         else record_key(cellkey_secret, p.patient_key)} for p in patients.values()
     ))
     repository.bulk_insert(session, Study, studies)
     repository.refresh_ages(session)

@@ -1,16 +1,24 @@
 # METADATA
 # title: Statistical disclosure control of what leaves a node
 # description: |
-#   The smallest count a node may show, and the rounding of counts it shows, per tier.
-#   Input: {"tier": "public"|"statistics", "output": what is being released (e.g.
+#   The smallest count a node may show, the rounding of counts it shows and their
+#   perturbation, per tier.
+#   Input: {"tier": "public"|"statistics"|"permit", "output": what is being released (e.g.
 #   "catalogue_descriptor", "query_count")}.
-#   Query `data.disclosure.decision`: {"allow", "reason", "min_count", "rounding"}.
-#   Counts below `min_count` are sent as suppressed (never as 0); shown counts are rounded
-#   to a multiple of `rounding` (1: exact). Defaults follow the field: ACRO's safe threshold
-#   of 10; OpenSAFELY-style rounding to 5 for statistics answers. Catalogue descriptors are
-#   public metadata about a whole dataset and are not rounded: their min_count is protected
-#   by complementary suppression and trimmed ranges (gateway/node/descriptor_disclosure.py).
-#   Unknown tiers or outputs are denied.
+#   Query `data.disclosure.decision`: {"allow", "reason", "min_count", "rounding",
+#   "perturbation"}. Counts below `min_count` are sent as suppressed (never as 0); shown
+#   counts are rounded to a multiple of `rounding` (1: exact). ACRO's safe threshold of 10.
+#   `perturbation` null: shown as counted (the permit tier). Else {"method": "cell-key",
+#   "max_noise": D, "variance": V}: every shown count is n + j, j drawn consistently from
+#   the records' keys (gateway/node/query/perturb.py): |j| <= D, mean 0, variance <= V, and
+#   n + j never under min_count. The statistics tier: D = 5 keeps every cell of 100 or more
+#   within 5% of its count (the target of issue 16); V = 4 (sd 2) makes the difference of
+#   two answers that differ by a group of 1 to 3 patients the group's size plus a noise of
+#   sd 2.8 spread over [-10, 10], so a differencing pair says nothing exact, and with the
+#   same set always answered alike repeating a question gains nothing. Catalogue
+#   descriptors are public metadata about a whole dataset and are not rounded: their
+#   min_count is protected by complementary suppression and trimmed ranges
+#   (gateway/node/descriptor_disclosure.py). Unknown tiers or outputs are denied.
 #   Rules are functions of their input so tests call them directly (see policies/authz).
 #
 #   `data.disclosure.output_check` (input {"output": "job_output"}) gives the airlock's rules
@@ -23,7 +31,10 @@ import rego.v1
 
 rules := {
 	"public": {"catalogue_descriptor": {"min_count": 10, "rounding": 1}},
-	"statistics": {"query_count": {"min_count": 10, "rounding": 5}},
+	"statistics": {"query_count": {
+		"min_count": 10, "rounding": 1,
+		"perturbation": {"method": "cell-key", "max_noise": 5, "variance": 4},
+	}},
 	# Members of an active permit see exact counts of the permit's datasets (EHDS Art. 68).
 	"permit": {"query_count": {"min_count": 0, "rounding": 1}},
 }
@@ -33,6 +44,7 @@ decide(req) := {
 	"reason": concat("", ["allowed: ", req.output, " in tier ", req.tier]),
 	"min_count": rules[req.tier][req.output].min_count,
 	"rounding": rules[req.tier][req.output].rounding,
+	"perturbation": object.get(rules[req.tier][req.output], "perturbation", null),
 } if {
 	rules[req.tier][req.output]
 } else := {"allow": false, "reason": concat("", [

@@ -11,11 +11,32 @@ test_catalogue_descriptors_suppress_below_ten_unrounded if {
 	d.rounding == 1
 }
 
-test_statistics_counts_suppress_below_ten_and_round_to_five if {
+test_statistics_counts_suppress_below_ten_and_are_perturbed_by_cell_key if {
 	d := disclosure.decide({"tier": "statistics", "output": "query_count"})
 	d.allow
 	d.min_count == 10
-	d.rounding == 5
+	d.rounding == 1
+	d.perturbation.method == "cell-key"
+	d.perturbation.max_noise == 5
+	d.perturbation.variance == 4
+}
+
+# A cell of 100 or more is shown within 5% of its count: max_noise / 100 <= 0.05.
+test_statistics_noise_keeps_cells_of_100_within_five_percent if {
+	d := disclosure.decide({"tier": "statistics", "output": "query_count"})
+	d.perturbation.max_noise / 100 <= 0.05
+}
+
+# Differencing a group of 1 to 3 is not exact: two independent noises of this variance.
+test_statistics_noise_hides_a_group_of_three if {
+	d := disclosure.decide({"tier": "statistics", "output": "query_count"})
+	d.perturbation.max_noise >= 3
+	d.perturbation.variance >= 2
+}
+
+test_catalogue_descriptors_are_not_perturbed if {
+	d := disclosure.decide({"tier": "public", "output": "catalogue_descriptor"})
+	d.perturbation == null
 }
 
 test_an_output_of_another_tier_is_denied if {
@@ -35,6 +56,7 @@ test_permit_holders_get_exact_counts if {
 	d.allow
 	d.min_count == 0
 	d.rounding == 1
+	d.perturbation == null
 }
 
 test_job_outputs_follow_acro_defaults if {

@@ -10,10 +10,10 @@
 #   that site's). The permit tier arrives with data permits.
 #   `data.query.node_decision`, input {"tier", "roles", "kind", "used_today", "permit":
 #   null | {"id", "known", "usable", "member", "covers_node"}}:
-#   {"allow", "reason", "daily_budget", "tracker_window_hours", "tracker_history"}. A node
-#   answers the statistics tier within a per-user daily budget of queries, and checks each
-#   answer against the user's answers of the last `tracker_window_hours` (at most
-#   `tracker_history` of them) for differencing.
+#   {"allow", "reason", "daily_budget"}. A node answers the statistics tier within a
+#   per-user daily budget of queries (counted from midnight UTC). Its answers are
+#   perturbed consistently (policies/disclosure), so differencing needs no refusal there:
+#   the budget bounds how many distinct sets one researcher can average over.
 #   Rules are functions of their input so tests call them directly (see policies/authz).
 package query
 
@@ -22,8 +22,6 @@ import rego.v1
 min_sites := 2
 
 budgets := {"statistics": 200, "permit": 1000}
-
-tracker := {"tracker_window_hours": 24, "tracker_history": 200}
 
 kinds := {"boolean", "count", "stratified"}
 
@@ -54,15 +52,17 @@ node_decide(req) := {"allow": false, "reason": concat("", [
 ])} if {
 	req.tier == "permit"
 	permit_problem(req.permit)
-} else := object.union(tracker, {
+} else := {
 	"allow": true, "reason": "allowed: within the daily budget",
 	"daily_budget": budgets[req.tier],
-}) if {
+} if {
 	"researcher" in req.roles
 	req.kind in kinds
 	req.used_today < budgets[req.tier]
 } else := {"allow": false, "reason": concat("", [
-	"denied: daily query budget of ", format_int(budgets[req.tier], 10), " used up",
+	"denied: your daily budget of ", format_int(budgets[req.tier], 10),
+	" questions at this node is used up; it resets at midnight UTC",
+	" (the budget bounds how many different questions one researcher can average over)",
 ])} if {
 	"researcher" in req.roles
 	req.used_today >= budgets[req.tier]

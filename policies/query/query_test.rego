@@ -54,13 +54,13 @@ test_node_answers_within_the_budget if {
 	d := query.node_decide({"tier": "statistics", "roles": ["researcher"], "kind": "count", "used_today": 199})
 	d.allow
 	d.daily_budget == 200
-	d.tracker_window_hours == 24
 }
 
 test_node_refuses_past_the_budget if {
 	d := query.node_decide({"tier": "statistics", "roles": ["researcher"], "kind": "count", "used_today": 200})
 	not d.allow
 	contains(d.reason, "budget of 200")
+	contains(d.reason, "resets at midnight UTC")
 }
 
 test_node_refuses_unknown_tiers_and_roles if {

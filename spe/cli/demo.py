@@ -73,6 +73,7 @@ def _synthesise(synth_dir: Path, institutions: int, patients: int, seed: int) ->
 
 def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, port: int,
              orthanc: bool) -> None:
+    from gateway.node.query.perturb import node_secret
     from gateway.node.service import NodeSyncError, run_sync
     from spe.db.migrate import upgrade
     from spe.identity import demo_issuer
@@ -105,7 +106,8 @@ def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, por
             try:
                 with stage_counter(f"sync {node.node_id}") as tick:
                     report = run_sync(node.database_url, dicom=node.dicom, fhir=node.fhir,
-                                      actor="demo", progress=tick)
+                                      actor="demo", progress=tick,
+                                      cellkey_secret=node_secret(settings, node.node_id))
             except NodeSyncError as exc:
                 raise DemoError(f"{node.node_id}: {exc}") from exc
             totals["patients"] += report.patients

@@ -142,11 +142,16 @@ def node_sync(
     url = database_url or settings.database_url
     if not url:
         raise fail("give --database-url or set SPE_DATABASE_URL for the node database")
+    secret = None
+    if settings.node_id or settings.node_cellkey_secret is not None:
+        from gateway.node.query.perturb import node_secret
+
+        secret = node_secret(settings, settings.node_id)
     try:
         with stage_counter("sync") as tick:
             report = run_sync(url, dicom=dicom if dicom is not None else settings.node_dicom,
                               fhir=fhir if fhir is not None else settings.node_fhir,
-                              actor="cli", progress=tick)
+                              actor="cli", progress=tick, cellkey_secret=secret)
     except NodeSyncError as exc:
         raise fail(str(exc)) from None
     if as_json:

@@ -35,10 +35,14 @@ def _validated(data: dict, granularity: str | None, by: list[str]) -> dict:
 
 
 def _count(cell: dict | None, threshold: int | None = None) -> str:
+    """A count as a researcher reads it: "≈123 (±5)" when perturbed, "suppressed (< 10)"."""
     if cell is None:
         return "-"
     if cell.get("suppressed"):
         return f"suppressed (< {threshold})" if threshold else "suppressed"
+    if cell.get("perturbed"):
+        bound = cell.get("max_noise")
+        return f"≈{cell.get('value')}" + (f" (±{bound})" if bound is not None else "")
     return str(cell.get("value"))
 
 
@@ -65,10 +69,14 @@ def print_answer(body: dict) -> None:
     if body.get("cells"):
         cells = Table(title="cells (all sites)")
         keys = sorted({k for c in body["cells"] for k in c["key"]})
-        for k in [*keys, "count"]:
+        for k in [*keys, "count", "why"]:
             cells.add_column(k)
         for c in body["cells"]:
-            cells.add_row(*(c["key"].get(k, "") for k in keys), _count(c))
+            # The reason only where it says more than the totals' notes: suppressed cells
+            # and sums that leave a site out.
+            why = c.get("reason") or "" if c.get("suppressed") or "leaves out" in (
+                c.get("reason") or "") else ""
+            cells.add_row(*(c["key"].get(k, "") for k in keys), _count(c), why)
         console.print(cells)
 
 

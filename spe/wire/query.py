@@ -190,11 +190,20 @@ class Query(_Strict):
 
 class Cell(BaseModel):
     """One count. `suppressed` marks a count under the threshold: `value` is then None,
-    never 0 and never exact. Shown values are rounded to `rounding`."""
+    never 0 and never exact. Shown values are rounded to `rounding`.
+
+    In the statistics tier a shown value is `perturbed` (the cell-key method): the count
+    plus a noise of at most `max_noise` either way and standard deviation at most `sd`, the
+    same for the same set of patients however asked. `reason` says why a value is
+    suppressed or perturbed, in words a researcher can act on."""
 
     key: dict[str, str] = Field(default_factory=dict)  # stratum -> value; {} for the total
     value: int | None
     suppressed: bool = False
+    perturbed: bool = False
+    reason: str | None = None
+    max_noise: int | None = None
+    sd: float | None = None
 
 
 class NodeAnswer(BaseModel):

@@ -74,9 +74,16 @@ def test_every_node_answers_with_status_and_time(federation):
         assert n["status"] == "answered"
         assert n["ms"] > 0
         total = n["answer"]["total"]
-        assert total["value"] % 5 == 0
         assert total["value"] >= 10
+        # Perturbed by the cell-key method, saying by how much and that it is stable.
+        assert total["perturbed"] is True
+        assert (total["max_noise"], total["sd"]) == (5, 2.0)
+        assert "at most ±5" in total["reason"]
+        assert "always gives this value" in total["reason"]
     assert body["total"]["value"] == sum(n["answer"]["total"]["value"] for n in body["nodes"])
+    assert body["total"]["perturbed"] is True
+    assert body["total"]["max_noise"] == 15
+    assert body["total"]["sd"] == pytest.approx(12 ** 0.5)
     assert body["sites_answering"] == 3
 
 
@@ -84,40 +91,53 @@ def test_a_count_of_three_comes_back_suppressed_never_as_a_number(federation):
     body = federation.ask("bob", RARE_CODE).json()
     a = node(body, "site-a")
     assert a["status"] == "suppressed"
-    assert a["answer"]["total"] == {"key": {}, "value": None, "suppressed": True}
-    assert any("below the threshold" in note for note in a["answer"]["notes"])
+    total = a["answer"]["total"]
+    assert (total["value"], total["suppressed"], total["perturbed"]) == (None, True, False)
+    assert total["reason"] == ("fewer than 10 patients: not shown; widen the question "
+                               "(fewer criteria or coarser strata)")
+    assert any("fewer than 10 patients" in note for note in a["answer"]["notes"])
     # The other sites hold none: also suppressed, never a 0.
     for site in ("site-b", "site-c"):
         assert node(body, site)["answer"]["total"]["value"] is None
     assert body["total"]["suppressed"] is True
 
 
-def test_a_tracker_sequence_is_caught(federation):
+def test_a_tracker_pair_is_answered_consistently_without_a_refusal(federation):
+    """A broad question, then the same without a group of three: both are answered (no
+    refusal to read anything from), each perturbed on its own set of patients."""
     broad = federation.ask("mallory", FEMALE).json()
     assert node(broad, "site-a")["status"] == "answered"
-    # The same question minus the three rare patients: the difference would be 3.
     narrowed = federation.ask("mallory", {"type": "and", "of": [
         FEMALE, {"type": "not", "of": RARE_CODE}]}).json()
     a = node(narrowed, "site-a")
-    assert a["status"] == "suppressed"
-    assert any("differencing" in note for note in a["answer"]["notes"])
-    # Sites without those patients answer the narrowed question as before.
+    assert a["status"] == "answered"
+    assert a["answer"]["total"]["perturbed"] is True
+    assert not any("differencing" in note for note in a["answer"]["notes"])
+    # Sites without those patients have the same set for both: the very same value.
     for site in ("site-b", "site-c"):
         assert node(narrowed, site)["answer"]["total"] == node(broad, site)["answer"]["total"]
-    # Another user asking the narrowed question first is answered: it is the pair that
-    # reveals, not the question.
-    other = federation.ask("trent", {"type": "and", "of": [
+    # Asked again, or by another user, a question gets the value it got.
+    again = federation.ask("trent", {"type": "and", "of": [
         FEMALE, {"type": "not", "of": RARE_CODE}]}).json()
-    assert node(other, "site-a")["status"] == "answered"
+    assert node(again, "site-a")["answer"]["total"] == a["answer"]["total"]
 
 
-def test_a_stratified_answer_never_lets_a_suppressed_cell_be_subtracted(federation):
+def test_a_stratified_answer_has_its_total_beside_suppressed_cells(federation):
+    """The total is perturbed in its own right, never withheld: with every cell perturbed
+    independently, total minus the shown cells is no suppressed cell's count."""
     body = federation.ask("carol", {"type": "or", "of": [FEMALE, RARE_CODE]},
                           kind="stratified", by=["age_band"]).json()
+    beside = 0
     for n in body["nodes"]:
         ans = n["answer"]
-        if any(c["suppressed"] for c in ans["cells"]):
-            assert ans["total"]["suppressed"] is True  # withheld, not total minus cells
+        assert ans["total"]["suppressed"] is False
+        assert ans["total"]["perturbed"] is True
+        beside += any(c["suppressed"] for c in ans["cells"])
+        for c in ans["cells"]:
+            assert c["perturbed"] is not c["suppressed"]
+            assert c["reason"]
+    assert beside, body  # the case this is about does occur
+    assert body["total"]["suppressed"] is False
     shown = [c for c in body["cells"] if not c["suppressed"]]
     assert shown, body
 
@@ -341,12 +361,36 @@ def test_a_node_refuses_once_the_users_daily_budget_is_spent(node_dbs, pki, tmp_
             statuses.append(resp.status_code)
     assert statuses == [200, 200, 403]
     assert "budget of 2" in resp.json()["detail"]
+    assert "resets at midnight UTC" in resp.json()["detail"]
 
 
 def test_every_cell_of_a_stratum_is_shown_so_an_empty_one_is_not_a_zero(federation):
+    """The strata are the values the node's population has (query-independent): an empty
+    cell among them is suppressed, never absent nor 0; values nobody (or hardly anybody)
+    has at the node are structural, said once in the notes, not suppressed cells."""
     body = federation.ask("nina", FEMALE, kind="stratified", by=["sex"]).json()
     for n in body["nodes"]:
         cells = {c["key"]["sex"]: c for c in n["answer"]["cells"]}
-        assert set(cells) == {"female", "male", "other", "unknown"}
-        for empty in ("male", "other", "unknown"):  # none of them are women
-            assert cells[empty] == {"key": {"sex": empty}, "value": None, "suppressed": True}
+        assert set(cells) == {"female", "male"}
+        male = cells["male"]  # none of them are men
+        assert (male["value"], male["suppressed"]) == (None, True)
+        assert "fewer than 10 patients" in male["reason"]
+        assert cells["female"]["perturbed"] is True
+        assert n["answer"]["total"]["suppressed"] is False
+        assert any(note.startswith("sex: other, unknown: fewer than 10 patients in the whole")
+                   for note in n["answer"]["notes"])
+
+
+def test_a_count_by_sex_gives_a_total_and_the_two_real_sexes(federation):
+    body = federation.ask("olga", {"type": "patient", "age": {"min": 18}},
+                          kind="stratified", by=["sex"]).json()
+    assert body["total"]["suppressed"] is False
+    cells = {c["key"]["sex"]: c for c in body["cells"]}
+    assert set(cells) == {"female", "male"}
+    assert all(c["value"] >= 10 and c["perturbed"] for c in cells.values())
+
+
+def test_the_same_question_asked_many_times_gets_one_value(federation):
+    where = {"type": "patient", "age": {"min": 30}}
+    values = {federation.ask("pat", where).json()["total"]["value"] for _ in range(20)}
+    assert len(values) == 1

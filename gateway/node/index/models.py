@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Date, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from spe.audit.models import NodeAuditEntry, NodeAuditHead  # noqa: F401  (same metadata)
@@ -21,6 +21,9 @@ class Patient(NodeBase):
     fhir_id: Mapped[str | None] = mapped_column(String(128), index=True)
     sex: Mapped[str | None] = mapped_column(String(16), index=True)
     birth_date: Mapped[date | None] = mapped_column(Date)
+    # The cell-key method's fixed key in [0, 2^32): HMAC-SHA256(node secret, patient_key)
+    # (gateway/node/query/perturb.py). Set by the sync; NULL rows get it before an answer.
+    record_key: Mapped[int | None] = mapped_column(BigInteger)
 
     studies: Mapped[list[Study]] = relationship(back_populates="patient", lazy="raise")
 

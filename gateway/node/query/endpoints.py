@@ -36,6 +36,7 @@ def query(body: NodeQuery, request: Request, hub: HubCaller) -> Response:
         answer = service.answer(session, body.query, hub_ctx,
                                 node_id=app.state.node.node_id, policy=ctx.policy,
                                 audit=ctx.audit, sessions=ctx.sessions,
+                                cellkey_secret=app.state.cellkey_secret.get,
                                 query_hash=query_hash)
     # Serialised once, here: FastAPI would validate the NodeAnswer again to serialise it.
     return Response(answer.model_dump_json(), media_type="application/json")

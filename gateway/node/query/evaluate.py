@@ -37,6 +37,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
@@ -464,6 +465,29 @@ def stratum_values(session: Session, stratum: Stratum, *, node_id: str) -> list[
     return [node_id]
 
 
+@dataclass(frozen=True)
+class StratumDomain:
+    """The values of a stratum that are cells at this node, whatever the query: those that
+    at least `min_count` of the node's patients have (`values`); the others (`structural`,
+    such as sex "other" where hardly anyone has it) are no cell of any answer, said once in
+    its notes rather than shown as a suppressed cell in every answer."""
+
+    stratum: str
+    values: list[str]
+    structural: list[str]
+
+
+def stratum_domain(session: Session, stratum: Stratum, *, node_id: str, today: date,
+                   min_count: int) -> StratumDomain:
+    """The stratum's domain from node-wide counts (every patient, not the query's)."""
+    everyone = _stratified(session, true(), [stratum], node_id=node_id, today=today)
+    counts = {key[0][1]: len(ids) for key, ids in everyone.items()}
+    candidates = list(dict.fromkeys([*stratum_values(session, stratum, node_id=node_id),
+                                     *sorted(counts)]))
+    values = [v for v in candidates if counts.get(v, 0) >= min_count]
+    return StratumDomain(stratum, values, [v for v in candidates if v not in values])
+
+
 def evaluate(session: Session, query: Query, *, node_id: str,
              today: date | None = None) -> Evaluation:
     """The patients matching `query.where` and, for a stratified `query.answer`, the
@@ -505,4 +529,5 @@ def _ordered_statement(where: Criterion, today: date) -> Select:
     return stmt
 
 
-__all__ = ["UNKNOWN", "Evaluation", "evaluate", "matching_patients", "stratum_values"]
+__all__ = ["UNKNOWN", "Evaluation", "StratumDomain", "evaluate", "matching_patients",
+           "stratum_domain", "stratum_values"]

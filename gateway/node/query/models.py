@@ -1,7 +1,7 @@
-"""What a node remembers of the answers it gave, to catch differencing (tracker) attacks.
-
-Each answered set of patients (a query's total, and each stratified cell) is kept as a
-bitmap over the node's patient ids, for the asking user only, and never leaves the node.
+"""What a node remembers of the answers it gave: one row per answered query and user, for
+the daily budget (policies/query). No set of patients is kept: the statistics tier's
+perturbation needs no history (`bitmap` stays empty; it held the sets of the differencing
+defence the cell-key method replaced).
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ class AnsweredSet(NodeBase):
     # "" for a query's total, else the cell's key ("sex=female|age_band=40-64").
     cell: Mapped[str] = mapped_column(String(200), default="")
     size: Mapped[int] = mapped_column(Integer)
-    # Only shown sets count for differencing (a suppressed one told the user nothing);
-    # every query's total row counts against the daily budget.
+    # Whether the total was shown; every query's total row counts against the budget.
     shown: Mapped[bool] = mapped_column(Boolean)
-    # numpy.packbits of a boolean mask indexed by patient id (bit i = patient id i).
+    # Empty: no set of patients is kept (see the module's docstring).
     bitmap: Mapped[bytes] = mapped_column(LargeBinary)

@@ -19,11 +19,6 @@ _ANSWERED_SINCE = (
     select(func.count()).select_from(_SETS)
     .where(_SETS.c.user_id == bindparam("user_id"), _SETS.c.at >= bindparam("since"),
            _SETS.c.cell == ""))
-_SHOWN_SETS = (
-    select(_SETS.c.bitmap)
-    .where(_SETS.c.user_id == bindparam("user_id"), _SETS.c.at >= bindparam("since"),
-           _SETS.c.shown)
-    .order_by(_SETS.c.at.desc(), _SETS.c.id.desc()).limit(bindparam("limit")))
 _RECORD = insert(_SETS)
 
 
@@ -33,16 +28,10 @@ def answered_since(session: Session, user_id: str, since: datetime) -> int:
                .scalar_one())
 
 
-def shown_sets(session: Session, user_id: str, since: datetime, limit: int) -> list[bytes]:
-    """Bitmaps of the sets recently shown to the user, newest first."""
-    return list(session.execute(
-        _SHOWN_SETS, {"user_id": user_id, "since": since, "limit": limit}).scalars())
-
-
 def record(session: Session, rows: list[dict]) -> None:
     """Append answered sets: dicts of the AnsweredSet columns but `id`."""
     if rows:
         session.execute(_RECORD, rows)
 
 
-__all__ = ["answered_since", "record", "shown_sets"]
+__all__ = ["answered_since", "record"]
