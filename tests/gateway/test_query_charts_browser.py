@@ -243,11 +243,11 @@ def run(page, kind: str) -> None:
     expect(page.get_by_test_id("chart-error")).to_have_count(0)
 
 
-def keep(page, tmp_path: Path, artifacts: Path, name: str) -> Path:
-    """A screenshot of the answer under the test's tmp dir, the artifacts and, when set,
-    $SPE_SCREENSHOT_DIR."""
+def keep(page, tmp_path: Path, artifacts: Path, name: str, testid: str = "results") -> Path:
+    """A screenshot of the answer (or another part) under the test's tmp dir, the artifacts
+    and, when set, $SPE_SCREENSHOT_DIR."""
     path = tmp_path / f"{name}.png"
-    page.get_by_test_id("results").screenshot(path=str(path))
+    page.get_by_test_id(testid).screenshot(path=str(path))
     assert path.stat().st_size > 2000, f"empty screenshot at {path}"
     shutil.copy(path, artifacts / path.name)
     extra = os.environ.get("SPE_SCREENSHOT_DIR")
@@ -318,7 +318,9 @@ def test_strata_as_grouped_bars_and_a_script_shown_as_text(page, tmp_path, artif
     expect(chart.get_by_test_id("whisker")).to_have_count(7)  # max_noise or 2 sd, each
     expect(chart.get_by_test_id("bar-suppressed")).to_have_count(5)
     # The stratum value holding a script is a label, as text; nothing ran.
-    expect(chart.get_by_test_id("bar-group").nth(2)).to_have_text(f"Sex: {EVIL}")
+    group = chart.get_by_test_id("bar-group").nth(2)
+    expect(group).to_have_attribute("data-full", f"Sex: {EVIL}")
+    expect(group.locator("title")).to_have_text(f"Sex: {EVIL}")
     expect(chart.get_by_test_id("reason").filter(
         has_text=f"Suppressed at every institution ({EVIL})")).to_be_visible()
     expect(chart.get_by_test_id("reason").filter(has_text=SUPPRESSED_WHY)).to_be_visible()
@@ -416,6 +418,7 @@ def test_regression_as_a_forest_plot(page, tmp_path, artifacts, kind):
     else:
         outcome.get_by_label("Variable").select_option("condition")
         outcome.get_by_label("ICD-10 code").fill("E11")
+    keep(page, tmp_path, artifacts, f"charts-00-form-{kind}", "answer-kind")
     run(page, kind)
     body = sent[-1]["answer"]
     assert body["kind"] == kind
@@ -432,7 +435,11 @@ def test_regression_as_a_forest_plot(page, tmp_path, artifacts, kind):
         len(coefficients))
     if kind == "linear":
         expect(rows.nth(2)).to_have_attribute("data-name", EVIL)
-        expect(rows.nth(2)).to_contain_text(EVIL)
+        # Cut to fit, the whole name in its <title>; as text, never as markup.
+        label = rows.nth(2).get_by_test_id("forest-label")
+        expect(label).to_have_attribute("data-full", EVIL)
+        expect(label.locator("title")).to_have_text(EVIL)
+        expect(chart.get_by_test_id("coefficients-table")).to_contain_text(EVIL)
         visible_text(page, "result-notes", "exact sufficient statistics")
     else:
         # Odds ratios: exp(0.41) = 1.51 for sex=male.

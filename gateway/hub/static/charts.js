@@ -43,22 +43,33 @@ const SPECharts = (() => {
     if (a >= 100) return formats[1].format(v);
     if (a >= 1) return formats[2].format(v);
     if (a >= 0.01) return formats[3].format(v);
-    return v.toExponential(2);
+    if (a >= 0.0001) return new Intl.NumberFormat("en", {maximumSignificantDigits: 2}).format(v);
+    return v.toExponential(1);
   }
   const count = (v) => (isNum(v) ? numberFormat.format(v) : "—");
   const pValue = (p) => (!isNum(p) ? "—" : p < 0.001 ? "< 0.001" : formats[3].format(p));
 
-  // "Nice" tick values over [lo, hi]: about `n` of them, on 1, 2 or 5 times a power of ten.
+  // "Nice" tick values covering [lo, hi] (the first at or below lo, the last at or above
+  // hi): about `n` of them, on 1, 2 or 5 times a power of ten.
   function ticks(lo, hi, n = 5) {
     if (!(hi > lo)) return [lo];
     const raw = (hi - lo) / n;
     const mag = 10 ** Math.floor(Math.log10(raw));
     const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) || raw;
     const out = [];
-    for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) {
-      out.push(Math.abs(t) < step * 1e-9 ? 0 : t);
+    const last = Math.ceil(hi / step - 1e-9) * step;
+    for (let t = Math.floor(lo / step + 1e-9) * step; t <= last + step * 1e-9; t += step) {
+      out.push(Math.abs(t) < step * 1e-9 ? 0 : Number(t.toPrecision(12)));
     }
     return out;
+  }
+
+  // A label that fits: cut to `max` characters with "…", the whole text in its <title>
+  // (what a pointer or a screen reader gets).
+  function fitted(text, max, attrs) {
+    const full = String(text);
+    const cut = full.length > max ? `${full.slice(0, max - 1)}…` : full;
+    return svg("text", {...attrs, "data-full": full}, svg("title", {}, full), cut);
   }
 
   const scale = (d0, d1, r0, r1) => (v) => (d1 === d0 ? r0 : r0 + ((v - d0) / (d1 - d0)) * (r1 - r0));
@@ -208,7 +219,7 @@ const SPECharts = (() => {
       return (r.cell.value || 0) + (s ? s.half : 0);
     }));
     const tv = ticks(0, max, 6);
-    const hi = Math.max(max, tv[tv.length - 1]);
+    const hi = tv[tv.length - 1];
     const x = scale(0, hi, left, W - right);
     const {root, fill} = frame(height, caption, kind);
     const plot = svg("g", {class: "plot"});
@@ -217,16 +228,16 @@ const SPECharts = (() => {
     let y = top;
     for (const g of groups) {
       if (grouped) {
-        plot.append(svg("text", {x: 4, y: y + 13, class: "group-label",
-          "data-testid": "bar-group"}, g.name));
+        plot.append(fitted(g.name, 60, {x: 4, y: y + 13, class: "group-label",
+          "data-testid": "bar-group"}));
         y += 18;
       }
       for (const r of g.rows) {
         const cy = y + rowH / 2;
         const row = svg("g", {class: `bar-row${r.total ? " bar-total" : ""}`,
           "data-testid": "bar-row", "data-label": r.label});
-        row.append(svg("text", {x: grouped ? 18 : 4, y: cy + 4,
-          class: r.total ? "bar-label strong" : "bar-label"}, r.label));
+        row.append(fitted(r.label, grouped ? 34 : 26, {x: grouped ? 18 : 4, y: cy + 4,
+          class: r.total ? "bar-label strong" : "bar-label"}));
         const c = r.cell;
         if (!c) {
           row.append(svg("text", {x: x(0) + 4, y: cy + 4, class: "bar-missing",
@@ -379,7 +390,7 @@ const SPECharts = (() => {
       return (c.value || 0) + (s ? s.half : 0);
     }));
     const yv = ticks(0, max, 5);
-    const hi = Math.max(max, yv[yv.length - 1]);
+    const hi = yv[yv.length - 1];
     const x = scale(edges[0], edges[k], left, W - 20);
     const y = scale(0, hi, top + plotH, top);
     const label = `Histogram of ${r.variable}`;
@@ -453,8 +464,8 @@ const SPECharts = (() => {
     const values = (r.cells || []).filter((c) => !c.suppressed && isNum(c.value))
       .map((c) => c.value);
     const max = Math.max(1, ...values);
-    const table = el("table", {className: "heat", dataset: {testid: "heat-table"}},
-      el("caption", {}, `${r.rows} by ${r.cols}`),
+    const table = el("table", {className: "heat", dataset: {testid: "heat-table"},
+      "aria-label": `${r.rows} by ${r.cols}`},
       el("thead", {}, el("tr", {},
         el("th", {scope: "col"}, `${r.rows} \\ ${r.cols}`),
         cols.map((cv) => el("th", {scope: "col"}, String(cv))))),
@@ -500,8 +511,8 @@ const SPECharts = (() => {
     const plot = svg("g", {class: "plot"});
     root.append(plot);
     for (let i = 0; i < k; i += 1) {
-      plot.append(svg("text", {x: left - 8, y: top + i * size + size / 2 + 4, class: "bar-label",
-        "text-anchor": "end"}, `${i + 1}. ${names[i]}`));
+      plot.append(fitted(`${i + 1}. ${names[i]}`, 34, {x: left - 8,
+        y: top + i * size + size / 2 + 4, class: "bar-label", "text-anchor": "end"}));
       plot.append(svg("text", {x: left + i * size + size / 2, y: top + k * size + 18,
         class: "tick", "text-anchor": "middle"}, String(i + 1)));
       for (let j = 0; j < k; j += 1) {
@@ -534,8 +545,8 @@ const SPECharts = (() => {
     const all = r.coefficients || [];
     const plotted = all.filter((c) => !INTERCEPT.test(String(c.name)));
     const rowsToPlot = plotted.length ? plotted : all;
-    const left = 210;
-    const right = 190;
+    const left = 230;
+    const right = 180;
     const top = 26;
     const rowH = 26;
     const height = top + Math.max(rowsToPlot.length, 1) * rowH + 50;
@@ -555,8 +566,13 @@ const SPECharts = (() => {
       x = (v) => toX(Math.log(Math.min(Math.max(v, Math.exp(l0)), Math.exp(l1))));
       const cand = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1, 2, 4, 5, 10,
         20, 50, 100, 200, 500, 1000];
-      tv = cand.filter((v) => Math.log(v) >= l0 && Math.log(v) <= l1);
+      const within = (v) => Math.log(v) >= l0 && Math.log(v) <= l1;
+      tv = cand.filter(within);
       if (tv.length > 7) tv = tv.filter((v) => [0.01, 0.1, 0.5, 1, 2, 10, 100].includes(v));
+      if (tv.length < 4) {
+        tv = [...new Set([...tv, ...[0.6, 0.7, 0.8, 0.9, 1.25, 1.5, 1.75, 2.5, 3].filter(within)])]
+          .sort((p, q) => p - q);
+      }
     } else {
       const pad = (hi - lo) * 0.05 || 1;
       tv = ticks(lo - pad, hi + pad, 6);
@@ -582,8 +598,8 @@ const SPECharts = (() => {
       const cy = top + i * rowH + rowH / 2;
       const g = svg("g", {class: "forest-row", "data-testid": "forest-row",
         "data-name": String(c.name)});
-      g.append(svg("text", {x: left - 10, y: cy + 4, class: "bar-label", "text-anchor": "end"},
-        String(c.name)));
+      g.append(fitted(c.name, 30, {x: left - 10, y: cy + 4, class: "bar-label",
+        "text-anchor": "end", "data-testid": "forest-label"}));
       if (isNum(c.estimate)) {
         const e = tr(c.estimate);
         if (isNum(c.ci_low) && isNum(c.ci_high)) {
@@ -634,7 +650,7 @@ const SPECharts = (() => {
     const height = top + plotH + 90;
     const tMax = Math.max(1, ...steps.map((s) => s.t));
     const tv = ticks(0, tMax, 6);
-    const hi = Math.max(tMax, tv[tv.length - 1]);
+    const hi = tv[tv.length - 1];
     const x = scale(0, hi, left, W - 30);
     const y = scale(0, 1, top + plotH, top);
     const label = `Survival (Kaplan-Meier) over ${unit}s`;
@@ -658,9 +674,9 @@ const SPECharts = (() => {
       lowerPts.push([x(s.t), y(prev.lo)], [x(s.t), y(lo)]);
       prev = {s: s.survival, lo, hi: up};
     }
-    line += ` H${x(hi)}`;
-    upper += ` H${x(hi)}`;
-    lowerPts.push([x(hi), y(prev.lo)]);
+    // Drawn up to the last step only: beyond it the answer says nothing.
+    const end = x(steps.length ? steps[steps.length - 1].t : 0);
+    lowerPts.push([end, y(prev.lo)]);
     lower = lowerPts.reverse().map(([px, py]) => `L${px},${py}`).join(" ");
     plot.append(svg("path", {d: `${upper} ${lower} Z`, class: "band", "data-testid": "survival-band"}));
     plot.append(svg("path", {d: line, class: "curve", "data-testid": "survival-curve"},
@@ -713,8 +729,8 @@ const SPECharts = (() => {
       const height = 100;
       const lo = Math.min(...pts);
       const hi = Math.max(...pts);
-      const tv = ticks(lo - (hi - lo) * 0.05, hi + (hi - lo) * 0.05 || lo + 1, 6);
-      const x = scale(Math.min(tv[0], lo), Math.max(tv[tv.length - 1], hi), left, W - 40);
+      const tv = ticks(lo, hi > lo ? hi : lo + 1, 6);
+      const x = scale(tv[0], tv[tv.length - 1], left, W - 40);
       const label = `Mean of ${r.variable}`;
       const {root} = frame(height, label, "mean");
       const plot = svg("g", {class: "plot"});
@@ -757,9 +773,8 @@ const SPECharts = (() => {
       const height = 110;
       const lo = Math.min(...vals);
       const hi = Math.max(...vals);
-      const pad = (hi - lo) * 0.05 || 1;
-      const tv = ticks(lo - pad, hi + pad, 6);
-      const x = scale(Math.min(tv[0], lo), Math.max(tv[tv.length - 1], hi), left, W - 40);
+      const tv = ticks(lo, hi > lo ? hi : lo + 1, 6);
+      const x = scale(tv[0], tv[tv.length - 1], left, W - 40);
       const label = `Quantiles of ${r.variable}`;
       const {root} = frame(height, label, "quantiles");
       const plot = svg("g", {class: "plot"});

@@ -178,7 +178,9 @@
     const select = el("select", {id: `${id}-type`, dataset: {testid: "variable-type"}},
       Object.entries(choices).map(([value, text]) => el("option", {value}, text)));
     const fields = el("div", {className: "row"});
-    const legend = el("span", {className: "vlegend", dataset: {testid: "variable-label"}}, label);
+    // A picker in a list is named ("Predictor"); one alone has its block's heading.
+    const legend = label ? el("span", {className: "vlegend",
+      dataset: {testid: "variable-label"}}, label) : null;
     const box = el("div", {className: "variable", id, dataset: {testid: "variable"}},
       legend,
       el("div", {className: "field"}, el("label", {for: `${id}-type`}, "Variable"), select),
@@ -239,7 +241,7 @@
       dataset: {block: name, testid: `block-${name}`}},
     el("span", {className: "label"}, label), ...content);
     return [
-      block("variable", "Of", variablePicker("Variable", {type: "age"})),
+      block("variable", "Variable", variablePicker(null, {type: "age"})),
       block("probabilities", "Quantiles",
         el("div", {className: "field"},
           el("label", {for: "probabilities"}, "Probabilities (0 to 1, separated by commas)"),
@@ -250,15 +252,17 @@
           el("label", {for: "bins"}, "Number of bins"),
           el("input", {id: "bins", type: "number", min: "1", max: "100", step: "1",
             value: "10", inputmode: "numeric", dataset: {testid: "bins"}}))),
-      block("rows", "Rows", variablePicker("Rows", {type: "sex"})),
-      block("cols", "Columns", variablePicker("Columns", {type: "condition"})),
+      block("rows", "Rows", variablePicker(null, {type: "sex"})),
+      block("cols", "Columns", variablePicker(null, {type: "condition"})),
       block("variables", "Variables (two or more)",
         ...variableList("variables", "Variable", ["age", "observation"])),
-      block("outcome", "Outcome", variablePicker("Outcome", {type: "observation"})),
+      block("outcome", "Outcome", variablePicker(null, {type: "observation"})),
       block("predictors", "Predictors",
         ...variableList("predictors", "Predictor", ["age", "sex"])),
-      block("start", "Time from", variablePicker("Start", {events: true, type: "condition"})),
-      block("end", "to", variablePicker("End", {events: true, type: "imaging"})),
+      block("start", "Time from", variablePicker(null,
+        {events: true, type: "condition"})),
+      block("end", "to", variablePicker(null,
+        {events: true, type: "imaging"})),
       block("unit", "In",
         el("div", {className: "field"},
           el("label", {for: "time-unit"}, "Time unit"),
