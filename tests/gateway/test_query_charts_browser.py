@@ -339,9 +339,12 @@ def test_histogram_bars_whiskers_and_suppressed_bins(page, tmp_path, artifacts):
     sent = answer_with(page, HISTOGRAM)
     page.goto("/query")
     page.get_by_test_id("kind-histogram").check()
+    page.get_by_test_id("bins-start").fill("0")
+    page.get_by_test_id("bins-stop").fill("100")
     page.get_by_test_id("bins").fill("10")
     run(page, "histogram")
-    assert sent[-1]["answer"] == {"kind": "histogram", "variable": {"type": "age"}, "bins": 10}
+    assert sent[-1]["answer"] == {"kind": "histogram", "variable": {"type": "age"},
+                                  "bins": {"start": 0, "stop": 100, "count": 10}}
     chart = page.get_by_test_id("chart-histogram")
     expect(chart.locator("svg[data-kind=histogram]")).to_be_visible()
     expect(chart.get_by_test_id("bar")).to_have_count(8)
@@ -456,12 +459,12 @@ def test_survival_curve_with_its_band(page, tmp_path, artifacts):
     page.goto("/query")
     page.get_by_test_id("kind-survival").check()
     page.get_by_test_id("block-start").get_by_label("ICD-10 code").fill("C50")
-    page.get_by_test_id("block-end").get_by_label("Modality").fill("CT")
+    page.get_by_test_id("block-end").get_by_label("Modality (blank: any)").fill("CT")
     page.get_by_test_id("time-unit").select_option("day")
     run(page, "survival")
-    assert sent[-1]["answer"] == {"kind": "survival", "survival": {
-        "start": {"type": "condition", "system": "icd-10", "code": "C50"},
-        "end": {"type": "imaging", "modality": "CT"}, "unit": "day"}}
+    assert sent[-1]["answer"] == {
+        "kind": "survival", "start": {"type": "condition", "system": "icd-10", "code": "C50"},
+        "end": {"type": "study", "modality": "CT"}, "unit": "day"}
     chart = page.get_by_test_id("chart-survival")
     curve = chart.get_by_test_id("survival-curve")
     expect(curve).to_have_count(1)
@@ -486,9 +489,11 @@ def test_mean_and_quantiles(page, tmp_path, artifacts):
     variable.get_by_label("Variable").select_option("observation")
     variable.get_by_label("LOINC code").fill("39156-5")
     variable.get_by_label("Unit (UCUM)").fill("kg/m2")
+    variable.get_by_label("Per patient").select_option("mean")
     run(page, "mean")
     assert sent[-1]["answer"] == {"kind": "mean", "variable": {
-        "type": "observation", "system": "loinc", "code": "39156-5", "unit": "kg/m2"}}
+        "type": "observation", "system": "loinc", "code": "39156-5", "unit": "kg/m2",
+        "summary": "mean"}}
     chart = page.get_by_test_id("chart-mean")
     expect(chart.get_by_test_id("mean-point")).to_have_count(1)
     expect(chart.get_by_test_id("whisker")).to_have_count(1)

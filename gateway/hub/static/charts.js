@@ -351,9 +351,11 @@ const SPECharts = (() => {
       for (const n of answering) {
         const nc = (n.answer.cells || []).find((x) => keyOf(x.key) === key) || null;
         parts.push(nc);
-        rows.push({group, label: n.node_id, threshold: n.answer.threshold,
-          cell: nc || {key: c.key, value: null, suppressed: true,
-            reason: "Not in this institution's answer."}});
+        // A level the institution does not list is structural there (it has no such
+        // patients, or too few overall to list the level), not a suppressed count.
+        rows.push({group, label: n.node_id, threshold: n.answer.threshold, cell: nc,
+          status: "not listed", reason: nc ? null : "Not listed by this institution: a level "
+            + "it does not have (structural), not a suppressed count."});
       }
       rows.push({group, label: "All institutions", total: true, cell: combined(c, parts),
         threshold: Math.max(0, ...answering.map((n) => n.answer.threshold))});

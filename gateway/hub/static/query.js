@@ -147,12 +147,13 @@
   // the dated events that start and end the time. Sent as {"type": ..., ...}.
   const VARIABLES = {age: "Age (years)", sex: "Sex", observation: "Observation value",
     condition: "Has a condition", imaging: "Imaging studies"};
-  const EVENTS = {condition: "Condition recorded", imaging: "Imaging study",
-    observation: "Observation"};
+  const EVENTS = {condition: "First onset of a condition", study: "First imaging study"};
   const VARIABLE_FIELDS = {
     observation: [
       {name: "code", label: "LOINC code", kind: "text", placeholder: "e.g. 39156-5"},
       {name: "unit", label: "Unit (UCUM)", kind: "text", placeholder: "e.g. kg/m2"},
+      {name: "summary", label: "Per patient", kind: "select",
+        options: [["latest", "latest value"], ["mean", "mean of the values"]]},
     ],
     condition: [
       {name: "code", label: "ICD-10 code", kind: "text", placeholder: "e.g. E11"},
@@ -160,6 +161,9 @@
     ],
     imaging: [
       {name: "modality", label: "Modality", kind: "text", placeholder: "e.g. MR"},
+    ],
+    study: [
+      {name: "modality", label: "Modality (blank: any)", kind: "text", placeholder: "e.g. CT"},
     ],
   };
   // Which blocks of the statistics form each kind uses.
@@ -211,17 +215,20 @@
     if (type === "observation") {
       v.system = "loinc";
       v.code = text("code");
-      if (text("unit")) v.unit = text("unit");
+      v.unit = text("unit");
+      if (text("summary") && text("summary") !== "latest") v.summary = text("summary");
+      if (!v.unit) problems.push(`${what}: give the unit (UCUM, e.g. kg/m2)`);
     } else if (type === "condition") {
       v.system = "icd-10";
       v.code = text("code");
       if (get("prefix") && get("prefix").checked) v.prefix = true;
-    } else if (type === "imaging" && text("modality")) {
+    } else if ((type === "imaging" || type === "study") && text("modality")) {
       v.modality = text("modality");
     }
     if ((type === "observation" || type === "condition") && !v.code) {
       problems.push(`${what}: give the ${type === "observation" ? "LOINC" : "ICD-10"} code`);
     }
+    if (type === "imaging" && !v.modality) problems.push(`${what}: give the modality`);
     return v;
   }
 
@@ -247,11 +254,20 @@
           el("label", {for: "probabilities"}, "Probabilities (0 to 1, separated by commas)"),
           el("input", {id: "probabilities", type: "text", value: "0.05, 0.25, 0.5, 0.75, 0.95",
             dataset: {testid: "probabilities"}, autocomplete: "off"}))),
-      block("bins", "Bins",
-        el("div", {className: "field field-int"},
-          el("label", {for: "bins"}, "Number of bins"),
-          el("input", {id: "bins", type: "number", min: "1", max: "100", step: "1",
-            value: "10", inputmode: "numeric", dataset: {testid: "bins"}}))),
+      block("bins", "Bins of equal width",
+        el("div", {className: "row"},
+          el("div", {className: "field field-number"},
+            el("label", {for: "bins-start"}, "From"),
+            el("input", {id: "bins-start", type: "number", step: "any", value: "0",
+              inputmode: "decimal", dataset: {testid: "bins-start"}})),
+          el("div", {className: "field field-number"},
+            el("label", {for: "bins-stop"}, "To"),
+            el("input", {id: "bins-stop", type: "number", step: "any", value: "100",
+              inputmode: "decimal", dataset: {testid: "bins-stop"}})),
+          el("div", {className: "field field-int"},
+            el("label", {for: "bins"}, "Number of bins"),
+            el("input", {id: "bins", type: "number", min: "1", max: "50", step: "1",
+              value: "10", inputmode: "numeric", dataset: {testid: "bins"}})))),
       block("rows", "Rows", variablePicker(null, {type: "sex"})),
       block("cols", "Columns", variablePicker(null, {type: "condition"})),
       block("variables", "Variables (two or more)",
@@ -262,7 +278,7 @@
       block("start", "Time from", variablePicker(null,
         {events: true, type: "condition"})),
       block("end", "to", variablePicker(null,
-        {events: true, type: "imaging"})),
+        {events: true, type: "study"})),
       block("unit", "In",
         el("div", {className: "field"},
           el("label", {for: "time-unit"}, "Time unit"),
@@ -297,9 +313,16 @@
       answer.probabilities = ps;
     }
     if (blocks.includes("bins")) {
-      const bins = Number($("bins").value);
-      if (!Number.isInteger(bins) || bins < 1) problems.push("Histogram: bins is a whole number");
-      answer.bins = bins;
+      const count = Number($("bins").value);
+      const start = Number($("bins-start").value);
+      const stop = Number($("bins-stop").value);
+      if (!Number.isInteger(count) || count < 1) {
+        problems.push("Histogram: the number of bins is a whole number from 1");
+      }
+      if ($("bins-start").value === "" || $("bins-stop").value === "" || !(start < stop)) {
+        problems.push("Histogram: give where the bins start and stop, the start below the stop");
+      }
+      answer.bins = {start, stop, count};
     }
     if (blocks.includes("rows")) answer.variables = [one("rows", "Rows"), one("cols", "Columns")];
     if (blocks.includes("variables")) {
@@ -312,8 +335,9 @@
       if (!answer.predictors.length) problems.push("Regression: give at least one predictor");
     }
     if (blocks.includes("start")) {
-      answer.survival = {start: one("start", "Start"), end: one("end", "End"),
-        unit: $("time-unit").value};
+      answer.start = one("start", "Start");
+      answer.end = one("end", "End");
+      answer.unit = $("time-unit").value;
     }
   }
 
