@@ -82,8 +82,7 @@ STRATIFIED = federated("stratified", [
         cell(None, {"sex": EVIL}, reason=f"Suppressed: fewer than 10 ({EVIL})")]),
     node("site-c", kind="stratified", total=cell(210, sd=1.2, perturbed=True), cells=[
         cell(110, {"sex": "female"}, perturbed=True, sd=1.2),
-        cell(100, {"sex": "male"}, perturbed=True, sd=1.2),
-        cell(None, {"sex": EVIL}, reason=f"Suppressed: fewer than 10 ({EVIL})")]),
+        cell(100, {"sex": "male"}, perturbed=True, sd=1.2)]),  # the third: not listed
 ], total=cell(930, perturbed=True, max_noise=8), cells=[
     cell(500, {"sex": "female"}, perturbed=True, max_noise=8),
     cell(290, {"sex": "male"}, perturbed=True, max_noise=6),
@@ -316,7 +315,10 @@ def test_strata_as_grouped_bars_and_a_script_shown_as_text(page, tmp_path, artif
     expect(chart.get_by_test_id("bar-row")).to_have_count(12)  # 3 cells x (3 sites + all)
     expect(chart.get_by_test_id("bar")).to_have_count(7)
     expect(chart.get_by_test_id("whisker")).to_have_count(7)  # max_noise or 2 sd, each
-    expect(chart.get_by_test_id("bar-suppressed")).to_have_count(5)
+    expect(chart.get_by_test_id("bar-suppressed")).to_have_count(4)
+    expect(chart.get_by_test_id("bar-missing")).to_have_count(1)  # structural at site-c
+    expect(chart.get_by_test_id("reason").filter(
+        has_text="a level it does not have (structural)")).to_be_visible()
     # The stratum value holding a script is a label, as text; nothing ran.
     group = chart.get_by_test_id("bar-group").nth(2)
     expect(group).to_have_attribute("data-full", f"Sex: {EVIL}")
