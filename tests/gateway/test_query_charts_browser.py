@@ -536,3 +536,16 @@ def test_the_form_says_what_is_missing_before_sending(page):
     page.get_by_test_id("run").click()
     expect(page.get_by_test_id("error-message")).to_contain_text("between 0 and 1")
     assert sent == []
+
+
+def test_a_result_the_page_does_not_draw_is_shown_as_text(page):
+    from playwright.sync_api import expect
+
+    answer = federated("something-new", stat_nodes("mean"), result={
+        "kind": "something-new", "value": EVIL, "notes": [f"a note {EVIL}"]})
+    answer_with(page, answer)
+    page.goto("/query")
+    run(page, "mean")
+    expect(page.get_by_test_id("raw-result")).to_contain_text(EVIL)
+    visible_text(page, "result-notes", f"a note {EVIL}")
+    no_injection(page)

@@ -824,7 +824,10 @@ const SPECharts = (() => {
     const r = a.result;
     if (!r || typeof r !== "object") return null;
     const render = RESULT[r.kind] || RESULT[a.kind];
-    return render ? render(r, a) : null;
+    if (render) return render(r, a);
+    // A kind this page does not draw yet: its figures as they came, as text.
+    return figure("raw", "The combined result", el("pre", {className: "raw-result",
+      dataset: {testid: "raw-result"}}, JSON.stringify(r, null, 2)), notesList(r.notes));
   }
 
   return {draw, svg, spread, shown, num, ticks};
