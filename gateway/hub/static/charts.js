@@ -72,7 +72,8 @@ const SPECharts = (() => {
     return svg("text", {...attrs, "data-full": full}, svg("title", {}, full), cut);
   }
 
-  const scale = (d0, d1, r0, r1) => (v) => (d1 === d0 ? r0 : r0 + ((v - d0) / (d1 - d0)) * (r1 - r0));
+  const scale = (d0, d1, r0, r1) => (v) => (d1 === d0 ? r0
+    : r0 + ((v - d0) / (d1 - d0)) * (r1 - r0));
 
   // ---- cells: perturbed, suppressed, and why ---------------------------------------------
 
@@ -84,7 +85,8 @@ const SPECharts = (() => {
       return {half: cell.max_noise, what: `±${count(cell.max_noise)}: the largest noise added`};
     }
     if (isNum(cell.sd) && cell.sd > 0) {
-      return {half: 2 * cell.sd, what: `±${num(2 * cell.sd)}: two standard deviations of the noise`};
+      return {half: 2 * cell.sd,
+        what: `±${num(2 * cell.sd)}: two standard deviations of the noise`};
     }
     return null;
   }
@@ -478,7 +480,8 @@ const SPECharts = (() => {
           if (!c) return el("td", {className: "heat-none", title: "not in the answer"}, "—");
           if (c.suppressed || !isNum(c.value)) {
             return el("td", {className: "heat-suppressed", dataset: {testid: "heat-suppressed"}},
-              "suppressed ", el("span", {className: "mark"}, reasons.mark(cellReason(c, threshold))));
+              "suppressed ",
+              el("span", {className: "mark"}, reasons.mark(cellReason(c, threshold))));
           }
           const level = Math.min(5, Math.floor((c.value / max) * 5.999));
           const s = spread(c);
@@ -497,7 +500,8 @@ const SPECharts = (() => {
   function corrColour(v) {
     const t = Math.min(1, Math.abs(v));
     const mix = (c) => Math.round(255 + (c - 255) * t);
-    return v >= 0 ? `rgb(${mix(31)},${mix(95)},${mix(168)})` : `rgb(${mix(178)},${mix(34)},${mix(34)})`;
+    return v >= 0 ? `rgb(${mix(31)},${mix(95)},${mix(168)})`
+      : `rgb(${mix(178)},${mix(34)},${mix(34)})`;
   }
 
   function correlation(r) {
@@ -522,9 +526,11 @@ const SPECharts = (() => {
         const cellG = svg("g", {"data-testid": "corr-cell"});
         cellG.append(svg("rect", {x: left + j * size, y: top + i * size, width: size - 2,
           height: size - 2, fill: isNum(v) ? corrColour(v) : "#eceff3",
-          class: "corr"}, svg("title", {}, `${names[i]} and ${names[j]}: ${isNum(v) ? num(v) : "not shown"}`)));
-        cellG.append(svg("text", {x: left + j * size + size / 2 - 1, y: top + i * size + size / 2 + 4,
-          "text-anchor": "middle", class: isNum(v) && Math.abs(v) > 0.55 ? "corr-text light" : "corr-text"},
+          class: "corr"},
+        svg("title", {}, `${names[i]} and ${names[j]}: ${isNum(v) ? num(v) : "not shown"}`)));
+        cellG.append(svg("text", {x: left + j * size + size / 2 - 1,
+          y: top + i * size + size / 2 + 4, "text-anchor": "middle",
+          class: isNum(v) && Math.abs(v) > 0.55 ? "corr-text light" : "corr-text"},
         isNum(v) ? formats[2].format(v) : "—"));
         plot.append(cellG);
       }
@@ -680,7 +686,8 @@ const SPECharts = (() => {
     const end = x(steps.length ? steps[steps.length - 1].t : 0);
     lowerPts.push([end, y(prev.lo)]);
     lower = lowerPts.reverse().map(([px, py]) => `L${px},${py}`).join(" ");
-    plot.append(svg("path", {d: `${upper} ${lower} Z`, class: "band", "data-testid": "survival-band"}));
+    plot.append(svg("path", {d: `${upper} ${lower} Z`, class: "band",
+      "data-testid": "survival-band"}));
     plot.append(svg("path", {d: line, class: "curve", "data-testid": "survival-curve"},
       svg("title", {}, label)));
     plot.append(svg("line", {x1: left, x2: W - 30, y1: y(0), y2: y(0), class: "axis"}),
@@ -739,8 +746,9 @@ const SPECharts = (() => {
       root.append(plot);
       const cy = 36;
       if (isNum(r.mean) && isNum(r.sd)) {
-        plot.append(svg("rect", {x: x(r.mean - r.sd), y: cy - 12, width: x(r.mean + r.sd) - x(r.mean - r.sd),
-          height: 24, class: "sd-box", "data-testid": "sd-box"},
+        plot.append(svg("rect", {x: x(r.mean - r.sd), y: cy - 12,
+          width: x(r.mean + r.sd) - x(r.mean - r.sd), height: 24, class: "sd-box",
+          "data-testid": "sd-box"},
         svg("title", {}, `mean ± sd: ${num(r.mean - r.sd)} to ${num(r.mean + r.sd)}`)));
       }
       if (isNum(ci[0]) && isNum(ci[1])) {
@@ -808,7 +816,8 @@ const SPECharts = (() => {
     }
     const rows = qs.map((q) => [`${formats[1].format(q.p * 100)}%`,
       isNum(q.value) ? `${approx}${num(q.value)}` : `not shown${q.reason ? `: ${q.reason}` : ""}`]);
-    return figure("quantiles", `Quantiles of ${r.variable}${isNum(r.n) ? ` (n = ${approx}${count(r.n)})` : ""}`,
+    const nText = isNum(r.n) ? ` (n = ${approx}${count(r.n)})` : "";
+    return figure("quantiles", `Quantiles of ${r.variable}${nText}`,
       ...parts, dataTable(["Quantile", "Value"], rows, "quantiles-table"), notesList(r.notes));
   }
 
