@@ -140,6 +140,207 @@
     });
   }
 
+  // ---- the statistics' variables ----------------------------------------------------------
+
+  // What a statistic is about: a variable of each patient (age, sex, an observation's value,
+  // whether they have a condition, how many imaging studies of a modality), or for survival
+  // the dated events that start and end the time. Sent as {"type": ..., ...}.
+  const VARIABLES = {age: "Age (years)", sex: "Sex", observation: "Observation value",
+    condition: "Has a condition", imaging: "Imaging studies"};
+  const EVENTS = {condition: "First onset of a condition", study: "First imaging study"};
+  const VARIABLE_FIELDS = {
+    observation: [
+      {name: "code", label: "LOINC code", kind: "text", placeholder: "e.g. 39156-5"},
+      {name: "unit", label: "Unit (UCUM)", kind: "text", placeholder: "e.g. kg/m2"},
+      {name: "summary", label: "Per patient", kind: "select",
+        options: [["latest", "latest value"], ["mean", "mean of the values"]]},
+    ],
+    condition: [
+      {name: "code", label: "ICD-10 code", kind: "text", placeholder: "e.g. E11"},
+      {name: "prefix", label: "Prefix (and every code under it)", kind: "checkbox"},
+    ],
+    imaging: [
+      {name: "modality", label: "Modality", kind: "text", placeholder: "e.g. MR"},
+    ],
+    study: [
+      {name: "modality", label: "Modality (blank: any)", kind: "text", placeholder: "e.g. CT"},
+    ],
+  };
+  // Which blocks of the statistics form each kind uses.
+  const STAT_BLOCKS = {
+    mean: ["variable"], quantiles: ["variable", "probabilities"],
+    histogram: ["variable", "bins"], table: ["rows", "cols"], correlation: ["variables"],
+    linear: ["outcome", "predictors"], logistic: ["outcome", "predictors"],
+    survival: ["start", "end", "unit"],
+  };
+  let varSeq = 0;
+
+  function variablePicker(label, {events = false, type = null, removable = false} = {}) {
+    varSeq += 1;
+    const id = `v${varSeq}`;
+    const choices = events ? EVENTS : VARIABLES;
+    const select = el("select", {id: `${id}-type`, dataset: {testid: "variable-type"}},
+      Object.entries(choices).map(([value, text]) => el("option", {value}, text)));
+    const fields = el("div", {className: "row"});
+    // A picker in a list is named ("Predictor"); one alone has its block's heading.
+    const legend = label ? el("span", {className: "vlegend",
+      dataset: {testid: "variable-label"}}, label) : null;
+    const box = el("div", {className: "variable", id, dataset: {testid: "variable"}},
+      legend,
+      el("div", {className: "field"}, el("label", {for: `${id}-type`}, "Variable"), select),
+      fields);
+    const setFields = () => {
+      box.dataset.type = select.value;
+      fill(fields, (VARIABLE_FIELDS[select.value] || []).map((f) => fieldControl(id, f)));
+    };
+    select.value = type || Object.keys(choices)[0];
+    select.addEventListener("change", setFields);
+    setFields();
+    if (removable) {
+      box.append(el("button", {type: "button", className: "remove",
+        dataset: {testid: "remove-variable"},
+        onclick: () => {
+          box.remove();
+          changed();
+        }}, "Remove"));
+    }
+    return box;
+  }
+
+  function readVariable(box, what, problems) {
+    const type = box.dataset.type;
+    const get = (name) => box.querySelector(`[data-field="${name}"]`);
+    const text = (name) => (get(name) ? get(name).value.trim() : "");
+    const v = {type};
+    if (type === "observation") {
+      v.system = "loinc";
+      v.code = text("code");
+      v.unit = text("unit");
+      if (text("summary") && text("summary") !== "latest") v.summary = text("summary");
+      if (!v.unit) problems.push(`${what}: give the unit (UCUM, e.g. kg/m2)`);
+    } else if (type === "condition") {
+      v.system = "icd-10";
+      v.code = text("code");
+      if (get("prefix") && get("prefix").checked) v.prefix = true;
+    } else if ((type === "imaging" || type === "study") && text("modality")) {
+      v.modality = text("modality");
+    }
+    if ((type === "observation" || type === "condition") && !v.code) {
+      problems.push(`${what}: give the ${type === "observation" ? "LOINC" : "ICD-10"} code`);
+    }
+    if (type === "imaging" && !v.modality) problems.push(`${what}: give the modality`);
+    return v;
+  }
+
+  function variableList(block, label, initial) {
+    const list = el("div", {className: "variables", dataset: {testid: `${block}-list`}});
+    const add = el("button", {type: "button", dataset: {testid: `add-${block}`},
+      onclick: () => {
+        list.append(variablePicker(label, {removable: true}));
+        changed();
+      }}, `Add ${label.toLowerCase()}`);
+    for (const type of initial) list.append(variablePicker(label, {type, removable: true}));
+    return [list, add];
+  }
+
+  function statBlocks() {
+    const block = (name, label, ...content) => el("div", {className: "block",
+      dataset: {block: name, testid: `block-${name}`}},
+    el("span", {className: "label"}, label), ...content);
+    return [
+      block("variable", "Variable", variablePicker(null, {type: "age"})),
+      block("probabilities", "Quantiles",
+        el("div", {className: "field"},
+          el("label", {for: "probabilities"}, "Probabilities (0 to 1, separated by commas)"),
+          el("input", {id: "probabilities", type: "text", value: "0.05, 0.25, 0.5, 0.75, 0.95",
+            dataset: {testid: "probabilities"}, autocomplete: "off"}))),
+      block("bins", "Bins of equal width",
+        el("div", {className: "row"},
+          el("div", {className: "field field-number"},
+            el("label", {for: "bins-start"}, "From"),
+            el("input", {id: "bins-start", type: "number", step: "any", value: "0",
+              inputmode: "decimal", dataset: {testid: "bins-start"}})),
+          el("div", {className: "field field-number"},
+            el("label", {for: "bins-stop"}, "To"),
+            el("input", {id: "bins-stop", type: "number", step: "any", value: "100",
+              inputmode: "decimal", dataset: {testid: "bins-stop"}})),
+          el("div", {className: "field field-int"},
+            el("label", {for: "bins"}, "Number of bins"),
+            el("input", {id: "bins", type: "number", min: "1", max: "50", step: "1",
+              value: "10", inputmode: "numeric", dataset: {testid: "bins"}})))),
+      block("rows", "Rows", variablePicker(null, {type: "sex"})),
+      block("cols", "Columns", variablePicker(null, {type: "condition"})),
+      block("variables", "Variables (two or more)",
+        ...variableList("variables", "Variable", ["age", "observation"])),
+      block("outcome", "Outcome", variablePicker(null, {type: "observation"})),
+      block("predictors", "Predictors",
+        ...variableList("predictors", "Predictor", ["age", "sex"])),
+      block("start", "Time from", variablePicker(null,
+        {events: true, type: "condition"})),
+      block("end", "to", variablePicker(null,
+        {events: true, type: "study"})),
+      block("unit", "In",
+        el("div", {className: "field"},
+          el("label", {for: "time-unit"}, "Time unit"),
+          el("select", {id: "time-unit", dataset: {testid: "time-unit"}},
+            ["day", "week", "month"].map((u) => el("option", {value: u}, `${u}s`))))),
+    ];
+  }
+
+  function showStatBlocks(k) {
+    const wanted = STAT_BLOCKS[k] || [];
+    $("stat-options").hidden = !wanted.length;
+    for (const b of $("stat-options").querySelectorAll("[data-block]")) {
+      b.hidden = !wanted.includes(b.dataset.block);
+    }
+  }
+
+  function readStats(k, answer, problems) {
+    const blocks = STAT_BLOCKS[k] || [];
+    const one = (name, what) => readVariable(
+      $("stat-options").querySelector(`[data-block="${name}"] [data-testid="variable"]`),
+      what, problems);
+    const many = (name, what) => [...$("stat-options").querySelectorAll(
+      `[data-block="${name}"] [data-testid="variable"]`)]
+      .map((box, i) => readVariable(box, `${what} ${i + 1}`, problems));
+    if (blocks.includes("variable")) answer.variable = one("variable", "Variable");
+    if (blocks.includes("probabilities")) {
+      const ps = $("probabilities").value.split(",").map((t) => t.trim()).filter(Boolean)
+        .map(Number);
+      if (!ps.length || ps.some((p) => !(p > 0 && p < 1))) {
+        problems.push("Quantiles: give probabilities between 0 and 1, such as 0.25, 0.5");
+      }
+      answer.probabilities = ps;
+    }
+    if (blocks.includes("bins")) {
+      const count = Number($("bins").value);
+      const start = Number($("bins-start").value);
+      const stop = Number($("bins-stop").value);
+      if (!Number.isInteger(count) || count < 1) {
+        problems.push("Histogram: the number of bins is a whole number from 1");
+      }
+      if ($("bins-start").value === "" || $("bins-stop").value === "" || !(start < stop)) {
+        problems.push("Histogram: give where the bins start and stop, the start below the stop");
+      }
+      answer.bins = {start, stop, count};
+    }
+    if (blocks.includes("rows")) answer.variables = [one("rows", "Rows"), one("cols", "Columns")];
+    if (blocks.includes("variables")) {
+      answer.variables = many("variables", "Variable");
+      if (answer.variables.length < 2) problems.push("Correlation: give at least two variables");
+    }
+    if (blocks.includes("outcome")) {
+      answer.outcome = one("outcome", "Outcome");
+      answer.predictors = many("predictors", "Predictor");
+      if (!answer.predictors.length) problems.push("Regression: give at least one predictor");
+    }
+    if (blocks.includes("start")) {
+      answer.start = one("start", "Start");
+      answer.end = one("end", "End");
+      answer.unit = $("time-unit").value;
+    }
+  }
+
   // ---- the form as a query ---------------------------------------------------------------
 
   function readRow(row, index, problems) {
@@ -197,6 +398,7 @@
     if (kind() === "stratified") {
       query.answer.by = [$("by1").value, $("by2").value].filter(Boolean);
     }
+    readStats(kind(), query.answer, problems);
     return {query, problems};
   }
 
@@ -214,6 +416,8 @@
     $("by1").disabled = !byOn;
     $("by2").disabled = !byOn;
     if (byOn && !$("by1").value) $("by1").value = "sex";
+    $("by-row").hidden = Boolean(STAT_BLOCKS[kind()]);
+    showStatBlocks(kind());
     if (!edited) $("json").value = JSON.stringify(build().query, null, 2);
   }
 
@@ -266,24 +470,53 @@
     return `suppressed (fewer than ${answer.threshold})`;
   }
 
-  function figure(value, answer) {
-    return [el("span", {dataset: {testid: "node-value"}}, fmt(value)),
-      answer.rounding > 1
-        ? el("span", {className: "hint"}, ` (rounded to ${answer.rounding})`) : null];
+  // A shown count: "≈" before it when perturbed (outside the value itself, which stays a
+  // plain number), and how far off it may be.
+  function figure(cell, answer) {
+    const s = SPECharts.spread(cell);
+    return [cell.perturbed ? el("span", {className: "approx", dataset: {testid: "approx"},
+      title: "perturbed: a small, consistent noise is added"}, "≈") : null,
+    el("span", {dataset: {testid: "node-value"}}, fmt(cell.value)),
+    s ? el("span", {className: "hint", dataset: {testid: "node-spread"}},
+      ` ±${SPECharts.num(s.half)}`) : null,
+    answer.rounding > 1
+      ? el("span", {className: "hint"}, ` (rounded to ${answer.rounding})`) : null,
+    cell.reason ? el("span", {className: "reason cell-reason", dataset: {testid: "cell-reason"}},
+      ` ${cell.reason}`) : null];
   }
+
+  function suppressedCell(answer, cell, name) {
+    return cell && cell.reason
+      ? [suppressedText(answer, name), el("span", {className: "reason cell-reason",
+        dataset: {testid: "cell-reason"}}, ` ${cell.reason}`)]
+      : suppressedText(answer, name);
+  }
+
+  // A statistic's answer at one node: its patients (n) where the node says, else that it
+  // answered; the node's own notes say the rest.
+  function nodeStatistic(a) {
+    const st = a.statistic;
+    if (!st || typeof st !== "object") return "answered (no summary)";
+    const n = st.n;
+    return typeof n === "number" ? `n = ${st.perturbed ? "≈" : ""}${fmt(n)}` : "answered";
+  }
+
+  const COUNT_KINDS = ["boolean", "count", "stratified"];
 
   function nodeAnswer(n, kindAsked) {
     const a = n.answer;
     if (!a) return el("span", {className: "reason"}, n.reason || STATUS[n.status] || n.status);
     if (kindAsked === "boolean") {
-      return a.exists ? `yes (at least ${a.threshold})` : suppressedText(a, "total");
+      return a.exists ? `yes (at least ${a.threshold})` : suppressedCell(a, a.total, "total");
     }
-    if (a.total && !a.total.suppressed) return figure(a.total.value, a);
-    return suppressedText(a, "total");
+    if (!COUNT_KINDS.includes(kindAsked)) return nodeStatistic(a);
+    if (a.total && !a.total.suppressed) return figure(a.total, a);
+    return suppressedCell(a, a.total, "total");
   }
 
   function nodeRow(n, kindAsked, datasetSite) {
-    const notes = (n.answer && n.answer.notes) || [];
+    const notes = [...((n.answer && n.answer.notes) || [])];
+    if (n.answer && n.reason) notes.unshift(n.reason);
     return el("tr", {dataset: {testid: "node-row", node: n.node_id, status: n.status},
       className: n.node_id === datasetSite ? "highlight" : null},
     el("th", {scope: "row", dataset: {testid: "node-id"}}, n.node_id,
@@ -312,6 +545,9 @@
         ? `Yes: at least one institution has at least ${threshold} such patients.`
         : `No institution can say yes: each has fewer than ${threshold} such patients `
           + "(perhaps none).";
+    } else if (!COUNT_KINDS.includes(a.kind)) {
+      text = a.result ? "The combined result is drawn below."
+        : "No combined result: see each institution's notes and the notes below.";
     } else if (!a.total) {
       text = "No combined total: no institution showed a count.";
     } else if (a.total.suppressed) {
@@ -324,7 +560,14 @@
     return el("div", {className: "total", dataset: {testid: "total"}},
       el("h3", {}, "All institutions"),
       el("p", {dataset: {testid: "total-text"}}, text,
-        value !== null ? el("strong", {dataset: {testid: "total-value"}}, fmt(value)) : null),
+        value !== null && a.total.perturbed ? el("strong", {className: "approx",
+          dataset: {testid: "approx"}}, "≈") : null,
+        value !== null ? el("strong", {dataset: {testid: "total-value"}}, fmt(value)) : null,
+        value !== null && SPECharts.spread(a.total)
+          ? el("span", {className: "hint"}, ` ±${SPECharts.num(SPECharts.spread(a.total).half)}`)
+          : null,
+        a.total && a.total.reason ? el("span", {className: "reason cell-reason",
+          dataset: {testid: "cell-reason"}}, ` ${a.total.reason}`) : null),
       el("p", {dataset: {testid: "sites"}}, of),
       a.notes.length ? el("ul", {className: "notes", dataset: {testid: "answer-notes"}},
         a.notes.map((t) => el("li", {}, t))) : null);
@@ -339,8 +582,9 @@
     const nodeCell = (n, key) => {
       const c = n.answer.cells.find((x) => keyOf(x.key) === key);
       if (!c) return el("td", {title: "not in this institution's answer"}, "—");
-      return el("td", {className: "num"}, c.suppressed
-        ? `suppressed (fewer than ${n.answer.threshold})` : fmt(c.value));
+      return el("td", {className: "num", title: c.reason || null}, c.suppressed
+        ? `suppressed (fewer than ${n.answer.threshold})`
+        : `${c.perturbed ? "≈" : ""}${fmt(c.value)}`);
     };
     if (!a.cells.length) {
       return el("p", {dataset: {testid: "cells-empty"}}, "No cells: no institution listed any.");
@@ -356,9 +600,22 @@
         return el("tr", {dataset: {testid: "cell-row", key}},
           strata.map((s) => el("th", {scope: "row"}, c.key[s] ?? "—")),
           answering.map((n) => nodeCell(n, key)),
-          el("td", {className: "num", dataset: {testid: "cell-total"}},
-            c.suppressed ? "suppressed" : fmt(c.value)));
+          el("td", {className: "num", title: c.reason || null},
+            c.perturbed && !c.suppressed ? el("span", {className: "approx"}, "≈") : null,
+            el("span", {dataset: {testid: "cell-total"}},
+              c.suppressed ? "suppressed" : fmt(c.value))));
       })));
+  }
+
+  // The drawing of the answer; a slip in drawing is said in the page, never lost, and the
+  // figures above it stay.
+  function chart(a) {
+    try {
+      return SPECharts.draw(a);
+    } catch (exc) {
+      return el("p", {className: "warning", dataset: {testid: "chart-error"}},
+        `The answer could not be drawn: ${(exc && exc.message) || exc}`);
+    }
   }
 
   function renderAnswer(a, sent, datasetSite) {
@@ -371,6 +628,7 @@
             el("th", {scope: "col"}, h)))),
         el("tbody", {}, a.nodes.map((n) => nodeRow(n, a.kind, datasetSite)))),
       summary(a),
+      chart(a),
       a.kind === "stratified" ? cellsTable(a, by) : null,
       el("p", {className: "hint"}, "Query hash (as audited): ",
         el("code", {dataset: {testid: "query-hash"}}, a.query_hash)));
@@ -450,6 +708,7 @@
       fill(select, el("option", {value: ""}, "—"),
         Object.entries(STRATA).map(([value, text]) => el("option", {value}, text)));
     }
+    fill($("stat-options"), statBlocks());
     SPEWeb.wireSignIn(session, signedInAs);
     $("add").addEventListener("click", () => {
       addRow().querySelector("select").focus();
