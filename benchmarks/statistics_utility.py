@@ -342,18 +342,18 @@ def pick_targets(truth: Truth, wanted: int) -> list[dict]:
     """Groups of 1-9 patients at some node: a condition, a sex, one year of age at a study.
     Taken round-robin over the conditions, youngest first, so the list is deterministic."""
     by_condition: dict[str, list[dict]] = {code: [] for code in CONDITIONS}
+    enough = -(-2 * wanted // len(CONDITIONS))  # candidates per condition
     for code in CONDITIONS:
-        for sex in ("female", "male"):
-            for age in range(30, 96, 3):
-                group = {"type": "patient", "sex": sex, "age": {"min": age, "max": age}}
-                exact = truth.evaluate({"where": {"type": "and", "of": [condition(code),
-                                                                          group]}})
-                sizes = {s: len(ev.ids) for s, ev in exact.items()}
-                if any(1 <= n <= 9 for n in sizes.values()):
-                    by_condition[code].append({"condition": code, "group": group,
-                                               "sizes": sizes})
-                if len(by_condition[code]) * len(CONDITIONS) >= 2 * wanted:
-                    break
+        slices = [(age, sex) for age in range(30, 96, 3) for sex in ("female", "male")]
+        for age, sex in slices:
+            if len(by_condition[code]) >= enough:
+                break
+            group = {"type": "patient", "sex": sex, "age": {"min": age, "max": age}}
+            exact = truth.evaluate({"where": {"type": "and", "of": [condition(code), group]}})
+            sizes = {s: len(ev.ids) for s, ev in exact.items()}
+            if any(1 <= n <= 9 for n in sizes.values()):
+                by_condition[code].append({"condition": code, "group": group,
+                                           "sizes": sizes})
     out: list[dict] = []
     while len(out) < wanted and any(by_condition.values()):
         for code in CONDITIONS:
