@@ -16,7 +16,9 @@ researcher calls it:
    common ICD-10 categories of the synthetic data; no filter, or a sex, age or modality
    filter; by sex, age band, modality or site; never by the dimension filtered on: 130
    questions). Reported: the share of combined cells shown (a perturbed value counts as
-   shown), the share of combined totals shown, and how many answers were touched by the
+   shown; so does a sum of only the sites that showed the cell, which is also counted
+   apart, as is each site's own share), the share of combined totals shown (likewise),
+   and how many answers were touched by the
    differencing defence (a suppressed or refused value whose reason names differencing).
    Targets (after issue 16): totals >= 90%, cells >= 50%, differencing 0;
 3. attack: a scripted differencing campaign by a fresh researcher: for target groups of
@@ -28,17 +30,40 @@ researcher calls it:
    an oracle). Target: 0 recoveries;
 4. latency through the hub, p50 and p95 over `--latency-rounds` requests of each answer
    kind (count, stratified, boolean, and the statistics mean, quantiles, histogram, table,
-   correlation, linear, logistic, survival: "n/a (not supported)" when the hub answers 422).
+   correlation, linear, logistic, survival: "n/a (not supported)" when the hub does not
+   know the kind, a 422 on `answer.kind`; `--stat-queries` mends an example query the hub
+   refuses otherwise).
    Target p50 <= 100 ms each; timings are printed, never asserted.
 
 `--json PATH` writes every figure. Researchers call the hub over plain HTTP on loopback;
 hub -> node is mutual TLS. One machine runs the hub, the nodes and the client.
 
-Results at 3 x 10,000 patients, BEFORE issue 16 (commit 9c5132a: suppress below 10, round
-to 5, differencing refusals; 2 shared cores; set-up: generation 0 s, sync 0 s, cached
-afterwards):
+Before issue 16 (commit 9c5132a: statistics tier suppresses counts under 10, rounds to 5
+and refuses for differencing; 2 cores shared with other work, 2026-12-04). Set-up at
+3 x 10,000: generation 1,143 s (212,537 DICOM instances) + sync 156 s, once; cached runs
+take about 40 s.
 
-    (filled in below by the first run)
+    3 x 10,000 patients                      before issue 16     target after
+    1. error of shown counts, cells 100+     max 1.94%           <= 5%
+       (rounding only: 10-19 max 11.8%, 20-49 9.1%, 50-99 3.9%, 500+ 0.4%)
+    2. combined totals shown                 42/130 (32%)        >= 90%
+         ... with every site's total in it   29/130 (22%)
+       combined cells shown                  347/570 (61%)       >= 50%
+         ... with every site's cell in it    132/570 (23%)
+       each site's own cells shown           673/1470 (46%)
+       answers touched by differencing       67 of 130           0
+    3. exact recoveries of groups of 1-9     0 of 76 (nodes), 0 of 24 (combined)    0
+       differencing refusals as an oracle    76/76 where the group has 1-9, 0/27 where none
+    4. p50 / p95 through the hub             count 38.5 / 40.9 ms, stratified 95.2 / 161.3 ms
+                                             (118.7 / 170.2 ms in another run), boolean
+                                             22.5 / 27.9 ms; mean, quantiles, histogram,
+                                             table, correlation, linear, logistic,
+                                             survival: n/a (not supported)
+
+    The same at the demo's default size, 3 x 300 patients (`--patients 300`): totals shown
+    15/130 (12%; 3 with every site), cells 62/570 (11%; each site's own 77/1470, 5%),
+    65 of 130 answers touched by differencing; 0 recoveries of 47, refusals 34/47 where
+    the group has 1-9 and 22/73 where it has none.
 
     python benchmarks/statistics_utility.py [--patients 10000] [--questions 130]
         [--targets 40] [--latency-rounds 50] [--json PATH] [--refresh]
@@ -256,6 +281,7 @@ def run_questions(fed: Federation, truth: Truth, qs: list[dict], user: str) -> d
     pairs: list[tuple[int, int]] = []  # (true, shown) of every count a node showed
     combined_pairs: list[tuple[int, int]] = []  # the same for the combined figures
     cells = cells_shown = cells_complete = 0
+    node_cells_all = node_cells_shown = 0  # each site's own cells
     real = real_shown = 0  # combined cells whose true count is at least 10
     totals = totals_shown = totals_complete = 0
     touched: list[str] = []
@@ -277,6 +303,8 @@ def run_questions(fed: Federation, truth: Truth, qs: list[dict], user: str) -> d
             if shown(a.get("total")):
                 pairs.append((len(ev.ids), a["total"]["value"]))
             for c in a.get("cells") or []:
+                node_cells_all += 1
+                node_cells_shown += shown(c)
                 if shown(c):
                     true = len(ev.cells.get(cell_key(c["key"]), ()))
                     pairs.append((true, c["value"]))
@@ -312,6 +340,7 @@ def run_questions(fed: Federation, truth: Truth, qs: list[dict], user: str) -> d
     r.close()
     return {"questions": len(qs), "answered": len(qs) - len(errors), "errors": errors,
             "cells": cells, "cells_shown": cells_shown, "cells_complete": cells_complete,
+            "node_cells": node_cells_all, "node_cells_shown": node_cells_shown,
             "cells_true_10_plus": real, "cells_true_10_plus_shown": real_shown,
             "totals": totals, "totals_shown": totals_shown,
             "totals_complete": totals_complete,
@@ -504,6 +533,7 @@ def report(r: dict) -> None:
     print(f"  combined cells shown:  {share(u['cells_shown'], u['cells'])}; with every "
           f"site's cell in it: {share(u['cells_complete'], u['cells'])}; of cells whose "
           f"true count is 10+: {share(u['cells_true_10_plus_shown'], u['cells_true_10_plus'])}")
+    print(f"  each site's own cells shown: {share(u['node_cells_shown'], u['node_cells'])}")
     print(f"  answers touched by a differencing refusal: {u['differencing_touched']} of "
           f"{u['questions']}" + (f" (first: {'; '.join(u['differencing_examples'][:3])})"
                                  if u["differencing_examples"] else ""))
