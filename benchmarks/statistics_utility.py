@@ -117,29 +117,30 @@ LATENCY_QUERIES = {
                           "prefix": True},
                 "answer": {"kind": "boolean"}},
 }
-# The statistics of issue 16, as a researcher would ask them (the request shape is the
-# new answer kinds'; `--stat-queries FILE` replaces any of them with {kind: query}).
+# The statistics of issue 16, one realistic question each, in the request shapes of the
+# README's "federated statistics" table (`--stat-queries FILE`: {kind: query} replaces any).
 _DIABETES = {"type": "condition", "system": "icd-10", "code": "E11", "prefix": True}
-_WEIGHT = {"system": "loinc", "code": "29463-7", "unit": "kg"}
+_HYPERTENSION = {"type": "condition", "system": "icd-10", "code": "I10", "prefix": True}
+_SYSTOLIC = {"type": "observation", "code": "8480-6", "unit": "mm[Hg]"}
+_WEIGHT = {"type": "observation", "code": "29463-7", "unit": "kg"}
+_AGE, _SEX = {"type": "age"}, {"type": "sex"}
 STAT_QUERIES = {
-    "mean": {"where": _DIABETES, "answer": {"kind": "mean", "variable": "age"}},
-    "quantiles": {"where": _DIABETES, "answer": {"kind": "quantiles", "variable": "age",
-                                                 "probs": [0.25, 0.5, 0.75]}},
-    "histogram": {"where": _DIABETES, "answer": {"kind": "histogram", "variable": "age",
-                                                 "bins": 10}},
-    "table": {"where": _DIABETES, "answer": {"kind": "table", "rows": "sex",
-                                             "cols": "age_band"}},
-    "correlation": {"where": _DIABETES, "answer": {"kind": "correlation", "variables": [
-        "age", {"observation": _WEIGHT}]}},
-    "linear": {"where": _DIABETES, "answer": {"kind": "linear", "outcome": {
-        "observation": _WEIGHT}, "predictors": ["age", "sex"]}},
+    "mean": {"where": _DIABETES, "answer": {"kind": "mean", "variable": _WEIGHT}},
+    "quantiles": {"where": _DIABETES, "answer": {"kind": "quantiles", "variable": _AGE,
+                                                 "probabilities": [0.25, 0.5, 0.75]}},
+    "histogram": {"where": _DIABETES, "answer": {"kind": "histogram", "variable": _AGE,
+                                                 "edges": [0, 18, 40, 65, 120]}},
+    "table": {"where": _DIABETES, "answer": {"kind": "table",
+                                             "variables": [_SEX, _HYPERTENSION]}},
+    "correlation": {"where": _DIABETES, "answer": {"kind": "correlation",
+                                                   "variables": [_AGE, _SYSTOLIC]}},
+    "linear": {"where": _DIABETES, "answer": {"kind": "linear", "outcome": _SYSTOLIC,
+                                              "predictors": [_AGE, _SEX]}},
     "logistic": {"where": {"type": "patient", "age": {"min": 40}}, "answer": {
-        "kind": "logistic", "outcome": {"condition": {"system": "icd-10", "code": "I10",
-                                                      "prefix": True}},
-        "predictors": ["age", "sex"]}},
-    "survival": {"where": {"type": "condition", "system": "icd-10", "code": "C71",
-                           "prefix": True},
-                 "answer": {"kind": "survival", "unit": "month"}},
+        "kind": "logistic", "outcome": _HYPERTENSION, "predictors": [_AGE, _SEX]}},
+    "survival": {"where": _DIABETES, "answer": {
+        "kind": "survival", "start": {"type": "study"}, "end": _HYPERTENSION,
+        "unit": "month"}},
 }
 
 
