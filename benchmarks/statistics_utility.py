@@ -23,8 +23,11 @@ researcher calls it:
    Targets (after issue 16): totals >= 90%, cells >= 50%, differencing 0;
 3. attack: a scripted differencing campaign by a fresh researcher: for target groups of
    1-9 patients at a node (a condition, a sex and one year of age at a study: picked from
-   the index), the broad question (the condition) and the same excluding the group. A
-   recovery is a node whose shown difference equals the group's true size there. Also
+   the index), the broad question (the condition) and the same excluding the group. An
+   exact recovery is a node whose two totals are declared exact (rounding 1, not
+   perturbed) and differ by the group's true size there; a difference that equals the
+   size by chance through rounding or noise is counted apart as a right guess, beside
+   the chance baseline (the difference is 0 where the group is empty). Also
    counted: refusals for differencing in that campaign at nodes where the group has 1-9
    patients and at nodes where it has none (a refusal that depends on the small group is
    an oracle). Target: 0 recoveries;
@@ -53,17 +56,21 @@ take about 40 s.
        each site's own cells shown           673/1470 (46%)
        answers touched by differencing       67 of 130           0
     3. exact recoveries of groups of 1-9     0 of 76 (nodes), 0 of 24 (combined)    0
+       both totals shown (so: right guesses) 0 of 76 (0 of 76)
        differencing refusals as an oracle    76/76 where the group has 1-9, 0/27 where none
     4. p50 / p95 through the hub             count 38.5 / 40.9 ms, stratified 95.2 / 161.3 ms
-                                             (118.7 / 170.2 ms in another run), boolean
-                                             22.5 / 27.9 ms; mean, quantiles, histogram,
-                                             table, correlation, linear, logistic,
-                                             survival: n/a (not supported)
+                                             (118.7 / 170.2 and 125.0 / 144.5 ms in other
+                                             runs), boolean 22.5 / 27.9 ms; mean,
+                                             quantiles, histogram, table, correlation,
+                                             linear, logistic, survival: n/a (not supported)
 
     The same at the demo's default size, 3 x 300 patients (`--patients 300`): totals shown
     15/130 (12%; 3 with every site), cells 62/570 (11%; each site's own 77/1470, 5%),
-    65 of 130 answers touched by differencing; 0 recoveries of 47, refusals 34/47 where
-    the group has 1-9 and 22/73 where it has none.
+    65 of 130 answers touched by differencing; 0 exact recoveries of 47, refusals 34/47
+    where the group has 1-9 and 22/73 where it has none.
+
+    The refusal is the leak before this issue: no difference is ever shown, but whether
+    the second question is refused says whether the group is non-empty and small.
 
     python benchmarks/statistics_utility.py [--patients 10000] [--questions 130]
         [--targets 40] [--latency-rounds 50] [--json PATH] [--refresh]
@@ -396,11 +403,24 @@ def node_totals(body: dict) -> dict[str, dict]:
     return {n["node_id"]: n for n in body.get("nodes", [])}
 
 
+def exact_value(answer: dict) -> bool:
+    """The node's total is the true count, as the answer itself says (rounding 1, not
+    perturbed): a difference of two such totals is certain."""
+    total = answer.get("total") or {}
+    return shown(total) and answer.get("rounding", 1) == 1 and not total.get("perturbed")
+
+
 def run_attack(fed: Federation, truth: Truth, targets: list[dict], user: str) -> dict:
+    """Per node: the difference of the two totals as the attacker's estimate of the group.
+    An exact recovery is a difference equal to the true size (1-9) of two totals the
+    answers declare exact; a right guess is a difference equal to the true size of any
+    two shown totals (rounded or perturbed: the attacker cannot tell it from a wrong
+    one). Right guesses of an empty group (difference 0) are the chance baseline."""
     r = Researcher(fed, user)
     broad: dict[str, dict] = {}
-    attempts = recoveries = 0
-    combined_attempts = combined_recoveries = 0
+    attempts = recoveries = guesses = both_shown = 0
+    attempts_none = guesses_none = 0
+    combined_attempts = combined_recoveries = combined_guesses = 0
     refused_small = refused_none = nodes_small = nodes_none = 0
     examples = []
     queries = 0
@@ -427,26 +447,41 @@ def run_attack(fed: Federation, truth: Truth, targets: list[dict], user: str) ->
             elif size == 0:
                 nodes_none += 1
                 refused_none += oracle
-            if not 1 <= size <= 9:
+            if size > 9:
+                continue
+            both = shown(a1.get("total")) and shown(a2.get("total"))
+            right = both and a1["total"]["value"] - a2["total"]["value"] == size
+            if size == 0:
+                attempts_none += 1
+                guesses_none += right
                 continue
             attempts += 1
-            if shown(a1.get("total")) and shown(a2.get("total")):
-                diff = a1["total"]["value"] - a2["total"]["value"]
-                if diff == size:
-                    recoveries += 1
-                    if len(examples) < 5:
-                        examples.append(f"{code} {t['group']['sex']} aged "
-                                        f"{t['group']['age']['min']} at {site}: {size}")
+            both_shown += both
+            guesses += right
+            if right and exact_value(a1) and exact_value(a2):
+                recoveries += 1
+                if len(examples) < 5:
+                    examples.append(f"{code} {t['group']['sex']} aged "
+                                    f"{t['group']['age']['min']} at {site}: {size}")
         true_combined = sum(t["sizes"].values())
         if 1 <= true_combined <= 9:
             combined_attempts += 1
-            if shown(broad[code].get("total")) and shown(body.get("total")):
-                combined_recoveries += (broad[code]["total"]["value"]
-                                        - body["total"]["value"]) == true_combined
+            t1, t2 = broad[code].get("total") or {}, body.get("total") or {}
+            if shown(t1) and shown(t2) and t1["value"] - t2["value"] == true_combined:
+                combined_guesses += 1
+                # The combined figure is exact only if every site's total in it is.
+                combined_recoveries += all(
+                    exact_value(n.get("answer") or {}) for n in [
+                        *broad[code].get("nodes", []), *body.get("nodes", [])]
+                    if n.get("answer"))
     r.close()
     return {"targets": len(targets), "queries": queries, "node_attempts": attempts,
-            "exact_recoveries": recoveries, "combined_attempts": combined_attempts,
-            "combined_exact_recoveries": combined_recoveries, "examples": examples,
+            "both_totals_shown": both_shown,
+            "exact_recoveries": recoveries, "right_guesses": guesses,
+            "empty_group_attempts": attempts_none, "empty_group_right_guesses": guesses_none,
+            "combined_attempts": combined_attempts,
+            "combined_exact_recoveries": combined_recoveries,
+            "combined_right_guesses": combined_guesses, "examples": examples,
             "differencing_refusals_group_1_9": refused_small, "nodes_group_1_9": nodes_small,
             "differencing_refusals_group_0": refused_none, "nodes_group_0": nodes_none}
 
@@ -549,10 +584,16 @@ def report(r: dict) -> None:
     a = r["attack"]
     print(f"\n3. differencing campaign: {a['targets']} target groups, {a['queries']} queries "
           "by one fresh researcher (broad question, then the same excluding the group)")
-    print(f"  exact recoveries of a node's group of 1-9: {a['exact_recoveries']} of "
-          f"{a['node_attempts']}; of the combined group (1-9 over all sites): "
-          f"{a['combined_exact_recoveries']} of {a['combined_attempts']} (target 0: "
-          f"{verdict(a['exact_recoveries'] + a['combined_exact_recoveries'] == 0)})")
+    print(f"  exact recoveries (a difference of two totals declared exact, equal to the "
+          f"group's true size 1-9): {a['exact_recoveries']} of {a['node_attempts']} at "
+          f"nodes, {a['combined_exact_recoveries']} of {a['combined_attempts']} combined "
+          f"(target 0: {verdict(a['exact_recoveries'] + a['combined_exact_recoveries'] == 0)})")
+    print(f"  both totals shown at {share(a['both_totals_shown'], a['node_attempts'])} of "
+          f"those nodes; right guesses (rounded or perturbed difference that happens to "
+          f"equal the size): {share(a['right_guesses'], a['node_attempts'])}, combined "
+          f"{share(a['combined_right_guesses'], a['combined_attempts'])}; chance baseline, "
+          f"difference 0 for an empty group: "
+          f"{share(a['empty_group_right_guesses'], a['empty_group_attempts'])}")
     print(f"  differencing refusals (an oracle if they depend on the group): at nodes with "
           f"1-9 in the group {share(a['differencing_refusals_group_1_9'], a['nodes_group_1_9'])}"
           f", with none {share(a['differencing_refusals_group_0'], a['nodes_group_0'])}")
