@@ -42,11 +42,7 @@ import json
 import os
 import random
 import re
-import shutil
-import socket
 import sqlite3
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +53,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_federation import Federation, pct, serve_child  # noqa: E402
 
 SITES = ("site-a", "site-b", "site-c")
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
@@ -254,136 +253,7 @@ def prepare_indexes(data: Path, patients: int, seed: int) -> dict[str, Path]:
     return dbs
 
 
-# ------------------------------------------------------------------------- the servers
-
-
-def serve_child(role: str, port: int) -> None:
-    """Run one server in this process (the benchmark re-invokes itself for each)."""
-    import uvicorn
-
-    from spe.settings import Settings
-
-    settings = Settings()  # from the SPE_* variables the parent set
-    tls: dict = {}
-    if role == "hub":
-        from spe.app import create_central_app
-        from spe.db.migrate import upgrade
-
-        upgrade(settings.resolved_database_url, "central")
-        app = create_central_app(settings)
-    else:
-        from gateway.node.app import create_node_app
-        from gateway.node.config import NodeConfig
-        from spe.pki import server_ssl_options
-
-        app = create_node_app(NodeConfig(node_id=role, name=role,
-                                         database_url=settings.database_url), settings)
-        tls = server_ssl_options(settings.pki_dir, role)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", **tls)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Federation:
-    """The hub and the nodes as subprocesses; stopped on exit, also on Ctrl-C."""
-
-    def __init__(self, work: Path, dbs: dict[str, Path]) -> None:
-        from spe.pki import client_ssl_context, init_pki
-
-        self.work = work
-        self.pki = work / "pki"
-        init_pki(self.pki, nodes=list(SITES))
-        self.tls = client_ssl_context(self.pki, "hub")
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.node_urls: dict[str, str] = {}
-        self.dbs = {}
-        for site, db in dbs.items():
-            self.dbs[site] = work / f"{site}.db"
-            shutil.copyfile(db, self.dbs[site])  # fresh copies: no history carries over
-        self.hub_port = free_port()
-        self.hub_url = f"http://127.0.0.1:{self.hub_port}"
-        self.hub_dir = work / "hub"
-
-    def _start(self, role: str, port: int, env: dict[str, str]) -> None:
-        args = [sys.executable, str(Path(__file__).resolve()), "--serve", role,
-                "--port", str(port)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SPE_")} | env
-        with open(self.work / f"{role}.log", "wb") as log:  # the child's output
-            # cwd: no stray .env of the caller's folder reaches the servers' settings.
-            self.procs[role] = subprocess.Popen(args, env=env, cwd=self.work, stdout=log,
-                                                stderr=subprocess.STDOUT)
-
-    def _wait(self, role: str, url: str, **client) -> None:
-        deadline = time.monotonic() + 60
-        with httpx.Client(timeout=2, **client) as c:
-            while time.monotonic() < deadline and self.procs[role].poll() is None:
-                try:
-                    if c.get(url + "/health").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-        raise SystemExit(f"{role} did not start:\n{self.log_tail(role, 40)}")
-
-    def log_tail(self, role: str, lines: int) -> str:
-        text = (self.work / f"{role}.log").read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> Federation:
-        from spe.identity import demo_issuer
-        from spe.settings import Settings
-
-        try:
-            base = {"SPE_ENVIRONMENT": "development", "SPE_PKI_DIR": str(self.pki)}
-            for site in SITES:
-                port = free_port()
-                self.node_urls[site] = f"https://127.0.0.1:{port}"
-                self._start(site, port, base | {
-                    "SPE_NODE_ID": site, "SPE_DATABASE_URL": f"sqlite:///{self.dbs[site]}",
-                    "SPE_DATA_DIR": str(self.work / site)})
-            # The hub is its own demo token issuer; its key is made here, before it starts.
-            self.issuer = demo_issuer(Settings(environment="development",
-                                               data_dir=self.hub_dir, oidc_issuer=self.hub_url))
-            self._start("hub", self.hub_port, base | {
-                "SPE_DATA_DIR": str(self.hub_dir),
-                "SPE_DATABASE_URL": f"sqlite:///{self.hub_dir / 'central.db'}",
-                "SPE_OIDC_ISSUER": self.hub_url,
-                "SPE_FEDERATION_NODES": json.dumps(self.node_urls)})
-            for site in SITES:
-                self._wait(site, self.node_urls[site], verify=self.tls)
-            self._wait("hub", self.hub_url)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def token(self, user: str) -> str:
-        return self.issuer.mint(user, ["researcher"])
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
 # ------------------------------------------------------------------------- measuring
-
-
-def pct(values: list[float], p: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(
-        values) > 1 else values[0]
 
 
 def users(prefix: str, per_user: int = USER_QUERIES) -> Iterator[str]:
