@@ -462,12 +462,9 @@
       STATUS[status] || status);
   }
 
-  // Why a node's figure is not shown, from its notes ("total: below the threshold", ...).
-  function suppressedText(answer, name) {
-    const note = (answer.notes || []).find((n) => n.startsWith(`${name || "total"}: `)) || "";
-    if (note.includes("differencing")) return "suppressed (differencing with an earlier answer)";
-    if (note.includes("withheld")) return "withheld (a cell is suppressed)";
-    return `suppressed (fewer than ${answer.threshold})`;
+  // A suppressed figure's label; the cell's own reason, when it has one, follows it.
+  function suppressedText(answer, cell) {
+    return cell && cell.reason ? "suppressed" : `suppressed (fewer than ${answer.threshold})`;
   }
 
   // A shown count: "≈" before it when perturbed (outside the value itself, which stays a
@@ -485,11 +482,11 @@
       ` ${cell.reason}`) : null];
   }
 
-  function suppressedCell(answer, cell, name) {
+  function suppressedCell(answer, cell) {
     return cell && cell.reason
-      ? [suppressedText(answer, name), el("span", {className: "reason cell-reason",
+      ? [suppressedText(answer, cell), el("span", {className: "reason cell-reason",
         dataset: {testid: "cell-reason"}}, ` ${cell.reason}`)]
-      : suppressedText(answer, name);
+      : suppressedText(answer, cell);
   }
 
   // A statistic's answer at one node: its patients (n) where the node says, else that it
@@ -507,11 +504,11 @@
     const a = n.answer;
     if (!a) return el("span", {className: "reason"}, n.reason || STATUS[n.status] || n.status);
     if (kindAsked === "boolean") {
-      return a.exists ? `yes (at least ${a.threshold})` : suppressedCell(a, a.total, "total");
+      return a.exists ? `yes (at least ${a.threshold})` : suppressedCell(a, a.total);
     }
     if (!COUNT_KINDS.includes(kindAsked)) return nodeStatistic(a);
     if (a.total && !a.total.suppressed) return figure(a.total, a);
-    return suppressedCell(a, a.total, "total");
+    return suppressedCell(a, a.total);
   }
 
   function nodeRow(n, kindAsked, datasetSite) {
