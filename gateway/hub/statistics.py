@@ -16,6 +16,7 @@ pooled result.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from spe.stats import (
     pooled_mean_sd,
 )
 from spe.wire.query import (
+    MAX_ROUNDS,
+    MAX_STEP_VALUES,
     AgeVariable,
     ImagingVariable,
     Query,
@@ -44,8 +47,19 @@ from spe.wire.query import (
 
 #: Rounds at most, and thresholds per quantile per round (bounded by the Step's size).
 QUANTILE_GRID = 32
+QUANTILE_GRID_MAX = 256
+#: A quantile is pinned down when its interval is this narrow relative to its value: far
+#: below any measurement's precision; where the nodes perturb (each value moved by up to a
+#: few per cent of its SD), far below the noise.
+QUANTILE_RTOL = 1e-10
+QUANTILE_RTOL_PERTURBED = 1e-6
 MAX_QUANTILE_ROUNDS = 24
 LOGISTIC_ITERATIONS = 25
+#: Newton stops when a step is this small (relative to the coefficients): its error is then
+#: of the order of the step's square. Where the nodes perturb their sums by a few per cent,
+#: a looser tolerance changes nothing a researcher could see and saves a round.
+LOGISTIC_TOL = 1e-10
+LOGISTIC_TOL_PERTURBED = 1e-6
 INTERCEPT = "(intercept)"
 
 AskRound = Callable[[Step | None, set[str] | None], Awaitable[list[NodeResult]]]
@@ -145,24 +159,54 @@ def _search_range(query: Query) -> tuple[float, float]:
     return 0.0, 1000.0
 
 
-async def _quantiles(query: Query, state: _State, ask: AskRound) -> dict:
+def _quantile_search(query: Query, rtol: float = QUANTILE_RTOL) -> QuantileSearch:
     ps = query.answer.quantile_probabilities()
     lo, hi = _search_range(query)
+    # As many thresholds per round as a Step carries: fewer rounds (each a fan-out).
+    grid = max(QUANTILE_GRID, min(QUANTILE_GRID_MAX, MAX_STEP_VALUES // len(ps) - 24))
+    return QuantileSearch(ps, lo, hi, grid=grid, max_rounds=MAX_QUANTILE_ROUNDS,
+                          rtol=rtol)
+
+
+def first_step(query: Query) -> Step | None:
+    """What the first fan-out carries beside the query: the quantile search's first
+    thresholds, or the logistic model's first coefficients (all 0), so that it is already
+    the statistic's first round. None for a statistic of one fan-out."""
+    if query.answer.kind == "quantiles":
+        return Step(round=1, points=_quantile_search(query).thresholds())
+    if query.answer.kind == "logistic":
+        return Step(round=1, beta=[0.0] * (len(query.answer.predictors) + 1))
+    return None
+
+
+def _next_step(state: _State) -> int:
+    return min(state.rounds + 1, MAX_ROUNDS)
+
+
+def _first_answers(state: _State) -> dict[str, dict]:
+    return {r.node_id: r.answer.statistic for r in state.first
+            if r.node_id in state.contributing}
+
+
+async def _quantiles(query: Query, state: _State, ask: AskRound) -> dict:
+    ps = query.answer.quantile_probabilities()
+    rtol = QUANTILE_RTOL_PERTURBED if _perturbed(state) else QUANTILE_RTOL
+    search = _quantile_search(query, rtol)
+    points = search.thresholds()  # those the first fan-out asked (`first_step`)
+    answers: dict[str, dict] | None = _first_answers(state)
     while True:
-        search = QuantileSearch(ps, lo, hi, grid=QUANTILE_GRID, max_rounds=MAX_QUANTILE_ROUNDS)
-        n = int(sum(int(s["n"]) for s in _parts(state)))
         try:
-            while not search.done:
-                points = search.thresholds()
-                if not points:
-                    break
-                answers = await _round(state, ask, Step(round=search.rounds + 1,
+            if answers is None:
+                answers = await _round(state, ask, Step(round=_next_step(state),
                                                         points=points))
-                counts = np.sum([a["counts"] for a in answers.values()], axis=0)
-                search.update(counts.tolist(), n)
-            break
-        except _Dropped:
-            continue  # again, without the nodes that failed
+            counts = np.sum([a["counts"] for a in answers.values()], axis=0)
+            search.update(counts.tolist(), sum(int(a["n"]) for a in answers.values()))
+            answers = None
+            if search.done or not (points := search.thresholds()):
+                break
+        except _Dropped:  # again, without the nodes that failed
+            search = _quantile_search(query, rtol)
+            points, answers = search.thresholds(), None
     unresolved = [p for p, ok in zip(ps, search.resolved, strict=True) if not ok]
     if unresolved:
         state.notes.append("quantile(s) " + ", ".join(f"{p:g}" for p in unresolved)
@@ -170,7 +214,7 @@ async def _quantiles(query: Query, state: _State, ask: AskRound) -> dict:
                            "upper end of the last interval is shown")
     perturbed = _perturbed(state)
     return {"kind": "quantiles", "variable": variable_name(query.answer.variable),
-            "n": _n_shown(state) if perturbed else n,
+            "n": _n_shown(state) if perturbed else search.n,
             "quantiles": [{"p": p, "value": v}
                           for p, v in zip(ps, search.values(), strict=True)]}
 
@@ -226,21 +270,23 @@ async def _linear(query: Query, state: _State, ask: AskRound) -> dict:
 async def _logistic(query: Query, state: _State, ask: AskRound) -> dict:
     names = [INTERCEPT, *(predictor_name(v) for v in query.answer.predictors)]
     loop = asyncio.get_running_loop()
-    rounds = [0]
+    first: list[dict | None] = [list(_first_answers(state).values())]  # at beta = 0
 
     def step(beta: np.ndarray) -> list[dict]:
         # In a worker thread (logistic_fit calls it): each Newton step is a fan-out on
-        # the hub's loop.
-        rounds[0] += 1
+        # the hub's loop, but the first (beta = 0) was the first fan-out's.
+        if first[0] is not None:
+            answers, first[0] = first[0], None
+            return answers
         future = asyncio.run_coroutine_threadsafe(_round(state, ask, Step(
-            round=min(rounds[0], LOGISTIC_ITERATIONS), beta=beta.tolist())), loop)
+            round=_next_step(state), beta=beta.tolist())), loop)
         return list(future.result().values())
 
     while True:
-        rounds[0] = 0
         try:
-            fit = await run_in_threadpool(logistic_fit, step, names, len(names),
-                                          LOGISTIC_ITERATIONS)
+            fit = await run_in_threadpool(functools.partial(
+                logistic_fit, step, names, len(names), LOGISTIC_ITERATIONS,
+                LOGISTIC_TOL_PERTURBED if _perturbed(state) else LOGISTIC_TOL))
             break
         except _Dropped:
             continue
@@ -303,7 +349,7 @@ async def _round(state: _State, ask: AskRound, step: Step) -> dict[str, dict]:
 async def federated_statistic(query: Query, ask: AskRound, *, query_hash: str, tier: str,
                               min_sites: int) -> FederatedAnswer:
     """Ask the nodes (`ask(step, nodes)`: one fan-out) and pool their summaries."""
-    first = await ask(None, None)
+    first = await ask(first_step(query), None)
     state = _State(first, set(), min_sites)
     for r in first:
         why = _why_not(r)
@@ -343,4 +389,4 @@ async def federated_statistic(query: Query, ask: AskRound, *, query_hash: str, t
     return out
 
 
-__all__ = ["federated_statistic"]
+__all__ = ["federated_statistic", "first_step"]

@@ -18,9 +18,10 @@ What leaves is a summary (sums, counts, cross-products), never rows. In the stat
 - survival tables stop where fewer than `min_at_risk` patients remain at risk at the node.
 The permit tier is exact.
 
-Rounds: quantiles and logistic regression take several fan-outs. The first (no `Step`)
-checks the rules and says n; each later round answers the hub's step (counts at points,
-sums at coefficients). Only the first round counts against the daily budget.
+Rounds: quantiles and logistic regression take several fan-outs, each answering the hub's
+`Step` (counts at points, sums at coefficients) under the same rules. Only the first
+(round 1, or no step) counts against the daily budget; the later ones reuse the first's
+cohort, values and record keys, kept in memory for a short while (`_remember`).
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def _jittered(x: np.ndarray, ids: np.ndarray, noise: Noise) -> np.ndarray:
 # `_KEPT_SECONDS`, so a round costs the summary alone, not the SQL again.
 
 _PREPARED: OrderedDict[str, tuple[float, object]] = OrderedDict()
-_KEPT = 16
+_KEPT = 32  # two per statistic in rounds: its cohort and its values
 _KEPT_SECONDS = 120.0
 _prepared_lock = threading.Lock()
 
@@ -273,15 +274,13 @@ def _quantiles(session, query, ids, cohort, today, rule, noise, step) -> _Out:
                 "ask for probabilities nearer 0.5, or widen the cohort")
         return kept, np.sort(_jittered(x[:, 0], kept, noise))
 
-    kept, values_ = _remember(noise.cache_key, prepare) if step is not None else prepare()
+    kept, values_ = _remember(noise.cache_key, prepare)
     n = len(kept)
     out = _Out(noise.count(kept), {"n": n}, exact_n=n)
     if step is not None:
         if not step.points:
             raise _NotShown("a quantile round needs its points")
         out.statistic["counts"] = summaries.counts_at_or_below(values_, step.points)
-    elif noise.cache_key:
-        _remember(noise.cache_key, lambda: (kept, values_))
     return out
 
 
@@ -451,9 +450,10 @@ def answer(
     used = repository.answered_since(session, ctx.sub, now.replace(
         hour=0, minute=0, second=0, microsecond=0))
     # A later round belongs to a statistic its first round counted already.
+    later = step is not None and step.round > 1
     decision = decide_or_refuse(policy, "query/node_decision", {
         "tier": ctx.tier, "roles": ctx.roles, "kind": kind,
-        "used_today": max(used - 1, 0) if step is not None else used,
+        "used_today": max(used - 1, 0) if later else used,
         "permit": permit_facts(session, ctx, now.date())},
         audit=audit, sessions=sessions, session=None, actor=ctx.sub, action="query",
         object=subject, details=details, refuse=lambda d: StatisticRefused(d.reason))
@@ -474,20 +474,23 @@ def answer(
         # Fail closed, as the counts: exact statistics would single out small groups.
         raise refuse(f"denied: the disclosure policy gives no perturbation for statistics "
                      f"in tier {ctx.tier}")
-    keys = None
-    if ctx.tier not in EXACT_TIERS:
-        if secret is None:
-            raise refuse("denied: this node has no record-key secret to perturb with")
-        keys = load_record_keys(session, secret)
+    if ctx.tier not in EXACT_TIERS and secret is None:
+        raise refuse("denied: this node has no record-key secret to perturb with")
+    # The node and its database too: nodes may share a process (tests). The index's
+    # version: a sync between rounds is not mixed with them.
+    cache_key = (f"{node_id}:{session.get_bind().url}:{index_version(session)}:"
+                 f"{ctx.tier}:{ctx.permit}:{today}:{query_hash}")
+
+    def cohort_and_keys() -> tuple[np.ndarray, np.ndarray | None]:
+        ids = evaluate(session, Query(where=query.where), node_id=node_id, today=today).ids
+        return ids, (None if ctx.tier in EXACT_TIERS else load_record_keys(session, secret))
+
+    # A statistic in rounds asks about the same cohort each round: found once.
+    ids, keys = (_remember(f"{cache_key}:cohort", cohort_and_keys) if step is not None
+                 else cohort_and_keys())
     noise = Noise(_Disclosure(counts.min_count, counts.rounding, perturbation, keys,
                               criteria_digest(query)),
-                  keys, rule.relative_noise, _salt(query),
-                  # The node and its database too: nodes may share a process (tests).
-                  # The index's version: a sync between rounds is not mixed with them.
-                  cache_key=(f"{node_id}:{session.get_bind().url}:{index_version(session)}:"
-                             f"{ctx.tier}:{ctx.permit}:{today}:{query_hash}"))
-
-    ids = evaluate(session, Query(where=query.where), node_id=node_id, today=today).ids
+                  keys, rule.relative_noise, _salt(query), cache_key=cache_key)
     cohort = matching_patients(query.where, today=today)
     out = NodeAnswer(node_id=node_id, tier=ctx.tier, kind=kind, threshold=counts.min_count,
                      rounding=counts.rounding)
@@ -512,7 +515,7 @@ def answer(
                              "for the same question)")
         exact_n = result.exact_n
 
-    if step is None:  # the statistic counts once against the daily budget
+    if not later:  # the statistic counts once against the daily budget
         repository.record(session, [{"user_id": ctx.sub, "at": now, "query_hash": query_hash,
                                      "cell": "", "size": len(ids), "shown": False,
                                      "bitmap": b""}])
