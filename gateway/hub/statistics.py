@@ -31,6 +31,7 @@ from spe.stats import (
     kaplan_meier,
     linear_fit,
     logistic_fit,
+    logistic_start,
     pooled_correlation,
     pooled_mean_sd,
 )
@@ -270,14 +271,16 @@ async def _linear(query: Query, state: _State, ask: AskRound) -> dict:
 async def _logistic(query: Query, state: _State, ask: AskRound) -> dict:
     names = [INTERCEPT, *(predictor_name(v) for v in query.answer.predictors)]
     loop = asyncio.get_running_loop()
-    first: list[dict | None] = [list(_first_answers(state).values())]  # at beta = 0
+    answers = _first_answers(state)  # at beta = 0, each with the node's own fit
+    first: list[list[dict] | None] = [list(answers.values())]
+    start = logistic_start([a.get("local") for a in answers.values()])
 
     def step(beta: np.ndarray) -> list[dict]:
         # In a worker thread (logistic_fit calls it): each Newton step is a fan-out on
-        # the hub's loop, but the first (beta = 0) was the first fan-out's.
-        if first[0] is not None:
-            answers, first[0] = first[0], None
-            return answers
+        # the hub's loop; the first fan-out's answers serve a first step at 0.
+        cached, first[0] = first[0], None
+        if cached is not None and not np.any(beta):
+            return cached
         future = asyncio.run_coroutine_threadsafe(_round(state, ask, Step(
             round=_next_step(state), beta=beta.tolist())), loop)
         return list(future.result().values())
@@ -286,10 +289,11 @@ async def _logistic(query: Query, state: _State, ask: AskRound) -> dict:
         try:
             fit = await run_in_threadpool(functools.partial(
                 logistic_fit, step, names, len(names), LOGISTIC_ITERATIONS,
-                LOGISTIC_TOL_PERTURBED if _perturbed(state) else LOGISTIC_TOL))
+                LOGISTIC_TOL_PERTURBED if _perturbed(state) else LOGISTIC_TOL, start=start))
             break
-        except _Dropped:
-            continue
+        except _Dropped:  # again from 0, without the nodes that failed
+            start = None
+    fit.pop("information", None)
     if not fit["converged"]:
         state.notes.append(
             f"the model did not converge in {fit['iterations']} rounds (an outcome "

@@ -20,6 +20,7 @@ __all__ = [
     "kaplan_meier",
     "linear_fit",
     "logistic_fit",
+    "logistic_start",
     "pooled_correlation",
     "pooled_histogram",
     "pooled_mean_sd",
@@ -420,6 +421,7 @@ def logistic_fit(
     tol: float = 1e-10,
     *,
     level: float = 0.95,
+    start: Sequence[float] | None = None,
 ) -> dict:
     """Federated Newton-Raphson (= IRLS: the logit link is canonical) for logistic regression.
 
@@ -431,14 +433,20 @@ def logistic_fit(
     (Wald) CIs and p-values: statsmodels Logit / GLM Binomial's. "converged" is false when
     max_iter rounds pass first or the information becomes singular, which is what perfectly
     separated data do (estimates running off to infinity): the caller must not show those
-    estimates as a fit. Returns {"n", "coefficients", "deviance", "iterations", "converged"}.
+    estimates as a fit. `start`: where the first round is (default 0; `logistic_start`
+    gives one near the fit, which saves rounds). Returns {"n", "coefficients", "deviance",
+    "iterations", "converged", "information"} (the last round's information matrix: for a
+    node's own fit, `logistic_start`; not for showing).
     """
     names = list(names)
     if len(names) != p:
         raise StatsError("one name per column of X is needed")
-    beta = np.zeros(p)
+    beta = np.zeros(p) if start is None else np.asarray(start, dtype=float).copy()
+    if beta.shape != (p,) or not np.all(np.isfinite(beta)):
+        raise StatsError("the start needs one finite value per column of X")
     converged = False
     cov = np.full((p, p), np.nan)
+    info = np.full((p, p), np.nan)
     n, deviance, it = 0, math.nan, 0
     for it in range(1, max_iter + 1):  # noqa: B007 (the count is reported)
         parts = step(beta.copy())
@@ -463,7 +471,27 @@ def logistic_fit(
         "deviance": _num(deviance),
         "iterations": it,
         "converged": converged,
+        "information": info.tolist(),
     }
+
+
+def logistic_start(parts: Sequence[dict]) -> np.ndarray | None:
+    """A starting point for `logistic_fit` from each node's own fit ({"beta", "information"}:
+    a node's `logistic_fit` on its own rows): the information-weighted mean of the nodes'
+    coefficients, (sum I_k)^-1 sum I_k beta_k. It is within O(1/n) of the pooled fit (a
+    one-step meta-analysis), so Newton from it needs two or three rounds instead of five to
+    ten. None when a part has no fit (separated data at a node) or the sum is singular."""
+    if not parts or any(p is None for p in parts):
+        return None
+    try:
+        infos = [np.asarray(p["information"], dtype=float) for p in parts]
+        betas = [np.asarray(p["beta"], dtype=float) for p in parts]
+        total = np.sum(infos, axis=0)
+        start = np.linalg.solve(total, np.sum([i @ b for i, b in zip(infos, betas,
+                                                                     strict=True)], axis=0))
+    except (KeyError, TypeError, ValueError, np.linalg.LinAlgError):
+        return None
+    return start if np.all(np.isfinite(start)) else None
 
 
 # --- Kaplan-Meier ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from scipy import stats
 from sqlalchemy import text
 
@@ -106,8 +107,11 @@ def fed(request, node_dbs, pki, tmp_path_factory) -> Iterator[StatFederation]:
                           else stack.enter_context(_fresh_postgres()))
             run_sync(urls[site], dicom=f"folder:{synth / site / 'dicom'}",
                      fhir=f"ndjson:{synth / site / 'fhir'}")
+        # A fixed record-key secret: the noise, and so which small cells show, is the
+        # same every run (a random one could push a 40-patient site's n under 15).
         settings = Settings(data_dir=tmp, oidc_issuer=ISSUER, pki_dir=pki,
-                            environment="development")
+                            environment="development",
+                            node_cellkey_secret=SecretStr("statistics-tests-record-keys"))
         socks = {site: bind() for site in SITES}
         node_urls = {site: f"https://127.0.0.1:{s.getsockname()[1]}"
                      for site, s in socks.items()}
@@ -309,7 +313,8 @@ def test_logistic_regression_equals_statsmodels_on_the_pooled_rows(fed):
     assert r["n"] == len(x)
     assert close([c["estimate"] for c in r["coefficients"]], fit.params, rtol=1e-7)
     assert close([c["se"] for c in r["coefficients"]], fit.bse, rtol=1e-7)
-    assert r["rounds"] == r["iterations"]  # the first fan-out is the first Newton step
+    # The first fan-out brings the nodes' own fits, the start of the Newton steps.
+    assert r["rounds"] == r["iterations"] + 1
     # The nodes show their n, not a round's sums.
     assert all(set(n["answer"]["statistic"]) == {"n", "perturbed"} for n in body["nodes"])
 
@@ -376,23 +381,29 @@ def exact_nodes(fed: StatFederation, where: dict, answer: dict) -> list[dict]:
 
 
 def test_the_statistics_tier_is_perturbed_close_and_consistent(fed):
-    exact = fed.result(FEMALE, {"kind": "mean", "variable": WEIGHT})["result"]
     first = fed.result(FEMALE, {"kind": "mean", "variable": WEIGHT}, permit=False)
     again = fed.result(FEMALE, {"kind": "mean", "variable": WEIGHT}, permit=False,
                        user="bob")
     r = first["result"]
     assert r["perturbed"] is True
     assert r == again["result"]  # the same cohort and question: the same numbers
-    assert abs(r["n"] - exact["n"]) <= 3 * 5  # at most ±5 at each of three sites
-    # Each node moves its mean by at most relative_noise (3%) of its sd; the hub pools the
-    # shown summaries, weighted by the shown (perturbed) n, exactly as it pools exact ones.
-    shown = {n["node_id"]: n["answer"]["statistic"] for n in first["nodes"]}
+    # Each node moves its n by at most ±5 and its mean by at most relative_noise (3%) of
+    # its sd (a node whose n, with its noise, is under 15 sends nothing); the hub pools the
+    # shown summaries, weighted by the shown n, exactly as it pools exact ones.
+    shown = {n["node_id"]: n["answer"]["statistic"] for n in first["nodes"]
+             if n["answer"]["statistic"] is not None}
+    assert len(shown) >= 2
     for n in exact_nodes(fed, FEMALE, {"kind": "mean", "variable": WEIGHT}):
-        m, p = n["answer"]["statistic"], shown[n["node_id"]]
+        m, p = n["answer"]["statistic"], shown.get(n["node_id"])
+        if p is None:
+            assert m["n"] < 15 + 5
+            continue
+        assert abs(p["n"] - m["n"]) <= 5
         sd = math.sqrt(m["m2"] / (m["n"] - 1))
         assert abs(p["sum"] / p["n"] - m["sum"] / m["n"]) <= 0.03 * sd * 1.0001
         assert p["sum"] / p["n"] != m["sum"] / m["n"]
-    pooled = sum(p["sum"] for p in shown.values()) / sum(p["n"] for p in shown.values())
+    assert r["n"] == sum(p["n"] for p in shown.values())
+    pooled = sum(p["sum"] for p in shown.values()) / r["n"]
     assert r["mean"] == pytest.approx(pooled, rel=1e-9)
     assert any("perturbed" in note for n in first["nodes"] for note in n["answer"]["notes"])
 

@@ -51,8 +51,8 @@ from spe.errors import Forbidden, SPEError
 from spe.policy import PolicyService
 from spe.policy.disclosure import NoCountRule, StatisticsRule, count_rule, statistics_rule
 from spe.policy.gate import audit_refusal, decide_or_refuse
+from spe.stats import StatsError, logistic_fit, summaries
 from spe.stats import disclosure as rules
-from spe.stats import summaries
 from spe.wire.context import HubContext
 from spe.wire.query import (
     BINARY,
@@ -374,7 +374,29 @@ def _logistic(session, query, ids, cohort, today, rule, noise, step) -> _Out:
             raise _NotShown(f"a logistic round needs {design.shape[1]} coefficients")
         terms = summaries.logistic_terms(design, y, step.beta)
         out.statistic = _perturb_terms(terms, kept, noise)
+        if step.round == 1:
+            out.statistic["local"] = _own_fit(design, y, kept, noise)
     return out
+
+
+def _own_fit(design: np.ndarray, y: np.ndarray, kept: np.ndarray, noise: Noise
+             ) -> dict | None:
+    """This node's own fit, on the sums it would send (perturbed alike): the hub starts its
+    Newton rounds from the information-weighted mean of the nodes' fits (`logistic_start`),
+    two or three rounds from the pooled fit instead of five to ten from 0. None where the
+    node's own data do not fit (separated, collinear): the hub then starts from 0."""
+    def terms(beta: np.ndarray) -> list[dict]:
+        return [_perturb_terms(summaries.logistic_terms(design, y, beta), kept, noise)]
+
+    try:
+        fit = logistic_fit(terms, [str(j) for j in range(design.shape[1])],
+                           design.shape[1], 25, 1e-8)
+    except (StatsError, ValueError, FloatingPointError):
+        return None
+    if not fit["converged"]:
+        return None
+    return {"beta": [c["estimate"] for c in fit["coefficients"]],
+            "information": fit["information"]}
 
 
 def _survival(session, query, ids, cohort, today, rule, noise, step) -> _Out:
