@@ -304,6 +304,28 @@ def test_logistic_fit_equals_statsmodels_logit_and_glm_binomial():
     assert result["n"] == 500
 
 
+def test_logistic_fit_from_the_nodes_own_fits_is_the_same_fit_in_fewer_rounds():
+    sm = pytest.importorskip("statsmodels.api")
+    X, y = logistic_data()
+    names = ["intercept", "age", "sex"]
+    own = []
+    for a, b in split(X, y):
+        fit = stats.logistic_fit(lambda beta, a=a, b=b: [stats.logistic_terms(a, b, beta)],
+                                 names, 3)
+        own.append({"beta": [c["estimate"] for c in fit["coefficients"]],
+                    "information": fit["information"]})
+    start = stats.logistic_start(own)
+    step, calls = federated_step(X, y)
+    result = json_clean(stats.logistic_fit(step, names, 3, start=start))
+    check_against_statsmodels(result, sm.Logit(y, X).fit(disp=0, tol=1e-12, maxiter=100),
+                              names)
+    zero_step, zero_calls = federated_step(X, y)
+    stats.logistic_fit(zero_step, names, 3)
+    assert len(calls) < len(zero_calls)
+    # A node without a fit of its own (separated data): no start, Newton from 0.
+    assert stats.logistic_start([own[0], None]) is None
+
+
 def test_logistic_fit_flags_separated_data_as_not_converged():
     r = rng(13)
     x = r.normal(0, 1, 200)
