@@ -57,10 +57,11 @@ QUANTILE_RTOL_PERTURBED = 1e-6
 MAX_QUANTILE_ROUNDS = 24
 LOGISTIC_ITERATIONS = 25
 #: Newton stops when a step is this small (relative to the coefficients): its error is then
-#: of the order of the step's square. Where the nodes perturb their sums by a few per cent,
-#: a looser tolerance changes nothing a researcher could see and saves a round.
+#: of the order of the step's square. Where the nodes perturb their sums (which moves the
+#: fit by a few per cent of its standard errors), it stops once every step is under 1% of
+#: its standard error: the error left is of the order of 0.01% of one, and a round saved.
 LOGISTIC_TOL = 1e-10
-LOGISTIC_TOL_PERTURBED = 1e-6
+LOGISTIC_SE_TOL_PERTURBED = 0.01
 INTERCEPT = "(intercept)"
 
 AskRound = Callable[[Step | None, set[str] | None], Awaitable[list[NodeResult]]]
@@ -288,8 +289,9 @@ async def _logistic(query: Query, state: _State, ask: AskRound) -> dict:
     while True:
         try:
             fit = await run_in_threadpool(functools.partial(
-                logistic_fit, step, names, len(names), LOGISTIC_ITERATIONS,
-                LOGISTIC_TOL_PERTURBED if _perturbed(state) else LOGISTIC_TOL, start=start))
+                logistic_fit, step, names, len(names), LOGISTIC_ITERATIONS, LOGISTIC_TOL,
+                start=start,
+                se_tol=LOGISTIC_SE_TOL_PERTURBED if _perturbed(state) else None))
             break
         except _Dropped:  # again from 0, without the nodes that failed
             start = None

@@ -422,6 +422,7 @@ def logistic_fit(
     *,
     level: float = 0.95,
     start: Sequence[float] | None = None,
+    se_tol: float | None = None,
 ) -> dict:
     """Federated Newton-Raphson (= IRLS: the logit link is canonical) for logistic regression.
 
@@ -434,7 +435,9 @@ def logistic_fit(
     max_iter rounds pass first or the information becomes singular, which is what perfectly
     separated data do (estimates running off to infinity): the caller must not show those
     estimates as a fit. `start`: where the first round is (default 0; `logistic_start`
-    gives one near the fit, which saves rounds). Returns {"n", "coefficients", "deviance",
+    gives one near the fit, which saves rounds). `se_tol`: stop also when every step is at
+    most this fraction of its coefficient's standard error (for perturbed sums, whose noise
+    moves the fit by more than that). Returns {"n", "coefficients", "deviance",
     "iterations", "converged", "information"} (the last round's information matrix: for a
     node's own fit, `logistic_start`; not for showing).
     """
@@ -461,6 +464,9 @@ def logistic_fit(
         delta = cov @ grad
         beta = beta + delta
         if np.max(np.abs(delta)) <= tol * (1.0 + np.max(np.abs(beta))):
+            converged = True
+            break
+        if se_tol is not None and np.all(np.abs(delta) <= se_tol * np.sqrt(np.diag(cov))):
             converged = True
             break
     se = np.sqrt(np.diag(cov))

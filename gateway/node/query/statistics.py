@@ -120,11 +120,19 @@ class Noise:
         return (2.0 * u - 1.0) * self.relative
 
 
-def _symmetric(e: np.ndarray, p: int) -> np.ndarray:
-    """A symmetric p x p matrix from p (p + 1) / 2 numbers."""
-    out = np.zeros((p, p))
-    out[np.triu_indices(p)] = e
-    return out + np.triu(out, 1).T
+def _perturb_positive(m: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """A symmetric positive (semi)definite p x p matrix (cross products, information) moved
+    in its correlation scale by the p x p numbers `e`, staying positive definite:
+    S (I + E) R (I + E)' S, with R its correlations and S its standard deviations. Moving
+    each entry by its own factor instead breaks definiteness where variables are strongly
+    correlated (age and the intercept: the fit then fails or gives no standard errors)."""
+    p = m.shape[0]
+    d = np.sqrt(np.maximum(np.diag(m), 0.0))
+    scale = np.where(d > 0, d, 1.0)
+    r = m / np.outer(scale, scale)
+    a = np.eye(p) + e.reshape(p, p)
+    out = (a @ r @ a.T) * np.outer(d, d)
+    return (out + out.T) / 2
 
 
 def _perturb_moments(m: dict, ids: np.ndarray, noise: Noise) -> dict:
@@ -147,9 +155,9 @@ def _perturb_cross(cp: dict, ids: np.ndarray, noise: Noise) -> dict:
     cxx = np.asarray(cp["cxx"])
     p = len(mean)
     sd = np.sqrt(np.maximum(np.diag(cxx), 0.0) / (n - 1))
-    e = noise.signs(ids, "cross", p + p * (p + 1) // 2)
+    e = noise.signs(ids, "cross", p + p * p)
     mean2 = mean + e[:p] * sd  # a constant column (the intercept) stays as it is
-    cxx2 = cxx * (n2 - 1) / (n - 1) * (1.0 + _symmetric(e[p:], p))
+    cxx2 = _perturb_positive(cxx, e[p:]) * (n2 - 1) / (n - 1)
     return {"n": n2, "sum": (n2 * mean2).tolist(),
             "xtx": (cxx2 + n2 * np.outer(mean2, mean2)).tolist(),
             "mean": mean2.tolist(), "cxx": cxx2.tolist()}
@@ -164,10 +172,10 @@ def _perturb_terms(t: dict, ids: np.ndarray, noise: Noise) -> dict:
     # The same numbers every round (not per round: the Newton steps would never settle).
     # The score moves by a fraction of its own standard deviation (the information's
     # diagonal): the fit moves by about that fraction of its standard errors.
-    e = noise.signs(ids, "logistic", p + p * (p + 1) // 2 + 1)
+    e = noise.signs(ids, "logistic", p + p * p + 1)
     return {"n": noise.shown_n(ids),
             "gradient": (g + e[:p] * np.sqrt(np.maximum(np.diag(h), 0.0))).tolist(),
-            "hessian": (h * (1.0 + _symmetric(e[p:-1], p))).tolist(),
+            "hessian": _perturb_positive(h, e[p:-1]).tolist(),
             "deviance": t["deviance"] * (1.0 + e[-1])}
 
 
