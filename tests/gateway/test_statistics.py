@@ -516,12 +516,15 @@ def test_the_cli_prints_a_table_for_every_kind(fed):
                 "logistic": "logistic regression (log odds)",
                 "survival": "Kaplan-Meier survival, time in months"}
     for answer in EVERY_KIND:
-        body = fed.result(EVERYONE, answer, permit=False)
+        # Too few events at these 40-patient sites for a perturbed curve (each node needs
+        # its shown count of events): the permit's exact one.
+        exact = answer["kind"] == "survival"
+        body = fed.result(EVERYONE, answer, permit=exact)
         with console.capture() as captured:
             print_answer(body)
         out = captured.get()
         assert expected[answer["kind"]] in out, out
-        assert "(perturbed)" in out
+        assert ("(perturbed)" in out) is not exact
         for site in SITES:
             assert site in out
         assert "Traceback" not in out

@@ -84,7 +84,12 @@ def aged_at_most(years: int, at: date) -> dict:
 
 # ------------------------------------------------------------------------- the federation
 
+ONSETS = (date(2010, 1, 1), date(2024, 12, 31))
+ONSET_DAYS = (ONSETS[1] - ONSETS[0]).days
+
+
 def _populate(db: Path, rng: np.random.Generator, planted: dict[str, int]) -> None:
+    dates = np.random.default_rng([17, ord(db.stem[-1])])  # per site, fixed
     first, last = date(1935, 1, 1), date(2015, 12, 31)
     days = rng.choice((last - first).days, size=PATIENTS + sum(planted.values()),
                       replace=False)
@@ -97,8 +102,12 @@ def _populate(db: Path, rng: np.random.Generator, planted: dict[str, int]) -> No
                                ).lastrowid
             for c, share in COMMON.items():
                 if rng.random() < share:
-                    conn.execute("INSERT INTO conditions (patient_id, system, code) "
-                                 "VALUES (?, ?, ?)", (pid, ICD10, c))
+                    # Onsets from a generator of their own: the rest of the data stays
+                    # what it was without them.
+                    onset = ONSETS[0] + timedelta(int(dates.integers(0, ONSET_DAYS)))
+                    conn.execute("INSERT INTO conditions (patient_id, system, code, "
+                                 "onset_date) VALUES (?, ?, ?, ?)",
+                                 (pid, ICD10, c, onset.isoformat()))
         i = PATIENTS
         for c, size in planted.items():
             for _ in range(size):
@@ -117,8 +126,8 @@ class Hub:
     db: Path  # site-a's index: the truth, read by the test only
 
     def ask(self, user: str, where: dict, kind: str = "count",
-            by: list[str] | None = None) -> dict:
-        answer = {"kind": kind, **({"by": by} if by else {})}
+            by: list[str] | None = None, answer: dict | None = None) -> dict:
+        answer = answer or {"kind": kind, **({"by": by} if by else {})}
         token = self.issuer.mint(user, ["researcher"])
         resp = self.client.post("/api/v1/query", json={"where": where, "answer": answer},
                                 headers={"Authorization": f"Bearer {token}"})
@@ -502,3 +511,57 @@ def test_fifty_related_questions_are_all_answered(hub):
                 if c["suppressed"]:  # each with its reason
                     assert c.get("reason"), (where, c, ans["notes"])
                     assert "differencing" not in c["reason"], c
+
+
+# ------------------------------------------------------------------------ survival curves
+
+EVERYONE = NOT(code("Q99.9"))  # nobody has it
+E11_TO_I10 = {"kind": "survival", "start": {"type": "condition", "system": "icd-10",
+                                            "code": "E11"},
+              "end": {"type": "condition", "system": "icd-10", "code": "I10"},
+              "unit": "month"}
+
+
+def _table(node: dict) -> dict[float, tuple[int, int]]:
+    st = node["answer"]["statistic"]
+    return {t: (e, c) for t, e, c in zip(st["times"], st["events"], st["censored"],
+                                         strict=True)}
+
+
+def test_a_survival_curve_with_and_without_one_person_dates_nothing(hub):
+    """The attacker asks site-a's survival from E11 to I10 for everyone, then for everyone
+    but one woman (known by her birth day) whose I10 came after her E11, and reads the
+    month of her
+    I10 off the two tables: where the events differ by one, and by how many the numbers of
+    patients differ (exactly, one would also say she has E11). Each answer shows the
+    node's table, so the attacker needs nothing pooled."""
+    rows = hub.sql(
+        "SELECT p.birth_date, e.onset_date, i.onset_date FROM patients p "
+        "JOIN conditions e ON e.patient_id = p.id AND e.code = 'E11' "
+        "JOIN conditions i ON i.patient_id = p.id AND i.code = 'I10' "
+        "WHERE i.onset_date > e.onset_date ORDER BY p.birth_date")
+    assert len(rows) >= 12
+    user = "mallory-survival"
+    broad = hub.site(user, EVERYONE, answer=E11_TO_I10)
+    assert broad["status"] == "answered", broad
+    again = hub.site("mallory-survival-2", EVERYONE, answer=E11_TO_I10)
+    assert _table(again) == _table(broad)  # the same question: the same curve
+    a = _table(broad)
+    hits, exact_n, spread = 0, 0, []
+    for born_on, e11, i10 in rows[:12]:
+        b = date.fromisoformat(born_on)
+        node = hub.site(user, minus(EVERYONE, born(b, b)), answer=E11_TO_I10)
+        assert node["status"] == "answered", node
+        t = _table(node)
+        month = (date.fromisoformat(i10) - date.fromisoformat(e11)).days // (365.2425 / 12)
+        diff = {k: a.get(k, (0, 0))[0] - t.get(k, (0, 0))[0] for k in set(a) | set(t)}
+        changed = [k for k, d in diff.items() if d]
+        spread.append(len(changed))
+        guess = max(sorted(diff), key=lambda k: diff[k])
+        hits += guess == month
+        total = sum(sum(v) for v in a.values()) - sum(sum(v) for v in t.values())
+        exact_n += total == 1
+    # Unperturbed, every guess is right, one month differs, and the totals differ by 1.
+    assert hits <= 3, f"{hits} of 12 patients' I10 month read off the tables"
+    assert min(spread) > 3, spread
+    assert exact_n <= 6, f"the number of patients differs by exactly 1 for {exact_n} of 12"

@@ -43,7 +43,12 @@ from gateway.node.index.repository import index_version
 from gateway.node.permits.facts import permit_facts
 from gateway.node.query import repository
 from gateway.node.query.evaluate import evaluate, matching_patients
-from gateway.node.query.perturb import CountPerturbation, load_record_keys, uniforms_for
+from gateway.node.query.perturb import (
+    CountPerturbation,
+    cell_key,
+    load_record_keys,
+    uniforms_for,
+)
 from gateway.node.query.service import EXACT_TIERS, _Disclosure, criteria_digest
 from gateway.node.query.variables import in_units, levels_of, survival_times, values
 from spe.audit import AuditLog
@@ -407,6 +412,54 @@ def _own_fit(design: np.ndarray, y: np.ndarray, kept: np.ndarray, noise: Noise
             "information": fit["information"]}
 
 
+#: Where the nodes perturb: each patient's survival time moves by up to this many units.
+SURVIVAL_JITTER = 2
+
+
+def _cohort_uniforms(ids: np.ndarray, noise: Noise, salt: str) -> np.ndarray:
+    """One uniform in [0, 1) per patient of `ids`, from the patient's record key and the
+    whole cohort's cell key: the same cohort gives every patient the same number, a cohort
+    one patient apart gives everyone another (so two answers cannot be lined up row by row
+    to find the patient in which they differ)."""
+    seed = int.from_bytes(hashlib.sha256(
+        f"{cell_key(ids, noise.keys)}:{len(ids)}:{noise.salt}:{salt}".encode()).digest()[:8],
+        "big")
+    with np.errstate(over="ignore"):
+        x = noise.keys[ids].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+def _perturbed_rows(t: np.ndarray, event: np.ndarray, ids: np.ndarray, noise: Noise
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The survival rows as the statistics tier sends them, so that neither the table nor
+    its sums say anything exact: as many rows as the cohort's shown (cell-key) n, patients
+    left out or repeated to get there; as many events as the shown count of the patients
+    with the end event, censorings turned into events or back; every time moved by up to
+    SURVIVAL_JITTER units. All of it is drawn from the record keys and the whole cohort, so
+    the same question gets the same curve, and one patient more or less moves every row."""
+    n2 = noise.shown_n(ids)
+    events = noise.count(ids[event], {"survival": "events"})
+    if events["suppressed"]:
+        raise _NotShown(f"the patients with the end event: {events['reason']}")
+    u = _cohort_uniforms(ids, noise, "rows")
+    order = np.argsort(u, kind="stable")
+    if n2 <= len(ids):
+        rows = np.sort(order[len(ids) - n2:])
+    else:
+        rows = np.concatenate([np.arange(len(ids)), order[len(ids) - (n2 - len(ids)):]])
+    t2, e2 = t[rows].copy(), event[rows].copy()
+    flip = _cohort_uniforms(ids, noise, "events")[rows]
+    gap = int(events["value"]) - int(e2.sum())
+    candidates = np.flatnonzero(~e2 if gap > 0 else e2)
+    chosen = candidates[np.argsort(flip[candidates], kind="stable")[:abs(gap)]]
+    e2[chosen] = ~e2[chosen]
+    shift = np.floor(_cohort_uniforms(ids, noise, "times")[rows] * (2 * SURVIVAL_JITTER + 1))
+    return np.maximum(t2 + shift - SURVIVAL_JITTER, 0.0), e2
+
+
 def _survival(session, query, ids, cohort, today, rule, noise, step) -> _Out:
     a = query.answer
     if a.unit not in rule.units:
@@ -416,16 +469,23 @@ def _survival(session, query, ids, cohort, today, rule, noise, step) -> _Out:
     n = len(times.ids)
     _min_n(n, rule, "the start event")
     t = in_units(times.days.astype(float), a.unit)
-    table = summaries.km_table(t, times.event.astype(float))
+    event = times.event.astype(bool)
     notes = []
-    if times.ended_before:
+    if noise.perturbs:
+        t, event = _perturbed_rows(t, event, times.ids, noise)
+        # Said whether or not any were: that one was would tell of a patient.
+        notes.append("patients whose end event came before their start event, if any, are "
+                     f"left out; times are moved by up to {SURVIVAL_JITTER} {a.unit}s and "
+                     "the numbers at risk and of events are perturbed (cell-key method)")
+    elif times.ended_before:
         notes.append("patients whose end event came before their start event are left out")
+    table = summaries.km_table(t, event.astype(float))
     # Steps where fewer than min_at_risk remain at risk here are not sent: the rest are
     # censored at the first such time, and the hub stops the curve there.
     ts = np.asarray(table["times"])
     ev = np.asarray(table["events"], dtype=np.int64)
     ce = np.asarray(table["censored"], dtype=np.int64)
-    at_risk = n - np.concatenate([[0], np.cumsum(ev + ce)[:-1]])
+    at_risk = len(t) - np.concatenate([[0], np.cumsum(ev + ce)[:-1]])
     low = np.flatnonzero(at_risk < rule.min_at_risk)
     cut = None
     if len(low):
