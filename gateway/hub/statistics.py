@@ -196,6 +196,9 @@ async def _quantiles(query: Query, state: _State, ask: AskRound) -> dict:
     search = _quantile_search(query, rtol)
     points = search.thresholds()  # those the first fan-out asked (`first_step`)
     answers: dict[str, dict] | None = _first_answers(state)
+    # The nodes' shares of the ranks' shift (statistics tier); kept when a node drops out.
+    offset = sum(int(a.get("rank_offset", 0)) for a in answers.values())
+    search.rank_offset = offset
     while True:
         try:
             if answers is None:
@@ -208,6 +211,7 @@ async def _quantiles(query: Query, state: _State, ask: AskRound) -> dict:
                 break
         except _Dropped:  # again, without the nodes that failed
             search = _quantile_search(query, rtol)
+            search.rank_offset = offset
             points, answers = search.thresholds(), None
     unresolved = [p for p, ok in zip(ps, search.resolved, strict=True) if not ok]
     if unresolved:

@@ -172,6 +172,9 @@ class QuantileSearch:
         self.max_rounds = int(max_rounds)
         self.rounds = 0
         self.n: int | None = None
+        #: Added to every target's rank (then kept within 1..n); 0: numpy's quantiles. Set
+        #: before the first `update` (the statistics tier's ranks are perturbed).
+        self.rank_offset = 0
         self._start = (_unkey(_key(lo) - 1), hi)
         self._known: dict[float, int] = {}
         self._asked: list[float] = []
@@ -184,7 +187,7 @@ class QuantileSearch:
         cs = np.array([self._known[t] for t in ts], dtype=np.int64)
         out = []
         for p in self.probabilities:
-            k = quantile_rank(self.n, p)
+            k = min(max(quantile_rank(self.n, p) + self.rank_offset, 1), max(self.n, 1))
             i = int(np.searchsorted(cs, k, side="left"))
             lo = float(ts[i - 1]) if i > 0 else -math.inf
             hi = float(ts[i]) if i < ts.size else math.inf

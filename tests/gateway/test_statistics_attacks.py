@@ -565,3 +565,71 @@ def test_a_survival_curve_with_and_without_one_person_dates_nothing(hub):
     assert hits <= 3, f"{hits} of 12 patients' I10 month read off the tables"
     assert min(spread) > 3, spread
     assert exact_n <= 6, f"the number of patients differs by exactly 1 for {exact_n} of 12"
+
+
+AGE_MEAN = {"kind": "mean", "variable": {"type": "age"}}
+AGE_QUANTILES = {"kind": "quantiles", "variable": {"type": "age"},
+                 "probabilities": [round(0.05 * i, 2) for i in range(2, 19)]}
+
+
+def _statistic_campaign(hub: Hub, user: str, answer: dict, targets: int):
+    """Women with E11 (site-a's cohort of the statistic), and the same but one woman known
+    by her birth day: for `targets` women with E11 the second cohort lacks her, for as many
+    without it the second is the same patients in other words."""
+    broad = AND(FEMALE, code("E11"))
+    def spread(bs: list[date]) -> list[date]:  # young and old alike
+        return bs[::max(len(bs) // targets, 1)][:targets]
+    has = spread(births(hub, f"p.sex = 'female' AND {with_code('E11')}"))
+    lacks = spread(births(hub, f"p.sex = 'female' AND NOT {with_code('E11')}"))
+    first = hub.ask(user, broad, answer=answer)
+    narrowed = {b: hub.ask(user, minus(broad, born(b, b, "female")), answer=answer)
+                for b in has + lacks}
+    return first, has, lacks, narrowed
+
+
+def _mean_of(body: dict) -> float:
+    node = next(n for n in body["nodes"] if n["node_id"] == TARGET)
+    assert node["status"] == "answered", node
+    st = node["answer"]["statistic"]
+    return st["sum"] / st["n"]
+
+
+def test_a_mean_does_not_betray_one_persons_diagnosis_by_equal_values(hub):
+    """The equality attack on a statistic: site-a's mean age of women with E11, and of the
+    same but one woman. Keyed by the set alone, the two means would be equal exactly when
+    she lacks E11 (the same patients), and "differs, so she has it" would be right for
+    every target. Half the noise is keyed by the question too: they differ either way."""
+    first, has, lacks, narrowed = _statistic_campaign(hub, "mallory-mean", AGE_MEAN, 15)
+    m = _mean_of(first)
+
+    def differs(b):
+        return _mean_of(narrowed[b]) != m
+    right = sum(map(differs, has)) + sum(not differs(b) for b in lacks)
+    print(f"mean equality: right for {right} of {len(has) + len(lacks)}")
+    assert right <= 0.70 * (len(has) + len(lacks)), (
+        f"'the mean differs, so she has E11' right for {right} of {len(has) + len(lacks)}")
+    assert all(map(differs, lacks))  # the same patients, asked otherwise: another mean
+
+
+def test_quantiles_do_not_say_on_which_side_a_person_lies(hub):
+    """Pooled age quantiles of women with E11, and of the same but one woman of known age:
+    removing a patient moves the quantiles above her age up and those below down (by one
+    rank), so the attacker scores, over 17 probabilities, how often the quantiles moved the
+    way her removal would move them, and says "has E11" when they mostly did. Moved by each
+    patient's question-keyed jitter and by ranks drawn from the cohort and the question,
+    the direction tells nothing: the rule does little better than a coin."""
+    first, has, lacks, narrowed = _statistic_campaign(hub, "mallory-quantiles",
+                                                      AGE_QUANTILES, 15)
+    q_a = [q["value"] for q in first["result"]["quantiles"]]
+
+    def score(b: date) -> int:
+        age = age_on(b, date.today())
+        q_b = [q["value"] for q in narrowed[b]["result"]["quantiles"]]
+        # Up where her age lies below the quantile, down where above, for a target in it.
+        return sum(int(np.sign(y - x)) * (1 if x > age else -1)
+                   for x, y in zip(q_a, q_b, strict=True) if x != age)
+    right = sum(score(b) > 0 for b in has) + sum(score(b) <= 0 for b in lacks)
+    print(f"quantiles' direction: right for {right} of {len(has) + len(lacks)}")
+    assert right <= 0.75 * (len(has) + len(lacks)), (
+        f"'moved her way, so she has E11' right for {right} of {len(has) + len(lacks)}: "
+        f"scores with E11 {[score(b) for b in has]}, without {[score(b) for b in lacks]}")

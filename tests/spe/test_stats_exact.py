@@ -121,6 +121,17 @@ def test_quantile_search_is_exact_with_rtol_zero():
     assert search.rounds <= 12
 
 
+@pytest.mark.parametrize("offset", [-2, 3, -1000, 1000])
+def test_quantile_search_with_a_rank_offset_finds_the_shifted_order_statistic(offset):
+    x = rng(10).normal(50, 10, 500)
+    search = stats.QuantileSearch([0.1, 0.5, 0.9], 0, 120, rtol=0.0, max_rounds=40)
+    search.rank_offset = offset
+    run_search([a for (a,) in split(x)], search)
+    ranks = [min(max(stats.quantile_rank(x.size, p) + offset, 1), x.size)
+             for p in (0.1, 0.5, 0.9)]
+    assert search.values() == [float(np.sort(x)[k - 1]) for k in ranks]
+
+
 def test_quantile_search_stops_after_max_rounds_unresolved():
     x = rng(9).normal(50, 10, 500)
     search = run_search([x], stats.QuantileSearch([0.5], 0, 120, max_rounds=2))

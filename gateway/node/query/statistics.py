@@ -10,11 +10,17 @@ What leaves is a summary (sums, counts, cross-products), never rows. In the stat
   under the counts' `min_count` it is suppressed with its reason, else shown as n plus its
   cell-key noise (`perturb.noise_for`: the same patients, the same value);
 - continuous summaries (means, centred sums of squares, cross-products, a logistic model's
-  score and information) are perturbed by `relative_noise` of policy, with uniforms from the
-  cohort's record keys and the statistic's name (`perturb.uniforms_for`): the same question
-  on the same patients gets the same numbers, however often it is asked;
-- quantiles are searched on values each moved by a fraction of the node's spread (the same
-  for the same patient and question), so no quantile is a patient's own value;
+  score and information) are perturbed by `relative_noise` of policy, half by uniforms from
+  the cohort's record keys and the statistic's name (`perturb.uniforms_for`), half by the
+  same and the question's criteria (`Noise.signs`): the same question on the same patients
+  gets the same numbers, however often it is asked; two wordings of the same patients get
+  different numbers (else equal values would say that a target lacks the diagnosis a
+  wording left her out by), and averaging over wordings leaves the set's half;
+- quantiles are searched on values each moved by a fraction of the node's spread (by the
+  patient's key, the statistic and the question), so no quantile is a patient's own value,
+  and at ranks moved by up to QUANTILE_RANK_NOISE per node (by the cohort and the
+  question), so two cohorts one patient apart do not say on which side of a quantile that
+  patient lies;
 - survival tables stop where fewer than `min_at_risk` patients remain at risk at the node.
 The permit tier is exact.
 
@@ -117,12 +123,24 @@ class Noise:
             raise _NotShown(f"the patients with these values: {cell['reason']}")
         return int(cell["value"])
 
+    @property
+    def question_salt(self) -> str:
+        """The statistic's name with the question's criteria: the question's half."""
+        return f"{self.salt}:question:{self.counts.question}"
+
+    def halves(self, ids: np.ndarray, what: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """k uniforms in [0, 1) keyed by the set and `what`, and k keyed by the set, `what`
+        and the question's criteria."""
+        return (uniforms_for(ids, self.keys, f"{self.salt}:{what}", k),
+                uniforms_for(ids, self.keys, f"{self.question_salt}:{what}", k))
+
     def signs(self, ids: np.ndarray, what: str, k: int) -> np.ndarray:
-        """k numbers in [-relative, relative), the same for the same set and `what`."""
+        """k numbers in [-relative, relative), the same for the same set, question and
+        `what`: half the set's, half the question's (see the module's docstring)."""
         if self.keys is None or self.relative <= 0 or k == 0:
             return np.zeros(k)
-        u = uniforms_for(ids, self.keys, f"{self.salt}:{what}", k)
-        return (2.0 * u - 1.0) * self.relative
+        u, v = self.halves(ids, what, k)
+        return (u + v - 1.0) * self.relative
 
 
 def _perturb_positive(m: np.ndarray, e: np.ndarray) -> np.ndarray:
@@ -290,11 +308,30 @@ def _quantiles(session, query, ids, cohort, today, rule, noise, step) -> _Out:
     kept, values_ = _remember(noise.cache_key, prepare)
     n = len(kept)
     out = _Out(noise.count(kept), {"n": n}, exact_n=n)
+    if noise.perturbs:
+        out.statistic["rank_offset"] = _rank_offset(kept, noise)
     if step is not None:
         if not step.points:
             raise _NotShown("a quantile round needs its points")
         out.statistic["counts"] = summaries.counts_at_or_below(values_, step.points)
     return out
+
+
+#: Where the nodes perturb, each moves the ranks of the pooled quantiles by up to this many
+#: (half by the cohort, half by the question).
+QUANTILE_RANK_NOISE = 2
+
+
+def _rank_offset(kept: np.ndarray, noise: Noise) -> int:
+    """This node's share of the shift of every quantile's rank, drawn from the whole
+    cohort's record keys and the question: one patient more or less in the cohort moves a
+    quantile by one rank, and without this two answers would tell on which side of it that
+    patient's value lies (asked at many probabilities, where it lies); with it the rank
+    moves by several, differently for the two cohorts. The same question gets the same
+    shift."""
+    half = QUANTILE_RANK_NOISE // 2
+    u, v = noise.halves(kept, "rank", 1)
+    return sum(int(math.floor(float(w[0]) * (2 * half + 1))) - half for w in (u, v))
 
 
 def _bins_of(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -416,13 +453,16 @@ def _own_fit(design: np.ndarray, y: np.ndarray, kept: np.ndarray, noise: Noise
 SURVIVAL_JITTER = 2
 
 
-def _cohort_uniforms(ids: np.ndarray, noise: Noise, salt: str) -> np.ndarray:
+def _cohort_uniforms(ids: np.ndarray, noise: Noise, salt: str, *, question: bool = False
+                     ) -> np.ndarray:
     """One uniform in [0, 1) per patient of `ids`, from the patient's record key and the
-    whole cohort's cell key: the same cohort gives every patient the same number, a cohort
-    one patient apart gives everyone another (so two answers cannot be lined up row by row
-    to find the patient in which they differ)."""
+    whole cohort's cell key (and the question's criteria, with `question`): the same cohort
+    gives every patient the same number, a cohort one patient apart gives everyone another
+    (so two answers cannot be lined up row by row to find the patient in which they
+    differ)."""
+    base = noise.question_salt if question else noise.salt
     seed = int.from_bytes(hashlib.sha256(
-        f"{cell_key(ids, noise.keys)}:{len(ids)}:{noise.salt}:{salt}".encode()).digest()[:8],
+        f"{cell_key(ids, noise.keys)}:{len(ids)}:{base}:{salt}".encode()).digest()[:8],
         "big")
     with np.errstate(over="ignore"):
         x = noise.keys[ids].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)
@@ -456,8 +496,12 @@ def _perturbed_rows(t: np.ndarray, event: np.ndarray, ids: np.ndarray, noise: No
     candidates = np.flatnonzero(~e2 if gap > 0 else e2)
     chosen = candidates[np.argsort(flip[candidates], kind="stable")[:abs(gap)]]
     e2[chosen] = ~e2[chosen]
-    shift = np.floor(_cohort_uniforms(ids, noise, "times")[rows] * (2 * SURVIVAL_JITTER + 1))
-    return np.maximum(t2 + shift - SURVIVAL_JITTER, 0.0), e2
+    # Half the move by the cohort, half by the question too: two wordings of the same
+    # patients do not give the same table (which would say the wordings' sets are equal).
+    half = SURVIVAL_JITTER // 2
+    shift = sum(np.floor(_cohort_uniforms(ids, noise, "times", question=q)[rows]
+                         * (2 * half + 1)) - half for q in (False, True))
+    return np.maximum(t2 + shift, 0.0), e2
 
 
 def _survival(session, query, ids, cohort, today, rule, noise, step) -> _Out:
