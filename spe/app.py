@@ -30,6 +30,7 @@ from spe.airlock.review.withhold import withhold_for_permit
 from spe.audit import CENTRAL_AUDIT
 from spe.audit.endpoints import router as audit_router
 from spe.audit.schedule import signing_audit
+from spe.background import stop_tasks
 from spe.db import make_engine, make_sessionmaker
 from spe.identity import DemoIssuer, demo_issuer, make_verifier
 from spe.permits.endpoints import router as permits_router
@@ -212,10 +213,7 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
         try:
             yield
         finally:
-            for running in tasks:
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
+            await stop_tasks(tasks)
             hub = app.state.hub
             if hub is not None:
                 await hub.fanout.aclose()

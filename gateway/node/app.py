@@ -22,6 +22,7 @@ from gateway.node.trust.endpoints import router as trust_router
 from spe.audit import AuditLog, NodeAuditEntry, NodeAuditHead
 from spe.audit.endpoints import router as audit_router
 from spe.audit.schedule import signing_audit
+from spe.background import stop_tasks
 from spe.db import make_engine, make_sessionmaker
 from spe.identity import TokenVerifier, make_verifier
 from spe.policy import PolicyService, make_policy_service
@@ -121,10 +122,7 @@ def _lifespan(config: NodeConfig, settings: Settings):
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks([task])
             if sweeper is not None:
                 sweeper.stop()
             if dispatcher is not None:

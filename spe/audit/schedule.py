@@ -31,6 +31,7 @@ from spe.audit.checkpoints import (
     write_file,
 )
 from spe.audit.service import AuditLog, ChainBreak
+from spe.background import stop_tasks
 from spe.db import session_scope
 from spe.pki import PkiError
 from spe.settings import Settings
@@ -137,9 +138,7 @@ async def checkpointing(checkpointer: Checkpointer) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_tasks([task])
         try:
             await run_in_threadpool(checkpointer.checkpoint, "stop")
         except (SQLAlchemyError, OSError, PkiError):
