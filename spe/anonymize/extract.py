@@ -127,8 +127,14 @@ _FHIR_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T\S+)?)?)?")
 _DICOM_DA = re.compile(r"(\d{4})(\d{2})?(\d{2})?")
 
 
-def _first_day(year: str, month: str | None, day: str | None) -> date:
-    return date(int(year), int(month or 1), int(day or 1))
+def _first_day(match: re.Match[str] | None, kind: str) -> date:
+    try:
+        if match is None:
+            raise ValueError
+        year, month, day = match.groups()
+        return date(int(year), int(month or 1), int(day or 1))
+    except ValueError:
+        raise ValueError(f"not a {kind} date") from None
 
 
 def fhir_date(value: Any) -> date | None:
@@ -137,10 +143,7 @@ def fhir_date(value: Any) -> date | None:
     Raises ValueError for anything else."""
     if value is None or value == "":
         return None
-    match = _FHIR_DATE.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError("not a FHIR date")
-    return _first_day(*match.groups())
+    return _first_day(_FHIR_DATE.fullmatch(value) if isinstance(value, str) else None, "FHIR")
 
 
 def dicom_date(value: Any) -> date | None:
@@ -151,10 +154,7 @@ def dicom_date(value: Any) -> date | None:
         return None
     if re.fullmatch(r"\d{4}\.\d{2}\.\d{2}", text):
         text = text.replace(".", "")
-    match = _DICOM_DA.fullmatch(text)
-    if match is None:
-        raise ValueError("not a DICOM date")
-    return _first_day(*match.groups())
+    return _first_day(_DICOM_DA.fullmatch(text), "DICOM")
 
 
 def _read_date(value: Any, where: str, field: str) -> date | None:
