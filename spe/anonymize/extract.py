@@ -199,13 +199,13 @@ def load_fhir_extract(folder: Path) -> list[dict[str, Any]]:
     # share a class and unequal ones do not, which is what the files tell.
     reference = max(known or [b for b in births if b is not None] or [None])
     records = []
-    for (_where, patient), birth in zip(patients, births, strict=True):
+    for (where, patient), birth in zip(patients, births, strict=True):
         pid = patient.get("id")
         when = first_study.get(pid) or last_condition.get(pid) or reference
         age = _age(birth, when)
         records.append({
             "id": pid,
-            "age": _age_band(patient) if age is None else age,
+            "age": _age_band(patient, where) if age is None else age,
             "sex": patient.get("gender"),
             "region": _region(patient),
             "codes": tuple(sorted(codes.get(pid, ()))),
@@ -224,12 +224,16 @@ def _age(birth: date | None, when: date | None) -> int | None:
     return when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day))
 
 
-def _age_band(patient: dict[str, Any]) -> str | None:
+def _age_band(patient: dict[str, Any], where: str) -> str | None:
     """The band an extract generalised by layer 3 gives instead of a birth date
     (spe.anonymize.risk_apply), measured as it stands."""
     for extension in patient.get("extension") or []:
         if isinstance(extension, dict) and extension.get("url") == AGE_BAND_URL:
-            return extension.get("valueString") or None
+            band = extension.get("valueString") or None
+            if band is not None and not re.fullmatch(r"\d{1,3}-\d{1,3}", str(band)):
+                raise ExtractError(f"{where}: the age band extension is not a band of years "
+                                   "(as 40-59)")
+            return band
     return None
 
 

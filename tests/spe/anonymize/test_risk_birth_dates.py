@@ -13,13 +13,14 @@ import pytest
 from typer.testing import CliRunner
 
 from spe.anonymize.extract import (
+    AGE_BAND_URL,
     ExtractError,
     dicom_date,
     fhir_date,
     load_dicom_extract,
     load_records,
 )
-from spe.anonymize.risk import measure
+from spe.anonymize.risk import HIERARCHIES, measure
 from spe.cli.main import app
 from tests.spe.anonymize.test_risk_apply import _image
 
@@ -257,3 +258,49 @@ def test_out_is_refused_where_it_would_do_harm(deidentified: Path, tmp_path: Pat
     assert "inside the extract" in one_line_error(
         runner.invoke(app, ["risk", str(deidentified), "--reduce", "--out", str(inside)]))
     assert not inside.exists()
+
+
+def test_reduce_runs_again_on_its_own_output(hand_made: Path, tmp_path: Path):
+    """A reduced extract holds age bands instead of birth dates, and can be reduced again."""
+    first = tmp_path / "first"
+    once = risk_json(hand_made, "--reduce", "--k", "3", "--max-suppression", "0.2",
+                     "--out", first)
+    assert once["levels"]["age"] == 2
+    assert (once["k"], once["records"]) == (3, 10)  # the lone 40- and 29-year-olds went
+    patients = _read(first / "fhir" / "Patient.ndjson")
+    assert not any("birthDate" in p for p in patients)
+    assert {e["valueString"] for p in patients for e in p["extension"]} == {"50-59"}
+    twice = risk_json(first, "--reduce", "--k", "5", "--out", tmp_path / "second")
+    assert twice["before"]["classes"] == 2  # 50-59 female x7, male x3
+    assert twice["k"] == risk_json(tmp_path / "second")["k"] == 10
+
+
+def test_age_bands_are_generalised_further(tmp_path: Path):
+    """Bands as risk_apply writes them climb the age hierarchy: a band of this width holds
+    them, or they stay when they are wider already."""
+    folder = tmp_path / "fhir"
+    folder.mkdir()
+    bands = [("55-59", "female"), ("55-59", "female"), ("50-54", "female"),
+             ("50-54", "female"), ("40-44", "male"), ("45-49", "male")]
+    _ndjson(folder / "Patient.ndjson", [
+        {"resourceType": "Patient", "id": f"p{i}", "gender": sex,
+         "extension": [{"url": AGE_BAND_URL, "valueString": band}]}
+        for i, (band, sex) in enumerate(bands)])
+    report = risk_json(folder, "--reduce", "--k", "2", "--max-suppression", "0",
+                       "--out", tmp_path / "out")
+    assert report["levels"]["age"] == 2
+    assert (report["k"], report["classes"], report["suppressed"]) == (2, 2, 0)
+    written = {e["valueString"] for p in _read(tmp_path / "out" / "fhir" / "Patient.ndjson")
+               for e in p["extension"]}
+    assert written == {"50-59", "40-49"}
+    assert HIERARCHIES["age"].generalise("55-59", 2) == "50-59"
+    assert HIERARCHIES["age"].generalise("40-59", 1) == "40-59"
+
+
+def test_cli_refuses_an_age_band_it_cannot_read(hand_made: Path):
+    patients = _read(hand_made / "Patient.ndjson")
+    del patients[0]["birthDate"]
+    patients[0]["extension"] = [{"url": AGE_BAND_URL, "valueString": "fifties"}]
+    _ndjson(hand_made / "Patient.ndjson", patients)
+    line = one_line_error(runner.invoke(app, ["risk", str(hand_made)]))
+    assert "Patient.ndjson line 1: the age band extension is not a band of years" in line
