@@ -30,9 +30,9 @@ by PatientID, from what the headers still say: age from PatientAge, else Patient
 at the patient's earliest StudyDate (else the tree's latest StudyDate, else its latest birth
 date), a year-only or year-month one ("1961", "196104") read as its first day like FHIR's;
 sex from PatientSex (M/F/O as FHIR's male/female/other); no region and no codes (neither
-survives the PS3.15 basic profile). A staged extract keeps age and sex only under the Retain Patient
-Characteristics option, so by default every DICOM patient falls in one class. A
-PatientBirthDate or PatientAge that is no date or age string is an `ExtractError`.
+survives the PS3.15 basic profile). A staged extract keeps age and sex only under the
+Retain Patient Characteristics option, so by default every DICOM patient falls in one
+class. A PatientBirthDate or PatientAge that is no date or age string is an `ExtractError`.
 
 `load_records(fhir_dir, dicom_dir)` is the one reading of an extract's quasi-identifiers, for
 `spe risk` and for the node's staging alike: the FHIR Patients', then one record per DICOM
@@ -55,7 +55,8 @@ AGE_BAND_URL = "urn:spe:fhir:extension:age-band-at-first-study"
 
 
 class ExtractError(Exception):
-    """The folder is not a readable FHIR NDJSON extract."""
+    """The folder is not a readable extract (FHIR NDJSON, DICOM headers); the message says
+    where (file and line, or file and attribute), never the value found there."""
 
 
 def extract_folders(folder: Path) -> tuple[Path | None, Path | None]:

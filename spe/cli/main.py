@@ -509,9 +509,9 @@ def risk(
 ) -> None:
     """Re-identification risk (k, prosecutor risk) of an extract's quasi-identifiers.
 
-    Age is read from birth dates of any precision (FHIR "1961", "1961-04", "1961-04-12";
-    DICOM PatientBirthDate, PatientAge), as the node's staging reads them. With --reduce the
-    figures after are measured from the reduced files, not from the plan.
+    Age is read from birth dates of any precision (FHIR "1961", "1961-04",
+    "1961-04-12"; DICOM PatientBirthDate, PatientAge), as node staging reads them.
+    With --reduce the figures after are the reduced files', not the plan's.
     """
     from rich.console import Console
 

@@ -26,14 +26,14 @@ the DICOM headers for a patient no FHIR Patient names, as on a DICOM-only node) 
 policy's k_min and max_risk. When it does not hold, Datafly (`risk.reduce`) generalises age, sex,
 region and rare codes and suppresses the patients still in too-small classes, and
 `spe.anonymize.risk_apply.reduce_files` (as `spe risk --reduce`) writes that into the FHIR
-and DICOM files (age as a band in a
-Patient extension instead of a birth date, a suppressed patient's resources and images
-removed); the files are then measured again, and whoever still sits in a too-small class
-(suppression can make a common code rare among those left) is suppressed, until it holds.
-The report keeps the figures before and after and what was generalised and removed.
-`policies/jobs` (`extract`, asked by the node's job runner, gateway/node/jobs/runtime.py)
-decides whether a job may run over an extract that still misses the threshold or could not
-be measured (no patients, unreadable FHIR).
+and DICOM files (age as a band in a Patient extension instead of a birth date, a suppressed
+patient's resources and images removed); the files are then measured again, and whoever
+still sits in a too-small class (suppression can make a common code rare among those left)
+is suppressed, until it holds. The report keeps the figures before and after and what was
+generalised and removed. `policies/jobs` (`extract`, asked by the node's job runner,
+gateway/node/jobs/runtime.py) decides whether a job may run over an extract that still
+misses the threshold or could not be measured (no patients, unreadable FHIR, a birth date
+or age that is no date).
 
 The report the researcher reads names no input path: an excluded or failed DICOM file is
 named by a keyed reference (`file-<pseudonym of its relative path>`); the operator's list
