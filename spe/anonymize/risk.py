@@ -42,8 +42,15 @@ def _star(_value: Any) -> str:
 
 def _age_band(width: int) -> Level:
     def band(value: Any) -> Any:
-        if value is None:
+        if value is None or value == STAR:
             return STAR
+        if isinstance(value, str) and "-" in value:
+            # An extract already generalised ("40-59", as risk_apply writes it): the band
+            # of this width holding it, or the band itself when it is wider already (the
+            # widths nest, so bands never straddle).
+            first, _, last = value.partition("-")
+            low = int(first) // width * width
+            return f"{low}-{low + width - 1}" if int(last) < low + width else value
         low = int(value) // width * width
         return f"{low}-{low + width - 1}"
     return band

@@ -18,6 +18,12 @@ and DICOM files say no more than the reduced records:
   Condition goes.
 
 Files are rewritten next to themselves and renamed into place.
+
+`reduce_files` is the whole of layer 3 on an extract's files, for the node's staging and for
+`spe risk --reduce` alike: Datafly decides on the records (`load_records`), this writes it,
+and the files are measured again; whoever still sits in a too-small class (suppression can
+make a common code rare among those left) is suppressed, for up to `SUPPRESSION_ROUNDS`
+rounds. The figures it gives are the files', never the plan's.
 """
 
 from __future__ import annotations
@@ -30,8 +36,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spe.anonymize.extract import AGE_BAND_URL, ICD10, identifier_values
-from spe.anonymize.risk import STAR, icd10_category
+from spe.anonymize.extract import (
+    AGE_BAND_URL,
+    ICD10,
+    ExtractError,
+    identifier_values,
+    load_records,
+)
+from spe.anonymize.risk import (
+    STAR,
+    RiskReport,
+    Step,
+    icd10_category,
+    k_for,
+    measure,
+    rare_code_set,
+    reduce,
+)
+
+#: Rounds of suppression after the files are rewritten (see `reduce_files`); each only removes.
+SUPPRESSION_ROUNDS = 5
 
 
 @dataclass
@@ -44,6 +68,48 @@ class Applied:
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+
+@dataclass
+class FileReduction:
+    """What `reduce_files` did: Datafly's plan (`planned`, with its `before`), the steps, what
+    was written, and the records measured from the files at the end (None when they could
+    not be read again; `error` says why)."""
+
+    planned: RiskReport
+    steps: list[Step]
+    applied: Applied
+    rounds: int
+    records: list[dict[str, Any]] | None
+    error: str | None = None
+
+
+def reduce_files(fhir_dir: Path, dicom_dir: Path | None, records: list[dict[str, Any]], *,
+                 k_min: int | None, max_risk: float | None, max_suppression: float,
+                 weights: dict[str, float] | None = None) -> FileReduction:
+    """Generalise and suppress `records` (read from these folders by `load_records`) until
+    the threshold holds, write that into the files, and measure them again (see the module
+    doc)."""
+    k_wanted = k_for(k_min, max_risk)
+    kept, planned, steps = reduce(records, k_min=k_min, max_risk=max_risk,
+                                  max_suppression=max_suppression, weights=weights)
+    applied = apply_reduction(fhir_dir, dicom_dir, patient_ids=[r["id"] for r in records],
+                              kept=kept, levels=planned.levels,
+                              rare=rare_code_set(records))
+    rounds = 0
+    try:
+        while True:
+            now = load_records(fhir_dir, dicom_dir)
+            if measure(now).k >= k_wanted or rounds == SUPPRESSION_ROUNDS:
+                return FileReduction(planned, steps, applied, rounds, now)
+            rounds += 1
+            left, _, _ = reduce(now, k_min=k_min, max_risk=max_risk, max_suppression=1.0)
+            more = apply_reduction(fhir_dir, dicom_dir, patient_ids=[r["id"] for r in now],
+                                   kept=left, levels={}, rare=set())
+            for name, value in more.to_dict().items():
+                setattr(applied, name, getattr(applied, name) + value)
+    except ExtractError as exc:
+        return FileReduction(planned, steps, applied, rounds, None, str(exc))
 
 
 def apply_reduction(fhir_dir: Path, dicom_dir: Path | None, *, patient_ids: Iterable[str],

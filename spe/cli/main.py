@@ -492,7 +492,8 @@ def demo(
 @app.command()
 def risk(
     extract: Annotated[Path, typer.Argument(
-        help="Folder of FHIR NDJSON (Patient.ndjson, ...) or a site folder holding fhir/")],
+        help="Folder of FHIR NDJSON (Patient.ndjson, ...), or a site or staged extract holding "
+             "fhir/ and/or dicom/")],
     k: Annotated[int, typer.Option("--k", min=1, help="Smallest class size wanted")] = 5,
     max_risk: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Highest prosecutor risk wanted (0.09 asks for k 12)")] = None,
@@ -500,34 +501,98 @@ def risk(
         min=0.0, max=1.0, help="Share of records --reduce may suppress")] = 0.05,
     do_reduce: Annotated[bool, typer.Option(
         "--reduce", help="Generalise and suppress until the threshold holds")] = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="With --reduce: write the reduced extract here (fhir/, dicom/; a new "
+                      "folder); without it the reduction is written to a temporary copy, "
+                      "measured and thrown away")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
-    """Re-identification risk (k, prosecutor risk) of an extract's quasi-identifiers."""
+    """Re-identification risk (k, prosecutor risk) of an extract's quasi-identifiers.
+
+    Age is read from birth dates of any precision (FHIR "1961", "1961-04",
+    "1961-04-12"; DICOM PatientBirthDate, PatientAge), as node staging reads them.
+    With --reduce the figures after are the reduced files', not the plan's.
+    """
     from rich.console import Console
 
-    from spe.anonymize.extract import ExtractError, load_fhir_extract
-    from spe.anonymize.risk import k_for, measure, reduce
+    from spe.anonymize.extract import ExtractError, extract_folders, load_records
+    from spe.anonymize.risk import k_for, measure
 
+    if out is not None and not do_reduce:
+        raise fail("--out needs --reduce")
     try:
-        records = load_fhir_extract(extract)
+        fhir_dir, dicom_dir = extract_folders(extract)
+        records = load_records(fhir_dir, dicom_dir)
         k_min = k_for(k, max_risk)
     except (ExtractError, ValueError) as exc:
         raise fail(str(exc)) from None
     threshold = max_risk if max_risk is not None else 1 / k_min
+    rounds = None
     if not do_reduce:
         report, steps = measure(records, threshold=threshold), None
         report.k_min = k_min
     else:
-        _, report, steps = reduce(records, k_min=k_min, max_risk=max_risk,
-                                  max_suppression=max_suppression)
+        report, steps, rounds = _reduce_copy(
+            fhir_dir, dicom_dir, records, out, k_min=k_min, max_risk=max_risk,
+            max_suppression=max_suppression, threshold=threshold)
     if as_json:
-        out = report.to_dict()
+        result = report.to_dict()
         if steps is not None:
-            out["steps"] = [s.to_dict() for s in steps]
-        typer.echo(json.dumps(out, indent=2))
+            result["steps"] = [s.to_dict() for s in steps]
+            result["suppression_rounds"] = rounds
+            result["written"] = str(out) if out is not None else None
+        typer.echo(json.dumps(result, indent=2))
         return
     # The report is the command's result, so stdout; `console` (stderr) is for progress/errors.
-    print_risk_report(Console(), report, steps)
+    stdout = Console()
+    print_risk_report(stdout, report, steps)
+    if steps is not None:
+        stdout.print(f"reduced extract written to {out}" if out is not None else
+                     "measured on a temporary copy, not kept: --out DIR writes it")
+
+
+def _reduce_copy(fhir_dir: Path | None, dicom_dir: Path | None, records: list[dict],
+                 out: Path | None, *, k_min: int, max_risk: float | None,
+                 max_suppression: float, threshold: float):
+    """`risk_apply.reduce_files` on a copy of the extract (in `out`, else a temporary
+    folder): the report after is the copy's files measured again, with the plan's levels."""
+    import shutil
+    import tempfile
+
+    from spe.anonymize.risk import measure
+    from spe.anonymize.risk_apply import reduce_files
+
+    if out is not None:
+        if out.exists():
+            raise fail(f"--out {out} exists; give a new folder")
+        real = out.resolve()
+        for source in (fhir_dir, dicom_dir):
+            if source is not None and (real == source.resolve()
+                                       or source.resolve() in real.parents):
+                raise fail(f"--out {out} must not be inside the extract it reduces")
+    with tempfile.TemporaryDirectory(prefix="spe-risk-") as tmp:
+        target = out if out is not None else Path(tmp) / "reduced"
+        try:
+            target.mkdir(parents=True)
+            if fhir_dir is not None:
+                shutil.copytree(fhir_dir, target / "fhir")
+            else:
+                (target / "fhir").mkdir()
+            if dicom_dir is not None:
+                shutil.copytree(dicom_dir, target / "dicom")
+        except OSError as exc:
+            raise fail(f"cannot write {target}: {exc.strerror or exc}", 1) from None
+        done = reduce_files(target / "fhir", target / "dicom" if dicom_dir else None,
+                            records, k_min=k_min, max_risk=max_risk,
+                            max_suppression=max_suppression)
+    if done.records is None:
+        raise fail(f"the reduced extract could not be measured: {done.error}", 1)
+    report = measure(done.records, threshold=threshold)
+    report.k_min = k_min
+    report.levels = dict(done.planned.levels)
+    report.suppressed = len(records) - len(done.records)
+    report.before = done.planned.before
+    return report, done.steps, done.rounds
 
 
 def print_risk_report(out, report, steps) -> None:

@@ -8,7 +8,8 @@ and FHIR NDJSON with the permit's key into
     CACHE/<pid>/<data_version>/fhir/     (spe.anonymize.fhir_batch.deidentify_ndjson)
     CACHE/<pid>/<data_version>/report.json
 
-and measures the re-identification risk of what it wrote (spe.anonymize.extract + risk).
+and measures the re-identification risk of what it wrote (`spe.anonymize.extract.load_records`,
+the reading `spe risk` uses too, and `spe.anonymize.risk`).
 The same key drives both de-identifiers, so a patient's images and records keep the same
 pseudonym, UIDs and date shift.
 
@@ -24,14 +25,15 @@ Risk (layer 3): measured over the staged files (one record per patient: from FHI
 the DICOM headers for a patient no FHIR Patient names, as on a DICOM-only node) against the
 policy's k_min and max_risk. When it does not hold, Datafly (`risk.reduce`) generalises age, sex,
 region and rare codes and suppresses the patients still in too-small classes, and
-`spe.anonymize.risk_apply` writes that into the FHIR and DICOM files (age as a band in a
-Patient extension instead of a birth date, a suppressed patient's resources and images
-removed); the files are then measured again, and whoever still sits in a too-small class
-(suppression can make a common code rare among those left) is suppressed, until it holds.
-The report keeps the figures before and after and what was generalised and removed.
-`policies/jobs` (`extract`, asked by the node's job runner, gateway/node/jobs/runtime.py)
-decides whether a job may run over an extract that still misses the threshold or could not
-be measured (no patients, unreadable FHIR).
+`spe.anonymize.risk_apply.reduce_files` (as `spe risk --reduce`) writes that into the FHIR
+and DICOM files (age as a band in a Patient extension instead of a birth date, a suppressed
+patient's resources and images removed); the files are then measured again, and whoever
+still sits in a too-small class (suppression can make a common code rare among those left)
+is suppressed, until it holds. The report keeps the figures before and after and what was
+generalised and removed. `policies/jobs` (`extract`, asked by the node's job runner,
+gateway/node/jobs/runtime.py) decides whether a job may run over an extract that still
+misses the threshold or could not be measured (no patients, unreadable FHIR, a birth date
+or age that is no date).
 
 The report the researcher reads names no input path: an excluded or failed DICOM file is
 named by a keyed reference (`file-<pseudonym of its relative path>`); the operator's list
@@ -60,15 +62,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.node.config import NodeConfig
+from spe.anonymize.extract import load_records
 from spe.errors import SPEError
 from spe.policy.service import PolicyService
 from spe.settings import Settings
 
 POLICY = "anonymization/decision"
-#: Rounds of suppression after the files are rewritten (see `_risk`); each only removes.
-SUPPRESSION_ROUNDS = 5
 REPORT = "report.json"
-FORMAT = 3  # bumped when the layout or the report changes: older caches are rebuilt
+FORMAT = 4  # bumped when the layout, the report or the measure changes: older caches are
+#            rebuilt (4: year-month birth dates and DICOM ones cut to a year are aged)
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 Progress = Callable[[str, int, int], None]
@@ -349,8 +351,8 @@ def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any]) -> dict[str
     policy's threshold, generalise and suppress (Datafly, `risk.reduce`) and write that
     into the files (`risk_apply`), then measure the files again."""
     from spe.anonymize.extract import ExtractError
-    from spe.anonymize.risk import k_for, measure, rare_code_set, reduce
-    from spe.anonymize.risk_apply import apply_reduction
+    from spe.anonymize.risk import k_for, measure
+    from spe.anonymize.risk_apply import reduce_files
 
     k_min, max_risk = decision["k_min"], decision["max_risk"]
     base: dict[str, Any] = {"k_min": k_min, "max_risk_allowed": max_risk,
@@ -360,7 +362,7 @@ def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any]) -> dict[str
         return {**base, "measured": False, "ok": True,
                 "reason": "the policy does not ask for the risk layer"}
     try:
-        records = staged_records(fhir_dir, dicom_dir)
+        records = load_records(fhir_dir, dicom_dir)
     except ExtractError as exc:
         return {**base, "measured": False, "ok": False, "reason": str(exc)}
     if not records:
@@ -382,82 +384,21 @@ def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any]) -> dict[str
            "before": None, "reduction": None}
     if before["ok"]:
         return out
-    kept, after, steps = reduce(records, k_min=k_min, max_risk=max_risk,
-                                max_suppression=decision["max_suppression"],
-                                weights=decision["qi_weights"])
-    applied = apply_reduction(fhir_dir, dicom_dir, patient_ids=[r["id"] for r in records],
-                              kept=kept, levels=after.levels, rare=rare_code_set(records))
-    # Suppression can make a code that was common rare among those left, and so a quasi-
-    # identifier again: measure the files as they now are and suppress whoever still sits
-    # in a too-small class (no further generalisation), until the threshold holds.
-    rounds = 0
-    try:
-        while True:
-            now = staged_records(fhir_dir, dicom_dir)
-            out.update(figures(now))
-            if out["ok"] or rounds == SUPPRESSION_ROUNDS:
-                break
-            rounds += 1
-            left, _, _ = reduce(now, k_min=k_min, max_risk=max_risk, max_suppression=1.0)
-            more = apply_reduction(fhir_dir, dicom_dir, patient_ids=[r["id"] for r in now],
-                                   kept=left, levels={}, rare=set())
-            for name, value in more.to_dict().items():
-                setattr(applied, name, getattr(applied, name) + value)
-    except ExtractError as exc:
-        out.update(ok=False, reason=f"the generalised extract could not be measured: {exc}")
+    done = reduce_files(fhir_dir, dicom_dir, records, k_min=k_min, max_risk=max_risk,
+                        max_suppression=decision["max_suppression"],
+                        weights=decision["qi_weights"])
+    if done.records is not None:
+        out.update(figures(done.records))
+    else:
+        out.update(ok=False, reason=f"the generalised extract could not be measured: "
+                                    f"{done.error}")
     out["before"] = before
-    out["reduction"] = {"applied": True, "levels": after.levels,
-                        "suppressed": after.suppressed, **applied.to_dict(),
-                        "suppression_rounds": rounds,
-                        "steps": [s.to_dict() for s in steps]}
+    out["reduction"] = {"applied": True, "levels": done.planned.levels,
+                        "suppressed": done.planned.suppressed, **done.applied.to_dict(),
+                        "suppression_rounds": done.rounds,
+                        "steps": [s.to_dict() for s in done.steps]}
     return out
 
 
-def staged_records(fhir_dir: Path, dicom_dir: Path | None = None) -> list[dict[str, Any]]:
-    """The measured records of a staged extract: the FHIR Patients', then (`dicom_dir`) one
-    per DICOM PatientID that no Patient's identifier carries (`load_dicom_extract`), whose
-    id is that PatientID."""
-    from spe.anonymize.extract import identifier_values, load_dicom_extract, read_ndjson
-
-    records = _fhir_records(fhir_dir) if (fhir_dir / "Patient.ndjson").is_file() else []
-    if dicom_dir is not None and dicom_dir.is_dir():
-        linked = {value for patient in read_ndjson(fhir_dir / "Patient.ndjson")
-                  for value in identifier_values(patient)}
-        records += load_dicom_extract(dicom_dir, skip_ids=linked)
-    return records
-
-
-def _fhir_records(fhir_dir: Path) -> list[dict[str, Any]]:
-    """`load_fhir_extract` records of the staged FHIR. The default FHIR rules cut birthDate
-    to the year, which the loader cannot age; such a patient is aged from the birth year at
-    the year of their earliest study or condition (else the extract's latest year), so the
-    birth year, which the researcher sees, still counts as a quasi-identifier."""
-    from spe.anonymize.extract import fhir_folder, load_fhir_extract, read_ndjson
-
-    records = load_fhir_extract(fhir_dir)
-    if all(r.get("age") is not None for r in records):
-        return records
-    base = fhir_folder(fhir_dir)
-    births = {p.get("id"): str(p.get("birthDate") or "")
-              for p in read_ndjson(base / "Patient.ndjson")}
-    years: dict[str, list[int]] = {}
-    for name, fields in (("ImagingStudy.ndjson", ("started",)),
-                         ("Condition.ndjson", ("recordedDate", "onsetDateTime"))):
-        for resource in read_ndjson(base / name):
-            ref = ((resource.get("subject") or {}).get("reference") or "")
-            for field_name in fields:
-                value = resource.get(field_name)
-                if isinstance(value, str) and re.match(r"\d{4}", value):
-                    years.setdefault(ref.removeprefix("Patient/"), []).append(int(value[:4]))
-                    break
-    everything = [y for ys in years.values() for y in ys]
-    latest = max(everything) if everything else None
-    for record in records:
-        birth = births.get(record["id"], "")
-        if record.get("age") is not None or not re.fullmatch(r"\d{4}", birth):
-            continue
-        own = years.get(record["id"])
-        when = min(own) if own else latest
-        if when is not None and when >= int(birth):
-            record["age"] = when - int(birth)
-    return records
+#: The measured records of a staged extract: the one reading `spe risk` uses too.
+staged_records = load_records
