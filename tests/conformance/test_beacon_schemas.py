@@ -182,6 +182,9 @@ def test_every_beacon_response_validates(federation):
     check("too few sites", hub.post(f"{PREFIX}/individuals", headers=auth,
                                     json=request_body(FEMALE, "count")), [ERROR], 503)
 
+    # Outside the prefix, refusals keep the project's own shape.
+    assert hub.get("/api/v1/beaconx").json() == {"error": "not_found", "detail": "Not Found"}
+
     assert len(seen) == len(INFORMATIONAL) + 7 + len(refusals) + 1
     assert [(what, errs) for what, _, errs in seen if errs] == []
     print(f"\n{len(seen)} Beacon responses validated, 0 errors")
