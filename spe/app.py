@@ -15,6 +15,7 @@ from catalogue.endpoints import router as catalogue_router
 from catalogue.pages import STATIC_DIR as CATALOGUE_STATIC
 from catalogue.pages import STATIC_PATH as CATALOGUE_STATIC_PATH
 from catalogue.pages import router as catalogue_pages
+from gateway.hub.beacon import error_shape as beacon_errors
 from gateway.hub.beacon import router as beacon_router
 from gateway.hub.endpoints import router as hub_router
 from gateway.hub.fanout import Fanout, push_permit
@@ -84,7 +85,8 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
         app.state.hub.signer.epoch_of = suspensions.EpochOf(ctx.sessions)
     # A suspended or revoked permit's pending outputs are withheld (spe/airlock/review).
     app.state.permit_stopped = functools.partial(_withhold, ctx)
-    install_refusals(app)
+    # Refusals under the Beacon's prefix are Beacon v2 error responses.
+    install_refusals(app, (beacon_errors,))
     app.include_router(health_router)
     app.include_router(users_router)
     app.include_router(audit_router)

@@ -31,6 +31,7 @@ permissions := {
 		"PATCH /api/v1/catalogue/datasets/{identifier:path}": {"approver"},
 		# Federated queries; tiers and budgets are policies/query's (hub and node).
 		"POST /api/v1/query": {"researcher"},
+		"GET /api/v1/beacon/individuals": {"researcher"},
 		"POST /api/v1/beacon/individuals": {"researcher"},
 		# Data permits; who may do what to which permit is policies/permits'.
 		"POST /api/v1/permits": {"researcher"},

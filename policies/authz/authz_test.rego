@@ -83,6 +83,8 @@ test_researcher_may_not_curate_a_catalogue_dataset if {
 test_researchers_may_ask_federated_queries if {
 	authz.decide(req("central", "POST", "/api/v1/query", ["researcher"])).allow
 	authz.decide(req("central", "POST", "/api/v1/beacon/individuals", ["researcher"])).allow
+	authz.decide(req("central", "GET", "/api/v1/beacon/individuals", ["researcher"])).allow
+	not authz.decide(req("central", "GET", "/api/v1/beacon/individuals", ["approver"])).allow
 	not authz.decide(req("central", "POST", "/api/v1/query", ["approver"])).allow
 }
 

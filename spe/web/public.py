@@ -22,7 +22,9 @@ PUBLIC: dict[str, frozenset[str]] = {
         "GET /api/v1/catalogue/search",
         "GET /api/v1/catalogue/datasets/{identifier:path}",
         # The Beacon v2 API's self-description (its queries pass the door).
-        "GET /api/v1/beacon/info",
+        "GET /api/v1/beacon/", "GET /api/v1/beacon/info",
+        "GET /api/v1/beacon/service-info", "GET /api/v1/beacon/map",
+        "GET /api/v1/beacon/configuration", "GET /api/v1/beacon/entry_types",
         "GET /api/v1/beacon/filtering_terms",
         # Web pages and their static files.
         "GET /catalogue", "GET /catalogue/datasets/{identifier:path}",

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from spe.db import session_scope
-from spe.errors import SPEError, install_error_handlers
+from spe.errors import ErrorShape, SPEError, error_response, install_error_handlers
 from spe.web.access import _bearer, _route_template
 from spe.web.context import get_context
 from spe.web.responses import declare_refusals
@@ -75,17 +75,19 @@ def audited_reason(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(named) + more
 
 
-def install_refusals(app: FastAPI) -> None:
+def install_refusals(app: FastAPI, shapes: tuple[ErrorShape, ...] = ()) -> None:
     """The project's error handlers, those of the refusals above (audited), and every
-    route's refusals declared in the OpenAPI document (spe/web/responses.py)."""
-    install_error_handlers(app)
+    route's refusals declared in the OpenAPI document (spe/web/responses.py). Under a
+    prefix of `shapes` every refusal (a route's own, the door's, the schema's, no such
+    route) takes that shape's body instead of `{"error", "detail"}`."""
+    install_error_handlers(app, shapes)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         await audit_refusal(request, audited_reason(exc), errors=len(exc.errors()))
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")}
                   for e in exc.errors()]
-        return JSONResponse({"error": "invalid_request", "detail": errors}, status_code=422)
+        return error_response(request, 422, "invalid_request", errors)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -104,8 +106,7 @@ def install_refusals(app: FastAPI) -> None:
         if not is_body_allowed_for_status_code(exc.status_code):
             return Response(status_code=exc.status_code, headers=exc.headers)
         error = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
-        return JSONResponse({"error": error, "detail": detail}, status_code=exc.status_code,
-                            headers=exc.headers)
+        return error_response(request, exc.status_code, error, detail, exc.headers)
 
     # FastAPI builds the document when first asked (again if routes change), once every
     # router is included; declaring is idempotent, so it is done on every ask.

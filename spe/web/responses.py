@@ -2,7 +2,8 @@
 
 FastAPI documents a route's success and a 422 of its own shape; the project answers
 refusals as `{"error": ..., "detail": ...}` (spe/errors.py, spe/web/refusals.py; a body
-over the limit gets Starlette's plain "Content Too Large"). Each operation of the document
+over the limit gets Starlette's plain "Content Too Large"), or under a prefix given an
+`spe.errors.ErrorShape` (the Beacon's) in that shape's body. Each operation of the document
 gets the refusals its route's shape implies: the door's 401 and 403, a 404 for a route
 naming a resource, 400, 413 and 422 for what it reads. A route that answers others (a 409,
 the hub's 503) declares them with `refusals(...)`.
@@ -17,6 +18,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
 
+from spe.errors import shape_for
 from spe.web.access import authorize
 
 
@@ -84,6 +86,14 @@ def declare_refusals(app: FastAPI, document: dict[str, Any]) -> None:
         route = context.original_route
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
+        shape = shape_for(app, context.path_format)
+        if shape is not None:  # a standard's own error body (spe.errors.ErrorShape)
+            model = shape.model.__name__
+            own = shape.model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(own.pop("$defs", {}))
+            schemas[model] = own
+        route_content = content if shape is None else {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}
         for method in context.methods or ():
             operation = document["paths"].get(context.path_format, {}).get(method.lower())
             if operation is None:
@@ -91,7 +101,8 @@ def declare_refusals(app: FastAPI, document: dict[str, Any]) -> None:
             for status in sorted(refusals_of(route)):
                 operation["responses"][str(status)] = {
                     "description": _WHY[status],
-                    "content": {**TOO_LARGE, **content} if status == 413 else content}
+                    "content": ({**TOO_LARGE, **route_content} if status == 413
+                                else route_content)}
 
 
 __all__ = ["ErrorOut", "declare_refusals", "refusals", "refusals_of"]

@@ -271,23 +271,48 @@ def test_beacon_counts_follow_the_same_tier_rules(federation):
     assert body["meta"]["returnedGranularity"] == "count"
     native = federation.ask("ivan", FEMALE).json()
     assert body["responseSummary"]["numTotalResults"] == native["total"]["value"]
-    counts = {s["id"]: s.get("resultsCount") for s in body["response"]["resultSets"]}
+    assert body["responseSummary"]["exists"] is True
+    counts = {s["id"]: s["resultsCount"] for s in body["response"]["resultSets"]}
     assert counts == {n["node_id"]: n["answer"]["total"]["value"] for n in native["nodes"]}
+    assert all(s["results"] == [] for s in body["response"]["resultSets"])  # no records
+    # The same question as a GET is the same answer.
+    get = federation.hub.get("/api/v1/beacon/individuals", headers=federation.token("heidi"),
+                             params={"filters": "NCIT:C16576", "requestedGranularity": "count"})
+    assert get.status_code == 200, get.text
+    assert get.json()["responseSummary"] == body["responseSummary"]
 
 
 def test_beacon_never_returns_records_or_small_counts(federation):
     body = beacon(federation, "judy", [{"id": f"ICD10:{RARE}"}], "record").json()
-    assert body["meta"]["returnedGranularity"] == "count"  # records are not a tier here
-    site_a = next(s for s in body["response"]["resultSets"] if s["id"] == "site-a")
-    assert "resultsCount" not in site_a
-    assert site_a["exists"] is False
-    assert "suppressed" in site_a["info"]
+    # Records are not a tier here, and a suppressed total has no count to give: boolean.
+    assert body["meta"]["receivedRequestSummary"]["requestedGranularity"] == "record"
+    assert body["meta"]["returnedGranularity"] == "boolean"
+    assert "response" not in body  # no result sets, so no resultsCount anywhere
     assert "numTotalResults" not in body["responseSummary"]
-    # 22 to 24 adults with a study at each site: always shown, so "yes".
+    # Suppressed is not "no": Beacon's false would claim that nobody has the code.
+    assert body["responseSummary"] == {"exists": True}
+    assert "possibly none" in body["info"]["suppressed"]
+    site_a = next(s for s in body["info"]["sites"] if s["id"] == "site-a")
+    assert site_a["status"] == "suppressed"
+    assert "count" not in site_a
+    assert "fewer than 10 patients" in site_a["suppressed"]
+    # 22 to 24 adults with a study at each site: always shown, so "yes", at boolean.
     boolean = beacon(federation, "judy2", [{"id": "age", "operator": ">=", "value": "18"}],
                      "boolean").json()
     assert boolean["meta"]["returnedGranularity"] == "boolean"
     assert boolean["responseSummary"] == {"exists": True}
+    assert "suppressed" not in boolean["info"]
+
+
+def test_beacon_says_the_same_for_a_suppressed_count_and_for_none(federation):
+    """Three patients at one site and a code nobody has read alike: whether a small
+    group exists is not told, by the answer nor by a refusal."""
+    def shape(code: str) -> tuple:
+        body = beacon(federation, "olga", [{"id": f"ICD10:{code}"}], "count").json()
+        return (body["meta"]["returnedGranularity"], body["responseSummary"],
+                body["info"]["suppressed"], [s["status"] for s in body["info"]["sites"]])
+
+    assert shape(RARE) == shape("Z99.9")
 
 
 def test_beacon_refuses_unknown_filters_with_the_reason(federation):
@@ -296,10 +321,15 @@ def test_beacon_refuses_unknown_filters_with_the_reason(federation):
                           ([], "at least one filter")):
         resp = beacon(federation, "ken", filters, "count")
         assert resp.status_code == 422, resp.text
-        assert says in resp.json()["detail"]
+        assert resp.json()["error"]["errorCode"] == 422
+        assert says in resp.json()["error"]["errorMessage"]
     assert federation.hub.get("/api/v1/beacon/filtering_terms").status_code == 200
     resp = federation.hub.post("/api/v1/beacon/individuals",
                                json={"query": {"filters": [{"id": "NCIT:C16576"}]}})
+    assert resp.status_code == 401
+    assert resp.json()["error"]["errorCode"] == 401
+    resp = federation.hub.get("/api/v1/beacon/individuals",
+                              params={"filters": "NCIT:C16576"})
     assert resp.status_code == 401
 
 
