@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from spe.anonymize.fhir import DEFAULT_RULES, FhirDeidentifier, RuleSet, patient_key
+from spe.anonymize.fhir import DEFAULT_RULES, MASKED, FhirDeidentifier, RuleSet, patient_key
 from spe.anonymize.pseudonyms import PermitKey
 from spe.synth import generate
 
@@ -271,11 +271,12 @@ def test_extensions_anywhere_are_removed_by_the_default_rules():
     out = deid.deidentify(copy.deepcopy(observation))
     assert "SECRET" not in json.dumps(out)
     assert out["status"] == "final"
-    assert out["_status"] == {"id": "s1"}
-    assert out["code"] == {"text": "glucose",
-                           "coding": [{"system": "http://loinc.org", "code": "2345-7"}]}
-    assert out["component"] == [{"code": {"text": "c"}}]
-    assert out["valueQuantity"] == observation["valueQuantity"]
+    assert "_status" not in out  # an element id is a free string too
+    # Free text goes by default (code.text; a unit without a UCUM code); a required code
+    # left with nothing is marked absent rather than removed.
+    assert out["code"] == {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}
+    assert "component" not in out  # nothing left in it but a code in words
+    assert out["valueQuantity"] == {"value": 5.4}
     assert "subject" not in out
     assert "identifier" not in out
 
@@ -287,8 +288,7 @@ def test_extensions_anywhere_are_removed_by_the_default_rules():
     practitioner["qualification"][0]["code"]["coding"][1]["_code"] = {"extension": _secret(8)}
     out = deid.deidentify(copy.deepcopy(practitioner))
     assert "SECRET" not in json.dumps(out)
-    assert out["qualification"] == [{"code": {"coding": [{"code": "MD"}, {"code": "PhD"}],
-                                              "text": "doctor"}}]
+    assert out["qualification"] == [{"code": {"coding": [{"code": "MD"}, {"code": "PhD"}]}}]
 
 
 FREE_TEXT = [
@@ -329,11 +329,13 @@ def test_free_text_is_removed_by_the_default_rules():
     for resource in out:
         get_fhir_model_class(resource["resourceType"]).model_validate(resource)
     composition, report, _, observation, request, allergy, _, study = out
-    assert composition["section"] == [{"title": "History", "section": [{"title": "Family"}]}]
-    assert report["conclusionCode"] == [{"text": "normal"}]
-    assert observation["component"][1]["valueQuantity"] == {"value": 3}
+    # Titles and codes in words are free text too: a required one is marked absent.
+    assert "section" not in composition
+    assert composition["_title"] == composition["type"] == MASKED
+    assert "conclusionCode" not in report
+    assert observation["component"] == [{"code": MASKED, "valueQuantity": {"value": 3}}]
     assert request["dosageInstruction"] == [{"doseAndRate": [{"doseQuantity": {"value": 1}}]}]
-    assert allergy["reaction"] == [{"manifestation": [{"text": "rash"}]}]
+    assert "reaction" not in allergy
     assert study["series"][0]["modality"] == {"code": "CT"}
 
 
