@@ -651,7 +651,8 @@ class FhirDeidentifier:
             if result is not _DROP:
                 out[key] = result
         if fields is not None and (top or set(out) - {"resourceType"}):
-            self._mark_absent(free, value, out, kind or "", path, fields)
+            if not self._mark_absent(free, value, out, kind or "", path, fields) and not top:
+                return _DROP
         return out if top or set(out) - {"resourceType"} else _DROP
 
     @staticmethod
@@ -668,9 +669,12 @@ class FhirDeidentifier:
 
     @staticmethod
     def _mark_absent(free: FreeText, before: dict[str, Any], out: dict[str, Any], owner: str,
-                     path: str, fields: dict[str, fhir_types.Element]) -> None:
+                     path: str, fields: dict[str, fhir_types.Element]) -> bool:
         """Mark "masked" what went and must be there: a required element, one of a required
-        choice, or an element of the `masked` list, so that the resource stays valid R4."""
+        choice, or an element of the `masked` list, so that the resource stays valid R4.
+        A required choice needs a value (fhir.resources refuses one with only extensions):
+        text gets the value "masked" beside the mark; False when the choice is of another
+        primitive type, and the parent goes."""
         for key in before:
             element = fields.get(key)
             if element is None or key in out or key.startswith("_") or \
@@ -684,6 +688,11 @@ class FhirDeidentifier:
                 continue
             if not needed:
                 continue
+            if element.choice and element.primitive:
+                # fhir.resources wants a value in a required choice, not only extensions.
+                if element.type not in ("string", "markdown"):
+                    return False
+                out[key] = "masked"
             mark: Any = copy.deepcopy(MASKED)
             if element.repeats:
                 mark = [mark]
@@ -691,6 +700,7 @@ class FhirDeidentifier:
                 out[f"_{key}"] = mark
             else:
                 out[key] = mark
+        return True
 
     def _hash(self, value: Any, rule: Rule) -> Any:
         if not isinstance(value, str):
