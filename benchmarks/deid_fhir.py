@@ -73,7 +73,8 @@ def baseline(rev: str, tmp: Path) -> tuple[Any, dict[str, Any]]:
     source = tmp / "fhir_baseline.py"
     source.write_text(show("spe/anonymize/fhir.py"))
     spec = importlib.util.spec_from_file_location("fhir_baseline", source)
-    assert spec is not None and spec.loader is not None
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load spe/anonymize/fhir.py of {rev}")
     module = importlib.util.module_from_spec(spec)
     sys.modules["fhir_baseline"] = module
     spec.loader.exec_module(module)
