@@ -33,6 +33,20 @@ owns it and everything below it, except descendants an earlier rule already owns
 "keep Patient.address.country" followed by "redact Patient.address" keeps the country and
 removes the rest). Elements left empty are removed, as FHIR forbids empty elements.
 
+Free text is removed by default when the rule file has a "free_text" section (the default
+rules do): every element whose R4 type, read from fhir.resources' models
+(`spe.anonymize.fhir_types`), is string, markdown, xhtml or base64Binary goes, wherever it
+sits, unless a rule changes it (cryptohash, generalize, substitute, dateshift) or an entry of
+the section's "keep" list names it (`Allowance`: a data type's element such as
+Coding.display, or a resource's path such as Patient.address.country, each with its reason
+and optionally the elements and code systems that must stand beside it). A rule's keep is
+not enough. An element the R4 model does not have goes as well, since nothing reviewed it.
+What goes but must be there (a required element or choice, or an element of the "masked"
+list, Organization.name) is marked with FHIR's data-absent-reason extension, code "masked",
+where its parent stays; a required choice of text also gets the value "masked", since
+fhir.resources wants a value there. The walk learns each node's type by dictionary look-ups
+as it goes, so the default costs next to nothing beside the FHIRPath rules.
+
 Done by the engine, whatever the rules say: `resourceType` stays; every resource id becomes
 `key.pseudonym("<type>/<id>", "fhir-id", 32)` in lower case, and every Reference.reference is
 rewritten to the same pseudonym ("Patient/<id>", absolute URLs and "urn:uuid:<id>" of a
