@@ -437,3 +437,55 @@ def test_default_rules_on_bundles_from_a_generator_nobody_here_wrote(tmp_path: P
     for kind, items in resources.items():
         for resource in items:
             assert resource["id"] not in text, kind
+
+
+def test_free_text_goes_unless_the_allow_list_keeps_it():
+    """The default rules' free-text default, element by element: a terminology's display
+    and a UCUM unit stay beside their codes and go beside local ones; a rule's keep does
+    not keep text; an element R4 does not have goes; names of organisations are masked."""
+    deid = FhirDeidentifier(None, key())
+    observation = {
+        "resourceType": "Observation", "id": "o1", "status": "final",
+        "code": {"text": "SECRET-1", "coding": [
+            {"system": "http://loinc.org", "code": "2345-7", "display": "Glucose"},
+            {"system": "http://hospital.example/codes", "code": "G1", "display": "SECRET-2"},
+            {"system": "http://loinc.org", "display": "SECRET-3"}]},
+        "valueQuantity": {"value": 5.4, "unit": "mmol/L",
+                          "system": "http://unitsofmeasure.org", "code": "mmol/L"},
+        "referenceRange": [{"low": {"value": 3, "unit": "SECRET-4"}, "text": "SECRET-5"}],
+        "meta": {"tag": [{"system": "http://hospital.example/tags", "code": "t",
+                          "display": "SECRET-6"}]},
+        "notAnR4Element": {"value": "SECRET-7"},
+    }
+    out = deid.deidentify(copy.deepcopy(observation))
+    assert "SECRET" not in json.dumps(out)
+    assert out["code"] == {"coding": [
+        {"system": "http://loinc.org", "code": "2345-7", "display": "Glucose"},
+        {"system": "http://hospital.example/codes", "code": "G1"},
+        {"system": "http://loinc.org"}]}
+    assert out["valueQuantity"] == observation["valueQuantity"]
+    assert out["referenceRange"] == [{"low": {"value": 3}}]
+    assert out["meta"] == {"tag": [{"system": "http://hospital.example/tags", "code": "t"}]}
+
+    organization = deid.deidentify({"resourceType": "Organization", "id": "org1",
+                                    "name": "SECRET-8 Hospital", "alias": ["SECRET-9"],
+                                    "identifier": [{"value": "SECRET-10"}],
+                                    "type": [{"text": "SECRET-11"}], "active": True})
+    assert organization == {"resourceType": "Organization",
+                            "id": deid.pseudonymous_id("Organization", "org1"),
+                            "_name": MASKED, "active": True}
+    location = deid.deidentify({"resourceType": "Location", "id": "l1", "status": "active",
+                                "name": "SECRET-12 Ward", "description": "SECRET-13"})
+    assert location == {"resourceType": "Location",
+                        "id": deid.pseudonymous_id("Location", "l1"), "status": "active"}
+    for resource in (out, organization, location):
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+
+
+def test_the_allow_list_is_carried_to_worker_processes():
+    import pickle
+
+    rules = RuleSet.load()
+    again = pickle.loads(pickle.dumps(rules))
+    assert again.free_text == rules.free_text
+    assert again.free_text.keep_by_type.keys() == rules.free_text.keep_by_type.keys()
