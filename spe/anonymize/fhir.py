@@ -660,6 +660,8 @@ class FhirDeidentifier:
                         if sibling is None or sibling.method == "keep":
                             continue  # goes with the free text it belongs to
                         text_ok = True
+                elif not element.primitive:
+                    text_ok = False  # a bare value where R4 has a structure: invalid, goes
             result = self._apply(value, key, item, location + (key,), rule, context,
                                  element.type if element else None, child_path, text_ok)
             if result is not _DROP:

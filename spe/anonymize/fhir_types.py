@@ -46,7 +46,8 @@ class Element:
 
     @property
     def free_text(self) -> bool:
-        return self.primitive and self.type in FREE_TEXT
+        # A primitive whose type could not be read counts as text: it goes unless kept.
+        return self.primitive and (self.type in FREE_TEXT or self.type == "unknown")
 
 
 def _model(type_name: str) -> type | None:

@@ -456,6 +456,7 @@ def test_free_text_goes_unless_the_allow_list_keeps_it():
         "meta": {"tag": [{"system": "http://hospital.example/tags", "code": "t",
                           "display": "SECRET-6"}]},
         "notAnR4Element": {"value": "SECRET-7"},
+        "method": "SECRET-14",  # a bare value where R4 has a CodeableConcept
     }
     out = deid.deidentify(copy.deepcopy(observation))
     assert "SECRET" not in json.dumps(out)
