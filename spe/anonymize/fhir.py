@@ -224,7 +224,7 @@ def _allowance(where: str, raw: Any, text_only: bool) -> Allowance:
     if not isinstance(path, str) or not isinstance(reason, str) or len(reason) < 20:
         raise ValueError(f"{where}: needs a \"path\" and a \"reason\" (a sentence)")
     try:
-        _owner, element = fhir_types.resolve(path)
+        owner, element = fhir_types.resolve(path)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     if "." in path.partition(".")[2] and not fhir_types.is_resource(path.partition(".")[0]):
@@ -234,6 +234,10 @@ def _allowance(where: str, raw: Any, text_only: bool) -> Allowance:
     requires, systems = raw.get("requires", []), raw.get("systems", [])
     if not all(isinstance(x, str) for x in [*requires, *systems]):
         raise ValueError(f"{where}: requires and systems are lists of strings")
+    siblings = fhir_types.elements(owner) or {}
+    missing = [n for n in [*requires, *(["system"] if systems else [])] if n not in siblings]
+    if missing:  # a condition on an element that cannot be there would never hold
+        raise ValueError(f"{where}: {owner} has no element {missing[0]!r}")
     return Allowance(path, reason, tuple(requires), tuple(systems))
 
 

@@ -171,6 +171,8 @@ def test_a_rule_file_with_a_bad_allow_list_is_refused():
         ([{"path": "Coding.dispaly", "reason": "a misspelt element keeps nothing at all"}],
          "no element"),
         ([{"path": "Coding.display"}], "reason"),
+        ([{"path": "Coding.display", "requires": ["cdoe"],
+           "reason": "a condition on an element the type lacks never holds"}], "no element"),
     ):
         with pytest.raises(ValueError, match=message):
             RuleSet.from_dict({**base, "free_text": {"keep": keep}})
