@@ -172,7 +172,7 @@ class FreeText:
 
     keep: tuple[Allowance, ...]
     masked: tuple[Allowance, ...] = ()
-    # (owner type, element) and element paths -> the entry; built by `build`.
+    # (owner type, element) and element paths -> the entry; filled by `from_dict`.
     keep_by_type: dict[tuple[str, str], Allowance] = field(default_factory=dict)
     keep_by_path: dict[str, Allowance] = field(default_factory=dict)
     masked_by_type: dict[tuple[str, str], Allowance] = field(default_factory=dict)
