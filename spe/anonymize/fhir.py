@@ -33,6 +33,20 @@ owns it and everything below it, except descendants an earlier rule already owns
 "keep Patient.address.country" followed by "redact Patient.address" keeps the country and
 removes the rest). Elements left empty are removed, as FHIR forbids empty elements.
 
+Free text is removed by default when the rule file has a "free_text" section (the default
+rules do): every element whose R4 type, read from fhir.resources' models
+(`spe.anonymize.fhir_types`), is string, markdown, xhtml or base64Binary goes, wherever it
+sits, unless a rule changes it (cryptohash, generalize, substitute, dateshift) or an entry of
+the section's "keep" list names it (`Allowance`: a data type's element such as
+Coding.display, or a resource's path such as Patient.address.country, each with its reason
+and optionally the elements and code systems that must stand beside it). A rule's keep is
+not enough. An element the R4 model does not have goes as well, since nothing reviewed it.
+What goes but must be there (a required element or choice, or an element of the "masked"
+list, Organization.name) is marked with FHIR's data-absent-reason extension, code "masked",
+where its parent stays; a required choice of text also gets the value "masked", since
+fhir.resources wants a value there. The walk learns each node's type by dictionary look-ups
+as it goes, so the default costs next to nothing beside the FHIRPath rules.
+
 Done by the engine, whatever the rules say: `resourceType` stays; every resource id becomes
 `key.pseudonym("<type>/<id>", "fhir-id", 32)` in lower case, and every Reference.reference is
 rewritten to the same pseudonym ("Patient/<id>", absolute URLs and "urn:uuid:<id>" of a
@@ -67,6 +81,7 @@ from fhirpathpy.models import models as _fhirpath_models
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
+from spe.anonymize import fhir_types
 from spe.anonymize.pseudonyms import PermitKey, shift_fhir
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "fhir-default.json"
@@ -119,10 +134,118 @@ class Rule:
         return found
 
 
+DATA_ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+MASKED = {"extension": [{"url": DATA_ABSENT, "valueCode": "masked"}]}
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """One entry of the free-text allow-list: an element kept, and why.
+
+    `path` is a FHIR type and JSON element names: a data type ("Coding.display") means the
+    element wherever that type sits, a resource ("Patient.address.country") that one place
+    (a backbone that nests in itself, QuestionnaireResponse.item.item, is its first path).
+    `requires` names elements beside it that must be present, and `systems` the code
+    systems the `system` beside it must be (an entry ending in "/" is a prefix)."""
+
+    path: str
+    reason: str
+    requires: tuple[str, ...] = ()
+    systems: tuple[str, ...] = ()
+
+    def allows(self, holder: dict[str, Any]) -> bool:
+        if any(holder.get(name) in (None, "", [], {}) for name in self.requires):
+            return False
+        if not self.systems:
+            return True
+        system = holder.get("system")
+        return isinstance(system, str) and any(
+            system.startswith(s) if s.endswith("/") else system == s for s in self.systems)
+
+
+@dataclass(frozen=True)
+class FreeText:
+    """Free text removed by default: every element whose R4 type is in
+    `fhir_types.FREE_TEXT` that no rule changes and the `keep` list does not name. An element
+    in `masked`, or a required one, that goes is marked absent ("masked", FHIR's
+    data-absent-reason) where its parent stays, so the resource stays valid."""
+
+    keep: tuple[Allowance, ...]
+    masked: tuple[Allowance, ...] = ()
+    # (owner type, element) and element paths -> the entry; filled by `from_dict`.
+    keep_by_type: dict[tuple[str, str], Allowance] = field(default_factory=dict)
+    keep_by_path: dict[str, Allowance] = field(default_factory=dict)
+    masked_by_type: dict[tuple[str, str], Allowance] = field(default_factory=dict)
+    masked_by_path: dict[str, Allowance] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> FreeText:
+        where = f"{source}: free_text"
+        if not isinstance(data, dict) or data.get("method", "redact") != "redact":
+            raise ValueError(f"{where}: expected an object whose method is redact")
+        unknown = set(data) - {"method", "keep", "masked", "comment"}
+        if unknown:
+            raise ValueError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+        lists = {}
+        for name in ("keep", "masked"):
+            entries = data.get(name, [])
+            if not isinstance(entries, list):
+                raise ValueError(f"{where}: {name} must be a list")
+            lists[name] = tuple(_allowance(f"{where}.{name}[{i}]", raw, name == "keep")
+                                for i, raw in enumerate(entries, 1))
+        out = cls(lists["keep"], lists["masked"])
+        for name in ("keep", "masked"):
+            for entry in lists[name]:
+                head, _, rest = entry.path.partition(".")
+                if fhir_types.is_resource(head):
+                    getattr(out, f"{name}_by_path")[entry.path] = entry
+                else:
+                    getattr(out, f"{name}_by_type")[(head, rest)] = entry
+        return out
+
+    def find(self, by_type: dict[tuple[str, str], Allowance], by_path: dict[str, Allowance],
+             owner: str, name: str, path: str) -> Allowance | None:
+        entry = by_path.get(path)
+        if entry is None and by_type:
+            for kind in fhir_types.bases(owner):
+                entry = by_type.get((kind, name))
+                if entry is not None:
+                    break
+        return entry
+
+
+def _allowance(where: str, raw: Any, text_only: bool) -> Allowance:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected an object, got {raw!r}")
+    unknown = set(raw) - {"path", "reason", "requires", "systems"}
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    path, reason = raw.get("path"), raw.get("reason")
+    if not isinstance(path, str) or not isinstance(reason, str) or len(reason) < 20:
+        raise ValueError(f"{where}: needs a \"path\" and a \"reason\" (a sentence)")
+    try:
+        owner, element = fhir_types.resolve(path)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if "." in path.partition(".")[2] and not fhir_types.is_resource(path.partition(".")[0]):
+        raise ValueError(f"{where}: {path!r}: a data type's entry names one of its elements")
+    if text_only and not element.free_text:
+        raise ValueError(f"{where}: {path!r} is {element.type}, not free text")
+    requires, systems = raw.get("requires", []), raw.get("systems", [])
+    if not all(isinstance(x, str) for x in [*requires, *systems]):
+        raise ValueError(f"{where}: requires and systems are lists of strings")
+    siblings = fhir_types.elements(owner) or {}
+    missing = [n for n in [*requires, *(["system"] if systems else [])] if n not in siblings]
+    if missing:  # a condition on an element that cannot be there would never hold
+        raise ValueError(f"{where}: {owner} has no element {missing[0]!r}")
+    return Allowance(path, reason, tuple(requires), tuple(systems))
+
+
 @dataclass(frozen=True)
 class RuleSet:
     rules: tuple[Rule, ...]
     default: str = "keep"
+    free_text: FreeText | None = None
 
     @classmethod
     def load(cls, path: str | PathLike[str] = DEFAULT_RULES) -> RuleSet:
@@ -142,7 +265,11 @@ class RuleSet:
             raise ValueError(f"{source}: default must be keep or redact, not {default!r}")
         # Numbered from 1, as an operator counts the rules of the file.
         rules = data["rules"]
-        return cls(tuple(_parse_rule(i, r, source) for i, r in enumerate(rules, 1)), default)
+        free_text = None
+        if data.get("free_text") is not None:
+            free_text = FreeText.from_dict(data["free_text"], source)
+        return cls(tuple(_parse_rule(i, r, source) for i, r in enumerate(rules, 1)), default,
+                   free_text)
 
 
 def _parse_rule(index: int, raw: Any, source: str) -> Rule:
@@ -382,6 +509,7 @@ def _primitive_extras(holder: dict[str, Any], location: list[str | int]
 class _Context:
     claims: dict[Location, Rule]
     days: int
+    resource_type: str = ""
 
 
 class FhirDeidentifier:
@@ -435,19 +563,14 @@ class FhirDeidentifier:
         if kind == "Patient" and isinstance(resource.get("id"), str):
             self.register([resource])
         context = _Context(self._claims(resource), self.key.date_shift_days(
-            self._shift_key(resource)))
+            self._shift_key(resource)), kind)
         root_rule = context.claims.get(())
         if root_rule is not None and root_rule.method == "redact":
             return None
         if root_rule is not None and root_rule.method not in ("keep", "redact"):
             raise ValueError(f"{root_rule.name}: only keep or redact apply to a whole resource")
-        out: dict[str, Any] = {"resourceType": kind}
-        for name, value in resource.items():
-            if name in ("resourceType", "id"):
-                continue
-            result = self._apply(resource, name, value, (name,), root_rule, context)
-            if result is not _DROP:
-                out[name] = result
+        out = self._object(resource, (), root_rule, context, kind, kind, top=True)
+        out = {"resourceType": kind} if out is _DROP else out
         if isinstance(resource.get("id"), str):
             out = {"resourceType": kind, "id": self.pseudonymous_id(kind, resource["id"]),
                    **{k: v for k, v in out.items() if k != "resourceType"}}
@@ -469,7 +592,10 @@ class FhirDeidentifier:
         return claims
 
     def _apply(self, parent: Any, name: str | int, value: Any, location: Location,
-               inherited: Rule | None, context: _Context) -> Any:
+               inherited: Rule | None, context: _Context, kind: str | None = None,
+               path: str = "", text_ok: bool = True) -> Any:
+        """`value` (at `location`, of FHIR type `kind` at element path `path`) as the rules
+        leave it, or _DROP. `text_ok` is False for free text the allow-list does not keep."""
         rule = context.claims.get(location, inherited)
         if isinstance(name, str) and name.startswith("_") and isinstance(parent, dict):
             # A primitive's extensions travel with it, unless it was changed or removed.
@@ -479,18 +605,10 @@ class FhirDeidentifier:
         if rule is not None and rule.method == "substitute":
             return copy.deepcopy(rule.params["value"])
         if isinstance(value, dict):
-            out = {}
-            for key, item in value.items():
-                if key == "resourceType":
-                    out[key] = item
-                    continue
-                result = self._apply(value, key, item, location + (key,), rule, context)
-                if result is not _DROP:
-                    out[key] = result
-            return out if set(out) - {"resourceType"} else _DROP
+            return self._object(value, location, rule, context, kind, path)
         if isinstance(value, list):
-            items = [self._apply(value, i, item, location + (i,), rule, context)
-                     for i, item in enumerate(value)]
+            items = [self._apply(value, i, item, location + (i,), rule, context, kind, path,
+                                 text_ok) for i, item in enumerate(value)]
             if isinstance(name, str) and name.startswith("_"):
                 # The extras of a list of primitives line up with its values: null holds
                 # the place of an item that has none (or has none left).
@@ -502,7 +620,7 @@ class FhirDeidentifier:
         if value is None:
             return _DROP
         if method == "keep":
-            return value
+            return value if text_ok else _DROP
         if method == "redact":
             return _DROP
         if method == "dateshift":
@@ -513,6 +631,96 @@ class FhirDeidentifier:
         if method == "generalize":
             return self._generalize(value, rule, context)
         raise ValueError(f"{rule.name if rule else 'default'}: unknown method {method}")
+
+    def _object(self, value: dict[str, Any], location: Location, rule: Rule | None,
+                context: _Context, kind: str | None, path: str, top: bool = False) -> Any:
+        """A resource or an element with children. With the free-text default, the R4 type
+        of each child decides: an element R4 does not know goes (nothing reviewed it), and
+        free text goes unless the allow-list keeps it."""
+        free = self.rules.free_text
+        if isinstance(value.get("resourceType"), str):
+            kind = path = value["resourceType"]
+        fields = fhir_types.elements(kind) if free is not None and kind else None
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key == "resourceType":
+                out[key] = item
+                continue
+            if top and key == "id":
+                continue  # the engine's pseudonym, below
+            element, child_path, text_ok = None, path, True
+            if free is not None:
+                element = fields.get(key) if fields is not None else None
+                if element is None:
+                    continue
+                child_path = f"{path}.{key}"
+                if element.backbone:
+                    child_path = fhir_types.backbone_paths(context.resource_type).get(
+                        element.type, child_path)
+                if element.free_text or key.startswith("_"):
+                    text_ok = self._text_kept(free, value, kind or "", key, child_path)
+                    if not text_ok and key.startswith("_"):
+                        sibling = context.claims.get(location + (key[1:],), rule)
+                        if sibling is None or sibling.method == "keep":
+                            continue  # goes with the free text it belongs to
+                        text_ok = True
+                elif not element.primitive:
+                    text_ok = False  # a bare value where R4 has a structure: invalid, goes
+            result = self._apply(value, key, item, location + (key,), rule, context,
+                                 element.type if element else None, child_path, text_ok)
+            if result is not _DROP:
+                out[key] = result
+        if fields is not None and (top or set(out) - {"resourceType"}):
+            if not self._mark_absent(free, value, out, kind or "", path, fields) and not top:
+                return _DROP
+        return out if top or set(out) - {"resourceType"} else _DROP
+
+    @staticmethod
+    def _text_kept(free: FreeText, holder: dict[str, Any], owner: str, key: str,
+                   path: str) -> bool:
+        name = key[1:] if key.startswith("_") else key
+        if key.startswith("_"):
+            element = (fhir_types.elements(owner) or {}).get(name)
+            if element is None or not element.free_text:
+                return True
+            path = path[: -len(key)] + name
+        entry = free.find(free.keep_by_type, free.keep_by_path, owner, name, path)
+        return entry is not None and entry.allows(holder)
+
+    @staticmethod
+    def _mark_absent(free: FreeText, before: dict[str, Any], out: dict[str, Any], owner: str,
+                     path: str, fields: dict[str, fhir_types.Element]) -> bool:
+        """Mark "masked" what went and must be there: a required element, one of a required
+        choice, or an element of the `masked` list, so that the resource stays valid R4.
+        A required choice needs a value (fhir.resources refuses one with only extensions):
+        text gets the value "masked" beside the mark; False when the choice is of another
+        primitive type, and the parent goes."""
+        for key in before:
+            element = fields.get(key)
+            if element is None or key in out or key.startswith("_") or \
+                    (element.primitive and f"_{key}" in out):
+                continue
+            needed = element.required or free.find(
+                free.masked_by_type, free.masked_by_path, owner, key, f"{path}.{key}")
+            if element.choice and needed and any(
+                    (other := fields.get(k)) is not None and other.choice == element.choice
+                    for k in out):
+                continue
+            if not needed:
+                continue
+            if element.choice and element.primitive:
+                # fhir.resources wants a value in a required choice, not only extensions.
+                if element.type not in ("string", "markdown"):
+                    return False
+                out[key] = "masked"
+            mark: Any = copy.deepcopy(MASKED)
+            if element.repeats:
+                mark = [mark]
+            if element.primitive:
+                out[f"_{key}"] = mark
+            else:
+                out[key] = mark
+        return True
 
     def _hash(self, value: Any, rule: Rule) -> Any:
         if not isinstance(value, str):

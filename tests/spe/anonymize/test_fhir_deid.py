@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from spe.anonymize.fhir import DEFAULT_RULES, FhirDeidentifier, RuleSet, patient_key
+from spe.anonymize.fhir import DEFAULT_RULES, MASKED, FhirDeidentifier, RuleSet, patient_key
 from spe.anonymize.pseudonyms import PermitKey
 from spe.synth import generate
 
@@ -271,11 +271,12 @@ def test_extensions_anywhere_are_removed_by_the_default_rules():
     out = deid.deidentify(copy.deepcopy(observation))
     assert "SECRET" not in json.dumps(out)
     assert out["status"] == "final"
-    assert out["_status"] == {"id": "s1"}
-    assert out["code"] == {"text": "glucose",
-                           "coding": [{"system": "http://loinc.org", "code": "2345-7"}]}
-    assert out["component"] == [{"code": {"text": "c"}}]
-    assert out["valueQuantity"] == observation["valueQuantity"]
+    assert "_status" not in out  # an element id is a free string too
+    # Free text goes by default (code.text; a unit without a UCUM code); a required code
+    # left with nothing is marked absent rather than removed.
+    assert out["code"] == {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}
+    assert "component" not in out  # nothing left in it but a code in words
+    assert out["valueQuantity"] == {"value": 5.4}
     assert "subject" not in out
     assert "identifier" not in out
 
@@ -287,8 +288,7 @@ def test_extensions_anywhere_are_removed_by_the_default_rules():
     practitioner["qualification"][0]["code"]["coding"][1]["_code"] = {"extension": _secret(8)}
     out = deid.deidentify(copy.deepcopy(practitioner))
     assert "SECRET" not in json.dumps(out)
-    assert out["qualification"] == [{"code": {"coding": [{"code": "MD"}, {"code": "PhD"}],
-                                              "text": "doctor"}}]
+    assert out["qualification"] == [{"code": {"coding": [{"code": "MD"}, {"code": "PhD"}]}}]
 
 
 FREE_TEXT = [
@@ -329,11 +329,13 @@ def test_free_text_is_removed_by_the_default_rules():
     for resource in out:
         get_fhir_model_class(resource["resourceType"]).model_validate(resource)
     composition, report, _, observation, request, allergy, _, study = out
-    assert composition["section"] == [{"title": "History", "section": [{"title": "Family"}]}]
-    assert report["conclusionCode"] == [{"text": "normal"}]
-    assert observation["component"][1]["valueQuantity"] == {"value": 3}
+    # Titles and codes in words are free text too: a required one is marked absent.
+    assert "section" not in composition
+    assert composition["_title"] == composition["type"] == MASKED
+    assert "conclusionCode" not in report
+    assert observation["component"] == [{"code": MASKED, "valueQuantity": {"value": 3}}]
     assert request["dosageInstruction"] == [{"doseAndRate": [{"doseQuantity": {"value": 1}}]}]
-    assert allergy["reaction"] == [{"manifestation": [{"text": "rash"}]}]
+    assert "reaction" not in allergy
     assert study["series"][0]["modality"] == {"code": "CT"}
 
 
@@ -435,3 +437,56 @@ def test_default_rules_on_bundles_from_a_generator_nobody_here_wrote(tmp_path: P
     for kind, items in resources.items():
         for resource in items:
             assert resource["id"] not in text, kind
+
+
+def test_free_text_goes_unless_the_allow_list_keeps_it():
+    """The default rules' free-text default, element by element: a terminology's display
+    and a UCUM unit stay beside their codes and go beside local ones; a rule's keep does
+    not keep text; an element R4 does not have goes; names of organisations are masked."""
+    deid = FhirDeidentifier(None, key())
+    observation = {
+        "resourceType": "Observation", "id": "o1", "status": "final",
+        "code": {"text": "SECRET-1", "coding": [
+            {"system": "http://loinc.org", "code": "2345-7", "display": "Glucose"},
+            {"system": "http://hospital.example/codes", "code": "G1", "display": "SECRET-2"},
+            {"system": "http://loinc.org", "display": "SECRET-3"}]},
+        "valueQuantity": {"value": 5.4, "unit": "mmol/L",
+                          "system": "http://unitsofmeasure.org", "code": "mmol/L"},
+        "referenceRange": [{"low": {"value": 3, "unit": "SECRET-4"}, "text": "SECRET-5"}],
+        "meta": {"tag": [{"system": "http://hospital.example/tags", "code": "t",
+                          "display": "SECRET-6"}]},
+        "notAnR4Element": {"value": "SECRET-7"},
+        "method": "SECRET-14",  # a bare value where R4 has a CodeableConcept
+    }
+    out = deid.deidentify(copy.deepcopy(observation))
+    assert "SECRET" not in json.dumps(out)
+    assert out["code"] == {"coding": [
+        {"system": "http://loinc.org", "code": "2345-7", "display": "Glucose"},
+        {"system": "http://hospital.example/codes", "code": "G1"},
+        {"system": "http://loinc.org"}]}
+    assert out["valueQuantity"] == observation["valueQuantity"]
+    assert out["referenceRange"] == [{"low": {"value": 3}}]
+    assert out["meta"] == {"tag": [{"system": "http://hospital.example/tags", "code": "t"}]}
+
+    organization = deid.deidentify({"resourceType": "Organization", "id": "org1",
+                                    "name": "SECRET-8 Hospital", "alias": ["SECRET-9"],
+                                    "identifier": [{"value": "SECRET-10"}],
+                                    "type": [{"text": "SECRET-11"}], "active": True})
+    assert organization == {"resourceType": "Organization",
+                            "id": deid.pseudonymous_id("Organization", "org1"),
+                            "_name": MASKED, "active": True}
+    location = deid.deidentify({"resourceType": "Location", "id": "l1", "status": "active",
+                                "name": "SECRET-12 Ward", "description": "SECRET-13"})
+    assert location == {"resourceType": "Location",
+                        "id": deid.pseudonymous_id("Location", "l1"), "status": "active"}
+    for resource in (out, organization, location):
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+
+
+def test_the_allow_list_is_carried_to_worker_processes():
+    import pickle
+
+    rules = RuleSet.load()
+    again = pickle.loads(pickle.dumps(rules))
+    assert again.free_text == rules.free_text
+    assert again.free_text.keep_by_type.keys() == rules.free_text.keep_by_type.keys()
