@@ -76,6 +76,14 @@ class Extract:
         return next(p.get("gender", "unknown") for p in self.patients if p["id"] == pid)
 
 
+def finding(resource: dict) -> str:
+    """What an observation measured, in words: its code's text where the extract has one,
+    else the terminology's display (free text is removed by de-identification; a LOINC
+    code's display stays)."""
+    code = resource["code"]
+    return code.get("text") or next(c["display"] for c in code["coding"] if c.get("display"))
+
+
 def iso_week(day: date) -> str:
     year, week, _ = day.isocalendar()
     return f"{year}-W{week:02d}"
@@ -114,7 +122,7 @@ def benign(fn: Builder) -> Builder:
 
 @hostile
 def records_as_prose(out: Path, x: Extract) -> list[str]:
-    lines = [f"A {x.gender(o['subject']['reference'])} patient had {o['code']['text']} of "
+    lines = [f"A {x.gender(o['subject']['reference'])} patient had {finding(o)} of "
              f"{o['valueQuantity']['value']} {o['valueQuantity']['unit']} in week "
              f"{iso_week(x.when(o))}." for o in x.observations[:60] if "valueQuantity" in o]
     (out / "findings.txt").write_text("Findings\n\n" + "\n".join(lines) + "\n")
@@ -123,7 +131,7 @@ def records_as_prose(out: Path, x: Extract) -> list[str]:
 
 @hostile
 def records_as_markdown_bullets(out: Path, x: Extract) -> list[str]:
-    lines = [f"- {x.gender(o['subject']['reference'])}, {o['code']['text']}: "
+    lines = [f"- {x.gender(o['subject']['reference'])}, {finding(o)}: "
              f"{o['valueQuantity']['value']} ({iso_week(x.when(o))})"
              for o in x.observations[:40] if "valueQuantity" in o]
     (out / "report.md").write_text("# Cohort\n\n" + "\n".join(lines) + "\n")
@@ -133,7 +141,7 @@ def records_as_markdown_bullets(out: Path, x: Extract) -> list[str]:
 @hostile
 def records_as_csv_of_text(out: Path, x: Extract) -> list[str]:
     rows = ["sex,region,finding,week"] + [
-        f"{x.gender(o['subject']['reference'])},ES-28,{o['code']['text']},{iso_week(x.when(o))}"
+        f"{x.gender(o['subject']['reference'])},ES-28,{finding(o)},{iso_week(x.when(o))}"
         for o in x.observations[:80]]
     (out / "table.csv").write_text("\n".join(rows) + "\n")
     return []
@@ -144,7 +152,7 @@ def every_observation_as_text(out: Path, x: Extract) -> list[str]:
     lines = []
     for o in x.observations:
         value = o.get("valueQuantity", {})
-        lines.append(f"{o['code']['text']} = {value.get('value', 'n/a')} "
+        lines.append(f"{finding(o)} = {value.get('value', 'n/a')} "
                      f"{value.get('unit', '')} @ {iso_week(x.when(o))}")
     (out / "observations.txt").write_text("\n".join(lines) + "\n")
     return []
@@ -321,7 +329,7 @@ def fhir_stripped_with_iso_weeks(out: Path, x: Extract) -> list[str]:
 
 @hostile
 def fhir_stripped_and_renamed_as_json_lines(out: Path, x: Extract) -> list[str]:
-    lines = [json.dumps({"what": o["code"]["text"], "value": o.get("valueQuantity", {})
+    lines = [json.dumps({"what": finding(o), "value": o.get("valueQuantity", {})
                          .get("value"), "week": iso_week(x.when(o)),
                          "sex": x.gender(o["subject"]["reference"])})
              for o in x.observations[:40]]
@@ -337,7 +345,7 @@ def one_record_per_file(out: Path, x: Extract) -> list[str]:
     assert len(observations) == 277
     for i, o in enumerate(observations):
         (out / f"r{i:03d}.csv").write_text(
-            f"sex,finding,week\n{x.gender(o['subject']['reference'])},{o['code']['text']},"
+            f"sex,finding,week\n{x.gender(o['subject']['reference'])},{finding(o)},"
             f"{iso_week(x.when(o))}\n")
     return []
 
@@ -364,7 +372,7 @@ def forge_acro(out: Path, names: list[str]) -> None:
 
 @hostile
 def one_person_means_with_forged_acro(out: Path, x: Extract) -> list[str]:
-    weights = [o for o in x.observations if o["code"]["text"] == "Body weight"][:12]
+    weights = [o for o in x.observations if finding(o) == "Body weight"][:12]
     rows = ["group,mean_weight"] + [f"g{i},{o['valueQuantity']['value']}"
                                     for i, o in enumerate(weights)]
     (out / "output_0_0.csv").write_text("\n".join(rows) + "\n")
@@ -383,7 +391,7 @@ def one_person_means_with_n_and_forged_acro(out: Path, x: Extract) -> list[str]:
 # ---- benign: what research jobs ordinarily write ----------------------------------------
 
 def _common_codes(x: Extract, at_least: int = 10) -> Counter:
-    counts = Counter(o["code"]["text"] for o in x.observations)
+    counts = Counter(finding(o) for o in x.observations)
     return Counter({k: v for k, v in counts.items() if v >= at_least})
 
 

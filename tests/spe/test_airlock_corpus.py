@@ -136,6 +136,8 @@ import base64, hashlib, json, os
 from datetime import datetime
 patients = [json.loads(x) for x in open("/extract/fhir/Patient.ndjson")]
 observations = [json.loads(x) for x in open("/extract/fhir/Observation.ndjson")]
+def finding(o):
+    return o["code"].get("text") or [c["display"] for c in o["code"]["coding"]][0]
 def week(o):
     y, w, _ = datetime.fromisoformat(o["effectiveDateTime"]).isocalendar()
     return f"{y}-W{w:02d}"
@@ -148,8 +150,8 @@ open("/output/result.txt", "w").write("Result\n\nTwo patients had a glioma.\n")
 os.mkdir("/output/records")
 for i, o in enumerate(observations[:277]):
     open(f"/output/records/r{i:03d}.csv", "w").write(
-        f"finding,week\n{o['code']['text']},{week(o)}\n")
-weights = [o for o in observations if o["code"]["text"] == "Body weight"][:12]
+        f"finding,week\n{finding(o)},{week(o)}\n")
+weights = [o for o in observations if finding(o) == "Body weight"][:12]
 open("/output/output_0_0.csv", "w").write("group,mean_weight\n" + "".join(
     f"g{i},{o['valueQuantity']['value']}\n" for i, o in enumerate(weights)))
 json.dump({"version": "0.4.12", "results": {"output_0": {
