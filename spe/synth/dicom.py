@@ -42,6 +42,7 @@ PRIVATE_GROUP = 0x0009
 PRIVATE_CREATOR = "SPE SYNTH"
 ANNOTATION_ROWS = 4  # the band at the top of a burned-in image that holds the text
 SLICE_MM = 5.0
+LO_MAX = 64  # characters of a Long String (PS3.5 Table 6.2-1)
 # Body parts whose series must say which side (General Series Laterality, PS3.3 C.7.3.1).
 PAIRED_BODY_PARTS = frozenset({"BREAST"})
 # Patient Orientation (0020,0020) of a projection image, row direction then column
@@ -142,7 +143,7 @@ def instance_dataset(site: Site, record: PatientRecord, study: StudyRecord,
     ds.PatientAge = f"{clock.age_on(person.birth_date, study.moment.date()):03d}Y"
     ds.PatientSize = f"{person.height_cm / 100:.2f}"
     ds.PatientWeight = f"{study.weight_kg:.1f}"
-    ds.PatientAddress = person.address.one_line()
+    ds.PatientAddress = _patient_address(person.address.one_line())
     ds.PatientTelephoneNumbers = person.phone.replace(" ", "")  # SH: 16 characters
     if study.reason:
         ds.AdditionalPatientHistory = (
@@ -229,11 +230,19 @@ def _readable(pn: str) -> str:
     return f"{given} {family}".strip()
 
 
+def _patient_address(address: str) -> str:
+    """Patient's Address is LO, at most 64 characters (PS3.5 Table 6.2-1): a long one loses
+    its country first, as a local RIS would write it, and is cut only if still too long."""
+    if len(address) > LO_MAX:
+        address = address.rsplit(", ", 1)[0]
+    return address[:LO_MAX]
+
+
 def _reason_text(study: StudyRecord) -> str:
     if study.reason is None:
         return "Clinical indication not stated"
     definition = study.reason.definition
-    return f"{definition.icd10.code} {definition.snomed.display}, follow-up"[:64]  # LO
+    return f"{definition.icd10.code} {definition.snomed.display}, follow-up"[:LO_MAX]
 
 
 def _sr_code_item(code: SRCode) -> Dataset:
