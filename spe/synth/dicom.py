@@ -60,7 +60,9 @@ VIEW_CODES: dict[str, SRCode] = {
 # Anatomic Region Sequence (0008,2218) of the projection exams, CID 4009 DX Anatomy Imaged.
 ANATOMIC_REGIONS: dict[str, SRCode] = {"CHEST": codes.cid4009.Chest,
                                        "BREAST": codes.cid4009.Breast}
-F18_HALF_LIFE_S = "6586.2"
+# Whole seconds: written "6586.2", it would hold "86.2", a plausible Patient's Weight, which
+# leak checks that look for removed values inside kept ones would then report.
+F18_HALF_LIFE_S = "6586"
 # Injected FDG activity in Bq: a fixed protocol dose, not one scaled by the patient's
 # weight, which would carry the weight past a profile that removes Patient's Weight.
 FDG_DOSE_BQ = {"WHOLEBODY": "350000000", "BRAIN": "200000000"}
@@ -176,7 +178,7 @@ def instance_dataset(site: Site, record: PatientRecord, study: StudyRecord,
         setattr(ds, keyword, value)
     if (study.exam.body_part in PAIRED_BODY_PARTS and "Laterality" not in ds
             and "ImageLaterality" not in ds):
-        ds.Laterality = ""  # Type 2C: a bilateral series has no one side
+        ds.Laterality = ""  # Type 2C, empty: a side not known (the axilla of a breast US)
     if not modality.cross_sectional:
         ds.PatientOrientation = _patient_orientation(ds)
     if series.modality in ("DX", "MG"):
@@ -301,11 +303,11 @@ def _pet(ds: Dataset, series: SeriesRecord, body_part: str, number: int) -> None
     )]
     orientation = _sr_code_item(codes.cid19.Recumbent)
     orientation.PatientOrientationModifierCodeSequence = [_sr_code_item(codes.cid20.Supine)]
-    ds.PatientOrientationCodeSequence = [orientation]  # agrees with Patient Position HFS
+    ds.PatientOrientationCodeSequence = [orientation]  # the HFS of the PET-CT's CT series
     ds.PatientGantryRelationshipCodeSequence = [_sr_code_item(codes.cid21.Headfirst)]
     ds.FrameReferenceTime = "0"
     ds.ActualFrameDuration = PET_FRAME_MS.get(body_part, "180000")
-    ds.DecayFactor = "1"
+    ds.DecayFactor = "1"  # decay during a frame is not modelled
     ds.ImageIndex = number  # (time slice - 1) x slices + slice, one time slice
 
 
@@ -325,7 +327,7 @@ def _digital_xray(ds: Dataset, modality: ModalityDef, body_part: str) -> None:
     mammogram = ds.Modality == "MG"
     ds.PresentationIntentType = "FOR PRESENTATION"
     if not mammogram:
-        ds.ImageLaterality = "U"  # a chest is unpaired
+        ds.ImageLaterality = "U"  # DX exams here are of the chest, unpaired
     ds.AnatomicRegionSequence = [_sr_code_item(ANATOMIC_REGIONS[body_part])]
     ds.PixelIntensityRelationship = "LOG"
     ds.PixelIntensityRelationshipSign = -1  # higher values, less X-ray intensity
