@@ -179,7 +179,7 @@ def _imaging_study(site: Site, study: StudyRecord, subject: dict[str, str]) -> d
                 for n in range(1, series.instances + 1)
             ],
         }
-        side = series.extra.get("ImageLaterality")
+        side = series.extra.get("ImageLaterality") or series.extra.get("Laterality")
         if side in LATERALITY:
             entry["laterality"] = LATERALITY[side].coding()
         out["series"].append(entry)
