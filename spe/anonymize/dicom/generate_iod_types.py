@@ -156,7 +156,23 @@ def build(source: Path) -> dict:
 
 
 def render(data: dict) -> str:
-    return json.dumps(data, sort_keys=False, separators=(",", ":")) + "\n"
+    """JSON with one line per SOP class, IOD and tree, so a diff shows what changed."""
+    def line(value) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+    def block(items: list[str], open_: str, close: str) -> str:
+        return open_ + "\n" + ",\n".join("  " + item for item in items) + "\n " + close
+
+    out = ["{"]
+    out.append(f' "source": {line(data["source"])},')
+    out.append(f' "inputs_sha256_16": {line(data["inputs_sha256_16"])},')
+    out.append(' "sop_classes": ' + block(
+        [f"{line(k)}: {line(v)}" for k, v in data["sop_classes"].items()], "{", "},"))
+    out.append(' "iods": ' + block(
+        [f"{line(k)}: {line(v)}" for k, v in data["iods"].items()], "{", "},"))
+    out.append(' "trees": ' + block([line(tree) for tree in data["trees"]], "[", "]"))
+    out.append("}")
+    return "\n".join(out) + "\n"
 
 
 def main() -> None:
