@@ -19,7 +19,7 @@ unknown SOP class, where `choose` takes the safe side.
 from __future__ import annotations
 
 import json
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 DATA = Path(__file__).parent / "data" / "iod-types.json"
@@ -78,7 +78,7 @@ def _tree(index: int) -> Tree:
     return _compile(_data()["trees"][index])
 
 
-@cache
+@lru_cache(maxsize=1024)  # the class UID comes from the file: bounded
 def types_for(sop_class_uid: str) -> Tree | None:
     """The Types tree of the IOD of `sop_class_uid`; None if the class is not known."""
     data = _data()
@@ -86,7 +86,3 @@ def types_for(sop_class_uid: str) -> Tree | None:
     if iod is None:
         return None
     return _tree(data["iods"][iod])
-
-
-def iod_of(sop_class_uid: str) -> str | None:
-    return _data()["sop_classes"].get(sop_class_uid.strip().rstrip("\0").strip())
