@@ -718,3 +718,49 @@ def test_modified_dates_shift_and_keep_a_patients_intervals(federation: Path):
         assert interval(shifted[KEY.uid(s1)], shifted[KEY.uid(s2)]) == interval(d1, d2)
         compared += 1
     assert compared > 0
+
+
+def test_an_unknown_sop_class_takes_choices_valid_at_any_type_and_keeps_nothing():
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.826.0.1.3680043.2.1125.99.1"  # no IOD known for it
+    study = Dataset()
+    study.ReferencedSOPInstanceUID = "1.2.3.8"
+    ds.ReferencedStudySequence = [study]  # X/Z
+    observer = Dataset()
+    observer.VerifyingObserverName = "Doe^Jo"
+    ds.VerifyingObserverSequence = [observer]  # D
+    ds.InstitutionName = "Hôpital Sainte-Anne"  # X/Z/D
+    ds.OperatorsName = "Doe^Jo"  # X/Z/D
+    deid(ds)
+    assert "ReferencedStudySequence" not in ds  # a sequence goes
+    assert "VerifyingObserverSequence" not in ds  # no Types to build a dummy item from
+    assert ds.InstitutionName == "ANONYMIZED"  # an element gets a dummy: valid at any Type
+    assert ds.OperatorsName == "ANONYMOUS"
+
+
+def test_d_on_a_required_sequence_gives_one_item_valid_in_itself():
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    observer = Dataset()
+    observer.VerifyingObserverName = "Doe^Jo"
+    observer.VerifyingOrganization = "Hôpital Sainte-Anne"
+    observer.VerificationDateTime = "20240102101010"
+    observer.VerifyingObserverIdentificationCodeSequence = [code("42", "Doe")]
+    observer.VerifyingObserverIdentificationCodeSequence[0].CodeMeaning = "Jo Doe"
+    ds.VerifyingObserverSequence = [observer, observer]
+    content = Dataset()
+    content.RelationshipType, content.ValueType = "CONTAINS", "TEXT"
+    content.ConceptNameCodeSequence = [code("121071", "Finding")]
+    content.TextValue = "Jo Doe, seen by Dr Roe"
+    ds.ContentSequence = [content]
+    deid(ds)
+    [item] = ds.VerifyingObserverSequence  # Type 1C in SR Document General
+    assert item.VerifyingObserverName == "ANONYMOUS"
+    assert item.VerifyingOrganization == "ANONYMIZED"
+    assert item.VerificationDateTime == "19000101000000"
+    assert item.VerifyingObserverIdentificationCodeSequence == []  # Type 2
+    [item] = ds.ContentSequence
+    assert (item.RelationshipType, item.ValueType) == ("CONTAINS", "TEXT")  # codes kept
+    assert item.TextValue == "ANONYMIZED"  # 1C, its condition (TEXT) held
+    assert item.ConceptNameCodeSequence[0].CodeMeaning == "ANONYMIZED"
+    assert "Doe" not in str(ds)
