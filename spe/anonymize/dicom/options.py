@@ -39,10 +39,12 @@ OPTION_COLUMNS: dict[str, tuple[str | None, str, str]] = {
 }
 BASIC_CODE = ("113100", "Basic Application Confidentiality Profile")
 
-# Combined codes leave the choice to the implementation; we take the choice that still
-# yields a conformant object (a Type 1 or 2 attribute may not simply vanish): D over Z over
-# X. "U*" is resolved per element: UI -> U, SQ -> recurse (the contained UIDs get their own
-# U), anything else -> Z.
+# Combined codes are resolved per element by the attribute's Type in the object's IOD
+# (`iod.choose`, PS3.15 E.1.1: Type 3 removed, Type 2 emptied, Type 1 a dummy). This map is
+# the choice where no Type decides, the one valid at any Type (D over Z over X), and the
+# fallback of a C that has no rule; a sequence of an unknown class is removed instead.
+# "U*" is resolved per element: UI -> U, SQ -> recurse (the contained UIDs get their own U),
+# anything else -> Z.
 COMBINED = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U*"}
 
 

@@ -34,13 +34,15 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 
-from spe.anonymize.dicom import descriptors, table
+from spe.anonymize.dicom import descriptors, iod, table
 from spe.anonymize.dicom.markers import mark
 from spe.anonymize.dicom.options import COMBINED, Options, resolve
 from spe.anonymize.dicom.private import private_to_remove
 from spe.anonymize.dicom.values import MAX_LENGTH, TEXT_VRS, dummy, shift_da, shift_dt
 
 PATIENT_ID = 0x00100020
+SOP_CLASS_UID = 0x00080016
+_UNSEEN = object()
 SOP_INSTANCE_UID = 0x00080018
 MEDIA_SOP_INSTANCE_UID = BaseTag(0x00020003)
 BURNED_IN = 0x00280301
@@ -59,6 +61,10 @@ _SHORT_LENGTH = {True: struct.Struct("<H"), False: struct.Struct(">H")}
 _LONG_LENGTH = {True: struct.Struct("<L"), False: struct.Struct(">L")}
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
+# Combined codes resolved per attribute by its Type (X/Z/U* is not: U* keeps and remaps).
+TYPED_CODES = frozenset({"X/Z", "X/D", "Z/D", "X/Z/D"})
+# An attribute of interest absent from a known IOD's tree is not defined there.
+_NOT_IN_IOD = ("3", {})
 # Entries kept per cache (UIDs, pseudonyms) before it is emptied and starts again.
 CACHE_LIMIT = 1 << 14
 
@@ -97,6 +103,9 @@ class _Step:
     action: str  # one of X Z D K C U U*
     column: str  # the table column that decided it
     fallback: str  # the basic action, used by a C with no rule for the element's VR
+    code: str = ""  # a combined basic code (X/Z, X/D, Z/D, X/Z/D), decided per Type
+    sequence: bool = False  # the dictionary's VR is SQ
+    typed: bool = False  # the action depends on the attribute's Type where it sits
 
 
 # Standard attributes the table does not list: names are dropped, sequences walked into.
@@ -120,7 +129,10 @@ def _build_plan(columns: set[str]) -> dict[int, _Step]:
     plan = {}
     for tag, (basic, option_actions) in table.EXACT.items():
         action, column = resolve(basic, option_actions, columns)
-        plan[tag] = _Step(action, column, COMBINED.get(basic, basic))
+        code = basic if basic in TYPED_CODES else ""
+        sequence = DicomDictionary.get(tag, ("",))[0] == "SQ"
+        typed = column == "basicProfile" and bool(code or (action == "D" and sequence))
+        plan[tag] = _Step(action, column, COMBINED.get(basic, basic), code, sequence, typed)
     return plan
 
 
@@ -184,6 +196,7 @@ class Deidentifier:
         self._uid_values: dict[str, str] = {}
         self._pseudonyms: dict[tuple[str, str, int], str] = {}
         self._dummies: dict[tuple[str, bool], bytes | None] = {}
+        self._trees: dict[bytes | str, iod.Tree | None] = {}
 
     def apply(self, ds: Dataset) -> DeidResult:
         result = DeidResult()
@@ -201,7 +214,9 @@ class Deidentifier:
             pixels_cleaned = True
         elif self._burned_in(ds):
             result.warnings.append("BurnedInAnnotation=YES: pixel data not cleaned")
-        self._walk(ds, ctx)
+        tree = self._types(ds)
+        self._drop_overlays_and_curves(ds, ctx)
+        self._walk(ds, ctx, tree)
         self._file_meta(ds, ctx)
         applied = [name for name in self._enabled
                    if name != "clean_pixel_data" or pixels_cleaned]
@@ -225,7 +240,59 @@ class Deidentifier:
             return False  # cannot read as YES in any encoding: no need to decode it
         return ds.get("BurnedInAnnotation") == "YES"
 
-    def _walk(self, ds: Dataset, ctx: _Context) -> None:
+    def _types(self, ds: Dataset) -> iod.Tree | None:
+        """The PS3.3 Types tree of the object's IOD, by its SOP Class UID; None if unknown."""
+        raw = ds._dict.get(SOP_CLASS_UID)
+        if raw is None:
+            return None
+        key = raw.value if isinstance(raw, RawDataElement) else str(raw.value)
+        tree = self._trees.get(key, _UNSEEN)
+        if tree is _UNSEEN:
+            try:
+                uid = key.decode("ascii") if isinstance(key, bytes) else key
+            except UnicodeDecodeError:
+                uid = ""
+            tree = iod.types_for(uid) if uid else None
+            if len(self._trees) >= CACHE_LIMIT:
+                self._trees.clear()
+            self._trees[key] = tree
+        return tree
+
+    @staticmethod
+    def _drop_overlays_and_curves(ds: Dataset, ctx: _Context) -> None:
+        """Remove every Overlay (60xx) and Curve (50xx) group whole.
+
+        Table E.1-1 removes Overlay Data (60xx,3000) and Curve Data (50xx,3000) (X; under
+        Clean Graphics a C that has no rule for pixel bits here, so X too), and Overlay
+        Comments. What is left of the group is then an Overlay Plane module (PS3.3 C.9.2)
+        without its Type 1 Overlay Data, an invalid object, and Overlay Description
+        (60xx,0022) and Overlay Label (60xx,1500), which the table does not list, keep
+        their free text. The module goes as a whole, which the IODs allow (it is U or C).
+        """
+        elements = ds._dict
+        drop = [key for key in elements if key >> 16 & 0xFFE1 in (0x5000, 0x6000)]
+        for key in drop:
+            del elements[key]
+        ctx.result.counts["X"] += len(drop)
+
+    def _by_type(self, step: _Step, tag: int, node: iod.Tree | None) -> str:
+        """The action of a combined code, or of D on a sequence, by the Type here."""
+        kind = None if node is None else node.get(tag, _NOT_IN_IOD)[0]
+        if tag == PATIENT_ID:
+            # Z/D: D is valid at any Type, and the keyed pseudonym D gives here is what links
+            # a patient's objects inside one permit (layer 2), so it is kept.
+            return "D"
+        if step.code:
+            return iod.choose(step.code, kind, step.sequence)
+        # D on a sequence: a dummy item where the sequence is required (Type 1 or 2), and
+        # it is removed where it is optional or its items' needs are unknown.
+        return "D" if kind in iod.REQUIRED or kind in iod.EMPTY_ALLOWED else "X"
+
+    @staticmethod
+    def _child(node: iod.Tree | None, tag: int) -> iod.Tree | None:
+        return None if node is None else node.get(tag, _NOT_IN_IOD)[1]
+
+    def _walk(self, ds: Dataset, ctx: _Context, node: iod.Tree | None) -> None:
         steps, counts = self._steps, ctx.result.counts
         drop_private = None
         if self._retain_private:
@@ -244,23 +311,25 @@ class Deidentifier:
                         dropped_private = True
                         counts["X"] += 1
                     elif tag & 0xFFFF >= 0x1000 and raw.VR == "SQ":
-                        self._items(ds[key].value, ctx)
+                        self._items(ds[key].value, ctx, self._child(node, tag))
                     continue
                 if tag >> 24 in self._masked_high:
                     step = self._masked_step(tag)
                 if step is None:
                     if tag not in DicomDictionary:  # the dictionary's own are in `steps`
-                        self._unlisted(ds, key, raw.VR, ctx)
+                        self._unlisted(ds, key, raw.VR, ctx, self._child(node, tag))
                     continue
             action = step.action
+            if step.typed:
+                action = self._by_type(step, tag, node)
             if action == "X":
                 del elements[key]
                 counts["X"] += 1
             elif action == "walk":
                 if not self._inert(raw):
-                    self._items(ds[key].value, ctx)
+                    self._items(ds[key].value, ctx, self._child(node, tag))
             else:
-                self._act(ds, key, raw, action, step, ctx)
+                self._act(ds, key, raw, action, step, ctx, node)
         if dropped_private and ds._private_blocks:
             ds._private_blocks = {}  # what `del ds[key]` does for a private creator
 
@@ -348,17 +417,18 @@ class Deidentifier:
                 return step
         return None
 
-    def _unlisted(self, ds: Dataset, key, vr: str | None, ctx: _Context) -> None:
+    def _unlisted(self, ds: Dataset, key, vr: str | None, ctx: _Context,
+                  node: iod.Tree | None) -> None:
         """An attribute neither the table nor the dictionary knows, by the VR it came with."""
         if vr == "PN":
             del ds._dict[key]  # names never survive, listed or not
             ctx.result.counts["X"] += 1
         elif vr == "SQ":
-            self._items(ds[key].value, ctx)
+            self._items(ds[key].value, ctx, node)
 
-    def _items(self, items, ctx: _Context) -> None:
+    def _items(self, items, ctx: _Context, node: iod.Tree | None) -> None:
         for item in items or ():
-            self._walk(item, ctx)
+            self._walk(item, ctx, node)
 
     def _put(self, ds: Dataset, key, raw, vr: str, data: bytes) -> bool:
         """Replace the element by `data`, already encoded; False if its encoding is unknown.
@@ -375,7 +445,8 @@ class Deidentifier:
         ds._dict[key] = RawDataElement(key, vr, len(data), data, 0, implicit, little)
         return True
 
-    def _act(self, ds: Dataset, tag, raw, action: str, step: _Step, ctx: _Context) -> None:
+    def _act(self, ds: Dataset, tag, raw, action: str, step: _Step, ctx: _Context,
+             node: iod.Tree | None) -> None:
         counts = ctx.result.counts
         if action == "X":
             del ds._dict[tag]
@@ -389,7 +460,8 @@ class Deidentifier:
             raw = ds._dict[tag]
         if action == "U*":
             action = "U" if vr in ("UI", "SQ") else "Z"
-        if action in ("Z", "D") and vr != "UI" and tag not in self._ids:
+        if action in ("Z", "D") and vr != "UI" and not (action == "D" and vr == "SQ") \
+                and tag not in self._ids:
             # the old value is not needed: skip decoding it
             if action == "Z":
                 data = b""
@@ -416,23 +488,28 @@ class Deidentifier:
             return
         elem = ds[tag]
         vr = elem.VR
+        child = self._child(node, int(tag)) if vr == "SQ" else None
         if action == "K":
             if vr == "SQ":
-                self._items(elem.value, ctx)
+                self._items(elem.value, ctx, child)
         elif action == "Z":
             elem.value = [] if vr == "SQ" else elem.empty_value
         elif action == "U":
             if vr == "SQ":
-                self._items(elem.value, ctx)
+                self._items(elem.value, ctx, child)
             elif vr == "UI":
                 elem.value = self._map(elem.value, self._uid)
             else:
                 elem.value = elem.empty_value
                 action = "Z"
         elif action == "D":
-            elem.value = self._dummy(tag, elem.value, vr)
-        elif not self._clean(ds, tag, elem, step, ctx):
-            self._act(ds, tag, ds._dict[tag], step.fallback, step, ctx)
+            if vr == "SQ":
+                elem.value = [self._dummy_item(child or {}, elem.value)]
+            else:
+                elem.value = self._dummy(tag, elem.value, vr)
+        elif not self._clean(ds, tag, elem, step, ctx, child):
+            fallback = self._by_type(step, int(tag), node) if step.code else step.fallback
+            self._act(ds, tag, ds._dict[tag], fallback, step, ctx, node)
             return
         counts[action] += 1
 
@@ -478,6 +555,47 @@ class Deidentifier:
     def _empty(vr: str):
         return [] if vr == "SQ" else None if vr in NON_TEXT_VRS else ""
 
+    def _dummy_item(self, node: iod.Tree, old_items) -> Dataset:
+        """One sequence item valid in itself, for D on a sequence (PS3.15 E.1.1).
+
+        From the PS3.3 Types of the item's attributes here: Type 1 ones get a dummy, Type 2
+        ones are present and empty, conditional ones (1C, 2C) the same where the old first
+        item had them (its condition held, and the values that decide conditions are kept),
+        Type 3 ones are left out. Nothing of the old item is kept but code strings (CS:
+        enumerated values and defined terms such as Relationship Type and Value Type, which
+        decide the item's other conditions) and SOP Class UIDs; other UIDs are remapped.
+        """
+        old = old_items[0] if old_items else None
+        item = Dataset()
+        for tag, (kind, children) in sorted(node.items()):
+            present = old is not None and tag in old
+            if kind not in iod.REQUIRED and kind not in iod.EMPTY_ALLOWED:
+                continue
+            if kind.endswith("C") and not present:
+                continue
+            entry = DicomDictionary.get(tag)
+            if entry is None:
+                continue
+            vr = old[tag].VR if present else entry[0].split(" or ")[0]
+            if vr == "SQ":
+                value = ([self._dummy_item(children, old[tag].value if present else None)]
+                         if kind in iod.REQUIRED else [])
+            elif kind in iod.EMPTY_ALLOWED:
+                value = self._empty(vr)
+            elif vr == "CS" and present and old[tag].value not in (None, ""):
+                value = old[tag].value
+            elif vr == "UI":
+                value = old[tag].value if present else None
+                if not entry[4].endswith("ClassUID"):
+                    value = self._map(value, self._uid)
+                value = value or self._uid("")
+            elif vr == "AT":
+                value = 0
+            else:
+                value = dummy(vr)
+            item.add(DataElement(tag, vr, value, validation_mode=config.IGNORE))
+        return item
+
     def _dummy(self, tag: int, value, vr: str):
         if vr == "SQ":
             return [Dataset()]
@@ -498,11 +616,12 @@ class Deidentifier:
             self._pseudonyms[key] = pseudonym
         return pseudonym
 
-    def _clean(self, ds: Dataset, tag: int, elem, step: _Step, ctx: _Context) -> bool:
+    def _clean(self, ds: Dataset, tag: int, elem, step: _Step, ctx: _Context,
+               node: iod.Tree | None) -> bool:
         """Apply C; False when no cleaning rule fits and the basic action must be used."""
         vr = elem.VR
         if vr == "SQ":
-            self._items(elem.value, ctx)  # cleaning a sequence is applying the table inside
+            self._items(elem.value, ctx, node)  # cleaning a sequence is applying the table inside
             return True
         if step.column == DATE_COLUMN:
             if vr == "TM":

@@ -241,7 +241,8 @@ def test_combined_codes():
         assert level.StationName == "ANONYMIZED"  # X/Z/D -> D
         assert level.SeriesDate == "19000101"  # X/D -> D
         assert level.ContentCreatorName == "ANONYMOUS"  # Z/D -> D
-    assert ds.ReferencedStudySequence == []  # X/Z -> Z
+    # no SOP class, so no Types: elements take D over Z over X, a sequence is removed
+    assert "ReferencedStudySequence" not in ds  # X/Z -> X
     item = ds.ReferencedImageSequence[0]  # X/Z/U* on SQ -> kept, its UIDs replaced
     assert item.ReferencedSOPInstanceUID == KEY.uid("1.2.3.9")
     assert item.ReferencedSOPClassUID == MRImageStorage
@@ -325,9 +326,10 @@ def test_clean_graphics_and_structured_content_clean_inside_instead_of_replacing
 
     ds = graphics()
     deid(ds)
-    assert len(ds.GraphicAnnotationSequence) == 1  # D on a sequence: one dummy item
-    assert "GraphicLayer" not in ds.GraphicAnnotationSequence[0]
-    assert "PersonName" not in ds.ContentSequence[0]
+    # D on a sequence of an object whose IOD is unknown (no SOP class): no dummy item can be
+    # built without the item's Types, so the sequences go
+    assert "GraphicAnnotationSequence" not in ds
+    assert "ContentSequence" not in ds
     ds = graphics()
     deid(ds, Options(clean_graphics=True, clean_structured_content=True))
     assert ds.GraphicAnnotationSequence[0].GraphicLayer == "L1"
@@ -339,11 +341,16 @@ def test_overlay_data_and_comments_follow_the_masked_rows():
     ds = Dataset()
     ds.add_new(0x60004000, "LT", "reader: Dr Doe")
     ds.add_new(0x60003000, "OW", b"\x00\x01")
-    ds.add_new(0x60000010, "US", 512)  # Overlay Rows: not listed, kept
+    ds.add_new(0x60000010, "US", 512)  # Overlay Rows: not listed, but its module goes
+    ds.add_new(0x50023000, "OW", b"\x00\x01")  # Curve Data
+    ds.add_new(0x50020005, "US", 1)  # Curve Dimensions
+    ds.add_new(0x60010010, "LO", "private creator in an odd group: not an overlay")
     deid(ds)
     assert 0x60004000 not in ds
     assert 0x60003000 not in ds
-    assert ds[0x60000010].value == 512
+    assert 0x60000010 not in ds  # the Overlay Plane module is removed whole
+    assert 0x50020005 not in ds  # and the Curve module
+    assert 0x60010010 not in ds  # private, gone by the private rule
 
 
 # Private tags, names -------------------------------------------------------------------
@@ -548,8 +555,12 @@ def test_a_dataset_read_from_a_file_comes_out_as_one_built_in_memory(tmp_path: P
     region = back[1].AnatomicRegionSequence
     assert region[0].AnatomicRegionModifierSequence[0].PatientName == ""
     assert not [e for e in elements(back[1]) if e.tag.is_private]
-    assert back[1].InstitutionCodeSequence[0] == Dataset()
-    assert back[1].OperatorsName == "ANONYMOUS"
+    # combined codes by the Type in the MR Image IOD: Institution Code Sequence (X/Z/D) is
+    # Type 3 in General Equipment, Operators' Name (X/Z/D) Type 3 in General Series: both
+    # removed; Content Time (Z/D) is Type 2C in General Image: emptied
+    assert "InstitutionCodeSequence" not in back[1]
+    assert "OperatorsName" not in back[1]
+    assert back[1].ContentTime == ""
     assert back[1].PatientIdentityRemoved == "YES"
     assert [i.CodeValue for i in back[1].DeidentificationMethodCodeSequence] == ["113100"]
 
@@ -707,3 +718,49 @@ def test_modified_dates_shift_and_keep_a_patients_intervals(federation: Path):
         assert interval(shifted[KEY.uid(s1)], shifted[KEY.uid(s2)]) == interval(d1, d2)
         compared += 1
     assert compared > 0
+
+
+def test_an_unknown_sop_class_takes_choices_valid_at_any_type_and_keeps_nothing():
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.826.0.1.3680043.2.1125.99.1"  # no IOD known for it
+    study = Dataset()
+    study.ReferencedSOPInstanceUID = "1.2.3.8"
+    ds.ReferencedStudySequence = [study]  # X/Z
+    observer = Dataset()
+    observer.VerifyingObserverName = "Doe^Jo"
+    ds.VerifyingObserverSequence = [observer]  # D
+    ds.InstitutionName = "Hôpital Sainte-Anne"  # X/Z/D
+    ds.OperatorsName = "Doe^Jo"  # X/Z/D
+    deid(ds)
+    assert "ReferencedStudySequence" not in ds  # a sequence goes
+    assert "VerifyingObserverSequence" not in ds  # no Types to build a dummy item from
+    assert ds.InstitutionName == "ANONYMIZED"  # an element gets a dummy: valid at any Type
+    assert ds.OperatorsName == "ANONYMOUS"
+
+
+def test_d_on_a_required_sequence_gives_one_item_valid_in_itself():
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    observer = Dataset()
+    observer.VerifyingObserverName = "Doe^Jo"
+    observer.VerifyingOrganization = "Hôpital Sainte-Anne"
+    observer.VerificationDateTime = "20240102101010"
+    observer.VerifyingObserverIdentificationCodeSequence = [code("42", "Doe")]
+    observer.VerifyingObserverIdentificationCodeSequence[0].CodeMeaning = "Jo Doe"
+    ds.VerifyingObserverSequence = [observer, observer]
+    content = Dataset()
+    content.RelationshipType, content.ValueType = "CONTAINS", "TEXT"
+    content.ConceptNameCodeSequence = [code("121071", "Finding")]
+    content.TextValue = "Jo Doe, seen by Dr Roe"
+    ds.ContentSequence = [content]
+    deid(ds)
+    [item] = ds.VerifyingObserverSequence  # Type 1C in SR Document General
+    assert item.VerifyingObserverName == "ANONYMOUS"
+    assert item.VerifyingOrganization == "ANONYMIZED"
+    assert item.VerificationDateTime == "19000101000000"
+    assert item.VerifyingObserverIdentificationCodeSequence == []  # Type 2
+    [item] = ds.ContentSequence
+    assert (item.RelationshipType, item.ValueType) == ("CONTAINS", "TEXT")  # codes kept
+    assert item.TextValue == "ANONYMIZED"  # 1C, its condition (TEXT) held
+    assert item.ConceptNameCodeSequence[0].CodeMeaning == "ANONYMIZED"
+    assert "Doe" not in str(ds)
