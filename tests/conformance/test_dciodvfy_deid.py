@@ -142,6 +142,19 @@ def test_deidentified_synthetic_files_have_no_new_dciodvfy_errors(synthetic):
     assert not new, {str(k.name): sorted(v) for k, v in list(new.items())[:5]}
 
 
+def test_synthetic_originals_and_their_outputs_have_no_dciodvfy_errors_at_all(synthetic):
+    """The generator's objects pass dciodvfy (tests/conformance/test_dciodvfy_synth.py), so
+    "no new error" here means no error at all, in the originals and in the outputs."""
+    tool("dciodvfy")
+    with ThreadPoolExecutor(2) as pool:
+        errors = dict(zip(synthetic, pool.map(lambda p: (dciodvfy(p[0]), dciodvfy(p[1])),
+                                              synthetic), strict=True))
+    bad = {o.name: sorted(a | b) for (o, _), (a, b) in errors.items() if a or b}
+    print(f"\nsynthetic: {len(synthetic)} originals and their outputs, "
+          f"{len(bad)} with a dciodvfy error")
+    assert not bad, list(bad.items())[:5]
+
+
 def test_deidentified_study_has_no_new_dcentvfy_errors(synthetic, tmp_path: Path):
     """(3) dcentvfy over every study of a patient with several, before and after."""
     dcentvfy = tool("dcentvfy")
