@@ -34,7 +34,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 
-from spe.anonymize.dicom import descriptors, iod, table
+from spe.anonymize.dicom import descriptors, iod, table, unlisted_text
 from spe.anonymize.dicom.markers import mark
 from spe.anonymize.dicom.options import COMBINED, Options, resolve
 from spe.anonymize.dicom.private import private_to_remove
@@ -123,6 +123,9 @@ _BEYOND_TABLE = {
     0x00400033: "UniversalEntityIDType",
 }
 _DROP_ISSUER = _Step("X", "beyond-table", "X")
+# Beyond Table E.1-1 too: a standard text attribute the table does not list and that is not
+# known safe (`unlisted_text`) is X/Z/D, decided by its Type where it sits.
+_UNLISTED_TEXT = _Step("X", "unlisted-text", "X", "X/Z/D", typed=True)
 
 
 def _build_plan(columns: set[str]) -> dict[int, _Step]:
@@ -177,6 +180,7 @@ class Deidentifier:
         # One lookup per element: the plan, plus the standard attributes the table does not
         # list but that are still handled, names (dropped) and sequences (walked into).
         self._steps: dict[int, _Step] = dict(self._plan)
+        unlisted = unlisted_text.unlisted()
         for tag, entry in DicomDictionary.items():
             if tag in self._plan or self._masked_step(tag) is not None:
                 continue
@@ -186,6 +190,8 @@ class Deidentifier:
                 self._steps[tag] = _DROP_NAME
             elif entry[0] == "SQ":
                 self._steps[tag] = _WALK
+            elif tag in unlisted and tag not in _BEYOND_TABLE:
+                self._steps[tag] = _UNLISTED_TEXT
         # The VR an implicit VR element will be given when read, where the dictionary has
         # only one; the others are left for pydicom to decide.
         self._vrs = {tag: entry[0] for tag, entry in DicomDictionary.items()
@@ -419,9 +425,13 @@ class Deidentifier:
 
     def _unlisted(self, ds: Dataset, key, vr: str | None, ctx: _Context,
                   node: iod.Tree | None) -> None:
-        """An attribute neither the table nor the dictionary knows, by the VR it came with."""
-        if vr == "PN":
-            del ds._dict[key]  # names never survive, listed or not
+        """An attribute neither the table nor the dictionary knows, by the VR it came with.
+
+        Names never survive, listed or not, nor does other text (`unlisted_text.VRS`): a
+        public attribute pydicom does not know has no Type to honour and no review.
+        """
+        if vr in unlisted_text.VRS:
+            del ds._dict[key]
             ctx.result.counts["X"] += 1
         elif vr == "SQ":
             self._items(ds[key].value, ctx, node)
