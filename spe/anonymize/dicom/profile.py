@@ -22,10 +22,16 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 from pydicom import config
-from pydicom.datadict import DicomDictionary, keyword_for_tag
+from pydicom.datadict import (
+    DicomDictionary,
+    dictionary_VR,
+    keyword_for_tag,
+    repeater_has_tag,
+)
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -39,6 +45,7 @@ from spe.anonymize.dicom.markers import mark
 from spe.anonymize.dicom.options import COMBINED, Options, resolve
 from spe.anonymize.dicom.private import private_to_remove
 from spe.anonymize.dicom.values import MAX_LENGTH, TEXT_VRS, dummy, shift_da, shift_dt
+from spe.anonymize.pseudonyms import MAX_PSEUDONYM_LENGTH
 
 PATIENT_ID = 0x00100020
 SOP_CLASS_UID = 0x00080016
@@ -146,7 +153,10 @@ def _id_kinds(plan: dict[int, _Step]) -> dict[int, tuple[str, int]]:
         keyword = keyword_for_tag(tag)
         vr = DicomDictionary.get(tag, ("",))[0]
         if step.action == "D" and vr in TEXT_VRS and keyword.endswith(("ID", "Identifier")):
-            kinds.setdefault(tag, (keyword, min(MAX_LENGTH.get(vr, 64), 64)))
+            # as long as the VR allows, within what a keyed pseudonym can be (a 52-character
+            # base32 HMAC): a longer request failed the whole file
+            kinds.setdefault(tag, (keyword, min(MAX_LENGTH.get(vr, 64),
+                                                MAX_PSEUDONYM_LENGTH)))
     return kinds
 
 
@@ -430,6 +440,8 @@ class Deidentifier:
         Names never survive, listed or not, nor does other text (`unlisted_text.VRS`): a
         public attribute pydicom does not know has no Type to honour and no review.
         """
+        if vr is None:  # implicit VR: a repeating group's attribute has its VR there
+            vr = _repeater_vr(key)
         if vr in unlisted_text.VRS:
             del ds._dict[key]
             ctx.result.counts["X"] += 1
@@ -684,6 +696,16 @@ class Deidentifier:
             if tag in elements:
                 del elements[tag]
                 ctx.result.counts["X"] += 1
+
+
+@lru_cache(maxsize=4096)  # the tag comes from the file: bounded
+def _repeater_vr(tag: int) -> str | None:
+    """The VR of a repeating-group attribute (e.g. Overlay Description 60xx,0022 inside a
+    sequence item, where the whole-group drop does not reach); None for any other tag."""
+    try:
+        return dictionary_VR(tag) if repeater_has_tag(tag) else None
+    except KeyError:
+        return None
 
 
 def _encode(vr: str, value: object, little: bool) -> bytes | None:
