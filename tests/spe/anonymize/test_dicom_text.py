@@ -192,3 +192,61 @@ def test_overlay_description_and_unlisted_comments_are_gone(corpus):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         assert 0x60000022 not in ds
         assert "Radiopharmaceutical" not in ds  # (0018,0031) LO: Type 3, not in the table
+
+
+def _engine(**options: bool):
+    from spe.anonymize.dicom.profile import Deidentifier, Options
+    from spe.anonymize.pseudonyms import PermitKey
+
+    return Deidentifier(Options(**options), PermitKey.derive(KEY_BYTES, "p-text"))
+
+
+def _issuer_and_device() -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+    ds.StationName = "CT-ROOM-3"
+    ds.DeviceSerialNumber = "SN-1234"
+    ds.InstitutionName = "Hospital Sint-Jan"
+    qualifiers = Dataset()
+    qualifiers.LocalNamespaceEntityID = "SINTJAN-RIS"
+    qualifiers.UniversalEntityID = "2.16.840.1.113883.2.4.99"
+    ds.IssuerOfPatientIDQualifiersSequence = [qualifiers]
+    return ds
+
+
+def test_retain_options_keep_what_they_kept_before_the_text_rule():
+    kept = _issuer_and_device()
+    _engine(retain_device_identity=True, retain_institution_identity=True).apply(kept)
+    assert kept.StationName == "CT-ROOM-3"
+    assert kept.DeviceSerialNumber == "SN-1234"
+    assert kept.InstitutionName == "Hospital Sint-Jan"
+    issuer = kept.IssuerOfPatientIDQualifiersSequence[0]
+    assert issuer.LocalNamespaceEntityID == "SINTJAN-RIS"  # UT, not in the table
+    assert issuer.UniversalEntityID == "2.16.840.1.113883.2.4.99"
+    dropped = _issuer_and_device()
+    _engine().apply(dropped)
+    assert "IssuerOfPatientIDQualifiersSequence" not in dropped
+    assert "StationName" not in dropped
+    assert "InstitutionName" not in dropped
+
+
+def test_text_of_a_public_attribute_pydicom_does_not_know_is_removed():
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    unknown = 0x00181234  # an even (public) group, not in the dictionary
+    assert unknown not in DicomDictionary
+    ds[unknown] = DataElement(unknown, "LO", "MK9999Q")
+    ds[unknown + 1] = DataElement(unknown + 1, "US", 7)
+    _engine().apply(ds)
+    assert unknown not in ds
+    assert ds[unknown + 1].value == 7  # numbers of unknown attributes are not text
+
+
+def test_unlisted_text_of_the_required_type_is_emptied_or_given_a_dummy():
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR: Frame of Reference module
+    ds.PositionReferenceIndicator = "MK9998Q"  # (0020,1040) LO, Type 2 there
+    ds.Radiopharmaceutical = "MK9997Q"  # (0018,0031) LO, not in the MR IOD
+    _engine().apply(ds)
+    assert ds.PositionReferenceIndicator == ""
+    assert "Radiopharmaceutical" not in ds
