@@ -1,8 +1,8 @@
 """Standard text attributes that PS3.15 Table E.1-1 does not list: removed unless known safe.
 
 Table E.1-1 lists the attributes the standard knows to identify; free text outside it (an
-Overlay Description, a Window Center & Width Explanation typed at a console, a Radiopharmaceutical
-written by hand, any of hundreds of comment and label attributes) is kept by the Basic Profile
+Overlay Description, a Radiopharmaceutical typed at the console, any of hundreds of
+comment, label and description attributes) is kept by the Basic Profile
 as the table stands. This project removes it instead: every public attribute of pydicom's
 data dictionary whose VR holds text (`VRS`) that the table does not list, that no rule of
 the profile already handles, and that is not on the reviewed allow-list
