@@ -8,8 +8,10 @@ dependency of the project at run time). The output is a compact extract:
 - `iods`: IOD id -> index into `trees`; IODs with the same Types share a tree;
 - `trees`: for each IOD, the attribute Types at every place (nesting included) where an
   attribute appears that Table E.1-1 gives a combined action (X/Z, X/D, Z/D, X/Z/D), or a
-  D or combined action on a sequence, and, below such a sequence, its Type 1 and 2
-  attributes (conditional ones too) that a valid dummy item needs. A node maps a tag
+  D or combined action on a sequence, or that is a text attribute the table does not list
+  and that is not known safe (`unlisted_text.unlisted()`, decided as X/Z/D), and, below a
+  sequence that may get a dummy item, its Type 1 and 2 attributes (conditional ones too)
+  that a valid dummy item needs. A node maps a tag
   ("GGGGEEEE") to its Type ("1", "1C", "2", "2C", "3"), or to [Type, {children}] for a
   sequence whose items matter.
 
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from pydicom.datadict import DicomDictionary
 
-from spe.anonymize.dicom import table
+from spe.anonymize.dicom import table, unlisted_text
 
 HERE = Path(__file__).parent
 TARGET = HERE / "data" / "iod-types.json"
@@ -52,7 +54,7 @@ def standard_dir() -> Path:
 
 def interesting() -> tuple[set[str], set[str]]:
     """(tags whose Type decides a combined action, sequences that may get a dummy item)."""
-    typed, dummies = set(), set()
+    typed, dummies = {f"{tag:08X}" for tag in unlisted_text.unlisted()}, set()
     for tag, (basic, _options) in table.EXACT.items():
         vr = DicomDictionary.get(tag, ("",))[0]
         key = f"{tag:08X}"

@@ -22,10 +22,16 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 from pydicom import config
-from pydicom.datadict import DicomDictionary, keyword_for_tag
+from pydicom.datadict import (
+    DicomDictionary,
+    dictionary_VR,
+    keyword_for_tag,
+    repeater_has_tag,
+)
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -34,11 +40,12 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 
-from spe.anonymize.dicom import descriptors, iod, table
+from spe.anonymize.dicom import descriptors, iod, table, unlisted_text
 from spe.anonymize.dicom.markers import mark
 from spe.anonymize.dicom.options import COMBINED, Options, resolve
 from spe.anonymize.dicom.private import private_to_remove
 from spe.anonymize.dicom.values import MAX_LENGTH, TEXT_VRS, dummy, shift_da, shift_dt
+from spe.anonymize.pseudonyms import MAX_PSEUDONYM_LENGTH
 
 PATIENT_ID = 0x00100020
 SOP_CLASS_UID = 0x00080016
@@ -123,6 +130,9 @@ _BEYOND_TABLE = {
     0x00400033: "UniversalEntityIDType",
 }
 _DROP_ISSUER = _Step("X", "beyond-table", "X")
+# Beyond Table E.1-1 too: a standard text attribute the table does not list and that is not
+# known safe (`unlisted_text`) is X/Z/D, decided by its Type where it sits.
+_UNLISTED_TEXT = _Step("X", "unlisted-text", "X", "X/Z/D", typed=True)
 
 
 def _build_plan(columns: set[str]) -> dict[int, _Step]:
@@ -143,7 +153,10 @@ def _id_kinds(plan: dict[int, _Step]) -> dict[int, tuple[str, int]]:
         keyword = keyword_for_tag(tag)
         vr = DicomDictionary.get(tag, ("",))[0]
         if step.action == "D" and vr in TEXT_VRS and keyword.endswith(("ID", "Identifier")):
-            kinds.setdefault(tag, (keyword, min(MAX_LENGTH.get(vr, 64), 64)))
+            # as long as the VR allows, within what a keyed pseudonym can be (a 52-character
+            # base32 HMAC): a longer request failed the whole file
+            kinds.setdefault(tag, (keyword, min(MAX_LENGTH.get(vr, 64),
+                                                MAX_PSEUDONYM_LENGTH)))
     return kinds
 
 
@@ -177,6 +190,7 @@ class Deidentifier:
         # One lookup per element: the plan, plus the standard attributes the table does not
         # list but that are still handled, names (dropped) and sequences (walked into).
         self._steps: dict[int, _Step] = dict(self._plan)
+        unlisted = unlisted_text.unlisted()
         for tag, entry in DicomDictionary.items():
             if tag in self._plan or self._masked_step(tag) is not None:
                 continue
@@ -186,6 +200,8 @@ class Deidentifier:
                 self._steps[tag] = _DROP_NAME
             elif entry[0] == "SQ":
                 self._steps[tag] = _WALK
+            elif tag in unlisted and tag not in _BEYOND_TABLE:
+                self._steps[tag] = _UNLISTED_TEXT
         # The VR an implicit VR element will be given when read, where the dictionary has
         # only one; the others are left for pydicom to decide.
         self._vrs = {tag: entry[0] for tag, entry in DicomDictionary.items()
@@ -419,9 +435,15 @@ class Deidentifier:
 
     def _unlisted(self, ds: Dataset, key, vr: str | None, ctx: _Context,
                   node: iod.Tree | None) -> None:
-        """An attribute neither the table nor the dictionary knows, by the VR it came with."""
-        if vr == "PN":
-            del ds._dict[key]  # names never survive, listed or not
+        """An attribute neither the table nor the dictionary knows, by the VR it came with.
+
+        Names never survive, listed or not, nor does other text (`unlisted_text.VRS`): a
+        public attribute pydicom does not know has no Type to honour and no review.
+        """
+        if vr is None:  # implicit VR: a repeating group's attribute has its VR there
+            vr = _repeater_vr(key)
+        if vr in unlisted_text.VRS:
+            del ds._dict[key]
             ctx.result.counts["X"] += 1
         elif vr == "SQ":
             self._items(ds[key].value, ctx, node)
@@ -674,6 +696,16 @@ class Deidentifier:
             if tag in elements:
                 del elements[tag]
                 ctx.result.counts["X"] += 1
+
+
+@lru_cache(maxsize=4096)  # the tag comes from the file: bounded
+def _repeater_vr(tag: int) -> str | None:
+    """The VR of a repeating-group attribute (e.g. Overlay Description 60xx,0022 inside a
+    sequence item, where the whole-group drop does not reach); None for any other tag."""
+    try:
+        return dictionary_VR(tag) if repeater_has_tag(tag) else None
+    except KeyError:
+        return None
 
 
 def _encode(vr: str, value: object, little: bool) -> bytes | None:
