@@ -469,7 +469,10 @@ def test_disclosure_rules_refuse_with_reasons(fed):
     # Extreme quantiles of a few patients.
     body = fed.ask(FEMALE, {"kind": "quantiles", "variable": AGE,
                             "probabilities": [0.01]}, permit=False).json()
-    assert all("nearer 0.5" in n["answer"]["notes"][0] for n in body["nodes"])
+    # (a site whose n is itself too few as shown says that first)
+    notes = [n["answer"]["notes"][0] for n in body["nodes"]]
+    assert all("nearer 0.5" in note or "fewer than 10 patients" in note for note in notes)
+    assert any("nearer 0.5" in note for note in notes), notes
     # Days single out events in the statistics tier.
     body = fed.ask(EVERYONE, {"kind": "survival", "start": {"type": "study"},
                               "end": HYPERTENSION, "unit": "day"},

@@ -633,3 +633,32 @@ def test_quantiles_do_not_say_on_which_side_a_person_lies(hub):
     assert right <= 0.75 * (len(has) + len(lacks)), (
         f"'moved her way, so she has E11' right for {right} of {len(has) + len(lacks)}: "
         f"scores with E11 {[score(b) for b in has]}, without {[score(b) for b in lacks]}")
+
+
+def test_a_refusal_at_the_minimum_n_does_not_tell_whether_one_person_is_in(hub):
+    """The refusal oracle of the statistics' own rules: the attacker picks a birth range
+    holding 9 women with E11 before a target's birth day (found, without noise, by moving
+    the bound until the refusal flips: here read off the truth) and asks site-a's mean age
+    of the women with E11 born from there to the target's birth day: 10 if she has E11, 9
+    if not. Decided on the exact n (min_n 10), the refusal and its reason say which; counted
+    as the counts count (as shown, with noise), the answers look alike."""
+    e11 = births(hub, f"p.sex = 'female' AND {with_code('E11')}")
+    others = births(hub, f"p.sex = 'female' AND NOT {with_code('E11')}")
+    has = [(e11[i - 9], e11[i]) for i in range(9, len(e11), 3)][:15]
+    lacks = []
+    for d in others[::3]:
+        before = [b for b in e11 if b < d]
+        if len(before) >= 9 and before[-9] > before[0] and len(lacks) < 15:
+            lacks.append((before[-9], d))
+    assert len(has) == len(lacks) == 15
+
+    def seen(lo: date, d: date) -> tuple:
+        return pattern(hub.site("mallory-min-n", AND(code("E11"), born(lo, d, "female")),
+                                answer=AGE_MEAN))
+    got_has = [seen(lo, d) for lo, d in has]
+    got_lacks = [seen(lo, d) for lo, d in lacks]
+    usual = max(set(got_lacks), key=got_lacks.count)
+    right = sum(p != usual for p in got_has) + sum(p == usual for p in got_lacks)
+    print(f"refusal at min_n: right for {right} of 30")
+    assert right <= 0.75 * 30, (f"'not the usual refusal, so she has E11' right for {right} "
+                                f"of 30: with E11 {got_has[:3]}, without {got_lacks[:3]}")

@@ -21,6 +21,9 @@ What leaves is a summary (sums, counts, cross-products), never rows. In the stat
   and at ranks moved by up to QUANTILE_RANK_NOISE per node (by the cohort and the
   question), so two cohorts one patient apart do not say on which side of a quantile that
   patient lies;
+- the per-statistic limits (min_n, min_level, min_tail, saturation) are met by counts as
+  shown (`Noise.rule_n`, `Noise.at_least`), never by exact ones: a refusal decided on the
+  exact n would tell whether a target is in a cohort one patient short of a limit;
 - survival tables stop where fewer than `min_at_risk` patients remain at risk at the node.
 The permit tier is exact.
 
@@ -133,6 +136,33 @@ class Noise:
         and the question's criteria."""
         return (uniforms_for(ids, self.keys, f"{self.salt}:{what}", k),
                 uniforms_for(ids, self.keys, f"{self.question_salt}:{what}", k))
+
+    def rule_n(self, ids: np.ndarray, key: dict | None = None) -> int:
+        """The count a disclosure rule (min_n, min_level, min_tail, saturation) compares
+        with its limit: exact in an exact tier; where the tier perturbs counts, the count as
+        it is shown (what `count` shows for this key), 0 where the counts' rule suppresses
+        it, so a statistic describes no group a count would not show. A refusal decided on
+        the exact count is an oracle: a bound moved a day at a time until the refusal flips
+        finds the patient who tips it, and a cohort one patient short of the limit says by
+        its refusal whether a target is in it."""
+        d = self.counts
+        if not self.perturbs or d.perturbation is None or d.record_keys is None:
+            return len(ids)
+        count = d.perturbation.count(ids, d.record_keys,
+                                     f"{d.question}|{json.dumps(key or {})}")
+        return 0 if count is None else int(count)
+
+    def at_least(self, ids: np.ndarray, limit: int, what: str) -> bool:
+        """Whether a small group (a level of a yes/no variable) has `limit` patients: exact
+        in an exact tier; where the tier perturbs, n + e >= limit + LEVEL_NOISE with e a
+        whole number in [-LEVEL_NOISE, LEVEL_NOISE] keyed by the group and the question, so
+        a group under the limit never passes, one of limit + 2 * LEVEL_NOISE always does,
+        and in between the refusal is not the exact count's (as `rule_n` for counts)."""
+        if not self.perturbs or self.keys is None:
+            return len(ids) >= limit
+        u = uniforms_for(ids, self.keys, f"{self.question_salt}:at-least:{what}", 1)
+        e = int(math.floor(float(u[0]) * (2 * LEVEL_NOISE + 1))) - LEVEL_NOISE
+        return len(ids) + e >= limit + LEVEL_NOISE
 
     def signs(self, ids: np.ndarray, what: str, k: int) -> np.ndarray:
         """k numbers in [-relative, relative), the same for the same set, question and
@@ -264,20 +294,28 @@ def _complete(session: Session, vs: list[Variable], ids: np.ndarray, cohort, tod
     return ids[keep], x[keep]
 
 
-def _levels_ok(v: Variable, x: np.ndarray, rule: StatisticsRule) -> None:
-    """A yes/no variable needs min_level patients in each of its two values here."""
-    if isinstance(v, BINARY):
-        ones = int(np.count_nonzero(x == 1))
-        least = min(ones, len(x) - ones)
-        if least < rule.min_level:
-            which = ("female or male" if isinstance(v, SexVariable) else "with or without it")
-            raise _NotShown(f"{variable_name(v)}: fewer than {rule.min_level} patients "
-                            f"{which} at this site; a statistic would describe them alone: "
-                            "widen the cohort or leave the variable out")
+def _levels_ok(v: Variable, x: np.ndarray, kept: np.ndarray, rule: StatisticsRule,
+               noise: Noise) -> None:
+    """A yes/no variable needs min_level patients in each of its two values here (counted
+    as `Noise.rule_n` counts)."""
+    if isinstance(v, BINARY) and not _levels_have(variable_name(v), x, kept, rule, noise):
+        which = ("female or male" if isinstance(v, SexVariable) else "with or without it")
+        raise _NotShown(f"{variable_name(v)}: fewer than {rule.min_level} patients "
+                        f"{which} at this site; a statistic would describe them alone: "
+                        "widen the cohort or leave the variable out")
 
 
-def _min_n(n: int, rule: StatisticsRule, what: str) -> None:
-    if n < max(rule.min_n, 1):
+def _levels_have(name: str, x: np.ndarray, kept: np.ndarray, rule: StatisticsRule,
+                 noise: Noise) -> bool:
+    """Both the patients with value 1 and the others number min_level (`Noise.at_least`)."""
+    ones = x == 1
+    return (noise.at_least(kept[ones], rule.min_level, f"{name}:1")
+            and noise.at_least(kept[~ones], rule.min_level, f"{name}:0"))
+
+
+def _min_n(kept: np.ndarray, noise: Noise, rule: StatisticsRule, what: str) -> None:
+    """At least min_n patients here, counted as `Noise.rule_n` counts."""
+    if noise.rule_n(kept) < max(rule.min_n, 1):
         raise _NotShown(f"fewer than {max(rule.min_n, 1)} patients of the cohort at this "
                         f"site have {what}; widen the cohort or choose a variable recorded "
                         "for more patients")
@@ -286,7 +324,7 @@ def _min_n(n: int, rule: StatisticsRule, what: str) -> None:
 def _mean(session, query, ids, cohort, today, rule, noise, step) -> _Out:
     v = query.answer.variable
     kept, x = _complete(session, [v], ids, cohort, today)
-    _min_n(len(kept), rule, f"a value of {variable_name(v)}")
+    _min_n(kept, noise, rule, f"a value of {variable_name(v)}")
     m = summaries.moments(x[:, 0])
     return _Out(noise.count(kept), _perturb_moments(m, kept, noise), exact_n=len(kept))
 
@@ -296,8 +334,8 @@ def _quantiles(session, query, ids, cohort, today, rule, noise, step) -> _Out:
 
     def prepare() -> tuple[np.ndarray, np.ndarray]:
         kept, x = _complete(session, [v], ids, cohort, today)
-        n = len(kept)
-        _min_n(n, rule, f"a value of {variable_name(v)}")
+        n = noise.rule_n(kept)
+        _min_n(kept, noise, rule, f"a value of {variable_name(v)}")
         extreme = [p for p in query.answer.quantile_probabilities()
                    if n * min(p, 1 - p) < rule.min_tail]
         if extreme:
@@ -318,6 +356,10 @@ def _quantiles(session, query, ids, cohort, today, rule, noise, step) -> _Out:
         out.statistic["counts"] = summaries.counts_at_or_below(values_, step.points)
     return out
 
+
+#: Where the nodes perturb, a small group's limit (min_level) is met by n + e >= limit +
+#: LEVEL_NOISE, e in [-LEVEL_NOISE, LEVEL_NOISE] (`Noise.at_least`).
+LEVEL_NOISE = 3
 
 #: Where the nodes perturb, each moves the ranks of the pooled quantiles by up to this many
 #: (half by the cohort, half by the question).
@@ -348,7 +390,7 @@ def _bins_of(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def _histogram(session, query, ids, cohort, today, rule, noise, step) -> _Out:
     v = query.answer.variable
     kept, x = _complete(session, [v], ids, cohort, today)
-    _min_n(len(kept), rule, f"a value of {variable_name(v)}")
+    _min_n(kept, noise, rule, f"a value of {variable_name(v)}")
     edges = np.asarray(query.answer.histogram_edges(), dtype=float)
     idx = _bins_of(x[:, 0], edges)
     counts = summaries.histogram(x[:, 0], edges)
@@ -362,11 +404,12 @@ def _histogram(session, query, ids, cohort, today, rule, noise, step) -> _Out:
 def _table(session, query, ids, cohort, today, rule, noise, step) -> _Out:
     rv, cv = query.answer.variables
     kept, x = _complete(session, [rv, cv], ids, cohort, today)
-    _min_n(len(kept), rule, f"values of {variable_name(rv)} and {variable_name(cv)}")
+    n = noise.rule_n(kept)
+    _min_n(kept, noise, rule, f"values of {variable_name(rv)} and {variable_name(cv)}")
     row_levels, rows = levels_of(rv, x[:, 0])
     col_levels, cols = levels_of(cv, x[:, 1])
     for v, lv in ((rv, row_levels), (cv, col_levels)):
-        why = rules.levels(len(lv), len(kept), max_levels=rule.max_levels, max_density=1.0)
+        why = rules.levels(len(lv), n, max_levels=rule.max_levels, max_density=1.0)
         _refuse_if(why and f"{variable_name(v)}: {why}")
     counts = summaries.contingency(rows, cols, row_levels, col_levels)
     r_arr, c_arr = np.asarray(rows, dtype=object), np.asarray(cols, dtype=object)
@@ -383,23 +426,24 @@ def _table(session, query, ids, cohort, today, rule, noise, step) -> _Out:
 def _correlation(session, query, ids, cohort, today, rule, noise, step) -> _Out:
     vs = query.answer.variables
     kept, x = _complete(session, vs, ids, cohort, today)
-    _min_n(len(kept), rule, "a value of every variable")
+    _min_n(kept, noise, rule, "a value of every variable")
     for j, v in enumerate(vs):
-        _levels_ok(v, x[:, j], rule)
+        _levels_ok(v, x[:, j], kept, rule, noise)
     cp = summaries.cross_products(x)
     return _Out(noise.count(kept), _perturb_cross(cp, kept, noise), exact_n=len(kept))
 
 
-def _design(session, query, ids, cohort, today, rule) -> tuple[np.ndarray, np.ndarray,
-                                                                np.ndarray]:
+def _design(session, query, ids, cohort, today, rule, noise
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a = query.answer
     kept, x = _complete(session, [*a.predictors, a.outcome], ids, cohort, today)
-    _min_n(len(kept), rule, "a value of the outcome and every predictor")
+    n = noise.rule_n(kept)
+    _min_n(kept, noise, rule, "a value of the outcome and every predictor")
     for j, v in enumerate([*a.predictors, a.outcome]):
-        _levels_ok(v, x[:, j], rule)
+        _levels_ok(v, x[:, j], kept, rule, noise)
     p = len(a.predictors) + 1
-    _refuse_if(rules.saturation(len(kept), p, min_per_parameter=rule.min_n_per_parameter))
-    if len(kept) - p < rule.min_n:
+    _refuse_if(rules.saturation(n, p, min_per_parameter=rule.min_n_per_parameter))
+    if n - p < rule.min_n:
         raise _NotShown(f"{p} parameters leave fewer than {rule.min_n} residual degrees of "
                         "freedom at this site (a saturated model): drop predictors or "
                         "widen the cohort")
@@ -408,15 +452,21 @@ def _design(session, query, ids, cohort, today, rule) -> tuple[np.ndarray, np.nd
 
 
 def _linear(session, query, ids, cohort, today, rule, noise, step) -> _Out:
-    kept, design, y = _design(session, query, ids, cohort, today, rule)
+    kept, design, y = _design(session, query, ids, cohort, today, rule, noise)
     cp = summaries.cross_products(np.column_stack([design, y]))
     return _Out(noise.count(kept), _perturb_cross(cp, kept, noise), exact_n=len(kept))
 
 
 def _logistic(session, query, ids, cohort, today, rule, noise, step) -> _Out:
     def prepare() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        kept, design, y = _design(session, query, ids, cohort, today, rule)
-        _refuse_if(rules.binary_outcome(y, min_per_class=rule.min_level))
+        kept, design, y = _design(session, query, ids, cohort, today, rule, noise)
+        if noise.perturbs:  # the classes counted as shown (Noise.rule_n), no count said
+            if not _levels_have("outcome", y, kept, rule, noise):
+                raise _NotShown(f"the outcome has fewer than {rule.min_level} patients in one "
+                                "of its two values at this site; at least "
+                                f"{rule.min_level} are needed in each")
+        else:
+            _refuse_if(rules.binary_outcome(y, min_per_class=rule.min_level))
         return kept, design, y
 
     kept, design, y = _remember(noise.cache_key, prepare)
@@ -518,8 +568,7 @@ def _survival(session, query, ids, cohort, today, rule, noise, step) -> _Out:
         raise _NotShown(f"survival times in {a.unit}s are not given in this tier (they "
                         f"would date single events): ask in {' or '.join(rule.units)}s")
     times = survival_times(session, a.start, a.end, cohort)
-    n = len(times.ids)
-    _min_n(n, rule, "the start event")
+    _min_n(times.ids, noise, rule, "the start event")
     t = in_units(times.days.astype(float), a.unit)
     event = times.event.astype(bool)
     notes = []
@@ -546,7 +595,7 @@ def _survival(session, query, ids, cohort, today, rule, noise, step) -> _Out:
         rest = int(ev[i:].sum() + ce[i:].sum())
         table = {"times": [*ts[:i].tolist(), cut], "events": [*ev[:i].tolist(), 0],
                  "censored": [*ce[:i].tolist(), rest]}
-    return _Out(noise.count(times.ids), {**table, "cut": cut}, notes, exact_n=n)
+    return _Out(noise.count(times.ids), {**table, "cut": cut}, notes, exact_n=len(times.ids))
 
 
 KINDS = {"mean": _mean, "quantiles": _quantiles, "histogram": _histogram, "table": _table,
