@@ -73,28 +73,28 @@ take about 40 s.
     the second question is refused says whether the group is non-empty and small.
 
 After issue 16 (cell-key perturbation, federated statistics; 2026-12-05, same machine,
-quiet; with half of each continuous perturbation keyed by the question and quantile ranks
-moved by up to 2 per node):
+quiet; with half of each continuous perturbation keyed by the question, quantile ranks
+moved by up to 2 per node, and the statistics' limits met by counts as shown):
 
     3 x 10,000 patients                      after issue 16
-    1. error of shown counts, cells 100+     max 4.17% (mean 0.82% at 100-499, 0.19% 500+)
+    1. error of shown counts, cells 100+     max 4.46% (mean 0.83% at 100-499, 0.20% 500+)
     2. combined totals shown                 127/130 (98%)
          ... with every site's total in it   124/130 (95%)
        combined cells shown                  402/480 (84%; 98% of cells with 10+)
-       each site's own cells shown           883/1200 (74%)
+       each site's own cells shown           884/1200 (74%)
        answers touched by differencing       0 of 130
     3. exact recoveries of groups of 1-9     0 of 76 (nodes), 0 of 24 (combined)
-       right guesses (perturbed difference   6/76 (8%); chance, empty group: 9/27 (33%)
+       right guesses (perturbed difference   11/76 (14%); chance, empty group: 8/27 (30%)
        that happens to equal the size)
        differencing refusals as an oracle    0/76 where the group has 1-9, 0/27 where none
-    4. p50 / p95 through the hub (ms)        count 23.7 / 27.8, stratified 60.0 / 145.6,
-                                             boolean 19.3 / 24.1, mean 50.7 / 55.9,
-                                             quantiles 55.3 / 59.0, histogram 39.8 / 48.9,
-                                             table 39.6 / 45.2, correlation 62.0 / 79.4,
-                                             linear 66.5 / 77.1, logistic 70.5 / 77.8,
-                                             survival 64.3 / 73.3
-       (the same run while other tests shared the 2 cores: linear p50 113.1 ms, the rest
-       under 100: the targets need a machine not busy with other work)
+    4. p50 / p95 through the hub (ms)        count 22.6 / 25.9, stratified 59.8 / 148.4,
+                                             boolean 19.3 / 21.6, mean 49.8 / 57.2,
+                                             quantiles 53.4 / 58.2, histogram 38.7 / 43.2,
+                                             table 40.2 / 49.7, correlation 62.2 / 73.7,
+                                             linear 69.1 / 120.6, logistic 73.8 / 81.2,
+                                             survival 67.1 / 74.0
+       (a run while other tests shared the 2 cores: linear p50 113.1 ms, the rest under
+       100: the targets need a machine not busy with other work)
 
     The noise's secret is new each run (fresh node data directories): the figures of 1-3
     move by a few points between runs, the targets hold.
