@@ -137,10 +137,10 @@ class Noise:
         return (uniforms_for(ids, self.keys, f"{self.salt}:{what}", k),
                 uniforms_for(ids, self.keys, f"{self.question_salt}:{what}", k))
 
-    def rule_n(self, ids: np.ndarray, key: dict | None = None) -> int:
-        """The count a disclosure rule (min_n, min_level, min_tail, saturation) compares
+    def rule_n(self, ids: np.ndarray) -> int:
+        """The count a disclosure rule (min_n, min_tail, saturation) compares
         with its limit: exact in an exact tier; where the tier perturbs counts, the count as
-        it is shown (what `count` shows for this key), 0 where the counts' rule suppresses
+        it is shown (what `count` shows as the cohort's n), 0 where the counts' rule suppresses
         it, so a statistic describes no group a count would not show. A refusal decided on
         the exact count is an oracle: a bound moved a day at a time until the refusal flips
         finds the patient who tips it, and a cohort one patient short of the limit says by
@@ -148,8 +148,7 @@ class Noise:
         d = self.counts
         if not self.perturbs or d.perturbation is None or d.record_keys is None:
             return len(ids)
-        count = d.perturbation.count(ids, d.record_keys,
-                                     f"{d.question}|{json.dumps(key or {})}")
+        count = d.perturbation.count(ids, d.record_keys, f"{d.question}|{json.dumps({})}")
         return 0 if count is None else int(count)
 
     def at_least(self, ids: np.ndarray, limit: int, what: str) -> bool:
@@ -296,8 +295,8 @@ def _complete(session: Session, vs: list[Variable], ids: np.ndarray, cohort, tod
 
 def _levels_ok(v: Variable, x: np.ndarray, kept: np.ndarray, rule: StatisticsRule,
                noise: Noise) -> None:
-    """A yes/no variable needs min_level patients in each of its two values here (counted
-    as `Noise.rule_n` counts)."""
+    """A yes/no variable needs min_level patients in each of its two values here (as
+    `Noise.at_least` counts them)."""
     if isinstance(v, BINARY) and not _levels_have(variable_name(v), x, kept, rule, noise):
         which = ("female or male" if isinstance(v, SexVariable) else "with or without it")
         raise _NotShown(f"{variable_name(v)}: fewer than {rule.min_level} patients "
@@ -313,12 +312,14 @@ def _levels_have(name: str, x: np.ndarray, kept: np.ndarray, rule: StatisticsRul
             and noise.at_least(kept[~ones], rule.min_level, f"{name}:0"))
 
 
-def _min_n(kept: np.ndarray, noise: Noise, rule: StatisticsRule, what: str) -> None:
-    """At least min_n patients here, counted as `Noise.rule_n` counts."""
-    if noise.rule_n(kept) < max(rule.min_n, 1):
+def _min_n(kept: np.ndarray, noise: Noise, rule: StatisticsRule, what: str) -> int:
+    """At least min_n patients here, counted as `Noise.rule_n` counts; that count."""
+    n = noise.rule_n(kept)
+    if n < max(rule.min_n, 1):
         raise _NotShown(f"fewer than {max(rule.min_n, 1)} patients of the cohort at this "
                         f"site have {what}; widen the cohort or choose a variable recorded "
                         "for more patients")
+    return n
 
 
 def _mean(session, query, ids, cohort, today, rule, noise, step) -> _Out:
@@ -334,8 +335,7 @@ def _quantiles(session, query, ids, cohort, today, rule, noise, step) -> _Out:
 
     def prepare() -> tuple[np.ndarray, np.ndarray]:
         kept, x = _complete(session, [v], ids, cohort, today)
-        n = noise.rule_n(kept)
-        _min_n(kept, noise, rule, f"a value of {variable_name(v)}")
+        n = _min_n(kept, noise, rule, f"a value of {variable_name(v)}")
         extreme = [p for p in query.answer.quantile_probabilities()
                    if n * min(p, 1 - p) < rule.min_tail]
         if extreme:
@@ -404,8 +404,7 @@ def _histogram(session, query, ids, cohort, today, rule, noise, step) -> _Out:
 def _table(session, query, ids, cohort, today, rule, noise, step) -> _Out:
     rv, cv = query.answer.variables
     kept, x = _complete(session, [rv, cv], ids, cohort, today)
-    n = noise.rule_n(kept)
-    _min_n(kept, noise, rule, f"values of {variable_name(rv)} and {variable_name(cv)}")
+    n = _min_n(kept, noise, rule, f"values of {variable_name(rv)} and {variable_name(cv)}")
     row_levels, rows = levels_of(rv, x[:, 0])
     col_levels, cols = levels_of(cv, x[:, 1])
     for v, lv in ((rv, row_levels), (cv, col_levels)):
@@ -437,8 +436,7 @@ def _design(session, query, ids, cohort, today, rule, noise
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a = query.answer
     kept, x = _complete(session, [*a.predictors, a.outcome], ids, cohort, today)
-    n = noise.rule_n(kept)
-    _min_n(kept, noise, rule, "a value of the outcome and every predictor")
+    n = _min_n(kept, noise, rule, "a value of the outcome and every predictor")
     for j, v in enumerate([*a.predictors, a.outcome]):
         _levels_ok(v, x[:, j], kept, rule, noise)
     p = len(a.predictors) + 1

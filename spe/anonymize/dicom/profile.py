@@ -438,11 +438,12 @@ class Deidentifier:
         """An attribute neither the table nor the dictionary knows, by the VR it came with.
 
         Names never survive, listed or not, nor does other text (`unlisted_text.VRS`): a
-        public attribute pydicom does not know has no Type to honour and no review.
+        public attribute pydicom does not know has no Type to honour and no review. One
+        whose VR is not known at all (implicit VR, or UN) may hold text as well: it goes.
         """
         if vr is None:  # implicit VR: a repeating group's attribute has its VR there
             vr = _repeater_vr(key)
-        if vr in unlisted_text.VRS:
+        if vr is None or vr == "UN" or vr in unlisted_text.VRS:
             del ds._dict[key]
             ctx.result.counts["X"] += 1
         elif vr == "SQ":

@@ -242,6 +242,27 @@ def test_text_of_a_public_attribute_pydicom_does_not_know_is_removed():
     assert ds[unknown + 1].value == 7  # numbers of unknown attributes are not text
 
 
+def test_a_public_attribute_of_unknown_vr_that_pydicom_does_not_know_is_removed(tmp_path):
+    """Read from an implicit VR file, an attribute no dictionary knows has no VR (UN): its
+    bytes may be text, so it goes (a known attribute's VR comes from the dictionary)."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.SOPInstanceUID = "1.2.3.4"
+    unknown = 0x00181234
+    ds[unknown] = DataElement(unknown, "LO", "MK9996Q")
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    path = tmp_path / "implicit.dcm"
+    ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    read = pydicom.dcmread(path)
+    _engine().apply(read)
+    assert unknown not in read
+    read.save_as(tmp_path / "out.dcm")
+    assert b"MK9996Q" not in (tmp_path / "out.dcm").read_bytes()
+
+
 def test_unlisted_text_of_the_required_type_is_emptied_or_given_a_dummy():
     ds = Dataset()
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR: Frame of Reference module
