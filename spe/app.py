@@ -34,6 +34,7 @@ from spe.audit.schedule import signing_audit
 from spe.background import stop_tasks
 from spe.db import make_engine, make_sessionmaker
 from spe.identity import DemoIssuer, demo_issuer, make_verifier
+from spe.observability.wiring import observe
 from spe.permits.endpoints import router as permits_router
 from spe.permits.pages import STATIC_DIR as PERMITS_STATIC
 from spe.permits.pages import STATIC_PATH as PERMITS_STATIC_PATH
@@ -115,6 +116,9 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
               name="airlock-static")
     if issuer is not None:
         _mount_demo_issuer(app, issuer)
+    metrics = observe(app)  # /ready, /metrics, request ids, access log
+    if app.state.hub is not None:
+        app.state.hub.fanout.observe = metrics.federated_result
     return app
 
 

@@ -115,6 +115,23 @@ class Settings(BaseSettings):
     # own user (a developer's laptop). Not below 1000: no system account's uid.
     sandbox_uid_base: int = Field(default=200000, ge=0, le=2**31 - 2000)
 
+    # --- Operations (spe/observability): logs, metrics, readiness, the database at start.
+    # Log lines as JSON objects (default in production) or text (default elsewhere).
+    log_format: Literal["json", "text"] | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The bearer token a Prometheus scraper sends to /metrics; unset, /metrics answers
+    # loopback callers in development only (nobody elsewhere).
+    metrics_token: SecretStr | None = None
+    # `spe node worker`'s own metrics endpoint (0: none), on SPE_METRICS_ADDRESS.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_address: str = "127.0.0.1"
+    # How long /ready keeps its answer (each check is cheap, but scrapers and probes poll).
+    ready_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # A certificate with fewer days left is reported (a warning; expired: not ready).
+    cert_warn_days: int = Field(default=30, ge=1, le=365)
+    # How long a service waits at start for its database before it gives up (exit 2).
+    db_wait_seconds: float = Field(default=60.0, ge=0, le=3600)
+
     @model_validator(mode="after")
     def _refuse_weak_sandbox(self) -> Settings:
         if 0 < self.sandbox_uid_base < 1000:
@@ -149,6 +166,10 @@ class Settings(BaseSettings):
                 "SPE_AUDIT_RETENTION_DAYS must be at least 365 (EHDS Art. 73(1)(e))"
             )
         return self
+
+    @property
+    def resolved_log_format(self) -> str:
+        return self.log_format or ("json" if self.environment == "production" else "text")
 
     @property
     def issuer_key_path(self) -> Path:

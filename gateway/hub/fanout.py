@@ -21,6 +21,7 @@ import httpx
 from pydantic import ValidationError
 
 from gateway.hub.schemas import NodeResult
+from spe.observability.request_id import request_id_headers
 from spe.wire.context import CONTEXT_HEADER, ContextSigner
 from spe.wire.permit import document_hash
 from spe.wire.query import STATISTICS, NodeAnswer, Query, Step
@@ -40,12 +41,15 @@ class Fanout:
         self._client: httpx.AsyncClient | None = None
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
+        #: Told each node's outcome of a query (the hub's metrics: spe/observability).
+        self.observe: Callable[[str, str], None] | None = None
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 verify=self._tls, timeout=httpx.Timeout(self.timeout),
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=100))
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+                event_hooks={"request": [_with_request_id]})
         return self._client
 
     def query_session(self) -> aiohttp.ClientSession:
@@ -83,9 +87,13 @@ class Fanout:
         if step is not None:
             payload["step"] = step.model_dump(mode="json")
         body = json.dumps(payload).encode()
-        return list(await asyncio.gather(*(
+        results = list(await asyncio.gather(*(
             self._ask_one(node_id, url, body, context_for(node_id))
             for node_id, url in self.nodes.items() if only is None or node_id in only)))
+        if self.observe is not None:
+            for r in results:
+                self.observe(r.node_id, r.status)
+        return results
 
     async def _ask_one(self, node_id: str, url: str, body: bytes, context: str) -> NodeResult:
         start = time.perf_counter()
@@ -98,8 +106,9 @@ class Fanout:
             async with asyncio.timeout(self.timeout):
                 async with self.query_session().post(
                         url.rstrip("/") + QUERY_PATH, data=body,
-                        headers={CONTEXT_HEADER: context,
-                                 "Content-Type": "application/json"}) as resp:
+                        headers={CONTEXT_HEADER: context, "Content-Type": "application/json",
+                                 # the same id in the node's log lines as in the hub's
+                                 **request_id_headers()}) as resp:
                     status, content = resp.status, await resp.read()
         except TimeoutError:  # asyncio's, and aiohttp's timeouts (its subclasses)
             return result("timed_out", reason=f"no answer within {self.timeout:g} s")
@@ -158,6 +167,11 @@ async def push_suspensions(fanout: Fanout, signer: ContextSigner,
     return await push(fanout, signer, list(fanout.nodes) if node_ids is None else node_ids,
                       SUSPENSIONS_PATH, suspensions.model_dump(mode="json"),
                       suspensions.digest())
+
+
+async def _with_request_id(request: httpx.Request) -> None:
+    """Every call the hub makes to a node on behalf of a request carries its id."""
+    request.headers.update(request_id_headers())
 
 
 def _error_name(exc: BaseException) -> str:

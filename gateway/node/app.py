@@ -17,6 +17,7 @@ from gateway.node.jobs.runtime import work_dir_of
 from gateway.node.permit_endpoints import router as permits_router
 from gateway.node.query.endpoints import router as query_router
 from gateway.node.query.perturb import NodeSecret
+from gateway.node.source_probe import job_counts, source_checks
 from gateway.node.trust.door import operator_peer, peers_of
 from gateway.node.trust.endpoints import router as trust_router
 from spe.audit import AuditLog, NodeAuditEntry, NodeAuditHead
@@ -25,6 +26,7 @@ from spe.audit.schedule import signing_audit
 from spe.background import stop_tasks
 from spe.db import make_engine, make_sessionmaker
 from spe.identity import TokenVerifier, make_verifier
+from spe.observability.wiring import observe
 from spe.policy import PolicyService, make_policy_service
 from spe.settings import Settings
 from spe.web import AppContext
@@ -78,6 +80,9 @@ def create_node_app(
     # The audit routes the centre shares, here for this node's operator only.
     app.include_router(audit_router, dependencies=[Depends(operator_peer)])
     app.include_router(checkpoints_router)  # the hub's witness (spe/audit checkpoints)
+    metrics = observe(app, source_checks(config))  # /ready, /metrics, request ids
+    metrics.collect_gauge("spe_job_queue_depth", "This node's jobs by state (queued, "
+                          "staging, running).", ["state"], job_counts(ctx.sessions))
     return app
 
 

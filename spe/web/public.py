@@ -5,8 +5,9 @@ tests/test_doors.py checks by walking both apps' routes.
 Public here means readable without a token: health, the catalogue (EHDS Art. 77), the
 Beacon's own description, the web pages (static shells; their data comes from the API with
 the user's token), the demo identity provider's keys (development only) and FastAPI's API
-documentation (off in production). A node's only public route is /health, and even that
-is reached only with the hub's or the operator's certificate (spe.pki pins them).
+documentation (off in production). A node's only public routes are /health, /ready and
+/metrics (its own bearer token, spe/observability), and even those are reached only with
+the hub's or the operator's certificate (spe.pki pins them).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ DOCS = frozenset({"GET /openapi.json", "GET /docs", "GET /docs/oauth2-redirect",
 
 PUBLIC: dict[str, frozenset[str]] = {
     "central": DOCS | {
-        "GET /health",
+        "GET /health", "GET /ready",
+        # Prometheus's scrape: its own bearer token (SPE_METRICS_TOKEN), not a user's.
+        "GET /metrics",
         # The catalogue's reads (its curation passes the door).
         "GET /api/v1/catalogue",
         "GET /api/v1/catalogue/search",
@@ -37,7 +40,7 @@ PUBLIC: dict[str, frozenset[str]] = {
         # The demo identity provider (development only: absent with SPE_OIDC_JWKS_URL).
         "GET /.well-known/openid-configuration", "GET /.well-known/jwks.json",
     },
-    "node": DOCS | {"GET /health"},
+    "node": DOCS | {"GET /health", "GET /ready", "GET /metrics"},
 }
 
 __all__ = ["DOCS", "PUBLIC"]

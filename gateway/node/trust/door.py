@@ -145,6 +145,7 @@ def hub_caller(request: Request, x_spe_hub_context: Annotated[
         context = verifier.verify(x_spe_hub_context, query_hash=None)
     except NotAuthenticated as exc:
         raise _refuse(request, exc) from None
+    request.state.caller = context.sub  # the access log's user (spe/observability)
     return HubCall(request, context)
 
 

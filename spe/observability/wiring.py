@@ -1,0 +1,37 @@
+"""One call per app factory: its metrics, its readiness checks, its request ids."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from spe.observability import checks
+from spe.observability.audit_watch import AuditWatch
+from spe.observability.metrics import ServiceMetrics
+from spe.observability.middleware import install_observability
+from spe.observability.readiness import Check, Readiness
+
+
+def observe(app: FastAPI, extra_checks: list[Check] | None = None) -> ServiceMetrics:
+    """Wire observability into an app whose `state.ctx` is set; `extra_checks` are what
+    only its factory knows (a node's sources)."""
+    ctx = app.state.ctx
+    settings = ctx.settings
+    metrics = ServiceMetrics(ctx.service)
+
+    def checkpointer_alarm() -> str | None:
+        checkpointer = getattr(app.state, "audit_checkpointer", None)
+        return None if checkpointer is None else checkpointer.alarm
+
+    watch = AuditWatch(ctx.audit, ctx.sessions, metrics=metrics, other_alarm=checkpointer_alarm)
+    found: list[Check] = [("database", checks.database(ctx.sessions)), *(extra_checks or [])]
+    if settings.oidc_jwks_url:
+        found.append(("identity_provider", checks.identity_provider(settings.oidc_jwks_url)))
+    found.append(("policy", checks.policy(ctx.policy, ctx.service)))
+    found.append(("audit_chain", watch.check))
+    if settings.pki_dir is not None:
+        found.append(("certificates", checks.certificates(settings.pki_dir,
+                                                          settings.cert_warn_days, metrics)))
+    readiness = Readiness(found, metrics, cache_seconds=settings.ready_cache_seconds)
+    app.state.audit_watch = watch
+    install_observability(app, metrics, readiness)
+    return metrics
