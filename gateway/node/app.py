@@ -113,14 +113,15 @@ def _lifespan(config: NodeConfig, settings: Settings):
         if dispatch.uses_task_queue(config.database_url):
             dispatcher = dispatch.Dispatcher(config.database_url)
             if settings.node_workers > 0:
-                worker = make_worker(config, settings, ctx.policy, ctx.sessions, ctx.audit)
+                worker = make_worker(config, settings, ctx.policy, ctx.sessions, ctx.audit,
+                                     metrics=app.state.metrics)
                 sweeper = dispatch.Sweeper(worker, dispatcher, worker.stale_after / 2)
                 sweeper.start()
                 task = asyncio.create_task(dispatch.run_task_workers(
                     config.database_url, worker, settings.node_workers))
         elif settings.node_workers > 0:
             workers = NodeWorkers(config, settings, ctx.policy, ctx.sessions, ctx.audit,
-                                  settings.node_workers)
+                                  settings.node_workers, metrics=app.state.metrics)
             workers.start()
         app.state.job_workers = workers
         app.state.job_dispatcher = dispatcher

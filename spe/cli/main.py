@@ -176,20 +176,28 @@ def node_worker(
     from gateway.node.config import NodeConfig
     from gateway.node.jobs import dispatch
     from gateway.node.jobs.runtime import make_worker
+    from gateway.node.source_probe import job_counts
+    from spe.cli.startup import serve_metrics, start_service
     from spe.db import make_engine, make_sessionmaker
     from spe.db.migrate import upgrade
+    from spe.observability import ServiceMetrics
     from spe.policy import make_policy_service
 
     settings = load_settings()
     if not (settings.node_id and settings.database_url):
         raise fail("a node worker needs SPE_NODE_ID and SPE_DATABASE_URL")
+    start_service(settings, settings.database_url)
+    metrics = ServiceMetrics("worker")
+    serve_metrics(settings, metrics.registry)
     upgrade(settings.database_url, "node")
     config = NodeConfig(node_id=settings.node_id, name=settings.node_name or settings.node_id,
                         database_url=settings.database_url, dicom=settings.node_dicom,
                         fhir=settings.node_fhir)
     sessions = make_sessionmaker(make_engine(settings.database_url))
+    metrics.collect_gauge("spe_job_queue_depth", "This node's jobs by state.", ["state"],
+                          job_counts(sessions))
     policy = make_policy_service(settings)
-    worker = make_worker(config, settings, policy, sessions, NODE_AUDIT, name)
+    worker = make_worker(config, settings, policy, sessions, NODE_AUDIT, name, metrics=metrics)
     console.print(f"worker {worker.worker_id}: {concurrency} job(s) at once; Ctrl-C stops")
     if dispatch.uses_task_queue(settings.database_url):
         dispatch.run_task_workers_blocking(settings.database_url, worker, concurrency,
@@ -197,7 +205,7 @@ def node_worker(
         return
     stop = threading.Event()
     loops = [threading.Thread(target=make_worker(config, settings, policy, sessions, NODE_AUDIT,
-                                                 f"{name}-{i}").run_forever,
+                                                 f"{name}-{i}", metrics=metrics).run_forever,
                               args=(stop,), daemon=True) for i in range(concurrency)]
     for loop in loops:
         loop.start()
@@ -428,14 +436,17 @@ def serve(
     """Run the central service or one node (configured by SPE_* variables)."""
     import uvicorn
 
+    from spe.cli.startup import start_service
     from spe.pki import PkiError
 
     settings = load_settings()
+    start_service(settings, settings.resolved_database_url)  # logs; the database, waited for
     try:
         application, tls = _service(what, settings)
     except PkiError as exc:  # certificates missing or unreadable: a reason, not a traceback
         raise fail(exc.detail) from None
-    uvicorn.run(application, host=host, port=port, log_level="info", **tls)
+    # log_config=None: uvicorn keeps the logging start_service set up (spe/observability).
+    uvicorn.run(application, host=host, port=port, log_level="info", log_config=None, **tls)
 
 
 def _service(what: str, settings: Settings):

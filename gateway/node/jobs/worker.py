@@ -115,6 +115,21 @@ def _verdicts(report: dict[str, Any] | None, limit: int = 50) -> dict[str, Any]:
     return out
 
 
+def _tree_size(root: Path) -> tuple[int, int]:
+    """(files, bytes) under `root`, links not followed."""
+    files = size = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(folder, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files += 1
+                size += st.st_size
+    return files, size
+
+
 class _Outcome(NamedTuple):
     state: str
     result: dict[str, Any] | None
@@ -159,6 +174,7 @@ class Worker:
         heartbeat_seconds: float = 2.0,
         stale_after: float = 10.0,
         python: str | None = None,
+        metrics: Any = None,
     ) -> None:
         if stale_after <= heartbeat_seconds:
             raise ValueError("stale_after must be longer than heartbeat_seconds")
@@ -171,6 +187,8 @@ class Worker:
         self.heartbeat_seconds = heartbeat_seconds
         self.stale_after = stale_after
         self.python = python
+        # spe.observability.ServiceMetrics (jobs by state, staging throughput), or None.
+        self.metrics = metrics
 
     @property
     def actor(self) -> str:
@@ -197,17 +215,61 @@ class Worker:
                               details={"pid": job.pid, "user": job.user_id,
                                        "attempt": job.attempts, "worker": self.worker_id})
             session.expunge(job)
+        started = time.monotonic()
+        # Job lines name the job, its permit and attempt, states and the runner's words:
+        # never what staging or the job said (it may name a patient or a file).
+        log.info("job %s started (attempt %d)", job.id, job.attempts,
+                 extra=self._fields(job, event="job.start"))
         beat = _Heartbeat(self, job.id)
         beat.start()
         try:
             outcome = self._execute(job, beat)
         except Exception as exc:  # anything unexpected still ends the job, never leaves it
-            log.exception("job %s failed in the worker", job.id)
+            log.exception("job %s failed in the worker", job.id,
+                          extra=self._fields(job, event="job.error"))
             outcome = _Outcome(FAILED, None, NODE_ERROR, f"worker error: {exc}")
         finally:
             beat.stop()
         self._finish(job, outcome)
+        seconds = time.monotonic() - started
+        ended = self._fields(job, event="job.end", state=outcome.state,
+                             duration_ms=round(seconds * 1000), reason=outcome.reason or None,
+                             verdict=(outcome.result or {}).get("verdict"))
+        if outcome.state == SUCCEEDED:
+            log.info("job %s ended: %s", job.id, outcome.state, extra=ended)
+        else:
+            log.warning("job %s ended: %s (%s)", job.id, outcome.state,
+                        outcome.reason or "no reason given", extra=ended)
+        if self.metrics is not None:
+            self.metrics.job_ended(outcome.state, seconds)
         return True
+
+    def _fields(self, job: NodeJob, **more: Any) -> dict[str, Any]:
+        return {"job": job.id, "permit": job.pid, "attempt": job.attempts,
+                "worker": self.worker_id, **more}
+
+    def _stage(self, job: NodeJob) -> Path:
+        """Stage the job's extract, with a line before and after (files, bytes, seconds)."""
+        log.info("job %s: staging its extract", job.id,
+                 extra=self._fields(job, event="staging.start"))
+        started = time.monotonic()
+        try:
+            extract = self._stage(job)
+        except Exception as exc:
+            log.warning("job %s: staging failed (%s)", job.id, type(exc).__name__,
+                        extra=self._fields(job, event="staging.failed",
+                                           error=type(exc).__name__))
+            raise
+        seconds = time.monotonic() - started
+        files, size = _tree_size(extract)
+        log.info("job %s: staged %d files, %d bytes in %.1f s", job.id, files, size, seconds,
+                 extra=self._fields(job, event="staging.end", files=files, bytes=size,
+                                    duration_ms=round(seconds * 1000),
+                                    files_per_second=round(files / seconds, 1)
+                                    if seconds > 0 else None))
+        if self.metrics is not None:
+            self.metrics.staged(files, size, seconds)
+        return extract
 
     def _execute(self, job: NodeJob, beat: _Heartbeat) -> _Outcome:
         try:
