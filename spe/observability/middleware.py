@@ -85,8 +85,8 @@ class ObservabilityMiddleware:
             route, method = _route_of(scope), scope.get("method", "")
             self.metrics.http_latency.labels(method, route, str(status)).observe(seconds)
             user = _user_of(scope)
-            level = (logging.ERROR if status >= 500 else
-                     logging.DEBUG if route in _POLLED else logging.INFO)
+            level = (logging.DEBUG if route in _POLLED  # /ready's 503 is logged by itself
+                     else logging.ERROR if status >= 500 else logging.INFO)
             access_log.log(level, "%s %s %s", method, route, status, extra={
                 "method": method, "route": route, "status": status,
                 "duration_ms": round(seconds * 1000, 1), "user": user,

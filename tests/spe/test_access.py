@@ -47,7 +47,10 @@ def test_health_answers_without_a_token(central):
     client, _, _ = central
     resp = client.get("/health")
     assert resp.status_code == 200
-    assert resp.json()["database"] == "ok"
+    assert resp.json()["status"] == "ok"
+    ready = client.get("/ready")
+    assert ready.status_code == 200, ready.json()
+    assert ready.json()["checks"]["database"] == {"status": "ok"}
 
 
 def test_jwks_is_published(central):

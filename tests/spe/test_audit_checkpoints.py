@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,20 +259,20 @@ def test_a_rewrite_while_stopped_raises_the_alarm_at_start(service, caplog):
     execute(service.url, "DELETE FROM audit_checkpoint")
     caplog.set_level(logging.ERROR, logger="spe.audit")
     with TestClient(service.app()) as client:
-        health = client.get("/health")
-        assert health.status_code == 503
-        assert health.json()["audit"] == "broken"
-        assert "broken" not in json.dumps({k: v for k, v in health.json().items()
-                                           if k != "audit"})
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["audit_chain"]["status"] == "failed"
+        assert not re.search(r"entry \d", json.dumps(ready.json()))  # details: the log's
+        assert client.get("/health").status_code == 200  # alive: not restarted for it
     assert any("AUDIT CHAIN BROKEN" in r.getMessage() and r.levelno == logging.ERROR
                for r in caplog.records)
     # Nothing was signed over the rewritten chain.
     assert checkpoint_rows(service.url) == []
 
 
-def test_health_is_ok_while_the_chain_holds(service):
+def test_ready_while_the_chain_holds(service):
     with TestClient(service.app()) as client:
-        assert client.get("/health").json()["audit"] == "ok"
+        assert client.get("/ready").json()["checks"]["audit_chain"] == {"status": "ok"}
 
 
 # -- the node's door for the hub's witness ---------------------------------------------------
@@ -358,8 +359,9 @@ def test_a_rewrite_while_running_raises_the_alarm_at_the_next_checkpoint(service
         rewrite(service.url, service.table_model, EDITED)
         client.get("/api/v1/audit")  # the log goes on growing
         assert checkpointer.checkpoint("entries") is None
-        health = client.get("/health")
-        assert (health.status_code, health.json()["audit"]) == (503, "broken")
+        ready = client.get("/ready")
+        assert (ready.status_code, ready.json()["checks"]["audit_chain"]["status"]) == (
+            503, "failed")
     assert any(f"entry {REQUESTS}: differs from the hash signed" in r.getMessage()
                for r in caplog.records if r.levelno == logging.ERROR)
     assert max(r["seq"] for r in checkpoint_rows(service.url)) == REQUESTS  # no stop one
