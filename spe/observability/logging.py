@@ -88,13 +88,19 @@ class TextLines(logging.Formatter):
         return line.replace("\n", "\\n")
 
 
+def log_handler(fmt: str, stream) -> logging.Handler:
+    """A handler writing `fmt` lines with the request's id and user to `stream`."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLines() if fmt == "json" else TextLines())
+    handler.addFilter(_RequestContext())
+    return handler
+
+
 def configure_logging(fmt: str = "text", level: str = "INFO", *, stream=None) -> None:
     """Route every logger (ours, uvicorn's, libraries') through one handler on stderr in
     `fmt` ("json" or "text"). Uvicorn's own access log is silenced: the middleware
     (spe/observability/middleware.py) writes a better one under `spe.access`."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonLines() if fmt == "json" else TextLines())
-    handler.addFilter(_RequestContext())
+    handler = log_handler(fmt, stream or sys.stderr)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -48,9 +48,11 @@ def _user_of(scope: dict[str, Any]) -> str | None:
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app, metrics: ServiceMetrics) -> None:
+    def __init__(self, app, metrics: ServiceMetrics, name: str = "") -> None:
         self.app = app
         self.metrics = metrics
+        # Which service wrote the line, for logs of a federation collected in one place.
+        self.who = {"service": metrics.service, "instance": name}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -88,7 +90,7 @@ class ObservabilityMiddleware:
             level = (logging.DEBUG if route in _POLLED  # /ready's 503 is logged by itself
                      else logging.ERROR if status >= 500 else logging.INFO)
             access_log.log(level, "%s %s %s", method, route, status, extra={
-                "method": method, "route": route, "status": status,
+                **self.who, "method": method, "route": route, "status": status,
                 "duration_ms": round(seconds * 1000, 1), "user": user,
                 "client": (scope.get("client") or ("",))[0]})
 
@@ -117,7 +119,7 @@ def install_observability(app: FastAPI, metrics: ServiceMetrics, readiness: Read
              if settings.metrics_token is not None else None)
     app.state.metrics = metrics
     app.state.readiness = readiness
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, name=ctx.name)
 
     @app.get("/ready", tags=["health"], responses={503: {"description": "not ready"}})
     async def ready() -> JSONResponse:
