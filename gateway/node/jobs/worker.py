@@ -254,7 +254,7 @@ class Worker:
                  extra=self._fields(job, event="staging.start"))
         started = time.monotonic()
         try:
-            extract = self._stage(job)
+            extract = Path(self.stage(job))
         except Exception as exc:
             log.warning("job %s: staging failed (%s)", job.id, type(exc).__name__,
                         extra=self._fields(job, event="staging.failed",
@@ -273,7 +273,7 @@ class Worker:
 
     def _execute(self, job: NodeJob, beat: _Heartbeat) -> _Outcome:
         try:
-            extract = Path(self.stage(job))
+            extract = self._stage(job)
         except Exception as exc:
             # What staging says may name a file, a patient or a count: the operator reads
             # it in the audit; the researcher gets the runner's words.
