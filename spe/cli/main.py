@@ -186,7 +186,7 @@ def node_worker(
     settings = load_settings()
     if not (settings.node_id and settings.database_url):
         raise fail("a node worker needs SPE_NODE_ID and SPE_DATABASE_URL")
-    start_service(settings, settings.database_url)
+    start_service(settings, settings.database_url)  # the log format, the database
     metrics = ServiceMetrics("worker")
     serve_metrics(settings, metrics.registry)
     upgrade(settings.database_url, "node")
@@ -440,7 +440,7 @@ def serve(
     from spe.pki import PkiError
 
     settings = load_settings()
-    start_service(settings, settings.resolved_database_url)  # logs; the database, waited for
+    start_service(settings)  # the log format; the database is waited for in _service
     try:
         application, tls = _service(what, settings)
     except PkiError as exc:  # certificates missing or unreadable: a reason, not a traceback
@@ -454,8 +454,10 @@ def _service(what: str, settings: Settings):
     loaded before its database is touched."""
     if what == "central":
         from spe.app import create_central_app
+        from spe.cli.startup import wait_for_database_or_exit
         from spe.db.migrate import upgrade
 
+        wait_for_database_or_exit(settings, settings.resolved_database_url)
         upgrade(settings.resolved_database_url, "central")
         return create_central_app(settings), {}
     if what != "node":
@@ -472,6 +474,9 @@ def _service(what: str, settings: Settings):
 
         # Nodes speak only mutual TLS with the federation's certificates.
         tls = server_ssl_options(settings.pki_dir, settings.node_id)
+    from spe.cli.startup import wait_for_database_or_exit
+
+    wait_for_database_or_exit(settings, settings.database_url)  # after the certificates
     upgrade(settings.database_url, "node")
     return create_node_app(NodeConfig(
         node_id=settings.node_id, name=settings.node_name or settings.node_id,

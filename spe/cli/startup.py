@@ -12,8 +12,14 @@ from spe.observability import DatabaseNeverCame, configure_logging, wait_for_dat
 from spe.settings import Settings
 
 
-def start_service(settings: Settings, database_url: str) -> None:
+def start_service(settings: Settings, database_url: str | None = None) -> None:
+    """The log format, then (with `database_url`) the database waited for."""
     configure_logging(settings.resolved_log_format, settings.log_level)
+    if database_url is not None:
+        wait_for_database_or_exit(settings, database_url)
+
+
+def wait_for_database_or_exit(settings: Settings, database_url: str) -> None:
     try:
         wait_for_database(database_url, settings.db_wait_seconds)
     except DatabaseNeverCame as exc:
