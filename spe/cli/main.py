@@ -445,8 +445,10 @@ def serve(
         application, tls = _service(what, settings)
     except PkiError as exc:  # certificates missing or unreadable: a reason, not a traceback
         raise fail(exc.detail) from None
-    # log_config=None: uvicorn keeps the logging start_service set up (spe/observability).
-    uvicorn.run(application, host=host, port=port, log_level="info", log_config=None, **tls)
+    # log_config=None: uvicorn keeps the logging start_service set up; its access log
+    # (raw paths, query strings) gives way to spe.access's (spe/observability).
+    uvicorn.run(application, host=host, port=port, log_level="info", log_config=None,
+                access_log=False, **tls)
 
 
 def _service(what: str, settings: Settings):

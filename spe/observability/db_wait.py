@@ -44,8 +44,11 @@ def wait_for_database(url: str, wait_seconds: float, *,
                       sleep: Callable[[float], None] = time.sleep,
                       clock: Callable[[], float] = time.monotonic) -> int:
     """Connect until it works (returns the attempts it took) or `wait_seconds` have passed
-    (DatabaseNeverCame). One log line per failed attempt; delays double up to 10 s."""
+    (DatabaseNeverCame). One log line per failed attempt; delays double up to 10 s.
+    SQLite is not waited for (0 attempts)."""
     what = describe(url)
+    if _is_sqlite(url):
+        return 0  # a file the service opens (and makes) itself: no server to wait for
     try:
         engine = create_engine(url, pool_pre_ping=False,
                                connect_args=_connect_timeout(url))
@@ -79,6 +82,13 @@ def wait_for_database(url: str, wait_seconds: float, *,
                 delay = min(delay * 2, MAX_DELAY)
     finally:
         engine.dispose()
+
+
+def _is_sqlite(url: str) -> bool:
+    try:
+        return make_url(url).get_backend_name() == "sqlite"
+    except ArgumentError:
+        return False
 
 
 def _connect_timeout(url: str) -> dict:

@@ -26,6 +26,7 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
     "message", "asctime", "request_id", "user", "color_message", "taskName"}
 #: Loggers too chatty at INFO for a service's log.
 _QUIET = {"procrastinate": logging.WARNING, "httpx": logging.WARNING,
+          "alembic.runtime.plugins": logging.WARNING,
           "pynetdicom": logging.WARNING, "uvicorn.access": logging.WARNING}
 
 
@@ -110,5 +111,7 @@ def configure_logging(fmt: str = "text", level: str = "INFO", *, stream=None) ->
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
+    # Raw paths with ids and query strings: never written, whatever level uvicorn sets.
+    logging.getLogger("uvicorn.access").disabled = True
     for name, quiet in _QUIET.items():
         logging.getLogger(name).setLevel(max(quiet, logging.getLevelName(level)))

@@ -261,3 +261,20 @@ def test_a_service_without_its_database_exits_2_with_one_line_per_attempt(comman
     assert len(parsed) == len(waits) + 1
     assert "Traceback" not in done.stderr
     assert "pw-secret" not in done.stderr
+
+
+def test_uvicorns_own_access_log_with_raw_paths_is_off_once_logging_is_configured():
+    from spe.observability import configure_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("json", "INFO", stream=io.StringIO())
+        assert logging.getLogger("uvicorn.access").disabled
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        logging.getLogger("uvicorn.access").disabled = False
