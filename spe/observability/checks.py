@@ -5,6 +5,7 @@ in gateway/node/source_probe.py.)"""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,28 +38,43 @@ def database(sessions: sessionmaker[Session]) -> Callable[[], CheckResult]:
     return check
 
 
-def identity_provider(jwks_url: str) -> Callable[[], CheckResult]:
-    """The provider's signing keys can be fetched now: without them every bearer token
-    is refused (401) once the verifier's cached keys are stale or unknown."""
+def identity_provider(jwks_url: str,
+                      fresh_seconds: Callable[[], float] = lambda: 300.0
+                      ) -> Callable[[], CheckResult]:
+    """The provider's signing keys can be fetched now. When they cannot, the keys fetched
+    less than `fresh_seconds` ago (the verifier's own cache period) still check tokens: a
+    warning, so an outage of the provider does not take every service out of its load
+    balancer at once; after that (a rotation at the provider would be missed, and a service
+    that never had the keys refuses every token) it fails."""
+    last_fetched: list[float] = []
 
-    def check() -> CheckResult:
+    def fetch() -> str | None:
         try:
             resp = httpx.get(jwks_url, timeout=JWKS_TIMEOUT)
             resp.raise_for_status()
             keys = KeySet.import_key_set(resp.json())
         except httpx.HTTPStatusError as exc:
-            return CheckResult.failed(f"the identity provider's keys (SPE_OIDC_JWKS_URL) "
-                                      f"answer HTTP {exc.response.status_code}")
+            return (f"the identity provider's keys (SPE_OIDC_JWKS_URL) answer HTTP "
+                    f"{exc.response.status_code}")
         except httpx.HTTPError as exc:
-            return CheckResult.failed(f"the identity provider's keys (SPE_OIDC_JWKS_URL) "
-                                      f"cannot be fetched ({type(exc).__name__})")
+            return (f"the identity provider's keys (SPE_OIDC_JWKS_URL) cannot be fetched "
+                    f"({type(exc).__name__})")
         except (ValueError, TypeError, KeyError):
-            return CheckResult.failed("the identity provider's key set (SPE_OIDC_JWKS_URL) "
-                                      "is not a valid JWKS")
+            return "the identity provider's key set (SPE_OIDC_JWKS_URL) is not a valid JWKS"
         if not keys.keys:
-            return CheckResult.failed("the identity provider publishes no keys "
-                                      "(SPE_OIDC_JWKS_URL)")
-        return CheckResult.ok()
+            return "the identity provider publishes no keys (SPE_OIDC_JWKS_URL)"
+        return None
+
+    def check() -> CheckResult:
+        problem = fetch()
+        now = time.monotonic()
+        if problem is None:
+            last_fetched[:] = [now]
+            return CheckResult.ok()
+        if last_fetched and now - last_fetched[0] < fresh_seconds():
+            return CheckResult.warn(f"{problem}; the keys fetched {now - last_fetched[0]:.0f} s "
+                                    f"ago are used meanwhile")
+        return CheckResult.failed(problem)
 
     return check
 

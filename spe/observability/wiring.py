@@ -25,7 +25,10 @@ def observe(app: FastAPI, extra_checks: list[Check] | None = None) -> ServiceMet
     watch = AuditWatch(ctx.audit, ctx.sessions, metrics=metrics, other_alarm=checkpointer_alarm)
     found: list[Check] = [("database", checks.database(ctx.sessions)), *(extra_checks or [])]
     if settings.oidc_jwks_url:
-        found.append(("identity_provider", checks.identity_provider(settings.oidc_jwks_url)))
+        # Fresh as long as the verifier itself keeps its fetched keys (spe/identity).
+        found.append(("identity_provider", checks.identity_provider(
+            settings.oidc_jwks_url,
+            lambda: float(getattr(getattr(ctx.verifier, "jwks", None), "ttl", 300)))))
     found.append(("policy", checks.policy(ctx.policy, ctx.service)))
     found.append(("audit_chain", watch.check))
     if settings.pki_dir is not None:

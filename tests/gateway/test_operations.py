@@ -12,6 +12,7 @@ import logging
 import re
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -86,6 +87,10 @@ def watched(pki, node_dbs, postgres_url, tmp_path) -> Iterator[Watched]:
         central_app = create_central_app(Settings(
             data_dir=tmp_path / "central", database_url=postgres_url,
             federation_nodes={"site-a": node_url}, query_timeout_seconds=5, **base))
+        # The verifiers keep fetched keys 1 s here (300 s by default): /ready's grace for
+        # a provider that stops answering (a warning first, then a failure).
+        for app in (node_app, central_app):
+            app.state.ctx.verifier.jwks.ttl = 1
         stack.enter_context(serve(central_app, central_sock, lifespan="on"))
         central = stack.enter_context(httpx.Client(
             base_url=f"http://127.0.0.1:{central_sock.getsockname()[1]}", timeout=10))
@@ -146,8 +151,10 @@ def test_metrics_and_readiness_report_a_lost_identity_provider_and_an_edited_aud
     assert _value(at_node, 'spe_job_queue_depth{state="queued"}') == 0
     assert _value(at_node, "spe_audit_chain_broken") == 0
 
-    # The identity provider's key endpoint stops answering.
+    # The identity provider's key endpoint stops answering (and the keys the services
+    # fetched go stale: 1 s here).
     watched.jwks.stop()
+    time.sleep(1.2)
     for client in (watched.central, watched.node):
         status, body = watched.ready(client)
         assert status == 503

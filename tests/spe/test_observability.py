@@ -278,3 +278,31 @@ def test_uvicorns_own_access_log_with_raw_paths_is_off_once_logging_is_configure
             root.addHandler(handler)
         root.setLevel(saved[1])
         logging.getLogger("uvicorn.access").disabled = False
+
+
+# -- the identity provider's keys --------------------------------------------------------------
+
+def test_keys_that_stop_answering_warn_while_fresh_then_fail(tmp_path):
+    from fastapi import FastAPI
+
+    from spe.identity import DemoIssuer
+    from spe.observability.checks import identity_provider
+    from tests.servers import bind, serve
+
+    issuer = DemoIssuer(tmp_path / "issuer.jwk.json", "http://idp.test", "spe")
+    app = FastAPI()
+    app.get("/jwks")(issuer.jwks)
+    sock = bind()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/jwks"
+    fresh = [3600.0]
+    check = identity_provider(url, lambda: fresh[0])
+    never_fetched = identity_provider(url)
+    with serve(app, sock, lifespan="off") as running:
+        assert check().status == "ok"
+        running.stop()
+    result = check()
+    assert result.status == "warn"  # tokens are still checked with the keys fetched
+    assert "ConnectError" in result.reason
+    fresh[0] = 0.0
+    assert check().status == "failed"
+    assert never_fetched().status == "failed"  # no keys ever: every token would get 401
