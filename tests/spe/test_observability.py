@@ -306,3 +306,44 @@ def test_keys_that_stop_answering_warn_while_fresh_then_fail(tmp_path):
     fresh[0] = 0.0
     assert check().status == "failed"
     assert never_fetched().status == "failed"  # no keys ever: every token would get 401
+
+
+# -- certificates -------------------------------------------------------------------------------
+
+def _certificate(path, days_left: float) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, path.stem)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=400))
+            .not_valid_after(now + dt.timedelta(days=days_left)).sign(key, hashes.SHA256()))
+    path.write_bytes(cert.public_bytes(Encoding.PEM))
+
+
+def test_certificates_warn_below_the_threshold_and_fail_once_expired(tmp_path):
+    from spe.observability.checks import certificates
+
+    metrics = ServiceMetrics("node")
+    check = certificates(tmp_path, 30, metrics)
+    assert check().status == "failed"  # none at all
+    _certificate(tmp_path / "ca.crt", 3000)
+    assert check().status == "ok"
+    _certificate(tmp_path / "site-a.crt", 12.5)
+    soon = check()
+    assert soon.status == "warn"
+    assert "site-a.crt in 12 days" in soon.reason
+    assert metrics.cert_days.labels("site-a")._value.get() == pytest.approx(12.5, abs=0.1)
+    _certificate(tmp_path / "hub.crt", -1)
+    expired = check()
+    assert expired.status == "failed"
+    assert "expired: hub.crt" in expired.reason
+    assert str(tmp_path) not in expired.reason
