@@ -73,3 +73,39 @@ def test_a_job_that_ran_logs_its_staging_throughput_and_end(node, lines):  # noq
     assert metrics.staged_files._value.get() == 2
     assert metrics.jobs.labels("succeeded")._value.get() == 1
     assert "done 40" not in json.dumps(lines())  # what the job printed stays in its output
+
+
+def test_spe_node_worker_serves_its_metrics_on_its_own_port(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from gateway.node.orthanc_process import free_port
+
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SPE_")},
+           "SPE_NODE_ID": "site-a", "SPE_DATABASE_URL": f"sqlite:///{tmp_path / 'node.db'}",
+           "SPE_DATA_DIR": str(tmp_path / "data"), "SPE_METRICS_PORT": str(port),
+           "SPE_LOG_FORMAT": "json", "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "-m", "spe.cli", "node", "worker"], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        text, deadline = "", time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert 'spe_service_info{service="worker"} 1.0' in text, proc.poll()
+        assert 'spe_job_queue_depth{state="queued"} 0.0' in text
+        assert "spe_jobs_total" in text
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    started = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(f"metrics on http://127.0.0.1:{port}/metrics" == e["message"] for e in started)
