@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from spe.background import stop_tasks
 from spe.observability import checks
 from spe.observability.audit_watch import AuditWatch
 from spe.observability.metrics import ServiceMetrics
@@ -37,4 +44,37 @@ def observe(app: FastAPI, extra_checks: list[Check] | None = None) -> ServiceMet
     readiness = Readiness(found, metrics, cache_seconds=settings.ready_cache_seconds)
     app.state.audit_watch = watch
     install_observability(app, metrics, readiness)
+    _watch_while_running(app, readiness)
     return metrics
+
+
+#: How often a running service runs its readiness checks unasked, so that a broken audit
+#: chain or a lost identity provider is logged (and the gauges set) even when nothing polls.
+WATCH_SECONDS = 60.0
+
+
+async def _watch(readiness: Readiness) -> None:
+    while True:
+        await asyncio.sleep(WATCH_SECONDS)
+        try:
+            await run_in_threadpool(readiness.report)
+        except Exception:  # never let the watch end the service
+            logging.getLogger("spe.ready").exception("the readiness watch failed")
+
+
+def _watch_while_running(app: FastAPI, readiness: Readiness) -> None:
+    """Wrap the app's lifespan: the checks run once at start (their first line in the log)
+    and every WATCH_SECONDS while it runs."""
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a) -> AsyncIterator:
+        async with inner(a) as state:
+            await run_in_threadpool(readiness.report)
+            task = asyncio.create_task(_watch(readiness), name="readiness-watch")
+            try:
+                yield state
+            finally:
+                await stop_tasks([task])
+
+    app.router.lifespan_context = lifespan

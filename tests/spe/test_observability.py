@@ -347,3 +347,18 @@ def test_certificates_warn_below_the_threshold_and_fail_once_expired(tmp_path):
     assert expired.status == "failed"
     assert "expired: hub.crt" in expired.reason
     assert str(tmp_path) not in expired.reason
+
+
+def test_a_running_service_checks_itself_at_start_unasked(tmp_path, caplog):
+    """The readiness checks run when the service starts (and every minute), so a failing
+    one is in the log even when no probe asks."""
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+    upgrade(url, "central")
+    settings = Settings(data_dir=tmp_path, database_url=url, environment="development",
+                        oidc_jwks_url=f"http://127.0.0.1:{_closed_port()}/jwks")
+    caplog.set_level(logging.ERROR, logger="spe.ready")
+    with TestClient(create_central_app(settings)) as client:
+        metrics = client.app.state.metrics
+        assert metrics.check.labels("identity_provider")._value.get() == 0
+    assert any("readiness check identity_provider: failed" in r.getMessage()
+               for r in caplog.records)
