@@ -63,8 +63,12 @@ class Report:
 
 class Readiness:
     def __init__(self, checks: list[Check], metrics: ServiceMetrics | None = None, *,
-                 cache_seconds: float = 5.0) -> None:
+                 cache_seconds: float = 5.0,
+                 alarm: Callable[[], bool] = lambda: False) -> None:
         self.checks = list(checks)
+        # An alarm raised elsewhere (the audit checkpointer's): a cached "ready" is not
+        # kept past it.
+        self.alarm = alarm
         self.metrics = metrics
         self.cache_seconds = cache_seconds
         self._lock = threading.Lock()
@@ -77,7 +81,8 @@ class Readiness:
 
     def report(self) -> Report:
         with self._lock:  # one round at a time; callers meanwhile wait for its answer
-            if self._last is not None and time.monotonic() - self._at < self.cache_seconds:
+            if (self._last is not None and time.monotonic() - self._at < self.cache_seconds
+                    and not (self._last.ok and self.alarm())):
                 return self._last
             previous = self._last
             report = Report({name: self._run(name, check) for name, check in self.checks})

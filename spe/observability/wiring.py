@@ -41,7 +41,8 @@ def observe(app: FastAPI, extra_checks: list[Check] | None = None) -> ServiceMet
     if settings.pki_dir is not None:
         found.append(("certificates", checks.certificates(settings.pki_dir,
                                                           settings.cert_warn_days, metrics)))
-    readiness = Readiness(found, metrics, cache_seconds=settings.ready_cache_seconds)
+    readiness = Readiness(found, metrics, cache_seconds=settings.ready_cache_seconds,
+                          alarm=lambda: checkpointer_alarm() is not None)
     app.state.audit_watch = watch
     install_observability(app, metrics, readiness)
     _watch_while_running(app, readiness)
