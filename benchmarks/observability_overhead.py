@@ -12,6 +12,7 @@ import argparse
 import io
 import logging
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,6 @@ from spe.db.migrate import upgrade
 from spe.observability.logging import log_handler
 from spe.observability.middleware import ObservabilityMiddleware
 from spe.settings import Settings
-from tests.servers import bind
 
 TOKEN = "benchmark-metrics-token-0123456789"
 
@@ -70,9 +70,9 @@ def _serve(port: int, data: Path, observed: bool) -> None:
 
 
 def _start(data: Path, observed: bool) -> tuple[subprocess.Popen, str]:
-    sock = bind()
-    port = sock.getsockname()[1]
-    sock.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--data",
                              str(data), *([] if observed else ["--plain"])],
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
