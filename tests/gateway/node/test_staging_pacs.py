@@ -439,3 +439,81 @@ def test_an_anonymised_permit_never_resumes_a_partial_build(site: Site, tmp_path
                          permit=Permit("P-ANON", "anonymised"))
     assert not (extract.path / "dicom" / "1.2.3").exists()
     assert extract.report["counts"]["dicom"]["retrieval"]["studies_resumed"] == 0
+
+
+# --- a job under a permit at a node in front of the PACS -----------------------------------
+
+COUNT_IMAGES = """
+import pathlib
+images = list(pathlib.Path("/extract/dicom").rglob("*.dcm"))
+with open("/output/counts.csv", "w") as f:
+    f.write("group,n\\n")
+    f.write(f"all,{len(images) * 10}\\n")
+print("images", len(images))
+"""
+
+
+@pytest.mark.usefixtures("needs_sandbox")
+@pytest.mark.parametrize("kind", ["dimse", "dicomweb"])
+def test_a_job_under_a_permit_succeeds_at_a_node_reading_the_pacs(site: Site, tmp_path: Path,
+                                                                   kind: str):
+    """The node syncs its index from the PACS, a job under a permit is queued, and the
+    node's own runner (gateway/node/jobs/runtime.py: the index's studies, staged by C-MOVE
+    or WADO-RS) runs it in the sandbox over the extract."""
+    from datetime import UTC, datetime
+
+    from gateway.node.app import NODE_AUDIT
+    from gateway.node.config import open_fhir_source
+    from gateway.node.jobs import repository as repo
+    from gateway.node.jobs.runtime import cache_dir_of, make_stage
+    from gateway.node.jobs.worker import Worker
+    from gateway.node.permits.models import NodePermit
+    from gateway.node.sync import sync_index
+    from spe.db import make_engine, make_sessionmaker, session_scope
+    from spe.db.migrate import upgrade
+    from spe.wire.code_archive import pack_code
+    from spe.wire.jobs import LOG_NAME
+
+    spec = site.dimse(retrieve="move") if kind == "dimse" else (
+        f"dicomweb:{site.pacs.dicomweb_url}")
+    node = site.node(spec)
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    upgrade(url, "node")
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    with session_scope(sessions) as session:
+        sync_index(session, dicom=open_dicom_source(spec), fhir=open_fhir_source(node.fhir))
+        session.add(NodePermit(pid="P-JOB", seq=1, status="issued", members=["carol@demo"],
+                               datasets=["site-a/x"], form="pseudonymised",
+                               start=date(2020, 1, 1), end=date(2099, 12, 31), document="",
+                               received_at=datetime.now(UTC)))
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "main.py").write_text(COUNT_IMAGES)
+    with session_scope(sessions) as session:
+        job_id = repo.enqueue(session, pid="P-JOB", user_id="carol@demo",
+                              code=pack_code(code), limits={
+                                  "cpu_seconds": 20, "memory_mb": 1024, "processes": 64,
+                                  "open_files": 64, "file_size_mb": 20, "output_mb": 50,
+                                  "scratch_mb": 64, "wall_seconds": 30}).id
+    settings = site.settings.model_copy(update={"data_dir": tmp_path / "var"})
+    worker = Worker(sessions, NODE_AUDIT, worker_id="w1", work_dir=tmp_path / "work",
+                    stage=make_stage(node, settings, site.policy, sessions))
+    try:
+        assert worker.run_once()
+        with session_scope(sessions) as session:
+            job = repo.get(session, job_id)
+            state, reason = job.state, job.reason
+    finally:
+        engine.dispose()
+    log = (tmp_path / "work" / job_id / "output" / LOG_NAME).read_text()
+    assert state == "succeeded", (reason, log)
+    [extract] = [p for p in (cache_dir_of(settings, "site-a") / "P-JOB").iterdir()
+                 if p.is_dir() and not p.name.startswith(".")]
+    report = json.loads((extract / "report.json").read_text())
+    assert report["counts"]["dicom"]["retrieval"]["by"] == (
+        "C-MOVE" if kind == "dimse" else "WADO-RS")
+    assert report["counts"]["dicom"]["retrieval"]["studies"] == len(site.studies)
+    images = len(list((extract / "dicom").rglob("*.dcm")))
+    assert images > 0
+    assert f"images {images}" in log
