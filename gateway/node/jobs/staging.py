@@ -40,8 +40,17 @@ named by a keyed reference (`file-<pseudonym of its relative path>`); the operat
 with the real relative paths is `CACHE/<pid>/<data_version>.operator.json`, outside the
 extract.
 
-Builds go into a temporary folder next to the target and are renamed into place, under an
+DICOM sources: a folder's files (`deidentify_tree`, on `workers` processes); a PACS over
+DIMSE (`dimse://`, C-GET or C-MOVE) or DICOMweb (`dicomweb:`, WADO-RS): the `studies` of the
+node's index, retrieved and de-identified in memory study by study
+(gateway/node/jobs/staging_remote.py), into the same layout.
+
+Builds go into `CACHE/<pid>/.<data_version>.partial` and are renamed into place, under an
 fcntl lock per permit and version: a second caller waits and reuses the result (`cached`).
+A PACS build under the permit's key is resumable: after a kill or a failure its partial
+build stays, and the next attempt under the same decision keeps the studies it finished
+(until the risk step, which rewrites files in place). Any other partial build is removed
+(on failure, or by the next attempt); an anonymised permit's never outlives its one-off key.
 """
 
 from __future__ import annotations
@@ -180,6 +189,7 @@ def stage(permit: PermitLike, *, node: NodeConfig, settings: Settings, policy: P
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(tmp, target)
             finished = True
+            _drop_stale_partials(folder, data_version)
         finally:
             if not finished and not resumable:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -269,6 +279,24 @@ def _prepare_partial(tmp: Path, fingerprint: str | None) -> None:
     tmp.mkdir(exist_ok=True)
     if fingerprint is not None:
         _write_json(tmp / ".resume.json", {"fingerprint": fingerprint})
+
+
+def _drop_stale_partials(folder: Path, current: str) -> None:
+    """Partial builds of other versions that nobody is building (their lock is free): an
+    older sync's, left by a failed PACS staging for a resume that will not come."""
+    for path in folder.glob(".*.partial"):
+        version = path.name[1:-len(".partial")]
+        if version == current or not path.is_dir():
+            continue
+        with open(folder / f".{version}.lock", "a+b") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # being built right now
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _list_studies(source: RemoteDicom) -> list[str]:

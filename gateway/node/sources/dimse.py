@@ -6,6 +6,9 @@ Retrieving uses Study Root - GET (PS3.4 C.6.2, C-GET in PS3.7 9.1.3): the instan
 back as C-STORE sub-operations on the same association, for which this AE takes the
 Storage SCP role through SCP/SCU Role Selection Negotiation (PS3.7 D.3.3.4).
 
+Jobs' staging retrieves into memory instead, by C-GET or C-MOVE to the node's own Storage
+SCP (`instances`, `stream`: sources/dimse_retrieve.py).
+
 Every failure of the peer (connection refused, association rejected or aborted, no answer,
 a failed query) is raised as `SourceError` from the underlying error.
 """

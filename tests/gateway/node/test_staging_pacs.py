@@ -441,6 +441,16 @@ def test_an_anonymised_permit_never_resumes_a_partial_build(site: Site, tmp_path
     assert extract.report["counts"]["dicom"]["retrieval"]["studies_resumed"] == 0
 
 
+def test_an_older_versions_partial_build_is_removed_once_a_newer_one_is_staged(
+        site: Site, tmp_path: Path):
+    stale = tmp_path / "P-PACS" / ".v0.partial"
+    (stale / ".studies").mkdir(parents=True)
+    site.stage(f"dicomweb:{site.pacs.dicomweb_url}", tmp_path, studies=site.studies[:1])
+    assert not stale.exists()
+    assert [p.name for p in (tmp_path / "P-PACS").iterdir() if p.name.endswith(".partial")
+            ] == []
+
+
 # --- a job under a permit at a node in front of the PACS -----------------------------------
 
 COUNT_IMAGES = """
