@@ -205,11 +205,12 @@ def c_move(source: DimseSource, study_uid: str, expected: Expected, sink: Sink) 
             server = scp.start_server(
                 listen, block=False,
                 evt_handlers=[(evt.EVT_C_STORE, _on_store(expected, sink, errors))])
-        except OSError as exc:
+        except (OSError, ValueError, RuntimeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
             raise SourceError(
                 f"the node's Storage SCP for C-MOVE cannot listen on {listen[0]}:{listen[1]}: "
-                f"{exc.strerror or exc} (is another process of this node retrieving on the "
-                "same port? give each its own AE title and listen port)") from exc
+                f"{reason} (is another process of this node retrieving on the same port? "
+                "give each its own AE title and listen port)") from exc
         try:
             with source._associate([build_context(MOVE_MODEL)]) as assoc:
                 if not any(str(cx.abstract_syntax) == MOVE_MODEL

@@ -268,6 +268,17 @@ def test_a_move_the_pacs_refuses_says_why(site: Site, tmp_path: Path):
     assert no_finished_extract(tmp_path)
 
 
+def test_a_listen_port_in_use_is_a_staging_error(site: Site, tmp_path: Path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(StagingError, match=f"cannot listen on 127.0.0.1:{port}"):
+            site.stage(site.dimse(retrieve="move", listen=f"127.0.0.1:{port}"), tmp_path,
+                       studies=site.studies[:1])
+    assert no_finished_extract(tmp_path)
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
