@@ -122,17 +122,22 @@ def stage_studies(source: RemoteDicom, studies: Sequence[str], key: Any, out: Pa
         if progress:
             progress("dicom", min(done, total), total)
 
-    for uid, ref, instances, marker in plan:
-        if marker is None:
-            assert instances is not None
-            marker = _one_study(source, uid, ref, instances, deidentifier, work_root, dicom,
-                                markers, lock, step)
-        else:
-            resumed += 1
-        report.files += marker["files"]
-        report.done += marker["done"]
-        report.excluded.extend(marker["excluded"])
-        report.failed.extend(marker["failed"])
+    try:
+        for uid, ref, instances, marker in plan:
+            if marker is None:
+                assert instances is not None
+                marker = _one_study(source, uid, ref, instances, deidentifier, work_root,
+                                    dicom, markers, lock, step)
+            else:
+                resumed += 1
+            report.files += marker["files"]
+            report.done += marker["done"]
+            report.excluded.extend(marker["excluded"])
+            report.failed.extend(marker["failed"])
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()  # a C-MOVE's Storage SCP
 
     report.excluded.sort(key=lambda item: item["file"])
     report.failed.sort(key=lambda item: item["file"])

@@ -143,6 +143,7 @@ class DimseSource:
         self.retrieve_mode = retrieve_mode
         self.store_aet = calling_aet
         self.retrieved_by: str | None = None  # "C-GET" or "C-MOVE", once one has worked
+        self.receiver: Any = None  # the Storage SCP of C-MOVE while a staging runs
         self.listen = (listen[0], int(listen[1]))
 
     def __repr__(self) -> str:
@@ -377,3 +378,9 @@ class DimseSource:
         from gateway.node.sources.dimse_retrieve import stream_study
 
         return stream_study(self, study_uid, sink, instances)
+
+    def close(self) -> None:
+        """Stop the Storage SCP a C-MOVE started (staging calls this when it ends)."""
+        receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            receiver.close()

@@ -16,8 +16,9 @@ them to disk; the caller de-identifies them there and then.
   association aborted or a failure status before any instance came). Which one worked is
   remembered for the source's later studies.
 
-One C-MOVE at a time per listen address in a process (a lock): the PACS names no move in
-its sub-operations, so two moves into one Storage SCP could not be told apart.
+One Storage SCP per listen address in a process, for one staging at a time (a lock,
+`Receiver`): the PACS names no move in its sub-operations, so two moves into one Storage
+SCP could not be told apart. `DimseSource.close()` stops it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, build_context, build_role, evt
+from pynetdicom import AE, StoragePresentationContexts, build_context, build_role, evt
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind as FIND_MODEL,
 )
@@ -183,45 +184,72 @@ def _move_lock(listen: tuple[str, int]) -> threading.Lock:
         return _MOVE_LOCKS.setdefault(listen, threading.Lock())
 
 
-def c_move(source: DimseSource, study_uid: str, expected: Expected, sink: Sink) -> None:
-    """Retrieve the study by C-MOVE to the node's Storage SCP, run for this move only."""
-    from gateway.node.sources.dimse import COMPRESSED, UNCOMPRESSED, _pause_reactor, _why
+class Receiver:
+    """The node's Storage SCP for C-MOVE: started at a source's first move and kept until
+    `close()` (a staging's end), so a study costs no server start and stop. It holds the
+    process's lock for its listen address while it runs, and takes C-STORE only while a
+    move is under way (`current`); anything else gets a failure status."""
 
-    listen = source.listen
-    errors: list[str] = []
-    scp = AE(ae_title=source.store_aet)
-    scp.require_calling_aet = [source.called_aet]  # only the PACS may store
-    scp.acse_timeout = scp.dimse_timeout = scp.network_timeout = source.timeout
-    classes = sorted({c for c in expected.instances.values() if c})
-    if not classes:
+    def __init__(self, source: DimseSource) -> None:
+        from gateway.node.sources.dimse import COMPRESSED, UNCOMPRESSED
+
+        self.listen = source.listen
+        self.current: Callable[[Any], int] | None = None
+        scp = AE(ae_title=source.store_aet)
+        scp.require_calling_aet = [source.called_aet]  # only the PACS may store
+        scp.acse_timeout = scp.dimse_timeout = scp.network_timeout = source.timeout
+        for cx in StoragePresentationContexts:
+            scp.add_supported_context(cx.abstract_syntax, [*UNCOMPRESSED, *COMPRESSED])
+        self.lock = _move_lock(self.listen)
+        self.lock.acquire()
+        try:
+            self.server = scp.start_server(self.listen, block=False,
+                                           evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        except (OSError, ValueError, RuntimeError) as exc:
+            self.lock.release()
+            reason = getattr(exc, "strerror", None) or exc
+            raise SourceError(
+                f"the node's Storage SCP for C-MOVE cannot listen on {self.listen[0]}:"
+                f"{self.listen[1]}: {reason} (is another process of this node retrieving "
+                "on the same port? give each its own AE title and listen port)") from exc
+
+    def _on_store(self, event: Any) -> int:
+        current = self.current
+        return current(event) if current is not None else REFUSED_UNEXPECTED
+
+    def close(self) -> None:
+        try:
+            self.server.shutdown()
+        finally:
+            self.lock.release()
+
+
+def c_move(source: DimseSource, study_uid: str, expected: Expected, sink: Sink) -> None:
+    """Retrieve the study by C-MOVE to the node's Storage SCP (`Receiver`)."""
+    from gateway.node.sources.dimse import _pause_reactor, _why
+
+    if not any(expected.instances.values()):
         raise SourceError(f"{source._peer} listed study {study_uid} without SOP classes")
-    for uid in classes:
-        scp.add_supported_context(uid, [*UNCOMPRESSED, *COMPRESSED])
+    errors: list[str] = []
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
-    with _move_lock(listen):
-        try:
-            server = scp.start_server(
-                listen, block=False,
-                evt_handlers=[(evt.EVT_C_STORE, _on_store(expected, sink, errors))])
-        except (OSError, ValueError, RuntimeError) as exc:
-            reason = getattr(exc, "strerror", None) or exc
-            raise SourceError(
-                f"the node's Storage SCP for C-MOVE cannot listen on {listen[0]}:{listen[1]}: "
-                f"{reason} (is another process of this node retrieving on the same port? "
-                "give each its own AE title and listen port)") from exc
-        try:
-            with source._associate([build_context(MOVE_MODEL)]) as assoc:
-                if not any(str(cx.abstract_syntax) == MOVE_MODEL
-                           for cx in assoc.accepted_contexts):
-                    raise RetrieveRefused(f"{source._peer} accepts no C-MOVE (the Study Root "
-                                          "MOVE presentation context was rejected)")
-                _pause_reactor(assoc)
-                final = _final(assoc.send_c_move(query, source.store_aet, MOVE_MODEL))
-                why = _why(assoc) if final is None else _summary(final)
-        finally:
-            server.shutdown()
+    if source.receiver is None:
+        source.receiver = Receiver(source)
+    receiver = source.receiver
+    receiver.current = _on_store(expected, sink, errors)
+    try:
+        with source._associate([build_context(MOVE_MODEL)]) as assoc:
+            if not any(str(cx.abstract_syntax) == MOVE_MODEL
+                       for cx in assoc.accepted_contexts):
+                raise RetrieveRefused(f"{source._peer} accepts no C-MOVE (the Study Root "
+                                      "MOVE presentation context was rejected)")
+            _pause_reactor(assoc)
+            final = _final(assoc.send_c_move(query, source.store_aet, MOVE_MODEL))
+            why = _why(assoc) if final is None else _summary(final)
+    finally:
+        receiver.current = None
+    listen = source.listen
     if errors:
         raise SourceError(f"C-MOVE of study {study_uid} from {source._peer}: the node "
                           f"could not take an instance: {errors[0]}")
