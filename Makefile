@@ -56,6 +56,7 @@ bench: setup analysis-env
 	$(BIN)/python benchmarks/federated_query.py
 	$(BIN)/python benchmarks/statistics_utility.py
 	$(BIN)/python benchmarks/sandbox.py
+	$(BIN)/python benchmarks/staging_pacs.py
 
 clean-demo:
 	rm -rf var/demo

@@ -191,7 +191,7 @@ class Receiver:
     move is under way (`current`); anything else gets a failure status."""
 
     def __init__(self, source: DimseSource) -> None:
-        from gateway.node.sources.dimse import COMPRESSED, UNCOMPRESSED
+        from gateway.node.sources.dimse import COMPRESSED, UNCOMPRESSED, _no_delay
 
         self.listen = source.listen
         self.current: Callable[[Any], int] | None = None
@@ -203,8 +203,8 @@ class Receiver:
         self.lock = _move_lock(self.listen)
         self.lock.acquire()
         try:
-            self.server = scp.start_server(self.listen, block=False,
-                                           evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+            self.server = scp.start_server(self.listen, block=False, evt_handlers=[
+                (evt.EVT_CONN_OPEN, _no_delay), (evt.EVT_C_STORE, self._on_store)])
         except (OSError, ValueError, RuntimeError) as exc:
             self.lock.release()
             reason = getattr(exc, "strerror", None) or exc
