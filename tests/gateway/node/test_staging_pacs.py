@@ -87,15 +87,18 @@ def site(tmp_path_factory: pytest.TempPathFactory):
     store_port = free_port()
     # The node's AE title may C-FIND and C-MOVE (to 127.0.0.1:store_port) but not C-GET;
     # a second AE title may C-FIND only.
-    # A third has C-MOVE allowed, but the PACS has a wrong port for it.
+    # A third has C-MOVE allowed, but the PACS has a wrong port for it; a fourth, SPE-GET,
+    # may C-GET.
     pacs = OrthancProcess(out / "orthanc", peers={"SPE-NODE": store_port,
                                                   "SPE-NOMOVE": free_port(),
-                                                  "SPE-WRONGPORT": free_port()},
+                                                  "SPE-WRONGPORT": free_port(),
+                                                  "SPE-GET": free_port()},
                           http_password=None,
                           peer_options={"SPE-NODE": {"AllowGet": False, "AllowMove": True},
                                         "SPE-NOMOVE": {"AllowGet": False},
                                         "SPE-WRONGPORT": {"AllowGet": False,
-                                                          "AllowMove": True}})
+                                                          "AllowMove": True},
+                                        "SPE-GET": {"AllowGet": True}})
     try:
         pacs.start()
     except OrthancError as exc:
@@ -204,6 +207,17 @@ class NoRiskLayer(PolicyService):
         decision = self.real.decide(policy, input)
         layers = [x for x in decision.values.get("layers", []) if x != "risk"]
         return replace(decision, values={**decision.values, "layers": layers})
+
+
+@pytest.mark.parametrize("mode", ["get", "auto"])
+def test_c_get_where_the_pacs_allows_it_gives_the_same_extract(site: Site, tmp_path: Path,
+                                                               mode: str):
+    got = site.stage(site.dimse(aet="SPE-GET", retrieve=mode), tmp_path)
+    assert got.report["counts"]["dicom"]["retrieval"]["by"] == "C-GET"
+    folder, dimse = outputs(site.folder.path), outputs(got.path)
+    assert set(folder) - set(dimse) <= burned_in_by_meta_rule(site)
+    for name, data in dimse.items():
+        assert data == folder[name], name
 
 
 def test_c_move_and_folder_agree_byte_for_byte_without_meta_keyed_images(tmp_path: Path):
