@@ -172,7 +172,7 @@ def stage(permit: PermitLike, *, node: NodeConfig, settings: Settings, policy: P
         tmp = folder / f".{data_version}.partial"
         resumable = decision["pseudonymised"] and not isinstance(dicom_src, Path) \
             and dicom_src is not None
-        _prepare_partial(tmp, _fingerprint(decision) if resumable else None)
+        _prepare_partial(tmp, _fingerprint(decision, settings) if resumable else None)
         finished = False
         try:
             if dicom_src is not None and not isinstance(dicom_src, Path) and studies is None:
@@ -259,10 +259,13 @@ def _sources(node: NodeConfig) -> tuple[Path | RemoteDicom | None, Path | None]:
 RESUME_FILES = (".resume.json", ".risk", MARKERS, WORK)
 
 
-def _fingerprint(decision: dict[str, Any]) -> str:
-    """What a partial build was made under: it is resumed only under the same."""
-    return hashlib.sha256(json.dumps({"format": FORMAT, **decision}, sort_keys=True,
-                                     default=str).encode()).hexdigest()
+def _fingerprint(decision: dict[str, Any], settings: Settings) -> str:
+    """What a partial build was made under: it is resumed only under the same decision and
+    the same node secret (the permit key's; a digest of it, which does not give it back)."""
+    secret = hashlib.sha256(b"spe-staging-resume\0"
+                            + settings.secret_key.get_secret_value().encode()).hexdigest()
+    return hashlib.sha256(json.dumps({"format": FORMAT, "secret": secret, **decision},
+                                     sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _prepare_partial(tmp: Path, fingerprint: str | None) -> None:

@@ -466,6 +466,32 @@ def test_an_anonymised_permit_never_resumes_a_partial_build(site: Site, tmp_path
     assert extract.report["counts"]["dicom"]["retrieval"]["studies_resumed"] == 0
 
 
+class Interrupted(Exception):
+    pass
+
+
+def test_a_partial_build_is_resumed_only_under_the_same_node_secret(site: Site,
+                                                                    tmp_path: Path):
+    """The permit key comes from the node's secret: studies finished under another secret
+    would carry other pseudonyms than the rest, so they are staged again."""
+    from pydantic import SecretStr
+
+    web = f"dicomweb:{site.pacs.dicomweb_url}"
+    markers = tmp_path / "P-PACS" / ".v1.partial" / ".studies"
+
+    def interrupt(step: str, done: int, total: int) -> None:
+        if step == "dicom" and done and any(markers.glob("*.json")):
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        site.stage(web, tmp_path, studies=site.studies[:3], progress=interrupt)
+    assert any(markers.glob("*.json"))
+    other = site.settings.model_copy(update={"secret_key": SecretStr(SECRET[::-1])})
+    again = stage(Permit("P-PACS"), node=site.node(web), settings=other, policy=site.policy,
+                  cache_dir=tmp_path, data_version="v1", studies=site.studies[:3])
+    assert again.report["counts"]["dicom"]["retrieval"]["studies_resumed"] == 0
+
+
 def test_an_older_versions_partial_build_is_removed_once_a_newer_one_is_staged(
         site: Site, tmp_path: Path):
     stale = tmp_path / "P-PACS" / ".v0.partial"
