@@ -517,7 +517,8 @@ print("images", len(images))
 @pytest.mark.usefixtures("needs_sandbox")
 @pytest.mark.parametrize("kind", ["dimse", "dicomweb"])
 def test_a_job_under_a_permit_succeeds_at_a_node_reading_the_pacs(site: Site, tmp_path: Path,
-                                                                   kind: str):
+                                                                   kind: str,
+                                                                   database_url: str):
     """The node syncs its index from the PACS, a job under a permit is queued, and the
     node's own runner (gateway/node/jobs/runtime.py: the index's studies, staged by C-MOVE
     or WADO-RS) runs it in the sandbox over the extract."""
@@ -538,9 +539,8 @@ def test_a_job_under_a_permit_succeeds_at_a_node_reading_the_pacs(site: Site, tm
     spec = site.dimse(retrieve="move") if kind == "dimse" else (
         f"dicomweb:{site.pacs.dicomweb_url}")
     node = site.node(spec)
-    url = f"sqlite:///{tmp_path / 'node.db'}"
-    upgrade(url, "node")
-    engine = make_engine(url)
+    upgrade(database_url, "node")
+    engine = make_engine(database_url)
     sessions = make_sessionmaker(engine)
     with session_scope(sessions) as session:
         sync_index(session, dicom=open_dicom_source(spec), fhir=open_fhir_source(node.fhir))
