@@ -2,7 +2,8 @@
 
 `stream_study(source, study_uid, sink)` hands every instance of the study to `sink` as the
 Part-10 bytes the node received (`pynetdicom` `Event.encoded_dataset()`), never writing
-them to disk; the caller de-identifies them there and then.
+them to disk (pynetdicom's default; its option to spool received datasets to temporary
+files is refused); the caller de-identifies them there and then.
 
 - C-GET (Study Root - GET, PS3.4 C.4.3): the instances come back as C-STORE
   sub-operations on the node's own association (SCP/SCU Role Selection, PS3.7 D.3.3.4).
@@ -270,6 +271,14 @@ def stream_study(source: DimseSource, study_uid: str, sink: Sink,
                  instances: dict[str, str]) -> int:
     """Hand each instance of the study to `sink` by the source's retrieve mode; return how
     many came. `instances` is `list_instances` of the study."""
+    from pynetdicom import _config
+
+    if _config.STORE_RECV_CHUNKED_DATASET:
+        # pynetdicom would then write each received dataset, identifiable, to a temporary
+        # file before the handler sees it.
+        raise SourceError("pynetdicom is set to receive C-STORE datasets into temporary "
+                          "files (STORE_RECV_CHUNKED_DATASET): staging keeps them in memory "
+                          "only, so it refuses")
     mode = source.retrieve_mode
     expected = Expected(dict(instances))
     if mode in ("auto", "get"):
