@@ -118,7 +118,7 @@ def init_pki(
     out_dir: Path,
     *,
     nodes: Sequence[str],
-    hub: str = "hub",
+    hub: str | None = "hub",
     days: int = MAX_DAYS,
     hosts: Sequence[str] = DEFAULT_HOSTS,
     force: bool = False,
@@ -131,7 +131,8 @@ def init_pki(
     re-issued by the new CA too (the old CA's stop being trusted) and must be redistributed.
     """
     out_dir = Path(out_dir)
-    names = _check_names([hub, *nodes])
+    # hub None: the CA alone (members then enrol with `spe pki request` / `sign`).
+    names = _check_names([hub, *nodes] if hub else list(nodes))
     common, per_name = _split_hosts(hosts, names)
     if not 1 <= days <= MAX_DAYS:
         raise PkiError(f"--days must be between 1 and {MAX_DAYS}, not {days}")

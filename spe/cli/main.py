@@ -281,6 +281,9 @@ def pki_init(
     force: Annotated[bool, typer.Option(
         help="Replace an existing CA and re-issue every certificate in the folder")]
     = False,
+    ca_only: Annotated[bool, typer.Option(
+        help="Only the CA (ca.crt, ca.key, its index and revocation list): every member, "
+             "the hub too, then makes its own key (`spe pki request`)")] = False,
 ) -> None:
     """Create the federation CA and certificates for the hub and each node (mutual TLS),
     every key made here: for a demo or a single host. Across hosts, each service makes its
@@ -292,7 +295,9 @@ def pki_init(
     from spe.pki import DEFAULT_HOSTS, PkiError, init_pki
 
     try:
-        result = init_pki(out, nodes=node or [], hub=hub, days=days,
+        if ca_only and node:
+            raise PkiError("--ca-only makes no certificate: leave out --node")
+        result = init_pki(out, nodes=node or [], hub=None if ca_only else hub, days=days,
                           hosts=host or list(DEFAULT_HOSTS), force=force)
     except PkiError as exc:
         raise fail(exc.detail) from None

@@ -285,7 +285,7 @@ def test_missing_files_name_the_file_and_the_command(tmp_path, pkis):
                  lambda: client_ssl_context(tmp_path, "hub"),
                  lambda: public_key_of(tmp_path / "hub.crt"),
                  lambda: private_key_of(tmp_path / "hub.key")):
-        with pytest.raises(PkiError, match=r"does not exist; make it with `spe pki request` and `spe pki install`"):
+        with pytest.raises(PkiError, match=r"does not exist; make it with `spe pki request`"):
             call()
     with pytest.raises(PkiError, match="site-z.crt"):
         server_ssl_options(pkis.federation, "site-z")
