@@ -7,8 +7,8 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from spe.enrolment import install_certificate, request_certificate, sign_request
 from spe.pki import init_pki
+from spe.pki.enrolment import install_certificate, request_certificate, sign_request
 
 
 @dataclass(frozen=True)

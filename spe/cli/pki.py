@@ -1,5 +1,5 @@
 """`spe pki request | sign | install | revoke | list`: enrolment without moving private keys,
-rotation and revocation (spe/enrolment.py, spe/revocation.py). Every refusal is one line
+rotation and revocation (spe/pki/enrolment.py, spe/pki/revocation.py). Every refusal is one line
 and exit 2."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def request(
     = False,
 ) -> None:
     """Make this service's private key and a certificate request (CSR) for the CA."""
-    from spe.enrolment import request_certificate
     from spe.pki import PkiError
+    from spe.pki.enrolment import request_certificate
 
     try:
         made = request_certificate(name, out, hosts=host or [], rotate=rotate)
@@ -50,8 +50,8 @@ def sign(
         help="Where to write the certificate [default: beside the request, .crt]")] = None,
 ) -> None:
     """Sign a member's request with the federation CA and record it in the CA's index."""
-    from spe.enrolment import sign_request
     from spe.pki import PkiError
+    from spe.pki.enrolment import sign_request
 
     try:
         signed = sign_request(csr, ca, role=role, days=days, out=out)
@@ -73,8 +73,8 @@ def install(
 ) -> None:
     """Install a signed certificate beside its key (checked against the key and the CA);
     a rotation's new pair replaces the current one, picked up without a restart."""
-    from spe.enrolment import install_certificate
     from spe.pki import PkiError
+    from spe.pki.enrolment import install_certificate
 
     try:
         done = install_certificate(cert, directory, ca_cert=ca_cert, hub_cert=hub_cert)
@@ -98,7 +98,7 @@ def revoke(
     The hub re-reads its SPE_PKI_DIR/crl.pem on its next call and sends it to every node;
     copy crl.pem there if the CA's folder is not the hub's."""
     from spe.pki import PkiError
-    from spe.revocation import revoke as revoke_certificate
+    from spe.pki.revocation import revoke as revoke_certificate
 
     try:
         done = revoke_certificate(ca, target, reason=reason)
@@ -113,8 +113,8 @@ def list_issued(
     ca: Annotated[Path, typer.Option(help="The federation CA's folder")],
 ) -> None:
     """The certificates the CA issued: serial, name, role, expiry, revocation."""
-    from spe.enrolment import read_index
     from spe.pki import PkiError
+    from spe.pki.index import read_index
 
     try:
         entries = read_index(ca)

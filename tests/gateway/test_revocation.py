@@ -27,7 +27,7 @@ from spe.cli.main import app as cli
 from spe.db.migrate import upgrade
 from spe.identity import DemoIssuer
 from spe.pki import ClientTLS, init_pki, private_key_of, server_ssl_options
-from spe.revocation import CRL_FILE, accept_crl, revoke
+from spe.pki.revocation import CRL_FILE, accept_crl, revoke
 from spe.settings import Settings
 from spe.wire.context import ContextSigner
 from spe.wire.revocation import CRL_PATH, CrlPush

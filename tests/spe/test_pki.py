@@ -259,7 +259,7 @@ def test_file_modes(pkis):
         assert stat.S_IMODE((directory / f"{name}.key").stat().st_mode) == 0o600
         assert stat.S_IMODE((directory / f"{name}.crt").stat().st_mode) == 0o600
     # and the CA's index of what it issued, copies of those certificates, and its
-    # revocation list (spe/enrolment.py, spe/revocation.py)
+    # revocation list (spe/pki/enrolment.py, spe/pki/revocation.py)
     for name in ("crl.pem", "index.json"):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
     assert stat.S_IMODE((directory / "issued").stat().st_mode) == 0o700

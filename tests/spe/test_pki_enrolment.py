@@ -17,8 +17,9 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from spe.cli.main import app as cli
-from spe.enrolment import install_certificate, read_index, request_certificate, sign_request
 from spe.pki import PkiError, init_pki, private_key_of, server_ssl_options
+from spe.pki.enrolment import install_certificate, request_certificate, sign_request
+from spe.pki.index import read_index
 from tests.pki_federation import client_context, enrol_federation
 from tests.servers import bind, serve
 

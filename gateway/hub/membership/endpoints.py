@@ -78,7 +78,7 @@ async def remove_node(
                               audit=ctx.audit)
             if not revoke:
                 return []
-            from spe.revocation import revoke_name
+            from spe.pki.revocation import revoke_name
 
             serials = revoke_name(pki_dir, node_id, reason="cessation-of-operation")
             ctx.audit.record(session, actor=caller.id, action="pki.revoke", object=node_id,

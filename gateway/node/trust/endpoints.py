@@ -41,7 +41,7 @@ def receive_crl(body: CrlPush, request: Request, session: DbSession,
     """The CA's revocation list, pushed by the hub: kept if the CA signed it and it is newer
     than the node's (the node's TLS server re-reads it on its next connection)."""
     from spe.pki import PkiError
-    from spe.revocation import accept_crl
+    from spe.pki.revocation import accept_crl
 
     ctx = request.app.state.ctx
     hub.bind(body.digest(), action="crl.receive", obj="crl")

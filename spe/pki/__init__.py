@@ -177,9 +177,9 @@ def init_pki(
         result.issued.append(Issued(name, result.cert(name), result.key(name),
                                     tuple(dict.fromkeys((name, *sans_extra))), not_after))
     # The CA's index of what it issued, and its (empty at first) revocation list: what
-    # `spe pki revoke` adds to (spe/revocation.py).
-    from spe.enrolment import record_issued, write_index
-    from spe.revocation import CRL_FILE, write_crl
+    # `spe pki revoke` adds to (spe/pki/revocation.py).
+    from spe.pki.index import record_issued, write_index
+    from spe.pki.revocation import CRL_FILE, write_crl
 
     if ca_created:
         write_index(out_dir, [])
@@ -204,7 +204,7 @@ def server_ssl_options(pki_dir: Path, name: str,
     Nothing needs a restart: each handshake first checks whether a file changed (a rotated
     certificate or key, a new hub.crt) and then uses a context built from the current
     files, and every connection's certificate is checked against the folder's current
-    revocation list (spe.revocation.RevocationWatch).
+    revocation list (spe.pki.revocation.RevocationWatch).
     """
     pki_dir = Path(pki_dir)
     cert, key = _need(pki_dir / f"{name}.crt"), _need(pki_dir / f"{name}.key")
@@ -238,7 +238,7 @@ def server_ssl_options(pki_dir: Path, name: str,
         return front
 
     from spe.peer import PeerCertProtocol
-    from spe.revocation import RevocationWatch
+    from spe.pki.revocation import RevocationWatch
 
     watch = RevocationWatch(pki_dir)
     protocol = type("RevocationCheckedProtocol", (PeerCertProtocol,),

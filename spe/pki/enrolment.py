@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,12 +45,11 @@ from spe.pki import (
     _write,
     certificate_fingerprint,
 )
+from spe.pki.index import ISSUED_DIR, IndexEntry, read_index, write_index
 
-__all__ = ["INDEX", "ROLES", "IndexEntry", "Installed", "Requested", "Signed",
-           "install_certificate", "read_index", "request_certificate", "sign_request"]
+__all__ = ["ROLES", "Installed", "Requested", "Signed", "install_certificate",
+           "request_certificate", "sign_request"]
 
-INDEX = "index.json"
-ISSUED_DIR = "issued"
 ROLES = ("node", "hub")
 NEXT = ".next"
 # Names every member may carry: a single-host federation serves all of them on loopback.
@@ -85,19 +83,6 @@ class Installed:
     rotated: bool
     not_after: dt.datetime
     copied: tuple[Path, ...]
-
-
-@dataclass
-class IndexEntry:
-    serial: str  # hex, as `openssl x509 -serial` prints it
-    name: str
-    role: str
-    sans: list[str]
-    not_after: str
-    fingerprint: str
-    issued_at: str
-    revoked_at: str | None = None
-    reason: str | None = None
 
 
 # -- at the member ---------------------------------------------------------------------------
@@ -171,7 +156,7 @@ def install_certificate(cert_path: Path, directory: Path, *, ca_cert: Path | Non
     if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
         raise PkiError(f"{cert_path} is not valid now (valid {cert.not_valid_before_utc:%F} "
                        f"to {cert.not_valid_after_utc:%F}); request a new one")
-    from spe.revocation import load_crl
+    from spe.pki.revocation import load_crl
 
     crl = load_crl(directory / "crl.pem", ca)
     if crl is not None and crl.get_revoked_certificate_by_serial_number(
@@ -275,45 +260,6 @@ def sign_request(csr_path: Path, ca_dir: Path, *, role: str = "node", days: int 
     write_index(ca_dir, entries)
     _write(Path(out), data, 0o600)
     return Signed(name, role, Path(out), serial, sans, not_after)
-
-
-def record_issued(ca_dir: Path, cert_path: Path, role: str) -> None:
-    """Index a certificate `spe pki init` issued (the demo's single-host path)."""
-    cert = _read_cert(Path(cert_path))
-    serial = f"{cert.serial_number:x}"
-    issued_dir = Path(ca_dir) / ISSUED_DIR
-    _make_private_dir(issued_dir)
-    data = cert.public_bytes(serialization.Encoding.PEM)
-    _write(issued_dir / f"{serial}.crt", data, 0o600)
-    try:
-        sans = [str(v) for v in cert.extensions.get_extension_for_class(
-            x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)]
-    except x509.ExtensionNotFound:
-        sans = []
-    entries = [e for e in read_index(ca_dir) if e.serial != serial]
-    entries.append(IndexEntry(
-        serial=serial, name=_cn(cert, Path(cert_path)), role=role, sans=sans,
-        not_after=cert.not_valid_after_utc.isoformat(),
-        fingerprint=certificate_fingerprint(issued_dir / f"{serial}.crt"),
-        issued_at=dt.datetime.now(dt.UTC).isoformat()))
-    write_index(ca_dir, entries)
-
-
-def read_index(ca_dir: Path) -> list[IndexEntry]:
-    path = Path(ca_dir) / INDEX
-    if not path.exists():
-        return []
-    try:
-        rows = json.loads(path.read_text())
-        return [IndexEntry(**row) for row in rows]
-    except (OSError, ValueError, TypeError) as exc:
-        raise PkiError(f"the CA's index {path} is unreadable ({exc}); restore it from the "
-                       f"CA's backup") from exc
-
-
-def write_index(ca_dir: Path, entries: list[IndexEntry]) -> None:
-    _write(Path(ca_dir) / INDEX,
-           json.dumps([e.__dict__ for e in entries], indent=1).encode(), 0o600)
 
 
 # -- internals -------------------------------------------------------------------------------

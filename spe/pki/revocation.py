@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtensionOID
 
 from spe.pki import PkiError, _load_ca, _read_cert, _write
+from spe.pki.index import read_index, write_index
 
 __all__ = ["CRL_FILE", "REASONS", "Revoked", "RevocationWatch", "accept_crl", "crl_number",
            "load_crl", "revoke", "revoke_name", "write_crl"]
@@ -59,8 +60,6 @@ def revoke(ca_dir: Path, target: str, *, reason: str) -> Revoked:
     """Revoke the certificate `target` (its serial in hex, or a certificate file) issued by
     the CA in `ca_dir`, and write the CA's new CRL. Revoking one twice only re-writes the
     list."""
-    from spe.enrolment import read_index, write_index
-
     ca_dir = Path(ca_dir)
     if reason not in REASONS:
         raise PkiError(f"--reason must be one of {', '.join(REASONS)}, not {reason!r}")
@@ -92,8 +91,6 @@ def revoke(ca_dir: Path, target: str, *, reason: str) -> Revoked:
 def revoke_name(ca_dir: Path, name: str, *, reason: str) -> list[str]:
     """Revoke every current certificate of `name` (an institution leaving the federation)
     and write the new CRL; their serials (none: nothing to revoke, no new list)."""
-    from spe.enrolment import read_index, write_index
-
     ca_dir = Path(ca_dir)
     entries = read_index(ca_dir)
     now = dt.datetime.now(dt.UTC).isoformat()
@@ -111,8 +108,6 @@ def revoke_name(ca_dir: Path, name: str, *, reason: str) -> list[str]:
 def write_crl(ca_dir: Path) -> tuple[Path, int]:
     """The CA's CRL of every revoked certificate in its index, numbered one above the last
     one written (a node keeps only a newer one than it holds)."""
-    from spe.enrolment import read_index
-
     ca_dir = Path(ca_dir)
     now = dt.datetime.now(dt.UTC)
     ca_cert, ca_key = _load_ca(ca_dir / "ca.crt", ca_dir / "ca.key", now)
