@@ -52,12 +52,15 @@ class CrlPusher:
         return outcomes
 
     async def run(self, interval: float = INTERVAL) -> None:
+        reported: set[str] = set()
         while True:
             with contextlib.suppress(Exception):  # a failed round is retried next round
                 missed = {n: o for n, o in (await self.push_now(only_behind=True)).items()
                           if o != "delivered"}
-                if missed:
+                # Said once per node that falls behind, not every round it stays behind.
+                if set(missed) - reported:
                     log.warning("revocation list not delivered to %s", missed)
+                reported = set(missed)
             await asyncio.sleep(interval)
 
 
