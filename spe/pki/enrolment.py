@@ -52,6 +52,9 @@ __all__ = ["ROLES", "Installed", "Requested", "Signed", "install_certificate",
 
 ROLES = ("node", "hub")
 NEXT = ".next"
+# The hub's name (`spe pki init --hub`'s default): no node may carry it, also before the
+# hub itself is enrolled.
+HUB_NAME = "hub"
 # Names every member may carry: a single-host federation serves all of them on loopback.
 SHARED_NAMES = frozenset({"localhost"})
 
@@ -273,7 +276,8 @@ def _check_claims(name: str, role: str, sans: Sequence[str], entries: list[Index
         if entry.name == name and entry.role != role:
             raise PkiError(f"{name!r} is enrolled as the federation's {entry.role}, not a "
                            f"{role}; a request may not take another role's name")
-    if role == "node" and any(e.role == "hub" and e.name in sans for e in current):
+    hub_names = {e.name for e in current if e.role == "hub"} | {HUB_NAME}
+    if role == "node" and hub_names & set(sans):
         raise PkiError(f"the request for {name!r} claims the hub's name; refused")
     for entry in current:
         if entry.name == name:

@@ -108,6 +108,15 @@ def test_sign_refuses_a_request_claiming_anothers_name(tmp_path, name, hosts, ro
     assert not rogue.csr.with_suffix(".crt").exists()
 
 
+def test_no_node_takes_the_hubs_name_before_the_hub_enrols(tmp_path):
+    ca = tmp_path / "ca"
+    init_pki(ca, nodes=[], hub=None)  # the CA alone: no hub in the index yet
+    early = request_certificate("hub", tmp_path / "early")
+    with pytest.raises(PkiError, match="claims the hub's name"):
+        sign_request(early.csr, ca, role="node")
+    assert sign_request(early.csr, ca, role="hub").role == "hub"
+
+
 def test_loopback_and_localhost_may_be_shared(tmp_path):
     ca = tmp_path / "ca"
     init_pki(ca, nodes=[])  # the hub's certificate carries 127.0.0.1 and localhost
