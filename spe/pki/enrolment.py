@@ -109,6 +109,10 @@ def request_certificate(name: str, out_dir: Path, *, hosts: Sequence[str] = (),
             raise PkiError(f"{out_dir} has no current {name}.crt and {name}.key to rotate; "
                            f"request a first certificate without --rotate")
         key_path, csr_path = (out_dir / f"{name}{NEXT}.key", out_dir / f"{name}{NEXT}.csr")
+        if key_path.exists():
+            raise PkiError(f"{key_path} exists already: a rotation is under way; install its "
+                           f"certificate (`spe pki install`), or delete {key_path.name} and "
+                           f"{csr_path.name} to start it again")
     elif key_path.exists():
         raise PkiError(f"{key_path} exists already; give --rotate to request its successor "
                        f"(the current pair keeps working until `spe pki install`)")

@@ -219,6 +219,8 @@ def test_rotation_keeps_the_old_pair_working_then_swaps_without_restart(tmp_path
         assert result.exit_code == 0, result.output
         assert (node / "site-a.next.key").exists()
         assert (node / "site-a.next.csr").exists()
+        with pytest.raises(PkiError, match="a rotation is under way"):
+            request_certificate("site-a", node, rotate=True)  # the pending key is kept
         assert served_cert(url) == first  # the current pair still serves
         signed = sign_request(node / "site-a.next.csr", fed.ca,
                               out=fed.transfer / "site-a.rotated.crt")
