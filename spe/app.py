@@ -19,6 +19,8 @@ from gateway.hub.beacon import error_shape as beacon_errors
 from gateway.hub.beacon import router as beacon_router
 from gateway.hub.endpoints import router as hub_router
 from gateway.hub.fanout import Fanout, push_permit
+from gateway.hub.membership import Membership
+from gateway.hub.membership.endpoints import router as membership_router
 from gateway.hub.pages import STATIC_DIR as QUERY_STATIC
 from gateway.hub.pages import STATIC_PATH as QUERY_STATIC_PATH
 from gateway.hub.pages import router as query_pages
@@ -74,6 +76,10 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
                   max_body_size=settings.max_request_bytes)
     app.state.ctx = ctx
     app.state.hub = hub if hub is not None else _hub(settings)
+    if hub is None and app.state.hub is not None:
+        # Institutions added and removed at the running centre (gateway/hub/membership).
+        app.state.hub.fanout.membership = Membership(ctx.sessions, settings.federation_nodes)
+    app.state.crl_push = _crl_pusher(app.state.hub, settings)
     app.state.dataset_holder = _dataset_holder
     app.state.permit_push = (
         None if app.state.hub is None
@@ -89,6 +95,7 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     install_refusals(app, (beacon_errors,))
     app.include_router(health_router)
     app.include_router(users_router)
+    app.include_router(membership_router)
     app.include_router(audit_router)
     app.include_router(catalogue_router)
     app.include_router(hub_router)
@@ -146,19 +153,31 @@ def _dataset_holder(session, identifier: str) -> str | None:
 
 
 def _hub(settings: Settings) -> Hub | None:
-    """The federated query hub, when the federation is configured: its nodes, and the PKI
-    whose hub key signs the query contexts and whose certificates carry the mutual TLS."""
-    if not settings.federation_nodes or settings.pki_dir is None:
+    """The federated query hub, when the federation is configured: its nodes (none yet is
+    fine when the PKI has the hub's key: an admin adds them), and the PKI whose hub key
+    signs the query contexts and whose certificates carry the mutual TLS (re-read when
+    they or the revocation list change: spe.pki.ClientTLS)."""
+    if settings.pki_dir is None or not (
+            settings.federation_nodes or (settings.pki_dir / "hub.key").is_file()):
         return None
-    from spe.pki import client_ssl_context, private_key_of
+    from spe.pki import ClientTLS, private_key_of
     from spe.wire.context import ContextSigner
 
     key = private_key_of(settings.pki_dir / "hub.key")
     return Hub(
         fanout=Fanout(settings.federation_nodes, timeout=settings.query_timeout_seconds,
-                      tls=client_ssl_context(settings.pki_dir, "hub")),
+                      tls=ClientTLS(settings.pki_dir, "hub")),
         signer=ContextSigner(key), private_key=key,
     )
+
+
+def _crl_pusher(hub: Hub | None, settings: Settings):
+    """What sends the CA's revocation list to every node (gateway/hub/crl_push.py)."""
+    if hub is None or settings.pki_dir is None:
+        return None
+    from gateway.hub.crl_push import CrlPusher
+
+    return CrlPusher(hub.fanout, hub.signer, settings.pki_dir)
 
 
 def _node_tls(settings: Settings):
@@ -212,6 +231,8 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
                 app.state.ctx, app.state.hub, settings.audit_witness_interval_seconds)))
         if app.state.suspension_push is not None:  # nodes behind the suspension list
             tasks.append(asyncio.create_task(app.state.suspension_push.run()))
+        if app.state.crl_push is not None:  # nodes behind the revocation list
+            tasks.append(asyncio.create_task(app.state.crl_push.run()))
         try:
             yield
         finally:

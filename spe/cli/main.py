@@ -11,8 +11,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from spe.cli.federation import federation_app
 from spe.cli.job import job_app
 from spe.cli.permit import permit_app
+from spe.cli.pki import register as _register_pki
 from spe.cli.progress import console, stage_counter, task_bars
 from spe.cli.query import query as query_command
 from spe.cli.sandbox import sandbox_app
@@ -37,6 +39,8 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(deid_app, name="deid")
 app.add_typer(catalogue_app, name="catalogue")
 app.add_typer(pki_app, name="pki")
+_register_pki(pki_app)
+app.add_typer(federation_app, name="federation")
 app.add_typer(permit_app, name="permit")
 app.add_typer(job_app, name="job")
 app.add_typer(sandbox_app, name="sandbox")
@@ -270,14 +274,20 @@ def pki_init(
         help="An institution node's name (its CN and file name); repeat for several")] = None,
     hub: Annotated[str, typer.Option(help="The hub's name")] = "hub",
     host: Annotated[list[str] | None, typer.Option(
-        help="An extra SAN (IP address or DNS name) in every certificate; repeat for several "
-             "[default: 127.0.0.1, localhost]")] = None,
+        help="NAME=HOST: a SAN (IP address or DNS name) in NAME's certificate only; a bare "
+             "HOST goes in every certificate (one machine serving them all); repeat for "
+             "several [default: 127.0.0.1, localhost in every certificate]")] = None,
     days: Annotated[int, typer.Option(help="Validity of the certificates (at most 825)")] = 825,
     force: Annotated[bool, typer.Option(
         help="Replace an existing CA and re-issue every certificate in the folder")]
     = False,
+    ca_only: Annotated[bool, typer.Option(
+        help="Only the CA (ca.crt, ca.key, its index and revocation list): every member, "
+             "the hub too, then makes its own key (`spe pki request`)")] = False,
 ) -> None:
-    """Create the federation CA and certificates for the hub and each node (mutual TLS).
+    """Create the federation CA and certificates for the hub and each node (mutual TLS),
+    every key made here: for a demo or a single host. Across hosts, each service makes its
+    own key (`spe pki request`) and the CA signs it (`spe pki sign`).
 
     Run again with a new --node to add an institution: the existing CA signs its certificate
     and existing certificates are left alone.
@@ -285,7 +295,9 @@ def pki_init(
     from spe.pki import DEFAULT_HOSTS, PkiError, init_pki
 
     try:
-        result = init_pki(out, nodes=node or [], hub=hub, days=days,
+        if ca_only and node:
+            raise PkiError("--ca-only makes no certificate: leave out --node")
+        result = init_pki(out, nodes=node or [], hub=None if ca_only else hub, days=days,
                           hosts=host or list(DEFAULT_HOSTS), force=force)
     except PkiError as exc:
         raise fail(exc.detail) from None
@@ -457,8 +469,9 @@ def _service(what: str, settings: Settings):
         raise fail("a node needs SPE_NODE_ID and SPE_DATABASE_URL")
     tls = {}
     if settings.pki_dir is not None:
-        from spe.pki import server_ssl_options
+        from spe.pki import check_node_files, server_ssl_options
 
+        check_node_files(settings.pki_dir, settings.node_id)
         # Nodes speak only mutual TLS with the federation's certificates.
         tls = server_ssl_options(settings.pki_dir, settings.node_id)
     upgrade(settings.database_url, "node")

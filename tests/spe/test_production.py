@@ -145,8 +145,9 @@ def test_a_node_whose_certificates_are_missing_says_which(tmp_path: Path) -> Non
     result = _spe(SERVE_NODE, env, tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     message = result.stderr.strip()
-    assert "does not exist" in message
-    assert "spe pki init" in message
+    # Every file a node needs, each named, and how it gets them.
+    assert "lacks site-a.crt, site-a.key, ca.crt, hub.crt" in message
+    assert "spe pki request --name site-a" in message
     assert "\n" not in message
     assert "Traceback" not in result.stderr
 
