@@ -27,16 +27,17 @@ $(ANALYSIS)/.installed: deploy/analysis/requirements.txt
 
 analysis-env: $(ANALYSIS)/.installed
 
-# Orthanc (with DICOMweb), bubblewrap and Chromium (the catalogue's browser test) are Debian
+# Orthanc (with DICOMweb), bubblewrap, Chromium (the catalogue's browser test) and systemd
+# (`systemd-analyze verify` of deploy/systemd) are Debian
 # packages; installed when missing and root.
 system-packages:
 	@if command -v Orthanc >/dev/null && command -v bwrap >/dev/null \
 	    && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
-	    && [ -x /usr/bin/chromium ]; then :; \
+	    && [ -x /usr/bin/chromium ] && command -v systemd-analyze >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    orthanc orthanc-dicomweb bubblewrap chromium >/dev/null; \
-	else echo "note: install the Debian packages orthanc orthanc-dicomweb bubblewrap chromium" \
+	    orthanc orthanc-dicomweb bubblewrap chromium systemd >/dev/null; \
+	else echo "note: install the Debian packages orthanc orthanc-dicomweb bubblewrap chromium systemd" \
 	  "for the Orthanc, sandbox and browser tests (they are skipped without them)"; fi
 
 demo: setup analysis-env
