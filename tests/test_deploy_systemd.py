@@ -203,3 +203,17 @@ def test_each_environment_file_makes_valid_production_settings(name: str, monkey
     if name == "central.env.example":
         assert list(settings.federation_nodes) == ["site-a"]
         assert settings.tls_cert_file is not None
+
+
+@pytest.mark.parametrize("name", list(ENV_FILES))
+def test_each_environment_file_reads_the_same_in_a_shell(name: str, tmp_path: Path) -> None:
+    """The runbook's restore sources these files (`set -a; . FILE`): once filled in, the
+    shell must read the values systemd (and python-dotenv, like it) reads."""
+    filled = tmp_path / name
+    filled.write_text(_filled((SYSTEMD / name).read_text()))
+    expected = {k: v or "" for k, v in dotenv_values(filled).items()}
+    result = subprocess.run(["bash", "-c", f"set -a; . {shlex.quote(str(filled))}; env -0"],
+                            capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    assert result.returncode == 0, result.stderr
+    shell = dict(item.split("=", 1) for item in result.stdout.split("\0") if "=" in item)
+    assert {k: shell.get(k) for k in expected} == expected
