@@ -183,6 +183,15 @@ def test_a_tls_key_every_user_can_read_is_refused(tls: Path, tmp_path: Path) -> 
                                   tls_key=key)["ssl_keyfile"] == str(key)
 
 
+def test_a_key_that_is_not_the_certificates_is_refused(tls: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    init_pki(other, nodes=[], hub="central")
+    settings = Settings(data_dir=tmp_path)
+    with pytest.raises(InsecureConfiguration, match="cannot load the TLS certificate"):
+        central_listen_options(settings, "127.0.0.1", tls_cert=tls / "central.crt",
+                               tls_key=other / "central.key")
+
+
 def test_production_allows_loopback_or_a_named_proxy(tmp_path: Path) -> None:
     settings = Settings(**{k[4:].lower(): v for k, v in PRODUCTION.items()},
                         data_dir=tmp_path)
