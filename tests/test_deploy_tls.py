@@ -2,7 +2,8 @@
 certificate, httpx trusting only that CA), a plain-HTTP request to the TLS port failing,
 HSTS on HTTPS answers only (also when a trusted proxy says the request was HTTPS, never when
 an untrusted client says so), and production refusing to serve plain HTTP off loopback
-(the real `spe serve` in a fresh process: exit 2, one line, nothing written).
+(the real `spe serve` in a fresh process: exit 2, one line, nothing written); a production
+node answering nothing but mutual TLS with a pinned certificate.
 
 No page of the central service sets a cookie (tokens travel as bearer headers); the test
 below keeps it so, since a cookie would need Secure, HttpOnly and SameSite."""
@@ -242,6 +243,43 @@ def test_spe_serve_central_in_production_serves_https(tls: Path, postgres_url: s
         assert response.headers["strict-transport-security"] == HSTS
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_production_node_speaks_only_mutual_tls(postgres_url: str, tmp_path: Path) -> None:
+    """`spe serve node` as an operator runs it, on every interface: plain HTTP and TLS
+    without a pinned client certificate get no HTTP answer; the node's own certificate
+    does."""
+    from spe.pki import client_ssl_context
+
+    pki = tmp_path / "pki"
+    init_pki(pki, nodes=["site-a"])
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPE_")}
+    env.update(PRODUCTION, SPE_DATABASE_URL=postgres_url, SPE_DATA_DIR=str(tmp_path / "d"),
+               SPE_NODE_ID="site-a", SPE_PKI_DIR=str(pki), SPE_NODE_WORKERS="0")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spe.cli", "serve", "node", "--host", "0.0.0.0",
+         "--port", str(port)], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    own = client_ssl_context(pki, "site-a")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(f"https://127.0.0.1:{port}/health", verify=own, timeout=2)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(process.communicate()[1]) from None
+                time.sleep(0.2)
+        assert response.status_code == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        with pytest.raises(httpx.TransportError):  # TLS, but no client certificate
+            httpx.get(f"https://127.0.0.1:{port}/health", verify=_trusting(pki), timeout=5)
     finally:
         process.terminate()
         process.wait(timeout=30)
