@@ -9,6 +9,7 @@ Only what a test run cannot have is changed: ports, certificate paths, the publi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import ssl
@@ -53,10 +54,16 @@ def tls(tmp_path_factory) -> Path:
     return folder
 
 
+def _own_home(folder: Path) -> dict[str, str]:
+    """Caddy keeps its autosaved configuration and data under HOME/XDG: the test's own."""
+    return {**os.environ, "HOME": str(folder), "XDG_CONFIG_HOME": str(folder / "config"),
+            "XDG_DATA_HOME": str(folder / "data")}
+
+
 @contextmanager
 def running(argv: list[str], port: int, cwd: Path) -> Iterator[None]:
     process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, env=_own_home(cwd))
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -152,9 +159,10 @@ def test_the_proxy_serves_the_centre_over_https_with_hsts(make, tls: Path,
     assert set(clients) == {"127.0.0.1"}
 
 
-def test_caddy_validates_the_configuration_as_shipped() -> None:
+def test_caddy_validates_the_configuration_as_shipped(tmp_path: Path) -> None:
     result = subprocess.run([_program("caddy"), "validate", "--adapter", "caddyfile",
                              "--config", str(PROXY / "Caddyfile")],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60,
+                            env=_own_home(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "Valid configuration" in result.stdout + result.stderr
