@@ -36,7 +36,7 @@ system-packages:
 	    && [ -x /usr/bin/chromium ] && command -v systemd-analyze >/dev/null \
 	    && command -v nginx >/dev/null && command -v caddy >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    orthanc orthanc-dicomweb bubblewrap chromium systemd nginx-light caddy >/dev/null; \
 	else echo "note: install the Debian packages orthanc orthanc-dicomweb bubblewrap chromium" \
 	  "systemd nginx-light caddy" \
