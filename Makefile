@@ -27,16 +27,19 @@ $(ANALYSIS)/.installed: deploy/analysis/requirements.txt
 
 analysis-env: $(ANALYSIS)/.installed
 
-# Orthanc (with DICOMweb), bubblewrap and Chromium (the catalogue's browser test) are Debian
+# Orthanc (with DICOMweb), bubblewrap, Chromium (the catalogue's browser test), systemd
+# (`systemd-analyze verify` of deploy/systemd), nginx and Caddy (deploy/proxy run) are Debian
 # packages; installed when missing and root.
 system-packages:
 	@if command -v Orthanc >/dev/null && command -v bwrap >/dev/null \
 	    && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
-	    && [ -x /usr/bin/chromium ]; then :; \
+	    && [ -x /usr/bin/chromium ] && command -v systemd-analyze >/dev/null \
+	    && command -v nginx >/dev/null && command -v caddy >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    orthanc orthanc-dicomweb bubblewrap chromium >/dev/null; \
+	  apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    orthanc orthanc-dicomweb bubblewrap chromium systemd nginx-light caddy >/dev/null; \
 	else echo "note: install the Debian packages orthanc orthanc-dicomweb bubblewrap chromium" \
+	  "systemd nginx-light caddy" \
 	  "for the Orthanc, sandbox and browser tests (they are skipped without them)"; fi
 
 demo: setup analysis-env

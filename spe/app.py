@@ -48,6 +48,7 @@ from spe.users.endpoints import router as users_router
 from spe.web import AppContext
 from spe.web.docs import api_docs_options
 from spe.web.health import router as health_router
+from spe.web.https import StrictTransportSecurity
 from spe.web.pages import STATIC_DIR as COMMON_STATIC
 from spe.web.pages import STATIC_PATH as COMMON_STATIC_PATH
 from spe.web.refusals import install_refusals
@@ -93,6 +94,7 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     app.state.permit_stopped = functools.partial(_withhold, ctx)
     # Refusals under the Beacon's prefix are Beacon v2 error responses.
     install_refusals(app, (beacon_errors,))
+    app.add_middleware(StrictTransportSecurity)  # HSTS on answers over HTTPS
     app.include_router(health_router)
     app.include_router(users_router)
     app.include_router(membership_router)

@@ -115,6 +115,15 @@ class Settings(BaseSettings):
     # own user (a developer's laptop). Not below 1000: no system account's uid.
     sandbox_uid_base: int = Field(default=200000, ge=0, le=2**31 - 2000)
 
+    # --- HTTPS at the central service (spe/web/https.py): its own certificate and key
+    # (PEM, e.g. a public CA's), or a TLS-terminating proxy at these addresses (comma-
+    # separated IPs or networks, uvicorn's forwarded_allow_ips; default 127.0.0.1) whose
+    # X-Forwarded-Proto/-For it believes. Off loopback, production needs one of the two.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_terminated_by_proxy: bool = False
+    forwarded_allow_ips: str = ""
+
     @model_validator(mode="after")
     def _refuse_weak_sandbox(self) -> Settings:
         if 0 < self.sandbox_uid_base < 1000:
@@ -245,6 +254,12 @@ def production_refusal(settings: Settings) -> str:
         plain = [u for u in urls if _scheme(u) != "https"]
         if plain:
             return f"{name} names nodes over plain HTTP ({', '.join(plain)}); use https://"
+    if settings.tls_terminated_by_proxy and not settings.forwarded_allow_ips:
+        return ("SPE_TLS_TERMINATED_BY_PROXY needs SPE_FORWARDED_ALLOW_IPS: the proxy's "
+                "address, the only one whose X-Forwarded-Proto is believed")
+    if "*" in settings.forwarded_allow_ips:
+        return ("SPE_FORWARDED_ALLOW_IPS is '*': any client could claim HTTPS and any "
+                "address; name the proxy's address or network")
     return ""
 
 

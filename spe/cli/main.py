@@ -436,18 +436,38 @@ def serve(
     what: Annotated[str, typer.Argument(help="central or node")],
     host: str = "127.0.0.1",
     port: int = 8000,
+    tls_cert: Annotated[Path | None, typer.Option(
+        help="central: serve HTTPS with this certificate (PEM, chain included; default "
+             "SPE_TLS_CERT_FILE)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        help="central: the certificate's private key (PEM; default SPE_TLS_KEY_FILE)")]
+    = None,
 ) -> None:
-    """Run the central service or one node (configured by SPE_* variables)."""
+    """Run the central service or one node (configured by SPE_* variables). Production
+    serves the centre off loopback only over HTTPS (its own certificate, or a trusted
+    TLS proxy: deploy/RUNBOOK.md); a node always serves mutual TLS (SPE_PKI_DIR)."""
     import uvicorn
 
     from spe.pki import PkiError
 
     settings = load_settings()
+    listen: dict = {}
+    if what == "central":
+        from spe.web.https import central_listen_options
+
+        try:  # before the database is touched: a refusal writes nothing
+            listen = central_listen_options(settings, host, tls_cert=tls_cert,
+                                            tls_key=tls_key)
+        except InsecureConfiguration as exc:
+            raise fail(str(exc)) from None
+    elif tls_cert or tls_key:
+        raise fail("a node serves mutual TLS with its certificate in SPE_PKI_DIR; "
+                   "--tls-cert and --tls-key are the central service's")
     try:
         application, tls = _service(what, settings)
     except PkiError as exc:  # certificates missing or unreadable: a reason, not a traceback
         raise fail(exc.detail) from None
-    uvicorn.run(application, host=host, port=port, log_level="info", **tls)
+    uvicorn.run(application, host=host, port=port, log_level="info", **listen, **tls)
 
 
 def _service(what: str, settings: Settings):
