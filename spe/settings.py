@@ -35,6 +35,23 @@ class Settings(BaseSettings):
     oidc_audience: str = "spe"
     oidc_jwks_url: str = ""
     token_ttl_seconds: int = 3600
+    # The provider's TLS certificate is checked against this CA bundle (PEM) instead of the
+    # system's (an in-house provider with a private CA); the keys and tokens are fetched
+    # with it.
+    oidc_ca_file: Path | None = None
+    # Clock skew allowed on a token's exp/nbf; keys last fetched longer ago than the cache
+    # time are not used (the provider down is ridden out that long, not for ever); an
+    # unknown key id fetches the keys again at most once per the refresh time.
+    oidc_clock_skew_seconds: int = Field(default=30, ge=0, le=300)
+    oidc_jwks_cache_seconds: float = Field(default=600, ge=2, le=86_400)
+    oidc_jwks_min_refresh_seconds: float = Field(default=10, ge=0.5, le=3600)
+    # The central service's own client at the provider, for its machine-to-machine calls
+    # (the scheduled harvest): OAuth 2.0 client credentials, a confidential client with a
+    # service account holding role hdab. The token endpoint is the provider's discovery
+    # document's unless named.
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
+    oidc_token_url: str = ""
 
     # Policy: embedded regopy unless an OPA server is named.
     policy_dir: Path = REPO_ROOT / "policies"
@@ -54,8 +71,9 @@ class Settings(BaseSettings):
     # `spe catalogue harvest`). JSON list in the environment: '["https://node-a:8443"]'.
     catalogue_nodes: list[str] = []
     catalogue_harvest_interval_seconds: int = Field(default=3600, ge=60)
-    # The harvester's bearer token (role hdab) from the identity provider; in development
-    # the demo issuer mints one for every round instead.
+    # Deprecated, refused in production: a static bearer token for the harvest, which
+    # stops working when it expires. Use SPE_OIDC_CLIENT_ID/SECRET (client credentials);
+    # in development without them the demo issuer mints one for every round.
     catalogue_harvest_token: SecretStr | None = None
 
     # Federation: the PKI folder of `spe pki init` (the CA, this service's certificate and
@@ -228,6 +246,8 @@ def production_refusal(settings: Settings) -> str:
         if _scheme(url) != "https":
             return (f"{name} is not https:// ({url}); the keys that sign every token must "
                     "not travel over plain HTTP")
+    if reason := _machine_identity_refusal(settings):
+        return reason
     if settings.opa_url and _scheme(settings.opa_url) != "https" and not _loopback(
             settings.opa_url):
         return (f"SPE_OPA_URL is plain HTTP to another host ({settings.opa_url}); every "
@@ -245,6 +265,26 @@ def production_refusal(settings: Settings) -> str:
         plain = [u for u in urls if _scheme(u) != "https"]
         if plain:
             return f"{name} names nodes over plain HTTP ({', '.join(plain)}); use https://"
+    return ""
+
+
+def _machine_identity_refusal(settings: Settings) -> str:
+    """Why the central service's own calls (the scheduled harvest) would not authenticate
+    as a client of the provider, or ""."""
+    if settings.catalogue_harvest_token is not None:
+        return ("SPE_CATALOGUE_HARVEST_TOKEN is a static token: it stops working when it "
+                "expires and cannot be rotated; unset it and give the central service a "
+                "client of the identity provider (SPE_OIDC_CLIENT_ID, SPE_OIDC_CLIENT_SECRET: "
+                "client credentials, a service account with role hdab)")
+    if settings.oidc_client_id and settings.oidc_client_secret is None:
+        return "SPE_OIDC_CLIENT_ID is set without SPE_OIDC_CLIENT_SECRET"
+    if settings.catalogue_nodes and not settings.oidc_client_id:
+        return ("SPE_CATALOGUE_NODES is set, but the scheduled harvest has no client of the "
+                "identity provider to call the nodes with: set SPE_OIDC_CLIENT_ID and "
+                "SPE_OIDC_CLIENT_SECRET (client credentials, a service account with role hdab)")
+    if settings.oidc_token_url and _scheme(settings.oidc_token_url) != "https":
+        return (f"SPE_OIDC_TOKEN_URL is not https:// ({settings.oidc_token_url}); the client "
+                "secret must not travel over plain HTTP")
     return ""
 
 
