@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import ssl
 
 from spe.identity.client_credentials import BearerSource, ClientCredentials, StaticToken
 from spe.identity.issuer import DemoIssuer
 from spe.identity.verify import JwksSource, TokenVerifier
-from spe.settings import Settings
+from spe.settings import InsecureConfiguration, Settings
 
 log = logging.getLogger("spe.identity")
 
@@ -16,10 +17,17 @@ def demo_issuer(settings: Settings) -> DemoIssuer:
     return DemoIssuer(settings.issuer_key_path, settings.oidc_issuer, settings.oidc_audience)
 
 
-def provider_tls(settings: Settings) -> str | bool:
+def provider_tls(settings: Settings) -> ssl.SSLContext | bool:
     """What the provider's TLS certificate is checked against: SPE_OIDC_CA_FILE or the
     system's store."""
-    return str(settings.oidc_ca_file) if settings.oidc_ca_file else True
+    if settings.oidc_ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(settings.oidc_ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise InsecureConfiguration(
+            f"SPE_OIDC_CA_FILE {settings.oidc_ca_file}: not a readable PEM CA bundle "
+            f"({exc})") from exc
 
 
 def make_verifier(settings: Settings, issuer: DemoIssuer | None = None) -> TokenVerifier:
