@@ -75,7 +75,8 @@ class Nodes:
 @contextmanager
 def serve_nodes(settings: Settings, pki: Path, dbs: dict[str, Path]) -> Iterator[Nodes]:
     """The institutions' nodes under uvicorn with mutual TLS, verifying tokens by
-    `settings` (the provider's)."""
+    `settings` (the provider's) and admitting the hub's certificate of `pki`."""
+    settings = settings.model_copy(update={"pki_dir": pki})
     with ExitStack() as stack:
         urls = {}
         for site in SITES:
