@@ -38,6 +38,7 @@ from cryptography.x509.oid import NameOID
 from joserfc.jwk import ECKey
 
 PROVIDER_DIR = Path(__file__).resolve().parent / "oidc"
+MIN_NODE = 20
 AUDIENCE = "spe"
 #: The web client users sign in to (public, PKCE), and its redirect URI (never fetched).
 WEB_CLIENT = "spe-web"
@@ -62,6 +63,8 @@ def require_provider() -> str:
     problem = None
     if node is None:
         problem = "Node.js (`node`) is not installed"
+    elif (version := _node_major(node)) < MIN_NODE:
+        problem = f"Node.js {MIN_NODE} or later is needed by oidc-provider, not {version}"
     elif not (PROVIDER_DIR / "node_modules" / "oidc-provider" / "package.json").exists():
         problem = f"the npm package oidc-provider is not installed (npm ci --prefix {PROVIDER_DIR})"
     if problem:
@@ -69,6 +72,14 @@ def require_provider() -> str:
             pytest.fail(f"{problem}, but required in CI (CI={os.environ['CI']!r})")
         pytest.skip(problem)
     return node
+
+
+def _node_major(node: str) -> int:
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
+    try:
+        return int(out.stdout.strip().lstrip("v").split(".")[0])
+    except ValueError:
+        return 0
 
 
 def signing_key() -> dict:
