@@ -50,6 +50,10 @@ USERS = {
     "alice": {"password": "alice-pw", "roles": ["researcher"], "name": "Alice Researcher",
               "email": "alice@example.org"},
     "olga": {"password": "olga-pw", "roles": ["approver"], "institution": "site-a"},
+    # A research login's user: group memberships, no roles.
+    "erik": {"password": "erik-pw", "eduperson_entitlement": [
+        "urn:geant:lifescience-ri.eu:group:ehds-spe:researchers#login.example.org",
+        "urn:geant:lifescience-ri.eu:group:another-project#login.example.org"]},
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import httpx
@@ -118,8 +118,10 @@ def _reason(exc: Exception) -> str:
 
 class TokenVerifier:
     def __init__(self, jwks: JwksSource, *, issuer: str, audience: str,
-                 leeway_seconds: int = LEEWAY_SECONDS) -> None:
+                 leeway_seconds: int = LEEWAY_SECONDS,
+                 entitlement_roles: Mapping[str, str] | None = None) -> None:
         self.jwks = jwks
+        self.entitlement_roles = dict(entitlement_roles or {})
         self.registry = JWTClaimsRegistry(
             leeway=leeway_seconds,
             iss={"essential": True, "value": issuer},
@@ -152,18 +154,31 @@ class TokenVerifier:
         return Principal(
             subject=str(claims["sub"]),
             issuer=str(claims["iss"]),
-            roles=_roles(claims),
+            roles=_roles(claims, self.entitlement_roles),
             institution=claims.get("institution"),
             name=claims.get("name") or claims.get("preferred_username"),
             email=claims.get("email") if isinstance(claims.get("email"), str) else None,
         )
 
 
-def _roles(claims: dict) -> tuple[str, ...]:
-    """Our `roles` claim, or Keycloak's `realm_access.roles`; unknown roles are dropped."""
+def _roles(claims: dict, entitlement_roles: Mapping[str, str]) -> tuple[str, ...]:
+    """Our `roles` claim, or Keycloak's `realm_access.roles`, and the roles the operator's
+    map gives the token's `eduperson_entitlement` values; unknown roles are dropped."""
     raw = claims.get("roles")
     if raw is None:
         raw = (claims.get("realm_access") or {}).get("roles", [])
+    roles = [r for r in _strings(raw) if r in ROLES]
+    for entitlement in _strings(claims.get("eduperson_entitlement")):
+        role = entitlement_roles.get(entitlement)
+        if role in ROLES and role not in roles:
+            roles.append(role)
+    return tuple(roles)
+
+
+def _strings(raw: object) -> list[str]:
+    """A claim's values: a list of strings, or one space-separated string."""
     if isinstance(raw, str):
-        raw = raw.split()
-    return tuple(r for r in raw if r in ROLES)
+        return raw.split()
+    if isinstance(raw, list):
+        return [r for r in raw if isinstance(r, str)]
+    return []

@@ -40,7 +40,8 @@ def make_verifier(settings: Settings, issuer: DemoIssuer | None = None) -> Token
         issuer = issuer or demo_issuer(settings)
         jwks = JwksSource(static=issuer.jwks)
     return TokenVerifier(jwks, issuer=settings.oidc_issuer, audience=settings.oidc_audience,
-                         leeway_seconds=settings.oidc_clock_skew_seconds)
+                         leeway_seconds=settings.oidc_clock_skew_seconds,
+                         entitlement_roles=settings.oidc_entitlement_roles)
 
 
 class MintedToken:

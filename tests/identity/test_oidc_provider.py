@@ -22,7 +22,7 @@ from tests.identity.conftest import (
     provider_settings,
     serve_nodes,
 )
-from tests.oidc_provider import AUDIENCE, oidc_provider, wait_until_expired
+from tests.oidc_provider import AUDIENCE, USERS, oidc_provider, wait_until_expired
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -63,8 +63,27 @@ def test_a_users_token_by_authorization_code_and_pkce_is_accepted_with_its_roles
     me = central.get("/api/v1/me", headers=bearer(olga)).json()
     assert (me["roles"], me["institution"]) == (["approver"], "site-a")
     # The roles are the provider's, and they are what the policy decides on: a researcher
-    # does not read the user list (admin and hdab do).
+    # does not read the user list (an admin does).
     assert central.get("/api/v1/users", headers=bearer(alice)).status_code == 403
+
+
+def test_a_research_logins_entitlements_give_the_roles_the_operator_mapped(
+        provider, tmp_path):
+    """erik has group memberships only (`eduperson_entitlement`): the one the operator
+    mapped gives its role, the other none; without the map he has no role at all."""
+    researchers, other = USERS["erik"]["eduperson_entitlement"]
+    token = provider.login("erik")["access_token"]
+    mapped = provider_settings(provider, tmp_path / "mapped",
+                               oidc_entitlement_roles={researchers: "researcher"})
+    with central_service(mapped) as central:
+        me = central.get("/api/v1/me", headers=bearer(token))
+        assert me.status_code == 200, me.text
+        assert me.json()["roles"] == ["researcher"]
+    with central_service(provider_settings(provider, tmp_path / "unmapped")) as central:
+        me = central.get("/api/v1/me", headers=bearer(token))
+        assert me.status_code == 403, me.text
+        assert "roles []" in me.json()["detail"]
+    assert other not in mapped.oidc_entitlement_roles
 
 
 def test_a_wrong_password_gets_no_code(provider):

@@ -4,7 +4,8 @@
 //   {"port", "issuer", "audience", "tls": {"cert", "key"} (PEM paths),
 //    "keys": [private JWKs; the first signs, the others are still published],
 //    "access_token_ttl": seconds,
-//    "users": {"alice": {"password", "roles": [...], "institution", "name", "email"}},
+//    "users": {"alice": {"password", "roles": [...], "institution", "name", "email",
+//                        "eduperson_entitlement": [...]}},
 //    "clients": [oidc-provider client metadata, plus "roles"/"institution" for a
 //                service account (client credentials)]}
 // Access tokens for the SPE audience are JWTs carrying the claims the SPE reads (`roles`,
@@ -25,6 +26,8 @@ function speClaims(entity) {
   const claims = {};
   if (entity.roles) claims.roles = entity.roles;
   if (entity.institution) claims.institution = entity.institution;
+  // A research login's group memberships (AARC-G002), in place of roles.
+  if (entity.eduperson_entitlement) claims.eduperson_entitlement = entity.eduperson_entitlement;
   return claims;
 }
 
@@ -45,7 +48,7 @@ const provider = new Provider(cfg.issuer, {
     };
   },
   claims: {
-    openid: ['sub'], profile: ['name'], email: ['email'], [SCOPE]: ['roles', 'institution'],
+    openid: ['sub'], profile: ['name'], email: ['email'], [SCOPE]: ['roles', 'institution', 'eduperson_entitlement'],
   },
   scopes: ['openid', 'profile', 'email', SCOPE],
   features: {
