@@ -175,3 +175,16 @@ def test_spe_catalogue_harvest_uses_the_central_services_client(
         result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert result.output.count("created") == len(SITES)
+
+
+def test_the_entitlement_map_knows_the_roles_and_refuses_others(monkeypatch, tmp_path):
+    from typing import get_args
+
+    from spe.identity import ROLES
+    from spe.settings import Role, Settings
+
+    assert set(get_args(Role)) == set(ROLES)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPE_OIDC_ENTITLEMENT_ROLES", '{"urn:x:group:g#idp": "superuser"}')
+    with pytest.raises(ValueError, match="oidc_entitlement_roles"):
+        Settings()
