@@ -63,11 +63,13 @@ def short_provider(tmp_path_factory):
 
 
 def test_the_scheduled_harvest_keeps_working_past_every_tokens_lifetime(
-        short_provider, federation_files, tmp_path):
+        short_provider, federation_files, tmp_path, postgres_url):
+    """The centre's catalogue on PostgreSQL, as in production."""
     pki, dbs = federation_files
     node_settings = provider_settings(short_provider, tmp_path / "node")
     with serve_nodes(node_settings, pki, dbs) as nodes:
-        settings = harvester_settings(short_provider, tmp_path, pki, nodes.urls.values())
+        settings = harvester_settings(short_provider, tmp_path, pki, nodes.urls.values(),
+                                      database_url=postgres_url)
         source = machine_token(settings, None)  # what the central service's lifespan uses
         assert isinstance(source, ClientCredentials)
         first = source.token()
