@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     # document's unless named.
     oidc_client_id: str = ""
     oidc_client_secret: SecretStr | None = None
+    # Or, with no shared secret, a private key (PEM, EC P-256 or RSA; the hub's own
+    # hub.key will do) whose public key is registered for the client: private_key_jwt.
+    # The key id the provider knows it by, unless its RFC 7638 thumbprint.
+    oidc_client_key_file: Path | None = None
+    oidc_client_key_id: str = ""
     oidc_token_url: str = ""
 
     # Policy: embedded regopy unless an OPA server is named.
@@ -140,6 +145,14 @@ class Settings(BaseSettings):
     sandbox_uid_base: int = Field(default=200000, ge=0, le=2**31 - 2000)
 
     @model_validator(mode="after")
+    def _usable_client_key(self) -> Settings:
+        if self.oidc_client_key_file is not None:
+            why = unusable_client_key(self.oidc_client_key_file)
+            if why:
+                raise InsecureConfiguration(f"SPE_OIDC_CLIENT_KEY_FILE: {why}")
+        return self
+
+    @model_validator(mode="after")
     def _refuse_weak_sandbox(self) -> Settings:
         if 0 < self.sandbox_uid_base < 1000:
             raise InsecureConfiguration(
@@ -187,6 +200,24 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'central.db').as_posix()}"
+
+
+def unusable_client_key(path: Path) -> str:
+    """Why the key file cannot sign the client's assertions (private_key_jwt), or ""."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    except (ValueError, TypeError):
+        return f"{path} is not an unencrypted PEM private key"
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
+        return ""
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
+        return ""
+    return f"{path}: an EC P-256 or an RSA key of 2048 bits or more signs client assertions"
 
 
 def untrusted_executable(path: str) -> str | None:
@@ -282,12 +313,19 @@ def _machine_identity_refusal(settings: Settings) -> str:
                 "expires and cannot be rotated; unset it and give the central service a "
                 "client of the identity provider (SPE_OIDC_CLIENT_ID, SPE_OIDC_CLIENT_SECRET: "
                 "client credentials, a service account with role hdab)")
-    if settings.oidc_client_id and settings.oidc_client_secret is None:
-        return "SPE_OIDC_CLIENT_ID is set without SPE_OIDC_CLIENT_SECRET"
+    if settings.oidc_client_id and settings.oidc_client_secret is None \
+            and settings.oidc_client_key_file is None:
+        return ("SPE_OIDC_CLIENT_ID is set without SPE_OIDC_CLIENT_SECRET (or "
+                "SPE_OIDC_CLIENT_KEY_FILE)")
+    key = settings.oidc_client_key_file
+    if key is not None and key.exists() and key.stat().st_mode & 0o077:
+        return (f"SPE_OIDC_CLIENT_KEY_FILE {key} may be read by others than its owner; "
+                "chmod 600 it")
     if settings.catalogue_nodes and not settings.oidc_client_id:
         return ("SPE_CATALOGUE_NODES is set, but the scheduled harvest has no client of the "
                 "identity provider to call the nodes with: set SPE_OIDC_CLIENT_ID and "
-                "SPE_OIDC_CLIENT_SECRET (client credentials, a service account with role hdab)")
+                "SPE_OIDC_CLIENT_SECRET or SPE_OIDC_CLIENT_KEY_FILE (client credentials, a "
+                "service account with role hdab)")
     if settings.oidc_token_url and _scheme(settings.oidc_token_url) != "https":
         return (f"SPE_OIDC_TOKEN_URL is not https:// ({settings.oidc_token_url}); the client "
                 "secret must not travel over plain HTTP")

@@ -140,6 +140,8 @@ class OidcProvider:
     node: str
     directory: Path
     access_token_ttl: int
+    #: More clients (oidc-provider metadata, plus "roles"), e.g. one with private_key_jwt.
+    extra_clients: list[dict] = field(default_factory=list)
     issuer: str = ""
     keys: list[dict] = field(default_factory=list)
     process: subprocess.Popen | None = None
@@ -178,6 +180,7 @@ class OidcProvider:
                 {"client_id": HARVESTER, "client_secret": HARVESTER_SECRET,
                  "grant_types": ["client_credentials"], "response_types": [],
                  "redirect_uris": [], "roles": ["hdab"]},
+                *self.extra_clients,
             ],
         }))
         log = (self.directory / "provider.log").open("ab")
@@ -257,8 +260,10 @@ class OidcProvider:
 
 
 @contextmanager
-def oidc_provider(directory: Path, *, access_token_ttl: int = 300) -> Iterator[OidcProvider]:
-    provider = OidcProvider(require_provider(), directory, access_token_ttl)
+def oidc_provider(directory: Path, *, access_token_ttl: int = 300,
+                  extra_clients: list[dict] | None = None) -> Iterator[OidcProvider]:
+    provider = OidcProvider(require_provider(), directory, access_token_ttl,
+                            list(extra_clients or []))
     provider.start()
     try:
         yield provider

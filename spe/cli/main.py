@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from spe.cli.identity import identity_app
 from spe.cli.job import job_app
 from spe.cli.permit import permit_app
 from spe.cli.progress import console, stage_counter, task_bars
@@ -41,6 +42,7 @@ app.add_typer(permit_app, name="permit")
 app.add_typer(job_app, name="job")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(users_app, name="users")
+app.add_typer(identity_app, name="identity")
 app.command("query")(query_command)
 
 

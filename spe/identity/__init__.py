@@ -4,6 +4,7 @@ service's own tokens for its machine-to-machine calls (client credentials)."""
 from spe.identity.client_credentials import (
     BearerSource,
     ClientCredentials,
+    PrivateKeyJwt,
     StaticToken,
     TokenUnavailable,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "IdentityProviderUnavailable",
     "JwksSource",
     "Principal",
+    "PrivateKeyJwt",
     "StaticToken",
     "TokenUnavailable",
     "TokenVerifier",

@@ -5,7 +5,13 @@ from __future__ import annotations
 import logging
 import ssl
 
-from spe.identity.client_credentials import BearerSource, ClientCredentials, StaticToken
+from spe.identity.client_credentials import (
+    BearerSource,
+    ClientCredentials,
+    ClientKeyError,
+    PrivateKeyJwt,
+    StaticToken,
+)
 from spe.identity.issuer import DemoIssuer
 from spe.identity.verify import JwksSource, TokenVerifier
 from spe.settings import InsecureConfiguration, Settings
@@ -61,11 +67,19 @@ def machine_token(settings: Settings, issuer: DemoIssuer | None,
                   user: str = "catalogue-harvester") -> BearerSource | None:
     """The central service's bearer tokens for its own calls: client credentials at the
     provider; the deprecated static token; in development, the demo issuer's; or None."""
-    if settings.oidc_client_id and settings.oidc_client_secret is not None:
+    if settings.oidc_client_id and (settings.oidc_client_secret is not None
+                                    or settings.oidc_client_key_file is not None):
+        key = None
+        if settings.oidc_client_key_file is not None:
+            try:
+                key = PrivateKeyJwt(settings.oidc_client_key_file, settings.oidc_client_key_id)
+            except ClientKeyError as exc:
+                raise InsecureConfiguration(f"SPE_OIDC_CLIENT_KEY_FILE: {exc}") from exc
+        secret = settings.oidc_client_secret
         return ClientCredentials(issuer=settings.oidc_issuer,
                                  client_id=settings.oidc_client_id,
-                                 client_secret=settings.oidc_client_secret.get_secret_value(),
-                                 token_url=settings.oidc_token_url,
+                                 client_secret="" if secret is None else secret.get_secret_value(),
+                                 client_key=key, token_url=settings.oidc_token_url,
                                  verify=provider_tls(settings))
     if settings.catalogue_harvest_token is not None:
         log.warning("SPE_CATALOGUE_HARVEST_TOKEN is deprecated (refused in production): the "

@@ -6,7 +6,9 @@ token; a provider that refuses the client is reported, never a traceback."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import ssl
 import time
 
 import httpx
@@ -18,8 +20,9 @@ from catalogue.schedule import ACTOR, harvest_periodically, harvest_round
 from spe.audit import CentralAuditEntry
 from spe.cli.main import app as cli
 from spe.db import make_engine, make_sessionmaker
-from spe.identity import ClientCredentials, TokenUnavailable, machine_token
+from spe.identity import ClientCredentials, PrivateKeyJwt, TokenUnavailable, machine_token
 from spe.pki import client_ssl_context
+from spe.settings import InsecureConfiguration, Settings
 from tests.identity.conftest import SITES, provider_settings, serve_nodes
 from tests.oidc_provider import HARVESTER, HARVESTER_SECRET, oidc_provider
 
@@ -155,6 +158,40 @@ def test_an_unreachable_provider_is_a_clear_error(tmp_path):
         source.token()
 
 
+def _client_environment(monkeypatch, tmp_path, provider, pki, **changes) -> None:
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in __import__("os").environ if k.startswith("SPE_")]:
+        monkeypatch.delenv(key)
+    for key, value in {
+            "SPE_ENVIRONMENT": "test", "SPE_DATA_DIR": str(tmp_path),
+            "SPE_DATABASE_URL": f"sqlite:///{tmp_path / 'central.db'}",
+            "SPE_OIDC_ISSUER": provider.issuer, "SPE_OIDC_JWKS_URL": provider.jwks_url,
+            "SPE_OIDC_CA_FILE": str(provider.ca), "SPE_PKI_DIR": str(pki),
+            "SPE_OIDC_CLIENT_ID": HARVESTER, "SPE_OIDC_CLIENT_SECRET": HARVESTER_SECRET,
+            **changes}.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_spe_identity_check_walks_the_path_and_names_the_step_that_fails(
+        provider, federation_files, tmp_path, monkeypatch):
+    pki, _ = federation_files
+    _client_environment(monkeypatch, tmp_path, provider, pki)
+    result = CliRunner().invoke(cli, ["identity", "check"])
+    assert result.exit_code == 0, result.output
+    assert f"a token for {HARVESTER}@{provider.issuer}, roles hdab" in result.output
+    _client_environment(monkeypatch, tmp_path, provider, pki,
+                        SPE_OIDC_CLIENT_SECRET="not-the-secret")
+    result = CliRunner().invoke(cli, ["identity", "check"])
+    assert result.exit_code == 1
+    assert f"refused client '{HARVESTER}' a token" in result.output
+    assert "Traceback" not in result.output
+    _client_environment(monkeypatch, tmp_path, provider, pki,
+                        SPE_OIDC_JWKS_URL=provider.issuer + "/no-such-keys")
+    result = CliRunner().invoke(cli, ["identity", "check"])
+    assert result.exit_code == 1
+    assert "keys could not be fetched" in result.output
+
+
 def test_spe_catalogue_harvest_uses_the_central_services_client(
         provider, federation_files, tmp_path, monkeypatch):
     """`spe catalogue harvest` by hand, configured as the central service is: no --token,
@@ -190,3 +227,64 @@ def test_the_entitlement_map_knows_the_roles_and_refuses_others(monkeypatch, tmp
     monkeypatch.setenv("SPE_OIDC_ENTITLEMENT_ROLES", '{"urn:x:group:g#idp": "superuser"}')
     with pytest.raises(ValueError, match="oidc_entitlement_roles"):
         Settings()
+
+
+def test_the_harvester_may_authenticate_with_the_hubs_key_instead_of_a_secret(
+        federation_files, tmp_path_factory, tmp_path):
+    """private_key_jwt: the provider holds only the public key of the hub's hub.key; an
+    assertion signed by any other key gets no token."""
+    pki, dbs = federation_files
+    # What the operator registers for the client: `spe identity client-jwks`'s output.
+    printed = CliRunner().invoke(cli, ["identity", "client-jwks", "--key", str(pki / "hub.key")])
+    assert printed.exit_code == 0, printed.output
+    jwks = json.loads(printed.output)
+    assert set(jwks["keys"][0]) >= {"kty", "crv", "x", "y", "kid"}
+    assert "d" not in jwks["keys"][0]  # the public key only
+    client = {"client_id": "spe-central-key", "token_endpoint_auth_method": "private_key_jwt",
+              "jwks": jwks,
+              "grant_types": ["client_credentials"], "response_types": [],
+              "redirect_uris": [], "roles": ["hdab"]}
+    with oidc_provider(tmp_path_factory.mktemp("idp-keys"), extra_clients=[client]) as idp, \
+            serve_nodes(provider_settings(idp, tmp_path / "node"), pki, dbs) as nodes:
+        settings = provider_settings(idp, tmp_path, pki_dir=pki,
+                                     oidc_client_id="spe-central-key",
+                                     oidc_client_key_file=pki / "hub.key",
+                                     catalogue_nodes=list(nodes.urls.values()))
+        source = machine_token(settings, None)
+        assert harvest_round(settings.resolved_database_url, settings.catalogue_nodes,
+                             source, client_ssl_context(pki, "hub")) == 0
+        assert node_actors(dbs[SITES[0]]) >= {f"spe-central-key@{idp.issuer}"}
+        # A node's key (site-a.key, not registered for the client) is refused.
+        wrong = ClientCredentials(issuer=idp.issuer, client_id="spe-central-key",
+                                  client_key=PrivateKeyJwt(pki / "site-a.key"),
+                                  verify=ssl.create_default_context(cafile=str(idp.ca)))
+        with pytest.raises(TokenUnavailable, match="refused client 'spe-central-key'"):
+            wrong.token()
+
+
+def test_an_unusable_client_key_file_is_refused_when_the_settings_load(tmp_path):
+    not_a_key = tmp_path / "client.key"
+    not_a_key.write_text("-----BEGIN NOTHING-----\n")
+    with pytest.raises(InsecureConfiguration, match="not an unencrypted PEM private key"):
+        Settings(oidc_client_key_file=not_a_key)
+    with pytest.raises(InsecureConfiguration, match="cannot read"):
+        Settings(oidc_client_key_file=tmp_path / "missing.key")
+
+
+def test_production_refuses_a_client_key_others_may_read(federation_files, tmp_path):
+    import secrets
+    import shutil
+
+    pki, _ = federation_files
+    key = tmp_path / "client.key"
+    shutil.copy(pki / "hub.key", key)
+    production = {"environment": "production", "secret_key": secrets.token_urlsafe(48),
+                  "database_url": "postgresql://spe@db.example/spe",
+                  "oidc_issuer": "https://idp.example/realms/spe",
+                  "oidc_jwks_url": "https://idp.example/realms/spe/certs",
+                  "oidc_client_id": "spe-central", "oidc_client_key_file": key}
+    key.chmod(0o600)
+    assert Settings(**production).oidc_client_key_file == key
+    key.chmod(0o644)
+    with pytest.raises(InsecureConfiguration, match="may be read by others than its owner"):
+        Settings(**production)
