@@ -44,11 +44,14 @@ def client_jwks(
 def check() -> None:
     """Fetch the provider's keys, get the centre's client a token by client credentials and
     verify it as every service does; exit 1 naming the step that failed."""
-    from spe.cli.main import load_settings
     from spe.errors import SPEError
     from spe.identity import machine_token, make_verifier
+    from spe.settings import InsecureConfiguration, Settings
 
-    settings = load_settings()
+    try:
+        settings = Settings()
+    except (InsecureConfiguration, ValueError) as exc:  # ValueError: pydantic's
+        raise fail(f"the SPE_* configuration is not usable: {exc}") from None
     if not settings.oidc_jwks_url:
         raise fail("no SPE_OIDC_JWKS_URL: the demo issuer is in use, nothing to check")
     verifier = make_verifier(settings)
