@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 ANALYSIS ?= var/analysis-env
 export SPE_SANDBOX_PYTHON ?= $(abspath $(ANALYSIS))/bin/python
 
-.PHONY: setup analysis-env system-packages demo test lint bench clean-demo
+.PHONY: setup analysis-env system-packages oidc-provider demo test lint bench clean-demo
 
 # A virtual environment with the project and its test tools, rebuilt when pyproject changes.
 $(VENV)/.installed: pyproject.toml
@@ -42,10 +42,21 @@ system-packages:
 	  "systemd nginx-light caddy" \
 	  "for the Orthanc, sandbox and browser tests (they are skipped without them)"; fi
 
+# The OpenID Connect provider the identity tests run locally (tests/oidc: panva's
+# oidc-provider, pinned by its lock file); needs Node.js 20 or later and npm.
+tests/oidc/node_modules/.package-lock.json: tests/oidc/package-lock.json
+	npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+
+oidc-provider:
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory \
+	    tests/oidc/node_modules/.package-lock.json; \
+	else echo "note: install Node.js 20+ and npm for the identity tests against a real" \
+	  "OpenID Connect provider (they are skipped without them)"; fi
+
 demo: setup analysis-env
 	$(BIN)/spe demo $(DEMO_ARGS)
 
-test: setup analysis-env system-packages
+test: setup analysis-env system-packages oidc-provider
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -35,7 +35,7 @@ from spe.audit.endpoints import router as audit_router
 from spe.audit.schedule import signing_audit
 from spe.background import stop_tasks
 from spe.db import make_engine, make_sessionmaker
-from spe.identity import DemoIssuer, demo_issuer, make_verifier
+from spe.identity import DemoIssuer, demo_issuer, machine_token, make_verifier
 from spe.permits.endpoints import router as permits_router
 from spe.permits.pages import STATIC_DIR as PERMITS_STATIC
 from spe.permits.pages import STATIC_PATH as PERMITS_STATIC_PATH
@@ -191,15 +191,6 @@ def _node_tls(settings: Settings):
     return client_ssl_context(settings.pki_dir, "hub")
 
 
-def _harvest_token(settings: Settings, issuer: DemoIssuer | None) -> Callable[[], str] | None:
-    if settings.catalogue_harvest_token is not None:
-        token = settings.catalogue_harvest_token.get_secret_value()
-        return lambda: token
-    if issuer is not None and settings.environment == "development":
-        return lambda: issuer.mint("catalogue-harvester", ["hdab"])
-    return None
-
-
 def _lifespan(settings: Settings, issuer: DemoIssuer | None):
     """Background work of the central service: the catalogue's scheduled harvest,
     collecting finished jobs' outputs from the nodes into the airlock, and bringing nodes
@@ -210,10 +201,13 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
         from catalogue.schedule import harvest_periodically
 
         task = None
-        token = _harvest_token(settings, issuer)
+        # The harvest calls the nodes as the central service's own client of the identity
+        # provider (client credentials), never with a user's token.
+        token = machine_token(settings, issuer)
         if settings.catalogue_nodes and token is None:
             logging.getLogger("spe.catalogue").warning(
-                "SPE_CATALOGUE_NODES is set but no SPE_CATALOGUE_HARVEST_TOKEN: the "
+                "SPE_CATALOGUE_NODES is set but the central service has no client of the "
+                "identity provider (SPE_OIDC_CLIENT_ID, SPE_OIDC_CLIENT_SECRET): the "
                 "scheduled harvest is off")
         elif settings.catalogue_nodes:
             task = asyncio.create_task(harvest_periodically(

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from spe.cli.federation import federation_app
+from spe.cli.identity import identity_app
 from spe.cli.job import job_app
 from spe.cli.permit import permit_app
 from spe.cli.pki import register as _register_pki
@@ -45,6 +46,7 @@ app.add_typer(permit_app, name="permit")
 app.add_typer(job_app, name="job")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(users_app, name="users")
+app.add_typer(identity_app, name="identity")
 app.command("query")(query_command)
 
 
@@ -231,28 +233,34 @@ def print_sync_report(report, title: str = "sync") -> None:
 def catalogue_harvest(
     node: Annotated[list[str], typer.Option(help="A node's base URL; repeat for several")],
     token: Annotated[str | None, typer.Option(
-        help="Bearer token with the hdab role (default in development: minted by the demo "
-             "issuer)")] = None,
+        help="Bearer token with the hdab role (default: one of the central service's client "
+             "SPE_OIDC_CLIENT_ID by client credentials; in development without it, minted "
+             "by the demo issuer)")] = None,
     database_url: Annotated[str | None, typer.Option(
         help="Central database URL (default: SPE_DATABASE_URL)")] = None,
 ) -> None:
     """Harvest the nodes' dataset descriptors into the catalogue. Exit 1 if any node failed."""
     from catalogue.harvester import run_harvest
-    from spe.identity import demo_issuer
+    from spe.identity import demo_issuer, machine_token
     from spe.policy import make_policy_service
 
     settings = load_settings()
+    source = None
     if token is None:
-        if settings.oidc_jwks_url or settings.environment != "development":
-            raise fail("give --token: tokens come from the identity provider outside "
-                       "development")
-        token = demo_issuer(settings).mint("catalogue-harvester", ["hdab"])
+        # The central service's own client (client credentials), as the schedule uses.
+        source = machine_token(settings, None if settings.oidc_jwks_url
+                               else demo_issuer(settings))
+        if source is None:
+            raise fail("give --token, or SPE_OIDC_CLIENT_ID and SPE_OIDC_CLIENT_SECRET (the "
+                       "central service's client of the identity provider): tokens come "
+                       "from the identity provider outside development")
     tls = None
     if settings.pki_dir is not None:
         from spe.pki import client_ssl_context
 
         tls = client_ssl_context(settings.pki_dir, "hub")
-    outcomes = run_harvest(database_url or settings.resolved_database_url, node, token,
+    outcomes = run_harvest(database_url or settings.resolved_database_url, node,
+                           token if source is None else source,
                            actor="cli:catalogue-harvester", tls=tls,
                            policy=make_policy_service(settings))
     failed = 0
