@@ -136,9 +136,12 @@ class Network:
         self.hosts[name] = host
         return host
 
-    def exec(self, ns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    def exec(self, ns: str, *argv: str, check: bool = True,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run `argv` in namespace `ns` (a host's name, or a namespace's)."""
+        ns = self.hosts[ns].ns if ns in self.hosts else ns
         done = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=300, env=env)
         if check and done.returncode:
             raise NetnsError(f"in {ns}: {' '.join(argv)}: {done.stderr.strip()}")
         return done
