@@ -32,12 +32,14 @@ analysis-env: $(ANALYSIS)/.installed
 system-packages:
 	@if command -v Orthanc >/dev/null && command -v bwrap >/dev/null \
 	    && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
-	    && [ -x /usr/bin/chromium ]; then :; \
+	    && [ -x /usr/bin/chromium ] && command -v ip >/dev/null \
+	    && command -v nft >/dev/null && command -v socat >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    orthanc orthanc-dicomweb bubblewrap chromium >/dev/null; \
+	    orthanc orthanc-dicomweb bubblewrap chromium iproute2 nftables socat >/dev/null; \
 	else echo "note: install the Debian packages orthanc orthanc-dicomweb bubblewrap chromium" \
-	  "for the Orthanc, sandbox and browser tests (they are skipped without them)"; fi
+	  "iproute2 nftables socat for the Orthanc, sandbox, browser and across-hosts tests" \
+	  "(they are skipped without them)"; fi
 
 demo: setup analysis-env
 	$(BIN)/spe demo $(DEMO_ARGS)

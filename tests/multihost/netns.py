@@ -50,9 +50,9 @@ def netns_problem() -> str | None:
     """Why namespaces cannot be built here, or None if they can."""
     if os.geteuid() != 0:
         return "network namespaces need root (CI runs the tests as root)"
-    for tool in ("ip", "nft"):
+    # socat: the forwarders and relays between hosts (tests/multihost/federation.py).
+    for tool, package in (("ip", "iproute2"), ("nft", "nftables"), ("socat", "socat")):
         if shutil.which(tool) is None:
-            package = "iproute2" if tool == "ip" else "nftables"
             return f"`{tool}` is not installed (Debian package {package})"
     probe = "spe-probe-netns"
     done = _ip("netns", "add", probe, check=False)
