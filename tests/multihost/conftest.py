@@ -11,7 +11,14 @@ from datetime import date, timedelta
 import pytest
 
 from tests.conftest import IN_CI, POSTGRES_URL, bwrap_problem
-from tests.multihost.federation import APPROVERS, SITES, Federation, build, spe_command
+from tests.multihost.federation import (
+    APPROVERS,
+    SITES,
+    Federation,
+    build,
+    drop_databases,
+    spe_command,
+)
 from tests.multihost.netns import require_netns
 from tests.orthanc import require_orthanc
 
@@ -56,6 +63,7 @@ def federation(tmp_path_factory) -> Iterator[Federation]:
     finally:
         fed.stop_all()
         fed.net.teardown()
+        drop_databases(POSTGRES_URL)
 
 
 @pytest.fixture(scope="session")

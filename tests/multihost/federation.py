@@ -188,13 +188,19 @@ def wait_for(check, seconds: float, what: str, fed: Federation | None = None) ->
 
 
 # --- building it ---------------------------------------------------------------------------
-def _databases(admin_url: str) -> None:
-    """Fresh databases `multihost_*` (an earlier run's are dropped first)."""
+def drop_databases(admin_url: str) -> None:
+    """Drop the databases `multihost_*` (this run's, or a killed run's)."""
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
         old = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                            (DB_PREFIX + "%",)).fetchall()
+                            (DB_PREFIX.replace("_", r"\_") + "%",)).fetchall()
         for (name,) in old:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _databases(admin_url: str) -> None:
+    """Fresh databases `multihost_*` (an earlier run's are dropped first)."""
+    drop_databases(admin_url)
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
         for name in ("central", *SITES):
             admin.execute(f'CREATE DATABASE "{DB_PREFIX}{name.replace("-", "_")}"')
 

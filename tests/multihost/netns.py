@@ -167,11 +167,15 @@ class Network:
         self.exec(ns, "nft", "add", "rule", "inet", "spe", "input", "tcp", "dport",
                   str(port), "drop")
 
-    def partition(self, host: str, peer: str) -> None:
-        """Drop every packet between `host` and `peer` (both ways), in `host`'s namespace."""
+    def partition(self, host: str, peer: str, *, replies_only: bool = False) -> None:
+        """Drop every packet between `host` and `peer` (both ways), in `host`'s namespace;
+        with `replies_only`, only what `host` sends (a request on an open connection gets
+        in, and its answer never gets out)."""
         ns, address = self.hosts[host].ns, self.hosts[peer].address
         self.exec(ns, "nft", "add", "table", "inet", "partition")
-        for hook, direction in (("input", "saddr"), ("output", "daddr")):
+        hooks = [("output", "daddr")] if replies_only else [("input", "saddr"),
+                                                             ("output", "daddr")]
+        for hook, direction in hooks:
             self.exec(ns, "nft", "add", "chain", "inet", "partition", hook,
                       f"{{ type filter hook {hook} priority -10; policy accept; }}")
             self.exec(ns, "nft", "add", "rule", "inet", "partition", hook, "ip", direction,
