@@ -259,6 +259,7 @@ def build(root: Path, *, patients: int, admin_url: str) -> Federation:
             "socat", f"TCP-LISTEN:{pg.get('port', 5432)},bind={net.root_address},fork,"
             "reuseaddr", f"TCP:{pg.get('host', '127.0.0.1')}:{pg.get('port', 5432)}"],
             dict(os.environ), root / "forwarder.log")
+        _kill_exactly(forward.argv)  # a killed run's, which would hold the address
         forward.process = subprocess.Popen(forward.argv, start_new_session=True,
                                            stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)
@@ -347,6 +348,20 @@ def build(root: Path, *, patients: int, admin_url: str) -> Federation:
             fed.stop_all()
         net.teardown()
         raise
+
+
+def _kill_exactly(argv: list[str]) -> None:
+    """Kill the processes whose command line is exactly `argv` (what the root namespace
+    may keep of a killed run: its database forwarder)."""
+    wanted = ("\0".join(argv) + "\0").encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "cmdline").read_bytes() == wanted:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
 
 
 def _sources(fed: Federation, root: Path, patients: int) -> dict[str, dict[str, str]]:

@@ -109,6 +109,10 @@ class Network:
 
     def build(self) -> Network:
         remove_leftovers(self.prefix)
+        taken = [line for line in _ip("-4", "-o", "addr", "show").stdout.splitlines()
+                 if f" {self.subnet}." in line]
+        if taken:  # the machine's own network: building ours would break it
+            raise NetnsError(f"{self.subnet}.0/24 is in use on this machine: {taken[0]}")
         _ip("netns", "add", self.switch)
         self.exec(self.switch, "ip", "link", "add", "br0", "type", "bridge")
         self.exec(self.switch, "ip", "link", "set", "br0", "up")
