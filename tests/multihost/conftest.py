@@ -1,6 +1,7 @@
 """Fixtures of the tests across hosts: one federation in network namespaces for the whole
-directory (tests/multihost/federation.py), torn down on any exit; skipped without root or
-`ip netns`, failed instead in CI (CI=true)."""
+directory (tests/multihost/federation.py; package scope: it is torn down after the
+directory's last test, not left running under the rest of the suite), and on any exit;
+skipped without root or `ip netns`, failed instead in CI (CI=true)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(pytest.mark.slow)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def federation(tmp_path_factory) -> Iterator[Federation]:
     require_netns()
     require_orthanc()
@@ -66,7 +67,7 @@ def federation(tmp_path_factory) -> Iterator[Federation]:
         drop_databases(POSTGRES_URL)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def harvest(federation: Federation) -> subprocess.CompletedProcess:
     """`spe catalogue harvest` of every node, run by the centre's operator on its host."""
     fed = federation
@@ -75,7 +76,7 @@ def harvest(federation: Federation) -> subprocess.CompletedProcess:
                         check=False, env=fed.central.env)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def datasets(federation: Federation, harvest) -> dict[str, str]:
     """site -> the identifier of its dataset in the catalogue."""
     assert harvest.returncode == 0, harvest.stdout + harvest.stderr
@@ -114,6 +115,6 @@ def issue_permit(fed: Federation, datasets: dict[str, str], members=("carol",)) 
         return issued.json()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def permit(federation: Federation, datasets) -> dict:
     return issue_permit(federation, datasets)
