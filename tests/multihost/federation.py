@@ -85,13 +85,21 @@ class Service:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s."""
+        self.terminate()
+        self.wait_stopped()
+
+    def terminate(self) -> None:
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def wait_stopped(self, seconds: float = 10) -> None:
         if self.process is None:
             return
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+            self.process.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
             self.kill()
         self.process = None
@@ -163,9 +171,12 @@ class Federation:
         return client_ssl_context(self.root / "pki-central", "hub")
 
     def stop_all(self) -> None:
-        for service in [*self.workers.values(), *self.nodes.values(), self.central,
-                        *self.helpers]:
-            service.stop()
+        services = [*self.workers.values(), *self.nodes.values(), self.central,
+                    *self.helpers]
+        for service in services:  # all at once: each waits for its own connections
+            service.terminate()
+        for service in services:
+            service.wait_stopped()
         for pacs in self.orthancs.values():
             pacs.stop()  # type: ignore[attr-defined]
 
@@ -306,7 +317,7 @@ def build(root: Path, *, patients: int, admin_url: str) -> Federation:
                          [forward])
         (root / "central").mkdir(mode=0o700)
 
-        sources = _sources(fed, root, patients)
+        sources = _sources(fed, root)
         for site in SITES:
             data = root / site
             data.mkdir(mode=0o700, exist_ok=True)
@@ -364,7 +375,7 @@ def _kill_exactly(argv: list[str]) -> None:
             continue
 
 
-def _sources(fed: Federation, root: Path, patients: int) -> dict[str, dict[str, str]]:
+def _sources(fed: Federation, root: Path) -> dict[str, dict[str, str]]:
     """Each node's DICOM source spec, as the node and as the worker host name it: site-a
     reads a folder; site-b and site-c an Orthanc started in their namespace with their
     images uploaded, over DICOMweb and DIMSE."""
