@@ -171,12 +171,13 @@ class Federation:
         return client_ssl_context(self.root / "pki-central", "hub")
 
     def stop_all(self) -> None:
-        services = [*self.workers.values(), *self.nodes.values(), self.central,
-                    *self.helpers]
+        services = [*self.workers.values(), *self.nodes.values(), self.central]
         for service in services:  # all at once: each waits for its own connections
             service.terminate()
         for service in services:
             service.wait_stopped()
+        for helper in self.helpers:  # the database forwarder last: they shut down on it
+            helper.stop()
         for pacs in self.orthancs.values():
             pacs.stop()  # type: ignore[attr-defined]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -42,15 +43,22 @@ def _connects(fed: Federation, host: str | None, address: str, port: int) -> str
     return attempt() if host is None else fed.net.inside(host, attempt)
 
 
+def _probe(fed: Federation, probes: list[tuple[str | None, str, int]]) -> dict:
+    """(from, address, port) -> what `_connects` saw, all tried at once."""
+    with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+        seen = pool.map(lambda p: _connects(fed, *p), probes)
+    return dict(zip(probes, seen, strict=True))
+
+
 def test_a_node_is_reachable_from_the_hub_only(federation: Federation):
     fed = federation
+    expected = {}
     for site in SITES:
         address = fed.net.hosts[site].address
-        assert _connects(fed, "central", address, NODE_PORT) == "open"
-        others = [h for h in ("worker", *SITES) if h != site]
-        assert {h: _connects(fed, h, address, NODE_PORT) for h in others} == dict.fromkeys(
-            others, "dropped")
-        assert _connects(fed, None, address, NODE_PORT) == "dropped"  # the tests' host
+        expected[("central", address, NODE_PORT)] = "open"
+        for other in ("worker", *(s for s in SITES if s != site), None):  # None: the tests
+            expected[(other, address, NODE_PORT)] = "dropped"
+    assert _probe(fed, list(expected)) == expected
 
     # And through TLS: the hub's certificate gets an answer; from the hub's host, a
     # client without a certificate or with another node's gets no answer at all.
@@ -71,11 +79,13 @@ def test_a_node_is_reachable_from_the_hub_only(federation: Federation):
 
 def test_a_pacs_is_reachable_from_its_node_and_the_worker_host_only(federation: Federation):
     fed = federation
+    expected = {}
     for site in ("site-b", "site-c"):
         address = fed.net.hosts[site].address
-        assert _connects(fed, "worker", address, RELAY_PORT) == "open"
+        expected[("worker", address, RELAY_PORT)] = "open"
         for other in ("central", *(s for s in SITES if s != site)):
-            assert _connects(fed, other, address, RELAY_PORT) == "dropped", (site, other)
+            expected[(other, address, RELAY_PORT)] = "dropped"
+    assert _probe(fed, list(expected)) == expected
 
 
 def test_the_catalogue_is_harvested_from_every_node_over_the_network(federation, harvest,
