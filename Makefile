@@ -34,13 +34,16 @@ system-packages:
 	@if command -v Orthanc >/dev/null && command -v bwrap >/dev/null \
 	    && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
 	    && [ -x /usr/bin/chromium ] && command -v systemd-analyze >/dev/null \
-	    && command -v nginx >/dev/null && command -v caddy >/dev/null; then :; \
+	    && command -v nginx >/dev/null && command -v caddy >/dev/null \
+	    && command -v ip >/dev/null && command -v nft >/dev/null \
+	    && command -v socat >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    orthanc orthanc-dicomweb bubblewrap chromium systemd nginx-light caddy >/dev/null; \
+	    orthanc orthanc-dicomweb bubblewrap chromium systemd nginx-light caddy \
+	    iproute2 nftables socat >/dev/null; \
 	else echo "note: install the Debian packages orthanc orthanc-dicomweb bubblewrap chromium" \
-	  "systemd nginx-light caddy" \
-	  "for the Orthanc, sandbox and browser tests (they are skipped without them)"; fi
+	  "systemd nginx-light caddy iproute2 nftables socat for the Orthanc, sandbox, browser," \
+	  "deployment and across-hosts tests (they are skipped without them)"; fi
 
 # The OpenID Connect provider the identity tests run locally (tests/oidc: panva's
 # oidc-provider, pinned by its lock file); needs Node.js 20 or later and npm.

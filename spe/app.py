@@ -226,7 +226,8 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
             tasks.append(asyncio.create_task(witness_periodically(
                 app.state.ctx, app.state.hub, settings.audit_witness_interval_seconds)))
         if app.state.suspension_push is not None:  # nodes behind the suspension list
-            tasks.append(asyncio.create_task(app.state.suspension_push.run()))
+            tasks.append(asyncio.create_task(app.state.suspension_push.run(
+                settings.suspension_push_interval_seconds)))
         if app.state.crl_push is not None:  # nodes behind the revocation list
             tasks.append(asyncio.create_task(app.state.crl_push.run()))
         try:

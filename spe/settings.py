@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     federation_nodes: dict[str, str] = {}
     # A node that has not answered by then is reported as timed out.
     query_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # How often the hub pushes the suspension list again to nodes that have not confirmed
+    # its current epoch (down or cut off during a push; gateway/hub/suspensions.py).
+    suspension_push_interval_seconds: float = Field(default=60.0, ge=1, le=3600)
 
     # Jobs: how often the hub collects finished jobs' outputs from the nodes into the
     # airlock (also on every status read); where the airlock keeps them (default
