@@ -150,10 +150,6 @@ def test_a_job_runs_on_the_worker_host_and_its_outputs_reach_the_airlock(federat
     assert "counts.csv" in files, files
 
 
-NEEDS_STAGING = pytest.mark.xfail(reason="needs DIMSE/DICOMweb staging", strict=False)
-
-
-@NEEDS_STAGING
 @pytest.mark.parametrize("site", ["site-b", "site-c"], ids=["dicomweb", "dimse"])
 def test_a_job_runs_at_a_node_in_front_of_a_pacs(federation, permit, site):
     fed = federation
