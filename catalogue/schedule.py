@@ -1,5 +1,8 @@
 """The central service's scheduled harvest: every `SPE_CATALOGUE_HARVEST_INTERVAL_SECONDS`,
 the nodes in `SPE_CATALOGUE_NODES` are harvested, as `spe catalogue harvest` does by hand.
+At the centre the list is read again every round (spe/app.py `_harvest_nodes`), so an
+institution an admin adds to the federation at the running centre is harvested from the
+next round on, and one removed is not harvested any more.
 
 A failing node is reported and audited by the harvest itself; a round that fails as a
 whole (the database is down, say) is logged and the next round tries again. The nodes are
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 
 from catalogue.harvester import run_harvest
 from spe.identity.client_credentials import BearerSource
@@ -36,7 +40,8 @@ def harvest_round(database_url: str, nodes: list[str], token: str | BearerSource
     return len(failed)
 
 
-async def harvest_periodically(database_url: str, nodes: list[str],
+async def harvest_periodically(database_url: str,
+                               nodes: list[str] | Callable[[], list[str]],
                                token: BearerSource, interval: float,
                                tls: ssl.SSLContext | None = None,
                                policy: PolicyService | None = None) -> None:
@@ -45,7 +50,8 @@ async def harvest_periodically(database_url: str, nodes: list[str],
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(harvest_round, database_url, nodes, token, tls, policy)
+            current = nodes() if callable(nodes) else nodes
+            await asyncio.to_thread(harvest_round, database_url, current, token, tls, policy)
         except Exception:  # a failed round must not end the schedule
             log.exception("catalogue harvest round failed")
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -191,6 +191,24 @@ def _node_tls(settings: Settings):
     return client_ssl_context(settings.pki_dir, "hub")
 
 
+def _harvest_nodes(settings: Settings, hub: Hub | None) -> Callable[[], list[str]]:
+    """The nodes the scheduled harvest calls, read every round: `SPE_CATALOGUE_NODES`
+    with the federation's members as they are now (an institution an admin added is
+    harvested too, one removed is not)."""
+
+    def nodes() -> list[str]:
+        membership = getattr(hub.fanout, "membership", None) if hub is not None else None
+        if membership is None:
+            return list(settings.catalogue_nodes)
+        current = membership.current()
+        removed = {url for node_id, url in membership.configured.items()
+                   if node_id not in current}
+        urls = [u for u in settings.catalogue_nodes if u not in removed]
+        return urls + [u for u in current.values() if u not in urls]
+
+    return nodes
+
+
 def _lifespan(settings: Settings, issuer: DemoIssuer | None):
     """Background work of the central service: the catalogue's scheduled harvest,
     collecting finished jobs' outputs from the nodes into the airlock, and bringing nodes
@@ -211,7 +229,7 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
                 "scheduled harvest is off")
         elif settings.catalogue_nodes:
             task = asyncio.create_task(harvest_periodically(
-                settings.resolved_database_url, settings.catalogue_nodes, token,
+                settings.resolved_database_url, _harvest_nodes(settings, app.state.hub), token,
                 settings.catalogue_harvest_interval_seconds, tls=_node_tls(settings),
                 policy=app.state.ctx.policy))
         tasks = [task] if task is not None else []

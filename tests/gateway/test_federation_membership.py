@@ -184,3 +184,37 @@ def test_the_cli_adds_lists_and_removes_with_revocation(world, tmp_path):
     assert [r[0] for r in _audit(world.settings.database_url, "federation.")] == [
         "federation.add", "federation.remove", "federation.add"]
     assert [r[0] for r in _audit(world.settings.database_url, "pki.")] == ["pki.revoke"]
+
+
+def test_the_scheduled_harvest_follows_the_members_at_the_running_centre(world):
+    """An institution added at the running centre is harvested from the next round on,
+    one removed is not, without touching SPE_CATALOGUE_NODES or restarting."""
+    from catalogue.schedule import harvest_round
+    from spe.app import _harvest_nodes, _node_tls
+
+    settings = world.settings.model_copy(update={"catalogue_nodes": [world.urls["site-a"]]})
+    admin = world.bearer("root", "admin")
+    app = create_central_app(settings)
+    nodes = _harvest_nodes(settings, app.state.hub)
+    with TestClient(app) as central:
+        assert nodes() == [world.urls["site-a"]]
+        assert central.post(NODES, headers=admin, json={
+            "node_id": "site-b", "url": world.urls["site-b"]}).status_code == 201
+        assert nodes() == [world.urls["site-a"], world.urls["site-b"]]
+        engine = make_engine(settings.database_url)
+        try:
+            with engine.begin() as conn:  # what site-b had in the catalogue goes
+                conn.execute(text("DELETE FROM catalogue_facets WHERE dataset_id IN "
+                                  "(SELECT id FROM catalogue_datasets WHERE node_id = 'site-b')"))
+                conn.execute(text("DELETE FROM catalogue_datasets WHERE node_id = 'site-b'"))
+            token = world.issuer.mint("catalogue-harvester", ["hdab"])
+            assert harvest_round(settings.database_url, nodes(), token,
+                                 tls=_node_tls(settings)) == 0
+            with engine.connect() as conn:
+                holders = set(conn.execute(text(
+                    "SELECT DISTINCT node_id FROM catalogue_datasets")).scalars())
+        finally:
+            engine.dispose()
+        assert holders == {"site-a", "site-b"}
+        assert central.delete(f"{NODES}/site-a", headers=admin).status_code == 200
+        assert nodes() == [world.urls["site-b"]]
