@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 ANALYSIS ?= var/analysis-env
 export SPE_SANDBOX_PYTHON ?= $(abspath $(ANALYSIS))/bin/python
 
-.PHONY: setup analysis-env system-packages demo test lint bench clean-demo
+.PHONY: setup analysis-env system-packages oidc-provider demo test lint bench clean-demo
 
 # A virtual environment with the project and its test tools, rebuilt when pyproject changes.
 $(VENV)/.installed: pyproject.toml
@@ -27,22 +27,39 @@ $(ANALYSIS)/.installed: deploy/analysis/requirements.txt
 
 analysis-env: $(ANALYSIS)/.installed
 
-# Orthanc (with DICOMweb), bubblewrap and Chromium (the catalogue's browser test) are Debian
+# Orthanc (with DICOMweb), bubblewrap, Chromium (the catalogue's browser test), systemd
+# (`systemd-analyze verify` of deploy/systemd), nginx and Caddy (deploy/proxy run) are Debian
 # packages; installed when missing and root.
 system-packages:
 	@if command -v Orthanc >/dev/null && command -v bwrap >/dev/null \
 	    && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
-	    && [ -x /usr/bin/chromium ]; then :; \
+	    && [ -x /usr/bin/chromium ] && command -v systemd-analyze >/dev/null \
+	    && command -v nginx >/dev/null && command -v caddy >/dev/null \
+	    && command -v ip >/dev/null && command -v nft >/dev/null \
+	    && command -v socat >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    orthanc orthanc-dicomweb bubblewrap chromium >/dev/null; \
+	  apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    orthanc orthanc-dicomweb bubblewrap chromium systemd nginx-light caddy \
+	    iproute2 nftables socat >/dev/null; \
 	else echo "note: install the Debian packages orthanc orthanc-dicomweb bubblewrap chromium" \
-	  "for the Orthanc, sandbox and browser tests (they are skipped without them)"; fi
+	  "systemd nginx-light caddy iproute2 nftables socat for the Orthanc, sandbox, browser," \
+	  "deployment and across-hosts tests (they are skipped without them)"; fi
+
+# The OpenID Connect provider the identity tests run locally (tests/oidc: panva's
+# oidc-provider, pinned by its lock file); needs Node.js 20 or later and npm.
+tests/oidc/node_modules/.package-lock.json: tests/oidc/package-lock.json
+	npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+
+oidc-provider:
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory \
+	    tests/oidc/node_modules/.package-lock.json; \
+	else echo "note: install Node.js 20+ and npm for the identity tests against a real" \
+	  "OpenID Connect provider (they are skipped without them)"; fi
 
 demo: setup analysis-env
 	$(BIN)/spe demo $(DEMO_ARGS)
 
-test: setup analysis-env system-packages
+test: setup analysis-env system-packages oidc-provider
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -56,6 +73,7 @@ bench: setup analysis-env
 	$(BIN)/python benchmarks/federated_query.py
 	$(BIN)/python benchmarks/statistics_utility.py
 	$(BIN)/python benchmarks/sandbox.py
+	$(BIN)/python benchmarks/staging_pacs.py
 	$(BIN)/python benchmarks/observability_overhead.py
 
 clean-demo:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from catalogue.schemas import HarvestOutcome
 from catalogue.service import CatalogueError, harvest
 from spe.audit import CENTRAL_AUDIT, AuditLog
+from spe.identity.client_credentials import BearerSource, StaticToken, TokenUnavailable
 from spe.policy import EmbeddedEngine, PolicyService
 from spe.policy.disclosure import NoCountRule, count_rule
 from spe.settings import REPO_ROOT
@@ -27,6 +28,12 @@ from spe.wire.descriptors import (
 
 DESCRIPTORS_PATH = "/api/v1/descriptors"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+class TokenRefused(CatalogueError):
+    """The node answered 401: the harvester's token was not (or no longer) good there."""
+
+
 _DESCRIPTORS = TypeAdapter(Annotated[list[DatasetDescriptor], Field(max_length=MAX_DESCRIPTORS)])
 
 
@@ -83,7 +90,8 @@ def fetch_descriptors(url: str, token: str, *, least_threshold: int,
             body = None
         detail = (body.get("detail", body) if isinstance(body, dict)
                   else content[:200].decode("utf-8", "replace"))
-        raise CatalogueError(f"{url}: HTTP {status}: {detail}")
+        refused = TokenRefused if status == 401 else CatalogueError
+        raise refused(f"{url}: HTTP {status}: {detail}")
     try:
         descriptors = _DESCRIPTORS.validate_json(content)
     except ValidationError as exc:
@@ -102,10 +110,27 @@ def fetch_descriptors(url: str, token: str, *, least_threshold: int,
     return descriptors
 
 
+def _fetch_as(source: BearerSource, url: str, **kw) -> list[DatasetDescriptor]:
+    """`fetch_descriptors` with the source's token; a token the node refuses (it expired on
+    the way, the provider rotated its keys) is renewed and tried once more."""
+    try:
+        token = source.token()
+        try:
+            return fetch_descriptors(url, token, **kw)
+        except TokenRefused:
+            source.invalidate(token)
+            renewed = source.token()
+            if renewed == token:
+                raise
+            return fetch_descriptors(url, renewed, **kw)
+    except TokenUnavailable as exc:
+        raise CatalogueError(f"{url}: not harvested: {exc.detail}") from exc
+
+
 def harvest_nodes(
     session: Session,
     urls: Sequence[str],
-    token: str,
+    token: str | BearerSource,
     *,
     actor: str = "system",
     clients: Mapping[str, httpx.Client] | None = None,
@@ -116,16 +141,18 @@ def harvest_nodes(
     """Harvest every node that answers; a failing node is reported (and audited), not fatal.
 
     `policy`: the centre's (its disclosure rule sets the least threshold a descriptor may
-    have); by default the project's own `policies/`. The caller owns the transaction (see
-    `spe catalogue harvest`).
+    have); by default the project's own `policies/`. `token`: a bearer token, or where the
+    harvester gets one (spe.identity: client credentials), renewed when a node refuses it.
+    The caller owns the transaction (see `spe catalogue harvest`).
     """
     policy = policy or _project_policy()
+    source = StaticToken(token) if isinstance(token, str) else token
     outcomes: list[HarvestOutcome] = []
     claimed: dict[str, str] = {}  # identifier -> the node URL that described it in this run
     for url in urls:
         try:
-            descriptors = fetch_descriptors(url, token, least_threshold=catalogue_threshold(
-                policy), client=(clients or {}).get(url), tls=tls)
+            descriptors = _fetch_as(source, url, least_threshold=catalogue_threshold(policy),
+                                    client=(clients or {}).get(url), tls=tls)
             for d in descriptors:
                 other = claimed.setdefault(d.identifier, url)
                 if other != url:
@@ -145,7 +172,7 @@ def harvest_nodes(
 def run_harvest(
     database_url: str,
     urls: Sequence[str],
-    token: str,
+    token: str | BearerSource,
     *,
     actor: str = "system",
     clients: Mapping[str, httpx.Client] | None = None,
@@ -167,4 +194,5 @@ def run_harvest(
         engine.dispose()
 
 
-__all__ = ["catalogue_threshold", "fetch_descriptors", "harvest_nodes", "run_harvest"]
+__all__ = ["TokenRefused", "catalogue_threshold", "fetch_descriptors", "harvest_nodes",
+           "run_harvest"]

@@ -19,6 +19,8 @@ from gateway.hub.beacon import error_shape as beacon_errors
 from gateway.hub.beacon import router as beacon_router
 from gateway.hub.endpoints import router as hub_router
 from gateway.hub.fanout import Fanout, push_permit
+from gateway.hub.membership import Membership
+from gateway.hub.membership.endpoints import router as membership_router
 from gateway.hub.pages import STATIC_DIR as QUERY_STATIC
 from gateway.hub.pages import STATIC_PATH as QUERY_STATIC_PATH
 from gateway.hub.pages import router as query_pages
@@ -33,7 +35,7 @@ from spe.audit.endpoints import router as audit_router
 from spe.audit.schedule import signing_audit
 from spe.background import stop_tasks
 from spe.db import make_engine, make_sessionmaker
-from spe.identity import DemoIssuer, demo_issuer, make_verifier
+from spe.identity import DemoIssuer, demo_issuer, machine_token, make_verifier
 from spe.observability.wiring import observe
 from spe.permits.endpoints import router as permits_router
 from spe.permits.pages import STATIC_DIR as PERMITS_STATIC
@@ -47,6 +49,7 @@ from spe.users.endpoints import router as users_router
 from spe.web import AppContext
 from spe.web.docs import api_docs_options
 from spe.web.health import router as health_router
+from spe.web.https import StrictTransportSecurity
 from spe.web.pages import STATIC_DIR as COMMON_STATIC
 from spe.web.pages import STATIC_PATH as COMMON_STATIC_PATH
 from spe.web.refusals import install_refusals
@@ -75,6 +78,10 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
                   max_body_size=settings.max_request_bytes)
     app.state.ctx = ctx
     app.state.hub = hub if hub is not None else _hub(settings)
+    if hub is None and app.state.hub is not None:
+        # Institutions added and removed at the running centre (gateway/hub/membership).
+        app.state.hub.fanout.membership = Membership(ctx.sessions, settings.federation_nodes)
+    app.state.crl_push = _crl_pusher(app.state.hub, settings)
     app.state.dataset_holder = _dataset_holder
     app.state.permit_push = (
         None if app.state.hub is None
@@ -88,8 +95,10 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     app.state.permit_stopped = functools.partial(_withhold, ctx)
     # Refusals under the Beacon's prefix are Beacon v2 error responses.
     install_refusals(app, (beacon_errors,))
+    app.add_middleware(StrictTransportSecurity)  # HSTS on answers over HTTPS
     app.include_router(health_router)
     app.include_router(users_router)
+    app.include_router(membership_router)
     app.include_router(audit_router)
     app.include_router(catalogue_router)
     app.include_router(hub_router)
@@ -150,19 +159,31 @@ def _dataset_holder(session, identifier: str) -> str | None:
 
 
 def _hub(settings: Settings) -> Hub | None:
-    """The federated query hub, when the federation is configured: its nodes, and the PKI
-    whose hub key signs the query contexts and whose certificates carry the mutual TLS."""
-    if not settings.federation_nodes or settings.pki_dir is None:
+    """The federated query hub, when the federation is configured: its nodes (none yet is
+    fine when the PKI has the hub's key: an admin adds them), and the PKI whose hub key
+    signs the query contexts and whose certificates carry the mutual TLS (re-read when
+    they or the revocation list change: spe.pki.ClientTLS)."""
+    if settings.pki_dir is None or not (
+            settings.federation_nodes or (settings.pki_dir / "hub.key").is_file()):
         return None
-    from spe.pki import client_ssl_context, private_key_of
+    from spe.pki import ClientTLS, private_key_of
     from spe.wire.context import ContextSigner
 
     key = private_key_of(settings.pki_dir / "hub.key")
     return Hub(
         fanout=Fanout(settings.federation_nodes, timeout=settings.query_timeout_seconds,
-                      tls=client_ssl_context(settings.pki_dir, "hub")),
+                      tls=ClientTLS(settings.pki_dir, "hub")),
         signer=ContextSigner(key), private_key=key,
     )
+
+
+def _crl_pusher(hub: Hub | None, settings: Settings):
+    """What sends the CA's revocation list to every node (gateway/hub/crl_push.py)."""
+    if hub is None or settings.pki_dir is None:
+        return None
+    from gateway.hub.crl_push import CrlPusher
+
+    return CrlPusher(hub.fanout, hub.signer, settings.pki_dir)
 
 
 def _node_tls(settings: Settings):
@@ -174,13 +195,22 @@ def _node_tls(settings: Settings):
     return client_ssl_context(settings.pki_dir, "hub")
 
 
-def _harvest_token(settings: Settings, issuer: DemoIssuer | None) -> Callable[[], str] | None:
-    if settings.catalogue_harvest_token is not None:
-        token = settings.catalogue_harvest_token.get_secret_value()
-        return lambda: token
-    if issuer is not None and settings.environment == "development":
-        return lambda: issuer.mint("catalogue-harvester", ["hdab"])
-    return None
+def _harvest_nodes(settings: Settings, hub: Hub | None) -> Callable[[], list[str]]:
+    """The nodes the scheduled harvest calls, read every round: `SPE_CATALOGUE_NODES`
+    with the federation's members as they are now (an institution an admin added is
+    harvested too, one removed is not)."""
+
+    def nodes() -> list[str]:
+        membership = getattr(hub.fanout, "membership", None) if hub is not None else None
+        if membership is None:
+            return list(settings.catalogue_nodes)
+        current = membership.current()
+        removed = {url for node_id, url in membership.configured.items()
+                   if node_id not in current}
+        urls = [u for u in settings.catalogue_nodes if u not in removed]
+        return urls + [u for u in current.values() if u not in urls]
+
+    return nodes
 
 
 def _lifespan(settings: Settings, issuer: DemoIssuer | None):
@@ -193,14 +223,17 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
         from catalogue.schedule import harvest_periodically
 
         task = None
-        token = _harvest_token(settings, issuer)
+        # The harvest calls the nodes as the central service's own client of the identity
+        # provider (client credentials), never with a user's token.
+        token = machine_token(settings, issuer)
         if settings.catalogue_nodes and token is None:
             logging.getLogger("spe.catalogue").warning(
-                "SPE_CATALOGUE_NODES is set but no SPE_CATALOGUE_HARVEST_TOKEN: the "
+                "SPE_CATALOGUE_NODES is set but the central service has no client of the "
+                "identity provider (SPE_OIDC_CLIENT_ID, SPE_OIDC_CLIENT_SECRET): the "
                 "scheduled harvest is off")
         elif settings.catalogue_nodes:
             task = asyncio.create_task(harvest_periodically(
-                settings.resolved_database_url, settings.catalogue_nodes, token,
+                settings.resolved_database_url, _harvest_nodes(settings, app.state.hub), token,
                 settings.catalogue_harvest_interval_seconds, tls=_node_tls(settings),
                 policy=app.state.ctx.policy))
         tasks = [task] if task is not None else []
@@ -215,7 +248,10 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
             tasks.append(asyncio.create_task(witness_periodically(
                 app.state.ctx, app.state.hub, settings.audit_witness_interval_seconds)))
         if app.state.suspension_push is not None:  # nodes behind the suspension list
-            tasks.append(asyncio.create_task(app.state.suspension_push.run()))
+            tasks.append(asyncio.create_task(app.state.suspension_push.run(
+                settings.suspension_push_interval_seconds)))
+        if app.state.crl_push is not None:  # nodes behind the revocation list
+            tasks.append(asyncio.create_task(app.state.crl_push.run()))
         try:
             yield
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -28,18 +29,31 @@ def fingerprint(der: bytes) -> str:
 
 
 class PeerCertProtocol(H11Protocol):
-    """HTTP/1.1 over TLS, each request's scope naming the client certificate."""
+    """HTTP/1.1 over TLS, each request's scope naming the client certificate.
+
+    `revoked` (set by spe.pki.server_ssl_options): whether a certificate (DER) is on the
+    current revocation list; such a connection is dropped right after the handshake, or
+    before a request of a kept-alive connection once the list names it."""
+
+    revoked: Callable[[bytes], bool] | None = None
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        revoked = type(self).revoked
+        if der and revoked is not None and revoked(der):
+            transport.abort()
+            return
         tls = {"client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
                "client_cert_name": None, "client_cert_error": None,
                FINGERPRINT_KEY: fingerprint(der) if der else None}
         app = self.app
 
         async def with_peer(scope, receive, send):
+            if der and revoked is not None and revoked(der):
+                transport.abort()
+                return
             if scope["type"] in ("http", "websocket"):
                 scope.setdefault("extensions", {})["tls"] = dict(tls)
             await app(scope, receive, send)

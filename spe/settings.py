@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET = "dev-only-secret-change-me"
+#: spe.identity's ROLES, as a type settings can check (the settings import no other module
+#: of the core; tests/identity/test_machine_identity.py keeps the two in step).
+Role = Literal["researcher", "approver", "hdab", "output_checker", "admin"]
 
 
 class InsecureConfiguration(RuntimeError):
@@ -35,6 +38,31 @@ class Settings(BaseSettings):
     oidc_audience: str = "spe"
     oidc_jwks_url: str = ""
     token_ttl_seconds: int = 3600
+    # The provider's TLS certificate is checked against this CA bundle (PEM) instead of the
+    # system's (an in-house provider with a private CA); the keys and tokens are fetched
+    # with it.
+    oidc_ca_file: Path | None = None
+    # Clock skew allowed on a token's exp/nbf; keys last fetched longer ago than the cache
+    # time are not used (the provider down is ridden out that long, not for ever); an
+    # unknown key id fetches the keys again at most once per the refresh time.
+    # Research logins (LS Login, AARC proxies) carry group memberships, not roles: these
+    # `eduperson_entitlement` values give these roles ('{"urn:geant:...#...": "researcher"}').
+    oidc_entitlement_roles: dict[str, Role] = {}
+    oidc_clock_skew_seconds: int = Field(default=30, ge=0, le=300)
+    oidc_jwks_cache_seconds: float = Field(default=600, ge=2, le=86_400)
+    oidc_jwks_min_refresh_seconds: float = Field(default=10, ge=0.5, le=3600)
+    # The central service's own client at the provider, for its machine-to-machine calls
+    # (the scheduled harvest): OAuth 2.0 client credentials, a confidential client with a
+    # service account holding role hdab. The token endpoint is the provider's discovery
+    # document's unless named.
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
+    # Or, with no shared secret, a private key (PEM, EC P-256 or RSA; the hub's own
+    # hub.key will do) whose public key is registered for the client: private_key_jwt.
+    # The key id the provider knows it by, unless its RFC 7638 thumbprint.
+    oidc_client_key_file: Path | None = None
+    oidc_client_key_id: str = ""
+    oidc_token_url: str = ""
 
     # Policy: embedded regopy unless an OPA server is named.
     policy_dir: Path = REPO_ROOT / "policies"
@@ -54,8 +82,9 @@ class Settings(BaseSettings):
     # `spe catalogue harvest`). JSON list in the environment: '["https://node-a:8443"]'.
     catalogue_nodes: list[str] = []
     catalogue_harvest_interval_seconds: int = Field(default=3600, ge=60)
-    # The harvester's bearer token (role hdab) from the identity provider; in development
-    # the demo issuer mints one for every round instead.
+    # Deprecated, refused in production: a static bearer token for the harvest, which
+    # stops working when it expires. Use SPE_OIDC_CLIENT_ID/SECRET (client credentials);
+    # in development without them the demo issuer mints one for every round.
     catalogue_harvest_token: SecretStr | None = None
 
     # Federation: the PKI folder of `spe pki init` (the CA, this service's certificate and
@@ -65,6 +94,9 @@ class Settings(BaseSettings):
     federation_nodes: dict[str, str] = {}
     # A node that has not answered by then is reported as timed out.
     query_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # How often the hub pushes the suspension list again to nodes that have not confirmed
+    # its current epoch (down or cut off during a push; gateway/hub/suspensions.py).
+    suspension_push_interval_seconds: float = Field(default=60.0, ge=1, le=3600)
 
     # Jobs: how often the hub collects finished jobs' outputs from the nodes into the
     # airlock (also on every status read); where the airlock keeps them (default
@@ -114,6 +146,23 @@ class Settings(BaseSettings):
     # Jobs run as host uid (and gid) base + a free slot, never root; 0: as the service's
     # own user (a developer's laptop). Not below 1000: no system account's uid.
     sandbox_uid_base: int = Field(default=200000, ge=0, le=2**31 - 2000)
+
+    # --- HTTPS at the central service (spe/web/https.py): its own certificate and key
+    # (PEM, e.g. a public CA's), or a TLS-terminating proxy at these addresses (comma-
+    # separated IPs or networks, uvicorn's forwarded_allow_ips; default 127.0.0.1) whose
+    # X-Forwarded-Proto/-For it believes. Off loopback, production needs one of the two.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_terminated_by_proxy: bool = False
+    forwarded_allow_ips: str = ""
+
+    @model_validator(mode="after")
+    def _usable_client_key(self) -> Settings:
+        if self.oidc_client_key_file is not None:
+            why = unusable_client_key(self.oidc_client_key_file)
+            if why:
+                raise InsecureConfiguration(f"SPE_OIDC_CLIENT_KEY_FILE: {why}")
+        return self
 
     # --- Operations (spe/observability): logs, metrics, readiness, the database at start.
     # Log lines as JSON objects (default in production) or text (default elsewhere).
@@ -186,6 +235,24 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'central.db').as_posix()}"
 
 
+def unusable_client_key(path: Path) -> str:
+    """Why the key file cannot sign the client's assertions (private_key_jwt), or ""."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    except (ValueError, TypeError):
+        return f"{path} is not an unencrypted PEM private key"
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
+        return ""
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
+        return ""
+    return f"{path}: an EC P-256 or an RSA key of 2048 bits or more signs client assertions"
+
+
 def untrusted_executable(path: str) -> str | None:
     """Why the program at `path` could be replaced by someone other than root (None: a
     regular root-owned file, in root-owned folders, none writable by group or others but
@@ -249,6 +316,8 @@ def production_refusal(settings: Settings) -> str:
         if _scheme(url) != "https":
             return (f"{name} is not https:// ({url}); the keys that sign every token must "
                     "not travel over plain HTTP")
+    if reason := _machine_identity_refusal(settings):
+        return reason
     if settings.opa_url and _scheme(settings.opa_url) != "https" and not _loopback(
             settings.opa_url):
         return (f"SPE_OPA_URL is plain HTTP to another host ({settings.opa_url}); every "
@@ -266,6 +335,39 @@ def production_refusal(settings: Settings) -> str:
         plain = [u for u in urls if _scheme(u) != "https"]
         if plain:
             return f"{name} names nodes over plain HTTP ({', '.join(plain)}); use https://"
+    if settings.tls_terminated_by_proxy and not settings.forwarded_allow_ips:
+        return ("SPE_TLS_TERMINATED_BY_PROXY needs SPE_FORWARDED_ALLOW_IPS: the proxy's "
+                "address, the only one whose X-Forwarded-Proto is believed")
+    if "*" in settings.forwarded_allow_ips:
+        return ("SPE_FORWARDED_ALLOW_IPS is '*': any client could claim HTTPS and any "
+                "address; name the proxy's address or network")
+    return ""
+
+
+def _machine_identity_refusal(settings: Settings) -> str:
+    """Why the central service's own calls (the scheduled harvest) would not authenticate
+    as a client of the provider, or ""."""
+    if settings.catalogue_harvest_token is not None:
+        return ("SPE_CATALOGUE_HARVEST_TOKEN is a static token: it stops working when it "
+                "expires and cannot be rotated; unset it and give the central service a "
+                "client of the identity provider (SPE_OIDC_CLIENT_ID, SPE_OIDC_CLIENT_SECRET: "
+                "client credentials, a service account with role hdab)")
+    if settings.oidc_client_id and settings.oidc_client_secret is None \
+            and settings.oidc_client_key_file is None:
+        return ("SPE_OIDC_CLIENT_ID is set without SPE_OIDC_CLIENT_SECRET (or "
+                "SPE_OIDC_CLIENT_KEY_FILE)")
+    key = settings.oidc_client_key_file
+    if key is not None and key.exists() and key.stat().st_mode & 0o077:
+        return (f"SPE_OIDC_CLIENT_KEY_FILE {key} may be read by others than its owner; "
+                "chmod 600 it")
+    if settings.catalogue_nodes and not settings.oidc_client_id:
+        return ("SPE_CATALOGUE_NODES is set, but the scheduled harvest has no client of the "
+                "identity provider to call the nodes with: set SPE_OIDC_CLIENT_ID and "
+                "SPE_OIDC_CLIENT_SECRET or SPE_OIDC_CLIENT_KEY_FILE (client credentials, a "
+                "service account with role hdab)")
+    if settings.oidc_token_url and _scheme(settings.oidc_token_url) != "https":
+        return (f"SPE_OIDC_TOKEN_URL is not https:// ({settings.oidc_token_url}); the client "
+                "secret must not travel over plain HTTP")
     return ""
 
 

@@ -11,10 +11,12 @@ never fails the whole query: its result says what happened and how long the hub 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 import aiohttp
 import httpx
@@ -22,10 +24,14 @@ from pydantic import ValidationError
 
 from gateway.hub.schemas import NodeResult
 from spe.observability.request_id import request_id_headers
+from spe.pki import ClientTLS
 from spe.wire.context import CONTEXT_HEADER, ContextSigner
 from spe.wire.permit import document_hash
 from spe.wire.query import STATISTICS, NodeAnswer, Query, Step
 from spe.wire.suspensions import SUSPENSIONS_PATH, SuspensionList
+
+if TYPE_CHECKING:
+    from gateway.hub.membership import Membership
 
 QUERY_PATH = "/api/v1/query"
 #: The context's user when the hub pushes its own documents (permits, suspensions).
@@ -33,21 +39,56 @@ PUSHER = "hub"
 
 
 class Fanout:
+    """`nodes`: the federation's members (a `Membership` read on every use when one is set,
+    so institutions added or removed at the running centre are called or not at once).
+    `tls`: an SSL context, or a `spe.pki.ClientTLS` that rebuilds it when the certificates
+    or the revocation list change; the pooled connections are then dropped, so none made
+    before a revocation is used after it."""
+
     def __init__(self, nodes: dict[str, str], *, timeout: float,
-                 tls: ssl.SSLContext | bool = True) -> None:
-        self.nodes = dict(nodes)
+                 tls: ssl.SSLContext | bool | ClientTLS = True) -> None:
+        self._nodes = dict(nodes)
+        self.membership: Membership | None = None
         self.timeout = timeout
         self._tls = tls
+        self._generation = -1
         self._client: httpx.AsyncClient | None = None
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
         #: Told each node's outcome of a query (the hub's metrics: spe/observability).
         self.observe: Callable[[str, str], None] | None = None
 
+    @property
+    def nodes(self) -> dict[str, str]:
+        return self.membership.current() if self.membership is not None else self._nodes
+
+    @nodes.setter
+    def nodes(self, value: dict[str, str]) -> None:
+        self._nodes = dict(value)
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        """The current context; a changed one retires the pooled clients first."""
+        if not isinstance(self._tls, ClientTLS):
+            return self._tls
+        ctx = self._tls.context()
+        if self._tls.generation != self._generation:
+            self._generation = self._tls.generation
+            old_client, old_session = self._client, self._session
+            self._client = self._session = None
+            self._session_loop = None
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to close
+                loop = asyncio.get_running_loop()
+                if old_client is not None:
+                    loop.create_task(old_client.aclose())
+                if old_session is not None and not old_session.closed:
+                    loop.create_task(old_session.close())
+        return ctx
+
     def client(self) -> httpx.AsyncClient:
+        tls = self._ssl()
         if self._client is None:
             self._client = httpx.AsyncClient(
-                verify=self._tls, timeout=httpx.Timeout(self.timeout),
+                verify=tls, timeout=httpx.Timeout(self.timeout),
                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
                 event_hooks={"request": [_with_request_id]})
         return self._client
@@ -56,11 +97,12 @@ class Fanout:
         """The session the queries go through, made on first use in the running loop (a
         session belongs to its loop: another loop, e.g. a later test client's, gets its
         own)."""
+        tls = self._ssl()
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._session_loop is not loop:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    ssl=self._tls, limit=200,
+                    ssl=tls, limit=200,
                     # Idle connections are closed before uvicorn's 5 s keep-alive closes
                     # them from its side, so none is reused just as the node drops it.
                     keepalive_timeout=4),

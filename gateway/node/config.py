@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import parse_qsl, urlparse
 
 from gateway.node.sources.base import DicomSource, FhirSource
 
@@ -32,12 +33,67 @@ def open_dicom_source(spec: str) -> DicomSource | None:
         return DicomFolderSource(Path(rest))
     if kind == "dimse":
         url = urlparse(spec)
-        if not (url.username and url.hostname and url.port):
+        try:
+            port = url.port
+        except ValueError:
+            port = None
+        if not (url.username and url.hostname and port):
             raise SourceSpecError(f"DIMSE source must look like dimse://AET@HOST:PORT, got {spec}")
-        return DimseSource(url.hostname, url.port, called_aet=url.username)
+        return DimseSource(url.hostname, port, called_aet=url.username,
+                           **dimse_options(url.query, spec))
     if kind == "dicomweb":
         return DicomWebSource(rest)
     raise SourceSpecError(f"unknown DICOM source {spec!r}: use folder:, dimse:// or dicomweb:")
+
+
+DIMSE_OPTIONS = {"aet", "retrieve", "listen"}
+DEFAULT_LISTEN = ("0.0.0.0", 11112)
+
+
+def dimse_options(query: str, spec: str) -> dict[str, Any]:
+    """The options after `?` in `dimse://PACS@HOST:PORT?aet=SPE-NODE&retrieve=auto&
+    listen=0.0.0.0:11112`: the node's own AE title (it calls the PACS with it and is the
+    C-MOVE destination the PACS must know), how staging retrieves (`get`, `move`, or `auto`:
+    C-GET, C-MOVE when the PACS refuses C-GET) and where the node's Storage SCP listens
+    during a C-MOVE (the PACS sends to the host and port it has for that AE title)."""
+    from gateway.node.sources.dimse_retrieve import MODES
+
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise SourceSpecError(f"DIMSE source options are not NAME=VALUE&...: {spec}") from None
+    options = dict(pairs)
+    unknown = sorted(set(options) - DIMSE_OPTIONS)
+    if unknown or len(options) != len(pairs):
+        raise SourceSpecError(f"DIMSE source options are {', '.join(sorted(DIMSE_OPTIONS))}, "
+                              f"each once; got {query!r} in {spec}")
+    out: dict[str, Any] = {}
+    if "aet" in options:
+        aet = options["aet"]
+        if not (0 < len(aet) <= 16 and aet.isascii() and aet.isprintable()
+                and "\\" not in aet and aet.strip() == aet):
+            raise SourceSpecError(f"aet={aet!r} is no AE title (1-16 printable ASCII "
+                                  f"characters, no backslash): {spec}")
+        out["calling_aet"] = aet
+    if "retrieve" in options:
+        if options["retrieve"] not in MODES:
+            raise SourceSpecError(f"retrieve= must be one of {', '.join(MODES)}: {spec}")
+        out["retrieve_mode"] = options["retrieve"]
+    listen = DEFAULT_LISTEN
+    if "listen" in options:
+        host, sep, port_text = options["listen"].rpartition(":")
+        host = host.strip("[]")
+        if not (sep and host and port_text.isdigit() and 0 < int(port_text) < 65536):
+            raise SourceSpecError(f"listen= must be HOST:PORT (e.g. 0.0.0.0:11112): {spec}")
+        listen = (host, int(port_text))
+    out["listen"] = listen
+    return out
+
+
+def source_identity(spec: str) -> str:
+    """The spec without the DIMSE options: which store it is, not how it is read, so an
+    extract staged by any of the node's processes (each with its own AE title) is reused."""
+    return spec.partition("?")[0] if spec.startswith("dimse:") else spec
 
 
 def open_fhir_source(spec: str) -> FhirSource | None:

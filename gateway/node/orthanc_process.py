@@ -51,6 +51,10 @@ class OrthancProcess:
     # AE titles allowed to query and retrieve (C-FIND / C-GET), with the port each listens
     # on (Orthanc's modality entry needs one; C-GET answers on the association).
     peers: dict[str, int] = field(default_factory=lambda: {NODE_AET: 104})
+    # Per peer, entries that replace the defaults of its DicomModalities entry, e.g.
+    # {"SPE-NODE": {"AllowGet": False, "AllowMove": True}} for a PACS that sends by C-MOVE
+    # only (to the peer's port, where the node's storage SCP listens during a retrieve).
+    peer_options: dict[str, dict[str, object]] = field(default_factory=dict)
     dicom_port: int = 0
     http_port: int = 0
     # HTTP (REST, DICOMweb) needs this user's password even from this machine, so a local
@@ -106,7 +110,7 @@ class OrthancProcess:
                 aet.lower(): {"AET": aet, "Host": "127.0.0.1", "Port": port,
                               "AllowEcho": True, "AllowFind": True, "AllowGet": True,
                               "AllowMove": False, "AllowStore": False,
-                              "AllowFindWorklist": False}
+                              "AllowFindWorklist": False, **self.peer_options.get(aet, {})}
                 for aet, port in self.peers.items()
             },
             # No other way in or out: no WebDAV share, no Lua, no writing files from REST.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import catalogue.models  # noqa: F401
+import gateway.hub.membership.models  # noqa: F401
 import spe.airlock.review.models  # noqa: F401
 import spe.audit.models  # noqa: F401
 import spe.jobs.models  # noqa: F401

@@ -26,6 +26,11 @@ permissions := {
 		"GET /api/v1/users": {"admin"},
 		# Suspending or reinstating a user (spe/users/suspensions.py).
 		"PUT /api/v1/users/{uid}/suspension": {"admin"},
+		# The federation's institutions, added and removed at the running centre
+		# (gateway/hub/membership).
+		"GET /api/v1/federation/nodes": {"admin"},
+		"POST /api/v1/federation/nodes": {"admin"},
+		"DELETE /api/v1/federation/nodes/{node_id}": {"admin"},
 		# Curating a catalogue dataset (reading the catalogue is public: no door at all);
 		# which approver may curate which dataset is policies/catalogue/curation.
 		"PATCH /api/v1/catalogue/datasets/{identifier:path}": {"approver"},

@@ -11,8 +11,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from spe.cli.federation import federation_app
+from spe.cli.identity import identity_app
 from spe.cli.job import job_app
 from spe.cli.permit import permit_app
+from spe.cli.pki import register as _register_pki
 from spe.cli.progress import console, stage_counter, task_bars
 from spe.cli.query import query as query_command
 from spe.cli.sandbox import sandbox_app
@@ -37,10 +40,13 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(deid_app, name="deid")
 app.add_typer(catalogue_app, name="catalogue")
 app.add_typer(pki_app, name="pki")
+_register_pki(pki_app)
+app.add_typer(federation_app, name="federation")
 app.add_typer(permit_app, name="permit")
 app.add_typer(job_app, name="job")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(users_app, name="users")
+app.add_typer(identity_app, name="identity")
 app.command("query")(query_command)
 
 
@@ -235,28 +241,34 @@ def print_sync_report(report, title: str = "sync") -> None:
 def catalogue_harvest(
     node: Annotated[list[str], typer.Option(help="A node's base URL; repeat for several")],
     token: Annotated[str | None, typer.Option(
-        help="Bearer token with the hdab role (default in development: minted by the demo "
-             "issuer)")] = None,
+        help="Bearer token with the hdab role (default: one of the central service's client "
+             "SPE_OIDC_CLIENT_ID by client credentials; in development without it, minted "
+             "by the demo issuer)")] = None,
     database_url: Annotated[str | None, typer.Option(
         help="Central database URL (default: SPE_DATABASE_URL)")] = None,
 ) -> None:
     """Harvest the nodes' dataset descriptors into the catalogue. Exit 1 if any node failed."""
     from catalogue.harvester import run_harvest
-    from spe.identity import demo_issuer
+    from spe.identity import demo_issuer, machine_token
     from spe.policy import make_policy_service
 
     settings = load_settings()
+    source = None
     if token is None:
-        if settings.oidc_jwks_url or settings.environment != "development":
-            raise fail("give --token: tokens come from the identity provider outside "
-                       "development")
-        token = demo_issuer(settings).mint("catalogue-harvester", ["hdab"])
+        # The central service's own client (client credentials), as the schedule uses.
+        source = machine_token(settings, None if settings.oidc_jwks_url
+                               else demo_issuer(settings))
+        if source is None:
+            raise fail("give --token, or SPE_OIDC_CLIENT_ID and SPE_OIDC_CLIENT_SECRET (the "
+                       "central service's client of the identity provider): tokens come "
+                       "from the identity provider outside development")
     tls = None
     if settings.pki_dir is not None:
         from spe.pki import client_ssl_context
 
         tls = client_ssl_context(settings.pki_dir, "hub")
-    outcomes = run_harvest(database_url or settings.resolved_database_url, node, token,
+    outcomes = run_harvest(database_url or settings.resolved_database_url, node,
+                           token if source is None else source,
                            actor="cli:catalogue-harvester", tls=tls,
                            policy=make_policy_service(settings))
     failed = 0
@@ -278,14 +290,20 @@ def pki_init(
         help="An institution node's name (its CN and file name); repeat for several")] = None,
     hub: Annotated[str, typer.Option(help="The hub's name")] = "hub",
     host: Annotated[list[str] | None, typer.Option(
-        help="An extra SAN (IP address or DNS name) in every certificate; repeat for several "
-             "[default: 127.0.0.1, localhost]")] = None,
+        help="NAME=HOST: a SAN (IP address or DNS name) in NAME's certificate only; a bare "
+             "HOST goes in every certificate (one machine serving them all); repeat for "
+             "several [default: 127.0.0.1, localhost in every certificate]")] = None,
     days: Annotated[int, typer.Option(help="Validity of the certificates (at most 825)")] = 825,
     force: Annotated[bool, typer.Option(
         help="Replace an existing CA and re-issue every certificate in the folder")]
     = False,
+    ca_only: Annotated[bool, typer.Option(
+        help="Only the CA (ca.crt, ca.key, its index and revocation list): every member, "
+             "the hub too, then makes its own key (`spe pki request`)")] = False,
 ) -> None:
-    """Create the federation CA and certificates for the hub and each node (mutual TLS).
+    """Create the federation CA and certificates for the hub and each node (mutual TLS),
+    every key made here: for a demo or a single host. Across hosts, each service makes its
+    own key (`spe pki request`) and the CA signs it (`spe pki sign`).
 
     Run again with a new --node to add an institution: the existing CA signs its certificate
     and existing certificates are left alone.
@@ -293,7 +311,9 @@ def pki_init(
     from spe.pki import DEFAULT_HOSTS, PkiError, init_pki
 
     try:
-        result = init_pki(out, nodes=node or [], hub=hub, days=days,
+        if ca_only and node:
+            raise PkiError("--ca-only makes no certificate: leave out --node")
+        result = init_pki(out, nodes=node or [], hub=None if ca_only else hub, days=days,
                           hosts=host or list(DEFAULT_HOSTS), force=force)
     except PkiError as exc:
         raise fail(exc.detail) from None
@@ -432,8 +452,16 @@ def serve(
     what: Annotated[str, typer.Argument(help="central or node")],
     host: str = "127.0.0.1",
     port: int = 8000,
+    tls_cert: Annotated[Path | None, typer.Option(
+        help="central: serve HTTPS with this certificate (PEM, chain included; default "
+             "SPE_TLS_CERT_FILE)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        help="central: the certificate's private key (PEM; default SPE_TLS_KEY_FILE)")]
+    = None,
 ) -> None:
-    """Run the central service or one node (configured by SPE_* variables)."""
+    """Run the central service or one node (configured by SPE_* variables). Production
+    serves the centre off loopback only over HTTPS (its own certificate, or a trusted
+    TLS proxy: deploy/RUNBOOK.md); a node always serves mutual TLS (SPE_PKI_DIR)."""
     import uvicorn
 
     from spe.cli.startup import start_service
@@ -441,6 +469,18 @@ def serve(
 
     settings = load_settings()
     start_service(settings)  # the log format; the database is waited for in _service
+    listen: dict = {}
+    if what == "central":
+        from spe.web.https import central_listen_options
+
+        try:  # before the database is touched: a refusal writes nothing
+            listen = central_listen_options(settings, host, tls_cert=tls_cert,
+                                            tls_key=tls_key)
+        except InsecureConfiguration as exc:
+            raise fail(str(exc)) from None
+    elif tls_cert or tls_key:
+        raise fail("a node serves mutual TLS with its certificate in SPE_PKI_DIR; "
+                   "--tls-cert and --tls-key are the central service's")
     try:
         application, tls = _service(what, settings)
     except PkiError as exc:  # certificates missing or unreadable: a reason, not a traceback
@@ -448,7 +488,7 @@ def serve(
     # log_config=None: uvicorn keeps the logging start_service set up; its access log
     # (raw paths, query strings) gives way to spe.access's (spe/observability).
     uvicorn.run(application, host=host, port=port, log_level="info", log_config=None,
-                access_log=False, **tls)
+                access_log=False, **listen, **tls)
 
 
 def _service(what: str, settings: Settings):
@@ -472,8 +512,9 @@ def _service(what: str, settings: Settings):
         raise fail("a node needs SPE_NODE_ID and SPE_DATABASE_URL")
     tls = {}
     if settings.pki_dir is not None:
-        from spe.pki import server_ssl_options
+        from spe.pki import check_node_files, server_ssl_options
 
+        check_node_files(settings.pki_dir, settings.node_id)
         # Nodes speak only mutual TLS with the federation's certificates.
         tls = server_ssl_options(settings.pki_dir, settings.node_id)
     from spe.cli.startup import wait_for_database_or_exit

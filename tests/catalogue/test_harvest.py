@@ -222,12 +222,13 @@ def test_the_scheduled_harvest_runs_rounds_and_survives_failing_nodes(tmp_path):
     import asyncio
 
     from catalogue.schedule import ACTOR, harvest_periodically
+    from spe.identity import StaticToken
 
     url = f"sqlite:///{tmp_path / 'central.db'}"
 
     async def two_rounds() -> None:
         task = asyncio.create_task(harvest_periodically(
-            url, ["http://127.0.0.1:9"], lambda: "token", interval=0.05))
+            url, ["http://127.0.0.1:9"], StaticToken("token"), interval=0.05))
         for _ in range(200):
             await asyncio.sleep(0.05)
             if rounds_logged() >= 2:

@@ -163,7 +163,10 @@ def test_a_node_that_re_signs_a_rewritten_history_is_caught_as_a_fork(witnessed,
     attack(node_url, node_settings)
     run_node(node_settings, node_url, pki, requests=2)
     sock = bind()
-    central.state.hub.fanout.nodes[SITE] = f"https://127.0.0.1:{sock.getsockname()[1]}"
+    # The node is back at another address: the membership the hub reads names it there.
+    central.state.hub.fanout.membership.configured[SITE] = \
+        f"https://127.0.0.1:{sock.getsockname()[1]}"
+    central.state.hub.fanout.membership.invalidate()
     app = create_node_app(NodeConfig(SITE, SITE, node_url), node_settings)
     with serve(app, sock, lifespan="on", **server_ssl_options(pki, SITE)):
         assert asyncio.run(pull(central)) == {SITE: 1}  # kept, as evidence

@@ -286,7 +286,10 @@ def test_a_node_that_missed_the_suspension_refuses_newer_contexts(central, issue
         assert stale.status_code == 409
         assert "older than the hub's" in stale.json()["detail"]
         # The hub's next round pushes the list to the nodes behind it, site-c only.
-        central.app.state.hub.fanout.nodes["site-c"] = str(hub.base_url).rstrip("/")
+        # (site-c is back at another address: the membership the hub reads names it there)
+        membership = central.app.state.hub.fanout.membership
+        membership.configured["site-c"] = str(hub.base_url).rstrip("/")
+        membership.invalidate()
         pusher = central.app.state.suspension_push
         caught_up = central.portal.call(functools.partial(
             pusher.push, pusher.current(), only_behind=True))

@@ -205,7 +205,7 @@ def test_server_options_require_one_of_the_pinned_certificates(pkis):
 
     options = server_ssl_options(pkis.federation, "site-a")
     assert set(options) == {"ssl_context_factory", "http"}
-    assert options["http"] is PeerCertProtocol  # requests name their certificate
+    assert issubclass(options["http"], PeerCertProtocol)  # requests name their certificate
     ctx = options["ssl_context_factory"](None, None)
     assert ctx.verify_mode == ssl.CERT_REQUIRED
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
@@ -258,8 +258,15 @@ def test_file_modes(pkis):
     for name in ("ca", "hub", "site-a", "site-b"):  # the service's own, like all it keeps
         assert stat.S_IMODE((directory / f"{name}.key").stat().st_mode) == 0o600
         assert stat.S_IMODE((directory / f"{name}.crt").stat().st_mode) == 0o600
+    # and the CA's index of what it issued, copies of those certificates, and its
+    # revocation list (spe/pki/enrolment.py, spe/pki/revocation.py)
+    for name in ("crl.pem", "index.json"):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE((directory / "issued").stat().st_mode) == 0o700
+    assert len(list((directory / "issued").iterdir())) == 3
     assert sorted(p.name for p in directory.iterdir()) == sorted(
-        f"{n}.{ext}" for n in ("ca", "hub", "site-a", "site-b") for ext in ("crt", "key"))
+        [f"{n}.{ext}" for n in ("ca", "hub", "site-a", "site-b") for ext in ("crt", "key")]
+        + ["crl.pem", "index.json", "issued"])
 
 
 def test_the_hub_signs_and_a_node_verifies_with_hub_crt(pkis):
@@ -278,7 +285,7 @@ def test_missing_files_name_the_file_and_the_command(tmp_path, pkis):
                  lambda: client_ssl_context(tmp_path, "hub"),
                  lambda: public_key_of(tmp_path / "hub.crt"),
                  lambda: private_key_of(tmp_path / "hub.key")):
-        with pytest.raises(PkiError, match=r"does not exist; create it with `spe pki init"):
+        with pytest.raises(PkiError, match=r"does not exist; make it with `spe pki request`"):
             call()
     with pytest.raises(PkiError, match="site-z.crt"):
         server_ssl_options(pkis.federation, "site-z")

@@ -64,6 +64,19 @@ UNSAFE = {
                                          "SPE_OPA_URL is plain HTTP"),
     "a node without mutual TLS": (SERVE_NODE, {**NODE, "SPE_PKI_DIR": None}, "SPE_PKI_DIR"),
     "a node worker without mutual TLS": (WORKER, {**NODE, "SPE_PKI_DIR": None}, "SPE_PKI_DIR"),
+    # Machine-to-machine calls authenticate as a client of the provider (client
+    # credentials), never with a static token that stops working when it expires.
+    "a static harvest token": (CENTRAL, {"SPE_CATALOGUE_HARVEST_TOKEN": "eyJhbGciOi.x.y"},
+                               "SPE_CATALOGUE_HARVEST_TOKEN is a static token"),
+    "scheduled harvest without a client": (
+        CENTRAL, {"SPE_CATALOGUE_NODES": '["https://node-a:8443"]'},
+        "SPE_CATALOGUE_NODES is set, but the scheduled harvest has no client"),
+    "a client without its secret": (CENTRAL, {"SPE_OIDC_CLIENT_ID": "spe-central"},
+                                    "SPE_OIDC_CLIENT_ID is set without SPE_OIDC_CLIENT_SECRET"),
+    "a token endpoint over plain HTTP": (
+        CENTRAL, {"SPE_OIDC_CLIENT_ID": "spe-central", "SPE_OIDC_CLIENT_SECRET": "x" * 24,
+                  "SPE_OIDC_TOKEN_URL": "http://idp.example/token"},
+        "SPE_OIDC_TOKEN_URL is not https"),
     "federation nodes over plain HTTP": (
         CENTRAL, {"SPE_FEDERATION_NODES": '{"site-a": "http://node-a:8001"}'},
         "SPE_FEDERATION_NODES names nodes over plain HTTP"),
@@ -145,8 +158,9 @@ def test_a_node_whose_certificates_are_missing_says_which(tmp_path: Path) -> Non
     result = _spe(SERVE_NODE, env, tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     message = result.stderr.strip()
-    assert "does not exist" in message
-    assert "spe pki init" in message
+    # Every file a node needs, each named, and how it gets them.
+    assert "lacks site-a.crt, site-a.key, ca.crt, hub.crt" in message
+    assert "spe pki request --name site-a" in message
     assert "\n" not in message
     assert "Traceback" not in result.stderr
 

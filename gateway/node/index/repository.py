@@ -64,6 +64,11 @@ def study_series(session: Session) -> list[tuple[str, str, str, int]]:
     ).all()]
 
 
+def study_uids(session: Session) -> list[str]:
+    """Every indexed study's Study Instance UID, sorted: what staging retrieves from a PACS."""
+    return list(session.scalars(select(Study.study_uid).order_by(Study.study_uid)))
+
+
 _VERSION = select(
     select(func.count()).select_from(Patient).scalar_subquery(),
     select(func.max(Patient.id)).scalar_subquery(),

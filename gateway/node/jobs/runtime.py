@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.node.config import NodeConfig
-from gateway.node.index.repository import last_sync_run
+from gateway.node.index.repository import last_sync_run, study_uids
 from gateway.node.jobs import staging
 from gateway.node.jobs.endpoints import staging_summary_path
 from gateway.node.jobs.models import NodeJob
@@ -54,9 +54,13 @@ def make_stage(config: NodeConfig, settings: Settings, policy: PolicyService,
             session.expunge(permit)
             run = last_sync_run(session)
             version = str(run.id) if run is not None else "0"
+            # A permit covers the node's dataset: every study the sync indexed. A PACS
+            # source is asked for these (a folder stages its files as they are).
+            studies = study_uids(session)
         staged = staging.stage(permit, node=config, settings=settings, policy=policy,
                                cache_dir=cache_dir_of(settings, config.node_id),
-                               data_version=version, workers=settings.staging_workers)
+                               data_version=version, workers=settings.staging_workers,
+                               studies=studies)
         risk = staged.report.get("risk")
         risk = risk if isinstance(risk, dict) else {}
         reduction = risk.get("reduction") or {}

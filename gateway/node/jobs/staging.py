@@ -40,8 +40,17 @@ named by a keyed reference (`file-<pseudonym of its relative path>`); the operat
 with the real relative paths is `CACHE/<pid>/<data_version>.operator.json`, outside the
 extract.
 
-Builds go into a temporary folder next to the target and are renamed into place, under an
+DICOM sources: a folder's files (`deidentify_tree`, on `workers` processes); a PACS over
+DIMSE (`dimse://`, C-GET or C-MOVE) or DICOMweb (`dicomweb:`, WADO-RS): the `studies` of the
+node's index, retrieved and de-identified in memory study by study
+(gateway/node/jobs/staging_remote.py), into the same layout.
+
+Builds go into `CACHE/<pid>/.<data_version>.partial` and are renamed into place, under an
 fcntl lock per permit and version: a second caller waits and reuses the result (`cached`).
+A PACS build under the permit's key is resumable: after a kill or a failure its partial
+build stays, and the next attempt under the same decision keeps the studies it finished
+(until the risk step, which rewrites files in place). Any other partial build is removed
+(on failure, or by the next attempt); an anonymised permit's never outlives its one-off key.
 """
 
 from __future__ import annotations
@@ -54,14 +63,22 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.node.config import NodeConfig
+from gateway.node.config import NodeConfig, SourceSpecError, open_dicom_source, source_identity
+from gateway.node.jobs.staging_remote import (
+    MARKERS,
+    WORK,
+    RemoteDicom,
+    retrieval_name,
+    stage_studies,
+)
+from gateway.node.sources.base import SourceError, StudyRecord
 from spe.anonymize.extract import load_records
 from spe.errors import SPEError
 from spe.policy.service import PolicyService
@@ -124,8 +141,12 @@ def permit_status(permit: PermitLike, today: date) -> str:
 
 def stage(permit: PermitLike, *, node: NodeConfig, settings: Settings, policy: PolicyService,
           cache_dir: Path, data_version: str, progress: Progress | None = None,
-          workers: int = 1, today: date | None = None) -> StagedExtract:
-    """Stage `permit`'s extract for `data_version` (see the module doc), or reuse it."""
+          workers: int = 1, today: date | None = None,
+          studies: Sequence[str] | None = None) -> StagedExtract:
+    """Stage `permit`'s extract for `data_version` (see the module doc), or reuse it.
+
+    `studies`: the Study Instance UIDs to retrieve from a PACS source (the node's index at
+    `data_version`); None lists them from the source. A folder source stages its files."""
     pid = str(permit.pid)
     for name, value in (("permit id", pid), ("data version", data_version)):
         if not _SEGMENT.fullmatch(value or ""):
@@ -136,7 +157,7 @@ def stage(permit: PermitLike, *, node: NodeConfig, settings: Settings, policy: P
     # The data version counts syncs, not the node's configuration: an extract staged from
     # other sources is rebuilt (a digest, so the report still names no path).
     decision["sources"] = hashlib.sha256(
-        f"{node.dicom or ''}\n{node.fhir or ''}".encode()).hexdigest()[:16]
+        f"{source_identity(node.dicom or '')}\n{node.fhir or ''}".encode()).hexdigest()[:16]
 
     folder = Path(cache_dir) / pid
     target = folder / data_version
@@ -145,18 +166,33 @@ def stage(permit: PermitLike, *, node: NodeConfig, settings: Settings, policy: P
         existing = _read_report(target)
         if existing is not None and _still_valid(existing, decision):
             return StagedExtract(target, existing, cached=True)
-        tmp = folder / f".{data_version}.{secrets.token_hex(4)}.partial"
+        # One partial build per version (the lock above makes it this caller's). A PACS
+        # staging under the permit's key resumes from it after a kill or a failure; any
+        # other partial build is thrown away (an anonymised permit's key died with it).
+        tmp = folder / f".{data_version}.partial"
+        resumable = decision["pseudonymised"] and not isinstance(dicom_src, Path) \
+            and dicom_src is not None
+        _prepare_partial(tmp, _fingerprint(decision, settings) if resumable else None)
+        finished = False
         try:
+            if dicom_src is not None and not isinstance(dicom_src, Path) and studies is None:
+                studies = _list_studies(dicom_src)
             report, operator = _build(permit, decision, settings, dicom_src, fhir_src, tmp,
-                                      data_version, progress, workers)
+                                      data_version, progress, workers, studies or [])
             _write_json(tmp / REPORT, report)
+            for name in RESUME_FILES:
+                path = tmp / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             if target.exists():  # stale: another format or other layers; replaced
                 old = folder / f".{data_version}.{secrets.token_hex(4)}.old"
                 os.replace(target, old)
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(tmp, target)
+            finished = True
+            _drop_stale_partials(folder, data_version)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not finished and not resumable:
+                shutil.rmtree(tmp, ignore_errors=True)
         _write_json(folder / f"{data_version}.operator.json", operator)
     return StagedExtract(target, report, cached=False)
 
@@ -191,14 +227,21 @@ def _weights(value: Any) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
 
 
-def _sources(node: NodeConfig) -> tuple[Path | None, Path | None]:
-    dicom = fhir = None
+def _sources(node: NodeConfig) -> tuple[Path | RemoteDicom | None, Path | None]:
+    dicom: Path | RemoteDicom | None = None
+    fhir = None
     if node.dicom:
         kind, _, rest = node.dicom.partition(":")
-        if kind != "folder":
-            raise StagingError(f"DICOM source {kind!r} cannot be staged yet: only a folder: "
-                               "source can (dimse:// and dicomweb: come later)")
-        dicom = Path(rest)
+        if kind == "folder":
+            dicom = Path(rest)
+        elif kind in ("dimse", "dicomweb"):
+            try:
+                dicom = open_dicom_source(node.dicom)  # type: ignore[assignment]
+            except SourceSpecError as exc:
+                raise StagingError(f"the node's DICOM source: {exc}") from None
+        else:
+            raise StagingError(f"DICOM source {kind!r} cannot be staged: use folder:, "
+                               "dimse:// or dicomweb:")
     if node.fhir:
         kind, _, rest = node.fhir.partition(":")
         if kind != "ndjson":
@@ -208,9 +251,64 @@ def _sources(node: NodeConfig) -> tuple[Path | None, Path | None]:
     if dicom is None and fhir is None:
         raise StagingError("this node has no DICOM or FHIR source to stage from")
     for label, path in (("DICOM", dicom), ("FHIR", fhir)):
-        if path is not None and not path.is_dir():
+        if isinstance(path, Path) and not path.is_dir():
             raise StagingError(f"the node's {label} source is not a folder")
     return dicom, fhir
+
+
+RESUME_FILES = (".resume.json", ".risk", MARKERS, WORK)
+
+
+def _fingerprint(decision: dict[str, Any], settings: Settings) -> str:
+    """What a partial build was made under: it is resumed only under the same decision and
+    the same node secret (the permit key's; a digest of it, which does not give it back)."""
+    secret = hashlib.sha256(b"spe-staging-resume\0"
+                            + settings.secret_key.get_secret_value().encode()).hexdigest()
+    return hashlib.sha256(json.dumps({"format": FORMAT, "secret": secret, **decision},
+                                     sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _prepare_partial(tmp: Path, fingerprint: str | None) -> None:
+    """Keep an earlier attempt's partial build only when it can be resumed: made under the
+    same decision and key, and not yet into its risk step (which rewrites files in place)."""
+    if tmp.exists():
+        try:
+            kept = json.loads((tmp / ".resume.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            kept = None
+        if (fingerprint is None or (tmp / ".risk").exists()
+                or kept != {"fingerprint": fingerprint}):
+            shutil.rmtree(tmp)
+    tmp.mkdir(exist_ok=True)
+    if fingerprint is not None:
+        _write_json(tmp / ".resume.json", {"fingerprint": fingerprint})
+
+
+def _drop_stale_partials(folder: Path, current: str) -> None:
+    """Partial builds of other versions that nobody is building (their lock is free): an
+    older sync's, left by a failed PACS staging for a resume that will not come."""
+    for path in folder.glob(".*.partial"):
+        version = path.name[1:-len(".partial")]
+        if version == current or not path.is_dir():
+            continue
+        with open(folder / f".{version}.lock", "a+b") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # being built right now
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _list_studies(source: RemoteDicom) -> list[str]:
+    try:
+        return sorted({r.study_uid for r in source.studies()  # type: ignore[attr-defined]
+                       if isinstance(r, StudyRecord)})
+    except SourceError as exc:
+        raise StagingError(f"DICOM staging: cannot list the studies at the PACS: "
+                           f"{exc}") from None
 
 
 @contextmanager
@@ -249,8 +347,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
-           dicom_src: Path | None, fhir_src: Path | None, out: Path, data_version: str,
-           progress: Progress | None, workers: int) -> tuple[dict[str, Any], dict[str, Any]]:
+           dicom_src: Path | RemoteDicom | None, fhir_src: Path | None, out: Path,
+           data_version: str, progress: Progress | None, workers: int,
+           studies: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     from spe.anonymize.dicom.batch import BatchError, deidentify_tree
     from spe.anonymize.fhir_batch import NdjsonError, deidentify_ndjson
     from spe.anonymize.pseudonyms import PermitKey
@@ -264,13 +363,25 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
             key = PermitKey.derive(secrets.token_bytes(32), pid)
     except ValueError as exc:
         raise StagingError(f"no usable pseudonym key: {exc}", status_code=500) from None
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
 
     dicom: dict[str, Any] = {"source": dicom_src is not None, "files_in": 0, "files_out": 0,
                              "excluded": 0, "failed": 0, "seconds": 0.0}
     files: list[dict[str, str]] = []
     operator_files: list[dict[str, str]] = []
-    if dicom_src is not None:
+    if dicom_src is not None and not isinstance(dicom_src, Path):
+        result, resumed = stage_studies(dicom_src, studies, key, out, progress)
+        dicom.update(files_in=result.files, files_out=result.done,
+                     excluded=len(result.excluded), failed=len(result.failed),
+                     seconds=result.seconds,
+                     retrieval={"by": retrieval_name(dicom_src), "studies": len(studies),
+                                "studies_resumed": resumed})
+        for outcome, items in (("excluded", result.excluded), ("failed", result.failed)):
+            for item in items:
+                ref = "file-" + key.pseudonym(item["file"], "staging-file", 16).lower()
+                files.append({"file": ref, "outcome": outcome, "reason": item["reason"]})
+                operator_files.append({**item, "ref": ref, "outcome": outcome})
+    elif dicom_src is not None:
         try:
             result = deidentify_tree(
                 dicom_src, out / "dicom", key, workers=workers,
@@ -295,6 +406,7 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
                             "resources_out": 0, "types": {}, "skipped_lines": 0,
                             "seconds": 0.0}
     skipped: list[dict[str, Any]] = []
+    shutil.rmtree(out / "fhir", ignore_errors=True)  # an interrupted attempt's
     if fhir_src is not None:
         if progress:
             progress("fhir", 0, 1)
@@ -319,6 +431,7 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
 
     if progress:
         progress("risk", 0, 1)
+    (out / ".risk").touch()  # from here the files change in place: no resuming
     risk = _risk(out / "fhir", out / "dicom", decision)
     if progress:
         progress("risk", 1, 1)

@@ -33,6 +33,7 @@ _SERIES_FIELDS = ["BodyPartExamined", "Manufacturer", "SeriesDescription",
 _AS_STORED = (("application/dicom", "*"),)
 _STUDY_UID = dv.STUDY_TAGS["StudyInstanceUID"]
 _SERIES_UID = dv.SERIES_TAGS["SeriesInstanceUID"]
+_SOP_UID, _SOP_CLASS = "00080018", "00080016"
 _SAFE_UID = re.compile(r"[0-9][0-9.]{0,63}")
 
 
@@ -139,3 +140,43 @@ class DicomWebSource:
             raise SourceError(f"WADO-RS retrieve of study {study_uid} at {self.url} failed: "
                               f"{exc}") from exc
         return written
+
+    # -------------------------------------------------------------- staging
+
+    def instances(self, study_uid: str) -> dict[str, str] | None:
+        """The study's instances (SOP Instance UID -> SOP Class UID) by QIDO-RS Search for
+        Study's Instances (PS3.18 10.6), None if the server does not have the study."""
+        try:
+            found = self._search(f"QIDO-RS search for instances of {study_uid}",
+                                 self._client.search_for_instances, _SOP_UID,
+                                 study_instance_uid=study_uid)
+        except SourceError as exc:
+            cause = exc.__cause__
+            if (isinstance(cause, requests.HTTPError) and cause.response is not None
+                    and cause.response.status_code == 404):
+                return None
+            raise
+        out = {}
+        for item in found:
+            attrs = dv.from_json(item, {"sop": _SOP_UID, "cls": _SOP_CLASS})
+            if attrs.get("sop"):
+                out[str(attrs["sop"])] = str(attrs.get("cls") or "")
+        return out or None
+
+    def stream(self, study_uid: str, sink: Callable[[Any, str], None],
+               instances: dict[str, str] | None = None) -> int:
+        """WADO-RS Retrieve Study (as stored), each instance handed to `sink(dataset,
+        sop_uid)` as it is parsed from the response, never written to disk; how many came."""
+        count = 0
+        try:
+            for ds in self._client.iter_study(study_uid, media_types=_AS_STORED):
+                sink(ds, str(ds.get("SOPInstanceUID", "")))
+                count += 1
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else "?"
+            raise SourceError(f"WADO-RS retrieve of study {study_uid} at {self.url} failed: "
+                              f"HTTP {status}") from exc
+        except (requests.RequestException, ValueError, InvalidDicomError) as exc:
+            raise SourceError(f"WADO-RS retrieve of study {study_uid} at {self.url} failed: "
+                              f"{exc}") from exc
+        return count

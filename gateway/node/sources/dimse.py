@@ -6,6 +6,9 @@ Retrieving uses Study Root - GET (PS3.4 C.6.2, C-GET in PS3.7 9.1.3): the instan
 back as C-STORE sub-operations on the same association, for which this AE takes the
 Storage SCP role through SCP/SCU Role Selection Negotiation (PS3.7 D.3.3.4).
 
+Jobs' staging retrieves into memory instead, by C-GET or C-MOVE to the node's own Storage
+SCP (`instances`, `stream`: sources/dimse_retrieve.py).
+
 Every failure of the peer (connection refused, association rejected or aborted, no answer,
 a failed query) is raised as `SourceError` from the underlying error.
 """
@@ -126,7 +129,8 @@ class DimseSource:
 
     def __init__(self, host: str, port: int, called_aet: str, calling_aet: str = "SPE-NODE",
                  name: str = "dimse", *, timeout: float = 30.0,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, retrieve_mode: str = "auto",
+                 listen: tuple[str, int] = ("0.0.0.0", 11112)) -> None:
         self.host = host
         self.port = int(port)
         self.called_aet = called_aet
@@ -134,6 +138,13 @@ class DimseSource:
         self.name = name
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        # Staging's retrieve (sources/dimse_retrieve.py): C-GET, C-MOVE, or C-GET first;
+        # a C-MOVE goes to this node's AE title, whose Storage SCP listens on `listen`.
+        self.retrieve_mode = retrieve_mode
+        self.store_aet = calling_aet
+        self.retrieved_by: str | None = None  # "C-GET" or "C-MOVE", once one has worked
+        self.receiver: Any = None  # the Storage SCP of C-MOVE while a staging runs
+        self.listen = (listen[0], int(listen[1]))
 
     def __repr__(self) -> str:
         return (f"DimseSource({self.host!r}, {self.port}, {self.called_aet!r}, "
@@ -351,3 +362,25 @@ class DimseSource:
                 cause = DimseError(f"retrieving study {study_uid} from {self._peer}: {detail}")
                 raise SourceError(str(cause)) from cause
         return written
+
+    # -------------------------------------------------------------- staging
+
+    def instances(self, study_uid: str) -> dict[str, str] | None:
+        """The study's instances (SOP Instance UID -> SOP Class UID) by C-FIND, None if the
+        PACS does not have the study."""
+        from gateway.node.sources.dimse_retrieve import list_instances
+
+        return list_instances(self, study_uid)
+
+    def stream(self, study_uid: str, sink: Any, instances: dict[str, str]) -> int:
+        """Hand each instance of the study to `sink(part10_bytes, sop_uid)` in memory, by
+        C-GET or C-MOVE as `retrieve_mode` says (sources/dimse_retrieve.py)."""
+        from gateway.node.sources.dimse_retrieve import stream_study
+
+        return stream_study(self, study_uid, sink, instances)
+
+    def close(self) -> None:
+        """Stop the Storage SCP a C-MOVE started (staging calls this when it ends)."""
+        receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            receiver.close()

@@ -44,14 +44,51 @@ class SuspendedUser(Forbidden):
     error = "user_suspended"
 
 
-def peers_of(pki_dir: Path | None, node_id: str) -> dict[str, str] | None:
+def peers_of(pki_dir: Path | None, node_id: str) -> PeerMap | None:
     """{certificate fingerprint: HUB or OPERATOR} from the PKI folder; None without one."""
     if pki_dir is None:
         return None
-    from spe.pki import certificate_fingerprint
+    return PeerMap(pki_dir, node_id)
 
-    return {certificate_fingerprint(pki_dir / "hub.crt"): HUB,
-            certificate_fingerprint(pki_dir / f"{node_id}.crt"): OPERATOR}
+
+class PeerMap:
+    """The fingerprints of hub.crt (HUB) and the node's own certificate (OPERATOR), read
+    again when either file changes: a rotated certificate is known without a restart."""
+
+    def __init__(self, pki_dir: Path, node_id: str) -> None:
+        self._files = {HUB: Path(pki_dir) / "hub.crt",
+                       OPERATOR: Path(pki_dir) / f"{node_id}.crt"}
+        self._stamp: tuple | None = None
+        self._map: dict[str, str] = {}
+        self._load()
+
+    def _stamps(self) -> tuple:
+        out = []
+        for path in self._files.values():
+            try:
+                st = path.stat()
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def _load(self) -> None:
+        from spe.pki import PkiError, certificate_fingerprint
+
+        stamp = self._stamps()
+        try:
+            self._map = {certificate_fingerprint(path): who
+                         for who, path in self._files.items()}
+        except PkiError:
+            if self._stamp is None:
+                raise  # at start: the node does not serve without them
+            return  # mid-rotation: keep what was loaded, try again on the next request
+        self._stamp = stamp
+
+    def get(self, fingerprint: str | None) -> str | None:
+        if self._stamps() != self._stamp:
+            self._load()
+        return self._map.get(fingerprint) if fingerprint else None
 
 
 def _client(request: Request) -> str:
@@ -177,6 +214,6 @@ TokenCaller = Annotated[Principal, Depends(token_caller)]
 #: centre shares): `include_router(..., dependencies=[Depends(operator_peer)])`.
 PEER_CHECKS = (operator_peer, token_peer)
 
-__all__ = ["HUB", "OPERATOR", "HubCall", "HubCaller",
+__all__ = ["HUB", "OPERATOR", "HubCall", "PeerMap", "HubCaller",
            "OperatorCaller", "PEER_CHECKS", "TokenCaller", "hub_caller",
            "operator_peer", "peers_of"]

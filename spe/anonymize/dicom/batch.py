@@ -265,18 +265,38 @@ class _Worker:
             return _Outcome(name, "failed", _reason(exc))
         return _Outcome(name, "done", output=output, warnings=notes)
 
-    def _deidentify(self, path: Path, dst: Path) -> tuple[str, list[str]]:
+    def one_object(self, data: Any, dst: Path, name: str) -> _Outcome:
+        """`one` for an object held in memory: Part-10 bytes (read as a file would be) or a
+        pydicom Dataset already read from them."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                output, notes = self._deidentify(data, dst)
+        except self.excluded_error as exc:
+            return _Outcome(name, "excluded", _first_line(exc) or "burned-in annotation")
+        except Exception as exc:  # a third-party parser on untrusted input
+            return _Outcome(name, "failed", _reason(exc))
+        return _Outcome(name, "done", output=output, warnings=notes)
+
+    def _deidentify(self, source: Any, dst: Path) -> tuple[str, list[str]]:
+        import io
+
         import pydicom
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(path, force=False)
-        for warning in caught:
-            text = str(warning.message)
-            if "EOF" in text or "end of file" in text.lower():
-                raise _FileProblem(f"truncated: {_first_line(text)}")
+        if isinstance(source, pydicom.Dataset):
+            ds = source
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                ds = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes)
+                                     else source, force=False)
+            for warning in caught:
+                text = str(warning.message)
+                if "EOF" in text or "end of file" in text.lower():
+                    raise _FileProblem(f"truncated: {_first_line(text)}")
         _check_complete(ds)
         result = self.engine.apply(ds)  # the pixel cleaner runs inside, on every object
+        _written_here(ds)
         parts = [_uid_part(ds, k) for k in
                  ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
         folder = dst.joinpath(*parts[:2])
@@ -286,6 +306,40 @@ class _Worker:
         if not _write(ds, final):
             notes.append("the same output was already in DST (identical file kept)")
         return final.relative_to(dst).as_posix(), notes
+
+
+class InstanceDeidentifier:
+    """The batch's treatment of one object at a time, for objects that arrive over the
+    network (a C-STORE sub-operation, a WADO-RS part) and are never written to disk as they
+    came: the same profile, pixel cleaner and output naming as `deidentify_tree`, so a
+    study de-identified this way gives the files a folder of the same objects gives.
+
+    `apply(data, dst, name)` returns the outcome as `(status, reason, output)`, status one
+    of done | excluded | failed (see the module doc); a bad object never raises.
+    """
+
+    def __init__(self, key: Any, options: Options | None = None, *,
+                 safe_private: set[tuple[str, int]] | None = None) -> None:
+        options = replace(options or Options(), clean_pixel_data=True)
+        self._worker = _Worker(key, options, frozenset(safe_private or ()))
+
+    def apply(self, data: Any, dst: Path, name: str) -> tuple[str, str, str]:
+        Path(dst).mkdir(parents=True, exist_ok=True)
+        outcome = self._worker.one_object(data, Path(dst), name)
+        return outcome.status, outcome.reason, outcome.output
+
+
+def _written_here(ds: Any) -> None:
+    """The output names this implementation as the one that wrote it (PS3.10 7.1), not the
+    input's: the same object gives the same file whether it came from a file (whose meta
+    names the modality's software) or over DICOM networking (which carries no file meta)."""
+    from pydicom import __version__
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        meta.ImplementationVersionName = f"PYDICOM {__version__}"[:16]
 
 
 def _check_complete(ds: Any) -> None:

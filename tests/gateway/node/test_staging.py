@@ -232,9 +232,12 @@ def test_refusals(site: Site, tmp_path: Path):
         run(site, Permit("P-2", "pseudonymised", status="revoked"), tmp_path)
     with pytest.raises(StagingError, match="expired"):
         run(site, Permit("P-3", "pseudonymised", end=date(2021, 1, 1)), tmp_path)
-    dimse = NodeConfig("n", "n", "sqlite://", dicom="dimse://PACS@127.0.0.1:104")
-    with pytest.raises(StagingError, match="only a folder"):
-        run(site, Permit("P-4", "anonymised"), tmp_path, node=dimse)
+    unknown = NodeConfig("n", "n", "sqlite://", dicom="pacs://PACS@127.0.0.1:104")
+    with pytest.raises(StagingError, match="use folder:, dimse:// or dicomweb:"):
+        run(site, Permit("P-4", "anonymised"), tmp_path, node=unknown)
+    bad = NodeConfig("n", "n", "sqlite://", dicom="dimse://PACS@127.0.0.1:104?retrieve=x")
+    with pytest.raises(StagingError, match="retrieve= must be one of"):
+        run(site, Permit("P-4", "anonymised"), tmp_path, node=bad)
     missing = NodeConfig("n", "n", "sqlite://", dicom=f"folder:{tmp_path / 'nope'}")
     with pytest.raises(StagingError, match="not a folder"):
         run(site, Permit("P-5", "anonymised"), tmp_path, node=missing)

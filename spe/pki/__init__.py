@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 import os
 import re
 import secrets
 import ssl
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,9 @@ __all__ = [
     "Issued",
     "PkiError",
     "PkiPaths",
+    "ClientTLS",
     "certificate_fingerprint",
+    "check_node_files",
     "client_ssl_context",
     "common_name",
     "init_pki",
@@ -65,7 +69,8 @@ BACKDATE = dt.timedelta(minutes=5)
 # A DNS name (labels of letters, digits and inner hyphens): names are CNs, SANs and file names.
 _NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
                    r"(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
-_HINT = "create it with `spe pki init --out DIR --node NAME ...`"
+_HINT = ("make it with `spe pki request` and `spe pki install` (or `spe pki init --out DIR "
+         "--node NAME` for a single-host federation)")
 
 
 class PkiError(SPEError):
@@ -113,7 +118,7 @@ def init_pki(
     out_dir: Path,
     *,
     nodes: Sequence[str],
-    hub: str = "hub",
+    hub: str | None = "hub",
     days: int = MAX_DAYS,
     hosts: Sequence[str] = DEFAULT_HOSTS,
     force: bool = False,
@@ -126,8 +131,9 @@ def init_pki(
     re-issued by the new CA too (the old CA's stop being trusted) and must be redistributed.
     """
     out_dir = Path(out_dir)
-    names = _check_names([hub, *nodes])
-    sans_extra = _host_names(hosts)
+    # hub None: the CA alone (members then enrol with `spe pki request` / `sign`).
+    names = _check_names([hub, *nodes] if hub else list(nodes))
+    common, per_name = _split_hosts(hosts, names)
     if not 1 <= days <= MAX_DAYS:
         raise PkiError(f"--days must be between 1 and {MAX_DAYS}, not {days}")
     _make_private_dir(out_dir)
@@ -163,12 +169,25 @@ def init_pki(
         key = ec.generate_private_key(ec.SECP256R1())
         # A certificate never outlives the CA that signed it.
         not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+        sans_extra = tuple(dict.fromkeys((*common, *per_name.get(name, ()))))
         cert = _leaf_certificate(name, key.public_key(), sans_extra, ca_cert, ca_key, now,
                                  not_after)
         _write(result.key(name), _key_pem(key), 0o600)
         _write(result.cert(name), cert.public_bytes(serialization.Encoding.PEM), 0o600)
         result.issued.append(Issued(name, result.cert(name), result.key(name),
                                     tuple(dict.fromkeys((name, *sans_extra))), not_after))
+    # The CA's index of what it issued, and its (empty at first) revocation list: what
+    # `spe pki revoke` adds to (spe/pki/revocation.py).
+    from spe.pki.index import record_issued, write_index
+    from spe.pki.revocation import CRL_FILE, write_crl
+
+    if ca_created:
+        write_index(out_dir, [])
+        (out_dir / CRL_FILE).unlink(missing_ok=True)  # the replaced CA's
+    for issued in result.issued:
+        record_issued(out_dir, issued.cert, "hub" if issued.name == hub else "node")
+    if ca_created or not (out_dir / CRL_FILE).exists():
+        write_crl(out_dir)
     return result
 
 
@@ -181,13 +200,18 @@ def server_ssl_options(pki_dir: Path, name: str,
     are pinned: the handshake accepts exactly those certificates, not any the CA signed, so
     another member of the federation (a compromised node, say) is refused before HTTP. Each
     request's scope names the certificate it came with (spe.peer), for the routes' doors.
+
+    Nothing needs a restart: each handshake first checks whether a file changed (a rotated
+    certificate or key, a new hub.crt) and then uses a context built from the current
+    files, and every connection's certificate is checked against the folder's current
+    revocation list (spe.pki.revocation.RevocationWatch).
     """
     pki_dir = Path(pki_dir)
     cert, key = _need(pki_dir / f"{name}.crt"), _need(pki_dir / f"{name}.key")
     _need(pki_dir / "ca.crt")  # a folder without its CA is not a federation's
     pinned = [_need(pki_dir / f"{c}.crt") for c in dict.fromkeys(clients or ("hub", name))]
 
-    def context(_config: object, _default: object) -> ssl.SSLContext:
+    def build() -> ssl.SSLContext:
         try:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(str(cert), str(key))
@@ -203,9 +227,80 @@ def server_ssl_options(pki_dir: Path, name: str,
         ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         return ctx
 
-    from spe.peer import PeerCertProtocol
+    files = [cert, key, *pinned]
 
-    return {"ssl_context_factory": context, "http": PeerCertProtocol}
+    def context(_config: object, _default: object) -> ssl.SSLContext:
+        reloading = _Reloading(files, build, what=name)
+        front = build()
+        # OpenSSL calls this on every ClientHello (with or without SNI); switching the
+        # connection's context there switches its certificate and its trust store.
+        front.sni_callback = reloading.switch
+        return front
+
+    from spe.peer import PeerCertProtocol
+    from spe.pki.revocation import RevocationWatch
+
+    watch = RevocationWatch(pki_dir)
+    protocol = type("RevocationCheckedProtocol", (PeerCertProtocol,),
+                    {"revoked": staticmethod(watch.is_revoked)})
+    return {"ssl_context_factory": context, "http": protocol}
+
+
+class _Reloading:
+    """The context built from the current files, rebuilt when one of them changes; a
+    rebuild that fails (a key and certificate caught between the two renames of a
+    rotation, say) keeps the previous context and is tried again on the next handshake."""
+
+    def __init__(self, files: Sequence[Path], build, *, what: str) -> None:
+        self.files, self.build, self.what = list(files), build, what
+        self._stamp = self._stamps()
+        self._ctx: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+
+    def _stamps(self) -> tuple:
+        out = []
+        for path in self.files:
+            try:
+                st = path.stat()
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def current(self) -> ssl.SSLContext | None:
+        stamp = self._stamps()
+        if stamp != self._stamp or self._ctx is None:
+            with self._lock:
+                if stamp != self._stamp or self._ctx is None:
+                    try:
+                        self._ctx = self.build()
+                        self._stamp = stamp
+                    except PkiError as exc:
+                        logging.getLogger("spe.pki").warning(
+                            "kept the TLS files of %s loaded before: %s", self.what,
+                            exc.detail)
+        return self._ctx
+
+    def switch(self, ssl_object: ssl.SSLObject, _server_name: str | None,
+               _ctx: ssl.SSLContext) -> None:
+        ctx = self.current()
+        if ctx is not None:
+            ssl_object.context = ctx
+
+
+def check_node_files(pki_dir: Path, node_id: str) -> None:
+    """One line naming every file a node's PKI folder lacks (PkiError), before anything
+    loads them."""
+    pki_dir = Path(pki_dir)
+    need = {f"{node_id}.crt": "its own certificate", f"{node_id}.key": "its own key",
+            "ca.crt": "the federation CA's certificate", "hub.crt": "the hub's certificate"}
+    missing = [f for f in need if not (pki_dir / f).is_file()]
+    if missing:
+        raise PkiError(
+            f"SPE_PKI_DIR {pki_dir} lacks {', '.join(missing)}: a node needs {node_id}.crt "
+            f"and {node_id}.key (made there by `spe pki request --name {node_id}` and "
+            f"`spe pki install`), ca.crt and hub.crt (public, from the federation's CA "
+            f"operator: `spe pki install CERT --dir DIR --ca-cert ca.crt --hub-cert hub.crt`)")
 
 
 def certificate_fingerprint(cert_path: Path) -> str:
@@ -219,15 +314,21 @@ def client_ssl_context(pki_dir: Path, name: str) -> ssl.SSLContext:
     """An SSL context for `httpx.AsyncClient(verify=...)` presenting `<name>.crt`.
 
     Only the federation CA is trusted, not the system store: a certificate from a public CA
-    must not pass for an institution node. Hostnames are checked against the SANs.
+    must not pass for an institution node. Hostnames are checked against the SANs. With a
+    revocation list (`crl.pem`) in the folder, a revoked server certificate fails the
+    handshake (`ClientTLS` rebuilds the context when a file changes).
     """
     pki_dir = Path(pki_dir)
     cert, key, ca = (_need(pki_dir / f"{name}.crt"), _need(pki_dir / f"{name}.key"),
                      _need(pki_dir / "ca.crt"))
+    crl = pki_dir / "crl.pem"
     try:
         # With a cafile, create_default_context loads that file and not the system store.
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
         ctx.load_cert_chain(str(cert), str(key))
+        if crl.is_file():
+            ctx.load_verify_locations(cafile=str(crl))
+            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     except (OSError, ssl.SSLError) as exc:
         raise PkiError(f"cannot load the TLS files of {name!r} in {pki_dir}: {exc}; "
                        f"{_HINT}") from exc
@@ -235,6 +336,32 @@ def client_ssl_context(pki_dir: Path, name: str) -> ssl.SSLContext:
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+class ClientTLS:
+    """`client_ssl_context`, rebuilt when the certificate, key, CA or revocation list in the
+    folder changes: `context()` is the current one, and `generation` counts rebuilds so a
+    client pool can drop connections made under an older list (gateway/hub/fanout.py)."""
+
+    def __init__(self, pki_dir: Path, name: str) -> None:
+        pki_dir = Path(pki_dir)
+        self._reloading = _Reloading(
+            [pki_dir / f"{name}.crt", pki_dir / f"{name}.key", pki_dir / "ca.crt",
+             pki_dir / "crl.pem"],
+            lambda: client_ssl_context(pki_dir, name), what=name)
+        first = self._reloading.current()
+        if first is None:  # the first load's error, as client_ssl_context raises it
+            client_ssl_context(pki_dir, name)
+        self._last: ssl.SSLContext | None = first
+        self.generation = 0
+
+    def context(self) -> ssl.SSLContext:
+        ctx = self._reloading.current()
+        assert ctx is not None  # the first one loaded, and a failed rebuild keeps it
+        if ctx is not self._last:
+            self._last = ctx
+            self.generation += 1
+        return ctx
 
 
 def public_key_of(cert_path: Path) -> ec.EllipticCurvePublicKey:
@@ -277,6 +404,24 @@ def _check_names(names: Sequence[str]) -> list[str]:
         if name not in out:
             out.append(name)
     return out
+
+
+def _split_hosts(hosts: Sequence[str], names: Sequence[str]
+                 ) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """`HOST` (in every certificate: one machine serves them all) and `NAME=HOST` (in
+    NAME's only) -> (common, {name: hosts})."""
+    common: list[str] = []
+    per_name: dict[str, list[str]] = {}
+    for entry in hosts:
+        if "=" in entry:
+            name, host = (part.strip() for part in entry.split("=", 1))
+            if name not in names:
+                raise PkiError(f"--host {entry!r} names {name!r}, which is not the hub or a "
+                               f"--node of this command ({', '.join(names)})")
+            per_name.setdefault(name, []).append(host)
+        else:
+            common.append(entry)
+    return _host_names(common), {n: _host_names(h) for n, h in per_name.items()}
 
 
 def _host_names(hosts: Sequence[str]) -> tuple[str, ...]:
