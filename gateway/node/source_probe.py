@@ -12,13 +12,15 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.node.config import NodeConfig
+from gateway.node.config import NodeConfig, SourceSpecError, dimse_options
 from gateway.node.jobs.models import NodeJob
 from gateway.node.jobs.repository import QUEUED, RUNNING, STAGING
 from spe.observability.readiness import Check, CheckResult
 
 #: How long a probe waits for a PACS or a DICOMweb service.
 PROBE_TIMEOUT = 3.0
+#: The node's AE title when its spec names none (gateway/node/sources/dimse.py's default).
+NODE_AET = "SPE-NODE"
 
 
 def source_checks(config: NodeConfig) -> list[Check]:
@@ -61,13 +63,18 @@ def _c_echo(spec: str) -> CheckResult:
     from pynetdicom.sop_class import Verification
 
     url = urlparse(spec)
-    if not (url.username and url.hostname and url.port):
-        return CheckResult.failed("SPE_NODE_DICOM is not dimse://AET@HOST:PORT")
-    ae = AE(ae_title="SPE-NODE")
+    try:
+        port = url.port
+        calling = dimse_options(url.query, spec).get("calling_aet", NODE_AET)
+    except (ValueError, SourceSpecError):
+        port = calling = None
+    if not (url.username and url.hostname and port and calling):
+        return CheckResult.failed("SPE_NODE_DICOM is not dimse://AET@HOST:PORT[?aet=...]")
+    ae = AE(ae_title=calling)  # the node's own AE title: the one the PACS knows
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = PROBE_TIMEOUT
     ae.connection_timeout = PROBE_TIMEOUT
-    assoc = ae.associate(url.hostname, url.port, ae_title=url.username)
+    assoc = ae.associate(url.hostname, port, ae_title=url.username)
     if not assoc.is_established:
         why = "rejected the association" if assoc.is_rejected else "does not answer"
         return CheckResult.failed(f"the PACS of SPE_NODE_DICOM {why} (C-ECHO)")

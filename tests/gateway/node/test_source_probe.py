@@ -26,6 +26,9 @@ def _results(dicom: str = "", fhir: str = "") -> dict:
 def test_a_pacs_and_a_dicomweb_service_that_answer_are_ready(orthanc):
     dimse = _results(f"dimse://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}")
     assert dimse["dicom_source"].status == "ok", dimse
+    named = _results(f"dimse://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"
+                     "?aet=SPE-NODE&retrieve=move")
+    assert named["dicom_source"].status == "ok", named
     web = _results(f"dicomweb:{orthanc.dicomweb_url}")
     assert web["dicom_source"].status == "ok", web
 
@@ -35,6 +38,9 @@ def test_a_pacs_that_refuses_or_is_gone_is_not_ready(orthanc, tmp_path):
     cases = {
         "wrong called AE title": f"dimse://NOT-ORTHANC@127.0.0.1:{orthanc.dicom_port}",
         "nothing listening": f"dimse://ORTHANC@127.0.0.1:{_closed_port()}",
+        "an AE title the PACS does not know":
+            f"dimse://{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}?aet=STRANGER",
+        "options the node does not know": "dimse://ORTHANC@127.0.0.1:1?colour=blue",
         "DICOMweb gone": f"dicomweb:http://127.0.0.1:{_closed_port()}/dicom-web",
         "DICOMweb at a wrong path": f"dicomweb:{orthanc.http_url}/no-such-plugin",
         "folder missing": f"folder:{tmp_path / 'gone'}",
