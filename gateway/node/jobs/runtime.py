@@ -21,7 +21,7 @@ from gateway.node.index.repository import last_sync_run, study_uids
 from gateway.node.jobs import staging
 from gateway.node.jobs.endpoints import staging_summary_path
 from gateway.node.jobs.models import NodeJob
-from gateway.node.jobs.worker import Worker
+from gateway.node.jobs.worker import StagingProgress, Worker
 from gateway.node.permits import repository as permits
 from spe.audit import AuditLog
 from spe.db import session_scope
@@ -60,7 +60,7 @@ def make_stage(config: NodeConfig, settings: Settings, policy: PolicyService,
         staged = staging.stage(permit, node=config, settings=settings, policy=policy,
                                cache_dir=cache_dir_of(settings, config.node_id),
                                data_version=version, workers=settings.staging_workers,
-                               studies=studies)
+                               studies=studies, progress=StagingProgress(job))
         risk = staged.report.get("risk")
         risk = risk if isinstance(risk, dict) else {}
         reduction = risk.get("reduction") or {}

@@ -115,6 +115,28 @@ def _verdicts(report: dict[str, Any] | None, limit: int = 50) -> dict[str, Any]:
     return out
 
 
+class StagingProgress:
+    """Staging's progress callback (jobs/staging.py: step, done, total) as log lines of
+    the job: each step's start and end, and in between at most one line every
+    `every` seconds, so a long retrieval from a PACS shows it moves."""
+
+    def __init__(self, job: NodeJob, *, every: float = 10.0) -> None:
+        self.fields = {"job": job.id, "permit": job.pid,
+                       "attempt": getattr(job, "attempts", None)}
+        self.every = every
+        self._last: dict[str, float] = {}
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        first, last = step not in self._last, done >= total
+        if not (first or last or now - self._last[step] >= self.every):
+            return
+        self._last[step] = now
+        log.info("job %s: staging %s %d/%d", self.fields["job"], step, done, total,
+                 extra={**self.fields, "event": "staging.progress", "step": step,
+                        "done": done, "total": total})
+
+
 def _tree_size(root: Path) -> tuple[int, int]:
     """(files, bytes) under `root`, links not followed."""
     files = size = 0

@@ -109,3 +109,18 @@ def test_spe_node_worker_serves_its_metrics_on_its_own_port(tmp_path):
         _, err = proc.communicate(timeout=30)
     started = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(f"metrics on http://127.0.0.1:{port}/metrics" == e["message"] for e in started)
+
+
+def test_staging_progress_is_logged_per_step_without_flooding(lines):
+    from types import SimpleNamespace
+
+    from gateway.node.jobs.worker import StagingProgress
+
+    progress = StagingProgress(SimpleNamespace(id="J-7", pid="P-1", attempts=1), every=3600)
+    for done in range(0, 401):
+        progress("dicom", done, 400)
+    progress("fhir", 0, 1)
+    progress("fhir", 1, 1)
+    logged = [(e["step"], e["done"], e["total"]) for e in lines()
+              if e.get("event") == "staging.progress"]
+    assert logged == [("dicom", 0, 400), ("dicom", 400, 400), ("fhir", 0, 1), ("fhir", 1, 1)]
