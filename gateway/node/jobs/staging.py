@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.node.config import NodeConfig, SourceSpecError, open_dicom_source, source_identity
+from gateway.node.jobs.staging_errors import StagingError
 from gateway.node.jobs.staging_remote import (
     MARKERS,
     WORK,
@@ -80,7 +81,6 @@ from gateway.node.jobs.staging_remote import (
 )
 from gateway.node.sources.base import SourceError, StudyRecord
 from spe.anonymize.extract import load_records
-from spe.errors import SPEError
 from spe.policy.service import PolicyService
 from spe.settings import Settings
 
@@ -100,24 +100,6 @@ class PermitLike(Protocol):
     form: str
     start: date
     end: date
-
-
-class StagingError(SPEError):
-    """The extract cannot be staged; `detail` says why. 409 when the request cannot be met
-    as things are (permit, policy, sources), 500 when the node failed while building."""
-
-    status_code = 409
-    error = "staging_refused"
-
-    def __init__(self, detail: str, *, status_code: int | None = None) -> None:
-        super().__init__(detail)
-        if status_code is not None:
-            self.status_code = status_code
-            self.error = "staging_failed" if status_code >= 500 else self.error
-
-
-class RiskRefused(StagingError):
-    """policies/jobs `extract` refuses a job over the staged extract at its risk."""
 
 
 @dataclass(frozen=True)

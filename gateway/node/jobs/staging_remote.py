@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.node.jobs.staging_errors import StagingError
 from gateway.node.sources.base import SourceError
 from spe.anonymize.dicom.batch import BatchReport, InstanceDeidentifier
 
@@ -83,8 +84,6 @@ def stage_studies(source: RemoteDicom, studies: Sequence[str], key: Any, out: Pa
     """De-identify `studies` from `source` into `out/dicom` (see the module doc); the
     outcomes as a `BatchReport` (files: instances received) and how many studies an
     earlier attempt had finished. Raises `StagingError`."""
-    from gateway.node.jobs.staging import StagingError
-
     started = time.perf_counter()
     dicom, markers, work_root = out / "dicom", out / MARKERS, out / WORK
     for folder in (dicom, markers, work_root):
@@ -150,8 +149,6 @@ def _one_study(source: RemoteDicom, uid: str, ref: str, instances: dict[str, str
                deidentifier: InstanceDeidentifier, work_root: Path, dicom: Path,
                markers: Path, lock: threading.Lock,
                step: Callable[[], None]) -> dict[str, Any]:
-    from gateway.node.jobs.staging import StagingError
-
     work = work_root / ref
     shutil.rmtree(work, ignore_errors=True)  # an interrupted attempt's half study
     work.mkdir(mode=0o700)

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.node.jobs import repository as repo
 from gateway.node.jobs.models import NodeJob
-from gateway.node.jobs.staging import RiskRefused
+from gateway.node.jobs.staging_errors import RiskRefused
 from spe.airlock import OutputRules, cached_terms, check_outputs
 from spe.audit import AuditLog
 from spe.db import session_scope

@@ -42,6 +42,14 @@ from pynetdicom.sop_class import (
 )
 
 from gateway.node.sources.base import SourceError
+from gateway.node.sources.dimse_wire import (
+    COMPRESSED,
+    UNCOMPRESSED,
+    storage_contexts,
+)
+from gateway.node.sources.dimse_wire import no_delay as _no_delay
+from gateway.node.sources.dimse_wire import pause_reactor as _pause_reactor
+from gateway.node.sources.dimse_wire import why_no_answer as _why
 
 if TYPE_CHECKING:
     from gateway.node.sources.dimse import DimseSource
@@ -149,10 +157,8 @@ def _summary(final: Dataset | None) -> str:
 
 def c_get(source: DimseSource, study_uid: str, expected: Expected, sink: Sink) -> None:
     """Retrieve the study by C-GET on the node's own association."""
-    from gateway.node.sources.dimse import DimseSource, _pause_reactor, _why
-
     classes = sorted({c for c in expected.instances.values() if c})
-    contexts = DimseSource._storage_contexts(classes)
+    contexts = storage_contexts(classes)
     roles = [build_role(uid, scp_role=True)
              for uid in dict.fromkeys(str(cx.abstract_syntax) for cx in contexts)]
     errors: list[str] = []
@@ -192,8 +198,6 @@ class Receiver:
     move is under way (`current`); anything else gets a failure status."""
 
     def __init__(self, source: DimseSource) -> None:
-        from gateway.node.sources.dimse import COMPRESSED, UNCOMPRESSED, _no_delay
-
         self.listen = source.listen
         self.current: Callable[[Any], int] | None = None
         scp = AE(ae_title=source.store_aet)
@@ -227,8 +231,6 @@ class Receiver:
 
 def c_move(source: DimseSource, study_uid: str, expected: Expected, sink: Sink) -> None:
     """Retrieve the study by C-MOVE to the node's Storage SCP (`Receiver`)."""
-    from gateway.node.sources.dimse import _pause_reactor, _why
-
     if not any(expected.instances.values()):
         raise SourceError(f"{source._peer} listed study {study_uid} without SOP classes")
     errors: list[str] = []

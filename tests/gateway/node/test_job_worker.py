@@ -400,7 +400,7 @@ def test_the_log_is_written_over_whatever_the_job_left_at_its_name(tmp_path: Pat
 def test_a_staging_failure_tells_the_researcher_nothing_of_the_extract(node) -> None:
     """What staging says may name a patient, a file or a small count: the job's reason is
     the runner's words, and the staging error goes to the node's audit only."""
-    from gateway.node.jobs.staging import RiskRefused, StagingError
+    from gateway.node.jobs.staging_errors import RiskRefused, StagingError
     from spe.wire.jobs import RISK_REFUSED, STAGING_FAILED
 
     sessions, tmp, _ = node

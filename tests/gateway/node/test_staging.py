@@ -315,7 +315,7 @@ def test_a_job_runs_over_an_extract_only_as_policies_jobs_extract_says(site: Sit
     measured from its headers."""
     from gateway.node.jobs.endpoints import staging_summary_path
     from gateway.node.jobs.runtime import make_stage, work_dir_of
-    from gateway.node.jobs.staging import RiskRefused
+    from gateway.node.jobs.staging_errors import RiskRefused
 
     sessions = _node_with_permit(tmp_path, "P-RISK")
     settings = site.settings.model_copy(update={"data_dir": tmp_path / "var"})
