@@ -21,6 +21,7 @@ from gateway.node.index.repository import last_sync_run, study_uids
 from gateway.node.jobs import staging
 from gateway.node.jobs.endpoints import staging_summary_path
 from gateway.node.jobs.models import NodeJob
+from gateway.node.jobs.staging_errors import RiskRefused, StagingError
 from gateway.node.jobs.worker import StagingProgress, Worker
 from gateway.node.permits import repository as permits
 from spe.audit import AuditLog
@@ -50,7 +51,7 @@ def make_stage(config: NodeConfig, settings: Settings, policy: PolicyService,
         with session_scope(sessions) as session:
             permit = permits.get(session, job.pid)
             if permit is None:
-                raise staging.StagingError(f"this node holds no permit {job.pid}")
+                raise StagingError(f"this node holds no permit {job.pid}")
             session.expunge(permit)
             run = last_sync_run(session)
             version = str(run.id) if run is not None else "0"
@@ -82,7 +83,7 @@ def make_stage(config: NodeConfig, settings: Settings, policy: PolicyService,
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(summary.model_dump_json())
         if not decision.allow:
-            raise staging.RiskRefused(decision.reason)
+            raise RiskRefused(decision.reason)
         return staged.path
 
     return stage_job
