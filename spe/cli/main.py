@@ -194,7 +194,6 @@ def node_worker(
         raise fail("a node worker needs SPE_NODE_ID and SPE_DATABASE_URL")
     start_service(settings, settings.database_url)  # the log format, the database
     metrics = ServiceMetrics("worker")
-    serve_metrics(settings, metrics.registry)
     upgrade(settings.database_url, "node")
     config = NodeConfig(node_id=settings.node_id, name=settings.node_name or settings.node_id,
                         database_url=settings.database_url, dicom=settings.node_dicom,
@@ -202,6 +201,8 @@ def node_worker(
     sessions = make_sessionmaker(make_engine(settings.database_url))
     metrics.collect_gauge("spe_job_queue_depth", "This node's jobs by state.", ["state"],
                           job_counts(sessions))
+    # Served once every gauge is registered: a scrape never sees a worker without its queue.
+    serve_metrics(settings, metrics.registry)
     policy = make_policy_service(settings)
     worker = make_worker(config, settings, policy, sessions, NODE_AUDIT, name, metrics=metrics)
     console.print(f"worker {worker.worker_id}: {concurrency} job(s) at once; Ctrl-C stops")
