@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from gateway.hub.fanout import Fanout, push
+from gateway.hub.rounds import Outages
 from spe.wire.context import ContextSigner
 from spe.wire.revocation import CRL_PATH, CrlPush
 
@@ -52,15 +53,14 @@ class CrlPusher:
         return outcomes
 
     async def run(self, interval: float = INTERVAL) -> None:
-        reported: set[str] = set()
+        outages = Outages()
         while True:
             with contextlib.suppress(Exception):  # a failed round is retried next round
                 missed = {n: o for n, o in (await self.push_now(only_behind=True)).items()
                           if o != "delivered"}
                 # Said once per node that falls behind, not every round it stays behind.
-                if set(missed) - reported:
+                if outages.news(set(missed)):
                     log.warning("revocation list not delivered to %s", missed)
-                reported = set(missed)
             await asyncio.sleep(interval)
 
 

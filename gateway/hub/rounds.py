@@ -5,7 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+
+# Nodes often start after the centre (the demo, a host rebooting): a node unreachable in the
+# centre's first seconds is not yet news.
+STARTUP_GRACE = 30.0
+
+
+class Outages:
+    """Which nodes a background round could not reach, said once per outage and not in the
+    service's first `STARTUP_GRACE` seconds."""
+
+    def __init__(self, grace: float = STARTUP_GRACE) -> None:
+        self.since = time.monotonic()
+        self.grace = grace
+        self.reported: set[str] = set()
+
+    def news(self, failing: set[str]) -> set[str]:
+        """Of the nodes failing this round, those to report now."""
+        if time.monotonic() - self.since < self.grace:
+            return set()
+        new = failing - self.reported
+        self.reported = set(failing)
+        return new
 
 
 async def every(interval: float, step: Callable[[], Awaitable[object]], what: str,
@@ -20,4 +43,4 @@ async def every(interval: float, step: Callable[[], Awaitable[object]], what: st
         await asyncio.sleep(interval)
 
 
-__all__ = ["every"]
+__all__ = ["STARTUP_GRACE", "Outages", "every"]

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from gateway.hub.calls import call_node
-from gateway.hub.rounds import every
+from gateway.hub.rounds import Outages, every
 from gateway.hub.service import Hub
 from spe.audit import AuditWitness
 from spe.audit.checkpoints import DIGEST_HEX, Signed, Trust, check_signature, trust_for
@@ -38,9 +38,11 @@ from spe.wire.audit import (
 log = logging.getLogger(__name__)
 
 
-async def witness_once(ctx: AppContext, hub: Hub) -> dict[str, int]:
+async def witness_once(ctx: AppContext, hub: Hub,
+                       outages: Outages | None = None) -> dict[str, int]:
     """Pull every node's new checkpoints; node -> how many were stored."""
     stored: dict[str, int] = {}
+    failing: dict[str, str] = {}
     for node_id in hub.fanout.nodes:
         after = await run_in_threadpool(_last_witnessed, ctx, node_id)
         context = hub.signer.sign(user=WITNESS, roles=[WITNESS_ROLE], tier="statistics",
@@ -48,7 +50,7 @@ async def witness_once(ctx: AppContext, hub: Hub) -> dict[str, int]:
         status, answer = await call_node(hub, node_id, "GET",
                                          f"{CHECKPOINTS_PATH}?after={after}", context)
         if status != 200:
-            log.warning("audit checkpoints of %s not pulled: %s %s", node_id, status, answer)
+            failing[node_id] = f"{status} {answer}"
             continue
         try:
             pulled = NodeCheckpoints.model_validate(answer)
@@ -56,6 +58,9 @@ async def witness_once(ctx: AppContext, hub: Hub) -> dict[str, int]:
             log.error("audit checkpoints of %s: not a valid answer", node_id)
             continue
         stored[node_id] = await run_in_threadpool(_store, ctx, node_id, pulled)
+    to_say = set(failing) if outages is None else outages.news(set(failing))
+    for node_id in sorted(to_say):
+        log.warning("audit checkpoints of %s not pulled: %s", node_id, failing[node_id])
     return stored
 
 
@@ -127,5 +132,6 @@ def _digest(data: dict[str, Any], seq: int) -> str:
 
 
 async def witness_periodically(ctx: AppContext, hub: Hub, interval: float) -> None:
-    await every(interval, lambda: witness_once(ctx, hub),
+    outages = Outages()
+    await every(interval, lambda: witness_once(ctx, hub, outages),
                 "pulling the nodes' audit checkpoints", log)
