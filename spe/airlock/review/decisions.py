@@ -21,8 +21,8 @@ class AirlockRefused(SPEError):
 
 
 def file_facts(file: AirlockFile) -> dict[str, Any]:
-    return {"path": file.path, "node_id": file.node_id, "verdict": file.verdict, "stored": file.stored,
-            "reasons": list(file.reasons or [])}
+    return {"path": file.path, "node_id": file.node_id, "verdict": file.verdict,
+            "stored": file.stored, "reasons": list(file.reasons or [])}
 
 
 def policy_input(action: str, subject: dict[str, Any], request: AirlockRequest, *,
