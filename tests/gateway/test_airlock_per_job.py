@@ -117,7 +117,8 @@ def test_one_request_per_job_with_a_section_per_site(central, pid):  # noqa: F81
     assert mine["state"] == "pending"
     assert mine["reviews"] == []
     assert {v["reviewer"] for v in mine["void_reviews"]} == {uid(c) for c in CHECKERS}
-    assert "site-b" in mine["review_note"] and "void" in mine["review_note"]
+    assert "site-b" in mine["review_note"]
+    assert "void" in mine["review_note"]
     assert mine["review_round"] == 2
     assert mine["files"] == []  # nothing named to the researcher before release
     body = as_checker(central, rid)
@@ -220,8 +221,8 @@ def test_a_blocked_site_does_not_close_a_request_still_awaiting_another(
     assert body["review_note"] is None  # no review had started: nothing void
 
 
-def test_cli_downloads_into_a_folder_per_site(central, pid, tmp_path,
-                                              monkeypatch):  # noqa: F811
+def test_cli_downloads_into_a_folder_per_site(
+        central, pid, tmp_path, monkeypatch):  # noqa: F811
     job_id = new_job(central, pid)
     rid = arrive(central, job_id, pid, "site-a", {"results.csv": SAFE})
     arrive(central, job_id, pid, "site-b", {"results.csv": SAFE.replace(b"25", b"26")})
@@ -245,7 +246,8 @@ def test_cli_downloads_into_a_folder_per_site(central, pid, tmp_path,
     assert (tmp_path / "out" / "site-a" / "results.csv").read_bytes() == SAFE
     assert b"26" in (tmp_path / "out" / "site-b" / "results.csv").read_bytes()
     shown = CliRunner().invoke(app, ["job", "outputs", job_id], env=env)
-    assert "site-a/results.csv" in shown.output and "site-b/results.csv" in shown.output
+    assert "site-a/results.csv" in shown.output
+    assert "site-b/results.csv" in shown.output
 
 
 def test_per_site_requests_from_before_stay_readable(database_url, tmp_path, pki):
@@ -280,4 +282,5 @@ def test_per_site_requests_from_before_stay_readable(database_url, tmp_path, pki
     assert [s["node_id"] for s in body["sites"]] == ["site-b"]
     assert [f["name"] for f in body["files"]] == ["site-b/counts.csv"]
     assert [(r["reviewer"], r["decision"]) for r in body["reviews"]] == [("olga", "approve")]
-    assert body["void_reviews"] == [] and body["review_round"] == 1
+    assert body["void_reviews"] == []
+    assert body["review_round"] == 1
