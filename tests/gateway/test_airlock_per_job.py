@@ -163,14 +163,16 @@ def test_a_request_whose_every_file_is_blocked_is_closed_with_its_reasons(
     mine = job_outputs(central, job_id)[0]
     assert mine["state"] == "closed"
     assert mine["decided_at"]
+    # Each file with the rules that blocked it; nothing the job chose (names, sizes).
     files = {f["name"]: f for f in mine["files"]}
-    assert set(files) == {"site-a/small.csv", "site-a/(a file whose name is withheld)"}
-    assert files["site-a/small.csv"]["reasons"] == [
-        "1 count below the threshold of 10: row 2, column 2"]
-    assert "3" not in str(files["site-a/small.csv"])  # the rule and place, not the count
-    assert any("control characters" in r
-               for r in files["site-a/(a file whose name is withheld)"]["reasons"])
+    assert set(files) == {"site-a/file 1", "site-a/file 2"}
+    reasons = [files["site-a/file 1"]["reasons"], files["site-a/file 2"]["reasons"]]
+    assert any("control characters" in r for r in reasons[0])  # "bad\x07name.csv"
+    assert reasons[1] == ["1 count below the threshold of 10: row 2, column 2"]
+    assert "small.csv" not in str(mine)
     assert "bad" not in str(mine)
+    assert "3" not in str(reasons)  # the rule and place, not the count
+    assert {f["size"] for f in mine["files"]} == {0}
     assert not any(f["stored"] for f in mine["files"])
 
     # Nobody is asked to review it, and nothing leaves.
@@ -201,7 +203,8 @@ def test_a_request_whose_every_file_is_blocked_is_closed_with_its_reasons(
     assert shown.exit_code == 0, shown.output
     assert f"request {rid}: closed" in shown.output
     assert "every file was blocked" in shown.output
-    assert "site-a/small.csv" in shown.output
+    assert "site-a/file 2" in shown.output
+    assert "small.csv" not in shown.output
     assert "1 count below the threshold of 10" in shown.output
     fetched = CliRunner().invoke(app, ["job", "download", job_id, "--to",
                                        str(tmp_path / "out")], env={

@@ -96,22 +96,21 @@ def request_out(request: AirlockRequest) -> RequestOut:
         "void_reviews": [ReviewOut.model_validate(r) for r in void]})
 
 
-#: Reasons of the name rules (spe/airlock/checks.py `check_name`): such a file's name is
-#: not shown to the requester, since the name itself is what was blocked.
-_NAME_RULES = ("the name holds", "the name has")
-WITHHELD_NAME = "(a file whose name is withheld)"
-
-
-def _closed_file(f: FileOut) -> FileOut:
-    """A file of a closed request as its requester reads it: the site, the name (unless a
-    name rule blocked it) and the rules that blocked it. The automatic checks' reasons name
-    the rule and the place, never what was found there (spe/airlock/report.py), so they
-    are safe to tell; places and notes for the checkers are not shown."""
-    hidden = any(r.split(": ", 1)[-1].startswith(_NAME_RULES) for r in f.reasons)
-    path = WITHHELD_NAME if hidden else f.path
-    return f.model_copy(update={
-        "path": path, "name": f"{f.node_id}/{path}", "notes": [], "places": [],
-        "size": 0, "sha256": None, "kind": "withheld" if hidden else f.kind})
+def _closed_files(files: list[FileOut]) -> list[FileOut]:
+    """The files of a closed request as its requester reads them: per site, numbered
+    ("file 1", in the order of their names), each with the rules that blocked it. Nothing
+    was reviewed by a person, so nothing the job chose is shown: not the names (a job can
+    name a file after what it found, "SMALLGROUP_3.csv"), sizes or checksums. The automatic
+    checks' reasons name the rule and the place, never what was found there
+    (spe/airlock/report.py), so they are what the requester learns."""
+    out, numbers = [], {}
+    for f in files:
+        numbers[f.node_id] = numbers.get(f.node_id, 0) + 1
+        path = f"file {numbers[f.node_id]}"
+        out.append(f.model_copy(update={
+            "path": path, "name": f"{f.node_id}/{path}", "notes": [], "places": [],
+            "size": 0, "sha256": None}))
+    return out
 
 
 def researcher_view(request: AirlockRequest, principal: Principal) -> RequestOut:
@@ -120,13 +119,13 @@ def researcher_view(request: AirlockRequest, principal: Principal) -> RequestOut
     the job computed before release: no file names, sizes, verdicts or automatic reasons,
     which a job can make say anything; once released, the released files (their names,
     sizes and checksums, to download them), and still none of the automatic reasons.
-    A closed request (every file blocked) shows its files with the rules that blocked
-    them (`_closed_file`)."""
+    A closed request (every file blocked) shows its files, numbered, with the rules that
+    blocked them (`_closed_files`)."""
     out = request_out(request)
     if "output_checker" in principal.roles:
         return out
     if out.state == "closed":  # nothing was kept: the researcher learns why, per file
-        return out.model_copy(update={"files": [_closed_file(f) for f in out.files]})
+        return out.model_copy(update={"files": _closed_files(out.files)})
     released = [f.model_copy(update={"reasons": [], "notes": [], "places": []})
                 for f in out.files if f.stored] if out.state == "released" else []
     return out.model_copy(update={"files": released, "reasons": [],
