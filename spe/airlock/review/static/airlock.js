@@ -84,7 +84,10 @@
         el("td", {}, isChecker() ? `${stored} stored, ${r.files.length - stored} blocked`
           : r.state === "released" ? `${stored} released` : "named once released"),
         el("td", {className: "num"}, `${approvals} of ${APPROVALS_NEEDED}`),
-        el("td", {}, stateBadge(r.state)));
+        el("td", {}, stateBadge(r.state), r.review_note && r.state === "pending"
+          ? el("span", {className: "note", title: r.review_note,
+            dataset: {testid: "review-again"}}, " review again: a later site voided the "
+            + "earlier reviews") : null));
       })));
   }
 
