@@ -116,7 +116,11 @@ def _walk(browser, settings, issuer, rid, site_b_arrives) -> None:
 
             # site-b's outputs arrive: the request says her review is void; she reviews again.
             site_b_arrives()
-            page.reload()
+            page.goto("/airlock")
+            row = page.locator(f'[data-testid="request-row"][data-rid="{rid}"]')
+            expect(row).to_have_attribute("data-sites", "site-a site-b")
+            expect(row.get_by_test_id("review-again")).to_be_visible()
+            page.goto(f"/airlock?request={rid}")
             expect(page.get_by_test_id("site-section")).to_have_count(2)
             expect(page.get_by_test_id("review-note")).to_contain_text("site-b")
             expect(page.get_by_test_id("review-note")).to_contain_text("void")
