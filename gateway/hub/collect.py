@@ -5,9 +5,12 @@ and, once it succeeded, for its outputs (`GET /api/v1/jobs/{id}/outputs`, signed
 collector `hub:airlock`, not for any user). The node sends the bytes of what its checks did
 not block and the report of everything; the hub writes the files to a private temporary
 folder, checks their checksums, and `spe.airlock.review.submit_outputs` checks them again
-and stores what passes as a pending request for the output checkers. Entries the node
-blocked are added to the request as blocked, never stored, with the node's reasons. A
-request of a permit that is suspended or revoked by then is withheld at once.
+and stores what passes in the job's one pending request, as that site's section, for the
+output checkers. Entries the node blocked are added to the request as blocked, never
+stored, with the node's reasons. A site arriving after reviews started voids them. Once
+no site is awaited, a request that kept nothing (every file blocked) is closed at once,
+its reasons for the researcher (`settle_collected`). A request of a permit that is
+suspended or revoked by then is withheld at once.
 
 A part that ran and failed (or timed out) sends its log alone (spe.wire.jobs.LOG_NAME),
 reviewed like any output; one that never ran (cancelled, staging refused) is marked as
@@ -40,7 +43,7 @@ from spe.airlock import AirlockPolicyError, rules_from_policy
 from spe.airlock.report import places_from, worst
 from spe.airlock.review.decisions import AirlockRefused
 from spe.airlock.review.models import AirlockFile
-from spe.airlock.review.service import submit_outputs
+from spe.airlock.review.service import settle_collected, submit_outputs
 from spe.airlock.review.withhold import withhold_for_permit
 from spe.db import session_scope
 from spe.jobs.models import CentralJob
@@ -154,7 +157,7 @@ def _unpack(outputs: JobOutputs, folder: Path) -> None:
 def _merge_node_report(request, outputs: JobOutputs) -> int:
     """The node's verdicts into the central request: the worse of the two for what was
     sent; what the node blocked, as blocked and not stored. Returns how many it blocked."""
-    by_path = {f.path: f for f in request.files}
+    by_path = {f.path: f for f in request.files if f.node_id == outputs.node_id}
     blocked = 0
     for entry in outputs.report:
         path = str(entry.get("path", ""))[:1024]
@@ -176,13 +179,16 @@ def _merge_node_report(request, outputs: JobOutputs) -> int:
             continue
         blocked += 1
         request.files.append(AirlockFile(
-            path=path, size=int(entry.get("size") or 0), sha256=None,
+            node_id=outputs.node_id, path=path, size=int(entry.get("size") or 0), sha256=None,
             kind=str(entry.get("kind") or "unknown")[:32], verdict="blocked",
             reasons=reasons or [f"at {outputs.node_id}: not sent by the node"],
             notes=list(entry.get("notes") or []), places=places, stored=False,
             stored_path=None))
-    request.reasons = list(dict.fromkeys(
-        [*request.reasons, *(f"at {outputs.node_id}: {r}" for r in outputs.reasons)]))
+    node_reasons = [f"at {outputs.node_id}: {r}" for r in outputs.reasons]
+    request.reasons = list(dict.fromkeys([*request.reasons, *node_reasons]))
+    request.sites = [{**s, "reasons": list(dict.fromkeys([*s.get("reasons", []),
+                                                          *node_reasons]))}
+                     if s.get("node_id") == outputs.node_id else s for s in request.sites]
     return blocked
 
 
@@ -207,6 +213,7 @@ def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | No
             request_id = None
             details: dict[str, Any] = {"node": node_id, "node_job": sent.get("job_id"),
                                        "outcome": outcome, "detail": detail}
+            awaiting = [n for n in pending(job) if n != node_id]
             if outputs is not None:
                 rules = rules_from_policy(ctx.policy)
                 storage = settings.resolved_airlock_dir
@@ -216,7 +223,7 @@ def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | No
                 request = submit_outputs(
                     session, job_id=job.id, node_id=node_id, pid=job.pid,
                     requester=job.user_id, output_dir=incoming, storage_dir=storage,
-                    rules=rules, policy=ctx.policy, audit=ctx.audit)
+                    rules=rules, policy=ctx.policy, audit=ctx.audit, awaiting=awaiting)
                 details["node_blocked"] = _merge_node_report(request, outputs)
                 session.flush()
                 request_id = request.id
@@ -227,6 +234,10 @@ def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | No
             sent["airlock"] = request_id
             sent["outputs"] = outcome
             job.nodes = {**job.nodes, node_id: sent}
+            settled = settle_collected(session, job.id, awaiting, policy=ctx.policy,
+                                       audit=ctx.audit)
+            if settled is not None and settled.state == "closed":
+                details["closed"] = settled.id
             ctx.audit.record(session, actor=COLLECTOR, action="job.outputs",
                              object=f"job:{job.id}",
                              decision="allow" if request_id else "info",

@@ -69,8 +69,9 @@ def my_jobs(caller: Caller, request: Request) -> list[jobs.JobView]:
 
 @router.get("/jobs/{job_id}/outputs", response_model=list[RequestOut], tags=["jobs"])
 async def job_outputs(job_id: str, caller: Caller, request: Request) -> list[RequestOut]:
-    """The airlock requests of the job's outputs (one per node whose part succeeded):
-    files, automatic verdicts and reasons, reviews, and whether they are released."""
+    """The job's airlock request (a list of one; jobs collected before one request per
+    job list one per site): a section per site, reviews, and whether it is released; a
+    closed request (every file blocked) lists each file with the rules that blocked it."""
     return await jobs.outputs(request.app.state.ctx, request.app.state.hub, job_id, caller)
 
 

@@ -271,7 +271,8 @@ def mine(ctx: AppContext, caller: Principal) -> list[JobView]:
 
 async def outputs(ctx: AppContext, hub: Hub | None, job_id: str, caller: Principal
                   ) -> list[RequestOut]:
-    """The airlock requests of the job's outputs, one per node part collected so far."""
+    """The airlock request of the job's outputs, a section per site collected so far
+    (a list: jobs collected before one request per job have one request per site)."""
     await status(ctx, hub, job_id, caller)  # checks who asks, collects what has ended
 
     def read() -> list[RequestOut]:

@@ -2,18 +2,24 @@
 # title: The airlock's human review, release and download (EHDS Art. 73)
 # description: |
 #   What leaves the secure processing environment, after the automatic checks
-#   (spe/airlock). Input: {"action": "submit"|"view"|"review"|"release"|"reject"|
-#   "download"|"inspect"|"withhold", "subject": {"id", "roles", "institution"}, "request": {"state"
-#   (pending, released, rejected, withheld), "requester", "reviews": [{"reviewer",
-#   "decision": "approve"|"reject"}], "report_reasons" (count of report-wide blocking
-#   reasons, e.g. total size), "files": [{"path", "verdict", "stored"}]}, "permit":
+#   (spe/airlock). One request per job, a section per site. Input: {"action": "submit"|
+#   "view"|"review"|"release"|"reject"|"close"|"download"|"inspect"|"withhold", "subject":
+#   {"id", "roles", "institution"}, "request": {"state" (pending, released, rejected,
+#   withheld, closed), "requester", "reviews": [{"reviewer", "decision": "approve"|
+#   "reject"}] (the current round's: a site's outputs arriving later void earlier ones),
+#   "awaiting" (count of the job's sites whose outputs are still to come),
+#   "report_reasons" (count of report-wide blocking reasons, e.g. total size), "files":
+#   [{"path", "node_id", "verdict", "stored"}]}, "permit":
 #   {"status" (effective, see policies/permits), "members" (user ids, applicant included)},
 #   "file": {"path", "verdict", "stored", "reasons"} (download and inspect only)}.
 #   Only the hub's collector submits a job's outputs, of a permit the centre knows and
 #   whose members include the job's user (a stopped permit's are withheld at once).
 #   Output checkers inspect the stored files of a pending request they may review.
 #   Two different output checkers, neither the requester nor anyone named on the permit,
-#   must approve; any reject rejects. Only the requester or a member downloads, only a
+#   must approve; any reject rejects; nothing is released while a site is awaited. A
+#   pending request that kept no file (every one blocked by the automatic checks), with no
+#   site awaited, is closed at once: nobody reviews it, nothing leaves, and the requester
+#   reads the reasons. Only the requester or a member downloads, only a
 #   released request's stored files, only while the permit is not suspended or revoked.
 #   Query `data.airlock.decision`: {"allow", "reason", "status"} (403 who, 409 state).
 #   Rules are functions of their input so tests call them directly (see policies/authz).
@@ -52,6 +58,13 @@ reviewed_by_subject(req) if {
 	some r in req.request.reviews
 	r.reviewer == req.subject.id
 }
+
+kept_a_file(req) if {
+	some f in req.request.files
+	f.stored
+}
+
+awaited(req) := object.get(req.request, "awaiting", 0)
 
 stored_blocked(req) if {
 	some f in req.request.files
@@ -111,6 +124,11 @@ decide(req) := deny(403, "only an output checker reviews outputs") if {
 	req.action == "release"
 	stored_blocked(req)
 } else := deny(409, concat("", [
+	"the outputs of ", format_int(awaited(req), 10), " more site(s) are still to come",
+])) if {
+	req.action == "release"
+	awaited(req) > 0
+} else := deny(409, concat("", [
 	"two different output checkers must approve (", format_int(count(approvers(req)), 10), " so far)",
 ])) if {
 	req.action == "release"
@@ -118,10 +136,29 @@ decide(req) := deny(403, "only an output checker reviews outputs") if {
 } else := allow("two different output checkers approved") if {
 	req.action == "release"
 
+	# ---- a request that kept nothing is closed -----------------------------------------
+} else := deny(409, concat("", ["a request in state ", req.request.state, " is not closed"])) if {
+	req.action == "close"
+	req.request.state != "pending"
+} else := deny(409, "a site's outputs are still to come") if {
+	req.action == "close"
+	awaited(req) > 0
+} else := deny(409, "a file was kept for review") if {
+	req.action == "close"
+	kept_a_file(req)
+} else := allow("every file was blocked by the automatic checks; nothing to review") if {
+	req.action == "close"
+	count(req.request.files) > 0
+} else := allow("the job sent no files; nothing to review") if {
+	req.action == "close"
+
 	# ---- a job's outputs arrive from a node ---------------------------------------------
 } else := deny(403, "only the central airlock's collector submits a job's outputs") if {
 	req.action == "submit"
 	not collector(req)
+} else := deny(409, concat("", ["the job's request is ", req.request.state, "; no more outputs are added to it"])) if {
+	req.action == "submit"
+	req.request.state != "pending"
 } else := deny(403, "no such permit at the centre") if {
 	req.action == "submit"
 	req.permit.status == "missing"

@@ -237,3 +237,41 @@ test_outputs_of_an_unknown_permit_or_a_stranger_are_refused if {
 	not r2.allow
 	contains(r2.reason, "not named on the permit")
 }
+
+# one request per job: release waits for every site; a request that kept nothing closes
+
+test_no_release_while_a_site_is_awaited if {
+	req := object.union(request("pending", [approve("olga"), approve("otto")]), {"awaiting": 1})
+	r := d("release", otto, req, permit("active"))
+	r.status == 409
+	contains(r.reason, "still to come")
+}
+
+blocked_only := object.union(request("pending", []), {"files": [small]})
+
+test_a_request_that_kept_nothing_closes if d("close", olga, blocked_only, permit("active")).allow
+
+test_a_request_that_kept_a_file_does_not_close if {
+	r := d("close", olga, request("pending", []), permit("active"))
+	r.status == 409
+	contains(r.reason, "kept")
+}
+
+test_a_request_awaiting_a_site_does_not_close if {
+	not d("close", olga, object.union(blocked_only, {"awaiting": 1}), permit("active")).allow
+}
+
+test_a_closed_request_is_not_reviewed if {
+	r := d("review", olga, object.union(blocked_only, {"state": "closed"}), permit("active"))
+	r.status == 409
+}
+
+test_a_closed_request_is_not_downloaded if {
+	dl(alice, object.union(blocked_only, {"state": "closed"}), permit("active"), small).status == 409
+}
+
+test_no_outputs_are_added_to_a_settled_request if {
+	collector := {"id": "hub:airlock", "roles": ["airlock"], "institution": null}
+	r := d("submit", collector, request("rejected", [reject("olga")]), permit("active"))
+	r.status == 409
+}

@@ -131,16 +131,24 @@ def logs(job_id: JobId, hub: Hub = None, token: Token = None,
     if not found:
         typer.echo("no outputs in the airlock yet")
     for req in found:
-        typer.echo(f"==> {req['node_id']} (request {req['state']}) <==")
-        log = next((f for f in req["files"] if f["path"] == LOG_NAME and f["stored"]), None)
-        if log is None:
-            typer.echo("(not released)" if req["state"] != "released" else "(no log)")
-            continue
-        resp = request("GET", url, f"/api/v1/airlock/requests/{req['id']}/files/"
-                       f"{quote(LOG_NAME)}", auth, timeout=timeout)
-        if hashlib.sha256(resp.content).hexdigest() != log["sha256"]:
-            raise fail(f"{req['node_id']}/{LOG_NAME}: checksum mismatch", 1)
-        typer.echo(resp.content.decode("utf-8", errors="replace").rstrip("\n"))
+        for site in _site_ids(req):
+            typer.echo(f"==> {site} (request {req['state']}) <==")
+            log = next((f for f in req["files"] if f["node_id"] == site
+                        and f["path"] == LOG_NAME and f["stored"]), None)
+            if log is None:
+                typer.echo("(not released)" if req["state"] != "released" else "(no log)")
+                continue
+            resp = request("GET", url, f"/api/v1/airlock/requests/{req['id']}/files/"
+                           f"{quote(log['name'])}", auth, timeout=timeout)
+            if hashlib.sha256(resp.content).hexdigest() != log["sha256"]:
+                raise fail(f"{log['name']}: checksum mismatch", 1)
+            typer.echo(resp.content.decode("utf-8", errors="replace").rstrip("\n"))
+
+
+def _site_ids(req: dict) -> list[str]:
+    """The request's sites in order of arrival (and any site only its files name)."""
+    sites = [s["node_id"] for s in req.get("sites") or []]
+    return sites + sorted({f["node_id"] for f in req["files"]} - set(sites))
 
 
 @job_app.command("cancel")
@@ -157,8 +165,10 @@ def cancel(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson 
 @job_app.command("outputs")
 def outputs(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson = False,
             timeout: Timeout = 60.0) -> None:
-    """The job's outputs in the airlock, per node: the request's state and reviews, and
-    once released, its files (the job's log, job-log.txt, among them)."""
+    """The job's outputs in the airlock: its request's state and reviews, a section per
+    site, and once released, its files (the job's log, job-log.txt, among them). A request
+    whose every file was blocked is closed at once: each file with the rules that blocked
+    it."""
     found = request("GET", hub_url(hub), _path(job_id, "/outputs"), bearer(token),
                     timeout=timeout).json()
     if as_json:
@@ -168,60 +178,76 @@ def outputs(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson
     if not found:
         out.print("no outputs in the airlock yet (a part still running, or none succeeded)")
     for req in found:
-        approvals = sum(r["decision"] == "approve" for r in req["reviews"])
-        out.print(f"{req['node_id']}: request {req['id']}: {req['state']} "
-                  f"({approvals} approval(s))")
-        for reason in req["reasons"]:  # an output checker's view names them
+        approvals = len({r["reviewer"] for r in req["reviews"] if r["decision"] == "approve"})
+        out.print(f"request {req['id']}: {req['state']} ({approvals} of 2 approvals)")
+        out.print(f"  {_STATE_NOTE.get(req['state'], req['state'])}")
+        if req.get("review_note"):
+            out.print(f"  ! {req['review_note']}")
+        if req.get("awaiting"):
+            out.print(f"  still to come: the outputs of {', '.join(req['awaiting'])}")
+        for reason in req["reasons"]:  # an output checker's view, or a closed request's
             out.print(f"  ! {reason}")
         for review in req["reviews"]:
             out.print(f"  {review['decision']} by {review['reviewer']}"
                       + (f": {review['reason']}" if review["reason"] else ""))
-        if not req["files"]:
-            if req["state"] != "released":
-                out.print("  its files are named once released")
-            continue
-        table = Table()
-        for column in ("file", "bytes", "verdict", "kept", "reasons"):
-            table.add_column(column)
-        for f in req["files"]:
-            table.add_row(f["path"], str(f["size"]), f["verdict"],
-                          "yes" if f["stored"] else "no", "; ".join(f["reasons"]))
-        out.print(table)
+        for site in _site_ids(req):
+            files = [f for f in req["files"] if f["node_id"] == site]
+            out.print(f"  {site}:")
+            if not files:
+                out.print("    its files are named once released"
+                          if req["state"] not in ("released", "closed") else "    no files")
+                continue
+            table = Table()
+            for column in ("file", "bytes", "verdict", "kept", "reasons"):
+                table.add_column(column)
+            for f in files:
+                table.add_row(f["name"], str(f["size"]) if f["size"] else "",
+                              f["verdict"], "yes" if f["stored"] else "no",
+                              "; ".join(f["reasons"]))
+            out.print(table)
+
+
+_STATE_NOTE = {
+    "pending": "under review: two different output checkers approve it",
+    "released": "released: `spe job download` fetches the files",
+    "rejected": "rejected by an output checker: nothing leaves",
+    "withheld": "withheld: the permit was suspended or revoked; nothing leaves",
+    "closed": "closed: every file was blocked by the automatic checks; nothing leaves "
+              "(why, per file, below)",
+}
 
 
 @job_app.command("download")
 def download(
     job_id: JobId,
-    to: Annotated[Path, typer.Option(help="Folder to write into (<node>/<file>)")] = Path("."),
+    to: Annotated[Path, typer.Option(help="Folder to write into (<site>/<file>)")] = Path("."),
     node: Annotated[list[str], typer.Option(help="Only this institution's outputs; "
                                             "repeat for several")] = [],  # noqa: B006
     hub: Hub = None,
     token: Token = None,
     timeout: Timeout = 60.0,
 ) -> None:
-    """Download the job's released outputs into TO/<node>/, checking each file's checksum.
-    Exits 1 when nothing is released yet."""
+    """Download the job's released outputs into TO/<site>/<file>, checking each file's
+    checksum. Exits 1 when nothing is released yet."""
     url, auth = hub_url(hub), bearer(token)
     found = request("GET", url, _path(job_id, "/outputs"), auth, timeout=timeout).json()
-    released = [r for r in found if r["state"] == "released"
-                and (not node or r["node_id"] in node)]
+    released = [(req, f) for req in found if req["state"] == "released"
+                for f in req["files"] if f["stored"] and (not node or f["node_id"] in node)]
     if not released:
-        states = ", ".join(f"{r['node_id']}: {r['state']}" for r in found) or "none yet"
+        states = ", ".join(f"request {r['id'][:12]}: {r['state']}" for r in found) \
+            or "none yet"
         raise fail(f"no released outputs for job {job_id} ({states})", 1)
     out, written = _out(), 0
-    for req in released:
-        for f in req["files"]:
-            if not f["stored"]:
-                continue
-            resp = request("GET", url, f"/api/v1/airlock/requests/{req['id']}/files/"
-                           f"{quote(f['path'])}", auth, timeout=timeout)
-            if hashlib.sha256(resp.content).hexdigest() != f["sha256"]:
-                raise fail(f"{req['node_id']}/{f['path']}: checksum mismatch; not written", 1)
-            target = _inside(to, f"{req['node_id']}/{f['path']}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(resp.content)
-            written += 1
-            out.print(f"{target}  ({len(resp.content)} bytes, sha256 {f['sha256'][:12]}…)")
+    for req, f in released:
+        resp = request("GET", url, f"/api/v1/airlock/requests/{req['id']}/files/"
+                       f"{quote(f['name'])}", auth, timeout=timeout)
+        if hashlib.sha256(resp.content).hexdigest() != f["sha256"]:
+            raise fail(f"{f['name']}: checksum mismatch; not written", 1)
+        target = _inside(to, f["name"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(resp.content)
+        written += 1
+        out.print(f"{target}  ({len(resp.content)} bytes, sha256 {f['sha256'][:12]}…)")
     out.print(f"{written} file(s) written")
 
 

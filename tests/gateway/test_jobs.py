@@ -340,78 +340,80 @@ def test_a_federated_job_passes_the_airlock_and_is_downloaded(federation, permit
         "site-a": "succeeded", "site-b": "succeeded"}, body
     outputs = hub.get(f"/api/v1/jobs/{job_id}/outputs", headers=hub.as_("carol", "researcher"))
     assert outputs.status_code == 200, outputs.text
-    assert {r["node_id"]: (r["state"], r["files"], r["reasons"]) for r in outputs.json()} == {
-        "site-a": ("pending", [], []), "site-b": ("pending", [], [])}  # nothing named yet
-    requests = {}
-    for mine in outputs.json():  # an output checker reads the whole request
-        seen = hub.get(f"/api/v1/airlock/requests/{mine['id']}",
-                       headers=hub.as_("olga", "output_checker"))
-        assert seen.status_code == 200, seen.text
-        requests[mine["node_id"]] = seen.json()
-    for node, request in requests.items():
-        files = {f["path"]: f for f in request["files"]}
-        assert request["state"] == "pending"
-        assert set(files) == {"images_by_modality_and_age.csv", "raw_image.dcm",
-                              "patients.ndjson", LOG_NAME}, files
+    (mine,) = outputs.json()  # one request for the job, a section per site
+    assert (mine["state"], mine["files"], mine["reasons"]) == ("pending", [], [])
+    assert sorted(s["node_id"] for s in mine["sites"]) == ["site-a", "site-b"]
+    seen = hub.get(f"/api/v1/airlock/requests/{mine['id']}",
+                   headers=hub.as_("olga", "output_checker"))
+    assert seen.status_code == 200, seen.text  # an output checker reads the whole request
+    request, rid = seen.json(), mine["id"]
+    assert request["state"] == "pending"
+    assert request["awaiting"] == []
+    path = "images_by_modality_and_age.csv"
+    for node in ("site-a", "site-b"):
+        files = {f["path"]: f for f in request["files"] if f["node_id"] == node}
+        assert set(files) == {path, "raw_image.dcm", "patients.ndjson", LOG_NAME}, files
         for raw in ("raw_image.dcm", "patients.ndjson"):
             assert files[raw]["verdict"] == "blocked"
             assert not files[raw]["stored"]
             assert any(r.startswith(f"at {node}: ") for r in files[raw]["reasons"])
-        table = files["images_by_modality_and_age.csv"]
+        table = files[path]
         assert table["stored"], table
         assert table["verdict"] in {"pass", "review"}, table
+        assert table["name"] == f"{node}/{path}"
 
-    # Two output checkers look at each table and approve; then carol downloads it.
-    path = "images_by_modality_and_age.csv"
-    for request in requests.values():
-        rid = request["id"]
-        seen = hub.get(f"/api/v1/airlock/requests/{rid}/inspect/{path}",
+    # Two output checkers look at each site's table and approve the request once.
+    tables = {}
+    for node in ("site-a", "site-b"):
+        seen = hub.get(f"/api/v1/airlock/requests/{rid}/inspect/{node}/{path}",
                        headers=hub.as_("olga", "output_checker"))
         assert seen.status_code == 200, seen.text
         assert seen.text.startswith("modality,age_band,images")
         rows = list(csv.DictReader(io.StringIO(seen.text)))
         assert rows
         assert all(re.fullmatch(r"\d+-\d+", r["age_band"]) for r in rows), rows
+        tables[node] = seen.content
         # Neither the requester nor anyone may read what is still under review.
-        assert hub.get(f"/api/v1/airlock/requests/{rid}/files/{path}",
+        assert hub.get(f"/api/v1/airlock/requests/{rid}/files/{node}/{path}",
                        headers=hub.as_("carol", "researcher")).status_code == 409
-        assert hub.get(f"/api/v1/airlock/requests/{rid}/inspect/raw_image.dcm",
+        assert hub.get(f"/api/v1/airlock/requests/{rid}/inspect/{node}/raw_image.dcm",
                        headers=hub.as_("olga", "output_checker")).status_code == 403
-        for checker in ("olga", "oscar"):
-            review = hub.post(f"/api/v1/airlock/requests/{rid}/reviews",
-                              headers=hub.as_(checker, "output_checker"),
-                              json={"decision": "approve", "reason": "counts of 10 or more"})
-            assert review.status_code == 200, review.text
-        assert review.json()["state"] == "released"
-        got = hub.get(f"/api/v1/airlock/requests/{rid}/files/{path}",
+    for checker in ("olga", "oscar"):
+        review = hub.post(f"/api/v1/airlock/requests/{rid}/reviews",
+                          headers=hub.as_(checker, "output_checker"),
+                          json={"decision": "approve", "reason": "counts of 10 or more"})
+        assert review.status_code == 200, review.text
+    assert review.json()["state"] == "released"
+    for node in ("site-a", "site-b"):
+        got = hub.get(f"/api/v1/airlock/requests/{rid}/files/{node}/{path}",
                       headers=hub.as_("carol", "researcher"))
         assert got.status_code == 200, got.text
-        assert got.content == seen.content
+        assert got.content == tables[node]
         assert hashlib.sha256(got.content).hexdigest() == got.headers["x-checksum-sha256"]
+        assert f'filename="{node}_{path}"' in got.headers["content-disposition"]
         # What was blocked never left the node, and a guess cannot confirm its name: a
         # blocked file is refused as one that does not exist.
-        blocked = hub.get(f"/api/v1/airlock/requests/{rid}/files/raw_image.dcm",
+        blocked = hub.get(f"/api/v1/airlock/requests/{rid}/files/{node}/raw_image.dcm",
                           headers=hub.as_("carol", "researcher"))
-        guessed = hub.get(f"/api/v1/airlock/requests/{rid}/files/no_such_output.csv",
+        guessed = hub.get(f"/api/v1/airlock/requests/{rid}/files/{node}/no_such_output.csv",
                           headers=hub.as_("carol", "researcher"))
         assert blocked.status_code == 403
         assert (blocked.status_code, blocked.json()) == (guessed.status_code, guessed.json())
 
     # Released, the requester reads the released files' names, and only theirs.
-    for request in requests.values():
-        mine = hub.get(f"/api/v1/airlock/requests/{request['id']}",
-                       headers=hub.as_("carol", "researcher")).json()
-        names = {f["path"] for f in mine["files"]}
-        assert path in names
-        assert names == {f["path"] for f in request["files"] if f["stored"]}
-        assert "raw_image.dcm" not in names
+    mine = hub.get(f"/api/v1/airlock/requests/{rid}", headers=hub.as_("carol", "researcher")
+                   ).json()
+    names = {f["name"] for f in mine["files"]}
+    assert {f"site-a/{path}", f"site-b/{path}"} <= names
+    assert names == {f["name"] for f in request["files"] if f["stored"]}
+    assert not any("raw_image.dcm" in n for n in names)
 
     # The same from the command line: the released outputs, then the files.
     run = _cli(hub, monkeypatch, "carol")
     listed = run("outputs", job_id)
     assert listed.exit_code == 0, listed.output
-    assert listed.output.count(": released") == 2
-    assert path in listed.output
+    assert f"request {rid}: released" in listed.output
+    assert f"site-a/{path}" in listed.output
     assert "raw_image.dcm" not in listed.output
     fetched = run("download", job_id, "--to", str(tmp_path / "out"))
     assert fetched.exit_code == 0, fetched.output
@@ -490,8 +492,10 @@ def test_outputs_reach_the_checkers_queue_without_anyone_asking(federation, perm
         queue = hub.get("/api/v1/airlock/requests", headers=hub.as_("olga", "output_checker"))
         assert queue.status_code == 200, queue.text
         queued = [r for r in queue.json() if r["job_id"] == job_id]
-    assert [(r["node_id"], r["requester"]) for r in queued] == [("site-b", f"carol@{ISSUER}")]
-    assert [f["path"] for f in queued[0]["files"]] == ["counts.csv", LOG_NAME]
+    assert [([s["node_id"] for s in r["sites"]], r["requester"]) for r in queued] == [
+        (["site-b"], f"carol@{ISSUER}")]
+    assert [f["name"] for f in queued[0]["files"]] == ["site-b/counts.csv",
+                                                       f"site-b/{LOG_NAME}"]
     # The job's own view names the request; a failed job's part has none.
     job = hub.get(f"/api/v1/jobs/{job_id}", headers=hub.as_("carol", "researcher")).json()
     assert job["nodes"][0]["airlock"] == queued[0]["id"]
@@ -659,6 +663,12 @@ def test_nothing_a_failing_job_prints_names_or_returns_reaches_its_researcher(
     request = hub.get(f"/api/v1/airlock/requests/{node['airlock']}",
                       headers=hub.as_("olga", "output_checker")).json()
     assert [(f["path"], f["verdict"]) for f in request["files"]] == [(LOG_NAME, "blocked")]
+    # Its every file blocked, the request was closed at once; carol reads why, per file.
+    (closed,) = json.loads(seen["outputs"])
+    assert closed["state"] == "closed"
+    assert [f["name"] for f in closed["files"]] == ["site-a/file 1"]
+    assert closed["files"][0]["reasons"]
+    assert "closed" in seen[f"spe job outputs {job_id}"]
 
 
 def test_output_names_stay_hidden_until_release(federation, permit, tmp_path, monkeypatch):

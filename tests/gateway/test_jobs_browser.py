@@ -159,19 +159,25 @@ def node_card(page, site: str):
     return page.locator(f'[data-testid="job-node"][data-node="{site}"]')
 
 
-def request_card(page, site: str):
-    return page.locator(f'[data-testid="output-request"][data-node="{site}"]')
+def request_card(page):
+    """The job's one airlock request on its page."""
+    return page.get_by_test_id("output-request")
+
+
+def site_row(page, site: str, path: str):
+    """A file's row in `site`'s section of the request on /airlock."""
+    return page.locator(f'[data-testid="file-row"][data-node="{site}"][data-path="{path}"]')
 
 
 def file_row(scope, testid: str, path: str):
     return scope.locator(f'[data-testid="{testid}"][data-path="{path}"]')
 
 
-def open_request(page, job_id: str, site: str) -> str:
-    """From the queue on /airlock, open the request of `site`'s part of the job."""
+def open_request(page, job_id: str) -> str:
+    """From the queue on /airlock, open the job's request."""
     from playwright.sync_api import expect
 
-    row = page.locator(f'[data-testid="request-row"][data-job="{job_id}"][data-node="{site}"]')
+    row = page.locator(f'[data-testid="request-row"][data-job="{job_id}"]')
     expect(row).to_have_count(1)
     rid = row.get_attribute("data-rid")
     row.get_by_test_id("request-link").click()
@@ -234,110 +240,117 @@ def test_a_job_runs_and_its_outputs_leave_through_the_airlock_in_the_browser(
     expect(carol.get_by_test_id("cancel-job")).to_be_disabled()
     shot(carol, artifacts, "02-job-succeeded")
 
-    # 3. Each institution's outputs are an airlock request waiting for review: the table
-    #    stored, the raw file blocked with its reason and never stored.
-    #    Carol reads that they wait, not what they are: no names before release.
-    rids = {}
-    for site in ("site-a", "site-b"):
-        card = request_card(carol, site)
-        expect(card).to_have_attribute("data-state", "pending")
-        rids[site] = card.get_attribute("data-rid")
-        expect(card.get_by_test_id("request-file")).to_have_count(0)
-        expect(card.get_by_test_id("request-files-hidden")).to_be_visible()
-        for text in ("raw.dcm", "table.csv", "DICOM"):
-            expect(card).not_to_contain_text(text)
-        expect(card.get_by_test_id("download")).to_have_count(0)
+    # 3. The job's outputs are one airlock request, a section per institution, waiting
+    #    for review: the tables stored, the raw files blocked and never stored.
+    #    Carol reads that it waits, not what it holds: no names before release.
+    card = request_card(carol)
+    expect(card).to_have_attribute("data-sites", re.compile(r"^(site-a site-b|site-b site-a)$"),
+                                   timeout=JOB_TIMEOUT_MS)
+    expect(carol.get_by_test_id("output-request")).to_have_count(1)
+    expect(card).to_have_attribute("data-state", "pending")
+    rid = card.get_attribute("data-rid")
+    expect(card.get_by_test_id("request-file")).to_have_count(0)
+    expect(card.get_by_test_id("request-files-hidden")).to_be_visible()
+    for text in ("raw.dcm", "table.csv", "DICOM"):
+        expect(card).not_to_contain_text(text)
+    expect(card.get_by_test_id("download")).to_have_count(0)
     shot(carol, artifacts, "03-outputs-pending")
 
-    # 4. Olga, an output checker, reads the table at site-a and approves; once only.
+    # 4. Olga, an output checker, reads each site's table and approves the request once:
+    #    then her buttons go, and the API refuses her a second review.
     olga = people.open("olga", "output_checker", at="/airlock")
     expect(olga.get_by_test_id("queue-heading")).to_have_text("Pending requests")
     queued = olga.locator(f'[data-testid="request-row"][data-job="{job_id}"]')
-    expect(queued).to_have_count(2)
-    expect(queued.first).to_contain_text("2 stored, 1 blocked")  # the table and the log
+    expect(queued).to_have_count(1)
+    expect(queued).to_contain_text("4 stored, 2 blocked")  # each site's table and log
     shot(olga, artifacts, "04-olga-queue")
-    assert open_request(olga, job_id, "site-a") == rids["site-a"]
-    expect(file_row(olga, "file-row", "raw.dcm").get_by_test_id("not-stored")).to_be_visible()
-    expect(file_row(olga, "file-row", "raw.dcm")).to_have_attribute("data-verdict", "blocked")
-    expect(file_row(olga, "file-row", "raw.dcm")).to_contain_text("DICOM")
-    table = file_row(olga, "file-row", "table.csv")
-    expect(table.get_by_test_id("file-sha256")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
-    table.get_by_test_id("view-content").click()
-    expect(olga.get_by_test_id("content-path")).to_have_text("table.csv")
-    expect(olga.get_by_test_id("file-content")).to_contain_text("modality,n")
-    expect(olga.get_by_test_id("file-content")).to_contain_text("MR,")
-    shot(olga, artifacts, "05-olga-reads-the-table")
+    assert open_request(olga, job_id) == rid
+    expect(olga.get_by_test_id("site-section")).to_have_count(2)
+    for site in ("site-a", "site-b"):
+        raw = site_row(olga, site, "raw.dcm")
+        expect(raw.get_by_test_id("not-stored")).to_be_visible()
+        expect(raw).to_have_attribute("data-verdict", "blocked")
+        expect(raw).to_contain_text("DICOM")
+        table = site_row(olga, site, "table.csv")
+        expect(table.get_by_test_id("file-sha256")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
+        table.get_by_test_id("view-content").click()
+        expect(olga.get_by_test_id("content-path")).to_have_text(f"{site}/table.csv")
+        expect(olga.get_by_test_id("file-content")).to_contain_text("modality,n")
+        expect(olga.get_by_test_id("file-content")).to_contain_text("MR,")
+    shot(olga, artifacts, "05-olga-reads-the-tables")
     approve(olga, "Aggregate counts, all at least 10")
     expect(olga.get_by_test_id("review-done")).to_contain_text("pending review")
     expect(olga.get_by_test_id("approvals")).to_have_text("1 of 2 approvals")
-    approve(olga, "Once more")
-    error = olga.get_by_test_id("review-error")
-    expect(error).to_contain_text("409")
-    expect(error.get_by_test_id("error-message")).to_contain_text("already reviewed")
+    expect(olga.get_by_test_id("approve")).to_be_hidden()
+    expect(olga.get_by_test_id("review-unavailable")).to_contain_text("You have approved")
+    again = central.api.post(f"/api/v1/airlock/requests/{rid}/reviews",
+                             json={"decision": "approve", "reason": "Once more"},
+                             headers=central.api.as_("olga", "output_checker"))
+    assert again.status_code == 409, again.text
+    assert "already reviewed" in again.json()["detail"]
+    olga.reload()
     expect(olga.get_by_test_id("review")).to_have_count(1)
+    expect(olga.get_by_test_id("approve")).to_be_hidden()
     shot(olga, artifacts, "06-olga-cannot-review-twice")
 
-    olga.goto("/airlock")
-    open_request(olga, job_id, "site-b")
-    approve(olga, "Aggregate counts")
-    expect(olga.get_by_test_id("approvals")).to_have_text("1 of 2 approvals")
-
     # 5. Carol may read her request but neither review it nor look inside it as a checker.
-    carol.goto(f"/airlock?request={rids['site-b']}")
+    carol.goto(f"/airlock?request={rid}")
     sign_in(carol, central.token("carol", "researcher"), "carol (researcher)")
-    expect(carol.get_by_test_id("request-id")).to_have_text(rids["site-b"])
-    approve(carol, "My own outputs are fine")
-    error = carol.get_by_test_id("review-error")
-    expect(error).to_contain_text("Your review was refused (403)")
-    expect(error.get_by_test_id("error-message")).to_contain_text("may not call POST")
+    expect(carol.get_by_test_id("request-id")).to_have_text(rid)
+    expect(carol.get_by_test_id("approve")).to_be_hidden()
     expect(carol.get_by_test_id("file-row")).to_have_count(0)  # named once released
-    expect(carol.get_by_test_id("review")).to_have_count(1)
     expect(carol.get_by_test_id("file-content")).to_be_hidden()
-    inspected = central.api.get(f"/api/v1/airlock/requests/{rids['site-b']}/inspect/table.csv",
+    refused = central.api.post(f"/api/v1/airlock/requests/{rid}/reviews",
+                               json={"decision": "approve", "reason": "My own"},
+                               headers=central.api.as_("carol", "researcher"))
+    assert refused.status_code == 403, refused.text
+    inspected = central.api.get(f"/api/v1/airlock/requests/{rid}/inspect/site-b/table.csv",
                                 headers=central.api.as_("carol", "researcher"))
     assert inspected.status_code == 403, inspected.text
     expect(carol.get_by_test_id("request-state")).to_have_text("pending review")
     shot(carol, artifacts, "07-carol-cannot-review")
 
-    # 6. Oscar, a second output checker, approves both: they are released.
+    # 6. Oscar, a second output checker, approves: the request is released.
     oscar = people.open("oscar", "output_checker", at="/airlock")
-    for site in ("site-a", "site-b"):
-        oscar.goto("/airlock")
-        open_request(oscar, job_id, site)
-        file_row(oscar, "file-row", "table.csv").get_by_test_id("view-content").click()
-        expect(oscar.get_by_test_id("file-content")).to_contain_text("modality,n")
-        approve(oscar, "Agreed")
-        expect(oscar.get_by_test_id("request-state")).to_have_text("released")
-        expect(oscar.get_by_test_id("review-done")).to_contain_text("released")
+    open_request(oscar, job_id)
+    site_row(oscar, "site-b", "table.csv").get_by_test_id("view-content").click()
+    expect(oscar.get_by_test_id("file-content")).to_contain_text("modality,n")
+    approve(oscar, "Agreed")
+    expect(oscar.get_by_test_id("request-state")).to_have_text("released")
+    expect(oscar.get_by_test_id("review-done")).to_contain_text("released")
     expect(oscar.get_by_test_id("review")).to_have_count(2)
+    expect(oscar.get_by_test_id("approve")).to_be_hidden()
     shot(oscar, artifacts, "08-oscar-releases")
     oscar.goto("/airlock")
     expect(oscar.locator(f'[data-testid="request-row"][data-job="{job_id}"]')).to_have_count(0)
 
-    # 7. A third checker comes too late: the request is no longer under review.
-    otto = people.open("otto", "output_checker", at=f"/airlock?request={rids['site-a']}")
+    # 7. A third checker comes too late: no buttons, and the API says why.
+    otto = people.open("otto", "output_checker", at=f"/airlock?request={rid}")
     expect(otto.get_by_test_id("request-state")).to_have_text("released")
-    approve(otto, "Me too")
-    error = otto.get_by_test_id("review-error")
-    expect(error).to_contain_text("409")
-    expect(error.get_by_test_id("error-message")).to_contain_text("not under review")
+    expect(otto.get_by_test_id("approve")).to_be_hidden()
+    expect(otto.get_by_test_id("review-unavailable")).to_contain_text("released")
+    late = central.api.post(f"/api/v1/airlock/requests/{rid}/reviews",
+                            json={"decision": "approve", "reason": "Me too"},
+                            headers=central.api.as_("otto", "output_checker"))
+    assert late.status_code == 409, late.text
+    assert "not under review" in late.json()["detail"]
     shot(otto, artifacts, "09-third-checker-refused")
 
-    # 8. Carol sees both released and downloads the table.
+    # 8. Carol sees it released and downloads each site's table, named by its site.
     carol.goto(f"/jobs?job={job_id}")
     expect(carol.get_by_test_id("who")).to_have_text("carol (researcher)")
-    for site in ("site-a", "site-b"):
-        expect(request_card(carol, site)).to_have_attribute("data-state", "released")
-        expect(request_card(carol, site).get_by_test_id("request-review")).to_have_count(2)
-    card = request_card(carol, "site-a")
+    card = request_card(carol)
+    expect(card).to_have_attribute("data-state", "released")
+    expect(card.get_by_test_id("request-review")).to_have_count(2)
     expect(file_row(card, "download", "raw.dcm")).to_have_count(0)
     expect(file_row(card, "request-file", "raw.dcm")).to_have_count(0)  # never released
-    with carol.expect_download() as download:
-        file_row(card, "download", "table.csv").click()
-    assert download.value.suggested_filename == "table.csv"
-    data = Path(download.value.path()).read_bytes()
-    assert data.startswith(b"modality,n\n"), data
-    assert b"MR," in data
+    for site in ("site-a", "site-b"):
+        with carol.expect_download() as download:
+            card.locator(f'[data-testid="download"][data-name="{site}/table.csv"]').click()
+        assert download.value.suggested_filename == f"{site}_table.csv"
+        data = Path(download.value.path()).read_bytes()
+        assert data.startswith(b"modality,n\n"), data
+        assert b"MR," in data
     expect(carol.get_by_test_id("download-error")).to_be_hidden()
     shot(carol, artifacts, "10-released-and-downloaded")
 

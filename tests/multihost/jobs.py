@@ -83,7 +83,8 @@ def finished_with_outputs(node: dict) -> bool:
 
 
 def airlock_files(fed: Federation, job_id: str) -> dict[str, dict]:
-    """What an output checker sees of the job's airlock request: path -> file."""
+    """What an output checker sees of the job's one airlock request (a section per site):
+    path -> file, of a job run at one site."""
     with fed.hub() as hub:
         outputs = hub.get(f"/api/v1/jobs/{job_id}/outputs",
                           headers=fed.headers("carol", "researcher"))
@@ -92,7 +93,11 @@ def airlock_files(fed: Federation, job_id: str) -> dict[str, dict]:
         seen = hub.get(f"/api/v1/airlock/requests/{mine['id']}",
                        headers=fed.headers("olga", "output_checker"))
     assert seen.status_code == 200, seen.text
-    return {f["path"]: f for f in seen.json()["files"]}
+    request = seen.json()
+    assert len(request["sites"]) == 1, request["sites"]
+    site = request["sites"][0]["node_id"]
+    assert all(f["name"] == f"{site}/{f['path']}" for f in request["files"]), request["files"]
+    return {f["path"]: f for f in request["files"]}
 
 
 def node_job_row(fed: Federation, site: str, node_job_id: str) -> tuple[str, int]:

@@ -71,7 +71,7 @@ def reviews(central, rid: str, user: str, decision: str = "approve",
                         headers=central.as_(user, role))
 
 
-def download(central, rid: str, user: str, path: str = "safe.csv"):
+def download(central, rid: str, user: str, path: str = "site-a/safe.csv"):
     return central.get(f"/api/v1/airlock/requests/{rid}/files/{path}",
                        headers=central.as_(user, "researcher"))
 
@@ -130,15 +130,17 @@ def test_two_checkers_release_and_only_the_safe_file_leaves(central, pid, tmp_pa
     got = download(central, rid, "alice")
     assert got.status_code == 200
     assert got.content == SAFE
-    assert got.headers["content-disposition"].startswith('attachment; filename="safe.csv"')
+    # named by site and file: two sites' safe.csv are saved apart
+    assert got.headers["content-disposition"].startswith(
+        'attachment; filename="site-a_safe.csv"')
     assert download(central, rid, "carol").content == SAFE  # a member of the permit
     outsider = download(central, rid, "eve")
     assert outsider.status_code == 403
-    blocked = download(central, rid, "alice", "small.csv")
+    blocked = download(central, rid, "alice", "site-a/small.csv")
     assert blocked.status_code == 403
     assert "3" not in blocked.json()["detail"]  # the checkers' reasons stay theirs
     # ... and a blocked file is refused as one that does not exist: no name is confirmed.
-    assert download(central, rid, "alice", "nothing.csv").json() == blocked.json()
+    assert download(central, rid, "alice", "site-a/nothing.csv").json() == blocked.json()
     assert reviews(central, rid, "oleg").status_code == 409  # settled
 
     assert any("already reviewed" in r for r in denials(central, rid, "airlock.review"))
@@ -222,7 +224,7 @@ def test_links_are_listed_never_stored(central, pid, tmp_path):
     assert files["link.csv"].verdict == "blocked"
     assert files["link.csv"].stored_path is None
     assert files["safe.csv"].stored
-    assert not (central.storage / rid / "link.csv").exists()
+    assert [p.name for p in (central.storage / rid).rglob("*") if p.is_file()] == ["safe.csv"]
 
 
 def test_only_the_collector_submits_a_members_outputs(central, pid, tmp_path):

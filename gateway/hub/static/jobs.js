@@ -27,12 +27,20 @@
   const FINAL = new Set(["succeeded", "failed", "timed_out", "cancelled", "refused",
     "not submitted"]);
   const REQUEST = {pending: "pending review", released: "released", rejected: "rejected",
-    withheld: "withheld"};
+    withheld: "withheld", closed: "closed"};
   const REQUEST_NOTE = {
     pending: "Waiting for two output checkers to approve.",
     released: "Released: the stored files below may be downloaded.",
     rejected: "Rejected by an output checker: nothing leaves.",
     withheld: "Withheld: the permit was suspended or revoked while it waited; nothing leaves.",
+    closed: "Closed: every file was blocked by the automatic checks, so nothing leaves and "
+      + "no output checker is asked. Why, per file, below.",
+  };
+  // The job's one request has a section per site (RequestOut.sites, files' node_id).
+  const siteIds = (r) => {
+    const ids = (r.sites || []).map((s) => s.node_id);
+    for (const f of r.files) if (!ids.includes(f.node_id)) ids.push(f.node_id);
+    return ids;
   };
   const LIMITS = ["wall_seconds", "memory_mb", "cpu_seconds", "output_mb"];
 
@@ -287,14 +295,15 @@
     fill($("job-nodes"), job.nodes.map(nodeCard));
   }
 
-  async function download(rid, path, button) {
+  async function download(rid, name, button) {
+    const path = name;  // <site>/<path>, saved as <site>_<path>
     hide($("download-error"));
     button.disabled = true;
     try {
       const resp = await send(
         `${root}/api/v1/airlock/requests/${encodeURIComponent(rid)}/files/${pathUrl(path)}`,
         {headers: headers()});
-      saveBlob(await resp.blob(), path.split("/").pop());
+      saveBlob(await resp.blob(), path.replace(/\//g, "_"));
     } catch (exc) {
       showError($("download-error"), errorHeading(exc, `${path} was not downloaded`),
         exc.messages);
@@ -306,24 +315,34 @@
   function requestFiles(r) {
     if (!r.files.length) {
       return el("p", {className: "note", dataset: {testid: "request-files-hidden"}},
-        r.state === "released" ? "No files were released."
+        r.state === "released" || r.state === "closed" ? "No files were released."
           : "The files, the job's log among them, are named here once released.");
     }
+    return siteIds(r).map((node) => {
+      const files = r.files.filter((f) => f.node_id === node);
+      return el("section", {className: "site", dataset: {testid: "output-site", node}},
+        el("h4", {}, `From ${node}`),
+        files.length ? siteFiles(r, files) : el("p", {className: "note"}, "No files."));
+    });
+  }
+
+  function siteFiles(r, files) {
     const released = r.state === "released";
     return el("table", {className: "files", dataset: {testid: "request-files"}},
       el("thead", {}, el("tr", {}, ["File", "Size", "Verdict", "Reasons", "Notes",
         released ? "Download" : "Stored"].map((h) => el("th", {scope: "col"}, h)))),
-      el("tbody", {}, r.files.map((f) => el("tr", {dataset: {testid: "request-file",
-        path: f.path, verdict: f.verdict, stored: String(f.stored)}},
-      el("th", {scope: "row"}, el("code", {}, f.path)),
-      el("td", {className: "num"}, bytes(f.size)),
+      el("tbody", {}, files.map((f) => el("tr", {dataset: {testid: "request-file",
+        path: f.path, node: f.node_id, name: f.name, verdict: f.verdict,
+        stored: String(f.stored)}},
+      el("th", {scope: "row"}, el("code", {}, f.name)),
+      el("td", {className: "num"}, f.size ? bytes(f.size) : "—"),
       el("td", {}, verdictBadge(f.verdict, "request-file-verdict")),
       el("td", {dataset: {testid: "request-file-reasons"}}, reasonList(f.reasons)),
       el("td", {}, reasonList(f.notes, "notes")),
       el("td", {}, !f.stored ? el("span", {className: "note"}, "not stored: never leaves")
         : released ? el("button", {type: "button", className: "primary",
-          dataset: {testid: "download", path: f.path},
-          onclick: (e) => download(r.id, f.path, e.currentTarget)}, `Download ${f.path}`)
+          dataset: {testid: "download", path: f.path, name: f.name},
+          onclick: (e) => download(r.id, f.name, e.currentTarget)}, `Download ${f.name}`)
           : "stored, waiting for review")))));
   }
 
@@ -338,10 +357,17 @@
   }
 
   function requestCard(r) {
-    return el("section", {className: "node-card", "aria-label": `Outputs of ${r.node_id}`,
-      dataset: {testid: "output-request", node: r.node_id, state: r.state, rid: r.id}},
-    el("h3", {}, r.node_id, " ", badge("request", r.state, REQUEST, "request-state")),
+    const sites = siteIds(r);
+    return el("section", {className: "node-card", "aria-label": "The airlock request",
+      dataset: {testid: "output-request", sites: sites.join(" "), state: r.state, rid: r.id}},
+    el("h3", {}, `Airlock request (${sites.join(", ") || "no site yet"})`, " ",
+      badge("request", r.state, REQUEST, "request-state")),
     el("p", {dataset: {testid: "request-note"}}, REQUEST_NOTE[r.state] || r.state),
+    r.review_note ? el("p", {className: "warning", dataset: {testid: "request-review-note"}},
+      r.review_note) : null,
+    r.awaiting && r.awaiting.length ? el("p", {className: "note",
+      dataset: {testid: "request-awaiting"}}, `Still to come: the outputs of `
+      + `${r.awaiting.join(", ")}; nothing is released before they arrive.`) : null,
     el("dl", {className: "facts"},
       fact("Airlock request", el("code", {}, r.id), "request-id"),
       fact("Created", when(r.created_at), "request-created"),
@@ -361,8 +387,7 @@
     lastOutputs = requests;
     if (text === shown.outputs) return;
     shown.outputs = text;
-    const byNode = [...requests].sort((a, b) => (a.node_id < b.node_id ? -1 : 1));
-    fill($("job-outputs"), requests.length ? byNode.map(requestCard)
+    fill($("job-outputs"), requests.length ? requests.map(requestCard)
       : el("p", {className: "note", dataset: {testid: "outputs-empty"}}, over
         ? "No outputs: no institution sent any to the airlock."
         : "No outputs yet: an institution's outputs (or a failed part's log) reach the "
@@ -374,7 +399,7 @@
   function unsettled() {
     if (!lastJob) return true;
     if (lastJob.nodes.some((n) => !FINAL.has(n.state))) return "running";
-    const requested = new Set(lastOutputs.map((r) => r.node_id));
+    const requested = new Set(lastOutputs.flatMap(siteIds));
     if (lastJob.nodes.some((n) => (n.airlock && !requested.has(n.node_id))
       || (n.job_id && !n.outputs))) {
       return "collecting";

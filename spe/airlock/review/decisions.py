@@ -21,8 +21,8 @@ class AirlockRefused(SPEError):
 
 
 def file_facts(file: AirlockFile) -> dict[str, Any]:
-    return {"path": file.path, "verdict": file.verdict, "stored": file.stored,
-            "reasons": list(file.reasons or [])}
+    return {"path": file.path, "node_id": file.node_id, "verdict": file.verdict,
+            "stored": file.stored, "reasons": list(file.reasons or [])}
 
 
 def policy_input(action: str, subject: dict[str, Any], request: AirlockRequest, *,
@@ -32,8 +32,10 @@ def policy_input(action: str, subject: dict[str, Any], request: AirlockRequest, 
         "action": action, "subject": subject,
         "request": {
             "state": request.state, "requester": request.requester,
+            # Only the current round's reviews count (a later site's outputs void them).
             "reviews": [{"reviewer": r.reviewer, "decision": r.decision}
-                        for r in request.reviews],
+                        for r in request.reviews if r.round == request.review_round],
+            "awaiting": len(request.awaiting or []),
             "report_reasons": len(request.reasons or []),
             "files": [file_facts(f) for f in request.files],
         },

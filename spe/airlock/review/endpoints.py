@@ -38,7 +38,9 @@ def show(rid: str, caller: Caller, session: DbSession, request: Request) -> Requ
 @router.post("/requests/{rid}/reviews", response_model=RequestOut)
 def review(rid: str, body: ReviewIn, caller: Caller, session: DbSession,
            request: Request) -> RequestOut:
-    """Approve or reject; two different checkers' approvals release, any reject rejects."""
+    """Approve or reject; two different checkers' approvals release, any reject rejects.
+    A checker who has already reviewed this round is refused (409), as is a review of a
+    request no longer pending (released, rejected, withheld or closed)."""
     done = airlock(request).review(session, caller, rid, body.decision, body.reason)
     return researcher_view(done, caller)
 
@@ -46,7 +48,8 @@ def review(rid: str, body: ReviewIn, caller: Caller, session: DbSession,
 @router.get("/requests/{rid}/inspect/{path:path}")
 def inspect(rid: str, path: str, caller: Caller, session: DbSession,
             request: Request) -> Response:
-    """A stored file of a pending request, for an output checker to review: plain text
+    """A stored file (`path`: its `<site>/<path>` name) of a pending request, for an output
+    checker to review: plain text
     (a figure as its bytes), shown inline, never run (a sandboxed, scriptless response)."""
     file, data = airlock(request).inspect(session, caller, rid, path)
     media = {"png": "image/png", "pdf": "application/pdf"}.get(
@@ -62,9 +65,11 @@ def inspect(rid: str, path: str, caller: Caller, session: DbSession,
 @router.get("/requests/{rid}/files/{path:path}")
 def download(rid: str, path: str, caller: Caller, session: DbSession,
              request: Request) -> Response:
-    """A released file, as an attachment (only the requester or a member of the permit)."""
+    """A released file, as an attachment (only the requester or a member of the permit).
+    `path` is the file's `name`, `<site>/<path>`; it is saved as `<site>_<path>` (each
+    folder's `/` an `_`), so files of the same name from two sites stay apart."""
     file, data = airlock(request).download(session, caller, rid, path)
-    name = file.path.rsplit("/", 1)[-1]
+    name = file.name.replace("/", "_")
     fallback = "".join(c if c.isascii() and c.isalnum() or c in "._-" else "_" for c in name)
     return Response(data, media_type="application/octet-stream", headers={
         "Content-Disposition": f"attachment; filename=\"{fallback}\"; "

@@ -42,3 +42,11 @@ def list_for(session: Session, *, requester: str | None = None,
     if for_update:
         stmt = stmt.with_for_update(of=AirlockRequest)
     return list(session.execute(stmt).scalars())
+
+
+def of_job(session: Session, job_id: str, *, for_update: bool = False
+           ) -> AirlockRequest | None:
+    """The job's request (the newest, where requests kept from before one-per-job are
+    several, one per site)."""
+    found = list_for(session, job_id=job_id, for_update=for_update, limit=1)
+    return found[0] if found else None

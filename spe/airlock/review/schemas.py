@@ -33,7 +33,9 @@ class ReviewOut(BaseModel):
 class FileOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    path: str
+    node_id: str  # the site that sent it
+    path: str  # as the job wrote it, relative to its output folder
+    name: str  # `<site>/<path>`: how it is downloaded (`.../files/<name>`) and saved
     size: int
     sha256: str | None
     kind: str
@@ -44,20 +46,71 @@ class FileOut(BaseModel):
     stored: bool
 
 
+class SiteOut(BaseModel):
+    """One site's section of the request: its files are those whose `node_id` it is."""
+
+    node_id: str
+    at: datetime | None = None  # when its outputs arrived
+    reasons: list[str] = Field(default_factory=list)  # its report-wide blocking reasons
+
+
 class RequestOut(BaseModel):
+    """One job's outputs, a section per site (`sites`; `awaiting`: the sites whose part of
+    the job has not ended yet). Reviews count in the current `review_round`; the earlier
+    rounds' (`void_reviews`) were voided by a site's outputs arriving after them, which
+    `review_note` says. A `closed` request kept nothing (every file blocked): its files
+    and their reasons are shown to the requester, and nothing leaves."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: str
     job_id: str
-    node_id: str
     pid: str
     requester: str
     created_at: datetime
     decided_at: datetime | None
     state: str
     reasons: list[str]
+    sites: list[SiteOut]
+    awaiting: list[str]
     files: list[FileOut]
+    review_round: int
+    review_note: str | None
     reviews: list[ReviewOut]
+    void_reviews: list[ReviewOut]
+
+
+def request_out(request: AirlockRequest) -> RequestOut:
+    current = [r for r in request.reviews if r.round == request.review_round]
+    void = [r for r in request.reviews if r.round != request.review_round]
+    return RequestOut.model_validate({
+        "id": request.id, "job_id": request.job_id, "pid": request.pid,
+        "requester": request.requester, "created_at": request.created_at,
+        "decided_at": request.decided_at, "state": request.state,
+        "reasons": list(request.reasons or []),
+        "sites": [SiteOut.model_validate(s) for s in request.sites or []],
+        "awaiting": list(request.awaiting or []),
+        "files": [FileOut.model_validate(f) for f in request.files],
+        "review_round": request.review_round, "review_note": request.review_note,
+        "reviews": [ReviewOut.model_validate(r) for r in current],
+        "void_reviews": [ReviewOut.model_validate(r) for r in void]})
+
+
+def _closed_files(files: list[FileOut]) -> list[FileOut]:
+    """The files of a closed request as its requester reads them: per site, numbered
+    ("file 1", in the order of their names), each with the rules that blocked it. Nothing
+    was reviewed by a person, so nothing the job chose is shown: not the names (a job can
+    name a file after what it found, "SMALLGROUP_3.csv"), sizes or checksums. The automatic
+    checks' reasons name the rule and the place, never what was found there
+    (spe/airlock/report.py), so they are what the requester learns."""
+    out, numbers = [], {}
+    for f in files:
+        numbers[f.node_id] = numbers.get(f.node_id, 0) + 1
+        path = f"file {numbers[f.node_id]}"
+        out.append(f.model_copy(update={
+            "path": path, "name": f"{f.node_id}/{path}", "notes": [], "places": [],
+            "size": 0, "sha256": None}))
+    return out
 
 
 def researcher_view(request: AirlockRequest, principal: Principal) -> RequestOut:
@@ -65,10 +118,16 @@ def researcher_view(request: AirlockRequest, principal: Principal) -> RequestOut
     verdicts, reasons). Anyone else (the requester, a member of the permit) reads nothing
     the job computed before release: no file names, sizes, verdicts or automatic reasons,
     which a job can make say anything; once released, the released files (their names,
-    sizes and checksums, to download them), and still none of the automatic reasons."""
-    out = RequestOut.model_validate(request)
+    sizes and checksums, to download them), and still none of the automatic reasons.
+    A closed request (every file blocked) shows its files, numbered, with the rules that
+    blocked them (`_closed_files`)."""
+    out = request_out(request)
     if "output_checker" in principal.roles:
         return out
-    released = [f.model_copy(update={"reasons": [], "notes": []}) for f in out.files
-                if f.stored] if out.state == "released" else []
-    return out.model_copy(update={"files": released, "reasons": []})
+    if out.state == "closed":  # nothing was kept: the researcher learns why, per file
+        return out.model_copy(update={"files": _closed_files(out.files)})
+    released = [f.model_copy(update={"reasons": [], "notes": [], "places": []})
+                for f in out.files if f.stored] if out.state == "released" else []
+    return out.model_copy(update={"files": released, "reasons": [],
+                                  "sites": [s.model_copy(update={"reasons": []})
+                                            for s in out.sites]})

@@ -45,37 +45,95 @@ def submit_outputs(session: Session, *, job_id: str, node_id: str, pid: str,
                    requester: str, output_dir: Path, storage_dir: Path,
                    rules: OutputRules, policy: PolicyService,
                    submitter: dict[str, Any] = COLLECTOR_SUBJECT,
-                   audit: AuditLog = CENTRAL_AUDIT) -> AirlockRequest:
-    """A finished job's outputs become a pending request: checked, and every entry the
-    checks did not block copied to `storage_dir / <request id>`; blocked entries are
-    listed with their reasons and never stored. `policies/airlock` decides first (only
-    the hub's collector submits, for a permit naming the job's user); a refusal raises
-    AirlockRefused, which the caller audits (its transaction is rolled back)."""
-    request = AirlockRequest(id=secrets.token_hex(16), job_id=job_id, node_id=node_id,
-                             pid=pid, requester=requester, created_at=datetime.now(UTC),
-                             state="pending", files=[], reviews=[])
+                   audit: AuditLog = CENTRAL_AUDIT,
+                   awaiting: list[str] | None = None) -> AirlockRequest:
+    """A site's outputs of a finished job become that site's section of the job's pending
+    request (created with the first site's): checked, and every entry the checks did not
+    block copied under `storage_dir / <request id>`; blocked entries are listed with their
+    reasons and never stored. Outputs arriving after reviews started void those reviews
+    (a new review round, said in `review_note`). `awaiting`: the job's sites still to
+    come. `policies/airlock` decides first (only the hub's collector submits, for a permit
+    naming the job's user, to a pending request); a refusal raises AirlockRefused, which
+    the caller audits (its transaction is rolled back). Settling (closing a request that
+    kept nothing) is `settle_collected`, once the caller has added what it knows."""
+    request = repository.of_job(session, job_id, for_update=True)
+    new = request is None
+    if request is None:
+        request = AirlockRequest(id=secrets.token_hex(16), job_id=job_id, node_id=node_id,
+                                 pid=pid, requester=requester, created_at=datetime.now(UTC),
+                                 state="pending", reasons=[], sites=[], awaiting=[],
+                                 review_round=1, review_note=None, files=[], reviews=[])
     permit, members = permit_facts(session, pid)
     status = "missing" if permit is None else effective_status(permit)
     decision = policy.decide("airlock/decision", policy_input(
         "submit", submitter, request, permit_status=status, members=members))
     if not decision.allow:
         raise AirlockRefused(decision.reason, decision.values.get("status", 403))
-    target = storage_dir / request.id
+    if any(s.get("node_id") == node_id for s in request.sites or []):
+        raise AirlockRefused(f"the outputs of {node_id} are already in the request", 409)
+    # A folder per arrival: a site's name is not a path, nor can it meet a stored file's.
+    target = storage_dir / request.id / secrets.token_hex(8)
     report, stored = copy_outputs(output_dir, target, rules)
-    request.reasons = list(report.reasons)
+    now = datetime.now(UTC)
+    request.reasons = [*(request.reasons or []), *(f"at {node_id}: {r}" for r in report.reasons)]
+    request.sites = [*(request.sites or []), {"node_id": node_id, "at": now.isoformat(),
+                                              "reasons": list(report.reasons)}]
+    request.awaiting = [n for n in (awaiting or []) if n != node_id]
     for entry in report.files:
         request.files.append(AirlockFile(
-            path=entry.path, size=entry.size, sha256=stored.get(entry.path), kind=entry.kind,
-            verdict=entry.verdict, reasons=list(entry.reasons), notes=list(entry.notes),
-            places=[p.model_dump() for p in entry.places], stored=entry.path in stored,
+            node_id=node_id, path=entry.path, size=entry.size, sha256=stored.get(entry.path),
+            kind=entry.kind, verdict=entry.verdict, reasons=list(entry.reasons),
+            notes=list(entry.notes), places=[p.model_dump() for p in entry.places],
+            stored=entry.path in stored,
             stored_path=str(target / entry.path) if entry.path in stored else None))
-    repository.add(session, request)
-    blocked = sum(f.verdict == "blocked" for f in request.files)
+    current = [r for r in request.reviews if r.round == request.review_round]
+    if current:
+        request.review_round += 1
+        request.review_note = (
+            f"The outputs of {node_id} arrived at {now:%Y-%m-%d %H:%M} UTC after "
+            f"{len(current)} review(s) had started: those reviews are void, and the "
+            "request needs review again (two approvals).")
+    if new:
+        repository.add(session, request)
+    session.flush()
+    blocked = sum(f.verdict == "blocked" for f in request.files if f.node_id == node_id)
     audit.record(session, actor=requester, action="airlock.submit", object=request.id,
-                 decision="allow", reason=f"{len(stored)} file(s) stored for review, "
-                 f"{blocked} blocked by the automatic checks; {decision.reason}",
+                 decision="allow", reason=f"{node_id}: {len(stored)} file(s) stored for "
+                 f"review, {blocked} blocked by the automatic checks; {decision.reason}"
+                 + (f"; {len(current)} earlier review(s) void" if current else ""),
                  details={"job_id": job_id, "node_id": node_id, "pid": pid,
                           "submitter": submitter.get("id")})
+    return request
+
+
+def settle_collected(session: Session, job_id: str, awaiting: list[str], *,
+                     policy: PolicyService, audit: AuditLog = CENTRAL_AUDIT
+                     ) -> AirlockRequest | None:
+    """After a site's part of the job was collected (with or without outputs): record
+    which sites are still awaited and, once none is, close the job's pending request if
+    it kept nothing (every file blocked by the automatic checks; the requester reads why),
+    or release it if its reviews already suffice. `policies/airlock` decides; each answer
+    is audited in this transaction."""
+    request = repository.of_job(session, job_id, for_update=True)
+    if request is None:
+        return None
+    request.awaiting = list(awaiting)
+    if request.state != "pending" or request.awaiting:
+        session.flush()
+        return request
+    permit, members = permit_facts(session, request.pid)
+    status = "missing" if permit is None else effective_status(permit)
+    for action, state in (("close", "closed"), ("release", "released")):
+        answer = policy.decide("airlock/decision", policy_input(
+            action, COLLECTOR_SUBJECT, request, permit_status=status, members=members))
+        if answer.allow or action == "close":
+            audit.record(session, actor=COLLECTOR, action=f"airlock.{action}",
+                         object=request.id, decision="allow" if answer.allow else "deny",
+                         reason=answer.reason)
+        if answer.allow:
+            request.state, request.decided_at = state, datetime.now(UTC)
+            break
+    session.flush()
     return request
 
 
@@ -122,7 +180,8 @@ class Airlock:
         return request
 
     def visible(self, session: Session, principal: Principal) -> list[AirlockRequest]:
-        """An output checker's queue (pending requests), or a researcher's own requests."""
+        """An output checker's queue (pending requests, the ones a site's late outputs
+        reopened to review among them), or a researcher's own requests."""
         if "output_checker" in principal.roles:
             return repository.list_for(session, states=["pending"])
         return repository.list_for(session, requester=principal.id)
@@ -134,7 +193,8 @@ class Airlock:
         request = self.load(session, request_id, for_update=True)
         self._decide(session, "review", principal, request)
         request.reviews.append(AirlockReview(reviewer=principal.id, decision=decision,
-                                             reason=reason, at=datetime.now(UTC)))
+                                             round=request.review_round, reason=reason,
+                                             at=datetime.now(UTC)))
         session.flush()
         self._settle(session, principal, request)
         session.flush()
@@ -166,7 +226,7 @@ class Airlock:
                 path: str) -> tuple[AirlockFile, bytes]:
         """A stored file's bytes, for an output checker who may review the request."""
         request = self.load(session, request_id)
-        file = next((f for f in request.files if f.path == path), None)
+        file = find_file(request, path)
         facts = (file_facts(file) if file is not None else
                  {"path": path, "verdict": "missing", "stored": False, "reasons": []})
         self._decide(session, "inspect", principal, request, facts)
@@ -177,7 +237,7 @@ class Airlock:
     def download(self, session: Session, principal: Principal, request_id: str,
                  path: str) -> tuple[AirlockFile, bytes]:
         request = self.load(session, request_id)
-        file = next((f for f in request.files if f.path == path), None)
+        file = find_file(request, path)
         facts = (file_facts(file) if file is not None else
                  {"path": path, "verdict": "missing", "stored": False, "reasons": []})
         self._decide(session, "download", principal, request, facts)
@@ -193,6 +253,16 @@ class Airlock:
         return data
 
 
+def find_file(request: AirlockRequest, name: str) -> AirlockFile | None:
+    """The file named `<site>/<path>`; or, as addresses made before a request had sites
+    read, by its path alone when only one site sent that path."""
+    found = next((f for f in request.files if f.name == name), None)
+    if found is None:
+        alone = [f for f in request.files if f.path == name]
+        found = alone[0] if len(alone) == 1 else None
+    return found
+
+
 def _read_stored(path: Path) -> bytes:
     try:
         fd = os.open(path, _READ)
@@ -202,4 +272,5 @@ def _read_stored(path: Path) -> bytes:
         return handle.read()
 
 
-__all__ = ["Airlock", "AirlockRefused", "RequestNotFound", "submit_outputs"]
+__all__ = ["Airlock", "AirlockRefused", "RequestNotFound", "find_file", "settle_collected",
+           "submit_outputs"]

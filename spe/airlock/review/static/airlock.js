@@ -18,13 +18,21 @@
   // ---- words -------------------------------------------------------------------------------
 
   const STATE = {pending: "pending review", released: "released", rejected: "rejected",
-    withheld: "withheld"};
+    withheld: "withheld", closed: "closed"};
   const STATE_NOTE = {
     pending: "Under review: two different output checkers must approve; any reject rejects.",
     released: "Released: the requester may download the stored files. No more reviews.",
     rejected: "Rejected: nothing leaves. No more reviews.",
     withheld: "Withheld: the permit was suspended or revoked while the request waited. "
       + "Nothing leaves.",
+    closed: "Closed: every file was blocked by the automatic checks, so there is nothing to "
+      + "review. Nothing leaves; the requester reads why, per file.",
+  };
+  // One request per job, a section per site (RequestOut.sites, files' node_id).
+  const siteIds = (r) => {
+    const ids = r.sites.map((s) => s.node_id);
+    for (const f of r.files) if (!ids.includes(f.node_id)) ids.push(f.node_id);
+    return ids;
   };
   const APPROVALS_NEEDED = 2;  // policies/airlock's approvals_needed (shown, not enforced)
 
@@ -56,17 +64,18 @@
         isChecker() ? "Nothing waiting for review." : "No requests.");
     }
     return el("table", {className: "requests", dataset: {testid: "queue-table"}},
-      el("thead", {}, el("tr", {}, ["Request", "Institution", "Job", "Permit", "Requester",
+      el("thead", {}, el("tr", {}, ["Request", "Institutions", "Job", "Permit", "Requester",
         "Created", "Files", "Approvals", "State"].map((h) => el("th", {scope: "col"}, h)))),
       el("tbody", {}, requests.map((r) => {
         const stored = r.files.filter((f) => f.stored).length;
         const approvals = new Set(r.reviews.filter((v) => v.decision === "approve")
           .map((v) => v.reviewer)).size;
-        return el("tr", {dataset: {testid: "request-row", rid: r.id, node: r.node_id,
-          job: r.job_id, state: r.state}},
+        return el("tr", {dataset: {testid: "request-row", rid: r.id,
+          sites: siteIds(r).join(" "), job: r.job_id, state: r.state}},
         el("th", {scope: "row"}, el("a", {href: requestUrl(r.id),
           dataset: {testid: "request-link"}}, r.id.slice(0, 12))),
-        el("td", {}, r.node_id),
+        el("td", {dataset: {testid: "request-sites"}}, siteIds(r).join(", ")
+          + (r.awaiting.length ? ` (awaiting ${r.awaiting.join(", ")})` : "")),
         el("td", {}, el("a", {href: `${root}/jobs?job=${encodeURIComponent(r.job_id)}`,
           title: r.job_id}, el("code", {}, r.job_id.slice(0, 12)))),
         el("td", {}, r.pid),
@@ -75,7 +84,10 @@
         el("td", {}, isChecker() ? `${stored} stored, ${r.files.length - stored} blocked`
           : r.state === "released" ? `${stored} released` : "named once released"),
         el("td", {className: "num"}, `${approvals} of ${APPROVALS_NEEDED}`),
-        el("td", {}, stateBadge(r.state)));
+        el("td", {}, stateBadge(r.state), r.review_note && r.state === "pending"
+          ? el("span", {className: "note", title: r.review_note,
+            dataset: {testid: "review-again"}}, " review again: a later site voided the "
+            + "earlier reviews") : null));
       })));
   }
 
@@ -155,7 +167,7 @@
   }
 
   async function viewContent(file, button) {
-    const path = file.path;
+    const path = file.name;  // <site>/<path>
     hide($("content-error"));
     button.disabled = true;
     try {
@@ -187,16 +199,34 @@
   }
 
   function filesTable(r) {
-    if (!r.files.length) {  // a requester sees no file of the job before release
+    if (!r.files.length && !r.sites.length) {  // a requester sees no file before release
       return el("p", {className: "note"}, isChecker() || r.state === "released"
         ? "The job wrote no files." : "The files are named here once released.");
     }
-    return el("table", {className: "files", dataset: {testid: "files"}},
-      el("caption", {}, "Files"),
+    return siteIds(r).map((node) => siteSection(r, node));
+  }
+
+  // One site's section: its report-wide reasons and its files.
+  function siteSection(r, node) {
+    const site = r.sites.find((s) => s.node_id === node) || {reasons: []};
+    const files = r.files.filter((f) => f.node_id === node);
+    return el("section", {className: "site", dataset: {testid: "site-section", node}},
+      el("h3", {}, `Outputs of ${node}`, site.at ? ` (arrived ${when(site.at)})` : ""),
+      site.reasons.length ? el("div", {}, el("p", {}, "Blocking this site's outputs:"),
+        list(site.reasons, "site-reasons")) : null,
+      files.length ? siteFiles(files, node) : el("p", {className: "note"},
+        isChecker() || r.state === "released" || r.state === "closed"
+          ? "No files from this site." : "The files are named here once released."));
+  }
+
+  function siteFiles(files, node) {
+    return el("table", {className: "files", dataset: {testid: "files", node}},
+      el("caption", {}, `Files of ${node}`),
       el("thead", {}, el("tr", {}, ["File", "Kind", "Size", "SHA-256", "Verdict", "Reasons",
         "Where", "Notes", "Content"].map((h) => el("th", {scope: "col"}, h)))),
-      el("tbody", {}, r.files.map((f) => el("tr", {dataset: {testid: "file-row",
-        path: f.path, verdict: f.verdict, stored: String(f.stored)}},
+      el("tbody", {}, files.map((f) => el("tr", {dataset: {testid: "file-row",
+        path: f.path, node: f.node_id, name: f.name, verdict: f.verdict,
+        stored: String(f.stored)}},
       el("th", {scope: "row"}, el("code", {}, f.path)),
       el("td", {}, f.kind || "—"),
       el("td", {className: "num", dataset: {testid: "file-size"}}, bytes(f.size)),
@@ -206,23 +236,53 @@
       el("td", {}, list(f.reasons, "file-reasons")),
       el("td", {}, placeList(f.places)),
       el("td", {}, list(f.notes, "file-notes")),
-      el("td", {}, f.stored
-        ? el("button", {type: "button", dataset: {testid: "view-content", path: f.path},
-          onclick: (e) => viewContent(f, e.currentTarget)}, "View content")
-        : el("span", {className: "note", dataset: {testid: "not-stored"}},
-          "not stored: never leaves"))))));
+      el("td", {}, f.stored && isChecker()
+        ? el("button", {type: "button", dataset: {testid: "view-content", path: f.path,
+          name: f.name}, onclick: (e) => viewContent(f, e.currentTarget)}, "View content")
+        : f.stored ? el("span", {className: "note"}, "kept")
+          : el("span", {className: "note", dataset: {testid: "not-stored"}},
+            "not stored: never leaves"))))));
+  }
+
+  function reviewItems(reviews, testid) {
+    return reviews.map((v) => el("li", {dataset: {testid, decision: v.decision}},
+      el("p", {}, el("span", {className: `review review-${v.decision}`},
+        v.decision === "approve" ? "approved" : "rejected"), ` by ${v.reviewer}, ${when(v.at)}`),
+      v.reason ? el("p", {dataset: {testid: "review-reason-text"}}, `Reason: ${v.reason}`)
+        : null));
   }
 
   function reviewsOf(r) {
-    if (!r.reviews.length) {
-      return el("p", {className: "note", dataset: {testid: "no-reviews"}}, "No review yet.");
+    const out = [];
+    if (r.review_note) {  // a site's outputs came after reviews had started
+      out.push(el("p", {className: "warning", role: "status",
+        dataset: {testid: "review-note"}}, r.review_note));
     }
-    return el("ul", {className: "reviews", dataset: {testid: "reviews"}}, r.reviews.map((v) =>
-      el("li", {dataset: {testid: "review", decision: v.decision}},
-        el("p", {}, el("span", {className: `review review-${v.decision}`},
-          v.decision === "approve" ? "approved" : "rejected"), ` by ${v.reviewer}, ${when(v.at)}`),
-        v.reason ? el("p", {dataset: {testid: "review-reason-text"}}, `Reason: ${v.reason}`)
-          : null)));
+    out.push(r.reviews.length
+      ? el("ul", {className: "reviews", dataset: {testid: "reviews"}},
+        reviewItems(r.reviews, "review"))
+      : el("p", {className: "note", dataset: {testid: "no-reviews"}}, "No review yet."));
+    if (r.void_reviews.length) {
+      out.push(el("details", {dataset: {testid: "void-reviews"}},
+        el("summary", {}, `${r.void_reviews.length} earlier review(s), void`),
+        el("ul", {className: "reviews void"}, reviewItems(r.void_reviews, "void-review"))));
+    }
+    return out;
+  }
+
+  // Why the caller cannot review (null: they can): the buttons are shown only when the
+  // API would take a review; it decides anyway (policies/airlock).
+  function whyNoReview(r) {
+    if (!isChecker()) return "Only an output checker reviews.";
+    if (r.state !== "pending") {
+      return `The request is ${STATE[r.state] || r.state}: no more reviews.`;
+    }
+    const mine = r.reviews.find((v) => v.reviewer === me.id);
+    if (mine) {
+      return `You have ${mine.decision === "approve" ? "approved" : "rejected"} this request; `
+        + "another output checker gives the second review.";
+    }
+    return null;
   }
 
   function renderRequest(r) {
@@ -233,16 +293,19 @@
     fill($("request"),
       el("header", {className: "request-head"},
         el("h2", {}, "Outputs of job ", el("code", {dataset: {testid: "request-job"}}, r.job_id),
-          ` at ${r.node_id}`),
+          ` at ${siteIds(r).join(", ") || "no site yet"}`),
         el("p", {}, stateBadge(r.state), " ",
           el("span", {dataset: {testid: "approvals"}},
             `${approvals} of ${APPROVALS_NEEDED} approvals`)),
         el("p", {className: "note", dataset: {testid: "state-note"}},
-          STATE_NOTE[r.state] || r.state)),
+          STATE_NOTE[r.state] || r.state),
+        r.awaiting.length ? el("p", {className: "note", dataset: {testid: "awaiting"}},
+          `Still to come: the outputs of ${r.awaiting.join(", ")}. Nothing is released `
+          + "before they arrive; their arrival voids the reviews given so far.") : null),
       el("section", {className: "panel", "aria-label": "The request"},
         el("dl", {className: "facts", dataset: {testid: "facts"}},
           fact("Request", el("code", {dataset: {testid: "request-id"}}, r.id), "request-id-fact"),
-          fact("Institution", r.node_id, "request-node"),
+          fact("Institutions", siteIds(r).join(", "), "request-sites"),
           fact("Permit", el("a", {href: `${root}/permits/view/${encodeURIComponent(r.pid)}`},
             r.pid), "request-permit"),
           fact("Requester", r.requester, "requester"),
@@ -253,7 +316,11 @@
       el("section", {className: "panel", "aria-label": "Files"}, filesTable(r)),
       el("section", {className: "panel", "aria-label": "Reviews"},
         el("h3", {}, "Reviews"), reviewsOf(r)));
-    $("review-panel").hidden = !me;
+    const why = whyNoReview(r);
+    $("review-panel").hidden = !isChecker();
+    $("review-form").hidden = why !== null;
+    $("review-unavailable").hidden = why === null;
+    $("review-unavailable").textContent = why || "";
   }
 
   async function onReview(event) {
