@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from catalogue import vocabulary
+from catalogue import concepts, icd10, vocabulary
 from catalogue.models import Dataset
 from spe.wire.descriptors import CODING_SYSTEM_NAMES
 
 #: Facet names, in the order the UI shows them; also the search's filter parameters.
-FACETS = ("health_category", "modality", "body_part", "institution", "access_rights",
-          "age_band", "condition")
+FACETS = ("health_category", "clinical_area", "modality", "body_part", "institution",
+          "access_rights", "age_band", "condition")
 
 #: Age bands a dataset's [min, max] typical age overlaps (inclusive bounds, years).
 AGE_BANDS = {"0-17": (0, 17), "18-39": (18, 39), "40-64": (40, 64), "65+": (65, 200)}
@@ -46,16 +46,33 @@ def facet_values(d: Dataset) -> list[tuple[str, str]]:
     pairs |= {("modality", v) for v in _values(d.modalities)}
     pairs |= {("body_part", v) for v in _values(d.body_parts)}
     pairs |= {("condition", v) for v in _values(d.conditions)}
+    pairs |= {("clinical_area", area.key) for v in _values(d.conditions)
+              for area in concepts.areas_of(v)}
     pairs |= {("age_band", band) for band in overlapping_bands(d.min_typical_age,
                                                                  d.max_typical_age)}
     return sorted(pairs)
 
 
+def concept_words(d: Dataset) -> list[str]:
+    """What people type for the codes a dataset holds: modality and body-part names and
+    synonyms, ICD-10 titles up to their chapters with their clinical areas, and the
+    SNOMED CT / LOINC displays the node published (catalogue.concepts)."""
+    words: list[str] = []
+    for v in _values(d.modalities):
+        words += concepts.modality_words(v)
+    for v in _values(d.body_parts):
+        words += concepts.body_part_words(v)
+    for v in _values(d.conditions):
+        words += concepts.condition_words(v)
+    for term in d.clinical_terms or []:
+        words += [term.get("display") or "", term.get("code") or ""]
+    return list(dict.fromkeys(w for w in words if w))
+
+
 def search_document(d: Dataset) -> SearchDocument:
     body = [d.description, d.node_name, d.publisher_name,
             *(vocabulary.label_of(iri) for iri in d.health_categories),
-            *_values(d.modalities), *_values(d.body_parts), *_values(d.manufacturers),
-            *_values(d.conditions),
+            *_values(d.manufacturers), *concept_words(d),
             *(CODING_SYSTEM_NAMES.get(s, s) for s in d.coding_systems)]
     return SearchDocument(title=d.title, keywords=" ".join(d.keywords),
                           body=" ".join(part for part in body if part))
@@ -70,11 +87,17 @@ def facet_label(facet: str, value: str, institutions: dict[str, str]) -> str:
     if facet == "access_rights":
         return value.replace("_", " ").capitalize()
     if facet == "condition":
-        return f"ICD-10 {value}"
+        return icd10.label(value)
+    if facet == "clinical_area":
+        return concepts.area_label(value)
+    if facet == "modality":
+        return concepts.modality_label(value)
+    if facet == "body_part":
+        return concepts.body_part_label(value)
     if facet == "age_band":
         return f"{value} years"
     return value
 
 
-__all__ = ["AGE_BANDS", "FACETS", "SearchDocument", "facet_label", "facet_values",
-           "overlapping_bands", "search_document"]
+__all__ = ["AGE_BANDS", "FACETS", "SearchDocument", "concept_words", "facet_label",
+           "facet_values", "overlapping_bands", "search_document"]

@@ -61,6 +61,8 @@ class Dataset(CentralBase):
     manufacturers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     coding_systems: Mapped[list[str]] = mapped_column(JSON, default=list)
     conditions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # ICD-10
+    # SNOMED CT / LOINC terms with their displays: {"system", "code", "display", "patients"}.
+    clinical_terms: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     completeness: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     suppressed: Mapped[list[str]] = mapped_column(JSON, default=list)
     suppression_threshold: Mapped[int] = mapped_column(Integer)

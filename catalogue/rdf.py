@@ -15,7 +15,7 @@ from pyshacl import validate as shacl_validate
 from rdflib import BNode, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS, FOAF, OWL, RDF, RDFS, SKOS, XSD
 
-from catalogue import vocabulary
+from catalogue import icd10, vocabulary
 from catalogue.models import Dataset
 from spe.wire.descriptors import CODING_SYSTEM_NAMES
 
@@ -138,7 +138,8 @@ def add_dataset(g: Graph, ds: Dataset, base_url: str) -> URIRef:
                Literal(f"{ICD10}#{condition['value']}", datatype=XSD.anyURI)))
         g.add((concept, SKOS.notation, Literal(condition["value"])))
         g.add((concept, SKOS.prefLabel,
-               Literal(f"ICD-10 category {condition['value']}", lang="en")))
+               Literal(icd10.title(condition["value"])
+                       or f"ICD-10 category {condition['value']}", lang="en")))
         g.add((concept, SKOS.inScheme, URIRef(ICD10)))
         g.add((s, HEALTHDCATAP.hasCodeValues, concept))
     g.add((s, HEALTHDCATAP.populationCoverage,

@@ -43,7 +43,8 @@ class DatasetOut(BaseModel):
     body_parts: list[dict[str, Any]]
     manufacturers: list[dict[str, Any]]
     coding_systems: list[str]
-    conditions: list[dict[str, Any]]
+    conditions: list[dict[str, Any]]  # {"value", "count", "title"}: ICD-10 and its WHO title
+    clinical_terms: list[dict[str, Any]]
     completeness: dict[str, Any]
     suppressed: list[str]
     suppression_threshold: int
@@ -97,6 +98,7 @@ class SearchParams(BaseModel):
 
     q: str = Field(default="", max_length=200)
     health_category: list[FacetValue] = Field(default_factory=list, max_length=20)
+    clinical_area: list[FacetValue] = Field(default_factory=list, max_length=20)
     modality: list[FacetValue] = Field(default_factory=list, max_length=20)
     body_part: list[FacetValue] = Field(default_factory=list, max_length=20)
     institution: list[FacetValue] = Field(default_factory=list, max_length=20)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalogue import repository, vocabulary
+from catalogue import concepts, icd10, repository, vocabulary
 from catalogue import search as catalogue_search
 from catalogue.facets import facet_label
 from catalogue.models import Dataset
@@ -92,6 +92,7 @@ def _harvested(d: DatasetDescriptor, at: datetime) -> dict[str, Any]:
         "manufacturers": [v.model_dump() for v in d.manufacturers],
         "coding_systems": list(d.coding_systems),
         "conditions": [v.model_dump() for v in d.conditions],
+        "clinical_terms": [t.model_dump() for t in d.clinical_terms],
         "completeness": d.completeness.model_dump(),
         "suppressed": list(d.suppressed),
         "suppression_threshold": d.suppression_threshold,
@@ -195,8 +196,16 @@ def curate_as(
 
 
 def dataset_out(dataset: Dataset) -> DatasetOut:
+    """A dataset as the API shows it: its codes with their names for people (the WHO
+    title of each ICD-10 category, the name of each modality and body part)."""
     out = DatasetOut.model_validate(dataset)
     out.quality = quality_label(dataset)
+    out.conditions = [{**c, "title": icd10.title(str(c.get("value", "")))}
+                      for c in out.conditions]
+    out.modalities = [{**m, "name": concepts.MODALITIES[m["value"]].name}
+                      if m.get("value") in concepts.MODALITIES else m for m in out.modalities]
+    out.body_parts = [{**b, "name": concepts.BODY_PARTS[b["value"]].name}
+                      if b.get("value") in concepts.BODY_PARTS else b for b in out.body_parts]
     return out
 
 

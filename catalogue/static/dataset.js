@@ -75,7 +75,8 @@
       el("thead", {}, el("tr", {}, el("th", {scope: "col"}, "Value"),
         el("th", {scope: "col"}, unit))),
       el("tbody", {}, rows.map((r) => el("tr", {},
-        el("th", {scope: "row"}, r.value),
+        el("th", {scope: "row"}, (r.title || r.name) && (r.title || r.name) !== r.value
+          ? `${r.value} · ${r.title || r.name}` : r.value),
         el("td", {}, countText(ds, r.count, `${field}:${r.value}`, true)))))),
     rows.some((r) => r.count === null)
       ? el("p", {className: "note", dataset: {testid: `note-${field}`}},
@@ -146,6 +147,16 @@
       ds.suppressed.includes("conditions:other")
         ? el("p", {className: "note"}, "Conditions held by fewer patients than the threshold "
           + "are not listed.") : null,
+      ds.clinical_terms && ds.clinical_terms.length
+        ? el("table", {dataset: {testid: "table-clinical_terms"}},
+          el("caption", {}, "Clinical terms (SNOMED CT, LOINC)"),
+          el("thead", {}, el("tr", {}, el("th", {scope: "col"}, "Term"),
+            el("th", {scope: "col"}, "Code"), el("th", {scope: "col"}, "Patients"))),
+          el("tbody", {}, ds.clinical_terms.map((t) => el("tr", {},
+            el("th", {scope: "row"}, t.display || t.code),
+            el("td", {title: t.system}, `${CODING_SYSTEMS[t.system] || t.system} ${t.code}`),
+            el("td", {}, fmt(t.patients))))))
+        : null,
       el("h3", {}, "Completeness"),
       completeness.length ? el("table", {dataset: {testid: "completeness"}},
         el("thead", {}, el("tr", {}, el("th", {scope: "col"}, "Field"),

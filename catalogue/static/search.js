@@ -13,6 +13,7 @@
     ["institution", "Institution"],
     ["access_rights", "Access rights"],
     ["health_category", "Health category"],
+    ["clinical_area", "Clinical area"],
     ["age_band", "Age band"],
     ["condition", "Condition"],
   ];

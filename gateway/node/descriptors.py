@@ -4,7 +4,8 @@ Public-tier metadata (ARCHITECTURE: "dataset descriptors with small counts suppr
 every count below the threshold is replaced by `None` and named in `suppressed`, with its
 complements so that no total minus the shown counts gives it back; age and date ranges are
 trimmed to at least the threshold of patients each side; lists (coding systems, condition
-categories) leave out what fewer patients hold (gateway/node/descriptor_disclosure.py).
+categories, SNOMED CT and LOINC terms with their displays) leave out what fewer patients
+hold (gateway/node/descriptor_disclosure.py).
 Before release the descriptor is checked as a reader would check it
 (`spe.wire.descriptors.disclosure_problems`); a failure withholds it (fail closed).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select, union
 from sqlalchemy.orm import Session
 
 from gateway.node.descriptor_disclosure import (
@@ -23,12 +24,14 @@ from gateway.node.descriptor_disclosure import (
     share_hidden,
     values_give_counts_away,
 )
-from gateway.node.index.models import Condition, Patient, Series, Study
+from gateway.node.index.models import Condition, Observation, Patient, Series, Study
 from spe.errors import Forbidden
 from spe.policy import PolicyService
 from spe.policy.disclosure import NoCountRule, count_rule
 from spe.wire.descriptors import (
+    MAX_ITEMS,
     SHARE_DIGITS,
+    CodedTerm,
     Completeness,
     DatasetDescriptor,
     ValueCount,
@@ -110,6 +113,35 @@ def _icd10_categories(session: Session, s: _Suppressor) -> list[ValueCount]:
             for code, n in s.listed("conditions", [(c, n) for c, n in rows])]
 
 
+def _clinical_terms(session: Session, s: _Suppressor) -> list[CodedTerm]:
+    """Patients per (system, code, display) of the conditions not coded in ICD-10 (whose
+    categories `conditions` publishes) and of the observations: the SNOMED CT and LOINC
+    names the catalogue is searched by. A term of fewer than the threshold of patients is
+    left out whole, its display with it (free text says as much as a code)."""
+    def held(model, *where):
+        return select(model.system, model.code,
+                      func.coalesce(model.display, literal("")).label("display"),
+                      model.patient_id).where(*where)
+
+    held_by = union(held(Condition, Condition.system.not_in(ICD10_SYSTEMS)),
+                    held(Observation)).subquery()
+    rows = session.execute(
+        select(held_by.c.system, held_by.c.code, held_by.c.display,
+               func.count(func.distinct(held_by.c.patient_id)))
+        .group_by(held_by.c.system, held_by.c.code, held_by.c.display)).all()
+    counted = [(f"{system}|{code}|{display}", n) for system, code, display, n in rows
+               if system and code]
+    kept = dict(s.listed("clinical_terms", counted))
+    terms = [CodedTerm(system=system, code=code, display=display, patients=kept[key])
+             for system, code, display, _ in rows
+             if (key := f"{system}|{code}|{display}") in kept]
+    if len(terms) > MAX_ITEMS:  # the most widely held, and say that some were left out
+        terms = sorted(terms, key=lambda t: -t.patients)[:MAX_ITEMS]
+        if "clinical_terms:other" not in s.suppressed:
+            s.suppressed.append("clinical_terms:other")
+    return sorted(terms, key=lambda t: (t.system, t.code, t.display))
+
+
 def _coding_systems(session: Session, s: _Suppressor) -> list[str]:
     """Code systems of the conditions of at least the threshold of patients."""
     rows = session.execute(
@@ -187,6 +219,7 @@ def compute_descriptor(session: Session, *, node_id: str, node_name: str,
         manufacturers=s.breakdown("manufacturers", _grouped(session, Series.manufacturer)),
         coding_systems=_coding_systems(session, s),
         conditions=_icd10_categories(session, s),
+        clinical_terms=_clinical_terms(session, s),
         completeness=Completeness(
             study_body_part=s.share("completeness.study_body_part", studies_with_body_part,
                                     studies),

@@ -192,7 +192,7 @@ def _clinical_rows(
                 conditions.append({
                     "id": len(conditions) + 1, "patient_id": patient.id,
                     "fhir_id": res.get("id"), "system": c.get("system") or "",
-                    "code": c["code"], "onset_date": onset,
+                    "code": c["code"], "display": _display(c), "onset_date": onset,
                 })
         else:
             quantity = res.get("valueQuantity") or {}
@@ -200,11 +200,19 @@ def _clinical_rows(
                 observations.append({
                     "id": len(observations) + 1, "patient_id": patient.id,
                     "fhir_id": res.get("id"), "system": c.get("system") or "",
-                    "code": c["code"], "value": quantity.get("value"),
+                    "code": c["code"], "display": _display(c), "value": quantity.get("value"),
                     "unit": quantity.get("code") or quantity.get("unit"),
                     "effective_date": _date(res.get("effectiveDateTime")),
                 })
     return conditions, observations
+
+
+def _display(coding: dict[str, Any]) -> str | None:
+    """A coding's display, trimmed to the index's column (None when there is none)."""
+    display = coding.get("display")
+    if not isinstance(display, str) or not display.strip():
+        return None
+    return " ".join(display.split())[:255]
 
 
 def _patient_key(patient: dict[str, Any]) -> str:

@@ -63,6 +63,17 @@ class ValueCount(BaseModel):
     count: int | None
 
 
+class CodedTerm(BaseModel):
+    """A clinical term of the node's records (a SNOMED CT condition, a LOINC observation)
+    with its display as the records wrote it, and the patients holding it: listed only when
+    they are at least the threshold (free text says as much as a code)."""
+
+    system: Text
+    code: Text
+    display: Text = ""
+    patients: int
+
+
 class Completeness(BaseModel):
     """Share (0..1) of records carrying a key field; `None` when its base is suppressed or
     when the records with the field or those without it are fewer than the threshold."""
@@ -75,7 +86,8 @@ class Completeness(BaseModel):
 
 class DatasetDescriptor(BaseModel):
     # 2: complementary suppression in breakdowns, ranges trimmed to k patients each side.
-    schema_version: int = 2
+    # 3: clinical_terms (SNOMED CT and LOINC displays held by at least k patients).
+    schema_version: int = 3
     node_id: Text
     node_name: Text
     collection: Text = DEFAULT_COLLECTION
@@ -102,6 +114,10 @@ class DatasetDescriptor(BaseModel):
     # patients than the threshold are not listed at all (a rare code at a named site says
     # too much), and "conditions:other" in `suppressed` says some were left out.
     conditions: list[ValueCount] = Field(default_factory=list, max_length=MAX_ITEMS)
+    # SNOMED CT / LOINC (any system but ICD-10) codes of conditions and observations with
+    # their displays, each (system, code, display) held by at least the threshold of
+    # patients; "clinical_terms:other" in `suppressed` when some were left out.
+    clinical_terms: list[CodedTerm] = Field(default_factory=list, max_length=MAX_ITEMS)
     # Coding systems of the conditions of at least the threshold of patients
     # ("coding_systems:other" in `suppressed` when some were left out).
     completeness: Completeness = Field(default_factory=Completeness)
@@ -171,6 +187,8 @@ def disclosure_problems(d: DatasetDescriptor) -> list[str]:
             out.append(f"completeness.{name}: a share that gives a count below {k}")
     if any(c.count is None or c.count < k for c in d.conditions):
         out.append(f"conditions: a category of fewer than {k} patients listed")
+    if any(t.patients < k for t in d.clinical_terms):
+        out.append(f"clinical_terms: a term of fewer than {k} patients listed")
     for name in ("min_age", "max_age"):
         age = getattr(d, name)
         if age is not None and age % AGE_STEP:
@@ -190,6 +208,7 @@ __all__ = [
     "AGE_STEP",
     "CODING_SYSTEM_NAMES",
     "DEFAULT_COLLECTION",
+    "CodedTerm",
     "Completeness",
     "DatasetDescriptor",
     "SERIES_BREAKDOWNS",

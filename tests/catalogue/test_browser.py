@@ -367,6 +367,42 @@ def test_curation_by_the_holders_approver_and_refusal_for_another(page, central,
     assert central.api(f"/api/v1/catalogue/datasets/{identifier}")["title"] == new_title
 
 
+def test_search_by_what_people_type_and_conditions_by_name(page, central, artifacts):
+    from playwright.sync_api import expect
+
+    # "brain MRI": no dataset says these words; its modality (MR) and body part (BRAIN) do.
+    expected = central.api("/api/v1/catalogue/search?q=brain+MRI")
+    assert expected["total"] >= 1, "the synthetic data holds brain MR series"
+    page.goto("/catalogue")
+    wait_for_total(page, 2)
+    page.get_by_label("Search datasets").fill("brain MRI")
+    page.get_by_label("Search datasets").press("Enter")
+    wait_for_total(page, expected["total"])
+    assert shown_identifiers(page) == [r["identifier"] for r in expected["results"]]
+    shot(page, artifacts, "10-search-brain-mri")
+
+    # A condition facet names its category by its WHO ICD-10 title, not the bare code.
+    conditions = expected["facets"]["condition"]
+    assert conditions, "the synthetic data lists ICD-10 categories"
+    value, label = conditions[0]["value"], conditions[0]["label"]
+    assert label.startswith(f"{value} ") and len(label) > len(value) + 3
+    option = facet_option(page, "condition", value)
+    expect(page.locator(f'label[for="{option.get_attribute("id")}"] .facet-label')
+           ).to_have_text(label)
+
+    # ... and so does the dataset page's table of conditions.
+    identifier = expected["results"][0]["identifier"]
+    ds = central.api(f"/api/v1/catalogue/datasets/{identifier}")
+    page.goto(f"/catalogue/datasets/{identifier}")
+    first = ds["conditions"][0]
+    expect(page.get_by_test_id("table-conditions")).to_contain_text(
+        f"{first['value']} · {first['title']}")
+    assert ds["clinical_terms"], "the node published SNOMED CT / LOINC terms"
+    expect(page.get_by_test_id("table-clinical_terms")).to_contain_text(
+        ds["clinical_terms"][0]["display"])
+    shot(page, artifacts, "11-dataset-named-conditions")
+
+
 def test_pages_are_served_with_a_strict_content_security_policy(central):
     for path in ("/catalogue", "/catalogue/datasets/site-a/imaging-and-clinical-records"):
         resp = httpx.get(f"{central.url}{path}", timeout=10)

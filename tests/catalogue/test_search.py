@@ -115,7 +115,7 @@ def test_a_title_match_outranks_a_description_match(client):
 
 def test_words_are_anded_stemmed_and_the_last_is_a_prefix(client):
     assert ids(client.get(SEARCH, params={"q": "breast canc"})) == ["onco"]
-    assert ids(client.get(SEARCH, params={"q": "tumours"})) == ["neuro"]  # stem of tumour
+    assert ids(client.get(SEARCH, params={"q": "gliomas"})) == ["neuro", "onco"]  # stemmed
     assert ids(client.get(SEARCH, params={"q": "the heart"})) == ["cardio"]  # stop word
     assert ids(client.get(SEARCH, params={"q": "glioma heart"})) == []
 
@@ -124,6 +124,48 @@ def test_text_of_the_harvested_metrics_is_searchable(client):
     # Node name, modalities and ICD-10 categories are part of the document.
     assert ids(client.get(SEARCH, params={"q": "rural"})) == ["small"]
     assert ids(client.get(SEARCH, params={"q": "J45"})) == ["kids"]
+
+
+@pytest.mark.parametrize(("q", "holders"), [
+    # ICD-10 chapters and blocks: C71 and C50/C34 are neoplasms; a health category's words.
+    ("oncology", ["neuro", "onco"]),
+    ("cancer", ["neuro", "onco"]),
+    ("malignant neoplasm of brain", ["neuro"]),  # C71's WHO title
+    ("cardiology", ["cardio"]),  # I21
+    ("heart", ["cardio"]),  # HEART body part, I21
+    ("lung", ["cardio", "kids", "onco", "small"]),  # CHEST, C34, J44, J45
+    ("neuro", ["kids", "neuro"]),  # BRAIN, C71, G35
+    # Modality names and synonyms, body parts, and several words across fields.
+    ("MRI", ["kids", "neuro"]),
+    ("magnetic resonance", ["kids", "neuro"]),
+    ("brain MRI", ["kids", "neuro"]),
+    ("computed tomography", ["cardio", "neuro", "onco"]),
+    ("PET", ["onco"]),
+    ("mammography", ["onco"]),
+    ("breast cancer", ["onco"]),
+    ("dermatology", []),  # a real word, but nothing held is of it
+    ("xyzzy", []),
+])
+def test_what_people_type_finds_the_datasets_that_hold_it(client, q, holders):
+    assert sorted(ids(client.get(SEARCH, params={"q": q}))) == holders
+
+
+def test_condition_facets_carry_their_who_titles(client):
+    body = client.get(SEARCH).json()
+    labels = {f["value"]: f["label"] for f in body["facets"]["condition"]}
+    assert labels["C71"] == "C71 Malignant neoplasm of brain"
+    assert labels["G35"] == "G35 Multiple sclerosis"
+    assert labels["J45"] == "J45 Asthma"
+    areas = {f["value"]: f["count"] for f in body["facets"]["clinical_area"]}
+    assert areas["oncology"] == 2
+    assert areas["respiratory"] == 3  # C34, J44, J45
+    resp = client.get(SEARCH, params={"clinical_area": "neurology"})
+    assert ids(resp) == ["neuro"]
+    ds = client.get("/api/v1/catalogue/datasets/neuro/imaging-and-clinical-records").json()
+    assert {c["value"]: c["title"] for c in ds["conditions"]} == {
+        "C71": "Malignant neoplasm of brain", "G35": "Multiple sclerosis"}
+    assert {m["value"]: m["name"] for m in ds["modalities"]} == {
+        "MR": "Magnetic resonance", "CT": "Computed tomography"}
 
 
 def test_query_syntax_is_never_passed_through(client):
@@ -204,11 +246,11 @@ def test_curation_is_searchable_at_once_and_survives_a_harvest(catalogue_db, cli
     try:
         with session_scope(make_sessionmaker(engine)) as session:
             service.curate(session, "cardio/imaging-and-clinical-records",
-                           CurationIn(keywords=["echocardiography"]), actor="tester")
-        assert ids(client.get(SEARCH, params={"q": "echocardiography"})) == ["cardio"]
+                           CurationIn(keywords=["angioplasty"]), actor="tester")
+        assert ids(client.get(SEARCH, params={"q": "angioplasty"})) == ["cardio"]
         with session_scope(make_sessionmaker(engine)) as session:
             service.harvest(session, DESCRIPTORS, actor="tester")
-        assert ids(client.get(SEARCH, params={"q": "echocardiography"})) == ["cardio"]
+        assert ids(client.get(SEARCH, params={"q": "angioplasty"})) == ["cardio"]
         # Re-harvesting rebuilt the facet rows instead of adding to them.
         assert facet(client.get(SEARCH), "modality")["CT"] == 3
     finally:

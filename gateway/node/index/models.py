@@ -74,6 +74,9 @@ class Condition(NodeBase):
     fhir_id: Mapped[str | None] = mapped_column(String(128))
     system: Mapped[str] = mapped_column(String(255), index=True)
     code: Mapped[str] = mapped_column(String(64), index=True)
+    # The coding's display as the source wrote it ("Glioma"): what the descriptor publishes
+    # of it when enough patients hold it (gateway/node/descriptors.py).
+    display: Mapped[str | None] = mapped_column(String(255))
     onset_date: Mapped[date | None] = mapped_column(Date)
 
 
@@ -86,6 +89,7 @@ class Observation(NodeBase):
     fhir_id: Mapped[str | None] = mapped_column(String(128))
     system: Mapped[str] = mapped_column(String(255))
     code: Mapped[str] = mapped_column(String(64), index=True)
+    display: Mapped[str | None] = mapped_column(String(255))
     value: Mapped[float | None] = mapped_column(Float)
     unit: Mapped[str | None] = mapped_column(String(32))
     effective_date: Mapped[date | None] = mapped_column(Date)
