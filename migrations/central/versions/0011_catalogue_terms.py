@@ -1,7 +1,7 @@
 """catalogue_datasets.clinical_terms: the SNOMED CT and LOINC terms a node publishes
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-05 18:55:00
 
 Each harvest fills it from the descriptor's `clinical_terms` (terms held by at least the
@@ -18,7 +18,7 @@ from alembic import op
 
 revision: str = "0011"
 # NOTE for the merge: 0010 (another branch) goes between; then this revises "0010".
-down_revision: str | Sequence[str] | None = "0009"
+down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
