@@ -16,7 +16,14 @@ from spe.cli.identity import identity_app
 from spe.cli.job import job_app
 from spe.cli.permit import permit_app
 from spe.cli.pki import register as _register_pki
-from spe.cli.progress import console, sync_ticks, synth_ticks, task_bars, tracker
+from spe.cli.progress import (
+    console,
+    harvest_ticks,
+    sync_ticks,
+    synth_ticks,
+    task_bars,
+    tracker,
+)
 from spe.cli.query import query as query_command
 from spe.cli.sandbox import sandbox_app
 from spe.cli.users import users_app
@@ -268,10 +275,12 @@ def catalogue_harvest(
         from spe.pki import client_ssl_context
 
         tls = client_ssl_context(settings.pki_dir, "hub")
-    outcomes = run_harvest(database_url or settings.resolved_database_url, node,
-                           token if source is None else source,
-                           actor="cli:catalogue-harvester", tls=tls,
-                           policy=make_policy_service(settings))
+    with tracker() as track:
+        outcomes = run_harvest(database_url or settings.resolved_database_url, node,
+                               token if source is None else source,
+                               actor="cli:catalogue-harvester", tls=tls,
+                               policy=make_policy_service(settings),
+                               progress=harvest_ticks(track))
     failed = 0
     for outcome in outcomes:
         if outcome.error:

@@ -186,3 +186,21 @@ def synth_ticks(track: Tracker):
         track.update(label, done, total, unit="patients written")
 
     return tick
+
+
+_HARVEST_PHASES = {"fetching": 0, "validated": 2, "stored": 3, "failed": 3}
+
+
+def harvest_ticks(track: Tracker):
+    """catalogue.harvester's callback (a HarvestStep) on `track`: one task per node, in
+    three steps (fetched, validated, stored), or failed with its reason."""
+
+    def tick(step) -> None:
+        n = step.datasets
+        note = {"fetching": "fetching descriptors",
+                "validated": f"fetched and validated {n} descriptor{'s' * (n != 1)}",
+                "stored": f"stored {n} dataset{'s' * (n != 1)}",
+                "failed": f"failed: {step.error}"}.get(step.phase, step.phase)
+        track.update(f"harvest {step.node}", _HARVEST_PHASES.get(step.phase, 0), 3, note=note)
+
+    return tick
