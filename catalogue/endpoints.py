@@ -17,6 +17,7 @@ from catalogue import rdf, service
 from catalogue.schemas import CurationIn, DatasetOut, HarvestStatusOut, SearchOut, SearchParams
 from catalogue.status import HarvestNotStarted, HarvestStatus, status_out
 from spe.web import AppContext, Caller, DbSession, get_context
+from spe.web.responses import refusals
 
 router = APIRouter(prefix="/api/v1/catalogue", tags=["catalogue"])
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -98,7 +99,8 @@ def harvest_status(_: Caller, request: Request, session: DbSession) -> HarvestSt
                       can_start=getattr(request.app.state, "harvest_now", None) is not None)
 
 
-@router.post("/harvest", response_model=HarvestStatusOut, status_code=202)
+@router.post("/harvest", response_model=HarvestStatusOut, status_code=202,
+             responses=refusals(409))
 def start_harvest(caller: Caller, request: Request, session: DbSession) -> HarvestStatusOut:
     """Harvest this service's nodes now (as the schedule does), in the background; follow it
     with GET. 409 when a round is running or this service harvests no nodes."""

@@ -70,7 +70,8 @@ def test_spe_node_sync_prints_files_indexed_of_the_total_and_the_skipped(synth_r
     assert dicom_lines[0] == f"sync dicom: 0/{files} (0%) files, 0 skipped"
     assert dicom_lines[-1] == f"sync dicom: {files}/{files} (100%) files, 1 skipped"
     fhir_lines = lines_of(result.stderr, "sync fhir:")
-    assert fhir_lines and fhir_lines[-1].endswith("(100%) resources, 0 skipped")
+    assert fhir_lines
+    assert fhir_lines[-1].endswith("(100%) resources, 0 skipped")
     assert not CONTROL.search(result.stderr), repr(result.stderr[:300])
 
 
@@ -94,7 +95,8 @@ def test_the_synth_callback_counts_each_institutions_patients_up_to_the_total(tm
     assert len(labels) == 2
     for label in labels:
         done = [d for lbl, d, _ in calls if lbl == label]
-        assert done == sorted(done) and done[-1] == 5
+        assert done == sorted(done)
+        assert done[-1] == 5
         assert {t for lbl, _, t in calls if lbl == label} == {5}
 
 
@@ -113,7 +115,8 @@ def test_the_sync_callback_counts_up_to_each_stages_total(synth_run, tmp_path):
         done = [s.done for s in mine]
         assert done == sorted(done), stage
         assert {s.total for s in mine} == {total}, stage
-        assert mine[-1].done == total and mine[-1].unit == unit
+        assert mine[-1].done == total
+        assert mine[-1].unit == unit
 
 
 def test_plain_progress_holds_back_lines_between_the_first_and_the_last():
