@@ -116,8 +116,8 @@ def job_counts(sessions: sessionmaker[Session]
 
 
 def last_sync(sessions: sessionmaker[Session]) -> Callable[[], CheckResult]:
-    """The node's index: when it was last synced and how many bad files or lines that sync
-    skipped (`spe node sync` rebuilds it in one transaction, so a sync under way shows
+    """The node's index: when it was last synced and whether that sync skipped bad files or
+    lines (`spe node sync` rebuilds it in one transaction, so a sync under way shows
     once it is done). Never synced is a warning: queries would find nothing."""
     import json
 
@@ -133,6 +133,8 @@ def last_sync(sessions: sessionmaker[Session]) -> Callable[[], CheckResult]:
         except (ValueError, TypeError, AttributeError):
             skipped = 0
         at = run.finished_at.strftime("%Y-%m-%d %H:%M UTC")
-        return CheckResult.ok(f"last synced {at}; {skipped} bad files or lines skipped")
+        # No counts in /ready (it is public): the sync's report has them.
+        return CheckResult.ok(f"last synced {at}" + (
+            "; it skipped bad files or lines (see `spe node sync`'s report)" if skipped else ""))
 
     return check

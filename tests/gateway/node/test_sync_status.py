@@ -1,5 +1,5 @@
-"""A node's /ready says when its index was last synced (and how many bad files that sync
-skipped), and warns when it never was."""
+"""A node's /ready says when its index was last synced (and whether that sync skipped bad
+files), and warns when it never was."""
 
 from __future__ import annotations
 
@@ -33,4 +33,5 @@ def test_ready_warns_until_the_node_is_synced_then_says_when(tmp_path):
     synced = _ready(tmp_path, url)["checks"]["index"]
     assert synced["status"] == "ok"
     assert synced["reason"].startswith("last synced 20")
-    assert synced["reason"].endswith("; 1 bad files or lines skipped")
+    assert synced["reason"].endswith("; it skipped bad files or lines (see `spe node sync`'s "
+                                     "report)")
