@@ -41,6 +41,7 @@
       el("td", {}, String(n.datasets)),
       el("td", {}, n.last_harvested_at ? when(n.last_harvested_at) : "never"))));
     const round = status.current || status.last;
+    $("harvest-round").closest("table").hidden = !round;
     $("harvest-round-caption").textContent = status.current ? "Harvest running now"
       : "Last harvest round";
     fill($("harvest-round"), (round ? round.nodes : []).map((n) => el("tr", {},
