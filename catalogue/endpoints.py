@@ -14,8 +14,10 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from catalogue import rdf, service
-from catalogue.schemas import CurationIn, DatasetOut, SearchOut, SearchParams
+from catalogue.schemas import CurationIn, DatasetOut, HarvestStatusOut, SearchOut, SearchParams
+from catalogue.status import HarvestNotStarted, HarvestStatus, status_out
 from spe.web import AppContext, Caller, DbSession, get_context
+from spe.web.responses import refusals
 
 router = APIRouter(prefix="/api/v1/catalogue", tags=["catalogue"])
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -79,3 +81,34 @@ def curate(identifier: str, changes: CurationIn, caller: Caller, ctx: Ctx,
     ds = service.curate_as(session, identifier, changes, principal=caller,
                            policy=ctx.policy, sessions=ctx.sessions, audit=ctx.audit)
     return service.dataset_out(ds)
+
+
+def _harvests(request: Request) -> HarvestStatus:
+    status = getattr(request.app.state, "harvest_status", None)
+    if status is None:
+        status = request.app.state.harvest_status = HarvestStatus()
+    return status
+
+
+@router.get("/harvest", response_model=HarvestStatusOut)
+def harvest_status(_: Caller, request: Request, session: DbSession) -> HarvestStatusOut:
+    """The harvest: the round running now (each node waiting, fetching, validated, stored
+    or failed, with the reason), the last one finished, and per node in the catalogue its
+    datasets and last harvest time. HDAB and admins: it names the nodes' addresses."""
+    return status_out(session, _harvests(request),
+                      can_start=getattr(request.app.state, "harvest_now", None) is not None)
+
+
+@router.post("/harvest", response_model=HarvestStatusOut, status_code=202,
+             responses=refusals(409))
+def start_harvest(caller: Caller, request: Request, session: DbSession) -> HarvestStatusOut:
+    """Harvest this service's nodes now (as the schedule does), in the background; follow it
+    with GET. 409 when a round is running or this service harvests no nodes."""
+    start = getattr(request.app.state, "harvest_now", None)
+    if start is None:
+        raise HarvestNotStarted(
+            "this service harvests no nodes of its own: set SPE_CATALOGUE_NODES and its "
+            "client of the identity provider (SPE_OIDC_CLIENT_ID), or run "
+            "`spe catalogue harvest --node URL`")
+    start(f"asked by {caller.id}")
+    return status_out(session, _harvests(request), can_start=True)

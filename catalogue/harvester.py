@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated
 
 import httpx
@@ -32,6 +33,24 @@ TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 class TokenRefused(CatalogueError):
     """The node answered 401: the harvester's token was not (or no longer) good there."""
+
+
+@dataclass(frozen=True)
+class HarvestStep:
+    """Where a harvest is, for its progress: node `node` (its URL) reached `phase`
+    ("fetching", "validated": its descriptors fetched and checked, "stored", or "failed"
+    with `error`); `nodes_done` of `nodes_total` nodes are through (monotone, ending at
+    the total)."""
+
+    node: str
+    phase: str
+    nodes_done: int
+    nodes_total: int
+    datasets: int = 0
+    error: str = ""
+
+
+HarvestProgress = Callable[[HarvestStep], None]
 
 
 _DESCRIPTORS = TypeAdapter(Annotated[list[DatasetDescriptor], Field(max_length=MAX_DESCRIPTORS)])
@@ -137,6 +156,7 @@ def harvest_nodes(
     audit: AuditLog = CENTRAL_AUDIT,
     tls: ssl.SSLContext | None = None,
     policy: PolicyService | None = None,
+    progress: HarvestProgress | None = None,
 ) -> list[HarvestOutcome]:
     """Harvest every node that answers; a failing node is reported (and audited), not fatal.
 
@@ -149,7 +169,14 @@ def harvest_nodes(
     source = StaticToken(token) if isinstance(token, str) else token
     outcomes: list[HarvestOutcome] = []
     claimed: dict[str, str] = {}  # identifier -> the node URL that described it in this run
-    for url in urls:
+    total = len(urls)
+
+    def step(url: str, phase: str, done: int, datasets: int = 0, error: str = "") -> None:
+        if progress is not None:
+            progress(HarvestStep(url, phase, done, total, datasets, error))
+
+    for done, url in enumerate(urls):
+        step(url, "fetching", done)
         try:
             descriptors = _fetch_as(source, url, least_threshold=catalogue_threshold(policy),
                                     client=(clients or {}).get(url), tls=tls)
@@ -162,10 +189,14 @@ def harvest_nodes(
             audit.record(session, actor=actor, action="catalogue.harvest", object=url,
                          decision="error", reason=exc.detail)
             outcomes.append(HarvestOutcome(node=url, error=exc.detail))
+            step(url, "failed", done + 1, error=exc.detail)
             continue
-        for dataset, created in harvest(session, descriptors, actor=actor, audit=audit):
+        step(url, "validated", done, len(descriptors))
+        stored = harvest(session, descriptors, actor=actor, audit=audit)
+        for dataset, created in stored:
             outcomes.append(HarvestOutcome(node=url, identifier=dataset.identifier,
                                            created=created))
+        step(url, "stored", done + 1, len(stored))
     return outcomes
 
 
@@ -178,6 +209,7 @@ def run_harvest(
     clients: Mapping[str, httpx.Client] | None = None,
     tls: ssl.SSLContext | None = None,
     policy: PolicyService | None = None,
+    progress: HarvestProgress | None = None,
 ) -> list[HarvestOutcome]:
     """Migrate the central database and harvest the nodes in one transaction (in-process use
     and `spe catalogue harvest`)."""
@@ -189,10 +221,10 @@ def run_harvest(
     try:
         with session_scope(make_sessionmaker(engine)) as session:
             return harvest_nodes(session, urls, token, actor=actor, clients=clients, tls=tls,
-                                 policy=policy)
+                                 policy=policy, progress=progress)
     finally:
         engine.dispose()
 
 
-__all__ = ["TokenRefused", "catalogue_threshold", "fetch_descriptors", "harvest_nodes",
-           "run_harvest"]
+__all__ = ["HarvestProgress", "HarvestStep", "TokenRefused", "catalogue_threshold",
+           "fetch_descriptors", "harvest_nodes", "run_harvest"]

@@ -132,3 +132,12 @@ def get_many(session: Session, ids: Sequence[int]) -> list[Dataset]:
     found = {d.id: d for d in session.execute(
         select(Dataset).where(Dataset.id.in_(list(ids)))).scalars()}
     return [found[i] for i in ids if i in found]
+
+
+def harvested_nodes(session: Session) -> list[tuple[str, str, int, object]]:
+    """(node id, node name, datasets, last harvested at) per node, by node id."""
+    rows = session.execute(
+        select(Dataset.node_id, func.max(Dataset.node_name), func.count(Dataset.id),
+               func.max(Dataset.harvested_at))
+        .group_by(Dataset.node_id).order_by(Dataset.node_id))
+    return [tuple(r) for r in rows]

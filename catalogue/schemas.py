@@ -176,3 +176,41 @@ class SearchOut(BaseModel):
     pages: int
     results: list[SearchHit]
     facets: dict[str, list[FacetCount]]
+
+
+class HarvestNodeStep(BaseModel):
+    """One node in a harvest round: waiting, fetching, validated, stored or failed."""
+
+    url: str
+    phase: str
+    datasets: int = 0
+    error: str | None = None
+    at: datetime | None = None
+
+
+class HarvestRound(BaseModel):
+    trigger: str
+    state: str  # running | finished | failed (a node or the whole round failed)
+    started_at: datetime
+    finished_at: datetime | None = None
+    nodes_total: int
+    nodes_done: int
+    error: str | None = None
+    nodes: list[HarvestNodeStep]
+
+
+class HarvestedNode(BaseModel):
+    """A node as the catalogue holds it: its datasets and when they were last harvested."""
+
+    node_id: str
+    node_name: str
+    datasets: int
+    last_harvested_at: datetime | None
+
+
+class HarvestStatusOut(BaseModel):
+    running: bool
+    current: HarvestRound | None = None
+    last: HarvestRound | None = None
+    nodes: list[HarvestedNode]
+    can_start: bool  # this service harvests nodes of its own (SPE_CATALOGUE_NODES)

@@ -82,6 +82,10 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
         # Institutions added and removed at the running centre (gateway/hub/membership).
         app.state.hub.fanout.membership = Membership(ctx.sessions, settings.federation_nodes)
     app.state.crl_push = _crl_pusher(app.state.hub, settings)
+    from catalogue.status import HarvestStatus
+
+    app.state.harvest_status = HarvestStatus()  # the harvest rounds, for the catalogue page
+    app.state.harvest_now = None  # set below when the scheduled harvest is on
     app.state.dataset_holder = _dataset_holder
     app.state.permit_push = (
         None if app.state.hub is None
@@ -232,10 +236,20 @@ def _lifespan(settings: Settings, issuer: DemoIssuer | None):
                 "identity provider (SPE_OIDC_CLIENT_ID, SPE_OIDC_CLIENT_SECRET): the "
                 "scheduled harvest is off")
         elif settings.catalogue_nodes:
+            from catalogue.schedule import harvest_in_background
+
+            nodes, status = _harvest_nodes(settings, app.state.hub), app.state.harvest_status
             task = asyncio.create_task(harvest_periodically(
-                settings.resolved_database_url, _harvest_nodes(settings, app.state.hub), token,
+                settings.resolved_database_url, nodes, token,
                 settings.catalogue_harvest_interval_seconds, tls=_node_tls(settings),
-                policy=app.state.ctx.policy))
+                policy=app.state.ctx.policy, status=status))
+
+            def harvest_now(trigger: str) -> None:  # POST /api/v1/catalogue/harvest
+                harvest_in_background(settings.resolved_database_url, nodes(), token, status,
+                                      trigger, tls=_node_tls(settings),
+                                      policy=app.state.ctx.policy)
+
+            app.state.harvest_now = harvest_now
         tasks = [task] if task is not None else []
         if app.state.hub is not None:  # finished jobs' outputs into the airlock
             from gateway.hub.collect import collect_periodically

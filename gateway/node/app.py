@@ -17,7 +17,7 @@ from gateway.node.jobs.runtime import work_dir_of
 from gateway.node.permit_endpoints import router as permits_router
 from gateway.node.query.endpoints import router as query_router
 from gateway.node.query.perturb import NodeSecret
-from gateway.node.source_probe import job_counts, source_checks
+from gateway.node.source_probe import job_counts, last_sync, source_checks
 from gateway.node.trust.door import operator_peer, peers_of
 from gateway.node.trust.endpoints import router as trust_router
 from spe.audit import AuditLog, NodeAuditEntry, NodeAuditHead
@@ -80,7 +80,8 @@ def create_node_app(
     # The audit routes the centre shares, here for this node's operator only.
     app.include_router(audit_router, dependencies=[Depends(operator_peer)])
     app.include_router(checkpoints_router)  # the hub's witness (spe/audit checkpoints)
-    metrics = observe(app, source_checks(config))  # /ready, /metrics, request ids
+    # /ready, /metrics, request ids; /ready says when the index was last synced.
+    metrics = observe(app, [*source_checks(config), ("index", last_sync(ctx.sessions))])
     metrics.collect_gauge("spe_job_queue_depth", "This node's jobs by state (queued, "
                           "staging, running).", ["state"], job_counts(ctx.sessions))
     return app

@@ -113,3 +113,28 @@ def job_counts(sessions: sessionmaker[Session]
         return [((state,), float(rows.get(state, 0))) for state in (QUEUED, STAGING, RUNNING)]
 
     return read
+
+
+def last_sync(sessions: sessionmaker[Session]) -> Callable[[], CheckResult]:
+    """The node's index: when it was last synced and whether that sync skipped bad files or
+    lines (`spe node sync` rebuilds it in one transaction, so a sync under way shows
+    once it is done). Never synced is a warning: queries would find nothing."""
+    import json
+
+    from gateway.node.index.repository import last_sync_run
+
+    def check() -> CheckResult:
+        with sessions() as session:
+            run = last_sync_run(session)
+        if run is None or run.finished_at is None:
+            return CheckResult.warn("never synced: run `spe node sync`")
+        try:
+            skipped = int(json.loads(run.report or "{}").get("skipped", 0))
+        except (ValueError, TypeError, AttributeError):
+            skipped = 0
+        at = run.finished_at.strftime("%Y-%m-%d %H:%M UTC")
+        # No counts in /ready (it is public): the sync's report has them.
+        return CheckResult.ok(f"last synced {at}" + (
+            "; it skipped bad files or lines (see `spe node sync`'s report)" if skipped else ""))
+
+    return check

@@ -23,7 +23,22 @@ from gateway.node.sources.base import DicomSource, FhirSource, Skipped, StudyRec
 
 MAX_SKIPPED_LISTED = 50
 
-StageProgress = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class SyncProgress:
+    """Where a sync is: `done` of `total` `unit`s of one stage ("fhir", then "dicom") read,
+    `skipped` bad files or lines so far. `total` is None where the store cannot say up front
+    (DIMSE, DICOMweb); the stage's last report has `done == total`."""
+
+    stage: str
+    done: int
+    total: int | None
+    unit: str
+    skipped: int
+
+
+StageProgress = Callable[[SyncProgress], None]
 
 
 @dataclass
@@ -89,8 +104,8 @@ def sync_index(
         return row
 
     if fhir is not None:
-        tick = (lambda n: progress("fhir", n)) if progress else None
-        for item in fhir.resources(tick):
+        stage = _Stage("fhir", fhir, "resources", report, progress)
+        for item in fhir.resources(stage.tick if progress else None):
             if isinstance(item, Skipped):
                 report.skip(item)
                 continue
@@ -108,14 +123,15 @@ def sync_index(
             elif item.resource_type in ("Condition", "Observation"):
                 subject = ((res.get("subject") or {}).get("reference")) or ""
                 clinical.append((item.resource_type, _ref_id(subject), res))
+        stage.finish()
 
     report.fhir_duplicates = getattr(fhir, "duplicates", 0)
 
     studies: list[dict[str, Any]] = []
     series_rows: list[dict[str, Any]] = []
     if dicom is not None:
-        tick = (lambda n: progress("dicom", n)) if progress else None
-        for item in dicom.studies(tick):
+        stage = _Stage("dicom", dicom, "studies", report, progress)
+        for item in dicom.studies(stage.tick if progress else None):
             if isinstance(item, Skipped):
                 report.skip(item)
                 continue
@@ -135,6 +151,7 @@ def sync_index(
                     "manufacturer": s.manufacturer, "series_number": s.series_number,
                     "instance_count": s.instance_count,
                 })
+        stage.finish()
 
     repository.bulk_insert(session, Patient, (
         {"id": p.id, "patient_key": p.patient_key, "fhir_id": p.fhir_id, "sex": p.sex,
@@ -161,6 +178,34 @@ def sync_index(
     run.report = json.dumps(report.to_dict())
     session.flush()
     return report
+
+
+class _Stage:
+    """One stage's progress: the source's ticks summed, its size asked up front where the
+    source can tell (`count()`, in `progress_unit`s), and a last report with done == total."""
+
+    def __init__(self, name: str, source: Any, unit: str, report: SyncReport,
+                 progress: StageProgress | None) -> None:
+        self.name, self.report, self.progress, self.done = name, report, progress, 0
+        self.unit = getattr(source, "progress_unit", unit)
+        count = getattr(source, "count", None)
+        self.total = count() if progress and callable(count) else None
+        self._emit()
+
+    def _emit(self, final: bool = False) -> None:
+        if self.progress is None:
+            return
+        total = self.done if final else (
+            None if self.total is None else max(self.total, self.done))
+        self.progress(SyncProgress(self.name, self.done, total, self.unit,
+                                   self.report.skipped))
+
+    def tick(self, n: int) -> None:
+        self.done += n
+        self._emit()
+
+    def finish(self) -> None:
+        self._emit(final=True)
 
 
 def _study_row(study_id: int, patient_id: int, item: StudyRecord) -> dict[str, Any]:

@@ -34,6 +34,9 @@ permissions := {
 		# Curating a catalogue dataset (reading the catalogue is public: no door at all);
 		# which approver may curate which dataset is policies/catalogue/curation.
 		"PATCH /api/v1/catalogue/datasets/{identifier:path}": {"approver"},
+		# The harvest's state (node URLs, failure reasons) and starting a round now.
+		"GET /api/v1/catalogue/harvest": {"hdab", "admin"},
+		"POST /api/v1/catalogue/harvest": {"hdab", "admin"},
 		# Federated queries; tiers and budgets are policies/query's (hub and node).
 		"POST /api/v1/query": {"researcher"},
 		"GET /api/v1/beacon/individuals": {"researcher"},

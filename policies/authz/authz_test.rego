@@ -126,3 +126,11 @@ test_both_list_airlock_requests if {
 	authz.decide(req("central", "GET", "/api/v1/airlock/requests", ["output_checker"])).allow
 	authz.decide(req("central", "GET", "/api/v1/airlock/requests/{rid}", ["researcher"])).allow
 }
+
+test_hdab_may_read_the_harvest_status if {
+	authz.decide(req("central", "GET", "/api/v1/catalogue/harvest", ["hdab"])).allow
+}
+
+test_researcher_may_not_start_a_harvest if {
+	not authz.decide(req("central", "POST", "/api/v1/catalogue/harvest", ["researcher"])).allow
+}

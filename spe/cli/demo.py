@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 from rich.table import Table
 
-from spe.cli.progress import console, stage_counter, task_bars
+from spe.cli.progress import console, say, sync_ticks, synth_ticks, tracker
 from spe.settings import Settings
 
 DEMO_USERS = (
@@ -65,9 +65,9 @@ def _synthesise(synth_dir: Path, institutions: int, patients: int, seed: int) ->
             return data
         raise DemoError(f"{synth_dir} holds data made with other settings; remove it first")
     console.print(f"generating {institutions} x {patients} synthetic patients in {synth_dir}")
-    with task_bars() as tick:
+    with tracker() as track:
         generate(synth_dir, institutions=institutions, patients=patients, seed=seed,
-                 progress=tick)
+                 progress=synth_ticks(track))
     return json.loads(manifest.read_text())
 
 
@@ -85,6 +85,7 @@ def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, por
     site_ids = [inst["id"] for inst in manifest["institutions"]]
     names = {inst["id"]: inst.get("name", inst["id"]) for inst in manifest["institutions"]}
 
+    say("central database: migrating")
     upgrade(settings.resolved_database_url, "central")
     nodes = [
         DemoNode(
@@ -104,9 +105,11 @@ def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, por
         totals = {"patients": 0, "instances": 0}
         for node in nodes:
             try:
-                with stage_counter(f"sync {node.node_id}") as tick:
+                say(f"{node.node_id}: migrating and syncing its index")
+                with tracker() as track:
                     report = run_sync(node.database_url, dicom=node.dicom, fhir=node.fhir,
-                                      actor="demo", progress=tick,
+                                      actor="demo",
+                                      progress=sync_ticks(track, f"sync {node.node_id}"),
                                       cellkey_secret=node_secret(settings, node.node_id))
             except NodeSyncError as exc:
                 raise DemoError(f"{node.node_id}: {exc}") from exc
@@ -128,6 +131,7 @@ def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, por
             "pki_dir": pki_dir, "federation_nodes": urls,
             "catalogue_nodes": list(urls.values())})
         issuer = demo_issuer(settings)
+        say(f"starting the central service and {len(nodes)} nodes")
         _print_access(settings, nodes, issuer)
         asyncio.run(_serve_all(settings, nodes, issuer))
     finally:
@@ -147,15 +151,19 @@ def fill_catalogue(settings: Settings, nodes: list, *, actor: str = "demo") -> N
 
     threshold = descriptor_threshold(make_policy_service(settings))
     descriptors = []
-    for node in nodes:
-        engine = make_engine(node.database_url)
-        try:
-            with make_sessionmaker(engine)() as session:
-                descriptors.append(compute_descriptor(
-                    session, node_id=node.node_id, node_name=node.name,
-                    threshold=threshold))
-        finally:
-            engine.dispose()
+    with tracker() as track:
+        track.update("catalogue: describing the nodes", 0, len(nodes), unit="nodes")
+        for done, node in enumerate(nodes, start=1):
+            engine = make_engine(node.database_url)
+            try:
+                with make_sessionmaker(engine)() as session:
+                    descriptors.append(compute_descriptor(
+                        session, node_id=node.node_id, node_name=node.name,
+                        threshold=threshold))
+            finally:
+                engine.dispose()
+            track.update("catalogue: describing the nodes", done, len(nodes), unit="nodes",
+                         note=node.node_id)
     engine = make_engine(settings.resolved_database_url)
     try:
         with session_scope(make_sessionmaker(engine)) as session:
@@ -172,6 +180,7 @@ def _pki(data_dir: Path, node_ids: list[str]) -> Path:
     pki_dir = data_dir / "pki"
     missing = [n for n in ["hub", *node_ids] if not (pki_dir / f"{n}.crt").exists()]
     if missing:
+        say("federation PKI: making the CA and the certificates")
         init_pki(pki_dir, nodes=node_ids)
         console.print(f"federation PKI: CA and certificates in {pki_dir}")
     return pki_dir

@@ -16,7 +16,14 @@ from spe.cli.identity import identity_app
 from spe.cli.job import job_app
 from spe.cli.permit import permit_app
 from spe.cli.pki import register as _register_pki
-from spe.cli.progress import console, stage_counter, task_bars
+from spe.cli.progress import (
+    console,
+    harvest_ticks,
+    sync_ticks,
+    synth_ticks,
+    task_bars,
+    tracker,
+)
 from spe.cli.query import query as query_command
 from spe.cli.sandbox import sandbox_app
 from spe.cli.users import users_app
@@ -107,9 +114,9 @@ def synth(
     from spe.synth import generate
 
     try:
-        with task_bars() as tick:
+        with tracker() as track:
             summary = generate(out, institutions=institutions, patients=patients, seed=seed,
-                               progress=tick)
+                               progress=synth_ticks(track))
     except OSError as exc:
         raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
     typer.echo(summary.to_json())
@@ -154,10 +161,10 @@ def node_sync(
 
         secret = node_secret(settings, settings.node_id)
     try:
-        with stage_counter("sync") as tick:
+        with tracker() as track:
             report = run_sync(url, dicom=dicom if dicom is not None else settings.node_dicom,
                               fhir=fhir if fhir is not None else settings.node_fhir,
-                              actor="cli", progress=tick, cellkey_secret=secret)
+                              actor="cli", progress=sync_ticks(track), cellkey_secret=secret)
     except NodeSyncError as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -268,10 +275,12 @@ def catalogue_harvest(
         from spe.pki import client_ssl_context
 
         tls = client_ssl_context(settings.pki_dir, "hub")
-    outcomes = run_harvest(database_url or settings.resolved_database_url, node,
-                           token if source is None else source,
-                           actor="cli:catalogue-harvester", tls=tls,
-                           policy=make_policy_service(settings))
+    with tracker() as track:
+        outcomes = run_harvest(database_url or settings.resolved_database_url, node,
+                               token if source is None else source,
+                               actor="cli:catalogue-harvester", tls=tls,
+                               policy=make_policy_service(settings),
+                               progress=harvest_ticks(track))
     failed = 0
     for outcome in outcomes:
         if outcome.error:

@@ -412,3 +412,29 @@ def test_pages_are_served_with_a_strict_content_security_policy(central):
         assert "%ROOT%" not in resp.text
     css = httpx.get(f"{central.url}/catalogue/static/catalogue.css", timeout=10)
     assert css.status_code == 200
+
+
+def test_harvest_status_panel_for_the_access_body(page, central, artifacts):
+    from playwright.sync_api import expect
+
+    page.goto("/catalogue")
+    wait_for_total(page, 2)
+    page.get_by_text("Harvest status (HDAB and administrators)").click()
+    # A researcher's token is refused with the API's reason; the panel stays closed to them.
+    page.get_by_test_id("harvest-token").fill(central.issuer.mint("r", ["researcher"]))
+    page.get_by_test_id("harvest-show").click()
+    expect(page.get_by_test_id("harvest-error")).to_contain_text("may not call")
+    page.get_by_test_id("harvest-token").fill(central.issuer.mint("h", ["hdab"]))
+    page.get_by_test_id("harvest-show").click()
+    rows = page.get_by_test_id("harvest-nodes").locator("tbody tr")
+    expect(rows).to_have_count(len(central.nodes))
+    for node in central.nodes:
+        row = rows.filter(has_text=f"({node.node_id})")
+        expect(row).to_contain_text(node.name)
+        expect(row.locator("td").nth(2)).to_have_text(
+            re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC$"))
+    # The demo-like central has no nodes of its own to harvest: no "Harvest now".
+    expect(page.get_by_test_id("harvest-state")).to_have_text(
+        "No harvest has run in this service since it started.")
+    expect(page.get_by_test_id("harvest-start")).to_be_hidden()
+    shot(page, artifacts, "09-harvest-status")

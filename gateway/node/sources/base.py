@@ -58,7 +58,9 @@ class FhirItem:
 
 
 Progress = Callable[[int], None]
-"""Called with the number of items just processed, so long reads can show progress."""
+"""Called with the number of items just processed, so long reads can show progress. A
+source that knows its size up front also has `count()` (the items its read will tick, in
+its `progress_unit`: files, resources, studies), so the sync can say `done/total`."""
 
 
 @runtime_checkable

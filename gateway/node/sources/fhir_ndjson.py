@@ -44,6 +44,19 @@ class FhirNdjsonSource:
     def __repr__(self) -> str:
         return f"FhirNdjsonSource({str(self.folder)!r}, name={self.name!r})"
 
+    progress_unit = "resources"
+
+    def count(self) -> int:
+        """The non-blank lines `resources()` will read (for its progress)."""
+        total = 0
+        for path in fhir_files(self.folder, "*.ndjson"):
+            try:
+                with path.open("rb") as handle:
+                    total += sum(1 for line in handle if line.strip())
+            except OSError:
+                continue  # resources() reports it as skipped
+        return total
+
     def resources(self, progress: Progress | None = None) -> Iterator[FhirItem | Skipped]:
         """Every line of every file in order; blank lines are ignored."""
         for path in fhir_files(self.folder, "*.ndjson"):

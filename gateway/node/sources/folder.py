@@ -188,6 +188,13 @@ class DicomFolderSource:
         if not self.root.is_dir():
             raise SourceError(f"DICOM folder {self.root} does not exist or is not a folder")
 
+    progress_unit = "files"
+
+    def count(self) -> int:
+        """The files `studies()` will read (for its progress)."""
+        self._check_root()
+        return sum(1 for _ in walk(self.root))
+
     def _where(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 

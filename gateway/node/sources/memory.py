@@ -14,6 +14,9 @@ class MemoryDicomSource:
     items: list[StudyRecord | Skipped] = field(default_factory=list)
     name: str = "memory"
 
+    def count(self) -> int:
+        return len(self.items)
+
     def studies(self, progress: Progress | None = None) -> Iterator[StudyRecord | Skipped]:
         for item in self.items:
             if progress:
@@ -28,6 +31,9 @@ class MemoryDicomSource:
 class MemoryFhirSource:
     items: list[FhirItem | Skipped] = field(default_factory=list)
     name: str = "memory"
+
+    def count(self) -> int:
+        return len(self.items)
 
     def resources(self, progress: Progress | None = None) -> Iterator[FhirItem | Skipped]:
         for item in self.items:
