@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-# NOTE for the merge: 0010 (another branch) goes between; then this revises "0010".
 down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
