@@ -32,9 +32,9 @@ PAGES_STATIC_PATH = "/static/docs-page"
 _router = APIRouter(include_in_schema=False)
 
 
-def _page(request: Request, name: str) -> HTMLResponse:
+def _page(request: Request, name: str, *, style_nonce: bool = False) -> HTMLResponse:
     # The shared navigation links the central service's pages: a node has none.
-    return shell_page(request, PAGES_DIR / name,
+    return shell_page(request, PAGES_DIR / name, style_nonce=style_nonce,
                       nav=request.app.state.ctx.service == "central")
 
 
@@ -46,8 +46,10 @@ def swagger_ui(request: Request) -> HTMLResponse:
 
 @_router.get("/redoc")
 def redoc(request: Request) -> HTMLResponse:
-    """ReDoc over /openapi.json: the same document, for reading."""
-    return _page(request, "redoc.html")
+    """ReDoc over /openapi.json: the same document, for reading. ReDoc writes its CSS
+    into <style> elements as it renders: they carry this answer's nonce (its `nonce`
+    option), the one thing its CSP allows beyond the other pages'."""
+    return _page(request, "redoc.html", style_nonce=True)
 
 
 def api_docs_options(settings: Settings) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import re
+import secrets
 from functools import cache
 from pathlib import Path
 
@@ -72,9 +73,15 @@ def _nav(docs: bool) -> str:
 """
 
 
+#: What a page shows only where the API docs are served (the home page's link to them).
+_DOCS_ONLY = re.compile(r"<!-- spe:docs -->.*?<!-- /spe:docs -->\n?", re.S)
+
+
 @cache
 def _shell(path: Path, nav: bool, docs: bool) -> str:
     page = path.read_text(encoding="utf-8")
+    if not docs:
+        page = _DOCS_ONLY.sub("", page)
     if not nav:
         return page
     page = page.replace("</head>", _HEAD + "</head>", 1)
@@ -85,12 +92,24 @@ def _shell(path: Path, nav: bool, docs: bool) -> str:
                   lambda m: m.group(1) + _nav(docs), page, count=1)
 
 
-def shell_page(request: Request, path: Path, *, nav: bool = True) -> HTMLResponse:
+def shell_page(request: Request, path: Path, *, nav: bool = True,
+               style_nonce: bool = False) -> HTMLResponse:
     """The HTML file at `path`, its `%ROOT%` the prefix the app is mounted under, with
-    the shared navigation unless `nav` is false (a node's API docs: it has no pages)."""
+    the shared navigation unless `nav` is false (a node's API docs: it has no pages).
+
+    `style_nonce`: a fresh nonce in `%STYLE_NONCE%` that the CSP allows <style> elements
+    to carry, for a bundle that writes its CSS at run time (ReDoc's styled-components).
+    Scripts stay 'self' only."""
     root = html.escape(request.scope.get("root_path", "").rstrip("/"), quote=True)
     docs = getattr(request.app, "openapi_url", None) is not None
-    return HTMLResponse(_shell(path, nav, docs).replace("%ROOT%", root), headers=_HEADERS)
+    page = _shell(path, nav, docs).replace("%ROOT%", root)
+    headers = _HEADERS
+    if style_nonce:
+        nonce = secrets.token_urlsafe(18)
+        page = page.replace("%STYLE_NONCE%", nonce)
+        headers = {**_HEADERS, "Content-Security-Policy": _CSP.replace(
+            "style-src 'self'", f"style-src 'self' 'nonce-{nonce}'")}
+    return HTMLResponse(page, headers=headers)
 
 
 __all__ = ["LINKS", "STATIC_DIR", "STATIC_PATH", "shell_page"]

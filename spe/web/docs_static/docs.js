@@ -22,6 +22,12 @@
       onComplete: () => { document.body.dataset.ready = "true"; },
     });
   } else if (redoc && window.Redoc) {
-    window.Redoc.init(openapi, {}, redoc, () => { document.body.dataset.ready = "true"; });
+    // ReDoc writes its CSS into <style> elements: they carry the nonce the page's CSP names.
+    // Its search runs in a worker made from a blob, which the CSP refuses: no search box
+    // (Swagger UI's filter, on /docs, is the way to look for a route).
+    const nonce = document.querySelector('meta[name="spe-style-nonce"]');
+    window.Redoc.init(openapi, {nonce: nonce ? nonce.content : undefined, disableSearch: true},
+      redoc,
+      () => { document.body.dataset.ready = "true"; });
   }
 })();

@@ -1,11 +1,17 @@
-// The home page: a sign-in (kept for this tab, shown by the navigation with what waits for
-// the person) and, once signed in, the cards of the person's roles marked as theirs.
+// The home page's sign-in is every page's: the token is kept under each page's own key of
+// the tab's session storage (common.js session(KEY); the keys are nav.js's), so the
+// catalogue, query, permit, jobs and airlock pages open signed in, and signing out here
+// signs out of them all. (Each page's own sign-out still concerns that page only.)
 "use strict";
 
 (() => {
-  const {$, session: makeSession, wireSignIn, showSignedIn, loadView} = SPEWeb;
-  const session = makeSession("spe.home.token");
+  const {$, session: makeSession, showSignedIn, signinMessage, loadView} = SPEWeb;
+  const KEY = "spe.home.token";
+  const session = makeSession(KEY);
   let me = null;
+
+  const keys = () => (window.SPENav ? window.SPENav.KEYS : [KEY]);
+  const navChanged = () => window.dispatchEvent(new Event("spe:session"));
 
   function mark() {
     const roles = new Set(me ? me.roles : []);
@@ -15,22 +21,43 @@
     }
   }
 
-  async function changed(person) {
+  function changed(person) {
     me = person;
     showSignedIn(me);
     mark();
   }
 
-  wireSignIn(session, changed);
+  $("signin").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const candidate = $("token").value.trim();
+    if (!candidate) return;
+    const person = await session.signIn(candidate);  // checked against /me first
+    if (!person) return;
+    for (const key of keys()) sessionStorage.setItem(key, candidate);
+    sessionStorage.setItem("spe.nav.key", KEY);
+    navChanged();
+    changed(person);
+  });
+
+  $("signout").addEventListener("click", () => {
+    for (const key of keys()) sessionStorage.removeItem(key);
+    sessionStorage.removeItem("spe.nav.key");
+    $("token").value = "";
+    signinMessage("", "");
+    navChanged();
+    changed(null);
+  });
+
   loadView(async () => {
+    let person = null;
     if (session.token()) {
       try {
-        me = await session.api("/me");
+        person = await session.api("/me");
       } catch (exc) {
         session.forget();
         if (exc.status !== 401) throw exc;
       }
     }
-    await changed(me);
+    changed(person);
   });
 })();

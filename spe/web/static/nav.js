@@ -140,6 +140,8 @@
     nav.dataset.ready = "true";
   }
 
+  // For the home page, whose sign-in and sign-out are every page's of the tab.
+  window.SPENav = {KEYS, LAST, refresh};
   markCurrent();
   // A page's sign-in or sign-out, or an action that changed a queue (common.js).
   window.addEventListener("spe:session", () => { refresh(); });
