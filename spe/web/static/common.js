@@ -130,11 +130,11 @@ const SPEWeb = (() => {
   // storage (closing the tab forgets it), so signing out of one page leaves the others be.
   function session(key, how = {}) {
     const token = () => sessionStorage.getItem(key);
-    // The shared navigation (nav.js) shows the person last signed in on any page of the tab.
+    // The shared navigation (nav.js) shows who is signed in on this page, and hears of it.
+    window.SPEPageKey = key;
     const changed = () => window.dispatchEvent(new Event("spe:session"));
     const forget = () => {
       sessionStorage.removeItem(key);
-      if (sessionStorage.getItem("spe.nav.key") === key) sessionStorage.removeItem("spe.nav.key");
       changed();
     };
 
@@ -167,7 +167,6 @@ const SPEWeb = (() => {
       try {
         const me = await api("/me", {bearer: candidate});
         sessionStorage.setItem(key, candidate);
-        sessionStorage.setItem("spe.nav.key", key);
         changed();
         signinMessage("", "");
         return me;

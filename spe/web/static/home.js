@@ -34,14 +34,12 @@
     const person = await session.signIn(candidate);  // checked against /me first
     if (!person) return;
     for (const key of keys()) sessionStorage.setItem(key, candidate);
-    sessionStorage.setItem("spe.nav.key", KEY);
     navChanged();
     changed(person);
   });
 
   $("signout").addEventListener("click", () => {
     for (const key of keys()) sessionStorage.removeItem(key);
-    sessionStorage.removeItem("spe.nav.key");
     $("token").value = "";
     signinMessage("", "");
     navChanged();

@@ -3,9 +3,10 @@
 // a link to where it is done. Standalone (the API docs pages load it without common.js).
 //
 // Each page keeps its own sign-in (spe/web/static/common.js: one session-storage key per
-// page); the navigation shows the person last signed in on any page of this tab (common.js
-// records which key), else the first it finds. Counts come from the same API the pages
-// read, with that person's token; everything from it is written as text.
+// page, which it names in window.SPEPageKey); the home page's signs in on every page. The
+// navigation shows the person signed in on this page, else the one signed in at home, else
+// on another page of the tab. Counts come from the same API the pages read, with that
+// person's token; everything from it is written as text.
 "use strict";
 
 (() => {
@@ -16,7 +17,6 @@
   // The pages' session keys (common.js session(KEY) and catalogue/static/dataset.js).
   const KEYS = ["spe.home.token", "spe.permits.token", "spe.jobs.token", "spe.airlock.token",
     "spe.query.token", "spe.catalogue.token"];
-  const LAST = "spe.nav.key";
   const FINAL = new Set(["succeeded", "failed", "timed_out", "cancelled", "refused",
     "not submitted", "unreachable"]);
 
@@ -39,11 +39,9 @@
   }
 
   function token() {
-    let last = null;
     try {
-      last = sessionStorage.getItem(LAST);
-      if (last && sessionStorage.getItem(last)) return sessionStorage.getItem(last);
-      for (const key of KEYS) {
+      for (const key of [window.SPEPageKey, ...KEYS]) {
+        if (!key) continue;
         const t = sessionStorage.getItem(key);
         if (t) return t;
       }
@@ -141,7 +139,7 @@
   }
 
   // For the home page, whose sign-in and sign-out are every page's of the tab.
-  window.SPENav = {KEYS, LAST, refresh};
+  window.SPENav = {KEYS, refresh};
   markCurrent();
   // A page's sign-in or sign-out, or an action that changed a queue (common.js).
   window.addEventListener("spe:session", () => { refresh(); });
