@@ -47,8 +47,9 @@ from spe.users import service as users
 from spe.users import suspensions
 from spe.users.endpoints import router as users_router
 from spe.web import AppContext
-from spe.web.docs import api_docs_options
+from spe.web.docs import api_docs_options, install_api_docs
 from spe.web.health import router as health_router
+from spe.web.home import router as home_router
 from spe.web.https import StrictTransportSecurity
 from spe.web.pages import STATIC_DIR as COMMON_STATIC
 from spe.web.pages import STATIC_PATH as COMMON_STATIC_PATH
@@ -109,8 +110,12 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     app.include_router(permits_router)
     app.include_router(airlock_router)
     app.include_router(beacon_router)
-    # The CSS/JS every web page loads before its own.
+    # The CSS/JS every web page loads before its own (and the navigation's, the home page's).
     app.mount(COMMON_STATIC_PATH, StaticFiles(directory=COMMON_STATIC), name="common-static")
+    # The home page: what the SPE does, a link to every page.
+    app.include_router(home_router)
+    # /docs and /redoc with Swagger UI's and ReDoc's assets from the package (no CDN).
+    install_api_docs(app)
     # The catalogue's web pages (public, like its API reads) and their CSS/JS.
     app.include_router(catalogue_pages)
     app.mount(CATALOGUE_STATIC_PATH, StaticFiles(directory=CATALOGUE_STATIC),

@@ -30,7 +30,7 @@ from spe.observability.wiring import observe
 from spe.policy import PolicyService, make_policy_service
 from spe.settings import Settings
 from spe.web import AppContext
-from spe.web.docs import api_docs_options
+from spe.web.docs import api_docs_options, install_api_docs
 from spe.web.health import router as health_router
 from spe.web.refusals import install_refusals
 from spe.wire.context import ContextVerifier
@@ -71,6 +71,7 @@ def create_node_app(
     # The record keys' secret of the statistics tier's perturbation, read on first use.
     app.state.cellkey_secret = NodeSecret(settings, config.node_id)
     install_refusals(app)
+    install_api_docs(app)  # /docs, /redoc: assets from the package (no CDN); not in production
     app.include_router(health_router)
     app.include_router(node_router)
     app.include_router(query_router)

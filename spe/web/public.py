@@ -12,8 +12,9 @@ the hub's or the operator's certificate (spe.pki pins them).
 
 from __future__ import annotations
 
-DOCS = frozenset({"GET /openapi.json", "GET /docs", "GET /docs/oauth2-redirect",
-                   "GET /redoc"})
+DOCS = frozenset({"GET /openapi.json", "GET /docs", "GET /redoc",
+                  # Swagger UI's and ReDoc's assets, and the script that starts them.
+                  "MOUNT /static/docs", "MOUNT /static/docs-page"})
 
 PUBLIC: dict[str, frozenset[str]] = {
     "central": DOCS | {
@@ -30,7 +31,7 @@ PUBLIC: dict[str, frozenset[str]] = {
         "GET /api/v1/beacon/configuration", "GET /api/v1/beacon/entry_types",
         "GET /api/v1/beacon/filtering_terms",
         # Web pages and their static files.
-        "GET /catalogue", "GET /catalogue/datasets/{identifier:path}",
+        "GET /", "GET /catalogue", "GET /catalogue/datasets/{identifier:path}",
         "GET /query", "GET /jobs",
         "GET /permits", "GET /permits/new", "GET /permits/edit/{pid}",
         "GET /permits/view/{pid}",

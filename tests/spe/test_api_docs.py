@@ -6,6 +6,7 @@ Measured before: a production service served all three to anyone.
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
@@ -56,3 +57,33 @@ def test_development_serves_the_api_documentation(service: str, tmp_path: Path) 
     for path in DOCS:
         assert client.get(path).status_code == 200, path
     assert client.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("service", ["central", "node"])
+def test_the_docs_pages_load_their_assets_from_this_service(service: str,
+                                                           tmp_path: Path) -> None:
+    """FastAPI's own pages loaded Swagger UI and ReDoc from a CDN with an inline script:
+    blank offline and under the pages' CSP. Ours name only this service's files."""
+    client = TestClient(_app(service, _settings("development", tmp_path)))
+    for path, bundle in (("/docs", "/static/docs/swagger-ui-bundle.js"),
+                         ("/redoc", "/static/docs/redoc.standalone.js")):
+        page = client.get(path)
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert bundle in sources
+        assert [s for s in sources if "://" in s] == [], "an asset from another host"
+        assert "<script>" not in page.text
+        for source in sources:
+            if source.startswith("/static/"):
+                assert client.get(source).status_code == 200, source
+        # The shared navigation links the central pages; a node has none to link.
+        assert ('data-nav="catalogue"' in page.text) == (service == "central")
+
+
+def test_production_home_page_links_no_api_documentation(tmp_path: Path) -> None:
+    client = TestClient(_app("central", _settings("production", tmp_path)))
+    home = client.get("/")
+    assert home.status_code == 200
+    assert 'data-nav="catalogue"' in home.text
+    assert "/docs" not in home.text
+    assert "/redoc" not in home.text

@@ -130,7 +130,13 @@ const SPEWeb = (() => {
   // storage (closing the tab forgets it), so signing out of one page leaves the others be.
   function session(key, how = {}) {
     const token = () => sessionStorage.getItem(key);
-    const forget = () => sessionStorage.removeItem(key);
+    // The shared navigation (nav.js) shows who is signed in on this page, and hears of it.
+    window.SPEPageKey = key;
+    const changed = () => window.dispatchEvent(new Event("spe:session"));
+    const forget = () => {
+      sessionStorage.removeItem(key);
+      changed();
+    };
 
     function headers(extra = {}, bearer = null) {
       const h = {...extra};
@@ -147,6 +153,7 @@ const SPEWeb = (() => {
         options.body = JSON.stringify(body);
       }
       const resp = await send(`${root}/api/v1${path}`, options, how);
+      if (method !== "GET") changed();  // a queue may have moved: the navigation's counts
       try {
         return await resp.json();
       } catch (_) {
@@ -160,6 +167,7 @@ const SPEWeb = (() => {
       try {
         const me = await api("/me", {bearer: candidate});
         sessionStorage.setItem(key, candidate);
+        changed();
         signinMessage("", "");
         return me;
       } catch (exc) {
