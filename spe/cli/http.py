@@ -53,9 +53,9 @@ def detail_of(resp: httpx.Response) -> str:
     except (ValueError, AttributeError):
         return resp.text[:300]
     if isinstance(detail, list):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', []) if p != 'body')}: {e.get('msg')}"
-            if isinstance(e, dict) else str(e) for e in detail)
+        from spe.errors import in_words
+
+        return in_words([e if isinstance(e, dict) else {"msg": str(e)} for e in detail])
     return str(detail)
 
 
@@ -104,9 +104,12 @@ def read_json(path: str, shape: str) -> dict:
 
 
 def invalid(what: str, exc: ValidationError) -> typer.Exit:
-    """A pydantic error, one line per field."""
+    """A pydantic error, one line per field, in the API's words (spe.errors)."""
+    from spe.errors import field_name, human_message
+
     lines = []
     for e in exc.errors():
-        where = ".".join(str(p) for p in e["loc"])
-        lines.append(f"  {where}: {e['msg']}" if where else f"  {e['msg']}")
+        where = field_name(e["loc"])
+        what = human_message(e)  # type: ignore[arg-type]
+        lines.append(f"  {where}: {what}" if e["loc"] else f"  {what}")
     return fail(f"{what} is not valid:\n" + "\n".join(lines))

@@ -181,7 +181,6 @@ def test_cli_reports_an_unreachable_node_and_exits_1(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from spe.cli.main import app
-
     from spe.identity import demo_issuer
     from spe.settings import Settings
 
