@@ -23,6 +23,7 @@ import httpx
 from pydantic import ValidationError
 
 from gateway.hub.schemas import NodeResult
+from spe.errors import in_words
 from spe.observability.request_id import request_id_headers
 from spe.pki import ClientTLS
 from spe.wire.context import CONTEXT_HEADER, ContextSigner
@@ -237,6 +238,8 @@ def _detail_of(content: bytes) -> str:
     except ValueError:
         return content.decode(errors="replace")[:200]
     detail = body.get("detail", body) if isinstance(body, dict) else body
+    if isinstance(detail, list) and all(isinstance(d, dict) for d in detail):
+        return in_words(detail)[:300]  # a validation error's fields, in words
     return str(detail)[:300]
 
 

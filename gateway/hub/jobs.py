@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -28,12 +29,12 @@ from gateway.hub.service import FederationNotConfigured, Hub
 from spe.airlock.review import repository as airlock_requests
 from spe.airlock.review.schemas import RequestOut, researcher_view
 from spe.db import session_scope
-from spe.errors import Forbidden, NotFound
+from spe.errors import Forbidden, NotFound, validation_reason
 from spe.identity import Principal
 from spe.jobs import repository
 from spe.jobs.models import CentralJob
 from spe.policy.gate import decide_or_refuse
-from spe.sandbox.limits import RequestedLimits
+from spe.sandbox.limits import Limits, RequestedLimits
 from spe.web import AppContext
 from spe.wire.code_archive import CodeArchiveError, pack_script
 from spe.wire.jobs import (
@@ -159,6 +160,10 @@ async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: 
                                 object=f"code:{digest}", decision="deny", reason=reason,
                                 details={"permit": body.permit, "nodes": targets})
         raise JobRefused(reason)
+    try:  # limits no node would take are refused here, once, naming the field
+        Limits(**body.limits)
+    except ValidationError as exc:
+        raise InvalidJob(f"limits are not valid: {validation_reason(exc.errors())}") from None
     hub = _hub(hub)
     payload = {"code": base64.b64encode(code).decode(), "entry": body.entry,
                "limits": body.limits}
@@ -199,9 +204,21 @@ async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: 
 
     view = await run_in_threadpool(record)
     if view is None:
-        raise JobRefused("no node accepted the job: " + "; ".join(
-            f"{n}: {s['outcome']}" for n, s in sorted(sent.items())))
+        raise JobRefused("no node accepted the job: " + refusals_in_words(sent))
     return view
+
+
+_NODE_STATUS = re.compile(r"^refused: HTTP \d{3}: ")
+
+
+def refusals_in_words(sent: dict[str, dict[str, Any]]) -> str:
+    """The nodes' refusals, each reason once with the nodes that gave it:
+    "site-a, site-b: limits are not valid: memory_mb: must be at least 64"."""
+    by_reason: dict[str, list[str]] = {}
+    for node_id, s in sorted(sent.items()):
+        reason = _NODE_STATUS.sub("", str(s.get("outcome", ""))) or "no reason given"
+        by_reason.setdefault(reason, []).append(node_id)
+    return "; ".join(f"{', '.join(nodes)}: {reason}" for reason, nodes in by_reason.items())
 
 
 def _load(ctx: AppContext, job_id: str, caller: Principal, action: str = "read"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import uvicorn
 from rich.table import Table
 
+from spe.cli.demo_env import ENV_FILE_NAME, read_env_file, write_env_file
 from spe.cli.progress import console, say, sync_ticks, synth_ticks, tracker
 from spe.settings import Settings
 
@@ -133,11 +135,11 @@ def run_demo(*, data_dir: Path, institutions: int, patients: int, seed: int, por
         issuer = demo_issuer(settings)
         say(f"starting the central service and {len(nodes)} nodes")
         _print_access(settings, nodes, issuer)
-        asyncio.run(_serve_all(settings, nodes, issuer))
+        stopped = asyncio.run(_serve_all(settings, nodes, issuer))
     finally:
         if pacs is not None:
             pacs.stop()
-    console.print("demo stopped")
+    console.print("demo stopped" if stopped else "demo stopped before it served")
 
 
 def fill_catalogue(settings: Settings, nodes: list, *, actor: str = "demo") -> None:
@@ -240,10 +242,67 @@ def _print_access(settings: Settings, nodes: list[DemoNode], issuer) -> None:
         console.print(f"[bold]{role}[/bold]: {tok}", soft_wrap=True)
     console.print(f'try: curl -H "Authorization: Bearer $(jq -r .admin {token_file})" '
                   f"{central}/api/v1/audit/verify")
+    env_file = write_demo_env(settings, nodes)
+    console.print(f"the CLI's settings for this demo, in {env_file}; in another shell:")
+    console.print(f"  source {env_file}", soft_wrap=True)
+    for name, value in read_env_file(env_file).items():
+        console.print(f"  export {name}={shlex.quote(value)}", soft_wrap=True, markup=False)
+    console.print("  export SPE_TOKEN=$(spe token --user alice --role researcher)",
+                  markup=False)
     console.print("press Ctrl-C to stop")
 
 
-async def _serve_all(settings: Settings, nodes: list[DemoNode], issuer) -> None:
+def write_demo_env(settings: Settings, nodes: list[DemoNode]) -> Path:
+    """`<data-dir>/spe.env`: what the CLI needs to talk to this demo (the hub's URL, the
+    issuer whose key `spe token` signs with, the data folder with the central database,
+    the federation's certificates for `spe catalogue harvest`)."""
+    central = settings.oidc_issuer
+    values = {
+        "SPE_ENVIRONMENT": "development",
+        "SPE_DATA_DIR": str(settings.data_dir),
+        "SPE_OIDC_ISSUER": central,
+        "SPE_HUB_URL": central,
+        "SPE_PKI_DIR": str(settings.pki_dir),
+        "SPE_CATALOGUE_NODES": json.dumps([f"https://127.0.0.1:{n.port}" for n in nodes]),
+    }
+    path = settings.data_dir / ENV_FILE_NAME
+    write_env_file(path, values, [
+        f"The demo federation at {central}: its settings for the spe CLI.",
+        f"Written by `spe demo`; in a shell: source {path}",
+        "Then, e.g.: export SPE_TOKEN=$(spe token --user alice --role researcher)",
+        "            spe catalogue harvest      (the nodes' mutual TLS: SPE_PKI_DIR)",
+        "            spe audit verify           (the central database in SPE_DATA_DIR)",
+    ])
+    return path
+
+
+async def _serve_all(settings: Settings, nodes: list[DemoNode], issuer) -> bool:
+    """Serve every app until SIGINT or SIGTERM; False if one came before they served.
+
+    The signal handlers go in first: a Ctrl-C while the apps are being built (a second or
+    more after "press Ctrl-C to stop") stops the demo then, rather than being lost."""
+    servers: list[_Server] = []
+    early_stop = asyncio.Event()
+
+    def stop(*_: object) -> None:
+        early_stop.set()
+        for server in servers:
+            if server.should_exit:
+                server.force_exit = True
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        return await _build_and_serve(settings, nodes, issuer, servers, early_stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _build_and_serve(settings: Settings, nodes: list[DemoNode], issuer,
+                           servers: list[_Server], early_stop: asyncio.Event) -> bool:
     from gateway.node.app import create_node_app
     from gateway.node.config import NodeConfig
     from spe.app import create_central_app
@@ -260,7 +319,10 @@ async def _serve_all(settings: Settings, nodes: list[DemoNode], issuer) -> None:
                      node.port))
     from spe.pki import server_ssl_options
 
-    servers = [
+    await asyncio.sleep(0)  # a signal that came while the apps were built is handled here
+    if early_stop.is_set():
+        return False
+    servers.extend([
         # Every service has background work: the catalogue's scheduled harvest and the
         # hub's connections at the centre, the job workers (SPE_NODE_WORKERS) at a node.
         _Server(uvicorn.Config(app, host="127.0.0.1", port=p, log_level="warning",
@@ -271,15 +333,6 @@ async def _serve_all(settings: Settings, nodes: list[DemoNode], issuer) -> None:
                                **({} if name == "central"
                                   else server_ssl_options(settings.pki_dir, name))))
         for name, app, p in apps
-    ]
-
-    def stop(*_: object) -> None:
-        for server in servers:
-            if server.should_exit:
-                server.force_exit = True
-            server.should_exit = True
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
+    ])
     await asyncio.gather(*(s.serve() for s in servers))
+    return True

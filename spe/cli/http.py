@@ -19,7 +19,8 @@ from spe.cli.progress import console
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}")
+    # One line however long: a reason names a URL, which must stay whole.
+    console.print("[red]error:[/red]", escape(message), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -52,9 +53,9 @@ def detail_of(resp: httpx.Response) -> str:
     except (ValueError, AttributeError):
         return resp.text[:300]
     if isinstance(detail, list):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', []) if p != 'body')}: {e.get('msg')}"
-            if isinstance(e, dict) else str(e) for e in detail)
+        from spe.errors import in_words
+
+        return in_words([e if isinstance(e, dict) else {"msg": str(e)} for e in detail])
     return str(detail)
 
 
@@ -65,10 +66,26 @@ def request(method: str, url: str, path: str, token: str, *, json: Any = None,
         resp = httpx.request(method, url.rstrip("/") + path, json=json, params=params,
                              timeout=timeout, headers={"Authorization": f"Bearer {token}"})
     except httpx.HTTPError as exc:
-        raise fail(f"{url}: {exc.__class__.__name__}: {exc}", 1) from None
+        raise fail(unreachable(url, exc), 1) from None
     if not resp.is_success:
         raise fail(f"{who} refused: HTTP {resp.status_code}: {detail_of(resp)}", 1)
     return resp
+
+
+def unreachable(url: str, exc: httpx.HTTPError) -> str:
+    """Why the hub at `url` did not answer, and what to set."""
+    from spe.cli.demo_env import source_hint
+
+    point = f"point the CLI at the hub with --hub URL or SPE_HUB_URL; {source_hint()}"
+    text = str(exc) or exc.__class__.__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
+        return (f"the hub at {url} has a TLS certificate this machine does not trust "
+                f"({text}): set SSL_CERT_FILE to the CA bundle (PEM) that signed it")
+    if isinstance(exc, httpx.ConnectError):
+        return (f"cannot reach the hub at {url} ({text}): no hub is running there; {point}")
+    if isinstance(exc, httpx.TimeoutException):
+        return f"the hub at {url} did not answer in time ({exc.__class__.__name__})"
+    return f"the hub at {url}: {exc.__class__.__name__}: {text}; {point}"
 
 
 def read_json(path: str, shape: str) -> dict:
@@ -87,9 +104,12 @@ def read_json(path: str, shape: str) -> dict:
 
 
 def invalid(what: str, exc: ValidationError) -> typer.Exit:
-    """A pydantic error, one line per field."""
+    """A pydantic error, one line per field, in the API's words (spe.errors)."""
+    from spe.errors import field_name, human_message
+
     lines = []
     for e in exc.errors():
-        where = ".".join(str(p) for p in e["loc"])
-        lines.append(f"  {where}: {e['msg']}" if where else f"  {e['msg']}")
+        where = field_name(e["loc"])
+        what = human_message(e)  # type: ignore[arg-type]
+        lines.append(f"  {where}: {what}" if e["loc"] else f"  {what}")
     return fail(f"{what} is not valid:\n" + "\n".join(lines))

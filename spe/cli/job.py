@@ -86,8 +86,11 @@ def submit(
     """Send CODE_DIR as a job to the permit's institutions; print the job's id."""
     from spe.wire.code_archive import CodeArchiveError, pack_code
 
+    if not code_dir.is_dir():
+        raise fail(f"{code_dir}: no such folder (CODE_DIR is the folder of the job's code)")
     if not (code_dir / entry).is_file():
-        raise fail(f"{code_dir / entry}: no such file (give --entry)")
+        raise fail(f"{code_dir / entry}: no such file: the script the job runs, relative to "
+                   f"{code_dir} (--entry, default main.py)")
     try:
         code = pack_code(code_dir)
     except (CodeArchiveError, OSError) as exc:

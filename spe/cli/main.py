@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -83,6 +84,48 @@ def load_settings() -> Settings:
         raise fail(f"invalid SPE_* configuration: {exc}") from None
 
 
+def existing_database(url: str, settings: Settings, *, flag: str = "--database-url") -> str:
+    """`url`, refused when it names a SQLite file that is not there: opening it would
+    leave an empty database behind and fail on its first table."""
+    from spe.cli.demo_env import source_hint
+
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:" and not Path(path).exists():
+            where = ("the URL given" if url != settings.resolved_database_url
+                     else "SPE_DATABASE_URL" if settings.database_url
+                     else f"SPE_DATABASE_URL is unset, so $SPE_DATA_DIR/central.db with "
+                          f"SPE_DATA_DIR={settings.data_dir}")
+            raise fail(f"no database at {Path(path).absolute()} ({where}); "
+                       f"give {flag} URL or set SPE_DATABASE_URL or SPE_DATA_DIR; "
+                       f"{source_hint()}")
+    return url
+
+
+@contextlib.contextmanager
+def database_errors(url: str):
+    """A database that cannot be read (unreachable, not migrated, not SPE's) ends the
+    command with its reason, not a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise fail(f"cannot read the database {_redact(url)}: {reason} (is it an SPE "
+                   "database at the latest migration? `spe db upgrade`)", 1) from None
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is shown as its scheme only
+        return url.split(":", 1)[0] + ":..."
+
+
 @app.command()
 def token(
     user: Annotated[str, typer.Option(help="The user's subject (unique id)")],
@@ -90,15 +133,27 @@ def token(
     institution: Annotated[str | None, typer.Option(help="Institution (for approvers)")] = None,
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 3600,
 ) -> None:
-    """Mint a token from the demo issuer (development only)."""
-    from spe.identity import demo_issuer
+    """Mint a token from the demo issuer (development only): signed with the key the
+    running demo publishes ($SPE_DATA_DIR/keys), for its issuer URL; never makes a key."""
+    from spe.cli.demo_env import ENV_FILE_NAME, read_env_file, source_hint
+    from spe.identity import IssuerKeyMissing, demo_issuer
 
     settings = load_settings()
     if settings.oidc_jwks_url:
         raise fail("tokens come from the identity provider at SPE_OIDC_ISSUER, not from spe")
+    if "oidc_issuer" not in settings.model_fields_set:
+        # The demo's data folder names its issuer (the URL it serves at) in its spe.env.
+        demo_url = read_env_file(settings.data_dir / ENV_FILE_NAME).get("SPE_OIDC_ISSUER")
+        if demo_url:
+            settings = settings.model_copy(update={"oidc_issuer": demo_url})
     try:
-        typer.echo(demo_issuer(settings).mint(user, role, institution=institution,
-                                              ttl_seconds=ttl))
+        issuer = demo_issuer(settings, create=False)
+    except IssuerKeyMissing as exc:
+        raise fail(f"{exc}: `spe token` signs with the key the running demo (or `spe serve "
+                   f"central` in development) publishes, found by SPE_DATA_DIR (now "
+                   f"{settings.data_dir}); {source_hint()}") from None
+    try:
+        typer.echo(issuer.mint(user, role, institution=institution, ttl_seconds=ttl))
     except ValueError as exc:
         raise fail(str(exc)) from None
 
@@ -247,7 +302,9 @@ def print_sync_report(report, title: str = "sync") -> None:
 
 @catalogue_app.command("harvest")
 def catalogue_harvest(
-    node: Annotated[list[str], typer.Option(help="A node's base URL; repeat for several")],
+    node: Annotated[list[str] | None, typer.Option(
+        help="A node's base URL; repeat for several (default: SPE_CATALOGUE_NODES, which "
+             "the demo's spe.env sets)")] = None,
     token: Annotated[str | None, typer.Option(
         help="Bearer token with the hdab role (default: one of the central service's client "
              "SPE_OIDC_CLIENT_ID by client credentials; in development without it, minted "
@@ -257,15 +314,25 @@ def catalogue_harvest(
 ) -> None:
     """Harvest the nodes' dataset descriptors into the catalogue. Exit 1 if any node failed."""
     from catalogue.harvester import run_harvest
-    from spe.identity import demo_issuer, machine_token
+    from spe.cli.demo_env import source_hint
+    from spe.identity import IssuerKeyMissing, demo_issuer, machine_token
     from spe.policy import make_policy_service
 
     settings = load_settings()
+    nodes = node or settings.catalogue_nodes
+    if not nodes:
+        raise fail(f"give --node URL (repeat for several) or SPE_CATALOGUE_NODES; "
+                   f"{source_hint()}")
+    url = database_url or settings.resolved_database_url  # migrated here if new
     source = None
     if token is None:
         # The central service's own client (client credentials), as the schedule uses.
-        source = machine_token(settings, None if settings.oidc_jwks_url
-                               else demo_issuer(settings))
+        try:
+            issuer = None if settings.oidc_jwks_url else demo_issuer(settings, create=False)
+        except IssuerKeyMissing as exc:
+            raise fail(f"{exc}: give --token (role hdab), or SPE_DATA_DIR of the central "
+                       f"service whose issuer the nodes trust; {source_hint()}") from None
+        source = machine_token(settings, issuer)
         if source is None:
             raise fail("give --token, or SPE_OIDC_CLIENT_ID and SPE_OIDC_CLIENT_SECRET (the "
                        "central service's client of the identity provider): tokens come "
@@ -275,9 +342,8 @@ def catalogue_harvest(
         from spe.pki import client_ssl_context
 
         tls = client_ssl_context(settings.pki_dir, "hub")
-    with tracker() as track:
-        outcomes = run_harvest(database_url or settings.resolved_database_url, node,
-                               token if source is None else source,
+    with database_errors(url), tracker() as track:
+        outcomes = run_harvest(url, nodes, token if source is None else source,
                                actor="cli:catalogue-harvester", tls=tls,
                                policy=make_policy_service(settings),
                                progress=harvest_ticks(track))
@@ -285,7 +351,12 @@ def catalogue_harvest(
     for outcome in outcomes:
         if outcome.error:
             failed += 1
-            console.print(f"[red]failed[/red] {outcome.error}")
+            console.print(f"[red]failed[/red] {escape(outcome.error)}", soft_wrap=True)
+            if tls is None and "CERTIFICATE_VERIFY_FAILED" in outcome.error:
+                console.print(
+                    "  the nodes speak mutual TLS with the federation's certificates: set "
+                    "SPE_PKI_DIR to the PKI folder holding ca.crt, hub.crt and hub.key "
+                    f"(the demo's is <data-dir>/pki); {source_hint()}", soft_wrap=True)
         else:
             verb = "created" if outcome.created else "updated"
             console.print(f"[green]{verb}[/green] {outcome.identifier} from {outcome.node}")
@@ -376,19 +447,22 @@ def audit_verify(
     from spe.audit import verify as audit_verify_
 
     settings = load_settings()
+    url = existing_database(database_url or settings.resolved_database_url, settings)
+    if node_database_url is not None:
+        existing_database(node_database_url, settings, flag="--node-database-url")
     try:
-        if node is not None:
-            outcome = audit_verify_.witness_of(
-                settings, central_url=database_url or settings.resolved_database_url,
-                node_id=node, node_url=node_database_url, keys=key or [])
-        else:
-            signer = name or ("hub" if target == "central" else settings.node_id)
-            outcome = audit_verify_.own_log(
-                settings, target=target, url=database_url or settings.resolved_database_url,
-                name=signer, keys=key or [],
-                file=checkpoint_file or (audit_verify_.checkpoint_file(settings, signer)
-                                         if database_url is None and signer else None),
-                witness=witness)
+        with database_errors(url):
+            if node is not None:
+                outcome = audit_verify_.witness_of(
+                    settings, central_url=url, node_id=node, node_url=node_database_url,
+                    keys=key or [])
+            else:
+                signer = name or ("hub" if target == "central" else settings.node_id)
+                outcome = audit_verify_.own_log(
+                    settings, target=target, url=url, name=signer, keys=key or [],
+                    file=checkpoint_file or (audit_verify_.checkpoint_file(settings, signer)
+                                             if database_url is None and signer else None),
+                    witness=witness)
     except (audit_verify_.VerifyError, ValueError) as exc:
         raise fail(str(exc)) from None
     for note in outcome.notes:
@@ -413,8 +487,9 @@ def audit_witness(
     from spe.audit import verify as audit_verify_
 
     settings = load_settings()
-    text = json.dumps(audit_verify_.export_witness(
-        database_url or settings.resolved_database_url, node), indent=1)
+    url = existing_database(database_url or settings.resolved_database_url, settings)
+    with database_errors(url):
+        text = json.dumps(audit_verify_.export_witness(url, node), indent=1)
     if out is None:
         typer.echo(text)
     else:
@@ -435,8 +510,9 @@ def audit_prune(
     settings = load_settings()
     log = (AuditLog(CentralAuditEntry, CentralAuditHead) if target == "central"
            else AuditLog(NodeAuditEntry, NodeAuditHead))
-    engine = make_engine(database_url or settings.resolved_database_url)
-    with session_scope(make_sessionmaker(engine)) as session:
+    url = existing_database(database_url or settings.resolved_database_url, settings)
+    engine = make_engine(url)
+    with database_errors(url), session_scope(make_sessionmaker(engine)) as session:
         removed = log.prune(session, retention_days=settings.audit_retention_days)
     console.print(f"removed {removed} entries older than {settings.audit_retention_days} days")
 
@@ -556,6 +632,11 @@ def demo(
                  port=port, orthanc=orthanc)
     except DemoError as exc:
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        # Ctrl-C before the servers took over the signal (generating, syncing, starting):
+        # what had started (Orthanc) was stopped on the way out.
+        console.print("interrupted: demo stopped")
+        raise typer.Exit(130) from None
 
 
 @app.command()

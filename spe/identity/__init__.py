@@ -8,7 +8,7 @@ from spe.identity.client_credentials import (
     StaticToken,
     TokenUnavailable,
 )
-from spe.identity.issuer import DemoIssuer
+from spe.identity.issuer import DemoIssuer, IssuerKeyMissing
 from spe.identity.principal import ROLES, Principal
 from spe.identity.verify import IdentityProviderUnavailable, JwksSource, TokenVerifier
 from spe.identity.wiring import demo_issuer, machine_token, make_verifier
@@ -19,6 +19,7 @@ __all__ = [
     "ClientCredentials",
     "DemoIssuer",
     "IdentityProviderUnavailable",
+    "IssuerKeyMissing",
     "JwksSource",
     "Principal",
     "PrivateKeyJwt",

@@ -20,10 +20,24 @@ from spe.identity.principal import ROLES
 ALGORITHM = "ES256"
 
 
+class IssuerKeyMissing(Exception):
+    """No issuer key where one was expected, and none may be made here (`spe token`)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"no demo issuer key at {path}")
+        self.path = path
+
+
 class DemoIssuer:
-    def __init__(self, key_path: Path, issuer: str, audience: str) -> None:
+    def __init__(self, key_path: Path, issuer: str, audience: str, *,
+                 create: bool = True) -> None:
+        """`create`: make the key when there is none (the service that publishes it);
+        otherwise IssuerKeyMissing (a client must sign with the key the service publishes,
+        never with one of its own)."""
         self.issuer = issuer
         self.audience = audience
+        if not create and not key_path.exists():
+            raise IssuerKeyMissing(key_path)
         self.key = self._load_or_create(key_path)
 
     @staticmethod

@@ -19,8 +19,11 @@ from spe.settings import InsecureConfiguration, Settings
 log = logging.getLogger("spe.identity")
 
 
-def demo_issuer(settings: Settings) -> DemoIssuer:
-    return DemoIssuer(settings.issuer_key_path, settings.oidc_issuer, settings.oidc_audience)
+def demo_issuer(settings: Settings, *, create: bool = True) -> DemoIssuer:
+    """The demo issuer of `settings.data_dir`; `create=False` (a CLI client) refuses with
+    IssuerKeyMissing rather than making a key no service publishes."""
+    return DemoIssuer(settings.issuer_key_path, settings.oidc_issuer, settings.oidc_audience,
+                      create=create)
 
 
 def provider_tls(settings: Settings) -> ssl.SSLContext | bool:

@@ -21,7 +21,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from spe.db import session_scope
-from spe.errors import ErrorShape, SPEError, error_response, install_error_handlers
+from spe.errors import (
+    ErrorShape,
+    SPEError,
+    error_response,
+    human_message,
+    install_error_handlers,
+)
 from spe.web.access import _bearer, _route_template
 from spe.web.context import get_context
 from spe.web.responses import declare_refusals
@@ -85,7 +91,9 @@ def install_refusals(app: FastAPI, shapes: tuple[ErrorShape, ...] = ()) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         await audit_refusal(request, audited_reason(exc), errors=len(exc.errors()))
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")}
+        # Each field's error in words (spe.errors.human_message): no pydantic links, no
+        # value echoed back.
+        errors = [{"loc": list(e.get("loc", ())), "msg": human_message(e)}
                   for e in exc.errors()]
         return error_response(request, 422, "invalid_request", errors)
 

@@ -181,8 +181,11 @@ def test_cli_reports_an_unreachable_node_and_exits_1(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from spe.cli.main import app
+    from spe.identity import demo_issuer
+    from spe.settings import Settings
 
     monkeypatch.setenv("SPE_DATA_DIR", str(tmp_path))
+    demo_issuer(Settings())  # the central service's key, made when it first started
     url = f"sqlite:///{tmp_path / 'central.db'}"
     result = CliRunner().invoke(app, ["catalogue", "harvest", "--node", "http://127.0.0.1:9",
                                       "--database-url", url])

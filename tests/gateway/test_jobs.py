@@ -169,7 +169,32 @@ def test_limits_above_the_policy_are_refused_with_the_reason(federation, permit,
     resp = _submit(hub, permit, _code(tmp_path, SLEEP),
                    limits={**LIMITS, "wall_seconds": 7200})
     assert resp.status_code == 403, resp.text
-    assert "wall_seconds 7200 > 3600" in resp.json()["detail"]
+    detail = resp.json()["detail"]
+    assert "wall_seconds 7200 > 3600" in detail
+    # Said once for the nodes that said it, in words: no HTTP statuses nor raw answers.
+    assert detail.startswith("no node accepted the job: site-a, site-b: "), detail
+    assert detail.count("wall_seconds 7200 > 3600") == 1, detail
+    assert "HTTP" not in detail
+
+
+def test_limits_no_node_would_take_are_refused_in_words(federation, permit, tmp_path):
+    """Out of the sandbox's bounds: the hub refuses once, naming the field; a node asked
+    directly says the same (no pydantic dump with its link, no value echoed)."""
+    hub, urls, pki = federation
+    code = _code(tmp_path, SLEEP)
+    resp = _submit(hub, permit, code, limits={**LIMITS, "memory_mb": 10})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"] == "limits are not valid: memory_mb: must be at least 64"
+    raw = base64.b64decode(code)
+    context = ContextSigner(private_key_of(pki / "hub.key")).sign(
+        query_hash=hashlib.sha256(raw).hexdigest(), user=f"carol@{ISSUER}",
+        roles=["researcher"], tier="permit", node_id="site-a", permit=permit)
+    with httpx.Client(base_url=urls["site-a"], timeout=10,
+                      verify=client_ssl_context(pki, "hub")) as node:
+        direct = node.post("/api/v1/jobs", headers={"X-SPE-Hub-Context": context}, json={
+            "code": code, "entry": "main.py", "limits": {**LIMITS, "memory_mb": 10}})
+    assert direct.status_code == 422, direct.text
+    assert direct.json()["detail"] == "limits are not valid: memory_mb: must be at least 64"
 
 
 def test_a_node_takes_jobs_from_its_hub_only(federation, permit, tmp_path):

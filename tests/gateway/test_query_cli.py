@@ -88,7 +88,7 @@ def test_spe_query_reports_an_unreachable_hub_and_a_refusal(hub, tmp_path: Path)
     query.write_text(json.dumps({"where": {"type": "patient", "sex": "male"}}))
     down = run(str(query), "--hub", "http://127.0.0.1:9", "--token", "t")
     assert down.exit_code == 1
-    assert "ConnectError" in down.output
+    assert "cannot reach the hub at http://127.0.0.1:9" in down.output
     refused = run(str(query), "--hub", url, "--token", "not-a-token")
     assert refused.exit_code == 1
     assert "HTTP 401" in refused.output

@@ -41,7 +41,7 @@ from spe.airlock import AirlockPolicyError, OutputRules, check_outputs, rules_fr
 from spe.airlock.report import Place, places_from, worst
 from spe.airlock.review.storage import NotCopied, read_regular
 from spe.db import session_scope
-from spe.errors import Conflict, Forbidden, NotFound, SPEError
+from spe.errors import Conflict, Forbidden, NotFound, SPEError, validation_reason
 from spe.policy.gate import audit_refusal, decide_or_refuse
 from spe.sandbox import Limits
 from spe.web import DbSession
@@ -113,9 +113,11 @@ def submit(body: JobSubmission, request: Request, session: DbSession,
 
     try:
         limits = Limits(**body.limits)
-    except (ValidationError, TypeError) as exc:
-        raise refuse(f"limits are not valid: {exc}".replace("\n", " ")[:500],
+    except ValidationError as exc:  # in words, each field: no pydantic dump
+        raise refuse(f"limits are not valid: {validation_reason(exc.errors())}"[:500],
                      InvalidJob) from None
+    except TypeError as exc:
+        raise refuse(f"limits are not valid: {exc}"[:500], InvalidJob) from None
     decision = decide_or_refuse(ctx.policy, POLICY, {
         "permit": permit_facts(session, hub_ctx, date.today()),
         "limits": limits.model_dump()}, audit=ctx.audit, sessions=ctx.sessions,
