@@ -105,10 +105,10 @@ async def _collect_part(ctx: AppContext, hub: Hub, job: CentralJob, node_id: str
         return _NOT_YET
     none = f"no outputs: the job {state}"
     if state not in RAN:
-        return await run_in_threadpool(_record, ctx, job.id, node_id, None, none)
+        return await run_in_threadpool(_record, ctx, job.id, node_id, None, none, "", state)
     status, answer = await _collector_call(hub, job, node_id, node_job, "/outputs")
     if status == 409 and state != SUCCEEDED:  # it never ran
-        return await run_in_threadpool(_record, ctx, job.id, node_id, None, none)
+        return await run_in_threadpool(_record, ctx, job.id, node_id, None, none, "", state)
     if status != 200:
         log.warning("job %s at %s: outputs not collected: %s %s", job.id, node_id,
                     status, answer)
@@ -122,10 +122,10 @@ async def _collect_part(ctx: AppContext, hub: Hub, job: CentralJob, node_id: str
         # node's answer, so that goes to the audit only.
         detail = str(exc).replace("\n", " ")[:500]
         return await run_in_threadpool(_record, ctx, job.id, node_id, None,
-                                       "the node's outputs were refused", detail)
+                                       "the node's outputs were refused", detail, state)
     return await run_in_threadpool(_record, ctx, job.id, node_id, outputs,
                                    "collected" if state == SUCCEEDED
-                                   else f"the job {state}: its log collected")
+                                   else f"the job {state}: its log collected", "", state)
 
 
 async def _collector_call(hub: Hub, job: CentralJob, node_id: str, node_job: str,
@@ -193,9 +193,10 @@ def _merge_node_report(request, outputs: JobOutputs) -> int:
 
 
 def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | None,
-            outcome: str, detail: str = "") -> str | None:
+            outcome: str, detail: str = "", state: str | None = None) -> str | None:
     """Store the outputs as an airlock request (once per job part) and mark the part.
-    `outcome` is for the researcher; `detail`, for the audit only."""
+    `outcome` is for the researcher; `detail`, for the audit only; `state`, the part's
+    final state at the node, kept so that a list of jobs shows it without asking."""
     settings = ctx.settings
     incoming = None
     try:
@@ -233,6 +234,8 @@ def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | No
                     withhold_for_permit(session, job.pid, policy=ctx.policy, audit=ctx.audit)
             sent["airlock"] = request_id
             sent["outputs"] = outcome
+            if state in FINAL:
+                sent["state"] = state
             job.nodes = {**job.nodes, node_id: sent}
             settled = settle_collected(session, job.id, awaiting, policy=ctx.policy,
                                        audit=ctx.audit)
@@ -252,7 +255,7 @@ def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | No
             raise
         refused = "the airlock refused the outputs" if isinstance(
             exc, AirlockRefused) else "the node's outputs were refused"
-        return _record(ctx, job_id, node_id, None, refused, str(exc)[:500])
+        return _record(ctx, job_id, node_id, None, refused, str(exc)[:500], state)
     finally:
         if incoming is not None:
             shutil.rmtree(incoming, ignore_errors=True)

@@ -62,9 +62,10 @@ async def submit_job(body: jobs.JobSubmission, caller: Caller,
 
 
 @router.get("/jobs", response_model=list[jobs.JobView], tags=["jobs"])
-def my_jobs(caller: Caller, request: Request) -> list[jobs.JobView]:
-    """The caller's jobs, newest first, as submitted (`GET /jobs/{id}` asks the nodes)."""
-    return jobs.mine(request.app.state.ctx, caller)
+async def my_jobs(caller: Caller, request: Request) -> list[jobs.JobView]:
+    """The caller's jobs, newest first, with each institution's state (a finished part's
+    as recorded, the nodes asked for the others)."""
+    return await jobs.mine(request.app.state.ctx, request.app.state.hub, caller)
 
 
 @router.get("/jobs/{job_id}/outputs", response_model=list[RequestOut], tags=["jobs"])

@@ -33,6 +33,7 @@ from spe.errors import Forbidden, NotFound, validation_reason
 from spe.identity import Principal
 from spe.jobs import repository
 from spe.jobs.models import CentralJob
+from spe.permits import repository as permits_repository
 from spe.policy.gate import decide_or_refuse
 from spe.sandbox.limits import Limits, RequestedLimits
 from spe.web import AppContext
@@ -46,6 +47,7 @@ from spe.wire.jobs import (
     InvalidJob,
     JobRefused,
     JobStatus,
+    StagingProgress,
     StagingSummary,
     decode_code,
     public_reason,
@@ -98,6 +100,7 @@ class NodeJobView(BaseModel):
     reason: str = ""  # the node's runner's words (spe.wire.jobs), or why the hub knows none
     attempts: int = 0
     staging: StagingSummary | None = None
+    progress: StagingProgress | None = None  # while it stages: the step and percent
     # The central airlock's request for this part's outputs, once collected; `outputs`
     # says what became of them ("collected", "no outputs: the job failed", ...).
     airlock: str | None = None
@@ -123,8 +126,10 @@ def _audit(ctx: AppContext, **entry: Any) -> None:
 def _view(job: CentralJob, states: dict[str, dict[str, Any]] | None = None) -> JobView:
     nodes = []
     for node_id, sent in sorted(job.nodes.items()):
+        # A part collected into the airlock keeps its final state; others are "queued"
+        # until a node says more.
         fields: dict[str, Any] = (
-            {"state": "queued"} if sent.get("job_id")
+            {"state": sent.get("state") or "queued"} if sent.get("job_id")
             else {"state": "not submitted", "reason": sent.get("outcome", "")})
         if states and node_id in states:
             fields.update(states[node_id])
@@ -223,17 +228,24 @@ def refusals_in_words(sent: dict[str, dict[str, Any]]) -> str:
 
 def _load(ctx: AppContext, job_id: str, caller: Principal, action: str = "read"
           ) -> CentralJob:
-    """The job, if the caller may `action` ("read" or "cancel") it (policies/jobs
-    `access`, as the nodes decide it too)."""
+    """The job, if the caller may `action` ("read", "cancel" or "outputs") it
+    (policies/jobs `access`, as the nodes decide it too; for "outputs", whether the
+    caller is a member of the job's permit is part of the question)."""
     with session_scope(ctx.sessions) as session:
         job = repository.get(session, job_id)
+        member = False
         if job is not None:
+            if action == "outputs":
+                permit = permits_repository.get(session, job.pid)
+                member = permit is not None and caller.id in {
+                    m.user_id for m in permit.members}
             session.expunge(job)
     if job is None:
         raise NotFound(f"no job {job_id!r}")
     decide_or_refuse(ctx.policy, ACCESS_POLICY, {
         "action": action, "subject": {"id": caller.id, "roles": list(caller.roles)},
-        "job": {"user_id": job.user_id, "pid": job.pid}, "permit": None},
+        "job": {"user_id": job.user_id, "pid": job.pid}, "permit": None,
+        "member": member},
         audit=ctx.audit, sessions=ctx.sessions, session=None, actor=caller.id,
         action=f"job.{action}", object=f"job:{job_id}",
         refuse=lambda d: Forbidden(d.reason.removeprefix("denied: ")))
@@ -257,7 +269,7 @@ async def _each_node(hub: Hub, job: CentralJob, caller: Principal, method: str,
                                  "reason": "the node's answer is not a job status"}
             told.reason = public_reason(told.reason)  # what a node says, checked again
             return node_id, told.model_dump(include={"state", "reason", "attempts",
-                                                     "staging"})
+                                                     "staging", "progress"})
         if status == 0:
             return node_id, {"state": "unreachable", "reason": str(answer)}
         state = "refused" if status in (401, 403, 404, 409) else "error"
@@ -280,17 +292,46 @@ async def status(ctx: AppContext, hub: Hub | None, job_id: str, caller: Principa
     return _view(job, states)
 
 
-def mine(ctx: AppContext, caller: Principal) -> list[JobView]:
-    """The caller's jobs, newest first, as the hub recorded them (no node is asked)."""
-    with session_scope(ctx.sessions) as session:
-        return [_view(job) for job in repository.of_user(session, caller.id)]
+#: The most jobs whose unfinished parts a list asks the nodes about (the newest first).
+LIST_ASKS = 20
+
+
+async def mine(ctx: AppContext, hub: Hub | None, caller: Principal) -> list[JobView]:
+    """The caller's jobs, newest first, each part in its real state: a collected part's
+    final state as the hub recorded it; the nodes asked for the others (of the newest
+    `LIST_ASKS` jobs; older unfinished parts show "queued" until their job is read)."""
+    from gateway.hub.collect import pending
+
+    def load() -> list[CentralJob]:
+        with session_scope(ctx.sessions) as session:
+            jobs = list(repository.of_user(session, caller.id))
+            for job in jobs:
+                session.expunge(job)
+            return jobs
+
+    jobs = await run_in_threadpool(load)
+    asked = [j for j in jobs if pending(j)][:LIST_ASKS]
+    states: dict[str, dict[str, dict[str, Any]]] = {}
+    if asked and hub is not None and hub.fanout.nodes:
+        answers = await asyncio.gather(*(_each_node(hub, j, caller, "GET", "")
+                                         for j in asked))
+        states = {j.id: a for j, a in zip(asked, answers, strict=True)}
+    return [_view(job, {n: s for n, s in states.get(job.id, {}).items()
+                        if n in pending(job)}) for job in jobs]
 
 
 async def outputs(ctx: AppContext, hub: Hub | None, job_id: str, caller: Principal
                   ) -> list[RequestOut]:
-    """The airlock request of the job's outputs, a section per site collected so far
-    (a list: jobs collected before one request per job have one request per site)."""
-    await status(ctx, hub, job_id, caller)  # checks who asks, collects what has ended
+    """The airlock request of the job's outputs, a section per site collected so far (a
+    list: jobs collected before one request per job have one request per site). The
+    job's user, an output checker, or any member of the job's permit (who may download
+    what is released, policies/airlock); parts that have ended are collected first (the
+    hub asks the nodes as the airlock's collector, not as the caller)."""
+    from gateway.hub.collect import collect, pending
+
+    job = await run_in_threadpool(_load, ctx, job_id, caller, "outputs")
+    if pending(job) and hub is not None and hub.fanout.nodes:
+        await collect(ctx, hub, job)
 
     def read() -> list[RequestOut]:
         with session_scope(ctx.sessions) as session:

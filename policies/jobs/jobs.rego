@@ -71,6 +71,10 @@ decision := decide(input)
 # log and the automatic verdicts: what a reviewer weighs beside the outputs), never
 # cancel it. Only the central airlock's collector (`hub:airlock`, role `airlock`)
 # collects outputs; nobody else, not even the job's own user, takes them from a node.
+# Action "outputs" (at the centre only): the job's airlock requests, to download what was
+# released. The job's user and the readers above, and any member of the job's permit
+# (input "member": true, as the hub's permit says), since policies/airlock lets a member
+# download a released output of the permit's jobs.
 
 collector := {"id": "hub:airlock", "role": "airlock"}
 
@@ -99,11 +103,16 @@ access_problem(req) := "the job runs under another permit" if {
 	not owns(req)
 	not reads_for_review(req)
 	not is_collector(req)
+} else := "only the job's user, a member of its permit or an output checker reads its outputs" if {
+	req.action == "outputs"
+	not owns(req)
+	not reads_for_review(req)
+	not object.get(req, "member", false) == true
 } else := "only the job's own user cancels it" if {
 	req.action == "cancel"
 	not owns(req)
 } else := "unknown action" if {
-	not req.action in {"read", "cancel", "collect"}
+	not req.action in {"read", "cancel", "collect", "outputs"}
 }
 
 # METADATA

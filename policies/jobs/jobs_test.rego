@@ -127,3 +127,23 @@ test_a_malformed_risk_is_not_within_the_threshold if {
 test_without_layers_the_risk_layer_counts if {
 	not jobs.extract_decision({"risk": {"ok": false}}, false).allow
 }
+
+outputs_of(id, roles, member) := jobs.decide_access({"action": "outputs", "subject": {"id": id, "roles": roles}, "job": job, "permit": null, "member": member})
+
+test_a_permit_member_reads_the_outputs_but_not_the_job if {
+	outputs_of("dave@demo", ["researcher"], true).allow
+	not ask("read", "dave@demo", ["researcher"]).allow
+	not ask("cancel", "dave@demo", ["researcher"]).allow
+}
+
+test_the_owner_and_checkers_read_the_outputs if {
+	outputs_of("carol@demo", ["researcher"], false).allow
+	outputs_of("olga@demo", ["output_checker"], false).allow
+}
+
+test_a_stranger_reads_no_outputs if {
+	d := outputs_of("mallory@demo", ["researcher"], false)
+	not d.allow
+	contains(d.reason, "member of its permit")
+	not jobs.decide_access({"action": "outputs", "subject": {"id": "mallory@demo", "roles": []}, "job": job, "permit": null}).allow
+}

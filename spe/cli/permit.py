@@ -6,6 +6,7 @@ code 2 for bad input (nothing sent) and 1 when the hub refuses or cannot be reac
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -64,6 +65,95 @@ def _state(permit: dict) -> str:
 
 
 # ---- apply, submit --------------------------------------------------------------------
+
+
+def _catalogue_ids(hub: str | None, timeout: float) -> list[str]:
+    """The catalogue's dataset ids, when a hub is named (--hub or SPE_HUB_URL) and answers;
+    else none (the template says where to find them)."""
+    import os
+
+    import httpx
+
+    url = hub or os.environ.get("SPE_HUB_URL")
+    if not url:
+        return []
+    try:
+        resp = httpx.get(url.rstrip("/") + "/api/v1/catalogue", timeout=timeout,
+                         headers={"Accept": "application/json"})
+        rows = resp.json() if resp.is_success else []
+    except (httpx.HTTPError, ValueError):
+        return []
+    return [str(r["identifier"]) for r in rows if isinstance(r, dict) and r.get("identifier")
+            ][:50] if isinstance(rows, list) else []
+
+
+def application_template(datasets: list[str], members: list[str],
+                         today: date | None = None) -> dict[str, Any]:
+    """A commented application as POST /api/v1/permits takes it: each field with a
+    `// field` key before it saying what it is (keys starting with `//` are comments,
+    which the API and `spe permit apply` drop)."""
+    from typing import get_args
+
+    from spe.permits.schemas import COMMENT_PREFIX, Form, Purpose
+
+    start = today or date.today()
+    c = COMMENT_PREFIX
+    return {
+        c: "A data permit application (EHDS Arts. 45-46, 67), as POST /api/v1/permits takes "
+           "it. Keys starting with // are comments, ignored by the API. Edit the values, "
+           "then `spe permit apply app.json` (a draft; add --submit to send it to the "
+           "holding institutions' approvers).",
+        f"{c} organisation": "The legal person applying (1-255 characters).",
+        "organisation": "University of Somewhere",
+        f"{c} title": "A short title of the project (3-300 characters).",
+        "title": "Glioma imaging outcomes",
+        f"{c} summary": "What the project does with the data, for the reviewers (required).",
+        "summary": "Survival after glioma resection, by MR features.",
+        f"{c} purpose": "One of the EHDS Art. 53(1) purposes: "
+                        + ", ".join(get_args(Purpose)) + ".",
+        "purpose": "scientific_research",
+        f"{c} declaration": "true declares that no use prohibited by EHDS Art. 54 is "
+                            "intended; submitting needs true.",
+        "declaration": False,
+        f"{c} legal_basis": "The legal basis of the processing (GDPR Art. 6 and 9), free text.",
+        "legal_basis": "GDPR Art. 9(2)(j)",
+        f"{c} form": "The data's form: " + " or ".join(get_args(Form))
+                     + "; pseudonymised needs a justification (EHDS Art. 66).",
+        "form": "anonymised",
+        f"{c} justification": "Why pseudonymised data is needed (required for pseudonymised).",
+        "justification": "",
+        f"{c} ethics_reference": "An ethics committee's reference, if any.",
+        "ethics_reference": "",
+        f"{c} start_date": "The permit's first day (YYYY-MM-DD).",
+        "start_date": str(start),
+        f"{c} end_date": "Its last day: not before start_date, at most five years later.",
+        "end_date": str(start + timedelta(days=365)),
+        f"{c} members": "Other users who work under the permit, as user@issuer (the "
+                        "applicant is a member already); at most 50.",
+        "members": members,
+        f"{c} datasets": "Catalogue dataset ids (GET /api/v1/catalogue, or the /catalogue "
+                         "page); each names its holding institution, whose approver "
+                         "reviews the application. At least one to submit.",
+        "datasets": datasets,
+    }
+
+
+@permit_app.command("template")
+def template(
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", help="A catalogue dataset id to ask for; repeat for several (default: "
+                          "every dataset of the hub's catalogue, when --hub or SPE_HUB_URL "
+                          "names one)")] = None,
+    member: Annotated[list[str] | None, typer.Option(
+        "--member", help="A member besides you (user@issuer); repeat for several")] = None,
+    hub: Hub = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Print a commented application to fill in: `spe permit template > app.json`, edit,
+    `spe permit apply app.json`. Comments are `// field` keys, which apply ignores."""
+    datasets = list(dataset or []) or _catalogue_ids(hub, timeout)
+    _echo_json(application_template(datasets, list(member or [])))
+
 
 
 @permit_app.command("apply")

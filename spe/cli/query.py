@@ -3,14 +3,16 @@ total (or as the hub's JSON): counts, and the federated statistics (a table per 
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 import typer
 from pydantic import ValidationError
+from rich.console import Console
 from rich.table import Table
 
 from spe.cli.http import bearer, hub_url, invalid, read_json, request
-from spe.cli.progress import console
+from spe.cli.progress import console as _stderr
 
 Granularity = Literal["boolean", "count", "stratified", "mean", "quantiles", "histogram",
                       "table", "correlation", "linear", "logistic", "survival"]
@@ -139,7 +141,8 @@ def _result_tables(r: dict) -> list[Table]:
     return tables
 
 
-def print_statistic(body: dict) -> None:
+def print_statistic(body: dict, out: Console | None = None) -> None:
+    console = out or _stderr
     nodes = Table(title=f"{body['kind']} ({body['tier']} tier)")
     for column in ("node", "status", "ms", "n", "notes"):
         nodes.add_column(column, justify="right" if column == "ms" else "left")
@@ -162,9 +165,11 @@ def print_statistic(body: dict) -> None:
         console.print(f"note: {note}")
 
 
-def print_answer(body: dict) -> None:
+def print_answer(body: dict, out: Console | None = None) -> None:
+    """The answer as tables on `out` (`spe query`: standard output)."""
+    console = out or _stderr
     if body["kind"] in STATISTICS:
-        print_statistic(body)
+        print_statistic(body, console)
         return
     table = Table(title=f"{body['kind']} ({body['tier']} tier)")
     for column in ("node", "status", "ms", "answer", "notes"):
@@ -222,7 +227,8 @@ def query(
     url = hub_url(hub)
     resp = request("POST", url, "/api/v1/query", bearer(token), json=body, timeout=timeout,
                    params={"permit": permit} if permit else None)
+    # The results on standard output (`spe query q.json > answer.txt`); errors on stderr.
     if as_json:
-        console.print_json(resp.text)
+        typer.echo(json.dumps(resp.json(), indent=2, ensure_ascii=False))
     else:
-        print_answer(resp.json())
+        print_answer(resp.json(), Console(highlight=False))

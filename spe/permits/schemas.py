@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -15,8 +15,20 @@ UserId = Annotated[str, Field(min_length=3, max_length=320)]
 DatasetId = Annotated[str, Field(min_length=3, max_length=300)]
 
 
+#: Keys of an application that are comments (`spe permit template` writes them): dropped
+#: before validation, so a commented application is accepted as it is.
+COMMENT_PREFIX = "//"
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _without_comments(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items()
+                if not (isinstance(k, str) and k.startswith(COMMENT_PREFIX))}
+    return data
 
 
 class ApplicationIn(_In):
@@ -33,6 +45,11 @@ class ApplicationIn(_In):
     end_date: date
     members: list[UserId] = Field(default_factory=list, max_length=50)  # besides the applicant
     datasets: list[DatasetId] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _comments(cls, data: Any) -> Any:
+        return _without_comments(data)
 
     @model_validator(mode="after")
     def _period(self) -> ApplicationIn:

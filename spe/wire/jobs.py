@@ -184,6 +184,32 @@ class StagingSummary(BaseModel):
     allowed: bool | None = None  # whether policies/jobs lets a job run over it
 
 
+#: Staging's steps in order, with the share of the whole each starts at (the images are
+#: most of the work). A step's own progress fills its share.
+STAGING_STEPS = {"dicom": (0, 80), "fhir": (80, 15), "risk": (95, 5)}
+#: Percent is shown in steps of this, so that it says how far staging is, not how many
+#: files the extract holds.
+PERCENT_STEP = 5
+
+
+class StagingProgress(BaseModel):
+    """How far a job's staging is, while it stages: the step (`STAGING_STEPS`) and the
+    percent of the whole, in steps of `PERCENT_STEP`. No counts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    step: Literal["dicom", "fhir", "risk"]
+    percent: int = Field(ge=0, le=100)
+
+
+def staging_percent(step: str, done: int, total: int) -> int:
+    """The whole staging's percent at `done` of `total` of `step`, in steps of 5."""
+    start, share = STAGING_STEPS.get(step, (0, 0))
+    part = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
+    whole = start + share * part
+    return int(whole // PERCENT_STEP * PERCENT_STEP)
+
+
 class JobStatus(BaseModel):
     """A job at a node, as its researcher, an output checker and the hub see it."""
 
@@ -199,11 +225,12 @@ class JobStatus(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     staging: StagingSummary | None = None
+    progress: StagingProgress | None = None  # while staging
 
 
 __all__ = [
     "ACTIVE", "FINAL", "JOBS_PATH", "LOG_NAME", "MAX_ARCHIVE_BYTES", "MAX_CODE_B64",
     "MAX_CODE_BYTES", "MAX_CODE_FILES", "RAN", "RUNNER_REASONS", "STATES", "CodeTooLarge",
     "InvalidJob", "JobAccepted", "JobRefused", "JobStatus", "JobSubmission", "NoOutputs",
-    "StagingSummary", "decode_code", "public_reason",
+    "StagingProgress", "StagingSummary", "decode_code", "public_reason", "staging_percent",
 ]

@@ -385,7 +385,8 @@ def test_search_by_what_people_type_and_conditions_by_name(page, central, artifa
     conditions = expected["facets"]["condition"]
     assert conditions, "the synthetic data lists ICD-10 categories"
     value, label = conditions[0]["value"], conditions[0]["label"]
-    assert label.startswith(f"{value} ") and len(label) > len(value) + 3
+    assert label.startswith(f"{value} ")
+    assert len(label) > len(value) + 3
     option = facet_option(page, "condition", value)
     expect(page.locator(f'label[for="{option.get_attribute("id")}"] .facet-label')
            ).to_have_text(label)

@@ -93,3 +93,66 @@ def test_spe_query_reports_an_unreachable_hub_and_a_refusal(hub, tmp_path: Path)
     assert refused.exit_code == 1
     assert "HTTP 401" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_spe_query_asks_in_the_permit_tier_under_a_permit(node_servers, tmp_path: Path):
+    """`spe query Q.json --permit PID`: a member gets the permit tier's exact counts, on
+    standard output; a non-member is refused with the hub's reason and exit 1."""
+    from datetime import date, timedelta
+
+    import httpx
+
+    from tests.central import catalogued_central
+
+    sock = bind()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    central_db = f"sqlite:///{tmp_path / 'central.db'}"
+    catalogued_central(central_db, ("site-a", "site-b", "site-c"), patients=40)
+    settings = node_servers.settings.model_copy(update={
+        "oidc_issuer": url, "database_url": central_db,
+        "federation_nodes": node_servers.urls, "data_dir": tmp_path / "central"})
+    issuer = demo_issuer(settings)
+
+    def as_(user: str, role: str, inst: str | None = None) -> dict:
+        return {"Authorization": "Bearer " + issuer.mint(user, [role], institution=inst)}
+
+    with serve(create_central_app(settings), sock), httpx.Client(base_url=url) as api:
+        alice = as_("alice", "researcher")
+        pid = api.post("/api/v1/permits", headers=alice, json={
+            "organisation": "Uni", "title": "Rare disease counts", "summary": "s",
+            "declaration": True, "start_date": str(date.today()),
+            "end_date": str(date.today() + timedelta(days=90)),
+            "datasets": ["site-a/imaging-and-clinical-records",
+                         "site-b/imaging-and-clinical-records"]}).json()["id"]
+        assert api.post(f"/api/v1/permits/{pid}/submit", headers=alice).is_success
+        for site, user in (("site-a", "bob"), ("site-b", "bea")):
+            assert api.post(f"/api/v1/permits/{pid}/reviews", json={"decision": "approve"},
+                            headers=as_(user, "approver", site)).is_success
+        issued = api.post(f"/api/v1/permits/{pid}/issue", json={"reason": "ok"},
+                          headers=as_("hilde", "hdab"))
+        assert issued.json()["pushed"] == {"site-a": "delivered", "site-b": "delivered"}
+
+        query = tmp_path / "q.json"
+        query.write_text(json.dumps({"where": {"type": "condition", "system": "icd-10",
+                                               "code": RARE}}))
+        token = issuer.mint("alice", ["researcher"])
+        result = run(str(query), "--hub", url, "--token", token, "--permit", pid)
+        assert result.exit_code == 0, result.output
+        out = result.stdout
+        assert "count (permit tier)" in out  # on standard output, not standard error
+        site_a = next(line for line in out.splitlines() if "site-a" in line)
+        assert " 3 " in site_a, site_a
+        assert "≈" not in site_a, site_a
+        assert "suppressed" not in site_a, site_a
+        assert "unknown to this node" in next(
+            line for line in out.splitlines() if "site-c" in line)
+
+        as_json = run(str(query), "--hub", url, "--token", token, "--permit", pid, "--json")
+        assert as_json.exit_code == 0, as_json.output
+        assert json.loads(as_json.stdout)["tier"] == "permit"
+
+        stranger = run(str(query), "--hub", url, "--permit", pid, "--token",
+                       issuer.mint("mallory", ["researcher"]))
+        assert stranger.exit_code == 1
+        assert "refused" in stranger.output
+        assert "Traceback" not in stranger.output

@@ -244,3 +244,52 @@ def test_an_unreachable_hub_exits_1(tmp_path: Path):
         assert result.exit_code == 1, (args, result.output)
         assert f"cannot reach the hub at {DOWN}" in result.output
         assert "Traceback" not in result.output
+
+
+# ---- `spe permit template` ----------------------------------------------------------------
+
+
+def test_the_template_is_accepted_as_is_by_apply_and_the_api(central, tmp_path: Path):
+    """The template, written as `spe permit template > app.json` would, is a commented
+    application that `spe permit apply app.json` and POST /api/v1/permits take unedited;
+    with the declaration made, it submits to the catalogue's institutions."""
+    import httpx
+
+    made = CliRunner().invoke(app, ["permit", "template", "--hub", central.url])
+    assert made.exit_code == 0, made.output
+    data = json.loads(made.stdout)
+    comments = [k for k in data if k.startswith("//")]
+    assert comments, data  # commented ...
+    fields = {k for k in data if not k.startswith("//")}
+    for field in fields:  # ... field by field, in the API's own names
+        assert f"// {field}" in data, field
+    assert {"start_date", "end_date", "datasets", "purpose", "form"} <= fields
+    assert "period" not in fields
+    assert DATASET_A in data["datasets"]  # from the hub's catalogue
+    path = tmp_path / "app.json"
+    path.write_text(made.stdout)
+
+    applied = run("apply", str(path), "--json", *as_(central, "alice", "researcher"))
+    assert applied.exit_code == 0, applied.output
+    draft = json.loads(applied.stdout)
+    assert draft["status"] == "draft"
+    assert draft["title"] == data["title"]
+    assert sorted(d["dataset"] for d in draft["datasets"]) == sorted(data["datasets"])
+
+    direct = httpx.post(f"{central.url}/api/v1/permits", json=data, headers={
+        "Authorization": f"Bearer {central.token('alice', 'researcher')}"})
+    assert direct.status_code == 201, direct.text
+
+    path.write_text(json.dumps({**data, "declaration": True}))
+    submitted = run("apply", str(path), "--submit", *as_(central, "alice", "researcher"))
+    assert submitted.exit_code == 0, submitted.output
+    assert "submitted (waiting for site-a, site-b, site-c)" in submitted.output
+
+
+def test_the_template_takes_datasets_and_members(tmp_path: Path):
+    made = CliRunner().invoke(app, ["permit", "template", "--dataset", DATASET_B,
+                                    "--member", "carol@example.org"], env={"SPE_HUB_URL": ""})
+    assert made.exit_code == 0, made.output
+    data = json.loads(made.stdout)
+    assert data["datasets"] == [DATASET_B]
+    assert data["members"] == ["carol@example.org"]

@@ -53,6 +53,7 @@ from spe.wire.jobs import (
     LOG_NAME,
     MAX_CODE_B64,
     RAN,
+    STAGING,
     SUCCEEDED,
     TOO_LARGE_RESPONSE,
     InvalidJob,
@@ -61,6 +62,7 @@ from spe.wire.jobs import (
     JobStatus,
     JobSubmission,
     NoOutputs,
+    StagingProgress,
     StagingSummary,
     decode_code,
     public_reason,
@@ -86,6 +88,11 @@ def staging_summary_path(work_dir: Path, job_id: str) -> Path:
     """Where the node's stage step leaves a summary of the job's extract (outside the job's
     own folder, which the worker empties before each attempt)."""
     return work_dir / f"{job_id}.staging.json"
+
+
+def staging_progress_path(work_dir: Path, job_id: str) -> Path:
+    """Where the worker leaves how far the job's staging is (`StagingProgress`)."""
+    return work_dir / f"{job_id}.progress.json"
 
 
 def _audit_own(request: Request, **entry: Any) -> None:
@@ -177,11 +184,19 @@ def status_of(job: NodeJob, node_id: str, work_dir: Path | None) -> JobStatus:
                 staging_summary_path(work_dir, job.id).read_text())
         except (OSError, ValueError):
             staging = None
+    progress = None
+    if work_dir is not None and job.state == STAGING:
+        try:
+            progress = StagingProgress.model_validate_json(
+                staging_progress_path(work_dir, job.id).read_text())
+        except (OSError, ValueError):
+            progress = None
     return JobStatus(
         job_id=job.id, node_id=node_id, pid=job.pid, state=job.state,
         attempts=job.attempts, reason=public_reason(job.reason),
         created_at=_iso(job.created_at) or "",
-        started_at=_iso(job.started_at), finished_at=_iso(job.finished_at), staging=staging)
+        started_at=_iso(job.started_at), finished_at=_iso(job.finished_at), staging=staging,
+        progress=progress)
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.node.config import NodeConfig
 from gateway.node.index.repository import last_sync_run, study_uids
 from gateway.node.jobs import staging
-from gateway.node.jobs.endpoints import staging_summary_path
+from gateway.node.jobs.endpoints import staging_progress_path, staging_summary_path
 from gateway.node.jobs.models import NodeJob
 from gateway.node.jobs.staging_errors import RiskRefused, StagingError
 from gateway.node.jobs.worker import StagingProgress, Worker
@@ -61,7 +61,8 @@ def make_stage(config: NodeConfig, settings: Settings, policy: PolicyService,
         staged = staging.stage(permit, node=config, settings=settings, policy=policy,
                                cache_dir=cache_dir_of(settings, config.node_id),
                                data_version=version, workers=settings.staging_workers,
-                               studies=studies, progress=StagingProgress(job))
+                               studies=studies, progress=StagingProgress(
+                                   job, path=staging_progress_path(work_dir, job.id)))
         risk = staged.report.get("risk")
         risk = risk if isinstance(risk, dict) else {}
         reduction = risk.get("reduction") or {}

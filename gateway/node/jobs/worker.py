@@ -16,6 +16,7 @@ No HTTP here: the hub side talks to the node, the node's database talks to the w
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -52,6 +53,7 @@ from spe.wire.jobs import (
     SUCCEEDED,
     TAKEN,
     TIMED_OUT,
+    staging_percent,
 )
 
 log = logging.getLogger(__name__)
@@ -118,23 +120,49 @@ def _verdicts(report: dict[str, Any] | None, limit: int = 50) -> dict[str, Any]:
 class StagingProgress:
     """Staging's progress callback (jobs/staging.py: step, done, total) as log lines of
     the job: each step's start and end, and in between at most one line every
-    `every` seconds, so a long retrieval from a PACS shows it moves."""
+    `every` seconds, so a long retrieval from a PACS shows it moves. With `path`, also
+    the whole staging's percent (`spe.wire.jobs.StagingProgress`, no counts) written
+    there at most every `write_every` seconds, which the node's job status reads."""
 
-    def __init__(self, job: NodeJob, *, every: float = 10.0) -> None:
+    def __init__(self, job: NodeJob, *, every: float = 10.0, path: Path | None = None,
+                 write_every: float = 1.0) -> None:
         self.fields = {"job": job.id, "permit": job.pid,
                        "attempt": getattr(job, "attempts", None)}
         self.every = every
+        self.path = path
+        self.write_every = write_every
         self._last: dict[str, float] = {}
+        self._written: tuple[str, int] | None = None
+        self._written_at = 0.0
 
     def __call__(self, step: str, done: int, total: int) -> None:
         now = time.monotonic()
         first, last = step not in self._last, done >= total
+        if self.path is not None:
+            self._write(step, staging_percent(step, done, total), now, first or last)
         if not (first or last or now - self._last[step] >= self.every):
             return
         self._last[step] = now
         log.info("job %s: staging %s %d/%d", self.fields["job"], step, done, total,
                  extra={**self.fields, "event": "staging.progress", "step": step,
                         "done": done, "total": total})
+
+    def _write(self, step: str, percent: int, now: float, force: bool) -> None:
+        if self._written == (step, percent) or not (
+                force or now - self._written_at >= self.write_every):
+            return
+        assert self.path is not None
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(json.dumps({"step": step, "percent": percent}))
+            os.replace(tmp, self.path)
+        except OSError:  # progress is a courtesy: staging goes on without it
+            log.warning("job %s: staging progress not written", self.fields["job"])
+            return
+        self._written, self._written_at = (step, percent), now
 
 
 def _tree_size(root: Path) -> tuple[int, int]:
