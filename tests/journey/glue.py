@@ -205,16 +205,15 @@ COMMANDS: dict[str, str] = {
         "spe federation remove site-c --reason 'maintenance'",
     "spe federation add NODE URL [--reason R]": "spe federation add site-c {node_c}",
     "spe users list": "spe users list",
-    "spe users suspend UID --reason R": "spe users suspend {carol_uid} --reason 'left the project'",
+    "spe users suspend UID --reason R":
+        "spe users suspend {carol_uid} --reason 'left the project'",
     "spe users reinstate UID [--reason R]": "spe users reinstate {carol_uid}",
-    "spe audit verify --node NODE [--node-database-url URL]":
+    "spe audit verify --node NODE [--node-database-url URL]":  # once the hub has witnessed
         "spe audit verify --node site-a",
     "spe sandbox run --extract DIR --code DIR --output DIR [--entry main.py] [--cpu-seconds N "
     "--memory-mb N --processes N --open-files N --file-size-mb N --output-mb N --scratch-mb N "
     "--wall-seconds N] [--json]":
-        "spe audit verify --node NODE [--node-database-url URL]":
-        "spe audit verify --node site-a",
-    "spe sandbox run --extract {demo}/synth/site-a --code {work}/code "
+        "spe sandbox run --extract {demo}/synth/site-a --code {work}/code "
         "--output {work}/sandbox-out",
     "spe serve central|node [--host H] [--port P] [--tls-cert F --tls-key F]":
         "spe serve central --port {free_port}",
