@@ -1,0 +1,267 @@
+"""The glue between the journey tests and what they drive, kept in one place so a change of
+a page's selectors, of the demo's environment file or of a README command needs one edit.
+
+- Where the demo writes the `export` lines a user needs (`ENV_FILE`), and what the tests
+  fall back to while it writes none (`fallback_env`).
+- How a page signs a person in (`sign_in`) and its shared navigation (`NAV`, `nav_click`).
+- The README "Commands" table parsed (`readme_commands`), and, for each command form it
+  lists, the concrete command run (`COMMANDS`) or why it is skipped here (`SKIPS`).
+- Which steps wait on work not merged yet (`PENDING`): those are `xfail(strict=False)`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from spe.settings import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+
+# ---- the demo's environment ----------------------------------------------------------------
+
+#: The file in the demo's data dir holding `export NAME=value` lines (cli19).
+ENV_FILE = "spe.env"
+
+
+def parse_exports(text: str) -> dict[str, str]:
+    """`export NAME=value` lines (shell-quoted values) as a dict."""
+    env = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("export "):
+            continue
+        for word in shlex.split(line[len("export "):]):
+            if "=" in word:
+                name, value = word.split("=", 1)
+                env[name] = value
+    return env
+
+
+def fallback_env(url: str, data_dir: Path, tokens: dict[str, str]) -> dict[str, str]:
+    """What a user needs today (main) to point the CLI at the demo; the demo prints none of
+    it (issue 19, item 6), so the test sets it as the demo's own settings are."""
+    return {"SPE_HUB_URL": url, "SPE_TOKEN": tokens["researcher"],
+            "SPE_DATA_DIR": str(data_dir), "SPE_OIDC_ISSUER": url,
+            "SPE_PKI_DIR": str(data_dir / "pki")}
+
+
+# ---- pages ---------------------------------------------------------------------------------
+
+#: The shared navigation's links (pages19): `a[data-nav=NAME]` on every page.
+NAV = ("home", "catalogue", "query", "permits", "permit-new", "jobs", "airlock", "docs")
+
+
+def nav_link(page, name: str):
+    return page.locator(f'[data-nav="{name}"]').first
+
+
+def nav_click(page, name: str, fallback: str | None = None) -> None:
+    """Follow the shared navigation's link `name`; while a page has none (main), its own link
+    `a[href$=fallback]` or `[data-testid=fallback]`."""
+    link = nav_link(page, name)
+    if link.count() == 0 and fallback is not None:
+        link = page.locator(fallback).first
+    link.click()
+
+
+def sign_in(page, token: str, who: str | None = None) -> None:
+    """Sign in as the page does: paste the token into its box (the pages keep it in the
+    tab's sessionStorage). Nothing to do when the page already shows someone signed in."""
+    from playwright.sync_api import expect
+
+    form = page.get_by_test_id("signin-form")
+    signed = page.get_by_test_id("signed-in")
+    expect(form.or_(signed).first).to_be_visible()
+    if signed.is_visible():
+        return
+    page.get_by_label("Bearer token").fill(token)
+    page.get_by_test_id("signin").click()
+    expect(signed).to_be_visible()
+    if who:
+        expect(page.locator("#who")).to_contain_text(who)
+
+
+# ---- the README's commands -----------------------------------------------------------------
+
+
+def _command_path(span: str) -> list[str]:
+    words = []
+    for word in span.split():
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", word):
+            break
+        words.append(word)
+    return words
+
+
+def readme_commands(text: str | None = None) -> list[str]:
+    """Every command form of the README's "Commands" table, in its order: the spans of a row
+    after the first are its group's subcommands (`submit PID` of `spe permit ...`) or its
+    first command's options (`--ca-only` of `spe pki init`), written out in full."""
+    text = README.read_text() if text is None else text
+    section = text.split("\n## Commands\n", 1)[1]
+    forms = []
+    rows = section.lstrip("\n").splitlines()[2:]  # past the header and its rule
+    for line in rows:
+        if not line.startswith("|"):
+            break
+        cell = line.split(" | ", 1)[0]
+        spans = [s.replace("\\|", "|") for s in re.findall(r"`([^`]+)`", cell)]
+        if not spans:
+            continue
+        first = spans[0]
+        forms.append(first)
+        for span in spans[1:]:
+            if span.startswith("spe "):
+                forms.append(span)
+            elif span.startswith("-"):
+                forms.append(" ".join([*_command_path(first), span]))
+            else:
+                forms.append(" ".join([*first.split()[:2], span]))
+    return forms
+
+
+def required_options(form: str) -> list[str]:
+    """The `--options` of a form outside its [optional] parts."""
+    while True:
+        stripped = re.sub(r"\[[^\[\]]*\]", "", form)
+        if stripped == form:
+            break
+        form = stripped
+    return [w for w in form.split() if w.startswith("--")]
+
+
+def command_path(form: str) -> list[str]:
+    """The leading words of a form that every run of it must start with (`spe permit show`)."""
+    return _command_path(form)
+
+
+#: README form -> the command run, `{name}` filled from the values earlier steps gave.
+#: Ordered: a step may use what an earlier one made (PID, JOB_ID, CSR, ...).
+COMMANDS: dict[str, str] = {
+    "spe synth --institutions 3 --patients 300 --seed 1 --out DIR":
+        "spe synth --institutions 3 --patients 300 --seed 1 --out {work}/synth",
+    "spe node sync --database-url URL --dicom SPEC --fhir SPEC":
+        "spe node sync --database-url sqlite:///{work}/node.db "
+        "--dicom folder:{demo}/synth/site-a/dicom --fhir ndjson:{demo}/synth/site-a/fhir",
+    "spe token --user alice --role researcher [--institution site-a]":
+        "spe token --user alice --role researcher",
+    "spe audit verify [--database-url URL] [--target central|node] [--witness FILE] [--key PEM]":
+        "spe audit verify",
+    "spe audit witness --node NODE [--out FILE]":
+        "spe audit witness --node site-a --out {work}/witness-site-a.json",
+    "spe audit prune": "spe audit prune",
+    "spe db upgrade --target central|node [--url URL]":
+        "spe db upgrade --target node --url sqlite:///{work}/node.db",
+    "spe policy test": "spe policy test",
+    "spe deid dicom SRC DST --key-file F [--permit ID] [--option NAME ...] "
+    "[--safe-private LIST.json] [--workers N] [--report R.json]":
+        "spe deid dicom {demo}/synth/site-a/dicom {work}/deid-dicom "
+        "--key-file {work}/pseudonym.key",
+    "spe deid fhir SRC DST --key-file F [--permit ID] [--rules RULES.json] [--workers N] "
+    "[--report R.json]":
+        "spe deid fhir {demo}/synth/site-a/fhir {work}/deid-fhir --key-file {work}/pseudonym.key",
+    "spe identity client-jwks --key hub.key [--kid K]":
+        "spe identity client-jwks --key {demo}/pki/hub.key",
+    "spe catalogue harvest --node URL [--node URL ...] [--token T]":
+        "spe catalogue harvest --node {node_a}",
+    "spe query QUERY.json [--granularity boolean|count|stratified] [--by STRATUM] [--json]":
+        "spe query {work}/query.json",
+    "spe permit apply APP.json [--submit]": "spe permit apply {work}/app.json",
+    "spe permit submit PID": "spe permit submit {pid}",
+    "spe permit show PID": "spe permit show {pid}",
+    "spe permit list [--mine] [--status S ...]": "spe permit list",
+    "spe permit approve PID [--condition C ...]": "spe permit approve {pid}",
+    "spe permit issue|refuse|suspend|resume|revoke PID [--reason R]": "spe permit issue {pid}",
+    "spe job submit --permit PID CODE_DIR [--entry main.py] [--node site-a ...] "
+    "[--wall-seconds N --memory-mb N ...]": "spe job submit --permit {pid} {work}/code",
+    "spe job status JOB_ID [--json]": "spe job status {job}",
+    "spe job outputs JOB_ID [--json]": "spe job outputs {job}",
+    "spe job logs JOB_ID": "spe job logs {job}",
+    "spe job download JOB_ID [--to DIR] [--node site-a]": "spe job download {job} --to {work}/out",
+    "spe job cancel JOB_ID": "spe job cancel {job2}",
+    "spe permit amend PID [--member U] [--dataset D] --reason R":
+        "spe permit amend {pid} --member {carol} --reason 'Carol joins the analysis'",
+    "spe permit reject|changes PID --reason R":
+        "spe permit changes {pid2} --reason 'Say which years'",
+    "spe risk EXTRACT [--k 5] [--max-risk 0.09] [--reduce [--out DIR]] [--json]":
+        "spe risk {demo}/synth/site-a",
+    "spe pki init --out DIR --node site-a [--node ...] [--hub hub] "
+    "[--host site-a=node-a.example.org ...] [--days 825] [--force]":
+        "spe pki init --out {work}/pki --node site-a",
+    "spe pki init --ca-only": "spe pki init --out {work}/ca --ca-only",
+    "spe pki request --name site-a --out DIR [--host node-a.example.org ...] [--rotate]":
+        "spe pki request --name site-a --out {work}/site-a",
+    "spe pki sign CSR --ca DIR [--role node|hub] [--days 825] [--out CERT]":
+        "spe pki sign {work}/site-a/site-a.csr --ca {work}/ca --out {work}/site-a/site-a.crt",
+    "spe pki install CERT --dir DIR [--ca-cert ca.crt] [--hub-cert hub.crt]":
+        "spe pki install {work}/site-a/site-a.crt --dir {work}/site-a --ca-cert {work}/ca/ca.crt",
+    "spe pki list --ca DIR": "spe pki list --ca {work}/ca",
+    "spe pki revoke SERIAL|CERT --ca DIR --reason R":
+        "spe pki revoke {work}/site-a/site-a.crt --ca {work}/ca --reason superseded",
+    "spe federation list": "spe federation list",
+    "spe federation remove NODE [--revoke] [--reason R]":
+        "spe federation remove site-c --reason 'maintenance'",
+    "spe federation add NODE URL [--reason R]": "spe federation add site-c {node_c}",
+    "spe users list": "spe users list",
+    "spe users suspend UID --reason R":
+        "spe users suspend {carol_uid} --reason 'left the project'",
+    "spe users reinstate UID [--reason R]": "spe users reinstate {carol_uid}",
+    "spe audit verify --node NODE [--node-database-url URL]":  # once the hub has witnessed
+        "spe audit verify --node site-a",
+    "spe sandbox run --extract DIR --code DIR --output DIR [--entry main.py] [--cpu-seconds N "
+    "--memory-mb N --processes N --open-files N --file-size-mb N --output-mb N --scratch-mb N "
+    "--wall-seconds N] [--json]":
+        "spe sandbox run --extract {demo}/synth/site-a --code {work}/code "
+        "--output {work}/sandbox-out",
+    "spe serve central|node [--host H] [--port P] [--tls-cert F --tls-key F]":
+        "spe serve central --port {free_port}",
+    "spe node worker [--concurrency N] [--name NAME]": "spe node worker",
+}
+
+#: README form -> why it is not run here.
+SKIPS: dict[str, str] = {
+    "spe demo [--orthanc] [--patients N] [--institutions N]":
+        "run by the session fixture (spe demo --data-dir TMP --port FREE --institutions 3 "
+        "--patients 60): it is the demo every other command talks to",
+    "spe identity check":
+        "needs an OpenID Connect provider with a client registered for the centre "
+        "(SPE_OIDC_TOKEN_URL, SPE_OIDC_CLIENT_ID): the demo has only its own issuer "
+        "(tests/identity runs it against a real provider)",
+}
+
+#: Commands that are services: started, seen alive (and healthy), stopped with Ctrl-C.
+SERVICES = {"spe serve central|node [--host H] [--port P] [--tls-cert F --tls-key F]",
+            "spe node worker [--concurrency N] [--name NAME]"}
+
+#: Commands run in the background from the start (slow, independent), checked at the end.
+BACKGROUND = {"spe synth --institutions 3 --patients 300 --seed 1 --out DIR",
+              "spe policy test"}
+
+#: Who runs a command (a key of the demo's tokens.json), when not the researcher.
+AS_ROLE: dict[str, str] = {
+    "spe permit approve PID [--condition C ...]": "approver",
+    "spe permit issue|refuse|suspend|resume|revoke PID [--reason R]": "hdab",
+    "spe permit reject|changes PID --reason R": "approver",
+    "spe federation list": "admin",
+    "spe federation remove NODE [--revoke] [--reason R]": "admin",
+    "spe federation add NODE URL [--reason R]": "admin",
+    "spe users list": "admin",
+    "spe users suspend UID --reason R": "admin",
+    "spe users reinstate UID [--reason R]": "admin",
+}
+
+#: Steps that wait on work of issue 19 not merged yet: name -> reason (xfail, not strict).
+PENDING: dict[str, str] = {
+    "env-file": "cli19: the demo writes var/demo/spe.env and prints its export lines",
+    "permit-template": "permits19: `spe permit template` writes a valid application",
+    "query-permit": "permits19: `spe query --permit PID`",
+    "job-list": "permits19: `spe job list`",
+    "home": "pages19: a home page at / with the shared navigation (data-nav links)",
+    "one-request": "airlock19: one airlock request per job, reviewed once by two checkers",
+}
+
+__all__ = ["AS_ROLE", "BACKGROUND", "COMMANDS", "ENV_FILE", "NAV", "PENDING", "README",
+           "SERVICES", "SKIPS", "command_path", "fallback_env", "nav_click", "nav_link",
+           "parse_exports", "readme_commands", "required_options", "sign_in"]
