@@ -110,6 +110,6 @@ def invalid(what: str, exc: ValidationError) -> typer.Exit:
     lines = []
     for e in exc.errors():
         where = field_name(e["loc"])
-        what = human_message(e)  # type: ignore[arg-type]
-        lines.append(f"  {where}: {what}" if e["loc"] else f"  {what}")
+        message = human_message(e)  # type: ignore[arg-type]
+        lines.append(f"  {where}: {message}" if e["loc"] else f"  {message}")
     return fail(f"{what} is not valid:\n" + "\n".join(lines))

@@ -137,7 +137,12 @@ def token(
     running demo publishes ($SPE_DATA_DIR/keys), for its issuer URL; never makes a key."""
     from spe.cli.demo_env import ENV_FILE_NAME, read_env_file, source_hint
     from spe.identity import IssuerKeyMissing, demo_issuer
+    from spe.identity.issuer import check_claims
 
+    try:  # the arguments first: a wrong role is the user's to fix whatever the key
+        check_claims(role, institution)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     settings = load_settings()
     if settings.oidc_jwks_url:
         raise fail("tokens come from the identity provider at SPE_OIDC_ISSUER, not from spe")

@@ -28,6 +28,15 @@ class IssuerKeyMissing(Exception):
         self.path = path
 
 
+def check_claims(roles: list[str], institution: str | None) -> None:
+    """ValueError, in words for the CLI, when the roles cannot make a usable token."""
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValueError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
+    if "approver" in roles and not institution:
+        raise ValueError("an approver acts for one institution: give --institution")
+
+
 class DemoIssuer:
     def __init__(self, key_path: Path, issuer: str, audience: str, *,
                  create: bool = True) -> None:
@@ -68,11 +77,7 @@ class DemoIssuer:
         ttl_seconds: int = 3600,
         name: str | None = None,
     ) -> str:
-        unknown = sorted(set(roles) - set(ROLES))
-        if unknown:
-            raise ValueError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
-        if "approver" in roles and not institution:
-            raise ValueError("an approver acts for one institution: give --institution")
+        check_claims(roles, institution)
         now = int(time.time())
         claims = {
             "iss": self.issuer,

@@ -77,7 +77,7 @@ def test_spe_node_sync_prints_files_indexed_of_the_total_and_the_skipped(synth_r
 
 def test_spe_catalogue_harvest_prints_each_nodes_progress(tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
-    result = spe("catalogue", "harvest", "--node", dead, "--database-url",
+    result = spe("catalogue", "harvest", "--node", dead, "--token", "t", "--database-url",
                  f"sqlite:///{tmp_path / 'central.db'}", tmp=tmp_path)
     assert result.returncode == 1
     lines = lines_of(result.stderr, f"harvest {dead}:")

@@ -46,12 +46,14 @@ def test_token_command_rejects_unknown_role(monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["token", "--user", "a", "--role", "superuser"])
     assert result.exit_code == 2
     assert "unknown role" in result.output
+    assert not (tmp_path / "keys").exists()  # the CLI never makes a key of its own
 
 
 def test_token_command_mints_a_verifiable_token(monkeypatch, tmp_path):
-    from spe.identity import make_verifier
+    from spe.identity import demo_issuer, make_verifier
 
     monkeypatch.setenv("SPE_DATA_DIR", str(tmp_path))
+    demo_issuer(Settings(data_dir=tmp_path))  # the key the running service publishes
     result = CliRunner().invoke(app, ["token", "--user", "bob", "--role", "approver",
                                       "--institution", "site-a"])
     assert result.exit_code == 0, result.output
