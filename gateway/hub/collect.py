@@ -125,7 +125,8 @@ async def _collect_part(ctx: AppContext, hub: Hub, job: CentralJob, node_id: str
                                        "the node's outputs were refused", detail, state)
     return await run_in_threadpool(_record, ctx, job.id, node_id, outputs,
                                    "collected" if state == SUCCEEDED
-                                   else f"the job {state}: its log collected", "", state)
+                                   else f"no outputs: the job {state}; its log collected",
+                                   "", state)
 
 
 async def _collector_call(hub: Hub, job: CentralJob, node_id: str, node_job: str,
@@ -226,6 +227,10 @@ def _record(ctx: AppContext, job_id: str, node_id: str, outputs: JobOutputs | No
                     requester=job.user_id, output_dir=incoming, storage_dir=storage,
                     rules=rules, policy=ctx.policy, audit=ctx.audit, awaiting=awaiting)
                 details["node_blocked"] = _merge_node_report(request, outputs)
+                # What the site sent, in the hub's words: a part that did not succeed sent
+                # its log alone, so its section says it has no outputs (and no verdict).
+                request.sites = [{**x, "outcome": outcome} if x.get("node_id") == node_id
+                                 else x for x in request.sites]
                 session.flush()
                 request_id = request.id
                 details["request"] = request_id

@@ -7,12 +7,13 @@ download are `spe.airlock.review`.
 """
 
 from spe.airlock.checks import check_outputs
-from spe.airlock.report import AirlockReport, FileVerdict, Place, Verdict
+from spe.airlock.report import NO_VERDICT, AirlockReport, FileVerdict, Place, Verdict
 from spe.airlock.rules import AirlockPolicyError, OutputRules, rules_from_policy
 from spe.airlock.tables import dominance_violated, p_ratio_violated
 from spe.airlock.terms import ExtractTerms, cached_terms, terms_from_extract
 
 __all__ = [
+    "NO_VERDICT",
     "AirlockPolicyError",
     "AirlockReport",
     "ExtractTerms",

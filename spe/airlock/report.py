@@ -16,10 +16,14 @@ from pydantic import BaseModel, Field
 Verdict = Literal["pass", "review", "blocked"]
 
 _RANK: dict[str, int] = {"pass": 0, "review": 1, "blocked": 2}
+#: What is shown, instead of a verdict, for outputs that are not there (a job that left
+#: nothing, or whose part failed so that only its log leaves): nothing passed a check.
+NO_VERDICT = "none"
 
 
 def worst(*verdicts: Verdict) -> Verdict:
-    """The strictest of the verdicts ("pass" for none)."""
+    """The strictest of the verdicts ("pass" for none: the checks' internal starting point;
+    what is shown to people for no outputs is `AirlockReport.shown_verdict`'s "none")."""
     return max(verdicts, key=_RANK.__getitem__, default="pass")
 
 
@@ -113,6 +117,11 @@ class AirlockReport(BaseModel):
         self.files.sort(key=lambda f: f.path)
         self.verdict = worst(self.verdict, *(f.verdict for f in self.files))
         return self
+
+    def shown_verdict(self) -> str:
+        """The verdict to show for these outputs: `verdict`, or `NO_VERDICT` ("none") when
+        there is nothing to have one (no file and no report-wide reason), never "pass"."""
+        return self.verdict if self.files or self.reasons else NO_VERDICT
 
     def file(self, path: str) -> FileVerdict:
         for entry in self.files:

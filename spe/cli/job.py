@@ -193,9 +193,14 @@ def outputs(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson
         for review in req["reviews"]:
             out.print(f"  {review['decision']} by {review['reviewer']}"
                       + (f": {review['reason']}" if review["reason"] else ""))
+        outcomes = {s["node_id"]: s.get("outcome") for s in req.get("sites") or []}
         for site in _site_ids(req):
             files = [f for f in req["files"] if f["node_id"] == site]
-            out.print(f"  {site}:")
+            outcome = outcomes.get(site)
+            # A part that did not succeed has no outputs (its log is not one): say so,
+            # rather than let its log's verdict read as the part's.
+            out.print(f"  {site}:" + (f" {outcome}" if outcome and outcome != "collected"
+                                      else ""))
             if not files:
                 out.print("    its files are named once released"
                           if req["state"] not in ("released", "closed") else "    no files")

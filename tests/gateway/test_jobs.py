@@ -543,7 +543,7 @@ def test_a_failed_part_sends_its_log_alone(federation, permit, tmp_path):
     node = body["nodes"][0]
     assert node["state"] == "failed"
     assert node["reason"] == EXITED_WITH_ERROR
-    assert node["outputs"] == "the job failed: its log collected"
+    assert node["outputs"] == "no outputs: the job failed; its log collected"
     request = hub.get(f"/api/v1/airlock/requests/{node['airlock']}",
                       headers=hub.as_("olga", "output_checker")).json()
     assert [(f["path"], f["size"]) for f in request["files"]] == [(LOG_NAME, 0)]

@@ -198,8 +198,11 @@
           j.id)),
         el("td", {}, j.permit),
         el("td", {}, when(j.created_at)),
-        el("td", {}, j.nodes.map((n) => el("span", {className: "inst"},
-          `${n.node_id}: ${n.submitted || n.state}`)))))));
+        // Each institution's state as the hub knows it now (a finished part's final
+        // state), not how its submission went ("queued" for ever).
+        el("td", {}, j.nodes.map((n) => el("span", {className: "inst",
+          dataset: {testid: "job-row-node", node: n.node_id, state: n.state}},
+          `${n.node_id}: `, badge("state", n.state, STATE, "job-row-state")))))));
   }
 
   async function showList() {
@@ -318,10 +321,16 @@
         r.state === "released" || r.state === "closed" ? "No files were released."
           : "The files, the job's log among them, are named here once released.");
     }
+    const outcomes = Object.fromEntries((r.sites || []).map((s) => [s.node_id, s.outcome]));
     return siteIds(r).map((node) => {
       const files = r.files.filter((f) => f.node_id === node);
+      const outcome = outcomes[node];
+      // A part that did not succeed has no outputs (its log is not one): said so, so that
+      // its log's verdict does not read as the part's.
       return el("section", {className: "site", dataset: {testid: "output-site", node}},
         el("h4", {}, `From ${node}`),
+        outcome && outcome !== "collected" ? el("p", {className: "note",
+          dataset: {testid: "site-outcome"}}, outcome) : null,
         files.length ? siteFiles(r, files) : el("p", {className: "note"}, "No files."));
     });
   }

@@ -37,7 +37,13 @@ from gateway.node.jobs import repository as repo
 from gateway.node.jobs.models import NodeJob
 from gateway.node.permits.facts import permit_facts
 from gateway.node.trust import HubCall, HubCaller
-from spe.airlock import AirlockPolicyError, OutputRules, check_outputs, rules_from_policy
+from spe.airlock import (
+    NO_VERDICT,
+    AirlockPolicyError,
+    OutputRules,
+    check_outputs,
+    rules_from_policy,
+)
 from spe.airlock.report import Place, places_from, worst
 from spe.airlock.review.storage import NotCopied, read_regular
 from spe.db import session_scope
@@ -271,7 +277,9 @@ def collect_outputs(job: NodeJob, output_dir: Path, rules: OutputRules, *,
     if fresh.reasons:
         fresh.verdict = "blocked"
     return JobOutputs(job_id=job.id, node_id="", pid=job.pid, user_id=job.user_id,
-                      verdict=fresh.verdict, reasons=fresh.reasons,
+                      # a failed part's log is no outputs: no verdict ("none")
+                      verdict=NO_VERDICT if log_only else fresh.shown_verdict(),
+                      reasons=fresh.reasons,
                       report=[f.model_dump(mode="json") for f in fresh.files],
                       files=files)
 

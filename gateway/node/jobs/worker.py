@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.node.jobs import repository as repo
 from gateway.node.jobs.models import NodeJob
 from gateway.node.jobs.staging_errors import RiskRefused
-from spe.airlock import OutputRules, cached_terms, check_outputs
+from spe.airlock import NO_VERDICT, OutputRules, cached_terms, check_outputs
 from spe.audit import AuditLog
 from spe.db import session_scope
 from spe.private_files import make_private
@@ -284,7 +284,7 @@ class Worker:
         seconds = time.monotonic() - started
         ended = self._fields(job, event="job.end", state=outcome.state,
                              duration_ms=round(seconds * 1000), reason=outcome.reason or None,
-                             verdict=(outcome.result or {}).get("verdict"))
+                             verdict=(outcome.result or {}).get("verdict") or NO_VERDICT)
         if outcome.state == SUCCEEDED:
             log.info("job %s ended: %s", job.id, outcome.state, extra=ended)
         else:
@@ -374,8 +374,12 @@ class Worker:
             report.block(unreadable)
             report.finish()
         state = _SANDBOX_STATES[sandbox.state]
+        # The verdict shown (the job's end in the logs, the audit) is of what leaves: a
+        # part that did not succeed sends its log alone, so it has no outputs and no
+        # verdict ("none", not the "pass" of an empty set); each file's is in "airlock".
         result = {"sandbox": sandbox.to_dict(), "airlock": report.model_dump(mode="json"),
-                  "verdict": report.verdict, "log": LOG_NAME}
+                  "verdict": report.shown_verdict() if state == SUCCEEDED else NO_VERDICT,
+                  "log": LOG_NAME}
         # The node's record keeps no copy of what the job printed: that is in the log file.
         result["sandbox"].pop("stdout_tail", None)
         result["sandbox"].pop("stderr_tail", None)
@@ -389,7 +393,7 @@ class Worker:
 
     def _finish(self, job: NodeJob, outcome: _Outcome) -> None:
         state, result, reason, detail = outcome
-        verdict = (result or {}).get("verdict")
+        verdict = (result or {}).get("verdict") or NO_VERDICT  # never ran: none
         with session_scope(self.sessions) as session:
             held = repo.finish(session, job.id, self.worker_id, state, result=result,
                                reason=reason)

@@ -52,6 +52,10 @@ class SiteOut(BaseModel):
     node_id: str
     at: datetime | None = None  # when its outputs arrived
     reasons: list[str] = Field(default_factory=list)  # its report-wide blocking reasons
+    # What the site sent, in the hub's words: "collected", or for a part that did not
+    # succeed "no outputs: the job failed; its log collected" (its log has a verdict; the
+    # part's outputs, none).
+    outcome: str | None = None
 
 
 class RequestOut(BaseModel):

@@ -202,6 +202,33 @@ def test_safe_csv_job_succeeds_with_airlock_verdict(node) -> None:
     assert _verified(sessions)
 
 
+def test_outputs_that_are_not_there_have_no_verdict(tmp_path: Path) -> None:
+    """The checks start from "pass"; what is shown for an empty output folder is "none"."""
+    from spe.airlock import NO_VERDICT, OutputRules, check_outputs
+
+    report = check_outputs(tmp_path, rules=OutputRules())
+    assert (report.files, report.reasons) == ([], [])
+    assert report.shown_verdict() == NO_VERDICT == "none"
+    (tmp_path / "counts.csv").write_text("group,n\nall,40\n")
+    assert check_outputs(tmp_path, rules=OutputRules()).shown_verdict() == "pass"
+
+
+@pytest.mark.usefixtures("needs_sandbox")
+def test_a_failed_job_with_no_outputs_has_no_verdict_not_pass(node) -> None:
+    """A job that printed nothing, wrote nothing and failed leaves its (empty) log alone,
+    which passes the checks; the job's verdict, in its record, the audit and the log line
+    of its end, is "none", never the "pass" of an empty set of outputs."""
+    sessions, tmp, extract = node
+    job_id = _enqueue(sessions, tmp, "raise SystemExit(3)\n")
+    assert _worker(sessions, tmp, extract).run_once()
+    job = _job(sessions, job_id)
+    assert job.state == "failed", (job.reason, job_log(tmp, job_id))
+    assert [(f["path"], f["verdict"]) for f in job.result["airlock"]["files"]] == [
+        (LOG_NAME, "pass")]  # the log's own verdict, for the output checkers
+    assert job.result["verdict"] == "none"
+    assert json.loads(_audit(sessions, "job.finish")[-1].details)["verdict"] == "none"
+
+
 PSEUDONYM_COLUMN = """
     import json
     ids = [json.loads(line)["id"] for line in open("/extract/fhir/Patient.ndjson")]

@@ -212,6 +212,10 @@
     const files = r.files.filter((f) => f.node_id === node);
     return el("section", {className: "site", dataset: {testid: "site-section", node}},
       el("h3", {}, `Outputs of ${node}`, site.at ? ` (arrived ${when(site.at)})` : ""),
+      // A part that did not succeed sent its log alone: it has no outputs, and the log's
+      // verdict is the log's, not the part's.
+      site.outcome && site.outcome !== "collected" ? el("p", {className: "note",
+        dataset: {testid: "site-outcome"}}, site.outcome) : null,
       site.reasons.length ? el("div", {}, el("p", {}, "Blocking this site's outputs:"),
         list(site.reasons, "site-reasons")) : null,
       files.length ? siteFiles(files, node) : el("p", {className: "note"},
