@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -110,16 +111,132 @@ def submit(
         _out().print(f"  {n['node_id']}: {n['submitted']}")
 
 
+#: How often `spe job status --wait` asks the hub.
+POLL_SECONDS = 2.0
+#: A part's states that will not change: the node's final ones, and the hub's for a part
+#: no node holds ("not submitted") or that its node refused to show ("refused").
+_ENDED = {"succeeded", "failed", "timed_out", "cancelled", "not submitted", "refused"}
+
+
+def _part_line(n: dict) -> str:
+    """One part's state in a few words: "staging (dicom, 40%)", "failed: time limit"."""
+    words = n["state"]
+    progress = n.get("progress")
+    if n["state"] == "staging" and progress:
+        words += f" ({progress['step']}, {progress['percent']}%)"
+    if n.get("reason") and n["state"] not in ("queued", "staging", "running"):
+        words += f": {n['reason']}"
+    return words
+
+
 @job_app.command("status")
-def status(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson = False,
-           timeout: Timeout = 60.0) -> None:
+def status(
+    job_id: JobId,
+    hub: Hub = None,
+    token: Token = None,
+    as_json: AsJson = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Wait until every institution's part has ended, printing each "
+                       "change (state, staging step and percent) on stderr; exit 1 unless "
+                       "all succeeded")] = False,
+    timeout: Annotated[float | None, typer.Option(
+        help="With --wait: give up after this many seconds (default: no limit). "
+             "Without: seconds to wait for the hub (default 60)")] = None,
+) -> None:
     """The job's state at every node, in the runner's words (its log and outputs reach
     you through the airlock: `spe job outputs`, `spe job download`)."""
-    job = _call("GET", _path(job_id), hub, token, timeout=timeout)
+    path = _path(job_id)
+    if timeout is not None and timeout <= 0:
+        raise fail(f"--timeout must be more than 0 seconds, not {timeout:g}")
+    gave_up = False
+    if not wait:
+        job = _call("GET", path, hub, token, timeout=timeout or 60.0)
+    else:
+        job, gave_up = _wait(path, hub, token, timeout)
     if as_json:
         typer.echo(json.dumps(job, indent=2))
     else:
         print_job(_out(), job)
+    if wait:
+        bad = [f"{n['node_id']} {_part_line(n)}" for n in job["nodes"]
+               if n["state"] != "succeeded"]
+        if gave_up:
+            raise fail(f"gave up waiting after {timeout:g} s: " + "; ".join(bad), 1)
+        if bad:
+            raise fail(f"job {job['id']} did not succeed everywhere: " + "; ".join(bad), 1)
+
+
+def _wait(path: str, hub: str | None, token: str | None, limit: float | None
+          ) -> tuple[dict, bool]:
+    """The job once every part has ended, or as it is when `limit` seconds have passed
+    (then True), each change of a part printed on stderr as it is seen."""
+    started = time.monotonic()
+    seen: dict[str, str] = {}
+    while True:
+        left = None if limit is None else limit - (time.monotonic() - started)
+        job = _call("GET", path, hub, token,
+                    timeout=60.0 if left is None else max(1.0, min(60.0, left)))
+        elapsed = time.monotonic() - started
+        for n in job["nodes"]:
+            line = _part_line(n)
+            if seen.get(n["node_id"]) != line:
+                seen[n["node_id"]] = line
+                typer.echo(f"[{elapsed:4.0f}s] {n['node_id']}: {line}", err=True)
+        if all(n["state"] in _ENDED for n in job["nodes"]):
+            return job, False
+        if limit is not None and time.monotonic() - started + POLL_SECONDS > limit:
+            return job, True
+        time.sleep(POLL_SECONDS)
+
+
+@job_app.command("list")
+def list_jobs(hub: Hub = None, token: Token = None, as_json: AsJson = False,
+              timeout: Timeout = 60.0) -> None:
+    """Your jobs, newest first: each one's permit, when it was sent, and every
+    institution's state (a finished part's final state)."""
+    jobs = _call("GET", "/api/v1/jobs", hub, token, timeout=timeout)
+    if not isinstance(jobs, list):
+        raise fail("the hub's answer is not a list of jobs", 1)
+    jobs = sorted(jobs, key=lambda j: str(j.get("created_at", "")), reverse=True)
+    if as_json:
+        typer.echo(json.dumps(jobs, indent=2))
+        return
+    out = _out()
+    if not jobs:
+        out.print("no jobs yet (`spe job submit --permit PID CODE_DIR` sends one)")
+        return
+    table = Table()
+    for column in ("job", "permit", "submitted", "state", "institutions"):
+        table.add_column(column)
+    for j in jobs:
+        table.add_row(j["id"], j["permit"], _when(j.get("created_at")),
+                      _overall([n["state"] for n in j["nodes"]]),
+                      "\n".join(f"{n['node_id']}: {_part_line(n)}" for n in j["nodes"]))
+    out.print(table)
+
+
+def _when(value: str | None) -> str:
+    """An API timestamp as `2026-01-31 14:05 UTC`."""
+    from datetime import UTC, datetime
+
+    try:
+        return datetime.fromisoformat(str(value)).astimezone(UTC).strftime(
+            "%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return str(value or "")
+
+
+def _overall(states: list[str]) -> str:
+    """The job's state over its parts: one state when all agree; "running" while any part
+    has not ended; else "ended: 1 succeeded, 1 failed"."""
+    if len(set(states)) == 1:
+        return states[0]
+    if any(s not in _ENDED for s in states):
+        return "running"
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s] = counts.get(s, 0) + 1
+    return "ended: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
 
 
 @job_app.command("logs")

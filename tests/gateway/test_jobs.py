@@ -286,15 +286,16 @@ def test_the_cli_submits_follows_and_cancels(federation, permit, tmp_path, monke
     assert submitted.exit_code == 0, submitted.output
     job_id = submitted.output.splitlines()[0]
     assert "site-b: queued" in submitted.output
-    deadline = time.monotonic() + 120  # staging 150 patients on a busy machine
-    while True:
-        shown = run("status", job_id, "--json")
-        assert shown.exit_code == 0, shown.output
-        node = json.loads(shown.output)["nodes"][0]
-        if node["state"] in FINAL or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    # staging 150 patients on a busy machine
+    waited = run("status", job_id, "--wait", "--timeout", "120", "--json")
+    assert waited.exit_code == 0, waited.output
+    node = json.loads(waited.stdout)["nodes"][0]
     assert node["state"] == "succeeded", node
+    assert "site-b: succeeded" in waited.stderr  # the last of its progress lines
+    listed = run("list")
+    assert listed.exit_code == 0, listed.output
+    assert job_id in listed.output
+    assert "site-b: succeeded" in listed.output
     shown = run("status", job_id)
     assert "succeeded" in shown.output
     assert "counts.csv" not in shown.output  # named once released, in `spe job outputs`

@@ -177,6 +177,9 @@ COMMANDS: dict[str, str] = {
     "spe job submit --permit PID CODE_DIR [--entry main.py] [--node site-a ...] "
     "[--wall-seconds N --memory-mb N ...]": "spe job submit --permit {pid} {work}/code",
     "spe job status JOB_ID [--json]": "spe job status {job}",
+    "spe job status JOB_ID --wait [--timeout SECONDS]":
+        "spe job status {job} --wait --timeout 600",
+    "spe job list [--json]": "spe job list",
     "spe job outputs JOB_ID [--json]": "spe job outputs {job}",
     "spe job logs JOB_ID": "spe job logs {job}",
     "spe job download JOB_ID [--to DIR] [--node site-a]": "spe job download {job} --to {work}/out",
@@ -257,7 +260,6 @@ PENDING: dict[str, str] = {
     "env-file": "cli19: the demo writes var/demo/spe.env and prints its export lines",
     "permit-template": "permits19: `spe permit template` writes a valid application",
     "query-permit": "permits19: `spe query --permit PID`",
-    "job-list": "permits19: `spe job list`",
     "home": "pages19: a home page at / with the shared navigation (data-nav links)",
     "one-request": "airlock19: one airlock request per job, reviewed once by two checkers",
 }

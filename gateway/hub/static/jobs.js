@@ -202,7 +202,7 @@
         // state), not how its submission went ("queued" for ever).
         el("td", {}, j.nodes.map((n) => el("span", {className: "inst",
           dataset: {testid: "job-row-node", node: n.node_id, state: n.state}},
-          `${n.node_id}: `, badge("state", n.state, STATE, "job-row-state")))))));
+          `${n.node_id}: `, badge("state", n.state, STATE, "job-row-state"))))))));
   }
 
   async function showList() {
