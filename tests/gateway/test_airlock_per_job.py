@@ -253,6 +253,47 @@ def test_cli_downloads_into_a_folder_per_site(
     assert "site-b/results.csv" in shown.output
 
 
+def test_a_permit_member_downloads_anothers_job_with_the_cli(
+        central, pid, tmp_path, monkeypatch):  # noqa: F811
+    """carol ran the job; alice, the permit's applicant and so a member, may download its
+    released outputs from the airlock, and `spe job download` lets her (it refused her at
+    the job: "the job is another user's"). A stranger is refused with the reason
+    and gets nothing."""
+    job_id = new_job(central, pid)
+    rid = arrive(central, job_id, pid, "site-a", {"results.csv": SAFE})
+    arrive(central, job_id, pid, "site-b", {"results.csv": SAFE.replace(b"25", b"26")})
+    for who in CHECKERS:
+        assert review(central, rid, who).status_code == 200
+    direct = central.get(f"/api/v1/airlock/requests/{rid}/files/site-a/results.csv",
+                         headers=central.as_("alice", "researcher"))
+    assert direct.status_code == 200, direct.text  # what the airlock's API allows her
+    from typer.testing import CliRunner
+
+    import spe.cli.http
+    from spe.cli.main import app
+
+    def through_test_client(method, url, *, json=None, params=None, timeout=None,
+                            headers=None):
+        return central.request(method, url, json=json, params=params, headers=headers)
+
+    monkeypatch.setattr(spe.cli.http.httpx, "request", through_test_client)
+
+    def download(user: str, to: Path):
+        token = central.as_(user, "researcher")["Authorization"].split()[1]
+        return CliRunner().invoke(app, ["job", "download", job_id, "--to", str(to)], env={
+            "COLUMNS": "200", "SPE_HUB_URL": "http://central.test", "SPE_TOKEN": token})
+
+    fetched = download("alice", tmp_path / "alice")
+    assert fetched.exit_code == 0, fetched.output
+    assert (tmp_path / "alice" / "site-a" / "results.csv").read_bytes() == SAFE
+    assert b"26" in (tmp_path / "alice" / "site-b" / "results.csv").read_bytes()
+    refused = download("mallory", tmp_path / "mallory")
+    assert refused.exit_code == 1, refused.output
+    assert "member of its permit" in refused.output
+    assert "Traceback" not in refused.output
+    assert not (tmp_path / "mallory").exists() or not any((tmp_path / "mallory").rglob("*"))
+
+
 def test_per_site_requests_from_before_stay_readable(database_url, tmp_path, pki):
     """Migration 0010: a request of the per-site airlock (0009) keeps its files, reviews
     and state, as a request with one site."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from spe.db.migrate import upgrade
 from spe.identity import demo_issuer
 from tests.gateway.conftest import RARE
 from tests.servers import bind, serve
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture
@@ -156,3 +159,20 @@ def test_spe_query_asks_in_the_permit_tier_under_a_permit(node_servers, tmp_path
         assert stranger.exit_code == 1
         assert "refused" in stranger.output
         assert "Traceback" not in stranger.output
+
+
+def test_the_readme_offers_the_permit_tier_the_cli_takes():
+    """The README's row for `spe query` names `--permit PID`, and every option it names is
+    one `spe query` takes; its query section says how to ask in the permit tier and no
+    longer lists that tier under "Not yet" (it did, and the CLI had no --permit)."""
+    readme = README.read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `spe query "))
+    form = re.match(r"\| `([^`]*)`", row).group(1)
+    named = set(re.findall(r"--[a-z][a-z-]*", form))
+    assert "--permit" in named, form
+    shown = CliRunner().invoke(app, ["query", "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert [option for option in sorted(named) if option not in shown.output] == []
+    assert "spe query QUERY.json --permit PID" in readme
+    not_yet = [part for part in re.split(r"\n(?=- )", readme) if "**Not yet" in part]
+    assert [part for part in not_yet if "permit tier" in part] == []

@@ -124,6 +124,35 @@ def test_catalogue_harvest_without_the_demo_settings_refuses_and_writes_nothing(
     assert files_under(tmp_path) == []
 
 
+def test_harvest_of_a_mutual_tls_node_without_the_pki_says_what_to_set(tmp_path: Path):
+    """A node speaks mutual TLS; harvesting it without SPE_PKI_DIR fails its handshake, and
+    the CLI names the setting and the demo's env file (it printed the TLS error alone)."""
+    from gateway.node.app import create_node_app
+    from gateway.node.config import NodeConfig
+    from spe.pki import init_pki, server_ssl_options
+    from tests.servers import serve
+
+    pki = tmp_path / "pki"
+    init_pki(pki, nodes=["site-a"])
+    node_db = f"sqlite:///{tmp_path / 'node.db'}"
+    upgrade(node_db, "node")
+    node = create_node_app(NodeConfig("site-a", "site-a", node_db), Settings(
+        data_dir=tmp_path / "node", oidc_issuer="http://127.0.0.1:8000", pki_dir=pki))
+    central = tmp_path / "central"
+    DemoIssuer(central / "keys" / "issuer.jwk.json", "http://127.0.0.1:8000", "spe")
+    sock = bind()
+    url = f"https://127.0.0.1:{sock.getsockname()[1]}"
+    with serve(node, sock, lifespan="off", **server_ssl_options(pki, "site-a")):
+        result = spe("catalogue", "harvest", "--node", url, cwd=tmp_path,
+                     env={"SPE_DATA_DIR": str(central)})
+    text = said(result)
+    assert result.returncode == 1, text
+    assert f"failed {url}" in text
+    assert "set SPE_PKI_DIR to the PKI folder" in text
+    assert "spe.env" in text
+    assert "Traceback" not in text
+
+
 def test_job_submit_names_a_missing_code_folder(tmp_path: Path):
     result = spe("job", "submit", str(tmp_path / "nowhere"), "--permit", "P-1", "--token",
                  "t", "--hub", "http://127.0.0.1:9", cwd=tmp_path)

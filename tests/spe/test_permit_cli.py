@@ -4,6 +4,8 @@ CLI, and refusals with the API's reasons and exit code 1; bad input exits 2 unse
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -15,6 +17,7 @@ from typer.testing import CliRunner
 from spe.app import create_central_app
 from spe.cli.main import app
 from spe.identity import demo_issuer
+from spe.permits.schemas import ApplicationIn
 from spe.settings import Settings
 from tests.central import catalogued_central
 from tests.servers import bind, serve
@@ -293,3 +296,34 @@ def test_the_template_takes_datasets_and_members(tmp_path: Path):
     data = json.loads(made.stdout)
     assert data["datasets"] == [DATASET_B]
     assert data["members"] == ["carol@example.org"]
+
+
+# ---- the README's application --------------------------------------------------------------
+
+
+def readme_application() -> str:
+    """The application shown in the README's "Data permits" section, as a user copies it."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("- **Application** (`POST /api/v1/permits`", 1)[1]
+    section = section.split("\n- **", 1)[0]
+    blocks = re.findall(r"```json\n(.*?)```", section, re.DOTALL)
+    assert blocks, "the README shows no application to fill in"
+    return textwrap.dedent(blocks[0])
+
+
+def test_the_readmes_application_is_taken_as_is_by_apply(central, tmp_path: Path):
+    """The README's example, saved as app.json, is an application `spe permit apply` takes
+    unedited, in the API's own field names, every one of them (the README named a
+    "period" the API does not have, and showed no example)."""
+    text = readme_application()
+    example = json.loads(text)
+    fields = {k for k in example if not k.startswith("//")}
+    assert fields == set(ApplicationIn.model_fields)
+    path = tmp_path / "app.json"
+    path.write_text(text)
+    applied = run("apply", str(path), "--json", *as_(central, "alice", "researcher"))
+    assert applied.exit_code == 0, applied.output
+    draft = json.loads(applied.stdout)
+    assert draft["status"] == "draft"
+    assert (draft["title"], draft["start_date"], draft["end_date"]) == (
+        example["title"], example["start_date"], example["end_date"])
