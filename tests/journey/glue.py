@@ -113,6 +113,11 @@ def command_path(form: str) -> list[str]:
 #: README form -> the command run, `{name}` filled from the values earlier steps gave.
 #: Ordered: a step may use what an earlier one made (PID, JOB_ID, CSR, ...).
 COMMANDS: dict[str, str] = {
+    # First (after `spe token`): right after the demo's start, the central database's chain,
+    # and a node's head, which the hub witnesses within seconds of the node's start.
+    "spe audit verify [--database-url URL] [--target central|node] [--witness FILE] [--key PEM]":
+        "spe audit verify",
+    "spe audit verify --node NODE [--node-database-url URL]": "spe audit verify --node site-a",
     "spe synth --institutions 3 --patients 300 --seed 1 --out DIR":
         "spe synth --institutions 3 --patients 300 --seed 1 --out {work}/synth",
     "spe node sync --database-url URL --dicom SPEC --fhir SPEC":
@@ -120,10 +125,6 @@ COMMANDS: dict[str, str] = {
         "--dicom folder:{demo}/synth/site-a/dicom --fhir ndjson:{demo}/synth/site-a/fhir",
     "spe token --user alice --role researcher [--institution site-a]":
         "spe token --user alice --role researcher",
-    "spe audit verify [--database-url URL] [--target central|node] [--witness FILE] [--key PEM]":
-        "spe audit verify",
-    # Right after the start: the hub witnesses a node's head within seconds of its start.
-    "spe audit verify --node NODE [--node-database-url URL]": "spe audit verify --node site-a",
     "spe audit witness --node NODE [--out FILE]":
         "spe audit witness --node site-a --out {work}/witness-site-a.json",
     "spe audit prune": "spe audit prune",

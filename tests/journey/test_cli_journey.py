@@ -20,6 +20,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,40 +140,54 @@ class Journey:
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def finish(self, form: str, proc: subprocess.Popen, started: float,
-               timeout: float = 240, stopped: bool = False) -> Run:
+               timeout: float = 240) -> Run:
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
-        # A service stopped with Ctrl-C may say so in its exit status (130, or the signal).
-        code = 0 if stopped and proc.returncode in (-signal.SIGINT, 130) else proc.returncode
-        return self.judge(Run(form, proc.args, code, out, time.monotonic() - started))
+        return self.judge(Run(form, proc.args, proc.returncode, out,
+                              time.monotonic() - started))
 
-    def service(self, form: str, health: str | None) -> Run:
-        """A service: started, seen up (healthy, or alive after a few seconds), Ctrl-C."""
+    def service(self, form: str, health: str | None = None, ready: str | None = None) -> Run:
+        """A service: started, seen up (healthy, or saying `ready`), stopped with Ctrl-C."""
         started = time.monotonic()
         proc = self.start(form)
+        lines: list[str] = []
+        pump = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+        pump.start()
         up = False
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and proc.poll() is None:
-            if health is None:
-                time.sleep(4)
-                up = proc.poll() is None
-                break
-            try:
-                up = httpx.get(health, timeout=2).status_code == 200
-            except httpx.HTTPError:
-                up = False
-            if up:
-                break
-            time.sleep(0.3)
+        while not up and time.monotonic() < deadline and proc.poll() is None:
+            if ready is not None:
+                up = any(ready in line for line in list(lines))
+            else:
+                try:
+                    up = httpx.get(health, timeout=2).status_code == 200
+                except httpx.HTTPError:
+                    up = False
+            if not up:
+                time.sleep(0.2)
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-        run = self.finish(form, proc, started, timeout=30, stopped=True)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        pump.join(timeout=5)
+        # Stopped with Ctrl-C, a service may say so in its exit status (130, or the signal).
+        code = 0 if proc.returncode in (-signal.SIGINT, 130) else proc.returncode
+        run = self.judge(Run(form, proc.args, code, "".join(lines),
+                             time.monotonic() - started))
         if not up:
             self.problems.append(f"{form}: never came up\n{run.output[-2000:]}")
         return run
+
+
+def _pump(stream, sink: list[str]) -> None:
+    for line in stream:
+        sink.append(line)
 
 
 def _first(pattern: str, text: str) -> str:
@@ -241,7 +256,7 @@ def test_every_readme_command_runs_against_the_demo(demo, tmp_path: Path):
         if form in background or form == TOKEN_FORM or form == WORKER:
             continue
         if form in glue.SERVICES:
-            j.service(form, f"http://127.0.0.1:{values['free_port']}/health")
+            j.service(form, health=f"http://127.0.0.1:{values['free_port']}/health")
             continue
         run = j.run(form)
         if form.startswith("spe permit template"):
@@ -295,7 +310,7 @@ def test_every_readme_command_runs_against_the_demo(demo, tmp_path: Path):
         # A worker of a node of its own (an empty SQLite node): the demo's nodes run theirs.
         j.env.update({"SPE_NODE_ID": "site-x", "SPE_NODE_WORKERS": "1",
                       "SPE_DATABASE_URL": f"sqlite:///{work}/node.db"})
-        j.service(WORKER, None)
+        j.service(WORKER, ready="Ctrl-C stops")
     for form, (proc, started) in background.items():
         j.finish(form, proc, started)
 
