@@ -3,7 +3,7 @@ a page's selectors, of the demo's environment file or of a README command needs 
 
 - Where the demo writes the `export` lines a user needs (`ENV_FILE`) and how they are read
   (`parse_exports`).
-- How a page signs a person in (`sign_in`) and its shared navigation (`NAV`, `nav_click`).
+- The shared navigation every page carries (`NAV`, `nav_link`, `nav_click`).
 - The README "Commands" table parsed (`readme_commands`), and, for each command form it
   lists, the concrete command run (`COMMANDS`) or why it is skipped here (`SKIPS`).
 - Which steps wait on work not merged yet (`PENDING`).
@@ -230,7 +230,7 @@ AS_ROLE: dict[str, str] = {
     "spe users reinstate UID [--reason R]": "admin",
 }
 
-#: Steps that wait on work of issue 19 not merged yet: name -> reason (xfail, not strict).
+#: Steps that wait on work not merged yet: name -> reason (for an `xfail(strict=False)`).
 PENDING: dict[str, str] = {
     "job-list": "permits19: `spe job list`",
 }

@@ -155,6 +155,8 @@ def test_every_role_reaches_each_step_by_clicking_links_from_home(people, demo):
     # ---- the researcher: catalogue, a dataset, a federated question, an application ----
     alice = people.open("researcher")
     signed_in(alice, "alice")
+    for name in glue.NAV:  # the navigation links every page
+        expect(glue.nav_link(alice, name)).to_have_count(1)
     people.shot(alice, "researcher-home-signed-in")
     find_dataset(alice, people, shoot=True)
 
