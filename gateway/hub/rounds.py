@@ -31,16 +31,30 @@ class Outages:
         return new
 
 
+#: A round that missed a node comes again after this many seconds, then twice as long each
+#: further miss, up to the round's interval: a node that starts a moment after the centre is
+#: reached within seconds, not a whole interval later.
+RETRY_SOON = 1.0
+
+
 async def every(interval: float, step: Callable[[], Awaitable[object]], what: str,
-                log: logging.Logger) -> None:
+                log: logging.Logger, *, missed: Callable[[object], bool] | None = None,
+                retry: float = RETRY_SOON) -> None:
+    """`step` every `interval` seconds. With `missed` (given the step's result; a failed step
+    counts as one), a round that missed something is tried again sooner: after `retry`
+    seconds, doubling each further miss, never longer than `interval`."""
+    misses = 0
     while True:
         try:
-            await step()
+            result = await step()
+            miss = missed is not None and missed(result)
         except asyncio.CancelledError:
             raise
         except Exception:  # a node or the database down: try again next round
             log.exception("%s failed", what)
-        await asyncio.sleep(interval)
+            miss = missed is not None
+        misses = misses + 1 if miss else 0
+        await asyncio.sleep(min(interval, retry * 2 ** (misses - 1)) if misses else interval)
 
 
-__all__ = ["STARTUP_GRACE", "Outages", "every"]
+__all__ = ["RETRY_SOON", "STARTUP_GRACE", "Outages", "every"]

@@ -132,6 +132,10 @@ def _digest(data: dict[str, Any], seq: int) -> str:
 
 
 async def witness_periodically(ctx: AppContext, hub: Hub, interval: float) -> None:
+    """Pull the nodes' checkpoints every `interval` seconds; a node not reached (the demo
+    starts its nodes with the centre) is asked again within seconds, so that a fresh node is
+    witnessed (`spe audit verify --node`) soon after it starts."""
     outages = Outages()
     await every(interval, lambda: witness_once(ctx, hub, outages),
-                "pulling the nodes' audit checkpoints", log)
+                "pulling the nodes' audit checkpoints", log,
+                missed=lambda stored: set(stored) != set(hub.fanout.nodes))

@@ -41,16 +41,10 @@ class Demo:
     def printed(self) -> str:
         return "".join(self.output)
 
-    def exports(self) -> tuple[dict[str, str], str]:
-        """The environment the demo gives a user, and where it came from: its env file,
-        else its printed `export` lines, else (main today) what the test sets itself."""
-        env_file = self.data_dir / glue.ENV_FILE
-        if env_file.is_file():
-            return glue.parse_exports(env_file.read_text()), str(env_file)
-        printed = glue.parse_exports(self.printed())
-        if printed:
-            return printed, "printed"
-        return glue.fallback_env(self.url, self.data_dir, self.tokens), "fallback"
+    def exports(self) -> dict[str, str]:
+        """The environment the demo gives a user: its env file's `export` lines, which it
+        also prints (the test checks they agree)."""
+        return glue.parse_exports((self.data_dir / glue.ENV_FILE).read_text())
 
     def uid(self, user: str) -> str:
         return f"{user}@{self.url}"

@@ -1,19 +1,17 @@
 """The glue between the journey tests and what they drive, kept in one place so a change of
 a page's selectors, of the demo's environment file or of a README command needs one edit.
 
-- Where the demo writes the `export` lines a user needs (`ENV_FILE`), and what the tests
-  fall back to while it writes none (`fallback_env`).
-- How a page signs a person in (`sign_in`) and its shared navigation (`NAV`, `nav_click`).
+- Where the demo writes the `export` lines a user needs (`ENV_FILE`) and how they are read
+  (`parse_exports`).
+- The shared navigation every page carries (`NAV`, `nav_link`, `nav_click`).
 - The README "Commands" table parsed (`readme_commands`), and, for each command form it
   lists, the concrete command run (`COMMANDS`) or why it is skipped here (`SKIPS`).
-- Which steps wait on work not merged yet (`PENDING`): those are `xfail(strict=False)`.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 from spe.settings import REPO_ROOT
 
@@ -21,7 +19,8 @@ README = REPO_ROOT / "README.md"
 
 # ---- the demo's environment ----------------------------------------------------------------
 
-#: The file in the demo's data dir holding `export NAME=value` lines (cli19).
+#: The file in the demo's data dir holding `export NAME=value` lines, which the demo also
+#: prints (with the hint `export SPE_TOKEN=$(spe token --user alice --role researcher)`).
 ENV_FILE = "spe.env"
 
 
@@ -39,48 +38,19 @@ def parse_exports(text: str) -> dict[str, str]:
     return env
 
 
-def fallback_env(url: str, data_dir: Path, tokens: dict[str, str]) -> dict[str, str]:
-    """What a user needs today (main) to point the CLI at the demo; the demo prints none of
-    it (issue 19, item 6), so the test sets it as the demo's own settings are."""
-    return {"SPE_HUB_URL": url, "SPE_TOKEN": tokens["researcher"],
-            "SPE_DATA_DIR": str(data_dir), "SPE_OIDC_ISSUER": url,
-            "SPE_PKI_DIR": str(data_dir / "pki")}
-
-
 # ---- pages ---------------------------------------------------------------------------------
 
-#: The shared navigation's links (pages19): `a[data-nav=NAME]` on every page.
+#: The shared navigation's links: `a[data-nav=NAME]` on every page (spe/web/static/nav.js).
 NAV = ("home", "catalogue", "query", "permits", "permit-new", "jobs", "airlock", "docs")
 
 
 def nav_link(page, name: str):
-    return page.locator(f'[data-nav="{name}"]').first
+    return page.locator(f'[data-testid="site-nav"] a[data-nav="{name}"]')
 
 
-def nav_click(page, name: str, fallback: str | None = None) -> None:
-    """Follow the shared navigation's link `name`; while a page has none (main), its own link
-    `a[href$=fallback]` or `[data-testid=fallback]`."""
-    link = nav_link(page, name)
-    if link.count() == 0 and fallback is not None:
-        link = page.locator(fallback).first
-    link.click()
-
-
-def sign_in(page, token: str, who: str | None = None) -> None:
-    """Sign in as the page does: paste the token into its box (the pages keep it in the
-    tab's sessionStorage). Nothing to do when the page already shows someone signed in."""
-    from playwright.sync_api import expect
-
-    form = page.get_by_test_id("signin-form")
-    signed = page.get_by_test_id("signed-in")
-    expect(form.or_(signed).first).to_be_visible()
-    if signed.is_visible():
-        return
-    page.get_by_label("Bearer token").fill(token)
-    page.get_by_test_id("signin").click()
-    expect(signed).to_be_visible()
-    if who:
-        expect(page.locator("#who")).to_contain_text(who)
+def nav_click(page, name: str) -> None:
+    """Follow the shared navigation's link `name`."""
+    nav_link(page, name).click()
 
 
 # ---- the README's commands -----------------------------------------------------------------
@@ -100,10 +70,12 @@ def readme_commands(text: str | None = None) -> list[str]:
     after the first are its group's subcommands (`submit PID` of `spe permit ...`) or its
     first command's options (`--ca-only` of `spe pki init`), written out in full."""
     text = README.read_text() if text is None else text
-    section = text.split("\n## Commands\n", 1)[1]
+    section = text.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    lines = section.splitlines()
+    # The section's first table (its prose comes first): past its header and rule.
+    start = next(i for i, line in enumerate(lines) if line.startswith("| command |"))
     forms = []
-    rows = section.lstrip("\n").splitlines()[2:]  # past the header and its rule
-    for line in rows:
+    for line in lines[start + 2:]:
         if not line.startswith("|"):
             break
         cell = line.split(" | ", 1)[0]
@@ -140,6 +112,11 @@ def command_path(form: str) -> list[str]:
 #: README form -> the command run, `{name}` filled from the values earlier steps gave.
 #: Ordered: a step may use what an earlier one made (PID, JOB_ID, CSR, ...).
 COMMANDS: dict[str, str] = {
+    # First (after `spe token`): right after the demo's start, the central database's chain,
+    # and a node's head, which the hub witnesses within seconds of the node's start.
+    "spe audit verify [--database-url URL] [--target central|node] [--witness FILE] [--key PEM]":
+        "spe audit verify",
+    "spe audit verify --node NODE [--node-database-url URL]": "spe audit verify --node site-a",
     "spe synth --institutions 3 --patients 300 --seed 1 --out DIR":
         "spe synth --institutions 3 --patients 300 --seed 1 --out {work}/synth",
     "spe node sync --database-url URL --dicom SPEC --fhir SPEC":
@@ -147,8 +124,6 @@ COMMANDS: dict[str, str] = {
         "--dicom folder:{demo}/synth/site-a/dicom --fhir ndjson:{demo}/synth/site-a/fhir",
     "spe token --user alice --role researcher [--institution site-a]":
         "spe token --user alice --role researcher",
-    "spe audit verify [--database-url URL] [--target central|node] [--witness FILE] [--key PEM]":
-        "spe audit verify",
     "spe audit witness --node NODE [--out FILE]":
         "spe audit witness --node site-a --out {work}/witness-site-a.json",
     "spe audit prune": "spe audit prune",
@@ -164,10 +139,14 @@ COMMANDS: dict[str, str] = {
         "spe deid fhir {demo}/synth/site-a/fhir {work}/deid-fhir --key-file {work}/pseudonym.key",
     "spe identity client-jwks --key hub.key [--kid K]":
         "spe identity client-jwks --key {demo}/pki/hub.key",
-    "spe catalogue harvest --node URL [--node URL ...] [--token T]":
-        "spe catalogue harvest --node {node_a}",
-    "spe query QUERY.json [--granularity boolean|count|stratified] [--by STRATUM] [--json]":
-        "spe query {work}/query.json",
+    "spe catalogue harvest [--node URL ...] [--token T]": "spe catalogue harvest",
+    # Again with --permit PID once the permit is issued (the permit tier).
+    "spe query QUERY.json [--granularity boolean|count|stratified|mean|...] [--by STRATUM] "
+    "[--permit PID] [--json]": "spe query {work}/query.json",
+    # The datasets of site-a and site-b (default: all three); the test then fills in what
+    # the template leaves to the applicant (the declaration), as its comments ask.
+    "spe permit template [--dataset D ...] [--member U ...] > APP.json":
+        "spe permit template --dataset {dataset_a} --dataset {dataset_b} > {work}/app.json",
     "spe permit apply APP.json [--submit]": "spe permit apply {work}/app.json",
     "spe permit submit PID": "spe permit submit {pid}",
     "spe permit show PID": "spe permit show {pid}",
@@ -211,8 +190,6 @@ COMMANDS: dict[str, str] = {
     "spe users suspend UID --reason R":
         "spe users suspend {carol_uid} --reason 'left the project'",
     "spe users reinstate UID [--reason R]": "spe users reinstate {carol_uid}",
-    "spe audit verify --node NODE [--node-database-url URL]":  # once the hub has witnessed
-        "spe audit verify --node site-a",
     "spe sandbox run --extract DIR --code DIR --output DIR [--entry main.py] [--cpu-seconds N "
     "--memory-mb N --processes N --open-files N --file-size-mb N --output-mb N --scratch-mb N "
     "--wall-seconds N] [--json]":
@@ -255,15 +232,6 @@ AS_ROLE: dict[str, str] = {
     "spe users reinstate UID [--reason R]": "admin",
 }
 
-#: Steps that wait on work of issue 19 not merged yet: name -> reason (xfail, not strict).
-PENDING: dict[str, str] = {
-    "env-file": "cli19: the demo writes var/demo/spe.env and prints its export lines",
-    "permit-template": "permits19: `spe permit template` writes a valid application",
-    "query-permit": "permits19: `spe query --permit PID`",
-    "home": "pages19: a home page at / with the shared navigation (data-nav links)",
-    "one-request": "airlock19: one airlock request per job, reviewed once by two checkers",
-}
-
-__all__ = ["AS_ROLE", "BACKGROUND", "COMMANDS", "ENV_FILE", "NAV", "PENDING", "README",
-           "SERVICES", "SKIPS", "command_path", "fallback_env", "nav_click", "nav_link",
-           "parse_exports", "readme_commands", "required_options", "sign_in"]
+__all__ = ["AS_ROLE", "BACKGROUND", "COMMANDS", "ENV_FILE", "NAV", "README",
+           "SERVICES", "SKIPS", "command_path", "nav_click", "nav_link", "parse_exports",
+           "readme_commands", "required_options"]

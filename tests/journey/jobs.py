@@ -36,6 +36,9 @@ SCRIPT = textwrap.dedent("""\
     print("done")
 """)
 
+DATASET_A = "site-a/imaging-and-clinical-records"
+DATASET_B = "site-b/imaging-and-clinical-records"
+
 SLEEPER = 'import time\nprint("sleeping", flush=True)\ntime.sleep(120)\n'
 
 
@@ -59,10 +62,8 @@ def write_inputs(work: Path) -> None:
     (work / "pseudonym.key").write_bytes(bytes(range(32)))
     (work / "query.json").write_text(json.dumps(
         {"where": {"type": "imaging", "modality": ["CT", "MR"]}}))
-    (work / "app.json").write_text(json.dumps(application(
-        ["site-a/imaging-and-clinical-records", "site-b/imaging-and-clinical-records"])))
-    (work / "app2.json").write_text(json.dumps(application(
-        ["site-a/imaging-and-clinical-records"])))
+    # app.json comes from `spe permit template`; a second application, for "changes".
+    (work / "app2.json").write_text(json.dumps(application([DATASET_A])))
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -1,6 +1,8 @@
 """Every command of the README's "Commands" table, run as written against a running demo
-with the environment the demo gives a user (its env file or printed exports; on main,
-what the test has to set itself, see glue.fallback_env).
+with the environment the demo gives a user: its `spe.env` (the `export` lines it prints),
+and `SPE_TOKEN` as its printed hint makes it (`spe token --user alice --role researcher`);
+other roles' tokens from its `tokens.json`, as the README says. Nothing else of the test
+run's environment (no `SPE_*`) and no folder of the checkout (commands run in a fresh one).
 
 Placeholders (PID, JOB_ID, DIR, ...) are filled with what earlier commands gave; optional
 parts are left out. A command fails the test on a traceback, on a non-zero exit where the
@@ -11,12 +13,14 @@ what is in tests/journey/glue.py (COMMANDS, SKIPS), and a README form not there 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,15 +52,23 @@ def test_every_readme_command_is_run_or_skipped_with_a_reason():
     assert all(len(reason) > 20 for reason in glue.SKIPS.values())
 
 
-@pytest.mark.xfail(strict=False, reason=glue.PENDING["env-file"])
+TOKEN_HINT = "export SPE_TOKEN=$(spe token --user alice --role researcher)"
+
+
 def test_the_demo_writes_and_prints_the_exports_a_user_needs(demo):
     env_file = demo.data_dir / glue.ENV_FILE
     assert env_file.is_file(), f"no {env_file}"
-    exports = glue.parse_exports(env_file.read_text())
-    assert {"SPE_HUB_URL", "SPE_TOKEN"} <= set(exports), exports
+    exports = demo.exports()
+    assert {"SPE_HUB_URL", "SPE_OIDC_ISSUER", "SPE_DATA_DIR", "SPE_PKI_DIR",
+            "SPE_CATALOGUE_NODES"} <= set(exports), exports
     assert exports["SPE_HUB_URL"] == demo.url
-    assert "export SPE_HUB_URL=" in demo.printed()
-    assert str(env_file) in demo.printed()
+    assert exports["SPE_DATA_DIR"] == str(demo.data_dir)
+    printed = demo.printed()
+    assert f"source {env_file}" in printed
+    assert TOKEN_HINT in printed
+    shown = glue.parse_exports(printed)
+    shown.pop("SPE_TOKEN", None)  # the hint, a command substitution
+    assert shown == exports, (shown, exports)
 
 
 @dataclass
@@ -77,13 +89,21 @@ class Journey:
     runs: list[Run] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
-    def argv(self, form: str, command: str | None = None) -> list[str]:
+    def argv(self, form: str, command: str | None = None) -> tuple[list[str], Path | None]:
+        """The command's words as `python -m spe.cli ...` runs them (the `spe` script of
+        this checkout), and the file its `> FILE` sends standard output to, if any."""
         words = shlex.split((command or glue.COMMANDS[form]).format(**self.values))
         assert words[0] == "spe"
-        return [sys.executable, "-m", "spe.cli", *words[1:]]
+        into = None
+        if ">" in words:
+            at = words.index(">")
+            words, into = words[:at], Path(words[at + 1])
+        return [sys.executable, "-m", "spe.cli", *words[1:]], into
 
     def env_for(self, form: str, role: str | None = None) -> dict[str, str]:
-        env = {**os.environ, **self.env, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+        # A second shell: the user's own environment (no SPE_*), then `source spe.env`.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPE_")}
+        env.update({**self.env, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
         role = role or glue.AS_ROLE.get(form)
         if role:
             env["SPE_TOKEN"] = self.demo.tokens[role]
@@ -91,11 +111,16 @@ class Journey:
 
     def run(self, form: str, command: str | None = None, *, role: str | None = None,
             success: bool = True, timeout: float = 180) -> Run:
-        argv = self.argv(form, command)
+        argv, into = self.argv(form, command)
         started = time.monotonic()
         done = subprocess.run(argv, cwd=self.work, env=self.env_for(form, role),
                               capture_output=True, text=True, timeout=timeout)
-        return self.judge(Run(form, argv, done.returncode, done.stdout + done.stderr,
+        if into is not None:
+            into.write_text(done.stdout)
+            output = done.stderr
+        else:
+            output = done.stdout + done.stderr
+        return self.judge(Run(form, argv, done.returncode, output,
                               time.monotonic() - started), success)
 
     def judge(self, run: Run, success: bool = True) -> Run:
@@ -111,44 +136,58 @@ class Journey:
         return run
 
     def start(self, form: str) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(form), cwd=self.work, env=self.env_for(form),
+        return subprocess.Popen(self.argv(form)[0], cwd=self.work, env=self.env_for(form),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def finish(self, form: str, proc: subprocess.Popen, started: float,
-               timeout: float = 240, stopped: bool = False) -> Run:
+               timeout: float = 240) -> Run:
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
-        # A service stopped with Ctrl-C may say so in its exit status (130, or the signal).
-        code = 0 if stopped and proc.returncode in (-signal.SIGINT, 130) else proc.returncode
-        return self.judge(Run(form, proc.args, code, out, time.monotonic() - started))
+        return self.judge(Run(form, proc.args, proc.returncode, out,
+                              time.monotonic() - started))
 
-    def service(self, form: str, health: str | None) -> Run:
-        """A service: started, seen up (healthy, or alive after a few seconds), Ctrl-C."""
+    def service(self, form: str, health: str | None = None, ready: str | None = None) -> Run:
+        """A service: started, seen up (healthy, or saying `ready`), stopped with Ctrl-C."""
         started = time.monotonic()
         proc = self.start(form)
+        lines: list[str] = []
+        pump = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+        pump.start()
         up = False
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and proc.poll() is None:
-            if health is None:
-                time.sleep(4)
-                up = proc.poll() is None
-                break
-            try:
-                up = httpx.get(health, timeout=2).status_code == 200
-            except httpx.HTTPError:
-                up = False
-            if up:
-                break
-            time.sleep(0.3)
+        while not up and time.monotonic() < deadline and proc.poll() is None:
+            if ready is not None:
+                up = any(ready in line for line in list(lines))
+            else:
+                try:
+                    up = httpx.get(health, timeout=2).status_code == 200
+                except httpx.HTTPError:
+                    up = False
+            if not up:
+                time.sleep(0.2)
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-        run = self.finish(form, proc, started, timeout=30, stopped=True)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        pump.join(timeout=5)
+        # Stopped with Ctrl-C, a service may say so in its exit status (130, or the signal).
+        code = 0 if proc.returncode in (-signal.SIGINT, 130) else proc.returncode
+        run = self.judge(Run(form, proc.args, code, "".join(lines),
+                             time.monotonic() - started))
         if not up:
             self.problems.append(f"{form}: never came up\n{run.output[-2000:]}")
         return run
+
+
+def _pump(stream, sink: list[str]) -> None:
+    for line in stream:
+        sink.append(line)
 
 
 def _first(pattern: str, text: str) -> str:
@@ -163,15 +202,36 @@ def _free_port() -> int:
     return free_port()
 
 
+TOKEN_FORM = "spe token --user alice --role researcher [--institution site-a]"
+JOB_SUBMIT = ("spe job submit --permit PID CODE_DIR [--entry main.py] [--node site-a ...] "
+              "[--wall-seconds N --memory-mb N ...]")
+QUERY = ("spe query QUERY.json [--granularity boolean|count|stratified|mean|...] "
+         "[--by STRATUM] [--permit PID] [--json]")
+ISSUE = "spe permit issue|refuse|suspend|resume|revoke PID [--reason R]"
+PERMITS = "spe permit list [--mine] [--status S ...]"
+WORKER = "spe node worker [--concurrency N] [--name NAME]"
+
+
+def _fill_in(app: Path, datasets: list[str]) -> None:
+    """What the applicant edits in the template: the declaration (false until they make
+    it); the rest as the template has it, its `// field` comments left in."""
+    filled = json.loads(app.read_text())
+    assert filled["datasets"] == datasets, filled
+    assert any(k.startswith("//") for k in filled), "the template has no comments"
+    filled["declaration"] = True
+    app.write_text(json.dumps(filled, indent=1))
+
+
 def test_every_readme_command_runs_against_the_demo(demo, tmp_path: Path):
-    env, source = demo.exports()
     work = tmp_path / "work"
     work.mkdir()
     jobs.write_inputs(work)
+    datasets = [jobs.DATASET_A, jobs.DATASET_B]
     values = {"work": str(work), "demo": str(demo.data_dir), "node_a": demo.nodes["site-a"],
               "node_c": demo.nodes["site-c"], "carol": demo.uid("carol"),
-              "free_port": str(_free_port())}
-    j = Journey(demo, env, work, values)
+              "free_port": str(_free_port()), "dataset_a": datasets[0],
+              "dataset_b": datasets[1]}
+    j = Journey(demo, demo.exports(), work, values)
     sandbox = bwrap_problem()
     skipped = dict(glue.SKIPS)
     todo = list(glue.COMMANDS)
@@ -183,18 +243,25 @@ def test_every_readme_command_runs_against_the_demo(demo, tmp_path: Path):
 
     # Slow and independent: in the background from the start.
     background = {f: (j.start(f), time.monotonic()) for f in todo if f in glue.BACKGROUND}
+
+    # The demo's hint first: `export SPE_TOKEN=$(spe token --user alice --role researcher)`.
+    minted = j.run(TOKEN_FORM)
+    assert minted.code == 0, minted.output
+    j.env["SPE_TOKEN"] = minted.output.strip().splitlines()[-1]
+    me = httpx.get(f"{demo.url}/api/v1/me", headers=jobs.bearer(j.env["SPE_TOKEN"]),
+                   timeout=10)
+    assert me.status_code == 200, f"the demo refuses its token: {me.status_code} {me.text}"
+
     for form in todo:
-        if form in background:
+        if form in background or form == TOKEN_FORM or form == WORKER:
             continue
         if form in glue.SERVICES:
-            health = (f"http://127.0.0.1:{values['free_port']}/health"
-                      if form.startswith("spe serve") else None)
-            j.service(form, health)
-            continue
-        if form == "spe node worker [--concurrency N] [--name NAME]":
+            j.service(form, health=f"http://127.0.0.1:{values['free_port']}/health")
             continue
         run = j.run(form)
-        if form.startswith("spe permit apply"):
+        if form.startswith("spe permit template"):
+            _fill_in(work / "app.json", datasets)
+        elif form.startswith("spe permit apply"):
             values["pid"] = _first(r"P-\d{4}-[0-9a-f]+", run.output)
             # A second, submitted at once, for the approver's "changes".
             second = j.run(form, "spe permit apply {work}/app2.json --submit")
@@ -202,55 +269,55 @@ def test_every_readme_command_runs_against_the_demo(demo, tmp_path: Path):
         elif form.startswith("spe permit approve"):
             # Every institution holding a dataset of the permit approves.
             j.run(form, role="approver:bea")
-        elif form.startswith("spe job submit"):
+        elif form == ISSUE:
+            # A member of the active permit asks in the permit tier.
+            j.run(QUERY, "spe query {work}/query.json --permit {pid}")
+        elif form == JOB_SUBMIT:
             values["job"] = run.output.split()[0] if run.code == 0 else "NO-JOB"
             if run.code == 0:
-                jobs.wait_finished(demo.url, demo.tokens["researcher"], values["job"])
+                jobs.wait_finished(demo.url, j.env["SPE_TOKEN"], values["job"])
         elif form.startswith("spe job outputs") and values.get("job") != "NO-JOB":
-            requests = jobs.airlock_requests(demo.url, demo.tokens["researcher"],
-                                             values["job"])
+            # One airlock request for the job, its sites' outputs in it; two checkers
+            # release it (no README command reviews), then the files show.
+            requests = jobs.airlock_requests(demo.url, j.env["SPE_TOKEN"], values["job"])
+            assert len(requests) == 1, requests
             jobs.release(demo.url, [demo.tokens["output_checker"],
                                     demo.tokens["output_checker:oscar"]], requests)
-            j.run(form)  # released now: the files
+            released = j.run(form)
+            if "table.csv" not in released.output:
+                j.problems.append(f"spe job outputs: no table.csv once released\n"
+                                  f"{released.output}")
         elif form.startswith("spe job download"):
-            files = [p for p in (work / "out").rglob("*") if p.is_file()]
-            if run.code == 0 and not files:
-                j.problems.append(f"spe job download: nothing in {work / 'out'}")
+            files = sorted(p.name for p in (work / "out").rglob("*") if p.is_file())
+            if run.code == 0 and "table.csv" not in files:
+                j.problems.append(f"spe job download: no table.csv in {work / 'out'}: {files}")
             # A second job, to cancel while it runs.
-            second = j.run("spe job submit --permit PID CODE_DIR [--entry main.py] "
-                           "[--node site-a ...] [--wall-seconds N --memory-mb N ...]",
-                           "spe job submit --permit {pid} {work}/sleeper")
+            second = j.run(JOB_SUBMIT, "spe job submit --permit {pid} {work}/sleeper")
             values["job2"] = second.output.split()[0] if second.code == 0 else "NO-JOB"
-        elif form.startswith("spe permit issue"):
-            pass
-        elif form.startswith("spe token"):
-            minted = run.output.strip().splitlines()[-1] if run.code == 0 else ""
-            me = httpx.get(f"{demo.url}/api/v1/me", headers=jobs.bearer(minted), timeout=10)
-            if me.status_code != 200:
-                j.problems.append(f"spe token: the demo refuses its token ({source} "
-                                  f"environment): {me.status_code} {me.text}")
+        elif form.startswith("spe permit amend"):
+            # Carol, a member now, looks for her permits (and so the centre has seen her).
+            j.run(PERMITS, "spe permit list --mine", role="researcher:carol")
         elif form == "spe users list":
             line = next((x for x in run.output.splitlines() if "carol" in x), "")
             values["carol_uid"] = _first(r"\d+", line) if line else "NO-USER"
         elif form.startswith("spe pki list"):
             assert "site-a" in run.output, run.output
     # The access body's other decisions, on the permit the job ran under.
-    issue_form = "spe permit issue|refuse|suspend|resume|revoke PID [--reason R]"
-    if issue_form in todo:
+    if ISSUE in todo:
         for action in ("suspend", "resume", "revoke"):
-            j.run(issue_form, f"spe permit {action} {{pid}} --reason 'journey'")
-    worker = "spe node worker [--concurrency N] [--name NAME]"
-    if worker in todo:
+            j.run(ISSUE, f"spe permit {action} {{pid}} --reason 'journey'")
+    if WORKER in todo:
         # A worker of a node of its own (an empty SQLite node): the demo's nodes run theirs.
         j.env.update({"SPE_NODE_ID": "site-x", "SPE_NODE_WORKERS": "1",
                       "SPE_DATABASE_URL": f"sqlite:///{work}/node.db"})
-        j.service(worker, None)
+        j.service(WORKER, ready="Ctrl-C stops")
     for form, (proc, started) in background.items():
         j.finish(form, proc, started)
 
     ran = {r.form for r in j.runs}
     assert ran == set(todo), set(todo) - ran  # nothing silently left out
-    report = [f"environment from: {source}; skipped: {skipped}"]
+    report = [f"environment from: {demo.data_dir / glue.ENV_FILE} and {TOKEN_HINT}",
+              f"run: {len(todo)} forms ({len(j.runs)} commands); skipped: {skipped}"]
     report += [f"{r.seconds:6.1f}s exit {r.code}: {' '.join(['spe', *r.argv[3:]])}"
                for r in j.runs]
     (tmp_path / "commands.txt").write_text("\n".join(report) + "\n")
