@@ -285,6 +285,11 @@ def test_a_bad_query_shows_the_hubs_reasons(page, central, artifacts):
     from playwright.sync_api import expect
 
     page.goto("/query")
+    # The page as it opens, Run at once: said on the page, nothing sent (no 401 yet).
+    run(page)
+    expect(page.get_by_test_id("error-heading")).to_contain_text("nothing was sent")
+    expect(page.get_by_test_id("error-message")).to_have_text(
+        ["Criterion 1: a patient criterion needs sex or age"])
     # Not signed in: the hub's 401, and what to do about it.
     criterion(page, 1).get_by_label("Sex").select_option("male")
     run(page)

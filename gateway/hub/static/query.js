@@ -362,6 +362,8 @@
       const age = {min: num("age_min", "Age from"), max: num("age_max", "Age to")};
       if (text("age_at")) age.at = text("age_at");
       if (Object.values(age).some((v) => v !== undefined)) c.age = age;
+      // Said here, before a round trip: the hub refuses it in the same words.
+      if (!c.sex && !c.age) problems.push(`Criterion ${index + 1}: a patient criterion needs sex or age`);
     } else if (type === "condition") {
       c.system = text("system");
       c.code = text("code");
