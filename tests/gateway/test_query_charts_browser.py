@@ -232,6 +232,13 @@ def answer_with(page, answer: dict) -> list[dict]:
     return sent
 
 
+def open_query(page) -> None:
+    """The query page with its first criterion filled in (the page refuses a blank one
+    before sending it): the answers here come from page.route, whatever was asked."""
+    page.goto("/query")
+    page.get_by_test_id("criterion").first.get_by_label("Age from").fill("18")
+
+
 def run(page, kind: str) -> None:
     from playwright.sync_api import expect
 
@@ -274,7 +281,7 @@ def test_counts_per_institution_with_whiskers_and_a_suppressed_bar(page, tmp_pat
     from playwright.sync_api import expect
 
     answer_with(page, COUNT)
-    page.goto("/query")
+    open_query(page)
     run(page, "count")
     chart = page.get_by_test_id("chart-counts")
     expect(chart.locator("svg[data-kind=counts]")).to_be_visible()
@@ -305,7 +312,7 @@ def test_strata_as_grouped_bars_and_a_script_shown_as_text(page, tmp_path, artif
     from playwright.sync_api import expect
 
     sent = answer_with(page, STRATIFIED)
-    page.goto("/query")
+    open_query(page)
     page.get_by_test_id("kind-stratified").check()
     page.get_by_label("By", exact=True).select_option("sex")
     run(page, "stratified")
@@ -339,7 +346,7 @@ def test_histogram_bars_whiskers_and_suppressed_bins(page, tmp_path, artifacts):
     from playwright.sync_api import expect
 
     sent = answer_with(page, HISTOGRAM)
-    page.goto("/query")
+    open_query(page)
     page.get_by_test_id("kind-histogram").check()
     page.get_by_test_id("bins-start").fill("0")
     page.get_by_test_id("bins-stop").fill("100")
@@ -365,7 +372,7 @@ def test_contingency_table_as_a_heat_map(page, tmp_path, artifacts):
     from playwright.sync_api import expect
 
     sent = answer_with(page, TABLE)
-    page.goto("/query")
+    open_query(page)
     page.get_by_test_id("kind-table").check()
     cols = page.get_by_test_id("block-cols")
     cols.get_by_label("ICD-10 code").fill("E11")
@@ -387,7 +394,7 @@ def test_correlation_matrix(page, tmp_path, artifacts):
     from playwright.sync_api import expect
 
     sent = answer_with(page, CORRELATION)
-    page.goto("/query")
+    open_query(page)
     page.get_by_test_id("kind-correlation").check()
     block = page.get_by_test_id("block-variables")
     second = block.get_by_test_id("variable").nth(1)
@@ -414,7 +421,7 @@ def test_regression_as_a_forest_plot(page, tmp_path, artifacts, kind):
 
     fixture = LINEAR if kind == "linear" else LOGISTIC
     sent = answer_with(page, fixture)
-    page.goto("/query")
+    open_query(page)
     page.get_by_test_id("kind-" + kind).check()
     outcome = page.get_by_test_id("block-outcome")
     if kind == "linear":
@@ -458,7 +465,7 @@ def test_survival_curve_with_its_band(page, tmp_path, artifacts):
     from playwright.sync_api import expect
 
     sent = answer_with(page, SURVIVAL)
-    page.goto("/query")
+    open_query(page)
     page.get_by_test_id("kind-survival").check()
     page.get_by_test_id("block-start").get_by_label("ICD-10 code").fill("C50")
     page.get_by_test_id("block-end").get_by_label("Modality (blank: any)").fill("CT")
@@ -485,7 +492,7 @@ def test_mean_and_quantiles(page, tmp_path, artifacts):
     from playwright.sync_api import expect
 
     sent = answer_with(page, MEAN)
-    page.goto("/query")
+    open_query(page)
     page.get_by_test_id("kind-mean").check()
     variable = page.get_by_test_id("block-variable")
     variable.get_by_label("Variable").select_option("observation")
@@ -524,7 +531,7 @@ def test_the_form_says_what_is_missing_before_sending(page):
     from playwright.sync_api import expect
 
     sent = answer_with(page, MEAN)
-    page.goto("/query")
+    open_query(page)
     page.get_by_test_id("kind-mean").check()
     page.get_by_test_id("block-variable").get_by_label("Variable").select_option("condition")
     page.get_by_test_id("run").click()
@@ -544,7 +551,7 @@ def test_a_result_the_page_does_not_draw_is_shown_as_text(page):
     answer = federated("something-new", stat_nodes("mean"), result={
         "kind": "something-new", "value": EVIL, "notes": [f"a note {EVIL}"]})
     answer_with(page, answer)
-    page.goto("/query")
+    open_query(page)
     run(page, "mean")
     expect(page.get_by_test_id("raw-result")).to_contain_text(EVIL)
     visible_text(page, "result-notes", f"a note {EVIL}")
