@@ -57,11 +57,17 @@ def stop(proc: subprocess.Popen, output: list[str]) -> str:
     return rest
 
 
-def shell(script: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`script` in bash, as a user types it, with the CLI on the PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPE_")}
-    env.update({"PATH": f"{BIN}:{env.get('PATH', '')}", "COLUMNS": "250",
-                "PYTHONPATH": str(REPO)})
+def shell(script: str, cwd: Path, *, cli_on_path: bool = True) -> subprocess.CompletedProcess:
+    """`script` in bash, as a user types it, with the CLI on the PATH (or, without
+    `cli_on_path`, a new shell's PATH: the script activates the virtualenv itself)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SPE_") and k != "VIRTUAL_ENV"}
+    if cli_on_path:
+        env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    else:
+        env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":")
+                               if p and Path(p).resolve() != BIN.resolve())
+    env.update({"COLUMNS": "250", "PYTHONPATH": str(REPO)})
     return subprocess.run(["bash", "-c", f"set -e\n{script}"], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -82,9 +88,14 @@ def test_the_readme_commands_work_against_the_demo_with_its_env_file(tmp_path: P
         _wait_healthy(f"https://127.0.0.1:{port + 1}/health",
                       verify=__import__("spe.pki", fromlist=["x"]).client_ssl_context(
                           tmp_path / "demo" / "pki", "hub"))
-        source = f"source {shlex.quote(str(env_file))}\n"
+        # A new shell has no `spe`: the demo prints how to activate the one it runs from.
+        activate = [line.strip() for line in text.splitlines()
+                    if line.strip().startswith(". ") and line.strip().endswith("/activate")]
+        assert len(activate) == 1, text
+        source = f"{activate[0]}\nsource {shlex.quote(str(env_file))}\n"
         # The README's token command, as written: the running demo accepts its token.
-        token = shell(source + "spe token --user alice --role researcher", tmp_path)
+        token = shell(source + "spe token --user alice --role researcher", tmp_path,
+                      cli_on_path=False)
         assert token.returncode == 0, token.stderr
         mine = httpx.get(f"http://127.0.0.1:{port}/api/v1/permits",
                          headers={"Authorization": f"Bearer {token.stdout.strip()}"})

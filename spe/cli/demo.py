@@ -11,6 +11,7 @@ import contextlib
 import json
 import shlex
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,12 +245,29 @@ def _print_access(settings: Settings, nodes: list[DemoNode], issuer) -> None:
                   f"{central}/api/v1/audit/verify")
     env_file = write_demo_env(settings, nodes)
     console.print(f"the CLI's settings for this demo, in {env_file}; in another shell:")
+    activate = venv_activate()
+    if activate:  # a new shell has no `spe` on its PATH until the venv is activated
+        console.print(f"  . {activate}", soft_wrap=True, markup=False)
     console.print(f"  source {env_file}", soft_wrap=True)
     for name, value in read_env_file(env_file).items():
         console.print(f"  export {name}={shlex.quote(value)}", soft_wrap=True, markup=False)
     console.print("  export SPE_TOKEN=$(spe token --user alice --role researcher)",
                   markup=False)
     console.print("press Ctrl-C to stop")
+
+
+def venv_activate() -> str | None:
+    """The activate script of the virtualenv this demo runs from (relative to the working
+    folder when under it, as `make demo`'s `.venv`), or None outside a virtualenv."""
+    if sys.prefix == sys.base_prefix:
+        return None
+    script = Path(sys.prefix) / "bin" / "activate"
+    if not script.is_file():
+        return None
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def write_demo_env(settings: Settings, nodes: list[DemoNode]) -> Path:
@@ -269,6 +287,7 @@ def write_demo_env(settings: Settings, nodes: list[DemoNode]) -> Path:
     write_env_file(path, values, [
         f"The demo federation at {central}: its settings for the spe CLI.",
         f"Written by `spe demo`; in a shell: source {path}",
+        *([f"(the spe command: . {venv_activate()})"] if venv_activate() else []),
         "Then, e.g.: export SPE_TOKEN=$(spe token --user alice --role researcher)",
         "            spe catalogue harvest      (the nodes' mutual TLS: SPE_PKI_DIR)",
         "            spe audit verify           (the central database in SPE_DATA_DIR)",
