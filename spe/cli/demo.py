@@ -253,7 +253,6 @@ def _print_access(settings: Settings, nodes: list[DemoNode], issuer) -> None:
         console.print(f"  export {name}={shlex.quote(value)}", soft_wrap=True, markup=False)
     console.print("  export SPE_TOKEN=$(spe token --user alice --role researcher)",
                   markup=False)
-    console.print("press Ctrl-C to stop")
 
 
 def venv_activate() -> str | None:
@@ -298,8 +297,8 @@ def write_demo_env(settings: Settings, nodes: list[DemoNode]) -> Path:
 async def _serve_all(settings: Settings, nodes: list[DemoNode], issuer) -> bool:
     """Serve every app until SIGINT or SIGTERM; False if one came before they served.
 
-    The signal handlers go in first: a Ctrl-C while the apps are being built (a second or
-    more after "press Ctrl-C to stop") stops the demo then, rather than being lost."""
+    The signal handlers go in first, then "press Ctrl-C to stop": a Ctrl-C while the apps
+    are being built stops the demo then, rather than being lost."""
     servers: list[_Server] = []
     early_stop = asyncio.Event()
 
@@ -313,6 +312,9 @@ async def _serve_all(settings: Settings, nodes: list[DemoNode], issuer) -> bool:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
+    # Said only once the handlers are in: a Ctrl-C at once after it never lands in the
+    # middle of the event loop's own set-up (a traceback from its __del__ at exit).
+    console.print("press Ctrl-C to stop")
     try:
         return await _build_and_serve(settings, nodes, issuer, servers, early_stop)
     finally:

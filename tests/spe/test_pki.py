@@ -105,14 +105,18 @@ def rogue(pkis: Pkis) -> Iterator[Server]:
     yield from _serve(pkis.other, "site-a")
 
 
+#: Generous: a refusal comes at once, and a loaded CI machine can take seconds to shake hands.
+TIMEOUT = 30
+
+
 def get(ctx: ssl.SSLContext, url: str, mode: str, **kwargs) -> httpx.Response:
     """GET with the sync client or, as the hub does, with httpx.AsyncClient."""
     if mode == "sync":
-        with httpx.Client(verify=ctx, timeout=5) as client:
+        with httpx.Client(verify=ctx, timeout=TIMEOUT) as client:
             return client.get(url, **kwargs)
 
     async def run() -> httpx.Response:
-        async with httpx.AsyncClient(verify=ctx, timeout=5) as client:
+        async with httpx.AsyncClient(verify=ctx, timeout=TIMEOUT) as client:
             return await client.get(url, **kwargs)
 
     return asyncio.run(run())
