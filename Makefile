@@ -71,6 +71,7 @@ bench: setup analysis-env
 	$(BIN)/python benchmarks/deid_dicom.py
 	$(BIN)/python benchmarks/catalogue_search.py
 	$(BIN)/python benchmarks/federated_query.py
+	$(BIN)/python benchmarks/federated_rounds.py
 	$(BIN)/python benchmarks/statistics_utility.py
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/staging_pacs.py

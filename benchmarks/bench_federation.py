@@ -9,8 +9,9 @@
   synced into one node index per institution (`gateway.node.service.run_sync`), cached
   under `var/bench-cache/` by its parameters; the synthetic files are removed once synced.
 
-Used by `federated_query.py` and `statistics_utility.py`; run as a script it serves one
-role (`--serve ROLE --port N`), which is how `Federation` starts its processes.
+Used by `federated_query.py`, `statistics_utility.py` and `federated_rounds.py`; run as a
+script it serves one role (`--serve ROLE --port N`), which is how `Federation` starts its
+processes.
 """
 
 from __future__ import annotations
@@ -113,8 +114,12 @@ def serve_child(role: str, port: int) -> None:
         from gateway.node.config import NodeConfig
         from spe.pki import server_ssl_options
 
+        # The node's stores (SPE_NODE_DICOM, SPE_NODE_FHIR), where staging reads a permit's
+        # extract; empty (none) for the query benchmarks, which read the index only.
         app = create_node_app(NodeConfig(node_id=role, name=role,
-                                         database_url=settings.database_url), settings)
+                                         database_url=settings.database_url,
+                                         dicom=settings.node_dicom, fhir=settings.node_fhir),
+                              settings)
         tls = server_ssl_options(settings.pki_dir, role)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", **tls)
 

@@ -19,6 +19,7 @@ from gateway.hub.beacon import error_shape as beacon_errors
 from gateway.hub.beacon import router as beacon_router
 from gateway.hub.endpoints import router as hub_router
 from gateway.hub.fanout import Fanout, push_permit
+from gateway.hub.federated.endpoints import router as fed_router
 from gateway.hub.membership import Membership
 from gateway.hub.membership.endpoints import router as membership_router
 from gateway.hub.pages import STATIC_DIR as QUERY_STATIC
@@ -107,6 +108,7 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     app.include_router(audit_router)
     app.include_router(catalogue_router)
     app.include_router(hub_router)
+    app.include_router(fed_router)
     app.include_router(permits_router)
     app.include_router(airlock_router)
     app.include_router(beacon_router)

@@ -46,3 +46,33 @@ def test_statistics_utility_runs_at_a_tiny_size_and_writes_its_figures(tmp_path:
         assert latency[kind]["supported"] or latency[kind]["unknown_kind"], latency[kind]
     assert "2. utility" in proc.stdout
     assert "4. latency" in proc.stdout
+
+
+@pytest.mark.slow
+def test_federated_rounds_runs_at_a_small_size_and_writes_its_figures(tmp_path: Path):
+    # At 3 x 30 patients staging generalises the covariates away (k-anonymity) and ComBat
+    # has nothing to harmonise; at 3 x 60 its COPD patients' DX chest radiographs are too
+    # few for the node's gate (10 patients), so every series is harmonised.
+    out = tmp_path / "figures.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "federated_rounds.py"),
+         "--patients", "60", "--rounds", "2", "--combat-rounds", "1",
+         "--series", "", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert set(figures) >= {"setup", "overhead", "combat"}
+    for step in ("one_second_step", "combat_moments"):
+        figure = figures["overhead"][step]
+        assert figure["federated_median_s"] > 0
+        assert figure["direct_median_s"] > 0
+        assert figure["ratio"] > 0
+    assert figures["overhead"]["one_second_step"]["rounds"] == 2
+    combat = figures["combat"]
+    assert combat["state"] == "succeeded"
+    assert combat["total_s"] > 0
+    assert [r["kind"] for r in combat["rounds"]] == ["moments", "variance", "adjust"]
+    assert all(r["seconds"] > 0 for r in combat["rounds"])
+    assert combat["series_harmonised"] > 0
+    assert "1. a round at" in proc.stdout
+    assert "2. a distributed ComBat run" in proc.stdout

@@ -101,7 +101,7 @@ def test_demo_comes_up_answers_and_stops_cleanly(tmp_path: Path, flags: list[str
         # 15 patients a site: a site's count may well be under the threshold.
         assert {n["status"] for n in answer.json()["nodes"]} <= {"answered", "suppressed"}
         assert len(answer.json()["nodes"]) == 3
-        for page in ("/catalogue", "/query", "/permits", "/jobs", "/airlock"):
+        for page in ("/catalogue", "/query", "/permits", "/jobs", "/fed", "/airlock"):
             assert httpx.get(f"http://127.0.0.1:{port}{page}").status_code == 200, page
             assert f"127.0.0.1:{port}{page}" in text, page  # the demo names every page
     except BaseException:

@@ -1,6 +1,7 @@
-"""The hub's web pages: a federated query builder over `POST /api/v1/query`, and the
-jobs page over `/api/v1/jobs` (send code to the data under a permit, follow it at each
-node, and fetch its outputs once the airlock has released them).
+"""The hub's web pages: a federated query builder over `POST /api/v1/query`, the jobs
+page over `/api/v1/jobs` (send code to the data under a permit, follow it at each node,
+and fetch its outputs once the airlock has released them), and the federated runs page
+over `/api/v1/fed/runs` (start a ComBat harmonisation, follow a run round by round).
 
 One static HTML shell per page (served as every page is: spe/web/pages.py) whose vanilla
 JS builds the request, sends it with the researcher's bearer token and shows each
@@ -18,7 +19,7 @@ from spe.web.pages import shell_page
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Where spe/app.py mounts STATIC_DIR (the pages' <link> and <script> point here; the
-#: jobs page's files live in the same folder, so under the same path).
+#: jobs and federated runs pages' files live in the same folder, so under the same path).
 STATIC_PATH = "/query/static"
 
 router = APIRouter(include_in_schema=False)
@@ -41,6 +42,15 @@ def jobs_page(request: Request) -> HTMLResponse:
     its outputs' airlock requests. The JS reads the id from the address, so an unknown or
     another's job is the API's 404 or 403, shown with its reason in the page."""
     return _page(request, "jobs.html")
+
+
+@router.get("/fed")
+def fed_page(request: Request) -> HTMLResponse:
+    """Start a ComBat run under a permit, my federated runs, and `?run=<id>`: one run's
+    rounds (each node's answer in its gate's words), its metrics' curves, the privacy spent
+    and its result's airlock request. The JS reads the id from the address, so an unknown
+    or another's run is the API's 404 or 403, shown with its reason in the page."""
+    return _page(request, "fed.html")
 
 
 __all__ = ["STATIC_DIR", "STATIC_PATH", "router"]

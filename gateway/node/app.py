@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from gateway.node.audit import router as checkpoints_router
 from gateway.node.config import NodeConfig
 from gateway.node.endpoints import router as node_router
+from gateway.node.federated.endpoints import router as fed_router
 from gateway.node.jobs.endpoints import router as jobs_router
 from gateway.node.jobs.runtime import work_dir_of
 from gateway.node.permit_endpoints import router as permits_router
@@ -77,6 +78,7 @@ def create_node_app(
     app.include_router(query_router)
     app.include_router(permits_router)
     app.include_router(jobs_router)
+    app.include_router(fed_router)
     app.include_router(trust_router)
     # The audit routes the centre shares, here for this node's operator only.
     app.include_router(audit_router, dependencies=[Depends(operator_peer)])

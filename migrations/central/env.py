@@ -8,6 +8,7 @@ import catalogue.models  # noqa: F401
 import gateway.hub.membership.models  # noqa: F401
 import spe.airlock.review.models  # noqa: F401
 import spe.audit.models  # noqa: F401
+import spe.federated.models  # noqa: F401
 import spe.jobs.models  # noqa: F401
 import spe.permits.models  # noqa: F401
 import spe.users.models  # noqa: F401  (registers tables)

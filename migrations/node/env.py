@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-import gateway.node.index.models  # noqa: F401  (registers tables)
+import gateway.node.federated.models  # noqa: F401  (registers tables)
+import gateway.node.index.models  # noqa: F401
 import gateway.node.jobs.models  # noqa: F401
 import gateway.node.permits.models  # noqa: F401
 import gateway.node.query.models  # noqa: F401

@@ -61,6 +61,12 @@ permissions := {
 		"GET /api/v1/jobs/{job_id}": {"researcher", "output_checker", "admin"},
 		"GET /api/v1/jobs/{job_id}/outputs": {"researcher", "output_checker", "admin"},
 		"POST /api/v1/jobs/{job_id}/cancel": {"researcher"},
+		# Federated runs in rounds (ComBat, Flower) under a data permit: as jobs.
+		"POST /api/v1/fed/runs": {"researcher"},
+		"GET /api/v1/fed/runs": {"researcher"},
+		"GET /api/v1/fed/runs/{run_id}": {"researcher", "output_checker", "admin"},
+		"GET /api/v1/fed/runs/{run_id}/outputs": {"researcher", "output_checker", "admin"},
+		"POST /api/v1/fed/runs/{run_id}/cancel": {"researcher"},
 	},
 	"node": {
 		"GET /api/v1/index/summary": {"admin", "hdab"},

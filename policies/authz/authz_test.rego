@@ -104,6 +104,9 @@ test_researchers_submit_jobs_and_output_checkers_may_read_them if {
 	authz.decide(req("central", "GET", "/api/v1/jobs/{job_id}", ["output_checker"])).allow
 	authz.decide(req("central", "POST", "/api/v1/jobs/{job_id}/cancel", ["researcher"])).allow
 	not authz.decide(req("central", "POST", "/api/v1/jobs/{job_id}/cancel", ["hdab"])).allow
+	authz.decide(req("central", "POST", "/api/v1/fed/runs", ["researcher"])).allow
+	not authz.decide(req("central", "POST", "/api/v1/fed/runs", ["output_checker"])).allow
+	authz.decide(req("central", "GET", "/api/v1/fed/runs/{run_id}", ["output_checker"])).allow
 }
 
 test_output_checker_reviews_airlock_requests if {

@@ -56,6 +56,8 @@ _NON_COUNT = re.compile(
     r"(^|[\s_\-.(])(age|year|yr|month|week|day|date|time|mean|avg|average|median|sd|std|se|"
     r"sem|var|variance|min|max|minimum|maximum|iqr|q1|q3|p|pval|p_value|pvalue|percent|pct|"
     r"perc|%|rate|ratio|prop|proportion|ci|lcl|ucl|lower|upper|lo|hi|beta|coef|estimate|est|"
+    # a classifier's figures (a model's disclosure report: AUC, TPR at an FPR, advantage)
+    r"auc|tpr|fpr|accuracy|advantage|baseline|share|"
     r"or|hr|rr|score|rank|dose|value|weight|height|bmi|duration|id|code|index|"
     r"version|threshold|dof|df|chi2|"
     # a computation's settings, not people

@@ -223,6 +223,7 @@ def _print_access(settings: Settings, nodes: list[DemoNode], issuer) -> None:
     table.add_row("federated query", f"{central}/query  (API: POST {central}/api/v1/query)")
     table.add_row("data permits", f"{central}/permits")
     table.add_row("jobs", f"{central}/jobs  (code to the data, under a permit)")
+    table.add_row("federated runs", f"{central}/fed  (ComBat, Flower: in rounds)")
     table.add_row("airlock", f"{central}/airlock  (output checkers)")
     for node in nodes:
         table.add_row(f"node {node.node_id}",

@@ -356,12 +356,18 @@ def download(
     checksum. Exits 1 when nothing is released yet."""
     url, auth = hub_url(hub), bearer(token)
     found = request("GET", url, _path(job_id, "/outputs"), auth, timeout=timeout).json()
+    download_released(found, f"job {job_id}", to, node, url, auth, timeout)
+
+
+def download_released(found: list[dict], what: str, to: Path, node: list[str], url: str,
+                      auth: str, timeout: float) -> None:
+    """The released files of airlock requests `found` into `to`, checksums checked."""
     released = [(req, f) for req in found if req["state"] == "released"
                 for f in req["files"] if f["stored"] and (not node or f["node_id"] in node)]
     if not released:
         states = ", ".join(f"request {r['id'][:12]}: {r['state']}" for r in found) \
             or "none yet"
-        raise fail(f"no released outputs for job {job_id} ({states})", 1)
+        raise fail(f"no released outputs for {what} ({states})", 1)
     out, written = _out(), 0
     for req, f in released:
         resp = request("GET", url, f"/api/v1/airlock/requests/{req['id']}/files/"

@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from spe.cli.fed import fed_app
 from spe.cli.federation import federation_app
 from spe.cli.identity import identity_app
 from spe.cli.job import job_app
@@ -51,6 +52,7 @@ app.add_typer(pki_app, name="pki")
 _register_pki(pki_app)
 app.add_typer(federation_app, name="federation")
 app.add_typer(permit_app, name="permit")
+app.add_typer(fed_app, name="fed")
 app.add_typer(job_app, name="job")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(users_app, name="users")

@@ -8,7 +8,9 @@ address and station; dates, times and the UTC offset; free-text comments that na
 patient or staff; a private block (group 0x0009, creator "SPE SYNTH") repeating some of it,
 with the UID of the patient's previous study. Some ultrasound and X-ray images say
 BurnedInAnnotation=YES, and their top rows really do hold the patient's name as pixel
-values (one character code per pixel), so a pixel-cleaning step can be checked.
+values (one character code per pixel), so a pixel-cleaning step can be checked. What the
+rest of the pixels show (the patient's anatomy, the scanner's and site's effects) is
+spe/synth/pixels.py's.
 
 Each object is also valid against its own IOD (PS3.3 Annex A: MR, CT, PET, CR, Digital X-Ray
 and Digital Mammography For Presentation, Ultrasound): David Clunie's dciodvfy reports no
@@ -32,6 +34,7 @@ from pydicom.sr.coding import Code as SRCode
 from pydicom.uid import ExplicitVRLittleEndian
 
 from spe.synth import clock
+from spe.synth import pixels as pixels_model
 from spe.synth.codes import Code
 from spe.synth.exams import MODALITIES, ModalityDef
 from spe.synth.records import PatientRecord, SeriesRecord, StudyRecord
@@ -199,7 +202,8 @@ def instance_dataset(site: Site, record: PatientRecord, study: StudyRecord,
     ds.PerformedProcedureStepDescription = study.exam.description
     ds.BurnedInAnnotation = "YES" if series.burned_in else "NO"
 
-    _pixels(ds, modality, series, number, person.dicom_name if series.burned_in else None)
+    _pixels(ds, modality, site, record, study, series, number,
+            person.dicom_name if series.burned_in else None)
     _private_block(ds, record, study)
     return ds
 
@@ -349,19 +353,20 @@ def _digital_xray(ds: Dataset, modality: ModalityDef, body_part: str) -> None:
     ds.AcquisitionContextSequence = []  # Type 2: nothing recorded
 
 
-def _pixels(ds: Dataset, modality: ModalityDef, series: SeriesRecord, number: int,
+def _pixels(ds: Dataset, modality: ModalityDef, site: Site, record: PatientRecord,
+            study: StudyRecord, series: SeriesRecord, number: int,
             burned_in_text: str | None) -> None:
     rows, columns = modality.rows, modality.columns
     eight_bit = modality.bits_stored == 8
     seed = int.from_bytes(hashlib.blake2b(f"{series.uid}/{number}".encode(),
                                           digest_size=8).digest(), "big")
     rng = np.random.default_rng(seed)
-    # A bright ellipse on a dark background, with noise: enough structure to look at.
-    y, x = np.ogrid[-1:1:rows * 1j, -1:1:columns * 1j]
-    inside = (x / 0.8) ** 2 + (y / 0.65) ** 2 <= 1.0
-    top = 200 if eight_bit else (1 << modality.bits_stored) - 1
-    image = np.where(inside, top * 0.6, top * 0.05) + rng.normal(0, top * 0.03, (rows, columns))
-    image = np.clip(image, 0, top)
+    # The patient's anatomy through the scanner's effect (spe/synth/pixels.py).
+    device = study.device
+    top = pixels_model.full_scale(modality)
+    image = pixels_model.image(
+        series.modality, modality, study.exam.body_part, pixels_model.subject(record, study),
+        pixels_model.scanner_effect(device.manufacturer, device.model, site.index), rng)
     if burned_in_text:
         # The annotation band: the name's UTF-8 bytes as pixel values along the top row.
         band = np.zeros((ANNOTATION_ROWS, columns))

@@ -1,4 +1,5 @@
-"""The web pages' shell, shared by the catalogue, query, jobs, permit and airlock pages.
+"""The web pages' shell, shared by the catalogue, query, jobs, federated runs, permit and
+airlock pages.
 
 Each page is a static HTML file whose vanilla JS calls the JSON API: no templating engine
 and no build step, so the pages work offline and read as they are. The server only fills
@@ -49,6 +50,7 @@ LINKS = (
     ("permits", "/permits", "Permits"),
     ("permit-new", "/permits/new", "Apply for a permit"),
     ("jobs", "/jobs", "Jobs"),
+    ("fed", "/fed", "Federated runs"),
     ("airlock", "/airlock", "Airlock review"),
     ("docs", "/docs", "API docs"),
 )

@@ -41,7 +41,8 @@ def parse_exports(text: str) -> dict[str, str]:
 # ---- pages ---------------------------------------------------------------------------------
 
 #: The shared navigation's links: `a[data-nav=NAME]` on every page (spe/web/static/nav.js).
-NAV = ("home", "catalogue", "query", "permits", "permit-new", "jobs", "airlock", "docs")
+NAV = ("home", "catalogue", "query", "permits", "permit-new", "jobs", "fed", "airlock",
+       "docs")
 
 
 def nav_link(page, name: str):
@@ -109,6 +110,14 @@ def command_path(form: str) -> list[str]:
     return _command_path(form)
 
 
+#: The README's form of `spe fed run` (its options, all optional but the permit).
+FED_RUN = ("spe fed run APP --permit PID [--node site-a ...] [--rounds N] "
+           "[--set KEY=VALUE ...] [--on-failure stop|retry|skip] [--retries N] "
+           "[--min-nodes N] [--covariates age,sex,diagnosis] "
+           "[--diagnosis J44] [--modality DX] [--body-part CHEST] "
+           "[--dp-clip C --dp-noise Z [--dp-delta D]] [--round-timeout SECONDS] [--wait] "
+           "[--json]")
+
 #: README form -> the command run, `{name}` filled from the values earlier steps gave.
 #: Ordered: a step may use what an earlier one made (PID, JOB_ID, CSR, ...).
 COMMANDS: dict[str, str] = {
@@ -163,6 +172,23 @@ COMMANDS: dict[str, str] = {
     "spe job logs JOB_ID": "spe job logs {job}",
     "spe job download JOB_ID [--to DIR] [--node site-a]": "spe job download {job} --to {work}/out",
     "spe job cancel JOB_ID": "spe job cancel {job2}",
+    # A ComBat run with the CLI's defaults (DX chest radiographs, COPD J44) over the permit's
+    # two institutions, followed until it ends; if it succeeds, its result released by two
+    # checkers, then read and downloaded; a second run cancelled while it runs. On the
+    # journey's small demo (60 patients per institution; site-a has 10 with a chest
+    # radiograph, fewer with every covariate known) a node's gate may refuse the round
+    # (min_patients): then the run must have failed in the gate's words, and `status --wait`
+    # and `download` must exit 1 saying why, as the README documents (FED_NEEDS_RESULT).
+    # `spe demo`'s default of 300 patients per institution is enough. The Flower form (a
+    # folder instead of `combat`) is not run here: tests/federated/test_flower_federated.py
+    # runs the example app through the hub over three nodes.
+    FED_RUN: "spe fed run combat --permit {pid}",
+    "spe fed status RUN_ID --wait [--timeout SECONDS]": "spe fed status {run} --wait --timeout 600",
+    "spe fed status RUN_ID [--json]": "spe fed status {run}",
+    "spe fed list [--json]": "spe fed list",
+    "spe fed outputs RUN_ID [--json]": "spe fed outputs {run}",
+    "spe fed download RUN_ID [--to DIR]": "spe fed download {run} --to {work}/fed-out",
+    "spe fed cancel RUN_ID": "spe fed cancel {run2}",
     "spe permit amend PID [--member U] [--dataset D] --reason R":
         "spe permit amend {pid} --member {carol} --reason 'Carol joins the analysis'",
     "spe permit reject|changes PID --reason R":
@@ -200,6 +226,10 @@ COMMANDS: dict[str, str] = {
     "spe node worker [--concurrency N] [--name NAME]": "spe node worker",
 }
 
+#: `spe fed` forms that succeed only once the run has succeeded (else: exit 1 with a reason).
+FED_NEEDS_RESULT = {"spe fed status RUN_ID --wait [--timeout SECONDS]",
+                    "spe fed download RUN_ID [--to DIR]"}
+
 #: README form -> why it is not run here.
 SKIPS: dict[str, str] = {
     "spe demo [--orthanc] [--patients N] [--institutions N]":
@@ -232,6 +262,6 @@ AS_ROLE: dict[str, str] = {
     "spe users reinstate UID [--reason R]": "admin",
 }
 
-__all__ = ["AS_ROLE", "BACKGROUND", "COMMANDS", "ENV_FILE", "NAV", "README",
-           "SERVICES", "SKIPS", "command_path", "nav_click", "nav_link", "parse_exports",
-           "readme_commands", "required_options"]
+__all__ = ["AS_ROLE", "BACKGROUND", "COMMANDS", "ENV_FILE", "FED_NEEDS_RESULT", "FED_RUN",
+           "NAV", "README", "SERVICES", "SKIPS", "command_path", "nav_click", "nav_link",
+           "parse_exports", "readme_commands", "required_options"]

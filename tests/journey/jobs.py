@@ -1,6 +1,6 @@
 """What the journeys send and wait for: an application, a job's code, a query; and the
-waits over the API (a job finished, its airlock requests there) that no README command is
-for."""
+waits over the API (a job or a federated run finished, their airlock requests there) that
+no README command is for."""
 
 from __future__ import annotations
 
@@ -100,6 +100,28 @@ def airlock_requests(url: str, token: str, job: str, count: int = 1,
             return found
         time.sleep(1)
     raise AssertionError(f"{len(found)} airlock requests of job {job}, not {count}")
+
+
+def wait_run(url: str, token: str, run: str, within: float = 600.0) -> dict:
+    """The federated run once it has ended (succeeded, failed or cancelled)."""
+    deadline = time.monotonic() + within
+    body: dict = {}
+    while time.monotonic() < deadline:
+        resp = httpx.get(f"{url}/api/v1/fed/runs/{run}", headers=bearer(token), timeout=30)
+        resp.raise_for_status()
+        body = resp.json()
+        if body["state"] != "running":
+            return body
+        time.sleep(1)
+    raise AssertionError(f"federated run {run} not finished within {within:.0f} s: {body}")
+
+
+def run_requests(url: str, token: str, run: str) -> list[dict]:
+    """The federated run's airlock requests (its result, once it succeeded)."""
+    resp = httpx.get(f"{url}/api/v1/fed/runs/{run}/outputs", headers=bearer(token),
+                     timeout=30)
+    resp.raise_for_status()
+    return resp.json()
 
 
 def release(url: str, checkers: list[str], requests: list[dict]) -> None:

@@ -40,6 +40,7 @@ HEADINGS = {
     "permits": "Applications and permits",
     "permit-new": "Apply for a data permit",
     "jobs": "Jobs",
+    "fed": "Federated runs",
     "airlock": "Airlock review",
     "docs": "API documentation",
 }

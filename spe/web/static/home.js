@@ -1,6 +1,6 @@
 // The home page's sign-in is every page's: the token is kept under each page's own key of
 // the tab's session storage (common.js session(KEY); the keys are nav.js's), so the
-// catalogue, query, permit, jobs and airlock pages open signed in, and signing out here
+// catalogue, query, permit, jobs, federated runs and airlock pages open signed in, and signing out here
 // signs out of them all. (Each page's own sign-out still concerns that page only.)
 "use strict";
 

@@ -15,8 +15,8 @@
   const meta = document.querySelector('meta[name="spe-root"]');
   const root = meta ? meta.content : "";
   // The pages' session keys (common.js session(KEY) and catalogue/static/dataset.js).
-  const KEYS = ["spe.home.token", "spe.permits.token", "spe.jobs.token", "spe.airlock.token",
-    "spe.query.token", "spe.catalogue.token"];
+  const KEYS = ["spe.home.token", "spe.permits.token", "spe.jobs.token", "spe.fed.token",
+    "spe.airlock.token", "spe.query.token", "spe.catalogue.token"];
   const FINAL = new Set(["succeeded", "failed", "timed_out", "cancelled", "refused",
     "not submitted", "unreachable"]);
 

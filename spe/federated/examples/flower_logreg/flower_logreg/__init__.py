@@ -1,0 +1,1 @@
+"""flower_logreg: a Flower app, federated logistic regression."""
