@@ -171,7 +171,8 @@ def test_a_request_whose_every_file_is_blocked_is_closed_with_its_reasons(
     assert reasons[1] == ["1 count below the threshold of 10: row 2, column 2"]
     assert "small.csv" not in str(mine)
     # (Not a bare "bad": the request's random hex id may hold it.)
-    assert "bad\x07" not in str(mine) and "name.csv" not in str(mine)
+    assert "bad\x07" not in str(mine)
+    assert "name.csv" not in str(mine)
     assert "3" not in str(reasons)  # the rule and place, not the count
     assert {f["size"] for f in mine["files"]} == {0}
     assert not any(f["stored"] for f in mine["files"])
