@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     # gateway/node/query/perturb.py); unset: the file <data_dir>/nodes/<node_id>/
     # cellkey.secret, made on first use. Changing it changes every perturbed answer.
     node_cellkey_secret: SecretStr | None = None
+    # Whether this institution vets job code before it runs (policies/jobs `code_review`):
+    # "approval" (its approvers approve each code per permit), "registry" (only code whose
+    # SHA-256 is in SPE_NODE_CODE_REGISTRY), "none"; empty: the policy's default (none).
+    node_code_review: Literal["", "none", "approval", "registry"] = ""
+    # The registry of approved analyses: SHA-256s of code archives, comma-separated.
+    node_code_registry: str = Field(default="", pattern=r"^[0-9a-f, ]*$")
     # Job workers each node runs in its own process (threads; 0: jobs queue for others).
     node_workers: int = Field(default=1, ge=0, le=64)
     # Processes that de-identify one permit's extract (DICOM and FHIR) while it is staged;

@@ -5,15 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi import Query as QueryParam
 
-from gateway.hub import jobs, service
+from gateway.hub import code_reviews, jobs, service
 from gateway.hub.schemas import FederatedAnswer
 from spe.airlock.review.schemas import RequestOut
 from spe.db import session_scope
 from spe.permits.service import Permits, institutions_of
 from spe.web import Caller
 from spe.web.responses import refusals
+from spe.wire.code_review import (
+    CodeDecision,
+    CodeReviewDetail,
+    CodeReviewSummary,
+    DecisionOutcome,
+)
 from spe.wire.jobs import TOO_LARGE_RESPONSE
 from spe.wire.query import Query
 
@@ -86,3 +93,38 @@ async def job_status(job_id: str, caller: Caller, request: Request) -> jobs.JobV
 async def cancel_job(job_id: str, caller: Caller, request: Request) -> jobs.JobView:
     """Cancel the job at every node (a running one is killed at its next heartbeat)."""
     return await jobs.cancel(request.app.state.ctx, request.app.state.hub, job_id, caller)
+
+
+# --- institutions vetting job code (gateway/hub/code_reviews.py) --------------------------
+
+NodeId = Annotated[str, PathParam(min_length=1, max_length=64)]
+Pid = Annotated[str, PathParam(min_length=1, max_length=32)]
+Sha256 = Annotated[str, PathParam(pattern=r"^[0-9a-f]{64}$", min_length=64, max_length=64)]
+
+
+@router.get("/code-reviews", response_model=list[CodeReviewSummary], tags=["code review"],
+            responses=refusals(403))
+async def code_awaiting_review(caller: Caller, request: Request) -> list[CodeReviewSummary]:
+    """The job code awaiting review by the caller's institution (an approver's), per
+    permit and code (SHA-256), with the held jobs and who sent them."""
+    return await code_reviews.awaiting(request.app.state.ctx, request.app.state.hub, caller)
+
+
+@router.get("/code-reviews/{node_id}/{pid}/{sha256}", response_model=CodeReviewDetail,
+            tags=["code review"], responses=refusals(403, 409))
+async def code_for_review(node_id: NodeId, pid: Pid, sha256: Sha256, caller: Caller,
+                          request: Request) -> CodeReviewDetail:
+    """One code at the institution: its files, a unified diff against the version of the
+    permit approved last there, the researchers, and the permit's decisions so far."""
+    return await code_reviews.read(request.app.state.ctx, request.app.state.hub, caller,
+                                   node_id, pid, sha256)
+
+
+@router.post("/code-reviews/{node_id}/{pid}/{sha256}", response_model=DecisionOutcome,
+             tags=["code review"], responses=refusals(403, 409))
+async def decide_code(node_id: NodeId, pid: Pid, sha256: Sha256, body: CodeDecision,
+                      caller: Caller, request: Request) -> DecisionOutcome:
+    """Approve (the held jobs of the permit with this code run, and so will later ones) or
+    reject (they fail with the reason) the code for the permit at the institution."""
+    return await code_reviews.decide(request.app.state.ctx, request.app.state.hub, caller,
+                                     node_id, pid, sha256, body)

@@ -14,6 +14,7 @@ from gateway.node.config import NodeConfig
 from gateway.node.endpoints import router as node_router
 from gateway.node.federated.endpoints import router as fed_router
 from gateway.node.jobs.endpoints import router as jobs_router
+from gateway.node.jobs.review_endpoints import router as code_review_router
 from gateway.node.jobs.runtime import work_dir_of
 from gateway.node.permit_endpoints import router as permits_router
 from gateway.node.query.endpoints import router as query_router
@@ -78,6 +79,7 @@ def create_node_app(
     app.include_router(query_router)
     app.include_router(permits_router)
     app.include_router(jobs_router)
+    app.include_router(code_review_router)  # institutions vetting job code
     app.include_router(fed_router)
     app.include_router(trust_router)
     # The audit routes the centre shares, here for this node's operator only.

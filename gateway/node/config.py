@@ -21,6 +21,21 @@ class NodeConfig:
     database_url: str
     dicom: str = ""  # folder:PATH | dimse://AET@HOST:PORT | dicomweb:URL
     fhir: str = ""  # ndjson:PATH | bundle:PATH
+    # Whether this institution vets a job's code first (policies/jobs `code_review`):
+    # "none" | "approval" | "registry"; "" leaves it to the policy's default.
+    code_review: str = ""
+    # The registry of approved analyses: the SHA-256s of code archives that may run here
+    # when code_review is "registry".
+    code_registry: tuple[str, ...] = ()
+
+
+def code_registry(text: str) -> tuple[str, ...]:
+    """SPE_NODE_CODE_REGISTRY's SHA-256s (comma-separated), lower case, each once."""
+    hashes = [h.strip().lower() for h in text.split(",") if h.strip()]
+    bad = [h for h in hashes if len(h) != 64 or any(c not in "0123456789abcdef" for c in h)]
+    if bad:
+        raise ValueError(f"not SHA-256s in the code registry: {', '.join(bad[:3])}")
+    return tuple(dict.fromkeys(hashes))
 
 
 def open_dicom_source(spec: str) -> DicomSource | None:

@@ -61,6 +61,11 @@ permissions := {
 		"GET /api/v1/jobs/{job_id}": {"researcher", "output_checker", "admin"},
 		"GET /api/v1/jobs/{job_id}/outputs": {"researcher", "output_checker", "admin"},
 		"POST /api/v1/jobs/{job_id}/cancel": {"researcher"},
+		# Institutions vetting job code; which approver reviews which code is
+		# policies/jobs' code_review_access (at the hub and again at the node).
+		"GET /api/v1/code-reviews": {"approver"},
+		"GET /api/v1/code-reviews/{node_id}/{pid}/{sha256}": {"approver"},
+		"POST /api/v1/code-reviews/{node_id}/{pid}/{sha256}": {"approver"},
 		# Federated runs in rounds (ComBat, Flower) under a data permit: as jobs.
 		"POST /api/v1/fed/runs": {"researcher"},
 		"GET /api/v1/fed/runs": {"researcher"},

@@ -4,9 +4,14 @@
 #   A node's own decision on a job the hub sent it under a data permit.
 #   `data.jobs.decision`, input {"permit": null | {"id", "known", "usable", "member",
 #   "covers_node"} (the node's own copy of the permit), "limits": {spe.sandbox.Limits
-#   fields}}: {"allow", "reason", "max_limits"}. The node runs only jobs under a permit it
-#   holds, that is issued and within its dates, names the caller and covers one of its
-#   datasets; and only within the limits below (the sandbox's own caps are higher).
+#   fields}, "node": {"id", "code_review": the operator's setting or null, "registry":
+#   [approved SHA-256s]}, "code": {"sha256", "approval": this permit's decision on this
+#   code, "approve"|"reject"|null}}: {"allow", "reason", "max_limits", "code_review",
+#   "hold"}. The node runs only jobs under a permit it holds, that is issued and within
+#   its dates, names the caller and covers one of its datasets; only within the limits
+#   below (the sandbox's own caps are higher); and only code its institution vetted when
+#   its `code_review` says so (below). `hold`: accept the job but keep it from the
+#   workers until the institution's approvers approve its code.
 #   Rules are functions of their input so tests call them directly (see policies/authz).
 package jobs
 
@@ -56,7 +61,7 @@ decide(req) := {"allow": false, "reason": "denied: no permit: jobs run only unde
 	"denied: limits above this node's maximum: ", concat(", ", over_limits(object.get(req, "limits", {}))),
 ]), "max_limits": max_limits} if {
 	count(over_limits(object.get(req, "limits", {}))) > 0
-} else := {"allow": true, "reason": concat("", ["allowed: under permit ", req.permit.id]), "max_limits": max_limits}
+} else := object.union(review_decision(req), {"max_limits": max_limits})
 
 # Fails closed: an input no rule decides on (a missing field, say) is denied.
 default decision := {"allow": false, "reason": "denied: jobs.decision has no answer for this input"}
@@ -162,3 +167,93 @@ extract_decision(req, accept) := {"allow": true, "reason": "allowed: the extract
 default extract := {"allow": false, "reason": "denied: jobs.extract has no answer for this input"}
 
 extract := decide_extract(input)
+
+# ---- code the institution vets ------------------------------------------------------
+# Whether this institution wants a job's code vetted before it runs here:
+#   "none": any code the permit allows runs;
+#   "approval": the institution's approvers approve each code (by its SHA-256) for the
+#     permit first; a job with code not yet decided is held, a rejected code refused;
+#   "registry": only code whose SHA-256 is in the node's registry of approved analyses.
+# The operator chooses per node (SPE_NODE_CODE_REVIEW, passed in input.node.code_review);
+# without a setting, `code_review_default` below, which an institution's own bundle may
+# change. An unknown mode refuses every job (fail closed).
+code_review_default := "none"
+
+review_modes := {"none", "approval", "registry"}
+
+code_review_of(req) := mode if {
+	mode := object.get(object.get(req, "node", {}), "code_review", null)
+	mode != null
+} else := code_review_default
+
+node_name(req) := to_text(object.get(object.get(req, "node", {}), "id", null))
+
+code_text(req) := concat("", ["the code (sha256 ", to_text(object.get(object.get(req, "code", {}), "sha256", null)), ")"])
+
+registered(req) if {
+	sha := req.code.sha256
+	is_string(sha)
+	some listed in req.node.registry
+	listed == sha
+}
+
+approval_of(req) := object.get(object.get(req, "code", {}), "approval", null)
+
+review_decision(req) := {"allow": false, "hold": false, "code_review": to_text(code_review_of(req)), "reason": concat("", [
+	"denied: the node's code review setting ", to_text(code_review_of(req)),
+	" is not one of none, approval, registry",
+])} if {
+	not code_review_of(req) in review_modes
+} else := {"allow": true, "hold": false, "code_review": "none", "reason": concat("", ["allowed: under permit ", req.permit.id])} if {
+	code_review_of(req) == "none"
+} else := {"allow": true, "hold": false, "code_review": "registry", "reason": concat("", [
+	"allowed: under permit ", req.permit.id, "; ", code_text(req), " is in ", node_name(req), "'s registry of approved analyses",
+])} if {
+	code_review_of(req) == "registry"
+	registered(req)
+} else := {"allow": false, "hold": false, "code_review": "registry", "reason": concat("", [
+	"denied: ", code_text(req), " is not in ", node_name(req), "'s registry of approved analyses",
+])} if {
+	code_review_of(req) == "registry"
+} else := {"allow": true, "hold": false, "code_review": "approval", "reason": concat("", [
+	"allowed: under permit ", req.permit.id, "; ", code_text(req), " was approved by ", node_name(req), "'s approvers",
+])} if {
+	approval_of(req) == "approve"
+} else := {"allow": false, "hold": false, "code_review": "approval", "reason": concat("", [
+	"denied: ", code_text(req), " was rejected by ", node_name(req), "'s approvers; change the code to ask again",
+])} if {
+	approval_of(req) == "reject"
+} else := {"allow": true, "hold": true, "code_review": "approval", "reason": concat("", [
+	"held: ", code_text(req), " awaits approval by ", node_name(req), "'s approvers",
+])} if {
+	code_review_of(req) == "approval"
+}
+
+# ---- who reviews code at a node -----------------------------------------------------
+# `data.jobs.code_review_access`, input {"action": "list"|"read"|"decide", "subject":
+# {"id", "roles", "institution"}, "node": this node's id, "members": the permit's members
+# (the node's copy; [] for "list"), "researchers": who sent the held jobs}: {"allow",
+# "reason"}. Only an approver of this very institution reviews code here (as only an
+# institution's approvers review a permit for it); nobody reviews their own code, nor
+# code under a permit they are named on.
+
+review_problem(req) := "only an approver reviews code" if {
+	not "approver" in req.subject.roles
+} else := concat("", ["only ", to_text(req.node), "'s approvers review code there"]) if {
+	object.get(req.subject, "institution", null) != req.node
+} else := "nobody reviews their own code" if {
+	req.subject.id in object.get(req, "researchers", [])
+} else := "nobody reviews the code of a permit they are named on" if {
+	req.subject.id in object.get(req, "members", [])
+} else := "unknown action" if {
+	not req.action in {"list", "read", "decide"}
+}
+
+decide_review_access(req) := {"allow": false, "reason": concat("", ["denied: ", review_problem(req)])} if {
+	review_problem(req)
+} else := {"allow": true, "reason": concat("", ["allowed: ", req.action, " code for review at ", req.node])}
+
+# Fails closed: an input no rule decides on (a missing field, say) is denied.
+default code_review_access := {"allow": false, "reason": "denied: jobs.code_review_access has no answer for this input"}
+
+code_review_access := decide_review_access(input)

@@ -147,3 +147,106 @@ test_a_stranger_reads_no_outputs if {
 	contains(d.reason, "member of its permit")
 	not jobs.decide_access({"action": "outputs", "subject": {"id": "mallory@demo", "roles": []}, "job": job, "permit": null}).allow
 }
+
+# ---- code the institution vets ------------------------------------------------------
+
+sha := "aa00000000000000000000000000000000000000000000000000000000000000"
+
+vetted(mode, approval, registry) := jobs.decide({
+	"permit": good_permit, "limits": ok_limits,
+	"node": {"id": "site-a", "code_review": mode, "registry": registry},
+	"code": {"sha256": sha, "approval": approval},
+})
+
+test_without_a_setting_code_is_not_vetted if {
+	d := jobs.decide({"permit": good_permit, "limits": ok_limits})
+	d.allow
+	not d.hold
+	d.code_review == "none"
+}
+
+test_code_not_yet_approved_is_held_with_the_reason if {
+	d := vetted("approval", null, [])
+	d.allow
+	d.hold
+	d.code_review == "approval"
+	contains(d.reason, concat("", ["the code (sha256 ", sha, ") awaits approval by site-a's approvers"]))
+}
+
+test_approved_code_runs_at_once if {
+	d := vetted("approval", "approve", [])
+	d.allow
+	not d.hold
+}
+
+test_rejected_code_is_refused if {
+	d := vetted("approval", "reject", [])
+	not d.allow
+	contains(d.reason, "rejected by site-a's approvers")
+}
+
+test_the_registry_allows_only_listed_code if {
+	d := vetted("registry", null, [sha])
+	d.allow
+	not d.hold
+	d2 := vetted("registry", "approve", ["bb"])
+	not d2.allow
+	contains(d2.reason, "not in site-a's registry")
+}
+
+test_an_unknown_review_mode_refuses_every_job if {
+	d := vetted("aproval", "approve", [sha])
+	not d.allow
+	contains(d.reason, "not one of none, approval, registry")
+}
+
+test_the_permit_is_checked_before_the_code if {
+	d := jobs.decide({"permit": object.union(good_permit, {"usable": false}), "limits": ok_limits,
+		"node": {"id": "site-a", "code_review": "approval"}, "code": {"sha256": sha, "approval": "approve"}})
+	not d.allow
+	contains(d.reason, "not active")
+}
+
+reviewer(id, roles, inst) := {"id": id, "roles": roles, "institution": inst}
+
+review(action, subject) := jobs.decide_review_access({
+	"action": action, "subject": subject, "node": "site-a",
+	"members": ["carol@demo"], "researchers": ["carol@demo"],
+})
+
+test_an_approver_of_the_institution_reviews if {
+	review("list", reviewer("anna@demo", ["approver"], "site-a")).allow
+	review("read", reviewer("anna@demo", ["approver"], "site-a")).allow
+	review("decide", reviewer("anna@demo", ["approver"], "site-a")).allow
+}
+
+test_an_approver_of_another_institution_does_not if {
+	d := review("decide", reviewer("bert@demo", ["approver"], "site-b"))
+	not d.allow
+	contains(d.reason, "only site-a's approvers")
+}
+
+test_a_researcher_does_not_review if {
+	d := review("decide", reviewer("mallory@demo", ["researcher"], "site-a"))
+	not d.allow
+	contains(d.reason, "only an approver")
+}
+
+test_nobody_approves_their_own_code if {
+	d := review("decide", reviewer("carol@demo", ["approver", "researcher"], "site-a"))
+	not d.allow
+	contains(d.reason, "own code")
+}
+
+test_nobody_approves_code_of_a_permit_they_are_named_on if {
+	d := jobs.decide_review_access({
+		"action": "decide", "subject": reviewer("dave@demo", ["approver"], "site-a"),
+		"node": "site-a", "members": ["dave@demo"], "researchers": ["carol@demo"],
+	})
+	not d.allow
+	contains(d.reason, "named on")
+}
+
+test_an_approver_without_an_institution_does_not_review if {
+	not review("list", reviewer("anna@demo", ["approver"], null)).allow
+}

@@ -248,7 +248,7 @@ def node_worker(
     import time
 
     from gateway.node.app import NODE_AUDIT
-    from gateway.node.config import NodeConfig
+    from gateway.node.config import NodeConfig, code_registry
     from gateway.node.jobs import dispatch
     from gateway.node.jobs.runtime import make_worker
     from gateway.node.source_probe import job_counts
@@ -266,7 +266,8 @@ def node_worker(
     upgrade(settings.database_url, "node")
     config = NodeConfig(node_id=settings.node_id, name=settings.node_name or settings.node_id,
                         database_url=settings.database_url, dicom=settings.node_dicom,
-                        fhir=settings.node_fhir)
+                        fhir=settings.node_fhir, code_review=settings.node_code_review,
+                        code_registry=code_registry(settings.node_code_registry))
     sessions = make_sessionmaker(make_engine(settings.database_url))
     metrics.collect_gauge("spe_job_queue_depth", "This node's jobs by state.", ["state"],
                           job_counts(sessions))
@@ -598,7 +599,7 @@ def _service(what: str, settings: Settings):
     if what != "node":
         raise fail("serve central or serve node")
     from gateway.node.app import create_node_app
-    from gateway.node.config import NodeConfig
+    from gateway.node.config import NodeConfig, code_registry
     from spe.db.migrate import upgrade
 
     if not (settings.node_id and settings.database_url):
@@ -617,7 +618,8 @@ def _service(what: str, settings: Settings):
     return create_node_app(NodeConfig(
         node_id=settings.node_id, name=settings.node_name or settings.node_id,
         database_url=settings.database_url, dicom=settings.node_dicom,
-        fhir=settings.node_fhir), settings), tls
+        fhir=settings.node_fhir, code_review=settings.node_code_review,
+        code_registry=code_registry(settings.node_code_registry)), settings), tls
 
 
 @app.command()

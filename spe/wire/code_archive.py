@@ -115,4 +115,37 @@ def unpack_code(data: bytes, directory: Path | str) -> Path:
     return root
 
 
-__all__ = ["CodeArchiveError", "pack_code", "pack_script", "unpack_code"]
+def read_code(data: bytes) -> dict[str, bytes]:
+    """The regular files of a `pack_code` archive, in memory ({path: bytes}, sorted), for a
+    reviewer to read; refused as `unpack_code` refuses (links, unsafe paths, too large)."""
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise CodeArchiveError(f"not a gzipped tar: {exc}") from None
+    files: dict[str, bytes] = {}
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise CodeArchiveError(f"malformed code archive: {exc}") from None
+        if len(members) > MAX_CODE_FILES:
+            raise CodeArchiveError(f"more than {MAX_CODE_FILES} entries in job code")
+        total = 0
+        for member in members:
+            name = _safe_name(member.name)
+            if member.isdir():
+                continue
+            if not member.isreg():
+                raise CodeArchiveError(f"only files and folders are allowed: {name!r}")
+            total += member.size
+            if total > MAX_CODE_BYTES:
+                raise CodeArchiveError("the job code is too large")
+            source = tar.extractfile(member)
+            if source is None or name in files:
+                raise CodeArchiveError(f"unreadable or duplicate entry: {name!r}")
+            with source:
+                files[name] = source.read()
+    return dict(sorted(files.items()))
+
+
+__all__ = ["CodeArchiveError", "pack_code", "pack_script", "read_code", "unpack_code"]

@@ -45,6 +45,9 @@ class HubContext(BaseModel):
     iat: int
     jti: str = Field(min_length=1, max_length=64)
     sus: int = Field(default=0, ge=0, le=2**62)  # the hub's suspension-list epoch
+    # The institution the user acts for (an approver's), as the hub's identity provider
+    # said; a node checks it is itself before letting an approver review code there.
+    inst: str | None = Field(default=None, max_length=64)
 
 
 def ec_key(key) -> ECKey:
@@ -69,12 +72,15 @@ class ContextSigner:
         self.epoch_of = epoch_of
 
     def sign(self, *, user: str, roles: list[str], tier: Tier, query_hash: str, node_id: str,
-             permit: str | None = None, ttl_seconds: int = TTL_SECONDS) -> str:
+             permit: str | None = None, ttl_seconds: int = TTL_SECONDS,
+             institution: str | None = None) -> str:
         epoch = self.epoch_of(user) if self.epoch_of is not None else 0
         now = int(time.time())
         claims = {"sus": epoch, "iss": ISSUER, "sub": user, "roles": list(roles), "tier": tier,
                   "permit": permit, "qh": query_hash, "aud": node_id, "iat": now,
                   "exp": now + ttl_seconds, "jti": uuid.uuid4().hex}
+        if institution is not None:
+            claims["inst"] = institution
         return jwt.encode({"alg": ALGORITHM, "typ": "JWT"}, claims, self._key)
 
 

@@ -49,15 +49,19 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 TIMED_OUT = "timed_out"
 CANCELLED = "cancelled"
+#: Held at a node whose policy wants the code approved first (policies/jobs
+#: `code_review`): accepted, not queued to the workers until an approver of that
+#: institution approves the code's SHA-256 for the permit (spe.wire.code_review).
+AWAITING_APPROVAL = "awaiting_approval"
 
 ACTIVE = frozenset({STAGING, RUNNING})
 FINAL = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED})
-STATES = frozenset({QUEUED}) | ACTIVE | FINAL
+STATES = frozenset({QUEUED, AWAITING_APPROVAL}) | ACTIVE | FINAL
 #: States whose job ran in the sandbox and may have a log for the airlock.
 RAN = frozenset({SUCCEEDED, FAILED, TIMED_OUT})
 
-State = Literal["queued", "staging", "running", "succeeded", "failed", "timed_out",
-                "cancelled"]
+State = Literal["queued", "awaiting_approval", "staging", "running", "succeeded", "failed",
+                "timed_out", "cancelled"]
 
 # --- the runner's own words --------------------------------------------------------------
 #: The file the runner writes at the top of a job's outputs once the sandbox has ended:
@@ -83,6 +87,11 @@ RUNNER_REASONS = frozenset({EXITED_WITH_ERROR, *LIMIT_REASONS.values(), STAGING_
                             WORKER_LOST, f"{WORKER_LOST}; queued again"})
 #: Who or what cancelled a job: a user id as the hub vouched for it, or the permit's stop.
 _CANCELLED = re.compile(r"cancelled by [^\s;]{1,320}|permit (suspended|revoked)")
+#: An institution's code review (spe.wire.code_review): a human's decision about the code
+#: the researcher sent, not anything computed from the data, so its words are told.
+_CODE_REVIEW = re.compile(
+    r"the code \(sha256 [0-9a-f]{64}\) (awaits approval by [A-Za-z0-9_.-]{1,64}'s approvers"
+    r"|was rejected by [A-Za-z0-9_.-]{1,64}'s approvers: [^\r\n]{1,500})")
 NOT_TOLD = "(a reason outside the job contract, not shown)"
 
 
@@ -91,7 +100,8 @@ def public_reason(reason: str) -> str:
     that the job was taken from its worker, or who cancelled it), else `NOT_TOLD`: words
     from an older version's record or a misbehaving node never reach a researcher."""
     first, _, rest = reason.partition("; ")
-    if reason == "" or reason in RUNNER_REASONS or _CANCELLED.fullmatch(reason):
+    if (reason == "" or reason in RUNNER_REASONS or _CANCELLED.fullmatch(reason)
+            or _CODE_REVIEW.fullmatch(reason)):
         return reason
     if rest == TAKEN and first in RUNNER_REASONS:
         return reason
@@ -229,8 +239,9 @@ class JobStatus(BaseModel):
 
 
 __all__ = [
-    "ACTIVE", "FINAL", "JOBS_PATH", "LOG_NAME", "MAX_ARCHIVE_BYTES", "MAX_CODE_B64",
-    "MAX_CODE_BYTES", "MAX_CODE_FILES", "RAN", "RUNNER_REASONS", "STATES", "CodeTooLarge",
-    "InvalidJob", "JobAccepted", "JobRefused", "JobStatus", "JobSubmission", "NoOutputs",
-    "StagingProgress", "StagingSummary", "decode_code", "public_reason", "staging_percent",
+    "ACTIVE", "AWAITING_APPROVAL", "FINAL", "JOBS_PATH", "LOG_NAME", "MAX_ARCHIVE_BYTES",
+    "MAX_CODE_B64", "MAX_CODE_BYTES", "MAX_CODE_FILES", "RAN", "RUNNER_REASONS", "STATES",
+    "CodeTooLarge", "InvalidJob", "JobAccepted", "JobRefused", "JobStatus", "JobSubmission",
+    "NoOutputs", "StagingProgress", "StagingSummary", "decode_code", "public_reason",
+    "staging_percent",
 ]

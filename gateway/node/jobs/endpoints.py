@@ -4,7 +4,8 @@ context, `X-SPE-Hub-Context`; spe.wire.context).
 - `POST /api/v1/jobs` {"code": base64 of a `pack_code` tar.gz, "entry", "limits"}: the
   context's `qh` must be the SHA-256 (hex) of the decoded code and name a permit; the
   node's own copy of the permit and its limits decide (policies/jobs), then the job is
-  queued for the node's workers (202).
+  queued for the node's workers (202), or held until the institution's approvers approve
+  its code when the policy's `code_review` says so (gateway/node/jobs/review_endpoints.py).
 - `GET /api/v1/jobs/{job_id}`: the context's `qh` is the SHA-256 of the job id; only the
   job's own user, or an output checker or admin the hub vouches for (policies/jobs
   `access`), reads its `spe.wire.jobs.JobStatus`: the state and the runner's words, never
@@ -33,6 +34,7 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from gateway.node.jobs import approvals
 from gateway.node.jobs import repository as repo
 from gateway.node.jobs.models import NodeJob
 from gateway.node.permits.facts import permit_facts
@@ -52,12 +54,15 @@ from spe.policy.gate import audit_refusal, decide_or_refuse
 from spe.sandbox import Limits
 from spe.web import DbSession
 from spe.web.responses import refusals
+from spe.wire.code_review import awaiting_reason
 from spe.wire.context import HubContext
 from spe.wire.jobs import (
+    AWAITING_APPROVAL,
     FINAL,
     JOBS_PATH,
     LOG_NAME,
     MAX_CODE_B64,
+    QUEUED,
     RAN,
     STAGING,
     SUCCEEDED,
@@ -131,19 +136,33 @@ def submit(body: JobSubmission, request: Request, session: DbSession,
                      InvalidJob) from None
     except TypeError as exc:
         raise refuse(f"limits are not valid: {exc}"[:500], InvalidJob) from None
+    node = app.state.node
+    approved = (approvals.latest(session, hub_ctx.permit, digest)
+                if hub_ctx.permit is not None else None)
     decision = decide_or_refuse(ctx.policy, POLICY, {
         "permit": permit_facts(session, hub_ctx, date.today()),
-        "limits": limits.model_dump()}, audit=ctx.audit, sessions=ctx.sessions,
+        "limits": limits.model_dump(),
+        "node": {"id": node.node_id, "code_review": node.code_review or None,
+                 "registry": list(node.code_registry)},
+        "code": {"sha256": digest, "approval": approved.decision if approved else None}},
+        audit=ctx.audit, sessions=ctx.sessions,
         session=None, actor=hub_ctx.sub, action="job.submit", object=f"code:{digest}",
         details={"permit": hub_ctx.permit}, refuse=lambda d: JobRefused(d.reason))
+    hold = decision.values.get("hold")
+    if not isinstance(hold, bool):  # fail closed: an answer that says not whether to hold
+        raise refuse("the policy's answer does not say whether the code must be approved")
     job = repo.enqueue(session, pid=str(hub_ctx.permit), user_id=hub_ctx.sub, code=code,
-                       entry=body.entry, limits=limits)
+                       entry=body.entry, limits=limits,
+                       state=AWAITING_APPROVAL if hold else QUEUED,
+                       reason=awaiting_reason(digest, node.node_id) if hold else "")
     ctx.audit.record(session, actor=hub_ctx.sub, action="job.submit", object=f"job:{job.id}",
                      decision="allow", reason=decision.reason,
                      details={"permit": job.pid, "code_sha256": digest, "entry": job.entry,
-                              "limits": job.limits, "node": app.state.node.node_id})
+                              "limits": job.limits, "node": node.node_id,
+                              "code_review": decision.values.get("code_review"),
+                              "held": hold})
     dispatcher = getattr(app.state, "job_dispatcher", None)
-    if dispatcher is not None:  # after the commit; a lost deferral is made good by a sweep
+    if dispatcher is not None and not hold:  # after the commit; a sweep makes good a loss
         background.add_task(_defer, dispatcher, job.id)
     return JobAccepted(job_id=job.id, state=job.state)
 

@@ -22,6 +22,7 @@ from gateway.node.jobs.models import NodeJob
 from spe.sandbox import Limits
 from spe.wire.jobs import (
     ACTIVE,
+    AWAITING_APPROVAL,
     CANCELLED,
     FAILED,
     FINAL,
@@ -47,8 +48,13 @@ def enqueue(
     max_attempts: int = 2,
     now: datetime | None = None,
     job_id: str | None = None,
+    state: str = QUEUED,
+    reason: str = "",
 ) -> NodeJob:
-    """Add a queued job (limits are validated against `spe.sandbox.Limits` and its caps)."""
+    """Add a queued job (limits are validated against `spe.sandbox.Limits` and its caps), or
+    one held until its code is approved (`state` AWAITING_APPROVAL, with the reason)."""
+    if state not in (QUEUED, AWAITING_APPROVAL):
+        raise ValueError(f"a job starts queued or awaiting approval, not {state!r}")
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     checked = limits if isinstance(limits, Limits) else Limits(**(limits or {}))
@@ -56,7 +62,7 @@ def enqueue(
         id=job_id or uuid.uuid4().hex,
         pid=pid,
         user_id=user_id,
-        state=QUEUED,
+        state=state,
         entry=entry,
         code=code,
         limits=checked.model_dump(),
@@ -64,7 +70,7 @@ def enqueue(
         max_attempts=max_attempts,
         created_at=now or utcnow(),
         log_tail="",
-        reason="",
+        reason=reason,
     )
     session.add(job)
     session.flush()
@@ -207,11 +213,11 @@ def by_state(session: Session, state: str) -> list[NodeJob]:
 def cancel_for_permit(session: Session, pid: str, *, reason: str,
                       now: datetime | None = None) -> list[str]:
     """Cancel every job of a permit that is not final (a revocation or suspension): queued
-    ones never start, and a running one's worker finds it gone at its next heartbeat and
-    kills the sandbox."""
+    and held ones never start, and a running one's worker finds it gone at its next
+    heartbeat and kills the sandbox."""
     ids = session.execute(
         update(NodeJob)
-        .where(NodeJob.pid == pid, NodeJob.state.in_([QUEUED, *ACTIVE]))
+        .where(NodeJob.pid == pid, NodeJob.state.in_([QUEUED, AWAITING_APPROVAL, *ACTIVE]))
         .values(state=CANCELLED, reason=reason, finished_at=now or utcnow())
         .returning(NodeJob.id)
         .execution_options(synchronize_session=False)
@@ -221,12 +227,12 @@ def cancel_for_permit(session: Session, pid: str, *, reason: str,
 
 def cancel_job(session: Session, job_id: str, *, reason: str = "cancelled",
                now: datetime | None = None) -> bool:
-    """Cancel one job that is not final: a queued one never starts, and a staging or
-    running one's worker finds it gone at its next heartbeat and kills the sandbox
+    """Cancel one job that is not final: a queued or held one never starts, and a staging
+    or running one's worker finds it gone at its next heartbeat and kills the sandbox
     (like `cancel_for_permit`). False when the job is unknown or already final."""
     changed = session.execute(
         update(NodeJob)
-        .where(NodeJob.id == job_id, NodeJob.state.in_([QUEUED, *ACTIVE]))
+        .where(NodeJob.id == job_id, NodeJob.state.in_([QUEUED, AWAITING_APPROVAL, *ACTIVE]))
         .values(state=CANCELLED, reason=reason, finished_at=now or utcnow())
         .returning(NodeJob.id)
         .execution_options(synchronize_session=False)
