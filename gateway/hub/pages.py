@@ -1,6 +1,7 @@
 """The hub's web pages: a federated query builder over `POST /api/v1/query`, the jobs
 page over `/api/v1/jobs` (send code to the data under a permit, follow it at each node,
-and fetch its outputs once the airlock has released them), and the federated runs page
+and fetch its outputs once the airlock has released them), the code review page over
+`/api/v1/code-reviews` (an institution's approvers vet job code), and the federated runs page
 over `/api/v1/fed/runs` (start a ComBat harmonisation, follow a run round by round).
 
 One static HTML shell per page (served as every page is: spe/web/pages.py) whose vanilla
@@ -42,6 +43,14 @@ def jobs_page(request: Request) -> HTMLResponse:
     its outputs' airlock requests. The JS reads the id from the address, so an unknown or
     another's job is the API's 404 or 403, shown with its reason in the page."""
     return _page(request, "jobs.html")
+
+
+@router.get("/code-reviews")
+def code_reviews_page(request: Request) -> HTMLResponse:
+    """An institution's approvers: the job code awaiting their review, and
+    `?node=&permit=&code=`: one code's files and diff, approved or rejected with a reason.
+    The JS reads the address, so another institution's code is the API's 403, shown."""
+    return _page(request, "code-reviews.html")
 
 
 @router.get("/fed")

@@ -52,6 +52,7 @@ LINKS = (
     ("jobs", "/jobs", "Jobs"),
     ("fed", "/fed", "Federated runs"),
     ("airlock", "/airlock", "Airlock review"),
+    ("code-reviews", "/code-reviews", "Code review"),
     ("docs", "/docs", "API docs"),
 )
 _PLACEHOLDER = "<!-- spe:nav -->"

@@ -32,7 +32,7 @@ PUBLIC: dict[str, frozenset[str]] = {
         "GET /api/v1/beacon/filtering_terms",
         # Web pages and their static files.
         "GET /", "GET /catalogue", "GET /catalogue/datasets/{identifier:path}",
-        "GET /query", "GET /jobs", "GET /fed",
+        "GET /query", "GET /jobs", "GET /fed", "GET /code-reviews",
         "GET /permits", "GET /permits/new", "GET /permits/edit/{pid}",
         "GET /permits/view/{pid}",
         "GET /airlock",

@@ -99,11 +99,13 @@ def node_servers(pki, node_dbs, tmp_path) -> Iterator[NodeServers]:
             cm.__exit__(None, None, None)
 
 
-def serve_job_federation(stack: ExitStack, settings: Settings,
-                         dbs: dict[str, Path]) -> tuple[str, dict[str, str]]:
+def serve_job_federation(stack: ExitStack, settings: Settings, dbs: dict[str, Path],
+                         options: dict[str, dict] | None = None
+                         ) -> tuple[str, dict[str, str]]:
     """The three nodes under uvicorn with mutual TLS over the synthetic stores beside their
     databases, each with its job worker (their lifespan), and a central database whose
-    catalogue lists them; returns (central database URL, site -> node URL)."""
+    catalogue lists them; returns (central database URL, site -> node URL). `options`:
+    more NodeConfig fields per site (its code review, say)."""
     from tests.central import catalogued_central
 
     socks = {site: bind() for site in SITES}
@@ -111,7 +113,8 @@ def serve_job_federation(stack: ExitStack, settings: Settings,
     for site in SITES:
         synth = Path(dbs[site]).parent / "synth" / site
         config = NodeConfig(site, site, f"sqlite:///{dbs[site]}",
-                            dicom=f"folder:{synth / 'dicom'}", fhir=f"ndjson:{synth / 'fhir'}")
+                            dicom=f"folder:{synth / 'dicom'}", fhir=f"ndjson:{synth / 'fhir'}",
+                            **(options or {}).get(site, {}))
         stack.enter_context(serve(create_node_app(config, settings), socks[site],
                                   lifespan="on", **server_ssl_options(settings.pki_dir, site)))
     central_db = f"sqlite:///{settings.data_dir / 'central.db'}"

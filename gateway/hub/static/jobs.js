@@ -20,7 +20,7 @@
   // ---- words -------------------------------------------------------------------------------
 
   // The states at a node, and what kept the hub from learning one.
-  const STATE = {queued: "queued", staging: "staging", running: "running",
+  const STATE = {queued: "queued", awaiting_approval: "awaiting approval", staging: "staging", running: "running",
     succeeded: "succeeded", failed: "failed", timed_out: "timed out", cancelled: "cancelled",
     refused: "refused", unreachable: "unreachable", error: "error",
     "not submitted": "not submitted"};
