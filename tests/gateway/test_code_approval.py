@@ -14,6 +14,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -22,8 +23,11 @@ from spe.app import create_central_app
 from spe.audit import NodeAuditEntry
 from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.identity import DemoIssuer
+from spe.pki import client_ssl_context, private_key_of
 from spe.settings import Settings
 from spe.wire.code_archive import pack_code
+from spe.wire.code_review import REVIEWS_PATH, review_hash
+from spe.wire.context import CONTEXT_HEADER, ContextSigner
 from tests.gateway.conftest import ISSUER, serve_job_federation
 from tests.gateway.test_jobs import LIMITS, job_sites  # noqa: F401  (a fixture)
 from tests.gateway.test_permit_tier import issue_permit
@@ -58,6 +62,7 @@ def federation(pki, job_sites, tmp_path_factory):  # noqa: F811
         client.as_ = lambda user, role, inst=None: {  # type: ignore[attr-defined]
             "Authorization": "Bearer " + issuer.mint(user, [role], institution=inst)}
         client.data_dir = root  # type: ignore[attr-defined]
+        client.urls, client.pki = urls, pki  # type: ignore[attr-defined]
         yield client, job_sites
 
 
@@ -245,8 +250,37 @@ def test_only_the_institutions_approvers_decide_and_never_on_their_own_code(
         resp = hub.post(_review_path(permit, digest), json=approve, headers=headers)
         assert resp.status_code == 403, (who, resp.text)
         assert hub.get(_review_path(permit, digest), headers=headers).status_code == 403, who
-    # The hub's own check refused them; the node holds its own: a context for site-a's
-    # approver that names another institution is refused there too (see the node test).
+    # The hub's own check refused them; the node holds its own: hub-signed contexts sent
+    # straight to site-a for anyone but its approvers are refused there too.
+    signer = ContextSigner(private_key_of(hub.pki / "hub.key"))
+    with httpx.Client(base_url=hub.urls["site-a"], timeout=10,
+                      verify=client_ssl_context(hub.pki, "hub")) as node:
+        def at_node(user: str, roles: list[str], inst: str | None) -> httpx.Response:
+            context = signer.sign(
+                user=f"{user}@{ISSUER}", roles=roles, tier="permit", node_id="site-a",
+                permit=permit, institution=inst,
+                query_hash=review_hash("decide", permit, digest, "approve", "fine"))
+            return node.post(f"{REVIEWS_PATH}/{permit}/{digest}", json=approve,
+                             headers={CONTEXT_HEADER: context})
+
+        for user, roles, inst in (("bea", ["approver"], "site-b"),
+                                  ("carol", ["approver"], "site-a"),
+                                  ("alice", ["approver"], "site-a"),
+                                  ("mallory", ["researcher"], "site-a"),
+                                  ("anna", ["approver"], None)):
+            resp = at_node(user, roles, inst)
+            assert resp.status_code == 403, (user, resp.text)
+        # A context for another decision than the one sent is not taken either.
+        context = signer.sign(user=f"bob@{ISSUER}", roles=["approver"], tier="permit",
+                              node_id="site-a", permit=permit, institution="site-a",
+                              query_hash=review_hash("decide", permit, digest, "reject",
+                                                     "fine"))
+        assert node.post(f"{REVIEWS_PATH}/{permit}/{digest}", json=approve,
+                         headers={CONTEXT_HEADER: context}).status_code == 401
+    node_denials = [e for e in _node_audit(dbs["site-a"], "code.review.decide")
+                    if e.decision == "deny"]
+    assert {e.actor for e in node_denials} >= {f"bea@{ISSUER}", f"carol@{ISSUER}",
+                                                 f"alice@{ISSUER}"}
     assert "site-a's approvers" in hub.post(
         _review_path(permit, digest), json=approve,
         headers=hub.as_("bea", "approver", "site-b")).json()["detail"]
@@ -257,9 +291,6 @@ def test_only_the_institutions_approvers_decide_and_never_on_their_own_code(
     # Still held: nobody above decided.
     body = _wait(hub, job["id"], lambda b: True)
     assert _site(body, "site-a")["state"] == "awaiting_approval"
-    denied = [e for e in _node_audit(dbs["site-a"], "code.review.decide")
-              if e.decision == "deny"]
-    assert denied == []  # refused at the hub before the node was asked
     # Bad input is a 4xx with a reason, never a 500.
     bob = hub.as_("bob", "approver", "site-a")
     assert hub.post(_review_path(permit, digest), json={"decision": "maybe", "reason": "x"},
