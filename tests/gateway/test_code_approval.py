@@ -12,6 +12,7 @@ import json
 import textwrap
 import time
 from contextlib import ExitStack
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
@@ -45,16 +46,32 @@ V2 = V1.replace('print("fhir files counted")', 'print("fhir files counted, v2")'
 FINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 
 
+def _pack_once(source: str) -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "main.py").write_text(textwrap.dedent(source))
+        return pack_code(folder)
+
+
+#: The one analysis in site-c's registry of approved analyses (SPE_NODE_CODE_REGISTRY).
+REGISTERED = _pack_once(V1.replace("counted", "counted (registered)"))
+
+
 @pytest.fixture(scope="module")
 def federation(pki, job_sites, tmp_path_factory):  # noqa: F811
-    """site-a vets code (approval by its approvers), site-b and site-c do not."""
+    """site-a vets code (approval by its approvers), site-c runs only code in its registry,
+    site-b does not vet code."""
     root = tmp_path_factory.mktemp("code-approval")
     settings = Settings(data_dir=root, oidc_issuer=ISSUER, pki_dir=pki,
                         environment="development", node_workers=1,
                         job_collect_interval_seconds=1)
     with ExitStack() as stack:
         central_db, urls = serve_job_federation(
-            stack, settings, job_sites, options={"site-a": {"code_review": "approval"}})
+            stack, settings, job_sites, options={
+                "site-a": {"code_review": "approval"},
+                "site-c": {"code_review": "registry",
+                           "code_registry": (hashlib.sha256(REGISTERED).hexdigest(),)}})
         app = create_central_app(settings.model_copy(update={
             "database_url": central_db, "federation_nodes": urls}))
         issuer = DemoIssuer(settings.issuer_key_path, ISSUER, "spe")
@@ -313,3 +330,30 @@ def test_only_the_institutions_approvers_decide_and_never_on_their_own_code(
                for e in refusals)
     assert any(e["actor"] == f"carol@{ISSUER}" and "own code" not in e["reason"]
                for e in refusals)
+
+
+def test_a_registry_node_runs_only_registered_code(federation, tmp_path):
+    hub, _ = federation
+    alice = hub.as_("alice", "researcher")
+    body = {"organisation": "Uni", "title": "Registry", "summary": "s",
+            "purpose": "scientific_research", "declaration": True,
+            "start_date": str(date.today()), "end_date": str(date.today() + timedelta(days=9)),
+            "members": [f"carol@{ISSUER}"], "datasets": ["site-c/imaging-and-clinical-records"]}
+    pid = hub.post("/api/v1/permits", json=body, headers=alice).json()["id"]
+    hub.post(f"/api/v1/permits/{pid}/submit", headers=alice)
+    hub.post(f"/api/v1/permits/{pid}/reviews", json={"decision": "approve"},
+             headers=hub.as_("cid", "approver", "site-c"))
+    issued = hub.post(f"/api/v1/permits/{pid}/issue", json={"reason": "ok"},
+                      headers=hub.as_("hilde", "hdab"))
+    assert issued.status_code == 200, issued.text
+
+    job = _submit(hub, pid, base64.b64encode(REGISTERED).decode())
+    body = _wait(hub, job["id"], _ended("site-c"))
+    assert _site(body, "site-c")["state"] == "succeeded", body
+    code, digest = _packed(tmp_path, V2)
+    refused = hub.post("/api/v1/jobs", json={"permit": pid, "code": code, "entry": "main.py",
+                                             "limits": LIMITS},
+                       headers=hub.as_("carol", "researcher"))
+    assert refused.status_code == 403, refused.text
+    assert (f"the code (sha256 {digest}) is not in site-c's registry of approved analyses"
+            in refused.json()["detail"])
