@@ -42,6 +42,7 @@ HEADINGS = {
     "jobs": "Jobs",
     "fed": "Federated runs",
     "airlock": "Airlock review",
+    "code-reviews": "Code review",
     "docs": "API documentation",
 }
 
