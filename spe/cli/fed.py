@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from spe.cli.http import bearer, fail, hub_url, request
+from spe.cli.http import api, bearer, fail, hub_url, request
 from spe.cli.job import _STATE_NOTE, download_released
 
 fed_app = typer.Typer(
@@ -316,6 +316,7 @@ def download(
 ) -> None:
     """Download the run's released result, checking each file's checksum. Exits 1 when
     nothing is released yet."""
-    url, auth = hub_url(hub), bearer(token)
-    found = request("GET", url, _path(run_id, "/outputs"), auth, timeout=timeout).json()
-    download_released(found, f"run {run_id}", to, [], url, auth, timeout)
+    hub_api = api(hub, token)
+    found = request("GET", hub_api.hub.url, _path(run_id, "/outputs"), hub_api.hub.token,
+                    timeout=timeout).json()
+    download_released(hub_api, found, f"run {run_id}", to, [], timeout)
