@@ -43,7 +43,7 @@ def hub_url(hub: str | None) -> str:
 def bearer(token: str | None, role: str = "researcher") -> str:
     """--token, else SPE_TOKEN."""
     try:
-        return resolve_token(token)
+        return resolve_token(token) or ""  # required: never None
     except NotConfigured:
         raise fail(f"give --token (or SPE_TOKEN): a {role}'s bearer token; in the demo, "
                    f"`jq -r .{role} var/demo/tokens.json`") from None

@@ -31,15 +31,16 @@ STATISTICS = {"mean", "quantiles", "histogram", "table", "correlation", "linear"
 
 class Client:
     """One hub, one user. `hub`: the central service's URL (default SPE_HUB_URL, else
-    SPE_OIDC_ISSUER); `token`: a bearer token (default SPE_TOKEN); `ca_bundle`: the PEM
+    SPE_OIDC_ISSUER); `token`: a bearer token (default SPE_TOKEN; the catalogue needs none,
+    every other call does: `NotConfigured` without one); `ca_bundle`: the PEM
     CA bundle that signed the hub's certificate (default SSL_CERT_FILE, else the system's).
     Every failure is a `spe.client.ClientError`."""
 
     def __init__(self, hub: str | None = None, token: str | None = None, *,
                  timeout: float = 60.0, ca_bundle: str | os.PathLike | None = None) -> None:
         self.hub = resolve_hub(hub)
-        self.api = HubApi(Hub(self.hub, resolve_token(token), timeout=timeout,
-                              verify=tls_verify(ca_bundle)))
+        self.api = HubApi(Hub(self.hub, resolve_token(token, required=False),
+                              timeout=timeout, verify=tls_verify(ca_bundle)))
 
     def __repr__(self) -> str:
         return f"Client(hub={self.hub!r})"

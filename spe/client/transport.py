@@ -25,12 +25,15 @@ def resolve_hub(hub: str | None) -> str:
         raise NotConfigured("hub", f"the SPE_* configuration is not usable: {exc}") from None
 
 
-def resolve_token(token: str | None) -> str:
-    """`token`, else SPE_TOKEN."""
+NO_TOKEN = "no bearer token: give token=... or set SPE_TOKEN"
+
+
+def resolve_token(token: str | None, required: bool = True) -> str | None:
+    """`token`, else SPE_TOKEN (else None, when not `required`: the catalogue is public)."""
     token = token or os.environ.get("SPE_TOKEN")
-    if not token:
-        raise NotConfigured("token", "no bearer token: give token=... or set SPE_TOKEN")
-    return token
+    if not token and required:
+        raise NotConfigured("token", NO_TOKEN)
+    return token or None
 
 
 def tls_verify(ca_bundle: str | os.PathLike | None) -> ssl.SSLContext | bool:
@@ -51,7 +54,7 @@ def tls_verify(ca_bundle: str | os.PathLike | None) -> ssl.SSLContext | bool:
 class Hub:
     """Calls to one hub as one user. Every failure is a `ClientError`."""
 
-    def __init__(self, url: str, token: str, *, timeout: float = 60.0,
+    def __init__(self, url: str, token: str | None, *, timeout: float = 60.0,
                  verify: ssl.SSLContext | bool = True) -> None:
         self.url = url.rstrip("/")
         self.token = token
@@ -63,6 +66,8 @@ class Hub:
                 auth: bool = True) -> httpx.Response:
         """One call; a refusal is `Refused` (status and the API's reason), no answer is
         `Unreachable`."""
+        if auth and not self.token:
+            raise NotConfigured("token", NO_TOKEN)
         headers = {"Authorization": f"Bearer {self.token}"} if auth else {}
         # httpx.request, looked up at call time, so one stub stands in for the hub in tests.
         kwargs: dict[str, Any] = {"json": json, "params": params, "headers": headers,

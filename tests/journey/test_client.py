@@ -77,6 +77,47 @@ def test_search_returns_the_demos_datasets_as_a_dataframe(demo, hub: Client):
     assert list(site_a.index) == [jobs.DATASET_A]
 
 
+def test_spe_catalogue_search_prints_what_the_client_finds(demo, tmp_path: Path):
+    """The command is built on the client: the same hits, without a token (public)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPE_")}
+    env.update(SPE_HUB_URL=demo.url, COLUMNS="250")
+    found = Client(demo.url).search("imaging", modality=["MR"])  # no token: public
+    assert len(found) > 0
+    shown = subprocess.run([sys.executable, "-m", "spe.cli", "catalogue", "search",
+                            "imaging", "--modality", "MR", "--json"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert [h["identifier"] for h in json.loads(shown.stdout)["results"]] == list(found.index)
+    table = subprocess.run([sys.executable, "-m", "spe.cli", "catalogue", "search",
+                            "--institution", "site-a"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert jobs.DATASET_A in table.stdout
+    assert jobs.DATASET_B not in table.stdout
+    bad = subprocess.run([sys.executable, "-m", "spe.cli", "catalogue", "search",
+                          "--age-band", "old"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "the hub refused: HTTP 422: " in bad.stderr
+    assert "age_band" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_a_client_without_a_token_searches_but_asks_for_one_to_query(demo, monkeypatch):
+    from spe.client import NotConfigured
+
+    monkeypatch.delenv("SPE_TOKEN", raising=False)
+    anonymous = Client(demo.url)
+    assert len(anonymous.datasets()) > 0
+    with pytest.raises(NotConfigured, match="SPE_TOKEN"):
+        anonymous.query(QUERY)
+
+
 def test_a_bad_search_filter_is_refused_with_the_apis_reason(hub: Client):
     with pytest.raises(Refused) as refused:
         hub.search(colour=["blue"])
