@@ -86,9 +86,10 @@ def follow(poll: Callable[[float | None], dict], *, limit: float | None = None,
 
 
 def follow_drawn(poll: Callable[[float | None], dict], *, limit: float | None = None,
-                 console: Console | None = None) -> tuple[dict, bool]:
+                 console: Console | None = None, interval: float = POLL_SECONDS
+                 ) -> tuple[dict, bool]:
     """`follow`, drawn on `console` (default: standard error) as it goes."""
     console = console or Console(stderr=True)
     draw = _Draw(console, _live(console))
     with draw.context():
-        return follow(poll, limit=limit, on_poll=draw.update)
+        return follow(poll, limit=limit, on_poll=draw.update, interval=interval)
