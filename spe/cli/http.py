@@ -23,7 +23,7 @@ from spe.cli.progress import console
 from spe.client.api import HubApi
 from spe.client.api import invalid as client_invalid
 from spe.client.errors import ClientError, InvalidInput, NotConfigured, Unreachable
-from spe.client.transport import Hub, resolve_hub, resolve_token
+from spe.client.transport import Hub, resolve_hub, resolve_token, tls_verify
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -35,9 +35,17 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def hub_url(hub: str | None) -> str:
     """--hub, else SPE_HUB_URL, else SPE_OIDC_ISSUER (the central service's own URL)."""
     try:
-        return resolve_hub(hub)
+        url = resolve_hub(hub)
     except NotConfigured as exc:
         raise fail(f"give --hub (or SPE_HUB_URL): {exc.reason}") from None
+    try:
+        # httpx reads SSL_CERT_FILE itself, but a missing file would surface as a bare
+        # OSError (a traceback) at the first call: name it before anything is sent.
+        tls_verify(None)
+    except NotConfigured as exc:
+        raise fail(f"{exc.reason}: point SSL_CERT_FILE at the CA bundle that signed the "
+                   f"hub's certificate, or unset it") from None
+    return url
 
 
 def bearer(token: str | None, role: str = "researcher") -> str:
