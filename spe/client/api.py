@@ -35,6 +35,13 @@ def permit_path(pid: str, tail: str = "") -> str:
     return f"/api/v1/permits/{pid}{tail}"
 
 
+def run_path(run_id: str, tail: str = "") -> str:
+    run_id = str(run_id).strip()
+    if not run_id or not run_id.isalnum():
+        raise InvalidInput(f"{run_id!r} is not a run id")
+    return f"/api/v1/fed/runs/{run_id}{tail}"
+
+
 def invalid(what: str, exc) -> InvalidInput:
     """A pydantic ValidationError, one line per field, in the API's words (spe.errors)."""
     from spe.errors import field_name, human_message
@@ -244,6 +251,44 @@ class HubApi:
 
     def outputs(self, job_id: str, timeout: float | None = None) -> list[dict]:
         return self.hub.call("GET", job_path(job_id, "/outputs"), timeout=timeout)
+
+    # ---- federated runs in rounds ---------------------------------------------------------
+
+    def start_run(self, body: dict, timeout: float | None = None) -> dict:
+        """A federated run (`spe fed run` builds the body: app, permit, nodes, rounds...)."""
+        return self.hub.call("POST", "/api/v1/fed/runs", json=body, timeout=timeout)
+
+    def run(self, run_id: str, timeout: float | None = None) -> dict:
+        return self.hub.call("GET", run_path(run_id), timeout=timeout)
+
+    def runs(self, timeout: float | None = None) -> list[dict]:
+        return self.hub.call("GET", "/api/v1/fed/runs", timeout=timeout)
+
+    def cancel_run(self, run_id: str, timeout: float | None = None) -> dict:
+        return self.hub.call("POST", run_path(run_id, "/cancel"), timeout=timeout)
+
+    def run_outputs(self, run_id: str, timeout: float | None = None) -> list[dict]:
+        return self.hub.call("GET", run_path(run_id, "/outputs"), timeout=timeout)
+
+    # ---- administration (an admin's token) ------------------------------------------------
+
+    def federation_nodes(self) -> list[dict]:
+        return self.hub.call("GET", "/api/v1/federation/nodes")
+
+    def add_node(self, node_id: str, url: str, reason: str = "") -> dict:
+        return self.hub.call("POST", "/api/v1/federation/nodes",
+                             json={"node_id": node_id, "url": url, "reason": reason})
+
+    def remove_node(self, node_id: str, revoke: bool = False, reason: str = "") -> dict:
+        return self.hub.call("DELETE", f"/api/v1/federation/nodes/{quote(node_id, safe='')}",
+                             params={"revoke": str(revoke).lower(), "reason": reason})
+
+    def users(self, limit: int = 500) -> list[dict]:
+        return self.hub.call("GET", "/api/v1/users", params={"limit": limit})
+
+    def set_suspension(self, uid: int, suspended: bool, reason: str = "") -> dict:
+        return self.hub.call("PUT", f"/api/v1/users/{int(uid)}/suspension",
+                             json={"suspended": suspended, "reason": reason})
 
     def file(self, request_id: str, name: str, sha256: str,
              timeout: float | None = None) -> bytes:
