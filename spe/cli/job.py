@@ -79,6 +79,9 @@ def submit(
     processes: Annotated[int | None, typer.Option(help="Process limit")] = None,
     output_mb: Annotated[int | None, typer.Option(help="Size limit of /output")] = None,
     scratch_mb: Annotated[int | None, typer.Option(help="Size of /scratch")] = None,
+    environment: Annotated[str | None, typer.Option(
+        help="The analysis environment the code runs in (GET /api/v1/environments lists "
+             "them; default: statistics)")] = None,
     hub: Hub = None,
     token: Token = None,
     as_json: AsJson = False,
@@ -102,6 +105,8 @@ def submit(
     body = {"permit": permit, "code": base64.b64encode(code).decode(), "entry": entry,
             "limits": {k: v for k, v in given.items() if v is not None},
             "nodes": node or None}
+    if environment is not None:  # else the hub's default
+        body["environment"] = environment
     job = _call("POST", "/api/v1/jobs", hub, token, body=body, timeout=timeout)
     if as_json:
         typer.echo(json.dumps(job, indent=2))
