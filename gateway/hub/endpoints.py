@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from fastapi import Query as QueryParam
 
-from gateway.hub import jobs, service
+from gateway.hub import environments, jobs, service
 from gateway.hub.schemas import FederatedAnswer
 from spe.airlock.review.schemas import RequestOut
 from spe.db import session_scope
@@ -39,6 +39,18 @@ async def federated_query(
 
     return await service.federated_query(ctx, request.app.state.hub, query, caller,
                                          permit=permit, use_permit=use_permit)
+
+
+# --- the analysis environments a job may name (gateway/hub/environments.py) -------------
+
+@router.get("/environments", response_model=list[environments.EnvironmentOut],
+            tags=["jobs"])
+def analysis_environments(caller: Caller, request: Request
+                          ) -> list[environments.EnvironmentOut]:
+    """Every analysis environment a job may name (`"environment"`), with its description,
+    Python version and every package pinned, as its requirements file states them. Each
+    institution's policy decides which of them it runs."""
+    return environments.listing(request.app.state.ctx.settings)
 
 
 # --- jobs under a data permit (gateway/hub/jobs.py) --------------------------------------

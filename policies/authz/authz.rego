@@ -14,7 +14,9 @@ import rego.v1
 
 # Endpoints any authenticated user may call, whatever their role.
 open_to_authenticated := {
-	"central": {"GET /api/v1/me", "GET /api/v1/permits", "GET /api/v1/permits/{pid}", "GET /api/v1/notifications"},
+	# The analysis environments a job may name, with their packages: for signed-in users
+	# only, since a list of exact versions is also a list of what is known to be exploitable.
+	"central": {"GET /api/v1/me", "GET /api/v1/permits", "GET /api/v1/permits/{pid}", "GET /api/v1/notifications", "GET /api/v1/environments"},
 	"node": set(),
 }
 

@@ -29,6 +29,12 @@ test_any_role_may_read_me if {
 	authz.decide(req("central", "GET", "/api/v1/me", ["output_checker"])).allow
 }
 
+test_any_signed_in_user_lists_the_analysis_environments if {
+	authz.decide(req("central", "GET", "/api/v1/environments", ["researcher"])).allow
+	authz.decide(req("central", "GET", "/api/v1/environments", ["approver"])).allow
+	not authz.decide(req("central", "GET", "/api/v1/environments", [])).allow
+}
+
 test_no_role_may_not_read_me if {
 	not authz.decide(req("central", "GET", "/api/v1/me", [])).allow
 }

@@ -4,9 +4,11 @@
 #   A node's own decision on a job the hub sent it under a data permit.
 #   `data.jobs.decision`, input {"permit": null | {"id", "known", "usable", "member",
 #   "covers_node"} (the node's own copy of the permit), "limits": {spe.sandbox.Limits
-#   fields}}: {"allow", "reason", "max_limits"}. The node runs only jobs under a permit it
-#   holds, that is issued and within its dates, names the caller and covers one of its
-#   datasets; and only within the limits below (the sandbox's own caps are higher).
+#   fields}, "environment": the analysis environment the job names, "installed": the
+#   environments this node has built}: {"allow", "reason", "max_limits"}. The node runs
+#   only jobs under a permit it holds, that is issued and within its dates, names the
+#   caller and covers one of its datasets; only within the limits below (the sandbox's own
+#   caps are higher); and only in an analysis environment it allows and has installed.
 #   Rules are functions of their input so tests call them directly (see policies/authz).
 package jobs
 
@@ -44,6 +46,38 @@ too_high(limits, name) if {
 
 over_limits(limits) := [over_text(name, limits[name]) | some name in limit_names; too_high(limits, name)]
 
+# The analysis environments (spe/sandbox/environments.py; deploy/analysis/<name>) a job may
+# name at this node. An institution removes one it does not want its data analysed with,
+# or adds one it has reviewed and built.
+allowed_environments := {"statistics", "imaging"}
+
+sorted_text(names) := concat(", ", sort([n | some n in names]))
+
+# Why this node may not run a job in the environment it names; a name that is not a
+# string, or an "installed" that is not a list, is a problem too (fail closed).
+environment_problem(req) := "no analysis environment named" if {
+	not is_string(object.get(req, "environment", null))
+} else := concat("", [
+	"analysis environment \"", req.environment, "\" is not allowed at this node (allowed: ",
+	sorted_text(allowed_environments), ")",
+]) if {
+	not req.environment in allowed_environments
+} else := concat("", [
+	"analysis environment \"", req.environment, "\" is not installed at this node (installed: ",
+	sorted_text(installed_allowed(req)), ")",
+]) if {
+	not environment_installed(req)
+}
+
+environment_installed(req) if {
+	is_array(req.installed)
+	req.environment in req.installed
+}
+
+installed_allowed(req) := {n | some n in object.get(req, "installed", []); n in allowed_environments} if {
+	is_array(object.get(req, "installed", null))
+} else := set()
+
 # METADATA
 # description: The node's decision on one job.
 decide(req) := {"allow": false, "reason": "denied: no permit: jobs run only under a data permit", "max_limits": max_limits} if {
@@ -56,7 +90,11 @@ decide(req) := {"allow": false, "reason": "denied: no permit: jobs run only unde
 	"denied: limits above this node's maximum: ", concat(", ", over_limits(object.get(req, "limits", {}))),
 ]), "max_limits": max_limits} if {
 	count(over_limits(object.get(req, "limits", {}))) > 0
-} else := {"allow": true, "reason": concat("", ["allowed: under permit ", req.permit.id]), "max_limits": max_limits}
+} else := {"allow": false, "reason": concat("", ["denied: ", environment_problem(req)]), "max_limits": max_limits} if {
+	environment_problem(req)
+} else := {"allow": true, "reason": concat("", [
+	"allowed: under permit ", req.permit.id, " in analysis environment ", req.environment,
+]), "max_limits": max_limits}
 
 # Fails closed: an input no rule decides on (a missing field, say) is denied.
 default decision := {"allow": false, "reason": "denied: jobs.decision has no answer for this input"}

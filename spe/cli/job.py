@@ -67,6 +67,9 @@ def submit(
     processes: Annotated[int | None, typer.Option(help="Process limit")] = None,
     output_mb: Annotated[int | None, typer.Option(help="Size limit of /output")] = None,
     scratch_mb: Annotated[int | None, typer.Option(help="Size of /scratch")] = None,
+    environment: Annotated[str | None, typer.Option(
+        help="The analysis environment the code runs in (GET /api/v1/environments lists "
+             "them; default: statistics)")] = None,
     hub: Hub = None,
     token: Token = None,
     as_json: AsJson = False,
@@ -80,8 +83,9 @@ def submit(
               "scratch_mb": scratch_mb}
     with calling():
         hub_api = api(hub, token)
+        # environment: sent only when given, else the hub's default
         job = hub_api.submit_job(code_dir, permit, entry=entry, nodes=node or None,
-                                 limits=limits, timeout=timeout)
+                                 limits=limits, environment=environment, timeout=timeout)
     if as_json:
         typer.echo(json.dumps(job, indent=2))
         return

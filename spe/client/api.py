@@ -232,7 +232,7 @@ class HubApi:
                                 "limits": {k: v for k, v in (limits or {}).items()
                                            if v is not None},
                                 "nodes": list(nodes) if nodes else None}
-        if environment is not None:  # sent only when given: older hubs do not know it
+        if environment is not None:  # sent only when given: else the hub's default
             body["environment"] = environment
         return self.hub.call("POST", "/api/v1/jobs", json=body, timeout=timeout)
 

@@ -139,7 +139,8 @@ class Client:
                environment: str | None = None) -> str:
         """Send a job under `permit`: `code` is a folder (with `entry` in it), a script
         file, or Python source. `limits`: wall_seconds, cpu_seconds, memory_mb, processes,
-        output_mb, scratch_mb. Returns the job's id."""
+        output_mb, scratch_mb; `environment`: the analysis environment it runs in (the
+        hub's default when not given). Returns the job's id."""
         code = code if isinstance(code, str) and "\n" in code else Path(code)
         return self.api.submit_job(code, permit, entry=entry, nodes=nodes, limits=limits,
                                    environment=environment)["id"]

@@ -10,6 +10,7 @@ from sqlalchemy import JSON, DateTime, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from spe.db.base import CentralBase
+from spe.sandbox.environments import DEFAULT as DEFAULT_ENVIRONMENT
 
 
 class CentralJob(CentralBase):
@@ -21,6 +22,9 @@ class CentralJob(CentralBase):
     code_sha256: Mapped[str] = mapped_column(String(64))
     entry: Mapped[str] = mapped_column(String(255))
     limits: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The analysis environment it was sent to run in (spe.sandbox.environments).
+    environment: Mapped[str] = mapped_column(String(32), default=DEFAULT_ENVIRONMENT,
+                                             server_default=DEFAULT_ENVIRONMENT)
     # node id -> {"job_id": the node's job id or null, "outcome": "queued" | why not}
     nodes: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

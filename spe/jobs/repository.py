@@ -10,14 +10,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from spe.jobs.models import CentralJob
+from spe.sandbox.environments import DEFAULT as DEFAULT_ENVIRONMENT
 
 
 def add(session: Session, *, pid: str, user_id: str, code_sha256: str, entry: str,
-        limits: dict[str, Any], nodes: dict[str, Any], job_id: str | None = None
-        ) -> CentralJob:
+        limits: dict[str, Any], nodes: dict[str, Any], job_id: str | None = None,
+        environment: str = DEFAULT_ENVIRONMENT) -> CentralJob:
     job = CentralJob(id=job_id or uuid.uuid4().hex, pid=pid, user_id=user_id,
                      code_sha256=code_sha256, entry=entry, limits=limits, nodes=nodes,
-                     created_at=datetime.now(UTC))
+                     environment=environment, created_at=datetime.now(UTC))
     session.add(job)
     session.flush()
     return job

@@ -1,10 +1,11 @@
 """The jobs API of a node: only from its hub, like queries (mutual TLS and the hub's signed
 context, `X-SPE-Hub-Context`; spe.wire.context).
 
-- `POST /api/v1/jobs` {"code": base64 of a `pack_code` tar.gz, "entry", "limits"}: the
-  context's `qh` must be the SHA-256 (hex) of the decoded code and name a permit; the
-  node's own copy of the permit and its limits decide (policies/jobs), then the job is
-  queued for the node's workers (202).
+- `POST /api/v1/jobs` {"code": base64 of a `pack_code` tar.gz, "entry", "limits",
+  "environment"}: the context's `qh` must be the SHA-256 (hex) of the decoded code and
+  name a permit; the node's own copy of the permit, the limits and the analysis
+  environment (allowed here and installed) decide (policies/jobs), then the job is queued
+  for the node's workers (202).
 - `GET /api/v1/jobs/{job_id}`: the context's `qh` is the SHA-256 of the job id; only the
   job's own user, or an output checker or admin the hub vouches for (policies/jobs
   `access`), reads its `spe.wire.jobs.JobStatus`: the state and the runner's words, never
@@ -49,7 +50,7 @@ from spe.airlock.review.storage import NotCopied, read_regular
 from spe.db import session_scope
 from spe.errors import Conflict, Forbidden, NotFound, SPEError, validation_reason
 from spe.policy.gate import audit_refusal, decide_or_refuse
-from spe.sandbox import Limits
+from spe.sandbox import Limits, environments
 from spe.web import DbSession
 from spe.web.responses import refusals
 from spe.wire.context import HubContext
@@ -131,17 +132,23 @@ def submit(body: JobSubmission, request: Request, session: DbSession,
                      InvalidJob) from None
     except TypeError as exc:
         raise refuse(f"limits are not valid: {exc}"[:500], InvalidJob) from None
+    # The environment must be one the node's policy allows and one built here; the worker
+    # looks it up again when the job runs (an environment removed meanwhile fails it).
     decision = decide_or_refuse(ctx.policy, POLICY, {
         "permit": permit_facts(session, hub_ctx, date.today()),
-        "limits": limits.model_dump()}, audit=ctx.audit, sessions=ctx.sessions,
-        session=None, actor=hub_ctx.sub, action="job.submit", object=f"code:{digest}",
-        details={"permit": hub_ctx.permit}, refuse=lambda d: JobRefused(d.reason))
+        "limits": limits.model_dump(), "environment": body.environment,
+        "installed": sorted(environments.installed(ctx.settings))},
+        audit=ctx.audit, sessions=ctx.sessions, session=None, actor=hub_ctx.sub,
+        action="job.submit", object=f"code:{digest}",
+        details={"permit": hub_ctx.permit, "environment": body.environment},
+        refuse=lambda d: JobRefused(d.reason))
     job = repo.enqueue(session, pid=str(hub_ctx.permit), user_id=hub_ctx.sub, code=code,
-                       entry=body.entry, limits=limits)
+                       entry=body.entry, limits=limits, environment=body.environment)
     ctx.audit.record(session, actor=hub_ctx.sub, action="job.submit", object=f"job:{job.id}",
                      decision="allow", reason=decision.reason,
                      details={"permit": job.pid, "code_sha256": digest, "entry": job.entry,
-                              "limits": job.limits, "node": app.state.node.node_id})
+                              "limits": job.limits, "environment": job.environment,
+                              "node": app.state.node.node_id})
     dispatcher = getattr(app.state, "job_dispatcher", None)
     if dispatcher is not None:  # after the commit; a lost deferral is made good by a sweep
         background.add_task(_defer, dispatcher, job.id)

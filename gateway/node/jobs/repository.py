@@ -23,6 +23,7 @@ from spe.sandbox import Limits
 from spe.wire.jobs import (
     ACTIVE,
     CANCELLED,
+    DEFAULT_ENVIRONMENT,
     FAILED,
     FINAL,
     QUEUED,
@@ -44,6 +45,7 @@ def enqueue(
     code: bytes,
     entry: str = "main.py",
     limits: Limits | dict[str, Any] | None = None,
+    environment: str = DEFAULT_ENVIRONMENT,
     max_attempts: int = 2,
     now: datetime | None = None,
     job_id: str | None = None,
@@ -60,6 +62,7 @@ def enqueue(
         entry=entry,
         code=code,
         limits=checked.model_dump(),
+        environment=environment,
         attempts=0,
         max_attempts=max_attempts,
         created_at=now or utcnow(),
