@@ -1,0 +1,493 @@
+"""GA4GH TES v1.1 onto the hub's jobs: a task is one job (gateway/hub/jobs.py), created,
+read, listed and cancelled through `jobs.submit`, `jobs.status`, `jobs.mine` and
+`jobs.cancel`, so the permit, the targets, the access policy and the audit are theirs.
+
+What a task may say, and what it may not (each refusal a 400 naming the field and why):
+
+- one executor; its `image` names an analysis environment (`ENVIRONMENTS`), bare
+  (`statistics`) or in the SPE's own repository (`spe/analysis:statistics`): no other
+  image is pulled or run. Its `command` is `["python", ENTRY]` (or `python3`), ENTRY one
+  of the inputs, as `/code/main.py` or `main.py`; no arguments. No `env`, no `stdin`,
+  `stdout` or `stderr` (what the job prints is its log, an output for the airlock);
+  `workdir` unset or `/scratch` (the sandbox's working directory).
+- `inputs` are the code: files given inline (`content`) at paths under `/code/`. An input
+  by `url` is refused: the hub fetches no URL a task names (SSRF), and the data is the
+  permit's extract at each node (`/extract`), never an input.
+- `outputs` are refused: a job's outputs go to the central airlock and reach the
+  researcher only after two output checkers approve (`GET /api/v1/jobs/{id}/outputs`),
+  never to a URL a task names.
+- `tags`: `permit` (required) is the data permit; `nodes` (optional, comma-separated)
+  the institutions to run at (default: all of the permit's). Other tags are kept.
+- `resources`: `ram_gb` -> `memory_mb`, `disk_gb` -> `scratch_mb`; `backend_parameters`
+  may set any sandbox limit by its name (spe.sandbox.limits.Limits); `cpu_cores` and
+  `preemptible` are kept but change nothing (the sandbox limits CPU time, not cores);
+  `zones` are refused (name institutions with the tag `nodes`). `volumes` are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from gateway.hub import jobs
+from gateway.hub.service import Hub
+from spe.db import session_scope
+from spe.errors import NotFound, SPEError, validation_reason
+from spe.identity import Principal
+from spe.jobs import repository
+from spe.jobs.models import CentralJob, TesTaskRecord
+from spe.sandbox.limits import Limits
+from spe.web import AppContext
+from spe.wire.code_archive import CodeArchiveError, pack_code
+from spe.wire.jobs import MAX_ARCHIVE_BYTES, CodeTooLarge, InvalidJob
+from spe.wire.tes import (
+    State,
+    TesCreateTaskResponse,
+    TesExecutorOut,
+    TesInputOut,
+    TesListTasksResponse,
+    TesOrganization,
+    TesResourcesOut,
+    TesServiceInfo,
+    TesTask,
+    TesTaskIn,
+    TesTaskLog,
+    View,
+)
+
+#: The analysis environments a task's image may name (the nodes provide them).
+ENVIRONMENTS = frozenset({"statistics", "imaging"})
+#: The SPE's own image repository: `spe/analysis:<environment>` names one of them too.
+IMAGE_REPOSITORY = "spe/analysis"
+CODE_ROOT = "/code"
+WORKDIR = "/scratch"
+PYTHONS = frozenset({"python", "python3"})
+#: Inline inputs of one task, together (bigger code goes as a tar.gz: `spe job submit`).
+MAX_INLINE_CHARS = 8 * 1024 * 1024
+#: GET /tasks: the specification's default page size and bound ("less than 2048").
+DEFAULT_PAGE_SIZE = 256
+MAX_PAGE_SIZE = 2047
+OUTPUTS_REFUSED = ("outputs go to the central airlock and are released to the researcher "
+                   "only after two output checkers approve (GET /api/v1/jobs/{id}/outputs); "
+                   "a task may not name where its outputs go")
+URL_INPUT_REFUSED = ("the hub fetches no URL a task names; give the file's text in "
+                     "`content` (the data is the permit's extract at /extract, not an input)")
+
+
+class TesBadRequest(SPEError):
+    """A task this service will not run, or a request it cannot read (TES: 400)."""
+
+    status_code = 400
+    error = "invalid_task"
+
+
+# --- a task into a job submission ---------------------------------------------------------
+
+def environment_of(image: str) -> str:
+    name = image.removeprefix(f"{IMAGE_REPOSITORY}:")
+    if name not in ENVIRONMENTS:
+        allowed = ", ".join(sorted(ENVIRONMENTS))
+        raise TesBadRequest(
+            f"executors[0].image: {image[:80]!r} is not an analysis environment of this "
+            f"SPE; use one of {allowed} (or {IMAGE_REPOSITORY}:<name>)")
+    return name
+
+
+def _relative(path: str, where: str) -> str:
+    """`path` under the code root, as a relative path of the code archive."""
+    if not path.startswith(CODE_ROOT + "/"):
+        raise TesBadRequest(f"{where}: {path[:80]!r} is not under {CODE_ROOT}/ (the code)")
+    parts = path[len(CODE_ROOT) + 1:].split("/")
+    if any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
+        raise TesBadRequest(f"{where}: {path[:80]!r} is not a plain path under "
+                            f"{CODE_ROOT}/")
+    return "/".join(parts)
+
+
+def code_of(task: TesTaskIn) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The inputs as files of the code folder (relative path -> text), and as kept."""
+    files: dict[str, str] = {}
+    kept: list[dict[str, Any]] = []
+    for i, item in enumerate(task.inputs or []):
+        where = f"inputs[{i}]"
+        if item.url is not None:
+            raise TesBadRequest(f"{where}.url: {URL_INPUT_REFUSED}")
+        if item.type != "FILE":
+            raise TesBadRequest(f"{where}.type: only FILE inputs given inline are taken")
+        if item.content is None:
+            raise TesBadRequest(f"{where}.content: required (the file's text)")
+        relative = _relative(item.path, f"{where}.path")
+        if relative in files:
+            raise TesBadRequest(f"{where}.path: {item.path!r} is given twice")
+        files[relative] = item.content
+        kept.append(item.model_dump(exclude_none=True, exclude={"streamable"}))
+    if not files:
+        raise TesBadRequest(f"inputs: the code is required, as files under {CODE_ROOT}/ "
+                            "given inline (content)")
+    if sum(len(text) for text in files.values()) > MAX_INLINE_CHARS:
+        raise TesBadRequest(f"inputs: over {MAX_INLINE_CHARS // (1024 * 1024)} MiB of "
+                            "inline content; send larger code with `spe job submit`")
+    return files, kept
+
+
+def entry_of(task: TesTaskIn, files: dict[str, str]) -> str:
+    executor = task.executors[0]
+    command = executor.command
+    if len(command) != 2 or command[0] not in PYTHONS:
+        raise TesBadRequest(
+            "executors[0].command: must be [\"python\", ENTRY] with ENTRY one of the "
+            f"inputs (e.g. [\"python\", \"{CODE_ROOT}/main.py\"]); arguments are not "
+            "passed (read parameters from a file among the inputs)")
+    entry = command[1].removeprefix("./")
+    relative = (_relative(entry, "executors[0].command[1]") if entry.startswith("/")
+                else _relative(f"{CODE_ROOT}/{entry}", "executors[0].command[1]"))
+    if relative not in files:
+        raise TesBadRequest(f"executors[0].command[1]: {command[1][:80]!r} is not one of "
+                            "the inputs")
+    if executor.workdir not in (None, WORKDIR):
+        raise TesBadRequest(f"executors[0].workdir: the job runs in {WORKDIR} (writable, "
+                            f"private; {CODE_ROOT} is read-only); leave it unset")
+    if executor.env:
+        raise TesBadRequest("executors[0].env: not taken; the sandbox's environment is "
+                            "fixed (put settings in a file among the inputs)")
+    for stream in ("stdin", "stdout", "stderr"):
+        if getattr(executor, stream) is not None:
+            raise TesBadRequest(
+                f"executors[0].{stream}: not taken; what the job prints becomes its log, "
+                "an output reviewed in the airlock like the others")
+    return relative
+
+
+def limits_of(task: TesTaskIn) -> dict[str, int | float]:
+    """The sandbox limits a task's resources ask for (the rest: the nodes' defaults)."""
+    resources = task.resources
+    if resources is None:
+        return {}
+    if resources.zones:
+        raise TesBadRequest("resources.zones: not taken; name institutions with the tag "
+                            "`nodes` (comma-separated)")
+    limits: dict[str, int | float] = {}
+    if resources.ram_gb is not None:
+        limits["memory_mb"] = math.ceil(resources.ram_gb * 1024)
+    if resources.disk_gb is not None:
+        limits["scratch_mb"] = math.ceil(resources.disk_gb * 1024)
+    fields = Limits.model_fields
+    for key, value in (resources.backend_parameters or {}).items():
+        # Unknown keys are refused whether or not backend_parameters_strict is set: a
+        # limit asked for and silently not applied is not a limit.
+        if key not in fields:
+            raise TesBadRequest(f"resources.backend_parameters: {key[:64]!r} is not a "
+                                f"sandbox limit; known: {', '.join(fields)}")
+        if key in limits:
+            raise TesBadRequest(f"resources.backend_parameters.{key}: given twice (by "
+                                "ram_gb or disk_gb too)")
+        try:
+            number = float(value)
+        except ValueError:
+            raise TesBadRequest(f"resources.backend_parameters.{key}: not a number"
+                                ) from None
+        if not math.isfinite(number):
+            raise TesBadRequest(f"resources.backend_parameters.{key}: not a number")
+        limits[key] = number if fields[key].annotation is float else math.ceil(number)
+    try:
+        Limits(**limits)
+    except ValidationError as exc:
+        raise TesBadRequest("resources: " + validation_reason(exc.errors())) from None
+    return limits
+
+
+def targets_of(task: TesTaskIn) -> tuple[str, list[str] | None]:
+    tags = task.tags or {}
+    permit = tags.get("permit", "").strip()
+    if not permit:
+        raise TesBadRequest("tags.permit: required, the data permit the task runs under")
+    if len(permit) > 32:
+        raise TesBadRequest("tags.permit: not a permit id (at most 32 characters)")
+    nodes = None
+    if "nodes" in tags:
+        nodes = sorted({n.strip() for n in tags["nodes"].split(",") if n.strip()})
+        if not nodes or len(nodes) > 100 or any(len(n) > 64 for n in nodes):
+            raise TesBadRequest("tags.nodes: institution ids, comma-separated")
+    return permit, nodes
+
+
+def plan(task: TesTaskIn) -> tuple[jobs.JobSubmission, dict[str, Any]]:
+    """The job submission for `task`, and what the TES record keeps; a `TesBadRequest`
+    naming the first thing this service will not run."""
+    if len(task.executors) != 1:
+        raise TesBadRequest("executors: exactly one is taken (one analysis per task)")
+    if task.outputs:
+        raise TesBadRequest(f"outputs: {OUTPUTS_REFUSED}")
+    if task.volumes:
+        raise TesBadRequest("volumes: not taken; one executor, which writes to /output "
+                            "(its outputs) and /scratch")
+    environment = environment_of(task.executors[0].image)
+    files, kept = code_of(task)
+    entry = entry_of(task, files)
+    limits = limits_of(task)
+    permit, nodes = targets_of(task)
+    with tempfile.TemporaryDirectory(prefix="tes-code-") as folder:
+        root = Path(folder)
+        for relative, text in files.items():
+            target = root / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        try:
+            packed = pack_code(root)
+        except (CodeArchiveError, OSError) as exc:
+            raise TesBadRequest(f"inputs: not a code folder: {exc}") from None
+    if len(packed) > MAX_ARCHIVE_BYTES:
+        raise CodeTooLarge("the packed inputs are over the code limit")
+    submission = jobs.JobSubmission(
+        permit=permit, code=base64.b64encode(packed).decode(), entry=entry,
+        limits=limits, nodes=nodes, environment=environment)
+    executor = task.executors[0].model_dump(exclude_none=True,
+                                            include={"image", "command", "workdir"})
+    resources = (task.resources.model_dump(exclude_none=True, exclude={"zones"})
+                 if task.resources else {})
+    return submission, {"name": task.name, "description": task.description,
+                        "tags": dict(task.tags or {}), "environment": environment,
+                        "executor": executor, "inputs": kept, "resources": resources}
+
+
+# --- the job's state as TES's --------------------------------------------------------------
+
+#: A part's state at its node (or what kept the hub from learning it) -> TES.
+PART_STATES: dict[str, State] = {
+    "queued": "QUEUED", "staging": "INITIALIZING", "running": "RUNNING",
+    "succeeded": "COMPLETE", "failed": "EXECUTOR_ERROR", "timed_out": "EXECUTOR_ERROR",
+    "cancelled": "CANCELED", "refused": "SYSTEM_ERROR", "unreachable": "SYSTEM_ERROR",
+    "error": "SYSTEM_ERROR", "not submitted": "SYSTEM_ERROR",
+}
+ACTIVE: tuple[State, ...] = ("RUNNING", "INITIALIZING", "QUEUED")  # first found wins
+
+
+def task_state(view: jobs.JobView) -> State:
+    """The task's state from its parts': while a part is active, the most advanced active
+    state (CANCELING if another part was cancelled); once none is, CANCELED if a part was
+    cancelled, else EXECUTOR_ERROR if one failed or timed out, else SYSTEM_ERROR if one was
+    refused, unreachable or never sent, else COMPLETE (every part succeeded)."""
+    states = {PART_STATES.get(n.state, "UNKNOWN") for n in view.nodes}
+    if not states:
+        return "UNKNOWN"
+    active = [s for s in ACTIVE if s in states]
+    if active:
+        return "CANCELING" if "CANCELED" in states else active[0]
+    for final in ("UNKNOWN", "CANCELED", "EXECUTOR_ERROR", "SYSTEM_ERROR"):
+        if final in states:
+            return final  # type: ignore[return-value]
+    return "COMPLETE"
+
+
+def _when(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def _part_log(node: jobs.NodeJobView, full: bool) -> TesTaskLog:
+    metadata = {"node": node.node_id, "state": node.state}
+    if node.reason:
+        metadata["reason"] = node.reason
+    if node.airlock:
+        metadata["airlock_request"] = node.airlock
+    system_logs = None
+    if full:
+        said = f"{node.node_id}: {node.state}" + (f" ({node.reason})" if node.reason else "")
+        system_logs = [said]
+        if node.airlock:
+            system_logs.append(
+                f"{node.node_id}: outputs in airlock request {node.airlock} "
+                f"({node.outputs or 'collected'}); released to the researcher only after "
+                "two output checkers approve: GET /api/v1/jobs/{id}/outputs")
+        elif node.outputs:
+            system_logs.append(f"{node.node_id}: {node.outputs}")
+    # No executor log: what the job printed is an output (the airlock's), and its exit
+    # code is not told (spe.wire.jobs); no output file log: outputs have no URL.
+    return TesTaskLog(metadata=metadata, start_time=_when(node.started_at),
+                      end_time=_when(node.finished_at), system_logs=system_logs)
+
+
+def task_of(record: TesTaskRecord, view: jobs.JobView, shown: View) -> TesTask:
+    state = task_state(view)
+    if shown == "MINIMAL":
+        return TesTask(id=view.id, state=state)
+    full = shown == "FULL"
+    inputs = [TesInputOut(**{k: v for k, v in item.items()
+                             if full or k != "content"}) for item in record.inputs]
+    return TesTask(
+        id=view.id, state=state, name=record.name, description=record.description,
+        inputs=inputs, resources=TesResourcesOut(**record.resources),
+        executors=[TesExecutorOut(**record.executor)], tags=dict(record.tags),
+        logs=[_part_log(n, full) for n in view.nodes], creation_time=view.created_at)
+
+
+# --- the API's operations ------------------------------------------------------------------
+
+def _audit_refusal(ctx: AppContext, caller: Principal, action: str, reason: str,
+                   obj: str = "tes:task") -> None:
+    with session_scope(ctx.sessions) as session:
+        ctx.audit.record(session, actor=caller.id, action=action, object=obj,
+                         decision="deny", reason=reason[:500])
+
+
+async def create(ctx: AppContext, hub: Hub | None, task: TesTaskIn, caller: Principal,
+                 use_permit: Callable[[str], list[str]]) -> TesCreateTaskResponse:
+    try:
+        submission, kept = plan(task)
+    except (TesBadRequest, CodeTooLarge) as exc:
+        await run_in_threadpool(_audit_refusal, ctx, caller, "tes.create", exc.detail)
+        raise
+
+    def on_record(session: Session, job: CentralJob) -> None:
+        # In the job's transaction: no job without its task, nor a task without its job.
+        repository.add_tes_task(session, TesTaskRecord(
+            job_id=job.id, user_id=caller.id, created_at=job.created_at, **kept))
+        ctx.audit.record(session, actor=caller.id, action="tes.create",
+                         object=f"job:{job.id}", decision="allow",
+                         reason="a GA4GH TES task, sent as this job",
+                         details={"name": kept["name"], "tags": kept["tags"],
+                                  "environment": kept["environment"],
+                                  "inputs": [i["path"] for i in kept["inputs"]]})
+
+    try:
+        view = await jobs.submit(ctx, hub, submission, caller, use_permit, on_record)
+    except InvalidJob as exc:  # TES says 400 for what the service will not run
+        raise TesBadRequest(exc.detail) from None
+    return TesCreateTaskResponse(id=view.id)
+
+
+def _record(ctx: AppContext, task_id: str) -> TesTaskRecord:
+    with session_scope(ctx.sessions) as session:
+        record = repository.get_tes_task(session, task_id)
+        if record is not None:
+            session.expunge(record)
+    if record is None:
+        raise NotFound(f"no TES task {task_id!r} (a job sent otherwise is read at "
+                       "/api/v1/jobs)")
+    return record
+
+
+async def get(ctx: AppContext, hub: Hub | None, task_id: str, caller: Principal,
+              shown: View) -> TesTask:
+    try:  # the jobs' access policy first (audited), then whether it is a TES task
+        view = await jobs.status(ctx, hub, task_id, caller)
+    except NotFound:
+        raise NotFound(f"no task {task_id!r}") from None
+    record = await run_in_threadpool(_record, ctx, task_id)
+    return task_of(record, view, shown)
+
+
+async def cancel(ctx: AppContext, hub: Hub | None, task_id: str, caller: Principal
+                 ) -> None:
+    await run_in_threadpool(_record, ctx, task_id)  # a TES task's, or 404
+    try:
+        await jobs.cancel(ctx, hub, task_id, caller)
+    except NotFound:
+        raise NotFound(f"no task {task_id!r}") from None
+
+
+def _token(record: TesTaskRecord) -> str:
+    raw = json.dumps([record.created_at.isoformat(), record.job_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(token: str) -> tuple[datetime, str]:
+    """The position a page token names (the last task of the page before)."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        when, job_id = json.loads(raw)
+        return datetime.fromisoformat(when), str(job_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise TesBadRequest("page_token: not one this service gave") from None
+
+
+def _tagged(tags: dict[str, str], wanted: dict[str, str]) -> bool:
+    """The specification's tag filter: every key present; a value, if given, exact."""
+    return all(k in tags and (v == "" or tags[k] == v) for k, v in wanted.items())
+
+
+def _sort_key(record: TesTaskRecord) -> tuple[datetime, str]:
+    return _aware(record.created_at), record.job_id
+
+
+def _aware(when: datetime) -> datetime:
+    """SQLite gives back naive datetimes (stored as UTC); PostgreSQL aware ones."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+async def list_tasks(ctx: AppContext, hub: Hub | None, caller: Principal, *, shown: View,
+                     name_prefix: str | None, state: State | None, tag_key: list[str],
+                     tag_value: list[str], page_size: int | None,
+                     page_token: str | None) -> TesListTasksResponse:
+    """The caller's own tasks (those among their newest jobs, `jobs.mine`), newest
+    first, filtered and paged as the specification says."""
+    if len(tag_value) > len(tag_key):
+        raise TesBadRequest("tag_value: more values than tag_key keys")
+    wanted = {k: (tag_value[i] if i < len(tag_value) else "")
+              for i, k in enumerate(tag_key)}
+    size = DEFAULT_PAGE_SIZE if page_size is None else page_size
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise TesBadRequest(f"page_size: from 1 to {MAX_PAGE_SIZE}")
+    after = _after(page_token) if page_token else None
+
+    def load() -> list[TesTaskRecord]:
+        with session_scope(ctx.sessions) as session:
+            records = repository.tes_tasks_of_user(session, caller.id, name_prefix)
+            for record in records:
+                session.expunge(record)
+            return records
+
+    records = [r for r in await run_in_threadpool(load) if _tagged(r.tags, wanted)]
+    if after is not None:
+        records = [r for r in records if _sort_key(r) < (_aware(after[0]), after[1])]
+    views = {v.id: v for v in await jobs.mine(ctx, hub, caller)}
+    tasks: list[TesTask] = []
+    last, more = None, False
+    for record in records:
+        view = views.get(record.job_id)
+        if view is None:  # older than the jobs a list reads
+            continue
+        task = task_of(record, view, shown)
+        if state is not None and task.state != state:
+            continue
+        if len(tasks) == size:  # one more than the page: there is a next page
+            more = True
+            break
+        tasks.append(task)
+        last = record
+    return TesListTasksResponse(tasks=tasks,
+                                next_page_token=_token(last) if more and last else None)
+
+
+def service_info(base_url: str, environment: str, version: str) -> TesServiceInfo:
+    return TesServiceInfo(
+        id="eu.ehds.spe.tes", name="EHDS SPE task execution",
+        description=("GA4GH TES over the SPE's jobs: a task runs, under the data permit "
+                     "its tag `permit` names, in an analysis environment "
+                     f"({', '.join(sorted(ENVIRONMENTS))}) at each institution of the "
+                     "permit, over its de-identified extract; its outputs go to the "
+                     "airlock and are released after two output checkers approve."),
+        organization=TesOrganization(name="EHDS secure processing environment",
+                                     url=base_url),
+        environment=environment, version=version,
+        # Nowhere a task may send outputs: they go to the airlock.
+        storage=[],
+        tesResources_backend_parameters=list(Limits.model_fields),
+    )
+
+
+__all__ = ["ENVIRONMENTS", "PART_STATES", "TesBadRequest", "cancel", "create", "get",
+           "list_tasks", "plan", "service_info", "task_state"]
