@@ -186,7 +186,7 @@ def test_a_task_runs_to_complete_and_reads_back_in_each_view(central, permit, co
     assert basic.name == "tes-result"
     assert all(i.content is None for i in basic.inputs)
     assert all(log.system_logs is None for log in basic.logs)
-    minimal = client.get_task(completed)
+    minimal = client.get_task(completed, view="MINIMAL")
     assert (minimal.id, minimal.state, minimal.name, minimal.logs) == (
         completed, "COMPLETE", None, None)
     # The same job through the jobs API.
