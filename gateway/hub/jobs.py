@@ -72,7 +72,7 @@ class JobSubmission(BaseModel):
     limits: RequestedLimits = Field(default_factory=dict)
     nodes: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None,
                                                                      max_length=100)
-    environment: str = "statistics"
+    environment: str = Field(default="statistics", max_length=32)
 
     @model_validator(mode="after")
     def _one_kind_of_code(self) -> JobSubmission:

@@ -105,7 +105,8 @@ class TesTaskIn(_In):
     # Read-only: the server sets them; accepted and ignored.
     id: Annotated[str, Field(max_length=64)] | None = None
     state: State | None = None
-    logs: list[dict[str, Any]] | None = Field(default=None, max_length=100)
+    logs: list[Annotated[dict[Annotated[str, Field(max_length=64)], Any],
+                         Field(max_length=20)]] | None = Field(default=None, max_length=100)
     creation_time: Annotated[str, Field(max_length=64)] | None = None
 
 
