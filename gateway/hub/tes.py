@@ -239,19 +239,24 @@ def plan(task: TesTaskIn) -> tuple[jobs.JobSubmission, dict[str, Any]]:
     permit, nodes = targets_of(task)
     with tempfile.TemporaryDirectory(prefix="tes-code-") as folder:
         root = Path(folder)
-        for relative, text in files.items():
-            target = root / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
-        try:
+        try:  # a file where a folder is wanted, a name too long, text that is not UTF-8
+            for relative, text in files.items():
+                target = root / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
             packed = pack_code(root)
-        except (CodeArchiveError, OSError) as exc:
-            raise TesBadRequest(f"inputs: not a code folder: {exc}") from None
+        except (CodeArchiveError, OSError, UnicodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
+                "not UTF-8 text" if isinstance(exc, UnicodeError) else str(exc))
+            raise TesBadRequest(f"inputs: not a code folder: {reason}") from None
     if len(packed) > MAX_ARCHIVE_BYTES:
         raise CodeTooLarge("the packed inputs are over the code limit")
-    submission = jobs.JobSubmission(
-        permit=permit, code=base64.b64encode(packed).decode(), entry=entry,
-        limits=limits, nodes=nodes, environment=environment)
+    try:
+        submission = jobs.JobSubmission(
+            permit=permit, code=base64.b64encode(packed).decode(), entry=entry,
+            limits=limits, nodes=nodes, environment=environment)
+    except ValidationError as exc:  # an entry path over the jobs' bound, say
+        raise TesBadRequest(validation_reason(exc.errors())) from None
     executor = task.executors[0].model_dump(exclude_none=True,
                                             include={"image", "command", "workdir"})
     resources = (task.resources.model_dump(exclude_none=True, exclude={"zones"})

@@ -335,6 +335,13 @@ def test_what_this_spe_does_not_run_is_a_400_with_the_reason(central, permit):
             tes.Input(path="/etc/main.py", content="print(1)")]),
         "is not a sandbox limit": a_task(permit, resources=tes.Resources(
             backend_parameters={"gpu": "1"})),
+        "inputs: not a code folder": a_task(permit, inputs=[
+            tes.Input(path="/code/main.py", content="print(1)"),
+            tes.Input(path="/code/main.py/inner.py", content="print(2)")]),
+        "File name too long": a_task(permit, inputs=[
+            tes.Input(path="/code/" + "a" * 300 + ".py", content="print(1)")],
+            executors=[tes.Executor(image="statistics",
+                                    command=["python", "a" * 300 + ".py"])]),
     }
     for reason, task in cases.items():
         answer = refused(lambda task=task: client.create_task(task))
@@ -357,6 +364,11 @@ def test_what_this_spe_does_not_run_is_a_400_with_the_reason(central, permit):
         "a page too large": central.get("/ga4gh/tes/v1/tasks?page_size=5000",
                                         headers=carol),
         "an unknown state": central.get("/ga4gh/tes/v1/tasks?state=DONE", headers=carol),
+        "a lone surrogate": central.post("/ga4gh/tes/v1/tasks", content=(
+            b'{"executors": [{"image": "statistics", "command": ["python", "main.py"]}], '
+            b'"inputs": [{"path": "/code/main.py", "content": "\\ud800"}], '
+            b'"tags": {"permit": "P-1"}}'), headers={**carol,
+                                                   "Content-Type": "application/json"}),
     }
     for what, resp in bad.items():
         assert resp.status_code == 400, (what, resp.text)
