@@ -1,4 +1,5 @@
-"""GA4GH TES v1.1 at `/ga4gh/tes/v1` (the mapping onto jobs: gateway/hub/tes.py).
+"""GA4GH TES v1.1 at `/ga4gh/tes/v1` (the mapping onto jobs: gateway/hub/tes.py; the
+operations: gateway/hub/tes_service.py).
 
 The task routes pass the door like every API route (a researcher's bearer token; reading
 a task is open to output checkers and admins too, as a job is); `service-info` is public,
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi import Query as QueryParam
 
-from gateway.hub import tes
+from gateway.hub import tes, tes_service
 from gateway.hub.endpoints import permit_user
 from spe.errors import ErrorShape
 from spe.web import Caller
@@ -48,7 +49,7 @@ ViewParam = Annotated[View, QueryParam(description="MINIMAL: id and state; BASIC
 def service_info(request: Request) -> TesServiceInfo:
     """GA4GH service-info with TES's fields (public, like the Beacon's description)."""
     settings = request.app.state.ctx.settings
-    return tes.service_info(str(request.base_url).rstrip("/"),
+    return tes_service.service_info(str(request.base_url).rstrip("/"),
                             ENVIRONMENT.get(settings.environment, settings.environment),
                             request.app.version)
 
@@ -59,7 +60,7 @@ async def create_task(body: TesTaskIn, caller: Caller, request: Request
                       ) -> TesCreateTaskResponse:
     """A task as a job under the permit its tag `permit` names (gateway/hub/tes.py says
     what is taken and what is refused)."""
-    return await tes.create(request.app.state.ctx, request.app.state.hub, body, caller,
+    return await tes_service.create(request.app.state.ctx, request.app.state.hub, body, caller,
                             permit_user(request, caller))
 
 
@@ -76,7 +77,7 @@ async def list_tasks(
     page_token: Annotated[str | None, QueryParam(max_length=512)] = None,
 ) -> TesListTasksResponse:
     """The caller's own tasks, newest first."""
-    return await tes.list_tasks(
+    return await tes_service.list_tasks(
         request.app.state.ctx, request.app.state.hub, caller, shown=view,
         name_prefix=name_prefix, state=state, tag_key=tag_key or [],
         tag_value=tag_value or [], page_size=page_size, page_token=page_token)
@@ -86,14 +87,14 @@ async def list_tasks(
 async def get_task(id: TaskId, caller: Caller, request: Request,  # noqa: A002 - TES's name
                    view: ViewParam = "MINIMAL") -> TesTask:
     """A task in the view asked for; its state from its parts' at the nodes."""
-    return await tes.get(request.app.state.ctx, request.app.state.hub, id, caller, view)
+    return await tes_service.get(request.app.state.ctx, request.app.state.hub, id, caller, view)
 
 
 @router.post("/tasks/{id}:cancel", response_model=TesCancelTaskResponse)
 async def cancel_task(id: TaskId, caller: Caller, request: Request  # noqa: A002
                       ) -> TesCancelTaskResponse:
     """Cancel the task at every institution (the job's cancel)."""
-    await tes.cancel(request.app.state.ctx, request.app.state.hub, id, caller)
+    await tes_service.cancel(request.app.state.ctx, request.app.state.hub, id, caller)
     return TesCancelTaskResponse()
 
 
