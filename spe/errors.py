@@ -51,7 +51,9 @@ class ErrorShape:
     """Refusals under `prefix` in a standard's own error body (Beacon v2's
     beaconErrorResponse, say) instead of `{"error": ..., "detail": ...}`: `render` takes the
     HTTP status and the reason in words; `model` is that body's schema, which the OpenAPI
-    document declares for the routes under `prefix` (spe/web/responses.py)."""
+    document declares for the routes under `prefix` (spe/web/responses.py). Both None: the
+    project's own body, only the status of a request the schema refuses differing
+    (`invalid_status`; GA4GH TES's)."""
 
     prefix: str
     render: Callable[[int, str], dict[str, Any]] | None  # None: the project's own body

@@ -189,6 +189,11 @@ def test_a_task_runs_to_complete_and_reads_back_in_each_view(central, permit, co
     minimal = client.get_task(completed, view="MINIMAL")
     assert (minimal.id, minimal.state, minimal.name, minimal.logs) == (
         completed, "COMPLETE", None, None)
+    # Audited as a TES task and as the job it is, each once.
+    on_it = [(e["action"], e["decision"]) for e in audited(central)
+             if e["object"] == f"job:{completed}"]
+    assert on_it.count(("tes.create", "allow")) == 1
+    assert on_it.count(("job.submit", "allow")) == 1
     # The same job through the jobs API.
     job = central.get(f"/api/v1/jobs/{completed}", headers=central.as_("carol", "researcher"))
     assert job.status_code == 200
@@ -305,6 +310,19 @@ def test_only_the_researcher_and_the_checkers_see_a_task(central, completed):
         "carol", "researcher")).status_code == 404
 
 
+def audited(central) -> list[dict]:
+    """The centre's audit log, every page, as an admin reads it."""
+    entries: list[dict] = []
+    while True:
+        page = central.get("/api/v1/audit", params={"after": len(entries) and
+                                                    entries[-1]["seq"], "limit": 1000},
+                           headers=central.as_("root", "admin"))
+        assert page.status_code == 200, page.text
+        if not page.json():
+            return entries
+        entries += page.json()
+
+
 def jobs_of_carol(central) -> int:
     resp = central.get("/api/v1/jobs", headers=central.as_("carol", "researcher"))
     assert resp.status_code == 200
@@ -374,6 +392,10 @@ def test_what_this_spe_does_not_run_is_a_400_with_the_reason(central, permit):
         assert resp.status_code == 400, (what, resp.text)
         assert resp.json()["detail"], what
     assert jobs_of_carol(central) == before  # no job came of any of them
+    denied = [e["reason"] for e in audited(central)
+              if e["action"] == "tes.create" and e["decision"] == "deny"]
+    assert any("outputs go to the central airlock" in r for r in denied)
+    assert any("the hub fetches no URL" in r for r in denied)
 
 
 def test_service_info_is_ga4gh_service_info(central):
