@@ -31,6 +31,7 @@ from spe.errors import NotFound
 from spe.identity import Principal
 from spe.jobs import repository
 from spe.jobs.models import CentralJob, TesTaskRecord
+from spe.permits.service import PermitNotFound
 from spe.sandbox.limits import Limits
 from spe.web import AppContext
 from spe.wire.jobs import CodeTooLarge, InvalidJob
@@ -76,6 +77,9 @@ async def create(ctx: AppContext, hub: Hub | None, task: TesTaskIn, caller: Prin
         view = await jobs.submit(ctx, hub, submission, caller, use_permit, on_record)
     except InvalidJob as exc:  # TES says 400 for what the service will not run
         raise TesBadRequest(exc.detail) from None
+    except PermitNotFound as exc:
+        # A 404 would send py-tes on to its fallback paths, losing the reason.
+        raise TesBadRequest(f"tags.permit: {exc.detail}") from None
     return TesCreateTaskResponse(id=view.id)
 
 

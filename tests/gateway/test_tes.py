@@ -337,6 +337,7 @@ def test_what_this_spe_does_not_run_is_a_400_with_the_reason(central, permit):
         "outputs go to the central airlock": a_task(permit, outputs=[
             tes.Output(url="s3://bucket/result.txt", path="/output/result.txt")]),
         "tags.permit: required": a_task(None),
+        "tags.permit: ": a_task("P-NOPE"),
         "the hub fetches no URL": a_task(permit, inputs=[
             tes.Input(path="/code/main.py", url="http://169.254.169.254/latest/")]),
         "use one of imaging, statistics": a_task(permit, executors=[
