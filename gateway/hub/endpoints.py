@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -11,6 +12,7 @@ from gateway.hub import environments, jobs, service
 from gateway.hub.schemas import FederatedAnswer
 from spe.airlock.review.schemas import RequestOut
 from spe.db import session_scope
+from spe.identity import Principal
 from spe.permits.service import Permits, institutions_of
 from spe.web import Caller
 from spe.web.responses import refusals
@@ -62,6 +64,13 @@ async def submit_job(body: jobs.JobSubmission, caller: Caller,
                      request: Request) -> jobs.JobView:
     """Send a job (a tar.gz of code, base64) under a permit to the permit's institutions
     (or some of them); each node decides on its own copy of the permit and queues it."""
+    return await jobs.submit(request.app.state.ctx, request.app.state.hub, body, caller,
+                             permit_user(request, caller))
+
+
+def permit_user(request: Request, caller: Principal) -> Callable[[str], list[str]]:
+    """What `jobs.submit` asks of a permit: raises unless `caller` may use it now
+    (`Permits.authorize_use`, audited), else gives its institutions."""
     ctx = request.app.state.ctx
 
     def use_permit(pid: str) -> list[str]:
@@ -70,7 +79,7 @@ async def submit_job(body: jobs.JobSubmission, caller: Caller,
         with session_scope(ctx.sessions) as session:
             return institutions_of(permits.authorize_use(session, caller, pid))
 
-    return await jobs.submit(ctx, request.app.state.hub, body, caller, use_permit)
+    return use_permit
 
 
 @router.get("/jobs", response_model=list[jobs.JobView], tags=["jobs"])

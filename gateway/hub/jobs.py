@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from gateway.hub.calls import call_node
@@ -109,6 +110,9 @@ class NodeJobView(BaseModel):
     attempts: int = 0
     staging: StagingSummary | None = None
     progress: StagingProgress | None = None  # while it stages: the step and percent
+    # When the node's worker started and ended it (the node's words, when it was asked).
+    started_at: str | None = None
+    finished_at: str | None = None
     # The central airlock's request for this part's outputs, once collected; `outputs`
     # says what became of them ("collected", "no outputs: the job failed", ...).
     airlock: str | None = None
@@ -160,9 +164,11 @@ def _hub(hub: Hub | None) -> Hub:
 
 
 async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: Principal,
-                 use_permit: Callable[[str], list[str]]) -> JobView:
+                 use_permit: Callable[[str], list[str]],
+                 on_record: Callable[[Session, CentralJob], None] | None = None) -> JobView:
     """`use_permit(pid)` raises unless the caller may use the permit now, else returns the
-    permit's institutions (node ids)."""
+    permit's institutions (node ids). `on_record(session, job)` adds what a caller keeps
+    beside the job (the TES API's task) in the job's own transaction."""
     code = body.packed()
     digest = hashlib.sha256(code).hexdigest()
     institutions = await run_in_threadpool(use_permit, body.permit)
@@ -207,6 +213,8 @@ async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: 
                                      code_sha256=digest, entry=body.entry,
                                      limits=body.limits, nodes=sent,
                                      environment=body.environment)
+                if on_record is not None:
+                    on_record(session, job)
             ctx.audit.record(
                 session, actor=caller.id, action="job.submit",
                 object=f"job:{job.id}" if job else f"code:{digest}",
@@ -301,7 +309,8 @@ async def _each_node(hub: Hub, job: CentralJob, caller: Principal, method: str,
                                  "reason": "the node's answer is not a job status"}
             told.reason = public_reason(told.reason)  # what a node says, checked again
             return node_id, told.model_dump(include={"state", "reason", "attempts",
-                                                     "staging", "progress"})
+                                                     "staging", "progress", "started_at",
+                                                     "finished_at"})
         if status == 0:
             return node_id, {"state": "unreachable", "reason": str(answer)}
         state = "refused" if status in (401, 403, 404, 409) else "error"

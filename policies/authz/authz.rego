@@ -63,6 +63,11 @@ permissions := {
 		"GET /api/v1/jobs/{job_id}": {"researcher", "output_checker", "admin"},
 		"GET /api/v1/jobs/{job_id}/outputs": {"researcher", "output_checker", "admin"},
 		"POST /api/v1/jobs/{job_id}/cancel": {"researcher"},
+		# GA4GH TES: a task is a job (gateway/hub/tes.py), so the same roles.
+		"POST /ga4gh/tes/v1/tasks": {"researcher"},
+		"GET /ga4gh/tes/v1/tasks": {"researcher"},
+		"GET /ga4gh/tes/v1/tasks/{id}": {"researcher", "output_checker", "admin"},
+		"POST /ga4gh/tes/v1/tasks/{id}:cancel": {"researcher"},
 		# Federated runs in rounds (ComBat, Flower) under a data permit: as jobs.
 		"POST /api/v1/fed/runs": {"researcher"},
 		"GET /api/v1/fed/runs": {"researcher"},
