@@ -2,7 +2,7 @@
 tags, the executor and the inputs as sent)
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-06 23:40:00
 """
 
