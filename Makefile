@@ -4,10 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
-# The analysis environment jobs run in (deploy/analysis/requirements.txt), apart from the
-# service's own: numpy, pandas, scipy, scikit-learn, pydicom, acro, pinned.
+# The analysis environments jobs run in, apart from the service's own packages: one
+# virtual environment per deploy/analysis/<name>/requirements.txt (pinned in full), built in
+# var/analysis-env/<name>. "statistics" is the default one (SPE_SANDBOX_PYTHON); a job
+# names another (e.g. "imaging") and the node finds it in SPE_ANALYSIS_ENVIRONMENTS.
 ANALYSIS ?= var/analysis-env
-export SPE_SANDBOX_PYTHON ?= $(abspath $(ANALYSIS))/bin/python
+ANALYSIS_ENVS := $(patsubst deploy/analysis/%/requirements.txt,%,$(wildcard deploy/analysis/*/requirements.txt))
+export SPE_ANALYSIS_ENVIRONMENTS ?= $(abspath $(ANALYSIS))
+export SPE_SANDBOX_PYTHON ?= $(abspath $(ANALYSIS))/statistics/bin/python
 
 .PHONY: setup analysis-env system-packages oidc-provider demo test lint bench clean-demo
 
@@ -20,12 +24,17 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-$(ANALYSIS)/.installed: deploy/analysis/requirements.txt
-	$(PYTHON) -m venv $(ANALYSIS)
-	$(ANALYSIS)/bin/pip install --quiet --no-deps -r deploy/analysis/requirements.txt
+# Each environment afresh from its pins alone (--no-deps: nothing unpinned comes in, and a
+# package dropped from the file is gone), so that the same file builds the same environment.
+# A var/analysis-env of an older version (one environment, a venv itself) is removed first.
+$(ANALYSIS)/%/.installed: deploy/analysis/%/requirements.txt
+	@if [ -f $(ANALYSIS)/pyvenv.cfg ]; then rm -rf $(ANALYSIS); fi
+	rm -rf $(ANALYSIS)/$*
+	$(PYTHON) -m venv $(ANALYSIS)/$*
+	$(ANALYSIS)/$*/bin/pip install --quiet --no-deps -r $<
 	touch $@
 
-analysis-env: $(ANALYSIS)/.installed
+analysis-env: $(foreach env,$(ANALYSIS_ENVS),$(ANALYSIS)/$(env)/.installed)
 
 # Orthanc (with DICOMweb), bubblewrap, Chromium (the catalogue's browser test), systemd
 # (`systemd-analyze verify` of deploy/systemd), nginx and Caddy (deploy/proxy run) are Debian

@@ -447,12 +447,13 @@ def part_combat(fed: Federation, permit: str, researcher: str) -> dict:
 
 def sandbox_python() -> str:
     """The analysis environment's interpreter (SPE_SANDBOX_PYTHON, as `make` sets it;
-    else the repository's var/analysis-env, else this one)."""
+    else the repository's var/analysis-env/statistics, else this one)."""
     from spe.sandbox.interpreter import configured_python
 
     given = os.environ.get("SPE_SANDBOX_PYTHON", "")
-    if not given and (ROOT / "var" / "analysis-env" / "bin" / "python").exists():
-        given = str(ROOT / "var" / "analysis-env" / "bin" / "python")
+    default = ROOT / "var" / "analysis-env" / "statistics" / "bin" / "python"
+    if not given and default.exists():
+        given = str(default)
     return configured_python(given)
 
 

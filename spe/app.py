@@ -26,6 +26,8 @@ from gateway.hub.pages import STATIC_DIR as QUERY_STATIC
 from gateway.hub.pages import STATIC_PATH as QUERY_STATIC_PATH
 from gateway.hub.pages import router as query_pages
 from gateway.hub.service import Hub
+from gateway.hub.tes_endpoints import router as tes_router
+from gateway.hub.tes_endpoints import tes_errors
 from spe.airlock.review.endpoints import router as airlock_router
 from spe.airlock.review.pages import STATIC_DIR as AIRLOCK_STATIC
 from spe.airlock.review.pages import STATIC_PATH as AIRLOCK_STATIC_PATH
@@ -99,8 +101,9 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
         app.state.hub.signer.epoch_of = suspensions.EpochOf(ctx.sessions)
     # A suspended or revoked permit's pending outputs are withheld (spe/airlock/review).
     app.state.permit_stopped = functools.partial(_withhold, ctx)
-    # Refusals under the Beacon's prefix are Beacon v2 error responses.
-    install_refusals(app, (beacon_errors,))
+    # Refusals under the Beacon's prefix are Beacon v2 error responses; under TES's, a
+    # request the schema refuses is a 400, as TES clients expect.
+    install_refusals(app, (beacon_errors, tes_errors))
     app.add_middleware(StrictTransportSecurity)  # HSTS on answers over HTTPS
     app.include_router(health_router)
     app.include_router(users_router)
@@ -112,6 +115,7 @@ def create_central_app(settings: Settings | None = None, *, hub: Hub | None = No
     app.include_router(permits_router)
     app.include_router(airlock_router)
     app.include_router(beacon_router)
+    app.include_router(tes_router)  # GA4GH TES over the jobs
     # The CSS/JS every web page loads before its own (and the navigation's, the home page's).
     app.mount(COMMON_STATIC_PATH, StaticFiles(directory=COMMON_STATIC), name="common-static")
     # The home page: what the SPE does, a link to every page.

@@ -51,11 +51,16 @@ class ErrorShape:
     """Refusals under `prefix` in a standard's own error body (Beacon v2's
     beaconErrorResponse, say) instead of `{"error": ..., "detail": ...}`: `render` takes the
     HTTP status and the reason in words; `model` is that body's schema, which the OpenAPI
-    document declares for the routes under `prefix` (spe/web/responses.py)."""
+    document declares for the routes under `prefix` (spe/web/responses.py). Both None: the
+    project's own body, only the status of a request the schema refuses differing
+    (`invalid_status`; GA4GH TES's)."""
 
     prefix: str
-    render: Callable[[int, str], dict[str, Any]]
-    model: type[BaseModel]
+    render: Callable[[int, str], dict[str, Any]] | None  # None: the project's own body
+    model: type[BaseModel] | None
+    #: The status of a request the schema refuses (FastAPI's 422): a standard whose
+    #: clients expect another (GA4GH TES: 400 for a malformed request) says so here.
+    invalid_status: int = 422
 
     def covers(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix.rstrip("/") + "/")
@@ -150,7 +155,8 @@ def error_response(request: Request, status: int, error: str,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     """The one rendering of a refusal: the project's shape, or the path's `ErrorShape`."""
     shape = shape_for(request.app, request.url.path)
-    body = (shape.render(status, in_words(detail)) if shape is not None
+    body = (shape.render(status, in_words(detail))
+            if shape is not None and shape.render is not None
             else {"error": error, "detail": detail})
     return JSONResponse(body, status_code=status, headers=headers)
 

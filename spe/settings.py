@@ -143,8 +143,16 @@ class Settings(BaseSettings):
     # bubblewrap (default `bwrap` on PATH); in production a root-owned file only root
     # can replace.
     sandbox_bwrap: str = ""
-    # The analysis environment's interpreter jobs run with (default the service's own).
+    # The default analysis environment's ("statistics") interpreter jobs run with (default
+    # <analysis_environments>/statistics/bin/python if built, else the service's own).
     sandbox_python: str = ""
+    # The analysis environments this node has built: a folder with one virtual environment
+    # per environment, <folder>/<name>/bin/python (`make analysis-env`: var/analysis-env).
+    # Which of them a job may name is policies/jobs' allow-list (spe/sandbox/environments.py).
+    analysis_environments: Path | None = None
+    # The environments' pinned requirements, <folder>/<name>/requirements.txt: what the hub
+    # lists (GET /api/v1/environments) and accepts in a job.
+    analysis_specs_dir: Path = REPO_ROOT / "deploy" / "analysis"
     # Per-job pids and memory cgroups (off: rlimits and a process watch only).
     sandbox_cgroup: bool = True
     # The seccomp filter (spe/sandbox/seccomp.py).

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi import Query as QueryParam
 
-from gateway.hub import code_reviews, jobs, service
+from gateway.hub import code_reviews, environments, jobs, service
 from gateway.hub.schemas import FederatedAnswer
 from spe.airlock.review.schemas import RequestOut
 from spe.db import session_scope
+from spe.identity import Principal
 from spe.permits.service import Permits, institutions_of
 from spe.web import Caller
 from spe.web.responses import refusals
@@ -48,6 +50,18 @@ async def federated_query(
                                          permit=permit, use_permit=use_permit)
 
 
+# --- the analysis environments a job may name (gateway/hub/environments.py) -------------
+
+@router.get("/environments", response_model=list[environments.EnvironmentOut],
+            tags=["jobs"])
+def analysis_environments(caller: Caller, request: Request
+                          ) -> list[environments.EnvironmentOut]:
+    """Every analysis environment a job may name (`"environment"`), with its description,
+    Python version and every package pinned, as its requirements file states them. Each
+    institution's policy decides which of them it runs."""
+    return environments.listing(request.app.state.ctx.settings)
+
+
 # --- jobs under a data permit (gateway/hub/jobs.py) --------------------------------------
 
 @router.post("/jobs", response_model=jobs.JobView, status_code=202, tags=["jobs"],
@@ -57,6 +71,13 @@ async def submit_job(body: jobs.JobSubmission, caller: Caller,
                      request: Request) -> jobs.JobView:
     """Send a job (a tar.gz of code, base64) under a permit to the permit's institutions
     (or some of them); each node decides on its own copy of the permit and queues it."""
+    return await jobs.submit(request.app.state.ctx, request.app.state.hub, body, caller,
+                             permit_user(request, caller))
+
+
+def permit_user(request: Request, caller: Principal) -> Callable[[str], list[str]]:
+    """What `jobs.submit` asks of a permit: raises unless `caller` may use it now
+    (`Permits.authorize_use`, audited), else gives its institutions."""
     ctx = request.app.state.ctx
 
     def use_permit(pid: str) -> list[str]:
@@ -65,7 +86,7 @@ async def submit_job(body: jobs.JobSubmission, caller: Caller,
         with session_scope(ctx.sessions) as session:
             return institutions_of(permits.authorize_use(session, caller, pid))
 
-    return await jobs.submit(ctx, request.app.state.hub, body, caller, use_permit)
+    return use_permit
 
 
 @router.get("/jobs", response_model=list[jobs.JobView], tags=["jobs"])

@@ -22,14 +22,17 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from gateway.hub.calls import call_node
+from gateway.hub.environments import EnvironmentsUnreadable
+from gateway.hub.environments import known as known_environments
 from gateway.hub.service import FederationNotConfigured, Hub
 from spe.airlock.review import repository as airlock_requests
 from spe.airlock.review.schemas import RequestOut, researcher_view
 from spe.db import session_scope
-from spe.errors import Forbidden, NotFound, validation_reason
+from spe.errors import Forbidden, NotFound, SPEError, validation_reason
 from spe.identity import Principal
 from spe.jobs import repository
 from spe.jobs.models import CentralJob
@@ -39,6 +42,8 @@ from spe.sandbox.limits import Limits, RequestedLimits
 from spe.web import AppContext
 from spe.wire.code_archive import CodeArchiveError, pack_script
 from spe.wire.jobs import (
+    DEFAULT_ENVIRONMENT,
+    ENVIRONMENT_PATTERN,
     JOBS_PATH,
     MAX_ARCHIVE_BYTES,
     MAX_CODE_B64,
@@ -71,6 +76,10 @@ class JobSubmission(BaseModel):
     limits: RequestedLimits = Field(default_factory=dict)
     nodes: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None,
                                                                      max_length=100)
+    # The analysis environment the code runs in: one the hub lists (GET
+    # /api/v1/environments), which each node's policy then allows or refuses.
+    environment: str = Field(default=DEFAULT_ENVIRONMENT, pattern=ENVIRONMENT_PATTERN,
+                             max_length=32)
 
     @model_validator(mode="after")
     def _one_kind_of_code(self) -> JobSubmission:
@@ -101,6 +110,9 @@ class NodeJobView(BaseModel):
     attempts: int = 0
     staging: StagingSummary | None = None
     progress: StagingProgress | None = None  # while it stages: the step and percent
+    # When the node's worker started and ended it (the node's words, when it was asked).
+    started_at: str | None = None
+    finished_at: str | None = None
     # The central airlock's request for this part's outputs, once collected; `outputs`
     # says what became of them ("collected", "no outputs: the job failed", ...).
     airlock: str | None = None
@@ -114,6 +126,7 @@ class JobView(BaseModel):
     code_sha256: str
     entry: str
     limits: dict[str, Any]
+    environment: str = DEFAULT_ENVIRONMENT
     created_at: datetime
     nodes: list[NodeJobView]
 
@@ -138,8 +151,9 @@ def _view(job: CentralJob, states: dict[str, dict[str, Any]] | None = None) -> J
                                  airlock=sent.get("airlock"), outputs=sent.get("outputs"),
                                  **fields))
     return JobView(id=job.id, permit=job.pid, user=job.user_id, code_sha256=job.code_sha256,
-                   entry=job.entry, limits=job.limits, created_at=job.created_at,
-                   nodes=nodes)
+                   entry=job.entry, limits=job.limits,
+                   environment=job.environment or DEFAULT_ENVIRONMENT,
+                   created_at=job.created_at, nodes=nodes)
 
 
 def _hub(hub: Hub | None) -> Hub:
@@ -150,9 +164,11 @@ def _hub(hub: Hub | None) -> Hub:
 
 
 async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: Principal,
-                 use_permit: Callable[[str], list[str]]) -> JobView:
+                 use_permit: Callable[[str], list[str]],
+                 on_record: Callable[[Session, CentralJob], None] | None = None) -> JobView:
     """`use_permit(pid)` raises unless the caller may use the permit now, else returns the
-    permit's institutions (node ids)."""
+    permit's institutions (node ids). `on_record(session, job)` adds what a caller keeps
+    beside the job (the TES API's task) in the job's own transaction."""
     code = body.packed()
     digest = hashlib.sha256(code).hexdigest()
     institutions = await run_in_threadpool(use_permit, body.permit)
@@ -169,9 +185,10 @@ async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: 
         Limits(**body.limits)
     except ValidationError as exc:
         raise InvalidJob(f"limits are not valid: {validation_reason(exc.errors())}") from None
+    await run_in_threadpool(known_environment, ctx, body.environment, caller, digest)
     hub = _hub(hub)
     payload = {"code": base64.b64encode(code).decode(), "entry": body.entry,
-               "limits": body.limits}
+               "limits": body.limits, "environment": body.environment}
     timeout = max(hub.fanout.timeout, MIN_SUBMIT_TIMEOUT)
 
     async def one(node_id: str) -> tuple[str, dict[str, Any]]:
@@ -194,7 +211,10 @@ async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: 
             if accepted:
                 job = repository.add(session, pid=body.permit, user_id=caller.id,
                                      code_sha256=digest, entry=body.entry,
-                                     limits=body.limits, nodes=sent)
+                                     limits=body.limits, nodes=sent,
+                                     environment=body.environment)
+                if on_record is not None:
+                    on_record(session, job)
             ctx.audit.record(
                 session, actor=caller.id, action="job.submit",
                 object=f"job:{job.id}" if job else f"code:{digest}",
@@ -202,7 +222,8 @@ async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: 
                 reason=("sent to " + ", ".join(accepted)) if job
                 else "no node accepted the job",
                 details={"permit": body.permit, "code_sha256": digest, "entry": body.entry,
-                         "limits": body.limits, "nodes": sent})
+                         "limits": body.limits, "environment": body.environment,
+                         "nodes": sent})
             if job is None:
                 return None  # type: ignore[return-value]
             return _view(job)
@@ -211,6 +232,25 @@ async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: 
     if view is None:
         raise JobRefused("no node accepted the job: " + refusals_in_words(sent))
     return view
+
+
+def known_environment(ctx: AppContext, name: str, caller: Principal, digest: str) -> None:
+    """Refuse (422, audited) a job naming an environment the hub does not list: no node
+    would run it, and the researcher learns which names there are. Whether a node runs a
+    listed one is its own policy's answer."""
+    error: SPEError
+    try:
+        listed = known_environments(ctx.settings)
+    except EnvironmentsUnreadable as exc:  # fail closed: no job when the list is unread
+        error = exc
+    else:
+        if name in listed:
+            return
+        error = InvalidJob(f"unknown analysis environment {name!r}; known: "
+                           f"{', '.join(sorted(listed)) or 'none'}")
+    _audit(ctx, actor=caller.id, action="job.submit", object=f"code:{digest}",
+           decision="deny", reason=error.detail, details={"environment": name})
+    raise error
 
 
 _NODE_STATUS = re.compile(r"^refused: HTTP \d{3}: ")
@@ -269,7 +309,8 @@ async def _each_node(hub: Hub, job: CentralJob, caller: Principal, method: str,
                                  "reason": "the node's answer is not a job status"}
             told.reason = public_reason(told.reason)  # what a node says, checked again
             return node_id, told.model_dump(include={"state", "reason", "attempts",
-                                                     "staging", "progress"})
+                                                     "staging", "progress", "started_at",
+                                                     "finished_at"})
         if status == 0:
             return node_id, {"state": "unreachable", "reason": str(answer)}
         state = "refused" if status in (401, 403, 404, 409) else "error"

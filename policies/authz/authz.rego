@@ -14,7 +14,9 @@ import rego.v1
 
 # Endpoints any authenticated user may call, whatever their role.
 open_to_authenticated := {
-	"central": {"GET /api/v1/me", "GET /api/v1/permits", "GET /api/v1/permits/{pid}", "GET /api/v1/notifications"},
+	# The analysis environments a job may name, with their packages: for signed-in users
+	# only, since a list of exact versions is also a list of what is known to be exploitable.
+	"central": {"GET /api/v1/me", "GET /api/v1/permits", "GET /api/v1/permits/{pid}", "GET /api/v1/notifications", "GET /api/v1/environments"},
 	"node": set(),
 }
 
@@ -66,6 +68,11 @@ permissions := {
 		"GET /api/v1/code-reviews": {"approver"},
 		"GET /api/v1/code-reviews/{node_id}/{pid}/{sha256}": {"approver"},
 		"POST /api/v1/code-reviews/{node_id}/{pid}/{sha256}": {"approver"},
+		# GA4GH TES: a task is a job (gateway/hub/tes.py), so the same roles.
+		"POST /ga4gh/tes/v1/tasks": {"researcher"},
+		"GET /ga4gh/tes/v1/tasks": {"researcher"},
+		"GET /ga4gh/tes/v1/tasks/{id}": {"researcher", "output_checker", "admin"},
+		"POST /ga4gh/tes/v1/tasks/{id}:cancel": {"researcher"},
 		# Federated runs in rounds (ComBat, Flower) under a data permit: as jobs.
 		"POST /api/v1/fed/runs": {"researcher"},
 		"GET /api/v1/fed/runs": {"researcher"},

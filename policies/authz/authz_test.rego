@@ -29,6 +29,12 @@ test_any_role_may_read_me if {
 	authz.decide(req("central", "GET", "/api/v1/me", ["output_checker"])).allow
 }
 
+test_any_signed_in_user_lists_the_analysis_environments if {
+	authz.decide(req("central", "GET", "/api/v1/environments", ["researcher"])).allow
+	authz.decide(req("central", "GET", "/api/v1/environments", ["approver"])).allow
+	not authz.decide(req("central", "GET", "/api/v1/environments", [])).allow
+}
+
 test_no_role_may_not_read_me if {
 	not authz.decide(req("central", "GET", "/api/v1/me", [])).allow
 }
@@ -107,6 +113,15 @@ test_researchers_submit_jobs_and_output_checkers_may_read_them if {
 	authz.decide(req("central", "POST", "/api/v1/fed/runs", ["researcher"])).allow
 	not authz.decide(req("central", "POST", "/api/v1/fed/runs", ["output_checker"])).allow
 	authz.decide(req("central", "GET", "/api/v1/fed/runs/{run_id}", ["output_checker"])).allow
+}
+
+test_tes_tasks_are_jobs_to_the_door if {
+	authz.decide(req("central", "POST", "/ga4gh/tes/v1/tasks", ["researcher"])).allow
+	not authz.decide(req("central", "POST", "/ga4gh/tes/v1/tasks", ["output_checker"])).allow
+	authz.decide(req("central", "GET", "/ga4gh/tes/v1/tasks/{id}", ["output_checker"])).allow
+	not authz.decide(req("central", "GET", "/ga4gh/tes/v1/tasks/{id}", ["hdab"])).allow
+	authz.decide(req("central", "POST", "/ga4gh/tes/v1/tasks/{id}:cancel", ["researcher"])).allow
+	not authz.decide(req("central", "POST", "/ga4gh/tes/v1/tasks/{id}:cancel", ["admin"])).allow
 }
 
 test_output_checker_reviews_airlock_requests if {

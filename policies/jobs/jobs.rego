@@ -4,12 +4,14 @@
 #   A node's own decision on a job the hub sent it under a data permit.
 #   `data.jobs.decision`, input {"permit": null | {"id", "known", "usable", "member",
 #   "covers_node"} (the node's own copy of the permit), "limits": {spe.sandbox.Limits
-#   fields}, "node": {"id", "code_review": the operator's setting or null, "registry":
-#   [approved SHA-256s]}, "code": {"sha256", "approval": this permit's decision on this
-#   code, "approve"|"reject"|null}}: {"allow", "reason", "max_limits", "code_review",
-#   "hold"}. The node runs only jobs under a permit it holds, that is issued and within
-#   its dates, names the caller and covers one of its datasets; only within the limits
-#   below (the sandbox's own caps are higher); and only code its institution vetted when
+#   fields}, "environment": the analysis environment the job names, "installed": the
+#   environments this node has built, "node": {"id", "code_review": the operator's
+#   setting or null, "registry": [approved SHA-256s]}, "code": {"sha256", "approval":
+#   this permit's decision on this code, "approve"|"reject"|null}}: {"allow", "reason",
+#   "max_limits", "code_review", "hold"}. The node runs only jobs under a permit it holds,
+#   that is issued and within its dates, names the caller and covers one of its datasets;
+#   only within the limits below (the sandbox's own caps are higher); only in an analysis
+#   environment it allows and has installed; and only code its institution vetted when
 #   its `code_review` says so (below). `hold`: accept the job but keep it from the
 #   workers until the institution's approvers approve its code.
 #   Rules are functions of their input so tests call them directly (see policies/authz).
@@ -49,6 +51,38 @@ too_high(limits, name) if {
 
 over_limits(limits) := [over_text(name, limits[name]) | some name in limit_names; too_high(limits, name)]
 
+# The analysis environments (spe/sandbox/environments.py; deploy/analysis/<name>) a job may
+# name at this node. An institution removes one it does not want its data analysed with,
+# or adds one it has reviewed and built.
+allowed_environments := {"statistics", "imaging"}
+
+sorted_text(names) := concat(", ", sort([n | some n in names]))
+
+# Why this node may not run a job in the environment it names; a name that is not a
+# string, or an "installed" that is not a list, is a problem too (fail closed).
+environment_problem(req) := "no analysis environment named" if {
+	not is_string(object.get(req, "environment", null))
+} else := concat("", [
+	"analysis environment \"", req.environment, "\" is not allowed at this node (allowed: ",
+	sorted_text(allowed_environments), ")",
+]) if {
+	not req.environment in allowed_environments
+} else := concat("", [
+	"analysis environment \"", req.environment, "\" is not installed at this node (installed: ",
+	sorted_text(installed_allowed(req)), ")",
+]) if {
+	not environment_installed(req)
+}
+
+environment_installed(req) if {
+	is_array(req.installed)
+	req.environment in req.installed
+}
+
+installed_allowed(req) := {n | some n in object.get(req, "installed", []); n in allowed_environments} if {
+	is_array(object.get(req, "installed", null))
+} else := set()
+
 # METADATA
 # description: The node's decision on one job.
 decide(req) := {"allow": false, "reason": "denied: no permit: jobs run only under a data permit", "max_limits": max_limits} if {
@@ -61,6 +95,8 @@ decide(req) := {"allow": false, "reason": "denied: no permit: jobs run only unde
 	"denied: limits above this node's maximum: ", concat(", ", over_limits(object.get(req, "limits", {}))),
 ]), "max_limits": max_limits} if {
 	count(over_limits(object.get(req, "limits", {}))) > 0
+} else := {"allow": false, "reason": concat("", ["denied: ", environment_problem(req)]), "max_limits": max_limits} if {
+	environment_problem(req)
 } else := object.union(review_decision(req), {"max_limits": max_limits})
 
 # Fails closed: an input no rule decides on (a missing field, say) is denied.
@@ -197,6 +233,8 @@ registered(req) if {
 	listed == sha
 }
 
+allowed_text(req) := concat("", ["allowed: under permit ", req.permit.id, " in analysis environment ", req.environment])
+
 approval_of(req) := object.get(object.get(req, "code", {}), "approval", null)
 
 review_decision(req) := {"allow": false, "hold": false, "code_review": to_text(code_review_of(req)), "reason": concat("", [
@@ -204,10 +242,10 @@ review_decision(req) := {"allow": false, "hold": false, "code_review": to_text(c
 	" is not one of none, approval, registry",
 ])} if {
 	not code_review_of(req) in review_modes
-} else := {"allow": true, "hold": false, "code_review": "none", "reason": concat("", ["allowed: under permit ", req.permit.id])} if {
+} else := {"allow": true, "hold": false, "code_review": "none", "reason": allowed_text(req)} if {
 	code_review_of(req) == "none"
 } else := {"allow": true, "hold": false, "code_review": "registry", "reason": concat("", [
-	"allowed: under permit ", req.permit.id, "; ", code_text(req), " is in ", node_name(req), "'s registry of approved analyses",
+	allowed_text(req), "; ", code_text(req), " is in ", node_name(req), "'s registry of approved analyses",
 ])} if {
 	code_review_of(req) == "registry"
 	registered(req)
@@ -216,7 +254,7 @@ review_decision(req) := {"allow": false, "hold": false, "code_review": to_text(c
 ])} if {
 	code_review_of(req) == "registry"
 } else := {"allow": true, "hold": false, "code_review": "approval", "reason": concat("", [
-	"allowed: under permit ", req.permit.id, "; ", code_text(req), " was approved by ", node_name(req), "'s approvers",
+	allowed_text(req), "; ", code_text(req), " was approved by ", node_name(req), "'s approvers",
 ])} if {
 	approval_of(req) == "approve"
 } else := {"allow": false, "hold": false, "code_review": "approval", "reason": concat("", [

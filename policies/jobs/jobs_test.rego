@@ -8,14 +8,20 @@ good_permit := {"id": "p1", "known": true, "usable": true, "member": true, "cove
 
 ok_limits := {"wall_seconds": 60, "memory_mb": 1024, "cpu_seconds": 60}
 
+# The default environment, installed: what every job before environments asked for.
+in_statistics := {"environment": "statistics", "installed": ["statistics", "imaging"]}
+
+job_in(permit, limits, env) := object.union({"permit": permit, "limits": limits}, env)
+
 test_a_job_under_a_good_permit_within_limits_runs if {
-	d := jobs.decide({"permit": good_permit, "limits": ok_limits})
+	d := jobs.decide(job_in(good_permit, ok_limits, in_statistics))
 	d.allow
 	contains(d.reason, "p1")
+	contains(d.reason, "statistics")
 }
 
 test_the_maximum_itself_is_allowed if {
-	jobs.decide({"permit": good_permit, "limits": {"wall_seconds": 3600, "memory_mb": 4096}}).allow
+	jobs.decide(job_in(good_permit, {"wall_seconds": 3600, "memory_mb": 4096}, in_statistics)).allow
 }
 
 test_no_permit_is_refused if {
@@ -49,6 +55,45 @@ test_limits_above_the_maximum_are_refused_with_the_reason if {
 test_a_permit_problem_comes_before_the_limits if {
 	d := jobs.decide({"permit": object.union(good_permit, {"usable": false}), "limits": {"wall_seconds": 7200}})
 	contains(d.reason, "not active")
+}
+
+test_an_imaging_job_runs_where_imaging_is_installed if {
+	d := jobs.decide(job_in(good_permit, ok_limits, {"environment": "imaging", "installed": ["statistics", "imaging"]}))
+	d.allow
+	contains(d.reason, "imaging")
+}
+
+test_an_environment_outside_the_allow_list_is_refused_naming_the_allowed_ones if {
+	# Installed on the machine is not enough: the institution's policy lists what it runs.
+	d := jobs.decide(job_in(good_permit, ok_limits, {"environment": "gpu", "installed": ["statistics", "gpu"]}))
+	not d.allow
+	d.reason == "denied: analysis environment \"gpu\" is not allowed at this node (allowed: imaging, statistics)"
+}
+
+test_an_allowed_environment_the_node_has_not_installed_is_refused if {
+	d := jobs.decide(job_in(good_permit, ok_limits, {"environment": "imaging", "installed": ["statistics"]}))
+	not d.allow
+	d.reason == "denied: analysis environment \"imaging\" is not installed at this node (installed: statistics)"
+}
+
+test_a_missing_or_malformed_environment_is_refused if {
+	d1 := jobs.decide({"permit": good_permit, "limits": ok_limits})
+	not d1.allow
+	contains(d1.reason, "no analysis environment named")
+	d2 := jobs.decide(job_in(good_permit, ok_limits, {"environment": ["statistics"], "installed": ["statistics"]}))
+	not d2.allow
+	d3 := jobs.decide(job_in(good_permit, ok_limits, {"environment": "statistics"}))
+	not d3.allow
+	contains(d3.reason, "not installed")
+	d4 := jobs.decide(job_in(good_permit, ok_limits, {"environment": "statistics", "installed": "statistics"}))
+	not d4.allow
+}
+
+test_the_permit_and_limits_come_before_the_environment if {
+	d := jobs.decide(job_in(object.union(good_permit, {"usable": false}), ok_limits, {"environment": "gpu", "installed": []}))
+	contains(d.reason, "not active")
+	d2 := jobs.decide(job_in(good_permit, {"wall_seconds": 7200}, {"environment": "gpu", "installed": []}))
+	contains(d2.reason, "wall_seconds")
 }
 
 job := {"user_id": "carol@demo", "pid": "p1"}
@@ -153,13 +198,13 @@ test_a_stranger_reads_no_outputs if {
 sha := "aa00000000000000000000000000000000000000000000000000000000000000"
 
 vetted(mode, approval, registry) := jobs.decide({
-	"permit": good_permit, "limits": ok_limits,
+	"permit": good_permit, "limits": ok_limits, "environment": "statistics", "installed": ["statistics"],
 	"node": {"id": "site-a", "code_review": mode, "registry": registry},
 	"code": {"sha256": sha, "approval": approval},
 })
 
 test_without_a_setting_code_is_not_vetted if {
-	d := jobs.decide({"permit": good_permit, "limits": ok_limits})
+	d := jobs.decide(job_in(good_permit, ok_limits, in_statistics))
 	d.allow
 	not d.hold
 	d.code_review == "none"

@@ -18,8 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from spe.cli.http import bearer, fail, hub_url, request
+from spe.cli.http import api, calling, fail
 from spe.cli.job import _STATE_NOTE, download_released
+from spe.client.api import run_path
 
 fed_app = typer.Typer(
     help="Federated computations in rounds (ComBat harmonisation, Flower apps) under a "
@@ -40,20 +41,10 @@ def _out() -> Console:
     return Console(highlight=False)
 
 
-def _call(method: str, path: str, hub: str | None, token: str | None, *, body: Any = None,
-          timeout: float = 60.0) -> Any:
-    resp = request(method, hub_url(hub), path, bearer(token), json=body, timeout=timeout)
-    try:
-        return resp.json()
-    except ValueError:
-        raise fail(f"the hub answered HTTP {resp.status_code} with no JSON", 1) from None
-
-
-def _path(run_id: str, tail: str = "") -> str:
-    run_id = run_id.strip()
-    if not run_id or not run_id.isalnum():
-        raise fail(f"{run_id!r} is not a run id")
-    return f"/api/v1/fed/runs/{run_id}{tail}"
+def _path(run_id: str) -> None:
+    """A run id checked before anything is sent (exit 2)."""
+    with calling():
+        run_path(run_id)
 
 
 def _covariates(text: str) -> dict[str, Any]:
@@ -163,7 +154,8 @@ def run(
         body["app"] = "flower"
         body["code"] = base64.b64encode(code).decode()
         body["config"] = {**overrides, **({"num-server-rounds": rounds} if rounds else {})}
-    started = _call("POST", "/api/v1/fed/runs", hub, token, body=body, timeout=timeout)
+    with calling():
+        started = api(hub, token).start_run(body, timeout=timeout)
     if not wait:
         if as_json:
             typer.echo(json.dumps(started, indent=2))
@@ -205,11 +197,13 @@ def _follow(run_id: str, hub: str | None, token: str | None, as_json: bool,
             limit: float | None) -> None:
     from spe.cli.progress import tracker
 
+    _path(run_id)
+    hub_api = api(hub, token)
     started = time.monotonic()
     seen = 0
-    with tracker() as track:
+    with tracker() as track, calling():
         while True:
-            run = _call("GET", _path(run_id), hub, token)
+            run = hub_api.run(run_id)
             planned = run.get("rounds_planned")
             for r in run["rounds"][seen:]:
                 note = "; ".join(f"{n} {_node_words(s)}" for n, s in sorted(r["nodes"].items())
@@ -248,7 +242,9 @@ def status(
     if wait:
         _follow(run_id, hub, token, as_json, timeout)
         return
-    run = _call("GET", _path(run_id), hub, token)
+    _path(run_id)
+    with calling():
+        run = api(hub, token).run(run_id)
     if as_json:
         typer.echo(json.dumps(run, indent=2))
     else:
@@ -259,7 +255,8 @@ def status(
 def list_runs(hub: Hub = None, token: Token = None, as_json: AsJson = False,
               timeout: Timeout = 60.0) -> None:
     """Your federated runs, newest first."""
-    runs = _call("GET", "/api/v1/fed/runs", hub, token, timeout=timeout)
+    with calling():
+        runs = api(hub, token).runs(timeout=timeout)
     if as_json:
         typer.echo(json.dumps(runs, indent=2))
         return
@@ -279,7 +276,9 @@ def list_runs(hub: Hub = None, token: Token = None, as_json: AsJson = False,
 def cancel(run_id: RunId, hub: Hub = None, token: Token = None, as_json: AsJson = False
            ) -> None:
     """Stop the run (the round under way is abandoned); nothing goes to the airlock."""
-    run = _call("POST", _path(run_id, "/cancel"), hub, token)
+    _path(run_id)
+    with calling():
+        run = api(hub, token).cancel_run(run_id)
     if as_json:
         typer.echo(json.dumps(run, indent=2))
     else:
@@ -291,7 +290,9 @@ def outputs(run_id: RunId, hub: Hub = None, token: Token = None, as_json: AsJson
             ) -> None:
     """The run's result in the airlock: its request's state and reviews, and once
     released, its files (the model or the estimates, the rounds, the disclosure report)."""
-    found = _call("GET", _path(run_id, "/outputs"), hub, token)
+    _path(run_id)
+    with calling():
+        found = api(hub, token).run_outputs(run_id)
     if as_json:
         typer.echo(json.dumps(found, indent=2))
         return
@@ -316,6 +317,8 @@ def download(
 ) -> None:
     """Download the run's released result, checking each file's checksum. Exits 1 when
     nothing is released yet."""
-    url, auth = hub_url(hub), bearer(token)
-    found = request("GET", url, _path(run_id, "/outputs"), auth, timeout=timeout).json()
-    download_released(found, f"run {run_id}", to, [], url, auth, timeout)
+    _path(run_id)
+    hub_api = api(hub, token)
+    with calling():
+        found = hub_api.run_outputs(run_id, timeout=timeout)
+    download_released(hub_api, found, f"run {run_id}", to, [], timeout)

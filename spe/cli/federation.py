@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from spe.cli.http import bearer, hub_url, request
+from spe.cli.http import api, calling
 from spe.cli.progress import console
 
 federation_app = typer.Typer(
@@ -20,14 +20,15 @@ Hub = Annotated[str | None, typer.Option(
 Token = Annotated[str | None, typer.Option(help="An admin's bearer token (default: SPE_TOKEN)")]
 Reason = Annotated[str, typer.Option(help="Why (kept in the audit log)", max=500)]
 NodeId = Annotated[str, typer.Argument(help="The node's federation name (its certificate's CN)")]
-PATH = "/api/v1/federation/nodes"
 
 
 @federation_app.command("list")
 def list_nodes(hub: Hub = None, token: Token = None) -> None:
     """The members the hub calls: name, URL, and whether SPE_FEDERATION_NODES or an admin
     put it there."""
-    for node in request("GET", hub_url(hub), PATH, bearer(token, "admin")).json():
+    with calling():
+        nodes = api(hub, token, "admin").federation_nodes()
+    for node in nodes:
         typer.echo(f"{node['node_id']}\t{node['url']}\t{node['source']}")
 
 
@@ -37,9 +38,9 @@ def add(node_id: NodeId,
         reason: Reason = "", hub: Hub = None, token: Token = None) -> None:
     """Add an institution (or change its URL); the hub calls it from the next query on.
     Its certificate must come from the federation CA (`spe pki sign`)."""
-    resp = request("POST", hub_url(hub), PATH, bearer(token, "admin"),
-                   json={"node_id": node_id, "url": url, "reason": reason})
-    typer.echo(json.dumps(resp.json(), indent=2))
+    with calling():
+        added = api(hub, token, "admin").add_node(node_id, url, reason)
+    typer.echo(json.dumps(added, indent=2))
 
 
 @federation_app.command("remove")
@@ -50,9 +51,8 @@ def remove(node_id: NodeId,
            reason: Reason = "", hub: Hub = None, token: Token = None) -> None:
     """Remove an institution: the hub stops calling it at once. Exit 1 if the revocation
     list did not reach every node (the hub keeps sending it)."""
-    resp = request("DELETE", hub_url(hub), f"{PATH}/{node_id}", bearer(token, "admin"),
-                   params={"revoke": str(revoke).lower(), "reason": reason})
-    answer = resp.json()
+    with calling():
+        answer = api(hub, token, "admin").remove_node(node_id, revoke, reason)
     typer.echo(json.dumps(answer, indent=2))
     missed = {n: o for n, o in (answer.get("crl_pushed") or {}).items() if o != "delivered"}
     if missed:

@@ -6,19 +6,18 @@ Results go to standard output; errors to standard error with exit code 2 for bad
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import time
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import quote
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from spe.cli.http import bearer, fail, hub_url, request
+from spe.cli.http import api, calling, fail
+from spe.client.api import ENDED as _ENDED
+from spe.client.api import HubApi, job_path
+from spe.client.api import part_line as _part_line
 
 job_app = typer.Typer(
     help="Jobs under a data permit: submit, follow, cancel, and their released outputs "
@@ -35,20 +34,9 @@ def _out() -> Console:
     return Console(highlight=False)
 
 
-def _call(method: str, path: str, hub: str | None, token: str | None, *, body: Any = None,
-          timeout: float = 60.0) -> dict:
-    resp = request(method, hub_url(hub), path, bearer(token), json=body, timeout=timeout)
-    try:
-        return resp.json()
-    except ValueError:
-        raise fail(f"the hub answered HTTP {resp.status_code} with no JSON", 1) from None
-
-
 def _path(job_id: str, tail: str = "") -> str:
-    job_id = job_id.strip()
-    if not job_id or not job_id.isalnum():
-        raise fail(f"{job_id!r} is not a job id")
-    return f"/api/v1/jobs/{job_id}{tail}"
+    with calling():
+        return job_path(job_id, tail)
 
 
 def print_job(out: Console, job: dict) -> None:
@@ -79,30 +67,25 @@ def submit(
     processes: Annotated[int | None, typer.Option(help="Process limit")] = None,
     output_mb: Annotated[int | None, typer.Option(help="Size limit of /output")] = None,
     scratch_mb: Annotated[int | None, typer.Option(help="Size of /scratch")] = None,
+    environment: Annotated[str | None, typer.Option(
+        help="The analysis environment the code runs in (GET /api/v1/environments lists "
+             "them; default: statistics)")] = None,
     hub: Hub = None,
     token: Token = None,
     as_json: AsJson = False,
     timeout: Timeout = 120.0,
 ) -> None:
     """Send CODE_DIR as a job to the permit's institutions; print the job's id."""
-    from spe.wire.code_archive import CodeArchiveError, pack_code
-
-    if not code_dir.is_dir():
+    if not code_dir.is_dir():  # a file would be sent as a script; the command takes folders
         raise fail(f"{code_dir}: no such folder (CODE_DIR is the folder of the job's code)")
-    if not (code_dir / entry).is_file():
-        raise fail(f"{code_dir / entry}: no such file: the script the job runs, relative to "
-                   f"{code_dir} (--entry, default main.py)")
-    try:
-        code = pack_code(code_dir)
-    except (CodeArchiveError, OSError) as exc:
-        raise fail(str(exc)) from None
-    given = {"wall_seconds": wall_seconds, "cpu_seconds": cpu_seconds,
-             "memory_mb": memory_mb, "processes": processes, "output_mb": output_mb,
-             "scratch_mb": scratch_mb}
-    body = {"permit": permit, "code": base64.b64encode(code).decode(), "entry": entry,
-            "limits": {k: v for k, v in given.items() if v is not None},
-            "nodes": node or None}
-    job = _call("POST", "/api/v1/jobs", hub, token, body=body, timeout=timeout)
+    limits = {"wall_seconds": wall_seconds, "cpu_seconds": cpu_seconds,
+              "memory_mb": memory_mb, "processes": processes, "output_mb": output_mb,
+              "scratch_mb": scratch_mb}
+    with calling():
+        hub_api = api(hub, token)
+        # environment: sent only when given, else the hub's default
+        job = hub_api.submit_job(code_dir, permit, entry=entry, nodes=node or None,
+                                 limits=limits, environment=environment, timeout=timeout)
     if as_json:
         typer.echo(json.dumps(job, indent=2))
         return
@@ -113,22 +96,6 @@ def submit(
 
 #: How often `spe job status --wait` asks the hub.
 POLL_SECONDS = 2.0
-#: A part's states that will not change: the node's final ones, and the hub's for a part
-#: no node holds ("not submitted") or that its node refused to show ("refused").
-_ENDED = {"succeeded", "failed", "timed_out", "cancelled", "not submitted", "refused"}
-
-
-def _part_line(n: dict) -> str:
-    """One part's state in a few words: "staging (dicom, 40%)", "failed: time limit"."""
-    words = n["state"]
-    progress = n.get("progress")
-    if n["state"] == "staging" and progress:
-        words += f" ({progress['step']}, {progress['percent']}%)"
-    if n.get("reason") and n["state"] not in ("queued", "staging", "running"):
-        words += f": {n['reason']}"
-    return words
-
-
 @job_app.command("status")
 def status(
     job_id: JobId,
@@ -145,14 +112,16 @@ def status(
 ) -> None:
     """The job's state at every node, in the runner's words (its log and outputs reach
     you through the airlock: `spe job outputs`, `spe job download`)."""
-    path = _path(job_id)
+    _path(job_id)
     if timeout is not None and timeout <= 0:
         raise fail(f"--timeout must be more than 0 seconds, not {timeout:g}")
     gave_up = False
-    if not wait:
-        job = _call("GET", path, hub, token, timeout=timeout or 60.0)
-    else:
-        job, gave_up = _wait(path, hub, token, timeout)
+    with calling():
+        hub_api = api(hub, token)
+        if not wait:
+            job = hub_api.job(job_id, timeout=timeout or 60.0)
+        else:
+            job, gave_up = _wait(hub_api, job_id, timeout)
     if as_json:
         typer.echo(json.dumps(job, indent=2))
     else:
@@ -166,27 +135,26 @@ def status(
             raise fail(f"job {job['id']} did not succeed everywhere: " + "; ".join(bad), 1)
 
 
-def _wait(path: str, hub: str | None, token: str | None, limit: float | None
-          ) -> tuple[dict, bool]:
+#: How often `spe job status --wait` asks the hub.
+POLL_SECONDS = 2.0
+
+
+def _wait(hub_api: HubApi, job_id: str, limit: float | None) -> tuple[dict, bool]:
     """The job once every part has ended, or as it is when `limit` seconds have passed
     (then True), each change of a part printed on stderr as it is seen."""
-    started = time.monotonic()
+    from spe.client.progress import follow
+
     seen: dict[str, str] = {}
-    while True:
-        left = None if limit is None else limit - (time.monotonic() - started)
-        job = _call("GET", path, hub, token,
-                    timeout=60.0 if left is None else max(1.0, min(60.0, left)))
-        elapsed = time.monotonic() - started
+
+    def changes(job: dict, elapsed: float) -> None:
         for n in job["nodes"]:
             line = _part_line(n)
             if seen.get(n["node_id"]) != line:
                 seen[n["node_id"]] = line
                 typer.echo(f"[{elapsed:4.0f}s] {n['node_id']}: {line}", err=True)
-        if all(n["state"] in _ENDED for n in job["nodes"]):
-            return job, False
-        if limit is not None and time.monotonic() - started + POLL_SECONDS > limit:
-            return job, True
-        time.sleep(POLL_SECONDS)
+
+    return follow(lambda t: hub_api.job(job_id, timeout=t), limit=limit, on_poll=changes,
+                  interval=POLL_SECONDS)
 
 
 @job_app.command("list")
@@ -194,10 +162,8 @@ def list_jobs(hub: Hub = None, token: Token = None, as_json: AsJson = False,
               timeout: Timeout = 60.0) -> None:
     """Your jobs, newest first: each one's permit, when it was sent, and every
     institution's state (a finished part's final state)."""
-    jobs = _call("GET", "/api/v1/jobs", hub, token, timeout=timeout)
-    if not isinstance(jobs, list):
-        raise fail("the hub's answer is not a list of jobs", 1)
-    jobs = sorted(jobs, key=lambda j: str(j.get("created_at", "")), reverse=True)
+    with calling():
+        jobs = api(hub, token).jobs(timeout=timeout)
     if as_json:
         typer.echo(json.dumps(jobs, indent=2))
         return
@@ -246,8 +212,9 @@ def logs(job_id: JobId, hub: Hub = None, token: Token = None,
     printed is one of its outputs (job-log.txt), reviewed like the rest."""
     from spe.wire.jobs import LOG_NAME
 
-    url, auth = hub_url(hub), bearer(token)
-    found = request("GET", url, _path(job_id, "/outputs"), auth, timeout=timeout).json()
+    with calling():
+        hub_api = api(hub, token)
+        found = hub_api.outputs(job_id, timeout=timeout)
     if not found:
         typer.echo("no outputs in the airlock yet")
     for req in found:
@@ -258,11 +225,10 @@ def logs(job_id: JobId, hub: Hub = None, token: Token = None,
             if log is None:
                 typer.echo("(not released)" if req["state"] != "released" else "(no log)")
                 continue
-            resp = request("GET", url, f"/api/v1/airlock/requests/{req['id']}/files/"
-                           f"{quote(log['name'])}", auth, timeout=timeout)
-            if hashlib.sha256(resp.content).hexdigest() != log["sha256"]:
-                raise fail(f"{log['name']}: checksum mismatch", 1)
-            typer.echo(resp.content.decode("utf-8", errors="replace").rstrip("\n"))
+            with calling():
+                content = hub_api.file(req["id"], log["name"], log["sha256"],
+                                       timeout=timeout)
+            typer.echo(content.decode("utf-8", errors="replace").rstrip("\n"))
 
 
 def _site_ids(req: dict) -> list[str]:
@@ -275,7 +241,8 @@ def _site_ids(req: dict) -> list[str]:
 def cancel(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson = False,
            timeout: Timeout = 60.0) -> None:
     """Cancel the job at every node (a running job is killed within seconds)."""
-    job = _call("POST", _path(job_id, "/cancel"), hub, token, timeout=timeout)
+    with calling():
+        job = api(hub, token).cancel(job_id, timeout=timeout)
     if as_json:
         typer.echo(json.dumps(job, indent=2))
     else:
@@ -289,8 +256,8 @@ def outputs(job_id: JobId, hub: Hub = None, token: Token = None, as_json: AsJson
     site, and once released, its files (the job's log, job-log.txt, among them). A request
     whose every file was blocked is closed at once: each file with the rules that blocked
     it."""
-    found = request("GET", hub_url(hub), _path(job_id, "/outputs"), bearer(token),
-                    timeout=timeout).json()
+    with calling():
+        found = api(hub, token).outputs(job_id, timeout=timeout)
     if as_json:
         typer.echo(json.dumps(found, indent=2))
         return
@@ -354,37 +321,19 @@ def download(
 ) -> None:
     """Download the job's released outputs into TO/<site>/<file>, checking each file's
     checksum. Exits 1 when nothing is released yet."""
-    url, auth = hub_url(hub), bearer(token)
-    found = request("GET", url, _path(job_id, "/outputs"), auth, timeout=timeout).json()
-    download_released(found, f"job {job_id}", to, node, url, auth, timeout)
+    with calling():
+        hub_api = api(hub, token)
+        found = hub_api.outputs(job_id, timeout=timeout)
+    download_released(hub_api, found, f"job {job_id}", to, node, timeout)
 
 
-def download_released(found: list[dict], what: str, to: Path, node: list[str], url: str,
-                      auth: str, timeout: float) -> None:
-    """The released files of airlock requests `found` into `to`, checksums checked."""
-    released = [(req, f) for req in found if req["state"] == "released"
-                for f in req["files"] if f["stored"] and (not node or f["node_id"] in node)]
-    if not released:
-        states = ", ".join(f"request {r['id'][:12]}: {r['state']}" for r in found) \
-            or "none yet"
-        raise fail(f"no released outputs for {what} ({states})", 1)
+def download_released(hub_api: HubApi, found: list[dict], what: str, to: Path,
+                      node: list[str], timeout: float) -> None:
+    """The released files of airlock requests `found` into `to`, checksums checked, each
+    printed as it is written."""
     out, written = _out(), 0
-    for req, f in released:
-        resp = request("GET", url, f"/api/v1/airlock/requests/{req['id']}/files/"
-                       f"{quote(f['name'])}", auth, timeout=timeout)
-        if hashlib.sha256(resp.content).hexdigest() != f["sha256"]:
-            raise fail(f"{f['name']}: checksum mismatch; not written", 1)
-        target = _inside(to, f["name"])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(resp.content)
-        written += 1
-        out.print(f"{target}  ({len(resp.content)} bytes, sha256 {f['sha256'][:12]}…)")
+    with calling():
+        for target, f, size in hub_api.download_released(found, what, to, node, timeout):
+            written += 1
+            out.print(f"{target}  ({size} bytes, sha256 {f['sha256'][:12]}…)")
     out.print(f"{written} file(s) written")
-
-
-def _inside(folder: Path, relative: str) -> Path:
-    """`folder / relative`, refusing a path that would leave `folder`."""
-    parts = relative.split("/")
-    if any(p in ("", ".", "..") or "\\" in p for p in parts):
-        raise fail(f"refusing an unsafe file name from the hub: {relative!r}", 1)
-    return folder.joinpath(*parts)

@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from spe.cli.catalogue import search as catalogue_search
 from spe.cli.fed import fed_app
 from spe.cli.federation import federation_app
 from spe.cli.identity import identity_app
@@ -48,6 +49,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(policy_app, name="policy")
 app.add_typer(deid_app, name="deid")
 app.add_typer(catalogue_app, name="catalogue")
+catalogue_app.command("search")(catalogue_search)
 app.add_typer(pki_app, name="pki")
 _register_pki(pki_app)
 app.add_typer(federation_app, name="federation")

@@ -10,12 +10,13 @@ from datetime import date, timedelta
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from spe.cli.http import bearer, fail, hub_url, invalid, read_json, request
+from spe.cli.http import api, calling, fail, read_json
 from spe.cli.progress import console
+from spe.client.api import HubApi, permit_path, validated_application, validated_review
+from spe.client.transport import Hub as HubCalls
 
 permit_app = typer.Typer(help="Data permits: apply, review, decide (over the central API)",
                          no_args_is_help=True)
@@ -27,30 +28,13 @@ Token = Annotated[str | None, typer.Option(help="A bearer token (default: SPE_TO
 AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON")]
 Timeout = Annotated[float, typer.Option(help="Seconds to wait for the hub")]
 
-#: Effective statuses of an issued permit (the API filters on the stored one, `issued`).
-_ISSUED = {"active", "not_yet_active", "expired"}
-
-
 def _out() -> Console:
     return Console(highlight=False)
 
 
-def _call(method: str, path: str, hub: str | None, token: str | None, role: str, *,
-          body: Any = None, params: Any = None, timeout: float = 60.0,
-          who: str = "the hub") -> Any:
-    resp = request(method, hub_url(hub), path, bearer(token, role), json=body,
-                   params=params, timeout=timeout, who=who)
-    try:
-        return resp.json()
-    except ValueError:
-        raise fail(f"the hub answered HTTP {resp.status_code} with no JSON", 1) from None
-
-
-def _path(pid: str, tail: str = "") -> str:
-    pid = pid.strip()
-    if not pid or "/" in pid or "?" in pid or "#" in pid:
-        raise fail(f"{pid!r} is not a permit id")
-    return f"/api/v1/permits/{pid}{tail}"
+def _path(pid: str) -> str:
+    with calling():
+        return permit_path(pid)
 
 
 def _echo_json(data: Any) -> None:
@@ -72,19 +56,17 @@ def _catalogue_ids(hub: str | None, timeout: float) -> list[str]:
     else none (the template says where to find them)."""
     import os
 
-    import httpx
+    from spe.client import ClientError
 
     url = hub or os.environ.get("SPE_HUB_URL")
     if not url:
         return []
-    try:
-        resp = httpx.get(url.rstrip("/") + "/api/v1/catalogue", timeout=timeout,
-                         headers={"Accept": "application/json"})
-        rows = resp.json() if resp.is_success else []
-    except (httpx.HTTPError, ValueError):
+    try:  # public: no token
+        rows = HubApi(HubCalls(url, "")).catalogue(timeout=timeout)
+    except ClientError:
         return []
     return [str(r["identifier"]) for r in rows if isinstance(r, dict) and r.get("identifier")
-            ][:50] if isinstance(rows, list) else []
+            ][:50]
 
 
 def application_template(datasets: list[str], members: list[str],
@@ -169,20 +151,12 @@ def apply(
     timeout: Timeout = 60.0,
 ) -> None:
     """Save an application as a draft and print its id (with --submit, submit it too)."""
-    from spe.permits.schemas import ApplicationIn
-
     data = read_json(application, "an application is a JSON object (organisation, title, "
                                   "summary, start_date, end_date, datasets, ...)")
-    try:
-        body = ApplicationIn.model_validate(data).model_dump(mode="json", exclude_unset=True)
-    except ValidationError as exc:
-        raise invalid("the application", exc) from None
-    created = _call("POST", "/api/v1/permits", hub, token, "researcher", body=body,
-                    timeout=timeout)
+    with calling():
+        validated_application(data)  # bad input before the hub or token is looked for
+        created = api(hub, token).apply(data, submit=submit, timeout=timeout)
     pid = created["id"]
-    if submit:
-        created = _call("POST", _path(pid, "/submit"), hub, token, "researcher",
-                        timeout=timeout, who=f"draft {pid} was saved, but the hub")
     if as_json:
         _echo_json(created)
         return
@@ -194,7 +168,9 @@ def apply(
 def submit(pid: Pid, hub: Hub = None, token: Token = None, as_json: AsJson = False,
            timeout: Timeout = 60.0) -> None:
     """Submit a draft (or a revised application) to the holding institutions."""
-    permit = _call("POST", _path(pid, "/submit"), hub, token, "researcher", timeout=timeout)
+    _path(pid)
+    with calling():
+        permit = api(hub, token).submit_permit(pid, timeout=timeout)
     if as_json:
         _echo_json(permit)
     else:
@@ -257,7 +233,9 @@ def print_permit(out: Console, p: dict) -> None:
 def show(pid: Pid, hub: Hub = None, token: Token = None, as_json: AsJson = False,
          timeout: Timeout = 60.0) -> None:
     """An application or permit: its fields, status, reviews and history."""
-    permit = _call("GET", _path(pid), hub, token, "researcher", timeout=timeout)
+    _path(pid)
+    with calling():
+        permit = api(hub, token).permit(pid, timeout=timeout)
     if as_json:
         _echo_json(permit)
     else:
@@ -278,18 +256,8 @@ def list_permits(
     timeout: Timeout = 60.0,
 ) -> None:
     """What the caller may read: their own, their institution's queue, or all submitted."""
-    wanted = [s.strip() for s in status or [] if s.strip()]
-    if len(wanted) > 12:
-        raise fail("at most 12 --status")
-    asked = sorted({"issued" if s in _ISSUED else s for s in wanted})
-    params: dict[str, Any] = {"status": asked} if asked else {}
-    if mine:
-        params["mine"] = "true"
-    rows = _call("GET", "/api/v1/permits", hub, token, "researcher", params=params,
-                 timeout=timeout)
-    if wanted:  # `issued` stands for the three effective statuses; keep those asked for
-        rows = [p for p in rows if p["status"] in wanted
-                or ("issued" in wanted and p["status"] in _ISSUED)]
+    with calling():
+        rows = api(hub, token).permits(status, mine, timeout=timeout)
     if as_json:
         _echo_json(rows)
         return
@@ -309,15 +277,11 @@ def list_permits(
 
 def _review(pid: str, decision: str, reason: str, conditions: list[str], hub: str | None,
             token: str | None, as_json: bool, timeout: float) -> None:
-    from spe.permits.schemas import ReviewIn
-
-    try:
-        body = ReviewIn(decision=decision, reason=reason,
-                        conditions=conditions).model_dump(mode="json")
-    except ValidationError as exc:
-        raise invalid("the review", exc) from None
-    permit = _call("POST", _path(pid, "/reviews"), hub, token, "approver", body=body,
-                   timeout=timeout)
+    _path(pid)
+    with calling():
+        validated_review(decision, reason, conditions)  # before the token is looked for
+        permit = api(hub, token, "approver").review(pid, decision, reason, conditions,
+                                                    timeout=timeout)
     if as_json:
         _echo_json(permit)
     else:
@@ -336,15 +300,10 @@ def amend(
 ) -> None:
     """Ask to add members or datasets to an active permit (reviewed again by the
     institutions concerned, then issued by the access body)."""
-    from spe.permits.schemas import AmendmentIn
-
-    try:
-        body = AmendmentIn(members=member or [], datasets=dataset or [],
-                           reason=reason).model_dump(mode="json")
-    except ValidationError as exc:
-        raise invalid("the amendment", exc) from None
-    permit = _call("POST", _path(pid, "/amendments"), hub, token, "researcher", body=body,
-                   timeout=timeout)
+    _path(pid)
+    with calling():
+        permit = api(hub, token).amend(pid, member or [], dataset or [], reason,
+                                       timeout=timeout)
     if as_json:
         _echo_json(permit)
     else:
@@ -389,10 +348,11 @@ def changes(
 
 def _decide(action: str, pid: str, reason: str, hub: str | None, token: str | None,
             as_json: bool, timeout: float) -> None:
+    _path(pid)
     if len(reason) > 5_000:
         raise fail("--reason is longer than 5000 characters")
-    permit = _call("POST", _path(pid, f"/{action}"), hub, token, "hdab",
-                   body={"reason": reason}, timeout=timeout)
+    with calling():
+        permit = api(hub, token, "hdab").decide(action, pid, reason, timeout=timeout)
     if as_json:
         _echo_json(permit)
         return

@@ -7,12 +7,12 @@ import json
 from typing import Annotated, Literal
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from spe.cli.http import bearer, hub_url, invalid, read_json, request
+from spe.cli.http import api, calling, read_json
 from spe.cli.progress import console as _stderr
+from spe.client.api import validated_query
 
 Granularity = Literal["boolean", "count", "stratified", "mean", "quantiles", "histogram",
                       "table", "correlation", "linear", "logistic", "survival"]
@@ -25,18 +25,8 @@ def _read(path: str) -> dict:
 
 
 def _validated(data: dict, granularity: str | None, by: list[str]) -> dict:
-    from spe.wire.query import Query
-
-    if granularity or by:
-        answer = dict(data.get("answer") or {})
-        answer["kind"] = granularity or ("stratified" if by else answer.get("kind", "count"))
-        if by:
-            answer["by"] = by
-        data = {**data, "answer": answer}
-    try:
-        return Query.model_validate(data).model_dump(mode="json")
-    except ValidationError as exc:
-        raise invalid("the query", exc) from None
+    with calling():
+        return validated_query(data, granularity, by)
 
 
 def _count(cell: dict | None, threshold: int | None = None) -> str:
@@ -224,11 +214,10 @@ def query(
     the pooled statistic (mean, quantiles, histogram, table, correlation, linear,
     logistic, survival: the file's `answer`)."""
     body = _validated(_read(query_file), granularity, by)
-    url = hub_url(hub)
-    resp = request("POST", url, "/api/v1/query", bearer(token), json=body, timeout=timeout,
-                   params={"permit": permit} if permit else None)
+    with calling():
+        answer = api(hub, token).query(body, permit=permit, timeout=timeout)
     # The results on standard output (`spe query q.json > answer.txt`); errors on stderr.
     if as_json:
-        typer.echo(json.dumps(resp.json(), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
     else:
-        print_answer(resp.json(), Console(highlight=False))
+        print_answer(answer, Console(highlight=False))

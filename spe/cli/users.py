@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from spe.cli.http import bearer, fail, hub_url, request
+from spe.cli.http import api, calling, fail
 from spe.cli.progress import console
 
 users_app = typer.Typer(help="Users: list, suspend, reinstate (over the central API)",
@@ -26,16 +26,15 @@ Reason = Annotated[str, typer.Option(help="Why (kept in the audit log)", max=500
 @users_app.command("list")
 def list_users(hub: Hub = None, token: Token = None) -> None:
     """The users the centre has seen, one per line: UID, id, roles."""
-    resp = request("GET", hub_url(hub), "/api/v1/users", bearer(token, "admin"),
-                   params={"limit": 500})
-    for user in resp.json():
+    with calling():
+        users = api(hub, token, "admin").users(limit=500)
+    for user in users:
         typer.echo(f"{user['id']}\t{user['subject']}@{user['issuer']}\t{user['roles']}")
 
 
 def _set(uid: int, suspended: bool, reason: str, hub: str | None, token: str | None) -> None:
-    resp = request("PUT", hub_url(hub), f"/api/v1/users/{uid}/suspension",
-                   bearer(token, "admin"), json={"suspended": suspended, "reason": reason})
-    answer = resp.json()
+    with calling():
+        answer = api(hub, token, "admin").set_suspension(uid, suspended, reason)
     typer.echo(json.dumps(answer, indent=2))
     missed = {n: o for n, o in (answer.get("nodes") or {}).items() if o != "delivered"}
     if missed:

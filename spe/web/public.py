@@ -30,6 +30,8 @@ PUBLIC: dict[str, frozenset[str]] = {
         "GET /api/v1/beacon/service-info", "GET /api/v1/beacon/map",
         "GET /api/v1/beacon/configuration", "GET /api/v1/beacon/entry_types",
         "GET /api/v1/beacon/filtering_terms",
+        # The GA4GH TES API's service-info (its task routes pass the door).
+        "GET /ga4gh/tes/v1/service-info",
         # Web pages and their static files.
         "GET /", "GET /catalogue", "GET /catalogue/datasets/{identifier:path}",
         "GET /query", "GET /jobs", "GET /fed", "GET /code-reviews",

@@ -27,6 +27,7 @@ from spe.errors import (
     error_response,
     human_message,
     install_error_handlers,
+    shape_for,
 )
 from spe.web.access import _bearer, _route_template
 from spe.web.context import get_context
@@ -95,7 +96,9 @@ def install_refusals(app: FastAPI, shapes: tuple[ErrorShape, ...] = ()) -> None:
         # value echoed back.
         errors = [{"loc": list(e.get("loc", ())), "msg": human_message(e)}
                   for e in exc.errors()]
-        return error_response(request, 422, "invalid_request", errors)
+        shape = shape_for(request.app, request.url.path)
+        status = shape.invalid_status if shape is not None else 422
+        return error_response(request, status, "invalid_request", errors)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:

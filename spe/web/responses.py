@@ -18,7 +18,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
 
-from spe.errors import shape_for
+from spe.errors import ErrorShape, shape_for
 from spe.web.access import authorize
 
 
@@ -62,7 +62,9 @@ def _params(dependant: Dependant) -> list:
     return found
 
 
-def refusals_of(route: APIRoute) -> set[int]:
+def refusals_of(route: APIRoute, shape: ErrorShape | None = None) -> set[int]:
+    """The refusals a route's shape implies; a request the schema refuses is a 422, or
+    what `shape` says it is under its prefix."""
     statuses = set()
     if _passes_the_door(route.dependant):
         statuses |= {401, 403}
@@ -71,7 +73,7 @@ def refusals_of(route: APIRoute) -> set[int]:
     if route.body_field is not None:
         statuses |= {400, 413}  # 400: not UTF-8, unreadable
     if _params(route.dependant):
-        statuses.add(422)
+        statuses.add(shape.invalid_status if shape is not None else 422)
     return statuses
 
 
@@ -87,18 +89,22 @@ def declare_refusals(app: FastAPI, document: dict[str, Any]) -> None:
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
         shape = shape_for(app, context.path_format)
-        if shape is not None:  # a standard's own error body (spe.errors.ErrorShape)
-            model = shape.model.__name__
+        own_body = False
+        if shape is not None and shape.model is not None:
+            # a standard's own error body (spe.errors.ErrorShape)
+            own_body, model = True, shape.model.__name__
             own = shape.model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(own.pop("$defs", {}))
             schemas[model] = own
-        route_content = content if shape is None else {
+        route_content = content if not own_body else {
             "application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}
         for method in context.methods or ():
             operation = document["paths"].get(context.path_format, {}).get(method.lower())
             if operation is None:
                 continue
-            for status in sorted(refusals_of(route)):
+            if shape is not None and shape.invalid_status != 422:
+                operation["responses"].pop("422", None)  # FastAPI's own, not answered
+            for status in sorted(refusals_of(route, shape)):
                 operation["responses"][str(status)] = {
                     "description": _WHY[status],
                     "content": ({**TOO_LARGE, **route_content} if status == 413

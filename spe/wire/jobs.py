@@ -28,6 +28,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from spe.errors import Conflict, Forbidden, SPEError
+from spe.sandbox.environments import DEFAULT as DEFAULT_ENVIRONMENT
+from spe.sandbox.environments import NAME_PATTERN as ENVIRONMENT_PATTERN
 from spe.sandbox.limits import RequestedLimits
 
 JOBS_PATH = "/api/v1/jobs"
@@ -161,6 +163,10 @@ class JobSubmission(BaseModel):
     code: str = Field(min_length=4, json_schema_extra={"maxLength": MAX_CODE_B64})
     entry: str = Field(default="main.py", min_length=1, max_length=MAX_ENTRY_CHARS)
     limits: RequestedLimits = Field(default_factory=dict)
+    # The analysis environment the code runs in (spe.sandbox.environments); the node's
+    # policy decides whether it runs that one. Absent (a hub of an older version): the
+    # default, the one environment there was.
+    environment: str = Field(default=DEFAULT_ENVIRONMENT, pattern=ENVIRONMENT_PATTERN)
 
 
 class JobAccepted(BaseModel):
@@ -239,9 +245,9 @@ class JobStatus(BaseModel):
 
 
 __all__ = [
-    "ACTIVE", "AWAITING_APPROVAL", "FINAL", "JOBS_PATH", "LOG_NAME", "MAX_ARCHIVE_BYTES",
-    "MAX_CODE_B64", "MAX_CODE_BYTES", "MAX_CODE_FILES", "RAN", "RUNNER_REASONS", "STATES",
-    "CodeTooLarge", "InvalidJob", "JobAccepted", "JobRefused", "JobStatus", "JobSubmission",
-    "NoOutputs", "StagingProgress", "StagingSummary", "decode_code", "public_reason",
-    "staging_percent",
+    "ACTIVE", "AWAITING_APPROVAL", "DEFAULT_ENVIRONMENT", "ENVIRONMENT_PATTERN", "FINAL",
+    "JOBS_PATH", "LOG_NAME", "MAX_ARCHIVE_BYTES", "MAX_CODE_B64", "MAX_CODE_BYTES",
+    "MAX_CODE_FILES", "RAN", "RUNNER_REASONS", "STATES", "CodeTooLarge", "InvalidJob",
+    "JobAccepted", "JobRefused", "JobStatus", "JobSubmission", "NoOutputs", "StagingProgress",
+    "StagingSummary", "decode_code", "public_reason", "staging_percent",
 ]

@@ -47,7 +47,7 @@ PATIENTS = 120  # per site, one MR series each
 def analysis_python() -> str:
     """The analysis environment's python, with flwr; skipped (failed in CI) without it."""
     python = os.environ.get("SPE_SANDBOX_PYTHON") or str(
-        REPO_ROOT / "var" / "analysis-env" / "bin" / "python")
+        REPO_ROOT / "var" / "analysis-env" / "statistics" / "bin" / "python")
     ok = Path(python).exists() and subprocess.run(
         [python, "-c", "import flwr.clientapp, flwr.serverapp"], capture_output=True,
         timeout=60).returncode == 0

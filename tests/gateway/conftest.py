@@ -100,12 +100,14 @@ def node_servers(pki, node_dbs, tmp_path) -> Iterator[NodeServers]:
 
 
 def serve_job_federation(stack: ExitStack, settings: Settings, dbs: dict[str, Path],
+                         node_settings: dict[str, Settings] | None = None,
                          options: dict[str, dict] | None = None
                          ) -> tuple[str, dict[str, str]]:
     """The three nodes under uvicorn with mutual TLS over the synthetic stores beside their
     databases, each with its job worker (their lifespan), and a central database whose
-    catalogue lists them; returns (central database URL, site -> node URL). `options`:
-    more NodeConfig fields per site (its code review, say)."""
+    catalogue lists them; returns (central database URL, site -> node URL).
+    `node_settings`: a site's own settings instead of `settings` (its policies, say);
+    `options`: more NodeConfig fields per site (its code review, say)."""
     from tests.central import catalogued_central
 
     socks = {site: bind() for site in SITES}
@@ -115,7 +117,8 @@ def serve_job_federation(stack: ExitStack, settings: Settings, dbs: dict[str, Pa
         config = NodeConfig(site, site, f"sqlite:///{dbs[site]}",
                             dicom=f"folder:{synth / 'dicom'}", fhir=f"ndjson:{synth / 'fhir'}",
                             **(options or {}).get(site, {}))
-        stack.enter_context(serve(create_node_app(config, settings), socks[site],
+        own = (node_settings or {}).get(site, settings)
+        stack.enter_context(serve(create_node_app(config, own), socks[site],
                                   lifespan="on", **server_ssl_options(settings.pki_dir, site)))
     central_db = f"sqlite:///{settings.data_dir / 'central.db'}"
     catalogued_central(central_db, SITES, patients=40)

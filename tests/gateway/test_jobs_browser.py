@@ -215,6 +215,15 @@ def test_a_job_runs_and_its_outputs_leave_through_the_airlock_in_the_browser(
     expect(carol.get_by_label("Wall clock (s)")).to_have_value("600")
     expect(carol.get_by_label("Memory (MB)")).to_have_value("2048")
     carol.get_by_label("Wall clock (s)").fill("120")
+    # The analysis environments the hub lists, the default chosen, its pins shown.
+    environment = carol.get_by_label("Environment", exact=True)
+    expect(environment).to_have_value("statistics")
+    assert {"statistics", "imaging"} <= set(environment.locator("option").evaluate_all(
+        "xs => xs.map(x => x.value)"))
+    expect(carol.get_by_test_id("f-environment-packages")).to_contain_text("pandas 2.3.3")
+    environment.select_option("imaging")
+    expect(carol.get_by_test_id("f-environment-packages")).to_contain_text("SimpleITK 2.5.7")
+    environment.select_option("statistics")
     shot(carol, artifacts, "01-new-job")
     carol.get_by_test_id("submit-job").click()
     expect(carol).to_have_url(re.compile(r"/jobs\?job=[^&]+$"))
@@ -222,6 +231,7 @@ def test_a_job_runs_and_its_outputs_leave_through_the_airlock_in_the_browser(
     expect(carol.get_by_test_id("job-id")).to_have_text(job_id)
     expect(carol.get_by_test_id("job-permit")).to_have_text(pid)
     expect(carol.get_by_test_id("job-limits")).to_contain_text("wall_seconds 120")
+    expect(carol.get_by_test_id("job-environment")).to_have_text("statistics")
 
     # 2. The page follows the job by itself until both institutions have run it.
     for site in ("site-a", "site-b"):

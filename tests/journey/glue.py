@@ -149,6 +149,8 @@ COMMANDS: dict[str, str] = {
     "spe identity client-jwks --key hub.key [--kid K]":
         "spe identity client-jwks --key {demo}/pki/hub.key",
     "spe catalogue harvest [--node URL ...] [--token T]": "spe catalogue harvest",
+    "spe catalogue search [Q] [--modality MR ...] [--institution site-a ...] "
+    "[--condition C71 ...] [--page N] [--json]": "spe catalogue search imaging --modality MR",
     # Again with --permit PID once the permit is issued (the permit tier).
     "spe query QUERY.json [--granularity boolean|count|stratified|mean|...] [--by STRATUM] "
     "[--permit PID] [--json]": "spe query {work}/query.json",

@@ -295,8 +295,9 @@ def build(root: Path, *, patients: int, admin_url: str) -> Federation:
             "PYTHONUNBUFFERED": "1",
             "COLUMNS": "200",
         })
-        if os.environ.get("SPE_SANDBOX_PYTHON"):
-            env_base["SPE_SANDBOX_PYTHON"] = os.environ["SPE_SANDBOX_PYTHON"]
+        for name in ("SPE_SANDBOX_PYTHON", "SPE_ANALYSIS_ENVIRONMENTS"):  # as `make` set
+            if os.environ.get(name):
+                env_base[name] = os.environ[name]
         spe = spe_command()
         nodes_json = json.dumps({s: f"https://{net.hosts[s].address}:{NODE_PORT}"
                                  for s in SITES})

@@ -214,3 +214,12 @@ def test_the_cli_prints_the_apis_reason_in_words(tmp_path: Path, monkeypatch):
     assert result.exit_code == 1
     assert ("the hub refused: HTTP 422: limits.memory_mb: must be at least 64; "
             "offset (query parameter): must be at most 10") in result.output
+
+
+def test_an_unreadable_ssl_cert_file_is_named_before_anything_is_sent(tmp_path: Path):
+    missing = tmp_path / "missing.pem"
+    result = spe("job", "list", "--hub", "https://127.0.0.1:9", "--token", "t", cwd=tmp_path,
+                 env={"SSL_CERT_FILE": str(missing)})
+    assert result.returncode == 2, said(result)
+    assert f"SSL_CERT_FILE {missing}: not a readable PEM CA bundle" in said(result)
+    assert "Traceback" not in said(result)

@@ -518,9 +518,9 @@ ANALYSIS = {"numpy", "pandas", "scipy", "sklearn", "pydicom", "acro"}
 
 
 def test_the_pinned_analysis_environment_and_nothing_to_install(box) -> None:
-    """Jobs run in the node's analysis environment (`SPE_SANDBOX_PYTHON`, built by `make
-    analysis-env` from deploy/analysis/requirements.txt): its packages are importable, at
-    the pinned versions, and none can be added (site-packages is read-only)."""
+    """Jobs run in the node's default analysis environment (`SPE_SANDBOX_PYTHON`, built by
+    `make analysis-env` from deploy/analysis/statistics/requirements.txt): its packages are
+    importable, at the pinned versions, and none can be added (site-packages is read-only)."""
     python = os.environ.get("SPE_SANDBOX_PYTHON")
     if not python:
         if IN_CI:
@@ -528,8 +528,9 @@ def test_the_pinned_analysis_environment_and_nothing_to_install(box) -> None:
         pytest.skip("no analysis environment (make analysis-env; SPE_SANDBOX_PYTHON)")
     from spe.settings import REPO_ROOT
 
-    pins = dict(line.split("==") for line in (REPO_ROOT / "deploy/analysis/requirements.txt")
-                .read_text().splitlines() if "==" in line and not line.startswith("#"))
+    pins = dict(line.split("==") for line in (
+        REPO_ROOT / "deploy/analysis/statistics/requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#"))
     limits = SMALL.model_copy(update={"wall_seconds": 60, "memory_mb": 2048})
     result, report = box("""
         import importlib, json, os, site

@@ -115,6 +115,31 @@
     showNodes();
   }
 
+  // The analysis environments the hub lists (GET /api/v1/environments), the default first.
+  let environments = [];
+
+  function showPackages() {
+    const env = environments.find((e) => e.name === $("f-environment").value);
+    $("f-environment-packages").textContent = env
+      ? `${env.description}. Python ${env.python || "(version not known here)"}; ` +
+        env.packages.map((p) => `${p.name} ${p.version}`).join(", ")
+      : "";
+  }
+
+  async function loadEnvironments() {
+    try {
+      environments = await api("/environments");
+    } catch (exc) {
+      environments = [];
+      showError($("submit-error"),
+        errorHeading(exc, "The analysis environments could not be listed"), exc.messages);
+    }
+    environments.sort((a, b) => (b.default - a.default) || (a.name < b.name ? -1 : 1));
+    fill($("f-environment"), environments.map((e) => el("option", {value: e.name},
+      e.default ? `${e.name} (default)` : e.name)));
+    showPackages();
+  }
+
   function chosenNodes() {
     if ($("f-permit").value === OTHER) {
       const list = $("f-nodes-text").value.split(",").map((s) => s.trim()).filter(Boolean);
@@ -141,7 +166,9 @@
         limits[name] = value;
       }
     }
-    return {permit, script, entry: "main.py", limits, nodes: chosenNodes()};
+    const environment = $("f-environment").value;
+    if (!environment) problems.push("Analysis environment: none could be listed.");
+    return {permit, script, entry: "main.py", limits, nodes: chosenNodes(), environment};
   }
 
   function setSubmitBusy(on) {
@@ -215,6 +242,7 @@
     }
     const params = new URLSearchParams(window.location.search);
     await loadPermits(params.get("permit"));
+    await loadEnvironments();
     try {
       fill($("jobs-list"), jobsTable(await api("/jobs")));
     } catch (exc) {
@@ -251,6 +279,7 @@
         fact("Submitted by", job.user, "job-user"),
         fact("Submitted", when(job.created_at), "job-created"),
         fact("Entry point", job.entry, "job-entry"),
+        fact("Environment", job.environment, "job-environment"),
         fact("Code SHA-256", el("code", {}, job.code_sha256), "job-sha256"),
         fact("Limits", Object.entries(job.limits || {}).map(([k, v]) => `${k} ${v}`)
           .join(", "), "job-limits")));
@@ -493,6 +522,7 @@
   async function start() {
     SPEWeb.wireSignIn(session, changed);
     $("f-permit").addEventListener("change", showNodes);
+    $("f-environment").addEventListener("change", showPackages);
     $("f-file").addEventListener("change", loadFile);
     $("submit-form").addEventListener("submit", onSubmit);
     $("refresh").addEventListener("click", refresh);

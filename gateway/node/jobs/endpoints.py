@@ -1,11 +1,12 @@
 """The jobs API of a node: only from its hub, like queries (mutual TLS and the hub's signed
 context, `X-SPE-Hub-Context`; spe.wire.context).
 
-- `POST /api/v1/jobs` {"code": base64 of a `pack_code` tar.gz, "entry", "limits"}: the
-  context's `qh` must be the SHA-256 (hex) of the decoded code and name a permit; the
-  node's own copy of the permit and its limits decide (policies/jobs), then the job is
-  queued for the node's workers (202), or held until the institution's approvers approve
-  its code when the policy's `code_review` says so (gateway/node/jobs/review_endpoints.py).
+- `POST /api/v1/jobs` {"code": base64 of a `pack_code` tar.gz, "entry", "limits",
+  "environment"}: the context's `qh` must be the SHA-256 (hex) of the decoded code and
+  name a permit; the node's own copy of the permit, the limits and the analysis
+  environment (allowed here and installed) decide (policies/jobs), then the job is queued
+  for the node's workers (202), or held until the institution's approvers approve its
+  code when the policy's `code_review` says so (gateway/node/jobs/review_endpoints.py).
 - `GET /api/v1/jobs/{job_id}`: the context's `qh` is the SHA-256 of the job id; only the
   job's own user, or an output checker or admin the hub vouches for (policies/jobs
   `access`), reads its `spe.wire.jobs.JobStatus`: the state and the runner's words, never
@@ -51,7 +52,7 @@ from spe.airlock.review.storage import NotCopied, read_regular
 from spe.db import session_scope
 from spe.errors import Conflict, Forbidden, NotFound, SPEError, validation_reason
 from spe.policy.gate import audit_refusal, decide_or_refuse
-from spe.sandbox import Limits
+from spe.sandbox import Limits, environments
 from spe.web import DbSession
 from spe.web.responses import refusals
 from spe.wire.code_review import awaiting_reason
@@ -136,29 +137,34 @@ def submit(body: JobSubmission, request: Request, session: DbSession,
                      InvalidJob) from None
     except TypeError as exc:
         raise refuse(f"limits are not valid: {exc}"[:500], InvalidJob) from None
+    # The environment must be one the node's policy allows and one built here; the worker
+    # looks it up again when the job runs (an environment removed meanwhile fails it).
     node = app.state.node
     approved = (approvals.latest(session, hub_ctx.permit, digest)
                 if hub_ctx.permit is not None else None)
     decision = decide_or_refuse(ctx.policy, POLICY, {
         "permit": permit_facts(session, hub_ctx, date.today()),
-        "limits": limits.model_dump(),
+        "limits": limits.model_dump(), "environment": body.environment,
+        "installed": sorted(environments.installed(ctx.settings)),
         "node": {"id": node.node_id, "code_review": node.code_review or None,
                  "registry": list(node.code_registry)},
         "code": {"sha256": digest, "approval": approved.decision if approved else None}},
-        audit=ctx.audit, sessions=ctx.sessions,
-        session=None, actor=hub_ctx.sub, action="job.submit", object=f"code:{digest}",
-        details={"permit": hub_ctx.permit}, refuse=lambda d: JobRefused(d.reason))
+        audit=ctx.audit, sessions=ctx.sessions, session=None, actor=hub_ctx.sub,
+        action="job.submit", object=f"code:{digest}",
+        details={"permit": hub_ctx.permit, "environment": body.environment},
+        refuse=lambda d: JobRefused(d.reason))
     hold = decision.values.get("hold")
     if not isinstance(hold, bool):  # fail closed: an answer that says not whether to hold
         raise refuse("the policy's answer does not say whether the code must be approved")
     job = repo.enqueue(session, pid=str(hub_ctx.permit), user_id=hub_ctx.sub, code=code,
-                       entry=body.entry, limits=limits,
+                       entry=body.entry, limits=limits, environment=body.environment,
                        state=AWAITING_APPROVAL if hold else QUEUED,
                        reason=awaiting_reason(digest, node.node_id) if hold else "")
     ctx.audit.record(session, actor=hub_ctx.sub, action="job.submit", object=f"job:{job.id}",
                      decision="allow", reason=decision.reason,
                      details={"permit": job.pid, "code_sha256": digest, "entry": job.entry,
-                              "limits": job.limits, "node": node.node_id,
+                              "limits": job.limits, "environment": job.environment,
+                              "node": node.node_id,
                               "code_review": decision.values.get("code_review"),
                               "held": hold})
     dispatcher = getattr(app.state, "job_dispatcher", None)

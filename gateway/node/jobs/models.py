@@ -19,7 +19,7 @@ from sqlalchemy import JSON, DateTime, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from spe.db.base import NodeBase
-from spe.wire.jobs import QUEUED
+from spe.wire.jobs import DEFAULT_ENVIRONMENT, QUEUED
 
 
 class NodeJob(NodeBase):
@@ -36,6 +36,10 @@ class NodeJob(NodeBase):
     entry: Mapped[str] = mapped_column(String(255))  # e.g. "main.py", relative to the code
     code: Mapped[bytes] = mapped_column(LargeBinary)  # tar.gz of the code folder
     limits: Mapped[dict[str, Any]] = mapped_column(JSON)  # spe.sandbox.Limits fields
+    # The analysis environment it runs in (spe.sandbox.environments), as policies/jobs
+    # allowed it at submission.
+    environment: Mapped[str] = mapped_column(String(32), default=DEFAULT_ENVIRONMENT,
+                                             server_default=DEFAULT_ENVIRONMENT)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=2)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -27,6 +27,7 @@ from gateway.node.permits import repository as permits
 from spe.audit import AuditLog
 from spe.db import session_scope
 from spe.policy import PolicyService
+from spe.sandbox.environments import installed as installed_environments
 from spe.settings import Settings
 from spe.wire.jobs import StagingSummary
 
@@ -97,7 +98,8 @@ def make_worker(config: NodeConfig, settings: Settings, policy: PolicyService,
     return Worker(sessions, audit,
                   worker_id=f"{config.node_id}@{socket.gethostname()}:{os.getpid()}/{name}",
                   work_dir=work_dir_of(settings, config.node_id),
-                  stage=make_stage(config, settings, policy, sessions), **worker_options)
+                  stage=make_stage(config, settings, policy, sessions),
+                  environments=lambda: installed_environments(settings), **worker_options)
 
 
 class NodeWorkers:

@@ -23,7 +23,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,6 +39,9 @@ from spe.db import session_scope
 from spe.private_files import make_private
 from spe.sandbox import Limits, SandboxError, SandboxResult, run
 from spe.sandbox.cgroup import reap_orphans
+from spe.sandbox.environments import DEFAULT as DEFAULT_ENVIRONMENT
+from spe.sandbox.environments import installed as installed_environments
+from spe.settings import get_settings
 from spe.wire.code_archive import unpack_code
 from spe.wire.jobs import (
     BAD_CODE,
@@ -224,6 +227,7 @@ class Worker:
         heartbeat_seconds: float = 2.0,
         stale_after: float = 10.0,
         python: str | None = None,
+        environments: Callable[[], Mapping[str, str]] | None = None,
         metrics: Any = None,
     ) -> None:
         if stale_after <= heartbeat_seconds:
@@ -236,7 +240,11 @@ class Worker:
         self.rules = rules or OutputRules()
         self.heartbeat_seconds = heartbeat_seconds
         self.stale_after = stale_after
+        # The default environment's interpreter (None: the settings'), and the analysis
+        # environments built here, name -> interpreter, looked up when a job runs (None:
+        # the settings' SPE_ANALYSIS_ENVIRONMENTS; spe.sandbox.environments).
         self.python = python
+        self.environments = environments or (lambda: installed_environments(get_settings()))
         # spe.observability.ServiceMetrics (jobs by state, staging throughput), or None.
         self.metrics = metrics
 
@@ -321,7 +329,19 @@ class Worker:
             self.metrics.staged(files, size, seconds)
         return extract
 
+    def python_for(self, job: NodeJob) -> str | None:
+        """The interpreter of the job's analysis environment, None if not built here
+        (removed since the policy allowed it: the job fails, never runs in another)."""
+        name = job.environment or DEFAULT_ENVIRONMENT
+        if name == DEFAULT_ENVIRONMENT and self.python:
+            return self.python
+        return self.environments().get(name)
+
     def _execute(self, job: NodeJob, beat: _Heartbeat) -> _Outcome:
+        python = self.python_for(job)
+        if python is None:  # before staging: no extract is made for a job that cannot run
+            return _Outcome(FAILED, None, NO_SANDBOX, f"analysis environment "
+                            f"{job.environment!r} is not installed at this node")
         try:
             extract = self._stage(job)
         except Exception as exc:
@@ -335,7 +355,8 @@ class Worker:
                 return _Outcome(FAILED, None, TAKEN, "taken from this worker while staging")
             self.audit.record(session, actor=self.actor, action="job.run",
                               object=f"job:{job.id}", decision="info",
-                              details={"pid": job.pid, "attempt": job.attempts})
+                              details={"pid": job.pid, "attempt": job.attempts,
+                                       "environment": job.environment})
         root = self.job_dir(job.id)
         if root.exists():  # an earlier attempt's leftovers
             shutil.rmtree(root)
@@ -349,7 +370,7 @@ class Worker:
             limits = Limits(**job.limits)
             # The heartbeat sets `lost` when the job is no longer this worker's (requeued,
             # or cancelled because its permit was revoked): the sandbox is killed then.
-            sandbox = run(code, job.entry, extract, output, limits, python=self.python,
+            sandbox = run(code, job.entry, extract, output, limits, python=python,
                           cancel=beat.lost)
         except SandboxError as exc:
             return _Outcome(FAILED, None, NO_SANDBOX, str(exc))

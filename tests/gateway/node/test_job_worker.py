@@ -448,3 +448,38 @@ def test_a_staging_failure_tells_the_researcher_nothing_of_the_extract(node) -> 
         assert (job.state, job.reason) == ("failed", told)
         [finish] = [e for e in _audit(sessions, "job.finish") if e.object == f"job:{job_id}"]
         assert str(error) in json.loads(finish.details)["detail"]  # for the operator
+
+
+def test_a_job_whose_environment_is_gone_fails_and_never_runs_in_another(node) -> None:
+    """Allowed at submission, removed from the node since: the worker fails the job before
+    staging (nothing is staged for it) and does not fall back to the default one."""
+    from spe.wire.jobs import NO_SANDBOX
+
+    sessions, tmp, extract = node
+    staged = []
+    job_id = _enqueue(sessions, tmp, "print(1)\n", environment="imaging")
+    worker = _worker(sessions, tmp, extract, stage=staged.append,
+                     environments=lambda: {"statistics": sys.executable})
+    assert worker.run_once()
+    job = _job(sessions, job_id)
+    assert (job.state, job.reason, job.environment) == ("failed", NO_SANDBOX, "imaging")
+    assert staged == []
+    [finish] = [e for e in _audit(sessions, "job.finish") if e.object == f"job:{job_id}"]
+    assert "analysis environment 'imaging' is not installed" in json.loads(
+        finish.details)["detail"]
+
+
+@pytest.mark.usefixtures("needs_sandbox")
+def test_a_job_runs_with_its_environments_interpreter(node) -> None:
+    """The interpreter of the environment the job names, from the node's list."""
+    sessions, tmp, extract = node
+    job_id = _enqueue(sessions, tmp, "import sys\nprint('prefix', sys.prefix)\n",
+                      environment="imaging")
+    worker = _worker(sessions, tmp, extract,
+                     environments=lambda: {"statistics": "/nonexistent/python",
+                                           "imaging": sys.executable})
+    assert worker.run_once()
+    job = _job(sessions, job_id)
+    assert job.state == "succeeded", job_log(tmp, job_id)
+    [run] = [e for e in _audit(sessions, "job.run") if e.object == f"job:{job_id}"]
+    assert json.loads(run.details)["environment"] == "imaging"
