@@ -259,6 +259,8 @@ def plan(task: TesTaskIn) -> tuple[jobs.JobSubmission, dict[str, Any]]:
 #: A part's state at its node (or what kept the hub from learning it) -> TES.
 PART_STATES: dict[str, State] = {
     "queued": "QUEUED", "staging": "INITIALIZING", "running": "RUNNING",
+    # Held until the institution's approvers approve the code: waiting, like a queued job.
+    "awaiting_approval": "QUEUED",
     "succeeded": "COMPLETE", "failed": "EXECUTOR_ERROR", "timed_out": "EXECUTOR_ERROR",
     "cancelled": "CANCELED", "refused": "SYSTEM_ERROR", "unreachable": "SYSTEM_ERROR",
     "error": "SYSTEM_ERROR", "not submitted": "SYSTEM_ERROR",
