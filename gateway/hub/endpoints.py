@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi import Query as QueryParam
 
-from gateway.hub import jobs, service
+from gateway.hub import crates, jobs, service
 from gateway.hub.schemas import FederatedAnswer
 from spe.airlock.review.schemas import RequestOut
 from spe.db import session_scope
@@ -59,6 +59,38 @@ async def submit_job(body: jobs.JobSubmission, caller: Caller,
             return institutions_of(permits.authorize_use(session, caller, pid))
 
     return await jobs.submit(ctx, request.app.state.hub, body, caller, use_permit)
+
+
+@router.post("/jobs/crate", response_model=jobs.JobView, status_code=202, tags=["jobs"],
+             responses=TOO_LARGE_RESPONSE, max_body_size=crates.MAX_CRATE_BYTES,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
+async def submit_crate(caller: Caller, request: Request) -> jobs.JobView:
+    """Send a job given as a Five Safes RO-Crate (a zipped BagIt bag: README, "Five Safes
+    RO-Crates"): its permit, code, entry point and nodes come from the crate."""
+    ctx = request.app.state.ctx
+
+    def use_permit(pid: str) -> list[str]:
+        permits = Permits(policy=ctx.policy, sessions=ctx.sessions, audit=ctx.audit,
+                          holder=request.app.state.dataset_holder)
+        with session_scope(ctx.sessions) as session:
+            return institutions_of(permits.authorize_use(session, caller, pid))
+
+    return await crates.submit(ctx, request.app.state.hub, await request.body(), caller,
+                               use_permit)
+
+
+@router.get("/jobs/{job_id}/crate", tags=["jobs"], response_class=Response,
+            responses={200: {"content": {"application/zip": {}},
+                             "description": "the result crate, a zipped BagIt bag"}})
+async def job_crate(job_id: str, caller: Caller, request: Request) -> Response:
+    """The job's result as a Five Safes RO-Crate: its code, permit, every check and review
+    the audit log holds for it, and (once released) its released outputs."""
+    data = await crates.result(request.app.state.ctx, request.app.state.hub, job_id,
+                               caller)
+    return Response(data, media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="job-{job_id}.crate.zip"',
+        "Cache-Control": "no-store"})
 
 
 @router.get("/jobs", response_model=list[jobs.JobView], tags=["jobs"])

@@ -61,6 +61,9 @@ permissions := {
 		"GET /api/v1/jobs/{job_id}": {"researcher", "output_checker", "admin"},
 		"GET /api/v1/jobs/{job_id}/outputs": {"researcher", "output_checker", "admin"},
 		"POST /api/v1/jobs/{job_id}/cancel": {"researcher"},
+		# Five Safes RO-Crates: a job sent as a request crate; a job's result crate.
+		"POST /api/v1/jobs/crate": {"researcher"},
+		"GET /api/v1/jobs/{job_id}/crate": {"researcher", "output_checker", "admin"},
 		# Federated runs in rounds (ComBat, Flower) under a data permit: as jobs.
 		"POST /api/v1/fed/runs": {"researcher"},
 		"GET /api/v1/fed/runs": {"researcher"},
