@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
 from fastapi import Query as QueryParam
 
-from gateway.hub import code_reviews, environments, jobs, service
+from gateway.hub import code_reviews, crates, environments, jobs, service
 from gateway.hub.schemas import FederatedAnswer
 from spe.airlock.review.schemas import RequestOut
 from spe.db import session_scope
@@ -87,6 +87,30 @@ def permit_user(request: Request, caller: Principal) -> Callable[[str], list[str
             return institutions_of(permits.authorize_use(session, caller, pid))
 
     return use_permit
+
+
+@router.post("/jobs/crate", response_model=jobs.JobView, status_code=202, tags=["jobs"],
+             responses=TOO_LARGE_RESPONSE, max_body_size=crates.MAX_CRATE_BYTES,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
+async def submit_crate(caller: Caller, request: Request) -> jobs.JobView:
+    """Send a job given as a Five Safes RO-Crate (a zipped BagIt bag: README, "Five Safes
+    RO-Crates"): its permit, code, entry point and nodes come from the crate."""
+    return await crates.submit(request.app.state.ctx, request.app.state.hub,
+                               await request.body(), caller, permit_user(request, caller))
+
+
+@router.get("/jobs/{job_id}/crate", tags=["jobs"], response_class=Response,
+            responses={200: {"content": {"application/zip": {}},
+                             "description": "the result crate, a zipped BagIt bag"}})
+async def job_crate(job_id: str, caller: Caller, request: Request) -> Response:
+    """The job's result as a Five Safes RO-Crate: its code, permit, every check and review
+    the audit log holds for it, and (once released) its released outputs."""
+    data = await crates.result(request.app.state.ctx, request.app.state.hub, job_id,
+                               caller)
+    return Response(data, media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="job-{job_id}.crate.zip"',
+        "Cache-Control": "no-store"})
 
 
 @router.get("/jobs", response_model=list[jobs.JobView], tags=["jobs"])

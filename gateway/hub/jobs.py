@@ -31,6 +31,7 @@ from gateway.hub.environments import known as known_environments
 from gateway.hub.service import FederationNotConfigured, Hub
 from spe.airlock.review import repository as airlock_requests
 from spe.airlock.review.schemas import RequestOut, researcher_view
+from spe.crate import code_store
 from spe.db import session_scope
 from spe.errors import Forbidden, NotFound, SPEError, validation_reason
 from spe.identity import Principal
@@ -204,6 +205,8 @@ async def submit(ctx: AppContext, hub: Hub | None, body: JobSubmission, caller: 
 
     sent = dict(await asyncio.gather(*(one(n) for n in targets)))
     accepted = [n for n, s in sent.items() if s["job_id"]]
+    if accepted:  # the code that ran goes into the job's result crate (spe.crate)
+        await run_in_threadpool(code_store.keep, ctx.settings, code)
 
     def record() -> JobView:
         with session_scope(ctx.sessions) as session:

@@ -73,6 +73,9 @@ permissions := {
 		"GET /ga4gh/tes/v1/tasks": {"researcher"},
 		"GET /ga4gh/tes/v1/tasks/{id}": {"researcher", "output_checker", "admin"},
 		"POST /ga4gh/tes/v1/tasks/{id}:cancel": {"researcher"},
+		# Five Safes RO-Crates: a job sent as a request crate; a job's result crate.
+		"POST /api/v1/jobs/crate": {"researcher"},
+		"GET /api/v1/jobs/{job_id}/crate": {"researcher", "output_checker", "admin"},
 		# Federated runs in rounds (ComBat, Flower) under a data permit: as jobs.
 		"POST /api/v1/fed/runs": {"researcher"},
 		"GET /api/v1/fed/runs": {"researcher"},
