@@ -94,6 +94,77 @@ def submit(
         _out().print(f"  {n['node_id']}: {n['submitted']}")
 
 
+@job_app.command("crate")
+def crate(
+    code_dir: Annotated[Path, typer.Argument(metavar="CODE_DIR",
+                                             help="The folder of the job's code")],
+    permit: Annotated[str, typer.Option(help="The data permit the job is to run under")],
+    out: Annotated[Path, typer.Option(help="The request crate to write (a ZIP)")],
+    entry: Annotated[str, typer.Option(help="The script to run, relative to CODE_DIR")]
+    = "main.py",
+    node: Annotated[list[str], typer.Option(
+        help="Run at this institution only; repeat for several")] = [],  # noqa: B006
+    requester: Annotated[str, typer.Option(help="Your name, as the crate's agent")]
+    = "researcher",
+) -> None:
+    """Write CODE_DIR as a Five Safes RO-Crate request (a zipped BagIt bag), to send with
+    `spe job submit-crate` or through any TRE that takes one. Needs no hub."""
+    from spe.crate.bag import CrateError
+    from spe.crate.request import write
+
+    if not code_dir.is_dir():
+        raise fail(f"{code_dir}: no such folder (CODE_DIR is the folder of the job's code)")
+    if out.exists():
+        raise fail(f"{out}: already exists; give another --out")
+    try:
+        data = write(code_dir, permit=permit, entry=entry, nodes=node or None,
+                     requester=requester)
+    except (CrateError, OSError) as exc:
+        raise fail(str(exc)) from None
+    out.write_bytes(data)
+    typer.echo(f"wrote {out} ({len(data)} bytes)")
+
+
+@job_app.command("submit-crate")
+def submit_crate(
+    crate_file: Annotated[Path, typer.Argument(metavar="CRATE",
+                                               help="A Five Safes request crate (ZIP)")],
+    hub: Hub = None,
+    token: Token = None,
+    as_json: AsJson = False,
+    timeout: Timeout = 120.0,
+) -> None:
+    """Send a Five Safes RO-Crate request as a job; print the job's id."""
+    try:
+        data = crate_file.read_bytes()
+    except OSError as exc:
+        raise fail(f"{crate_file}: {exc.strerror or exc}") from None
+    with calling():
+        job = api(hub, token).submit_crate(data, timeout=timeout)
+    if as_json:
+        typer.echo(json.dumps(job, indent=2))
+        return
+    typer.echo(job["id"])
+    for n in job["nodes"]:
+        _out().print(f"  {n['node_id']}: {n['submitted']}")
+
+
+@job_app.command("result-crate")
+def result_crate(
+    job_id: JobId,
+    out: Annotated[Path, typer.Option(help="The result crate to write (a ZIP)")],
+    hub: Hub = None,
+    token: Token = None,
+    timeout: Timeout = 120.0,
+) -> None:
+    """Write the job's result as a Five Safes RO-Crate: its code, permit, every check and
+    review, and its outputs once two output checkers released them."""
+    with calling():
+        data = api(hub, token).result_crate(job_id, timeout=timeout)
+    out.write_bytes(data)
+    typer.echo(f"wrote {out} ({len(data)} bytes)")
+
+
 #: How often `spe job status --wait` asks the hub.
 POLL_SECONDS = 2.0
 @job_app.command("status")

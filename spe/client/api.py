@@ -236,6 +236,15 @@ class HubApi:
             body["environment"] = environment
         return self.hub.call("POST", "/api/v1/jobs", json=body, timeout=timeout)
 
+    def submit_crate(self, crate: bytes, timeout: float | None = None) -> dict:
+        """Send a Five Safes request crate (a zipped BagIt bag, spe.crate) as a job."""
+        return self.hub.call("POST", "/api/v1/jobs/crate", content=crate,
+                             content_type="application/zip", timeout=timeout)
+
+    def result_crate(self, job_id: str, timeout: float | None = None) -> bytes:
+        """The job's result as a Five Safes RO-Crate (a zipped BagIt bag)."""
+        return self.hub.request("GET", job_path(job_id, "/crate"), timeout=timeout).content
+
     def job(self, job_id: str, timeout: float | None = None) -> dict:
         return self.hub.call("GET", job_path(job_id), timeout=timeout)
 

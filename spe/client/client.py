@@ -145,6 +145,19 @@ class Client:
         return self.api.submit_job(code, permit, entry=entry, nodes=nodes, limits=limits,
                                    environment=environment)["id"]
 
+    def submit_crate(self, crate: str | os.PathLike | bytes) -> str:
+        """Send a Five Safes RO-Crate request (a zipped BagIt bag: a file, or its bytes;
+        `spe.crate.request.write` makes one) as a job. Returns the job's id."""
+        data = crate if isinstance(crate, bytes) else Path(crate).read_bytes()
+        return self.api.submit_crate(data)["id"]
+
+    def result_crate(self, job_id: str, dest: str | os.PathLike) -> Path:
+        """The job's result as a Five Safes RO-Crate (its code, permit, every check and
+        review, and its outputs once released), written to the file `dest`."""
+        target = Path(dest)
+        target.write_bytes(self.api.result_crate(job_id))
+        return target
+
     def job(self, job_id: str) -> dict:
         """The job at every node (`["nodes"]`: state, attempts, the runner's reason)."""
         return self.api.job(job_id)

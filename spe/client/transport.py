@@ -63,15 +63,20 @@ class Hub:
 
     def request(self, method: str, path: str, *, json: Any = None, params: Any = None,
                 timeout: float | None = None, who: str = "the hub",
-                auth: bool = True) -> httpx.Response:
+                auth: bool = True, content: bytes | None = None,
+                content_type: str | None = None) -> httpx.Response:
         """One call; a refusal is `Refused` (status and the API's reason), no answer is
         `Unreachable`."""
         if auth and not self.token:
             raise NotConfigured("token", NO_TOKEN)
         headers = {"Authorization": f"Bearer {self.token}"} if auth else {}
+        if content_type:
+            headers["Content-Type"] = content_type
         # httpx.request, looked up at call time, so one stub stands in for the hub in tests.
         kwargs: dict[str, Any] = {"json": json, "params": params, "headers": headers,
                                   "timeout": self.timeout if timeout is None else timeout}
+        if content is not None:  # a body that is not JSON (a Five Safes RO-Crate's ZIP)
+            kwargs["content"] = content
         if self.verify is not True:
             kwargs["verify"] = self.verify
         try:

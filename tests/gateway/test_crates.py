@@ -20,6 +20,7 @@ from tests.crates import validate
 from tests.gateway.test_jobs import (  # noqa: F401  (fixtures)
     FINAL,
     PER_SITE_TABLE,
+    _cli,
     _wait,
     federation,
     job_sites,
@@ -157,3 +158,31 @@ def test_crates_that_are_not_requests_are_refused_with_a_reason(
     # A researcher who is not in the permit reads no job's crate.
     assert hub.get("/api/v1/jobs/nope/crate",
                    headers=hub.as_("carol", "researcher")).status_code == 404
+
+
+def test_the_cli_writes_sends_and_fetches_crates(federation, permit, tmp_path,  # noqa: F811
+                                                 monkeypatch):
+    hub, _, _ = federation
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "main.py").write_text("print('hello')\n")
+    run = _cli(hub, monkeypatch, "carol")
+    written = run("crate", str(code), "--permit", permit, "--out", str(tmp_path / "r.zip"),
+                  "--node", "site-a", "--requester", "carol")
+    assert written.exit_code == 0, written.output
+    again = run("crate", str(code), "--permit", permit, "--out", str(tmp_path / "r.zip"))
+    assert again.exit_code == 2
+    assert "already exists" in again.output
+    sent = run("submit-crate", str(tmp_path / "r.zip"))
+    assert sent.exit_code == 0, sent.output
+    job_id = sent.output.split()[0]
+    assert "site-a: queued" in sent.output
+    _wait(hub, job_id, lambda b: all(n["state"] in FINAL for n in b["nodes"]))
+    fetched = run("result-crate", job_id, "--out", str(tmp_path / "result.zip"))
+    assert fetched.exit_code == 0, fetched.output
+    folder, _ = unpack((tmp_path / "result.zip").read_bytes(), tmp_path / "result")
+    assert validate(folder) == []
+    assert (folder / "code" / "main.py").read_text() == "print('hello')\n"
+    missing = run("submit-crate", str(tmp_path / "nope.zip"))
+    assert missing.exit_code == 2
+    assert "nope.zip" in missing.output

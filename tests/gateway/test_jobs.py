@@ -261,8 +261,9 @@ def _cli(hub, monkeypatch, user: str):
     from spe.cli.main import app
 
     def through_test_client(method, url, *, json=None, params=None, timeout=None,
-                            headers=None):
-        return hub.request(method, url, json=json, params=params, headers=headers)
+                            headers=None, content=None):
+        return hub.request(method, url, json=json, params=params, headers=headers,
+                           content=content)
 
     monkeypatch.setattr(spe.cli.http.httpx, "request", through_test_client)
     token = hub.as_(user, "researcher")["Authorization"].split()[1]
