@@ -49,6 +49,8 @@ ROLES = ["researcher", "approver", "hdab", "output_checker", "admin"]
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance,
           checks.content_type_conformance, checks.response_schema_conformance]
 CONTEXT_HEADER = "X-SPE-Hub-Context"
+# A Five Safes RO-Crate is sent as a ZIP (POST /api/v1/jobs/crate): generated as bytes.
+schemathesis.serializer.alias("application/zip", "application/octet-stream")
 
 
 class Federation:

@@ -90,7 +90,8 @@ def permit_user(request: Request, caller: Principal) -> Callable[[str], list[str
 
 
 @router.post("/jobs/crate", response_model=jobs.JobView, status_code=202, tags=["jobs"],
-             responses=TOO_LARGE_RESPONSE, max_body_size=crates.MAX_CRATE_BYTES,
+             responses={**TOO_LARGE_RESPONSE, **refusals(422)},
+             max_body_size=crates.MAX_CRATE_BYTES,
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
 async def submit_crate(caller: Caller, request: Request) -> jobs.JobView:
