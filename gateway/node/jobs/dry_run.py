@@ -36,7 +36,7 @@ from gateway.node.permits import repository as permits
 from gateway.node.permits.models import NodePermit
 from gateway.node.service import run_sync
 from spe.airlock import AirlockReport, OutputRules, check_outputs, rules_from_policy
-from spe.airlock.report import worst
+from spe.airlock.report import places_from, worst
 from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.policy import PolicyService
 from spe.policy.service import make_policy_service
@@ -184,7 +184,9 @@ def run_site(work: Path, shape_site: str, *, synth: Path, pid: str, form: str, c
         seen = again.get(entry["path"])
         verdict = entry["verdict"]
         reasons = list(entry.get("reasons") or [])
-        rules_found = {p.get("rule") for p in entry.get("places") or []}
+        # The centre keeps at most MAX_PLACES of a node's places per file (places_from),
+        # so rules are those an output checker sees.
+        rules_found = {p["rule"] for p in places_from(entry.get("places"))}
         if seen is not None:  # the centre's check of the bytes it received
             verdict = worst(verdict, seen.verdict)
             reasons += [r for r in seen.reasons if r not in reasons]
