@@ -5,7 +5,7 @@ datasets and form) and the catalogue's descriptors of its datasets come from the
 (`GET /api/v1/permits/{pid}`, `GET /api/v1/catalogue/datasets/{id}`), or from a file saved
 earlier with `--save-shape` (`--shape FILE`: fully offline). One synthetic site per
 institution, shaped like its descriptor, then the node's own sync, staging, sandbox and
-airlock checks (gateway/node/jobs/dry_run.py). Each output's verdict is printed with its
+airlock checks (gateway/node/dry_run.py). Each output's verdict is printed with its
 reasons (dummy data: the reasons may be read), with the end of the job's log.
 
 Exit codes: 0 when every output would pass or go to review, 1 when one would be blocked
@@ -142,7 +142,7 @@ def try_job(
     the nodes would run it (staging, sandbox, airlock checks): each output's verdict and
     why. Reaches no node. Exit 0: all would pass or go to review; 1: one would be blocked,
     or the job failed; 2: bad input."""
-    from gateway.node.jobs.dry_run import DryRunRefused, dry_run
+    from gateway.node.dry_run import DryRunRefused, dry_run
     from spe.cli.progress import task_bars
     from spe.wire.code_archive import CodeArchiveError, pack_code
 
