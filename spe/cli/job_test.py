@@ -210,8 +210,10 @@ def _print(runs: list, kept: bool) -> None:
         out.print(f"[bold]{run.site}[/bold]: extract {staging.get('form', '?')}, layers "
                   f"{', '.join(staging.get('layers') or []) or '-'}, risk "
                   f"{'within the threshold' if staging.get('risk_ok') else 'above it'}"
-                  + (f", generalised {staging['generalised']}" if staging.get("generalised")
-                     else "") + (f"; at {run.extract}" if kept else ""))
+                  + (", generalised " + ", ".join(
+                      f"{qi} to level {level}" for qi, level in staging["generalised"].items())
+                     if staging.get("generalised") else "")
+                  + (f"; at {escape(str(run.extract))}" if kept else ""))
         out.print(_verdict_table(run))
         for reason in run.reasons:
             out.print(f"  [red]![/red] {escape(reason)}")
