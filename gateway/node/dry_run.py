@@ -17,6 +17,7 @@ change to them changes what `spe job test` shows.
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import shutil
 import tempfile
@@ -30,7 +31,7 @@ from gateway.node.app import NODE_AUDIT
 from gateway.node.config import NodeConfig
 from gateway.node.index.repository import last_sync_run
 from gateway.node.jobs import repository as jobs
-from gateway.node.jobs.endpoints import collect_outputs
+from gateway.node.jobs.endpoints import collect_outputs, staging_summary_path
 from gateway.node.jobs.runtime import cache_dir_of, make_worker, work_dir_of
 from gateway.node.permits import repository as permits
 from gateway.node.permits.models import NodePermit
@@ -41,6 +42,7 @@ from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.policy import PolicyService
 from spe.policy.service import make_policy_service
 from spe.sandbox import Limits
+from spe.sandbox.bwrap import find_bwrap
 from spe.sandbox.environments import DEFAULT as DEFAULT_ENVIRONMENT
 from spe.sandbox.environments import installed
 from spe.settings import Settings
@@ -58,6 +60,10 @@ Step = Callable[[str, int, int], None]
 
 class DryRunRefused(ValueError):
     """A node would refuse the job as asked (limits, environment): nothing ran."""
+
+
+class DryRunUnavailable(RuntimeError):
+    """This machine cannot run the job as a node does (no bubblewrap, unusable SPE_*)."""
 
 
 @dataclass
@@ -79,7 +85,10 @@ def local_settings(work: Path, base: Settings | None = None) -> Settings:
     """A node's settings for the dry run: its data under `work`, a secret made for this run
     (the pseudonyms of dummy data mean nothing), development mode (a researcher's machine),
     and the analysis environments and sandbox options of the caller's `SPE_*`."""
-    base = base or Settings(environment="development")
+    try:
+        base = base or Settings(environment="development")
+    except ValueError as exc:  # pydantic's ValidationError: an SPE_* that is not usable
+        raise DryRunUnavailable(f"the SPE_* configuration is not usable: {exc}") from None
     return base.model_copy(update={
         "environment": "development", "data_dir": work,
         "secret_key": type(base.secret_key)(secrets.token_urlsafe(32))})
@@ -135,7 +144,7 @@ def run_site(work: Path, shape_site: str, *, synth: Path, pid: str, form: str, c
              policy: PolicyService, rules: OutputRules,
              progress: Step | None = None) -> SiteRun:
     """Index one synthetic site as its node would, then run the job there."""
-    label = f"{shape_site}"
+    label = shape_site
     db = work / f"{shape_site}.db"
     db.unlink(missing_ok=True)
     url = f"sqlite:///{db}"
@@ -203,11 +212,7 @@ def run_site(work: Path, shape_site: str, *, synth: Path, pid: str, form: str, c
 
 
 def _staging_summary(settings: Settings, site: str, job_id: str) -> dict[str, Any]:
-    from gateway.node.jobs.endpoints import staging_summary_path
-
     try:
-        import json
-
         return json.loads(staging_summary_path(work_dir_of(settings, site), job_id)
                           .read_text())
     except (OSError, ValueError):
@@ -224,6 +229,10 @@ def dry_run(work: Path, shapes: list[SiteShape], *, pid: str, form: str, code: b
                             "pseudonymised")
     work.mkdir(parents=True, exist_ok=True)
     settings = local_settings(work / "node", settings)
+    if find_bwrap(settings.sandbox_bwrap) is None:  # before minutes of dummy data
+        raise DryRunUnavailable("bubblewrap (bwrap) is not installed here, and the job runs "
+                                "in it as at the nodes: apt-get install bubblewrap, or set "
+                                "SPE_SANDBOX_BWRAP")
     policy = make_policy_service(settings)
     parsed, name = check_request(policy, settings, pid, limits, environment)
     rules = rules_from_policy(policy)
@@ -239,4 +248,5 @@ def dry_run(work: Path, shapes: list[SiteShape], *, pid: str, form: str, code: b
                      rules=rules, progress=progress) for site in sites]
 
 
-__all__ = ["DryRunRefused", "SiteRun", "check_request", "dry_run", "local_settings"]
+__all__ = ["DryRunRefused", "DryRunUnavailable", "SiteRun", "check_request", "dry_run",
+           "local_settings"]

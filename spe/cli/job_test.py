@@ -91,15 +91,12 @@ def _verdict_table(site) -> Table:
     return table
 
 
-def _as_json(permit: dict, runs: list, shapes: list) -> dict:
-    from spe.jobs.extract_layout import describe_extract
-
+def _as_json(permit: dict, runs: list, shapes: list, kept: bool) -> dict:
+    """Everything shown, as JSON; `extract` only when --work keeps it (else it is gone)."""
     return {"permit": permit, "shapes": [s.to_dict() for s in shapes], "sites": [{
         "site": r.site, "state": r.state, "reason": r.reason, "staging": r.staging,
         "files": r.files, "reasons": r.reasons, "log": r.log,
-        "extract": str(r.extract),
-        "extract_entries": len(describe_extract(r.extract)["entries"])
-        if r.extract.is_dir() else 0} for r in runs]}
+        "extract": str(r.extract) if kept else None} for r in runs]}
 
 
 def try_job(
@@ -142,7 +139,7 @@ def try_job(
     the nodes would run it (staging, sandbox, airlock checks): each output's verdict and
     why. Reaches no node. Exit 0: all would pass or go to review; 1: one would be blocked,
     or the job failed; 2: bad input."""
-    from gateway.node.dry_run import DryRunRefused, dry_run
+    from gateway.node.dry_run import DryRunRefused, DryRunUnavailable, dry_run
     from spe.cli.progress import task_bars
     from spe.wire.code_archive import CodeArchiveError, pack_code
 
@@ -184,12 +181,16 @@ def try_job(
                            code=code, entry=entry, limits=limits, environment=environment,
                            patients=patients, seed=seed, progress=tick)
         if as_json:
-            typer.echo(json.dumps(_as_json(the_permit, runs, shapes), indent=2,
-                                  default=str))
+            typer.echo(json.dumps(_as_json(the_permit, runs, shapes, work is not None),
+                                  indent=2, default=str))
         else:
             _print(runs, work is not None)
     except DryRunRefused as exc:
-        raise fail(f"the nodes would refuse this job: {exc}") from None
+        hint = ("; here, build it (make analysis-env) or point SPE_ANALYSIS_ENVIRONMENTS at "
+                "the built ones" if "not installed" in str(exc) else "")
+        raise fail(f"refused as at a node: {exc}{hint}") from None
+    except DryRunUnavailable as exc:
+        raise fail(f"cannot try the job on this machine: {exc}") from None
     finally:
         if work is None:
             shutil.rmtree(folder, ignore_errors=True)

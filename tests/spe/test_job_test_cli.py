@@ -50,9 +50,9 @@ def _run(*args: str):
     (["{code}", "--permit", "P2", "--shape", "{shape}"], "not 'P2'"),
     (["{code}", "--permit", "P1", "--shape", "{code}/main.py"], "not JSON"),
     (["{code}", "--permit", "P1", "--shape", "{shape}", "--wall-seconds", "7200"],
-     "would refuse"),
+     "refused as at a node"),
     (["{code}", "--permit", "P1", "--shape", "{shape}", "--environment", "gpu"],
-     "would refuse"),
+     "refused as at a node"),
 ])
 def test_bad_input_exits_2_with_the_reason(tmp_path, capsys, args, words):
     code, shape = _code(tmp_path), _shape(tmp_path)
