@@ -2,9 +2,9 @@
 
 Runs on the researcher's own machine and reaches no node: the permit (its institutions,
 datasets and form) and the catalogue's descriptors of its datasets come from the hub
-(`GET /api/v1/permits/{pid}`, `GET /api/v1/catalogue/datasets/{id}`), or from a file saved
-earlier with `--save-shape` (`--shape FILE`: fully offline). One synthetic site per
-institution, shaped like its descriptor, then the node's own sync, staging, sandbox and
+(`GET /api/v1/permits/{pid}`, `GET /api/v1/catalogue/datasets/{id}`, through
+spe.client), or from a file saved earlier with `--save-shape` (`--shape FILE`: fully offline). One
+synthetic site per institution, shaped like its descriptor, then the node's own sync, staging, sandbox and
 airlock checks (gateway/node/dry_run.py). Each output's verdict is printed with its
 reasons (dummy data: the reasons may be read), with the end of the job's log.
 
@@ -19,14 +19,13 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from spe.cli.http import bearer, fail, hub_url, read_json, request
+from spe.cli.http import api, calling, fail, read_json
 
 #: What a saved shape file holds (`--save-shape`, read by `--shape`).
 SHAPE_FORMAT = "spe-job-test-shape/1"
@@ -34,19 +33,18 @@ LOG_LINES = 20  # of the job's log, printed per site
 
 
 def fetch_shape(pid: str, hub: str | None, token: str | None, timeout: float) -> dict:
-    """The permit and its datasets' descriptors, from the hub, as a shape file holds them.
-    (The hub calls of every `spe job` command go through spe.cli.http.request.)"""
-    url, auth = hub_url(hub), bearer(token)
-    permit = request("GET", url, f"/api/v1/permits/{quote(pid, safe='')}", auth,
-                     timeout=timeout).json()
-    datasets = []
-    for item in permit.get("datasets") or []:
-        identifier = item.get("dataset") if isinstance(item, dict) else None
-        if not identifier:
-            continue
-        found = request("GET", url, f"/api/v1/catalogue/datasets/{quote(identifier)}", auth,
-                        timeout=timeout, who="the catalogue").json()
-        datasets.append({**found, "node_id": item.get("node_id") or found.get("node_id")})
+    """The permit and its datasets' descriptors, from the hub (spe.client), as a shape
+    file holds them."""
+    with calling():
+        hub_api = api(hub, token)
+        permit = hub_api.permit(pid, timeout=timeout)
+        datasets = []
+        for item in permit.get("datasets") or []:
+            identifier = item.get("dataset") if isinstance(item, dict) else None
+            if identifier:
+                found = hub_api.dataset(identifier)
+                datasets.append({**found,
+                                 "node_id": item.get("node_id") or found.get("node_id")})
     return {"format": SHAPE_FORMAT,
             "permit": {k: permit.get(k) for k in ("id", "status", "form", "institutions",
                                                   "datasets")},

@@ -81,8 +81,7 @@ def _cli(hub, monkeypatch, calls: list[str] | None):
     import spe.cli.http
     from spe.cli.main import app
 
-    def through_test_client(method, url, *, json=None, params=None, timeout=None,
-                            headers=None):
+    def through_test_client(method, url, *, json=None, params=None, headers=None, **_):
         if calls is None:
             raise httpx.ConnectError("no network here")
         calls.append(url)
