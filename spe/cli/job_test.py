@@ -2,11 +2,12 @@
 
 Runs on the researcher's own machine and reaches no node: the permit (its institutions,
 datasets and form) and the catalogue's descriptors of its datasets come from the hub
-(`GET /api/v1/permits/{pid}`, `GET /api/v1/catalogue/datasets/{id}`, through
-spe.client), or from a file saved earlier with `--save-shape` (`--shape FILE`: fully offline). One
-synthetic site per institution, shaped like its descriptor, then the node's own sync, staging, sandbox and
-airlock checks (gateway/node/dry_run.py). Each output's verdict is printed with its
-reasons (dummy data: the reasons may be read), with the end of the job's log.
+(`GET /api/v1/permits/{pid}`, `GET /api/v1/catalogue/datasets/{id}`, through spe.client),
+or from a file saved earlier with `--save-shape` (`--shape FILE`: fully offline). One
+synthetic site per institution, shaped like its descriptor, then the node's own sync,
+staging, sandbox and airlock checks (gateway/node/dry_run.py). Each output's verdict is
+printed with its reasons (dummy data: the reasons may be read), with the end of the
+job's log.
 
 Exit codes: 0 when every output would pass or go to review, 1 when one would be blocked
 or the job failed at a site, 2 for bad input (nothing ran).
