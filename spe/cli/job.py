@@ -408,3 +408,9 @@ def download_released(hub_api: HubApi, found: list[dict], what: str, to: Path,
             written += 1
             out.print(f"{target}  ({size} bytes, sha256 {f['sha256'][:12]}…)")
     out.print(f"{written} file(s) written")
+
+
+# `spe job test`: the same code on dummy data, on this machine (its own module).
+from spe.cli.job_test import try_job  # noqa: E402
+
+job_app.command("test")(try_job)

@@ -82,11 +82,20 @@ def generate(out: Path | str, *, institutions: int = 3, patients: int = 300, see
     with a manifest is complete. Site folders already in `out` are replaced."""
     if institutions < 1 or patients < 1:
         raise ValueError("institutions and patients must be at least 1")
+    return generate_sites(out, [make_site(i, seed) for i in range(institutions)],
+                          patients=patients, seed=seed, progress=progress)
+
+
+def generate_sites(out: Path | str, sites: list[Site], *, patients: int, seed: int = 1,
+                   progress: Progress | None = None) -> SynthSummary:
+    """`generate` for sites made elsewhere (e.g. shaped like a catalogue's descriptors,
+    spe.synth.shaped), each written to `out/<site id>`."""
+    if patients < 1:
+        raise ValueError("patients must be at least 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
     started = time.perf_counter()
-    sites = [make_site(i, seed) for i in range(institutions)]
     summaries = [_write_site(out, site, seed, patients, progress) for site in sites]
     summary = SynthSummary(GENERATOR, seed, patients, summaries,
                            round(time.perf_counter() - started, 2))

@@ -61,8 +61,10 @@ def make_person(rng: random.Random, site: Site) -> Person:
     language = local if rng.random() < LOCAL_SHARE else \
         rng.choice([lang for lang in MIGRANT_LANGUAGES if lang != local])
     given, family = _name(rng, NAME_BOOKS[language], sex)
-    # Hospital patients are older than the population: mode at 68 years.
-    age = int(rng.triangular(18, 95.99, 68))
+    # Hospital patients are older than the population: mode at 68 years (within a shaped
+    # site's range, spe.synth.shaped). One draw either way, so the default output stays.
+    low, high = site.ages or (18, 95)
+    age = int(rng.triangular(low, high + 0.99, min(max(68, low), high)))
     birth = add_years(AGE_REFERENCE, -age - 1) + timedelta(days=rng.randint(1, 364))
     height = rng.gauss(177 if sex == "M" else 164, 7)
     bmi = min(45.0, max(17.0, rng.gauss(26.5, 4.5)))

@@ -109,6 +109,10 @@ class Site:
     name: str
     code: str  # unique per federation: MRN, accession and station prefix
     fleet: tuple[Device, ...] = field(repr=False)
+    # A site shaped like a catalogue descriptor (spe.synth.shaped): its patients' ages
+    # (youngest, oldest) and its own prevalence per condition key. None: the template's.
+    ages: tuple[int, int] | None = None
+    prevalence_override: tuple[tuple[str, float], ...] | None = None
 
     @property
     def city(self) -> str:
@@ -133,6 +137,8 @@ class Site:
 
     @property
     def prevalence(self) -> dict[str, float]:
+        if self.prevalence_override is not None:
+            return dict(self.prevalence_override)
         return prevalence_table(self.template.profile)
 
 
