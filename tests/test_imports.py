@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_import_contracts_hold():
     lint = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
     result = subprocess.run(
-        [lint, str(ROOT / ".importlinter"), "--no-cache"],
+        [lint, "--config", str(ROOT / ".importlinter"), "--no-cache"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     out = result.stdout + result.stderr

@@ -93,7 +93,8 @@ def permit_user(request: Request, caller: Principal) -> Callable[[str], list[str
              responses={**TOO_LARGE_RESPONSE, **refusals(422)},
              max_body_size=crates.MAX_CRATE_BYTES,
              openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
+                 "application/zip": {"schema": {"type": "string", "format": "binary",
+                                                "maxLength": crates.MAX_CRATE_BYTES}}}}})
 async def submit_crate(caller: Caller, request: Request) -> jobs.JobView:
     """Send a job given as a Five Safes RO-Crate (a zipped BagIt bag: README, "Five Safes
     RO-Crates"): its permit, code, entry point and nodes come from the crate."""

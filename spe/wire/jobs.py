@@ -166,7 +166,8 @@ class JobSubmission(BaseModel):
     # The analysis environment the code runs in (spe.sandbox.environments); the node's
     # policy decides whether it runs that one. Absent (a hub of an older version): the
     # default, the one environment there was.
-    environment: str = Field(default=DEFAULT_ENVIRONMENT, pattern=ENVIRONMENT_PATTERN)
+    environment: str = Field(default=DEFAULT_ENVIRONMENT, pattern=ENVIRONMENT_PATTERN,
+                             max_length=32)
 
 
 class JobAccepted(BaseModel):
