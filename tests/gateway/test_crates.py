@@ -37,14 +37,16 @@ def _graph(folder: Path) -> dict[str, dict]:
 
 
 def _audit(hub, objects: set[str]) -> list[dict]:
-    entries, after = [], 0
+    """The central audit log's entries about `objects` (reading the log is audited too, so
+    the last page is the first one short of the limit)."""
+    entries, after, limit = [], 0, 1000
     while True:
-        page = hub.get("/api/v1/audit", params={"after": after, "limit": 1000},
+        page = hub.get("/api/v1/audit", params={"after": after, "limit": limit},
                        headers=hub.as_("root", "admin"))
         assert page.status_code == 200, page.text
-        if not page.json():
-            return entries
         entries += [e for e in page.json() if e["object"] in objects]
+        if len(page.json()) < limit:
+            return entries
         after = page.json()[-1]["seq"]
 
 
