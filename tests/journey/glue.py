@@ -165,7 +165,8 @@ COMMANDS: dict[str, str] = {
     "spe permit approve PID [--condition C ...]": "spe permit approve {pid}",
     "spe permit issue|refuse|suspend|resume|revoke PID [--reason R]": "spe permit issue {pid}",
     "spe job submit --permit PID CODE_DIR [--entry main.py] [--node site-a ...] "
-    "[--wall-seconds N --memory-mb N ...]": "spe job submit --permit {pid} {work}/code",
+    "[--environment imaging] [--wall-seconds N --memory-mb N ...]":
+        "spe job submit --permit {pid} {work}/code",
     "spe job status JOB_ID [--json]": "spe job status {job}",
     "spe job status JOB_ID --wait [--timeout SECONDS]":
         "spe job status {job} --wait --timeout 600",
@@ -173,6 +174,11 @@ COMMANDS: dict[str, str] = {
     "spe job outputs JOB_ID [--json]": "spe job outputs {job}",
     "spe job logs JOB_ID": "spe job logs {job}",
     "spe job download JOB_ID [--to DIR] [--node site-a]": "spe job download {job} --to {work}/out",
+    # The first job's code as a Five Safes request crate, sent; the first job's result crate.
+    "spe job crate CODE_DIR --permit PID --out FILE [--entry main.py] [--node site-a ...]":
+        "spe job crate {work}/code --permit {pid} --out {work}/request.zip",
+    "spe job submit-crate FILE": "spe job submit-crate {work}/request.zip",
+    "spe job result-crate JOB_ID --out FILE": "spe job result-crate {job} --out {work}/result.zip",
     "spe job cancel JOB_ID": "spe job cancel {job2}",
     # A ComBat run with the CLI's defaults (DX chest radiographs, COPD J44) over the permit's
     # two institutions, followed until it ends; if it succeeds, its result released by two
@@ -237,6 +243,12 @@ SKIPS: dict[str, str] = {
     "spe demo [--orthanc] [--patients N] [--institutions N]":
         "run by the session fixture (spe demo --data-dir TMP --port FREE --institutions 3 "
         "--patients 60): it is the demo every other command talks to",
+    "spe job test CODE_DIR --permit PID [--entry main.py] [--environment NAME] "
+    "[--wall-seconds N --memory-mb N ...] [--patients 100] [--seed 1] "
+    "[--shape FILE | --save-shape FILE] [--work DIR] [--json]":
+        "synthesises, stages and runs three dummy sites on this machine (minutes on the "
+        "journey's shared CPUs): tests/gateway/test_job_dry_run.py runs it as written against "
+        "a permit's shape and compares its verdicts with the nodes'",
     "spe identity check":
         "needs an OpenID Connect provider with a client registered for the centre "
         "(SPE_OIDC_TOKEN_URL, SPE_OIDC_CLIENT_ID): the demo has only its own issuer "

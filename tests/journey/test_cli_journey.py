@@ -205,7 +205,7 @@ def _free_port() -> int:
 
 TOKEN_FORM = "spe token --user alice --role researcher [--institution site-a]"
 JOB_SUBMIT = ("spe job submit --permit PID CODE_DIR [--entry main.py] [--node site-a ...] "
-              "[--wall-seconds N --memory-mb N ...]")
+              "[--environment imaging] [--wall-seconds N --memory-mb N ...]")
 QUERY = ("spe query QUERY.json [--granularity boolean|count|stratified|mean|...] "
          "[--by STRATUM] [--permit PID] [--json]")
 ISSUE = "spe permit issue|refuse|suspend|resume|revoke PID [--reason R]"
