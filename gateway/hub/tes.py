@@ -6,7 +6,8 @@ the targets, the access policy and the audit are theirs.
 
 What a task may say, and what it may not (each refusal a 400 naming the field and why):
 
-- one executor; its `image` names an analysis environment (`ENVIRONMENTS`), bare
+- one executor; its `image` names an analysis environment the hub lists (its
+  requirements files, gateway/hub/environments.py), bare
   (`statistics`) or in the SPE's own repository (`spe/analysis:statistics`): no other
   image is pulled or run. Its `command` is `["python", ENTRY]` (or `python3`), ENTRY one
   of the inputs, as `/code/main.py` or `main.py`; no arguments. No `env`, no `stdin`,
@@ -31,6 +32,7 @@ from __future__ import annotations
 import base64
 import math
 import tempfile
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -54,8 +56,6 @@ from spe.wire.tes import (
     View,
 )
 
-#: The analysis environments a task's image may name (the nodes provide them).
-ENVIRONMENTS = frozenset({"statistics", "imaging"})
 #: The SPE's own image repository: `spe/analysis:<environment>` names one of them too.
 IMAGE_REPOSITORY = "spe/analysis"
 CODE_ROOT = "/code"
@@ -82,10 +82,10 @@ class TesBadRequest(SPEError):
 
 # --- a task into a job submission ---------------------------------------------------------
 
-def environment_of(image: str) -> str:
+def environment_of(image: str, environments: Collection[str]) -> str:
     name = image.removeprefix(f"{IMAGE_REPOSITORY}:")
-    if name not in ENVIRONMENTS:
-        allowed = ", ".join(sorted(ENVIRONMENTS))
+    if name not in environments:
+        allowed = ", ".join(sorted(environments))
         raise TesBadRequest(
             f"executors[0].image: {image[:80]!r} is not an analysis environment of this "
             f"SPE; use one of {allowed} (or {IMAGE_REPOSITORY}:<name>)")
@@ -210,9 +210,11 @@ def targets_of(task: TesTaskIn) -> tuple[str, list[str] | None]:
     return permit, nodes
 
 
-def plan(task: TesTaskIn) -> tuple[jobs.JobSubmission, dict[str, Any]]:
+def plan(task: TesTaskIn, environments: Collection[str]
+         ) -> tuple[jobs.JobSubmission, dict[str, Any]]:
     """The job submission for `task`, and what the TES record keeps; a `TesBadRequest`
-    naming the first thing this service will not run."""
+    naming the first thing this service will not run. `environments`: the names an
+    image may give (the hub's list, so a new environment needs no change here)."""
     if len(task.executors) != 1:
         raise TesBadRequest("executors: exactly one is taken (one analysis per task)")
     if task.outputs:
@@ -220,7 +222,7 @@ def plan(task: TesTaskIn) -> tuple[jobs.JobSubmission, dict[str, Any]]:
     if task.volumes:
         raise TesBadRequest("volumes: not taken; one executor, which writes to /output "
                             "(its outputs) and /scratch")
-    environment = environment_of(task.executors[0].image)
+    environment = environment_of(task.executors[0].image, environments)
     files, kept = code_of(task)
     entry = entry_of(task, files)
     limits = limits_of(task)
@@ -329,4 +331,4 @@ def task_of(record: TesTaskRecord, view: jobs.JobView, shown: View) -> TesTask:
         logs=[_part_log(n, full) for n in view.nodes], creation_time=view.created_at)
 
 
-__all__ = ["ENVIRONMENTS", "PART_STATES", "TesBadRequest", "plan", "task_of", "task_state"]
+__all__ = ["PART_STATES", "TesBadRequest", "plan", "task_of", "task_state"]

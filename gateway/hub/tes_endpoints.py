@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi import Query as QueryParam
 
-from gateway.hub import tes, tes_service
+from gateway.hub import environments, tes, tes_service
 from gateway.hub.endpoints import permit_user
 from spe.errors import ErrorShape
 from spe.web import Caller
@@ -51,7 +51,7 @@ def service_info(request: Request) -> TesServiceInfo:
     settings = request.app.state.ctx.settings
     return tes_service.service_info(str(request.base_url).rstrip("/"),
                             ENVIRONMENT.get(settings.environment, settings.environment),
-                            request.app.version)
+                            request.app.version, environments.known(settings))
 
 
 @router.post("/tasks", response_model=TesCreateTaskResponse, responses=TOO_LARGE_RESPONSE,

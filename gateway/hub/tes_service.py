@@ -10,17 +10,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from gateway.hub import jobs
+from gateway.hub import environments, jobs
 from gateway.hub.service import Hub
 from gateway.hub.tes import (
     DEFAULT_PAGE_SIZE,
-    ENVIRONMENTS,
     MAX_PAGE_SIZE,
     TesBadRequest,
     plan,
@@ -57,7 +56,7 @@ def _audit_refusal(ctx: AppContext, caller: Principal, action: str, reason: str,
 async def create(ctx: AppContext, hub: Hub | None, task: TesTaskIn, caller: Principal,
                  use_permit: Callable[[str], list[str]]) -> TesCreateTaskResponse:
     try:
-        submission, kept = plan(task)
+        submission, kept = plan(task, environments.known(ctx.settings))
     except (TesBadRequest, CodeTooLarge) as exc:
         await run_in_threadpool(_audit_refusal, ctx, caller, "tes.create", exc.detail)
         raise
@@ -186,12 +185,13 @@ async def list_tasks(ctx: AppContext, hub: Hub | None, caller: Principal, *, sho
                                 next_page_token=_token(last) if more and last else None)
 
 
-def service_info(base_url: str, environment: str, version: str) -> TesServiceInfo:
+def service_info(base_url: str, environment: str, version: str,
+                 names: Collection[str]) -> TesServiceInfo:
     return TesServiceInfo(
         id="eu.ehds.spe.tes", name="EHDS SPE task execution",
         description=("GA4GH TES over the SPE's jobs: a task runs, under the data permit "
                      "its tag `permit` names, in an analysis environment "
-                     f"({', '.join(sorted(ENVIRONMENTS))}) at each institution of the "
+                     f"({', '.join(sorted(names))}) at each institution of the "
                      "permit, over its de-identified extract; its outputs go to the "
                      "airlock and are released after two output checkers approve."),
         organization=TesOrganization(name="EHDS secure processing environment",

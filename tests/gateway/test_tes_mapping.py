@@ -16,6 +16,9 @@ from spe.wire.jobs import STATES
 from spe.wire.tes import STATES as TES_STATES
 from spe.wire.tes import TesTaskIn
 
+#: What the hub lists from the repo's deploy/analysis.
+ENVIRONMENTS = frozenset({"statistics", "imaging"})
+
 
 def view(*states: str) -> JobView:
     return JobView(id="j", permit="P-1", user="carol", code_sha256="0" * 64,
@@ -62,7 +65,7 @@ def task(**extra) -> TesTaskIn:
 
 
 def test_a_task_becomes_a_job_submission():
-    submission, kept = plan(task())
+    submission, kept = plan(task(), ENVIRONMENTS)
     assert (submission.permit, submission.nodes, submission.entry,
             submission.environment) == ("P-7", ["site-a", "site-b"], "run/main.py", "imaging")
     assert submission.limits == {"memory_mb": 512, "scratch_mb": 1024,
@@ -101,5 +104,14 @@ def test_a_task_becomes_a_job_submission():
 ])
 def test_what_a_task_may_not_say(extra, reason):
     with pytest.raises(TesBadRequest) as refused:
-        plan(task(**extra))
+        plan(task(**extra), ENVIRONMENTS)
     assert reason in refused.value.detail
+
+
+def test_an_image_may_name_any_environment_the_hub_lists():
+    executor = {"image": "spe/analysis:genomics", "command": ["python", "/code/run/main.py"]}
+    submission, kept = plan(task(executors=[executor]), {"genomics", "statistics"})
+    assert submission.environment == kept["environment"] == "genomics"
+    with pytest.raises(TesBadRequest) as refused:
+        plan(task(executors=[executor]), ENVIRONMENTS)
+    assert "use one of imaging, statistics" in refused.value.detail
