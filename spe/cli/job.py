@@ -165,8 +165,6 @@ def result_crate(
     typer.echo(f"wrote {out} ({len(data)} bytes)")
 
 
-#: How often `spe job status --wait` asks the hub.
-POLL_SECONDS = 2.0
 @job_app.command("status")
 def status(
     job_id: JobId,
@@ -174,9 +172,10 @@ def status(
     token: Token = None,
     as_json: AsJson = False,
     wait: Annotated[bool, typer.Option(
-        "--wait", help="Wait until every institution's part has ended, printing each "
-                       "change (state, staging step and percent) on stderr; exit 1 unless "
-                       "all succeeded")] = False,
+        "--wait", help="Wait until every institution's part has ended (or waits for "
+                       "that institution's code review), printing each change (state, "
+                       "staging step and percent) on stderr; exit 1 unless all "
+                       "succeeded")] = False,
     timeout: Annotated[float | None, typer.Option(
         help="With --wait: give up after this many seconds (default: no limit). "
              "Without: seconds to wait for the hub (default 60)")] = None,
@@ -198,10 +197,16 @@ def status(
     else:
         print_job(_out(), job)
     if wait:
+        from spe.client.progress import held
+
         bad = [f"{n['node_id']} {_part_line(n)}" for n in job["nodes"]
                if n["state"] != "succeeded"]
         if gave_up:
             raise fail(f"gave up waiting after {timeout:g} s: " + "; ".join(bad), 1)
+        if waiting := held(job):
+            raise fail(f"job {job['id']} waits for code review: " + "; ".join(waiting)
+                       + "; run this again once that institution's approver has approved",
+                       1)
         if bad:
             raise fail(f"job {job['id']} did not succeed everywhere: " + "; ".join(bad), 1)
 

@@ -172,9 +172,10 @@ class Client:
              ) -> dict:
         """The job once every institution's part has ended, drawn as it goes (bars on a
         terminal and in a notebook, a line per change elsewhere). `timeout`: give up
-        after that many seconds (`ClientError`)."""
+        after that many seconds (`ClientError`). A part held for its institution's code
+        review ends the wait too (`ClientError` naming it): approval can take days."""
         from spe.client.errors import ClientError
-        from spe.client.progress import follow, follow_drawn
+        from spe.client.progress import follow, follow_drawn, held
 
         self.api.job(job_id)  # a bad id or a refusal before any bar is drawn
 
@@ -188,6 +189,10 @@ class Client:
             raise ClientError(f"gave up waiting after {timeout:g} s: " + "; ".join(
                 f"{n['node_id']} {part_line(n)}" for n in job["nodes"]
                 if n["state"] != "succeeded"))
+        if waiting := held(job):
+            raise ClientError(
+                f"job {job_id} waits for code review: {'; '.join(waiting)}; wait again "
+                "once that institution's approver has approved (Client.job shows it)")
         return job
 
     def cancel(self, job_id: str) -> dict:

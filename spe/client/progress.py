@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from spe.client.api import ENDED, part_line
+from spe.wire.jobs import AWAITING_APPROVAL
 
 #: How often a wait asks the hub.
 POLL_SECONDS = 2.0
@@ -70,19 +71,27 @@ class _Draw:
 def follow(poll: Callable[[float | None], dict], *, limit: float | None = None,
            on_poll: Callable[[dict, float], None] | None = None,
            interval: float = POLL_SECONDS) -> tuple[dict, bool]:
-    """Poll until every part of the job has ended, or `limit` seconds passed (then the
-    job as it is and True). `poll(timeout)` gets the job; `on_poll(job, elapsed)` sees it."""
+    """Poll until every part of the job has ended or waits for an institution's code
+    review (`held`: that can take days, so a wait does not), or `limit` seconds passed
+    (then the job as it is and True). `poll(timeout)` gets the job; `on_poll(job,
+    elapsed)` sees it."""
     started = time.monotonic()
     while True:
         left = None if limit is None else limit - (time.monotonic() - started)
         job = poll(60.0 if left is None else max(1.0, min(60.0, left)))
         if on_poll:
             on_poll(job, time.monotonic() - started)
-        if all(n["state"] in ENDED for n in job["nodes"]):
+        if all(n["state"] in ENDED or n["state"] == AWAITING_APPROVAL for n in job["nodes"]):
             return job, False
         if limit is not None and time.monotonic() - started + interval > limit:
             return job, True
         time.sleep(interval)
+
+
+def held(job: dict) -> list[str]:
+    """Each part of `job` that waits for its institution's code review, in words."""
+    return [f"{n['node_id']} {part_line(n)}" for n in job["nodes"]
+            if n["state"] == AWAITING_APPROVAL]
 
 
 def follow_drawn(poll: Callable[[float | None], dict], *, limit: float | None = None,

@@ -92,6 +92,21 @@ def test_wait_gives_up_after_its_timeout_and_says_so(hub, monkeypatch):
     assert 1 <= hub.calls <= 4
 
 
+def test_wait_ends_when_what_is_left_waits_for_code_review_and_says_so(hub):
+    held = {"state": "awaiting_approval",
+            "reason": "held for code review by the institution's approvers"}
+    hub.answers = [_job(held, {"state": "running"}),  # the other part still runs: go on
+                   _job(held, {"state": "succeeded"}),
+                   _job({"state": "running"}, {"state": "succeeded"})]
+    result = _run("status", JOB, "--wait")
+    assert result.exit_code == 1, result.output
+    assert hub.calls == 2
+    assert ("waits for code review: site-a awaiting_approval: held for code review by the "
+            "institution's approvers; run this again once") in result.stderr
+    assert "did not succeed" not in result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_without_wait_one_read(hub):
     hub.answers = [_job({"state": "running"})]
     result = _run("status", JOB)
