@@ -10,6 +10,8 @@ import io
 import os
 import stat
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from spe.wire.jobs import MAX_CODE_BYTES, MAX_CODE_FILES
@@ -63,17 +65,11 @@ def _safe_name(name: str) -> str:
     return "/".join(parts)
 
 
-def unpack_code(data: bytes, directory: Path | str) -> Path:
-    """Extract a `pack_code` archive into `directory` (created; must be empty if present).
-
-    Only regular files and folders, with relative paths that stay inside `directory`;
-    links, devices, absolute paths and `..` are refused before anything is written.
-    """
-    root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    if any(root.iterdir()):
-        raise CodeArchiveError(f"the code directory is not empty: {root}")
-    real_root = root.resolve()
+@contextmanager
+def _checked(data: bytes) -> Iterator[tuple[tarfile.TarFile, list[tuple[str, tarfile.TarInfo]]]]:
+    """The archive open, with its entries as (safe name, member), once every entry has
+    passed the checks both readers share: a gzipped tar, at most `MAX_CODE_FILES` entries
+    of files and folders only, safe relative names, at most `MAX_CODE_BYTES` in all."""
     try:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -85,19 +81,35 @@ def unpack_code(data: bytes, directory: Path | str) -> Path:
             raise CodeArchiveError(f"malformed code archive: {exc}") from None
         if len(members) > MAX_CODE_FILES:
             raise CodeArchiveError(f"more than {MAX_CODE_FILES} entries in job code")
-        total = 0
+        entries, total = [], 0
         for member in members:
             name = _safe_name(member.name)
             if not (member.isreg() or member.isdir()):
                 raise CodeArchiveError(f"only files and folders are allowed: {name!r}")
-            target = (real_root / name).resolve()
-            if target != real_root and real_root not in target.parents:
-                raise CodeArchiveError(f"path escapes the code folder: {name!r}")
             total += member.size if member.isreg() else 0
             if total > MAX_CODE_BYTES:
                 raise CodeArchiveError("the job code is too large")
-        for member in members:
-            name = _safe_name(member.name)
+            entries.append((name, member))
+        yield tar, entries
+
+
+def unpack_code(data: bytes, directory: Path | str) -> Path:
+    """Extract a `pack_code` archive into `directory` (created; must be empty if present).
+
+    Only regular files and folders, with relative paths that stay inside `directory`;
+    links, devices, absolute paths and `..` are refused before anything is written.
+    """
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    if any(root.iterdir()):
+        raise CodeArchiveError(f"the code directory is not empty: {root}")
+    real_root = root.resolve()
+    with _checked(data) as (tar, entries):
+        for name, _ in entries:
+            target = (real_root / name).resolve()
+            if target != real_root and real_root not in target.parents:
+                raise CodeArchiveError(f"path escapes the code folder: {name!r}")
+        for name, member in entries:
             target = real_root / name
             if member.isdir():
                 target.mkdir(parents=True, exist_ok=True)
@@ -118,28 +130,11 @@ def unpack_code(data: bytes, directory: Path | str) -> Path:
 def read_code(data: bytes) -> dict[str, bytes]:
     """The regular files of a `pack_code` archive, in memory ({path: bytes}, sorted), for a
     reviewer to read; refused as `unpack_code` refuses (links, unsafe paths, too large)."""
-    try:
-        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise CodeArchiveError(f"not a gzipped tar: {exc}") from None
     files: dict[str, bytes] = {}
-    with tar:
-        try:
-            members = tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise CodeArchiveError(f"malformed code archive: {exc}") from None
-        if len(members) > MAX_CODE_FILES:
-            raise CodeArchiveError(f"more than {MAX_CODE_FILES} entries in job code")
-        total = 0
-        for member in members:
-            name = _safe_name(member.name)
+    with _checked(data) as (tar, entries):
+        for name, member in entries:
             if member.isdir():
                 continue
-            if not member.isreg():
-                raise CodeArchiveError(f"only files and folders are allowed: {name!r}")
-            total += member.size
-            if total > MAX_CODE_BYTES:
-                raise CodeArchiveError("the job code is too large")
             source = tar.extractfile(member)
             if source is None or name in files:
                 raise CodeArchiveError(f"unreadable or duplicate entry: {name!r}")

@@ -26,7 +26,7 @@ from spe.db import make_engine, make_sessionmaker, session_scope
 from spe.db.migrate import upgrade
 from spe.sandbox import SandboxResult
 from spe.settings import REPO_ROOT
-from spe.wire.code_archive import CodeArchiveError, pack_code, unpack_code
+from spe.wire.code_archive import CodeArchiveError, pack_code, read_code, unpack_code
 from spe.wire.jobs import LOG_NAME
 from tests.processes import alive, in_sandbox
 
@@ -129,7 +129,10 @@ def test_code_archive_round_trip_and_traversal(tmp_path: Path) -> None:
                  evil("hard", tarfile.LNKTYPE, "/etc/passwd"), b"not a tar"):
         with pytest.raises(CodeArchiveError):
             unpack_code(data, tmp_path / f"bad-{time.monotonic_ns()}")
+        with pytest.raises(CodeArchiveError):  # a reviewer's read refuses the same
+            read_code(data)
     assert not (tmp_path / "escape.py").exists()
+    assert read_code(pack_code(src)) == {"lib/util.py": b"X = 1\n", "main.py": b"print(1)\n"}
     (src / "ln").symlink_to("/etc/passwd")
     with pytest.raises(CodeArchiveError):
         pack_code(src)
