@@ -42,6 +42,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -134,21 +135,30 @@ def host_nodes(spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
     settings = Settings()  # SPE_* from the parent: PKI, data dir, no job workers
     policy = make_policy_service(settings)
-    servers = []
+    servers, sockets, ports = [], [], {}
     for node in spec["nodes"]:
         app = create_node_app(NodeConfig(node_id=node["id"], name=node["id"],
                                          database_url=f"sqlite:///{node['db']}"),
                               settings, policy=policy)
+        # Bound here, on a port the system picks: ports chosen by the parent beforehand
+        # were taken by other programs in the minute 100 nodes need to start.
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+        ports[node["id"]] = sock.getsockname()[1]
         servers.append(Server(uvicorn.Config(
-            app, host="127.0.0.1", port=node["port"], log_level="warning",
-            **server_ssl_options(settings.pki_dir, node["id"]))))
+            app, log_level="warning", **server_ssl_options(settings.pki_dir, node["id"]))))
+    ports_file = Path(spec_file).with_suffix(".ports")
+    ports_file.with_suffix(".tmp").write_text(json.dumps(ports))
+    ports_file.with_suffix(".tmp").replace(ports_file)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: [setattr(s, "should_exit", True)
                                                   for s in servers])
-        await asyncio.gather(*(s.serve() for s in servers))
+        await asyncio.gather(*(s.serve(sockets=[sock])
+                               for s, sock in zip(servers, sockets, strict=True)))
 
     asyncio.run(main())
 
@@ -173,10 +183,7 @@ class NodeFarm:
         for i, node_id in enumerate(self.ids):
             db = work / "nodes" / f"{node_id}.db"
             shutil.copyfile(templates[i % len(templates)], db)  # its own: audit, history
-            port = free_port()
-            self.node_urls[node_id] = f"https://127.0.0.1:{port}"
-            self.specs[i % len(self.specs)].append({"id": node_id, "port": port,
-                                                    "db": str(db)})
+            self.specs[i % len(self.specs)].append({"id": node_id, "db": str(db)})
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPE_")}
@@ -196,12 +203,30 @@ class NodeFarm:
                         [sys.executable, str(Path(__file__).resolve()), "--host-nodes",
                          str(spec_file)], env=self.env(), cwd=self.work, stdout=log,
                         stderr=subprocess.STDOUT))
+            self._ports()
             self._wait()
         except BaseException:
             self.stop()
             raise
         self.start_s = time.perf_counter() - start
         return self
+
+    def _ports(self) -> None:
+        """Each node's URL, once its host has bound the node's socket."""
+        deadline = time.monotonic() + 120
+        files = [self.work / f"host-{k}.ports" for k in range(len(self.hosts))]
+        while not all(f.exists() for f in files):
+            if time.monotonic() > deadline or any(h.poll() is not None for h in self.hosts):
+                raise SystemExit("the node hosts did not start:\n" + self._tails())
+            time.sleep(0.2)
+        for f in files:
+            for node_id, port in json.loads(f.read_text()).items():
+                self.node_urls[node_id] = f"https://127.0.0.1:{port}"
+        self.node_urls = {n: self.node_urls[n] for n in self.ids}  # in node order
+
+    def _tails(self) -> str:
+        return "\n".join((self.work / f"host-{k}.log").read_text(errors="replace")[-3000:]
+                         for k in range(len(self.hosts)))
 
     def _wait(self) -> None:
         waiting = dict(self.node_urls)
@@ -220,9 +245,20 @@ class NodeFarm:
                 if waiting:
                     time.sleep(0.3)
         if waiting:
-            tails = "\n".join((self.work / f"host-{k}.log").read_text(errors="replace")[-3000:]
-                              for k in range(len(self.hosts)))
-            raise SystemExit(f"{len(waiting)} nodes did not start:\n{tails}")
+            raise SystemExit(f"{len(waiting)} nodes did not start:\n{self._tails()}")
+
+    def settle(self, limit: float = 60.0) -> float:
+        """Wait until the nodes are idle again (a query the hub gave up on still runs at
+        its node): seconds waited."""
+        start = time.monotonic()
+        busy = sum(cpu_seconds(h.pid) for h in self.hosts)
+        while time.monotonic() - start < limit:
+            time.sleep(0.5)
+            now = sum(cpu_seconds(h.pid) for h in self.hosts)
+            if now - busy < 0.05:
+                break
+            busy = now
+        return time.monotonic() - start
 
     def memory_kb(self) -> list[int]:
         return [proc_status(h.pid)["VmRSS"] for h in self.hosts]
@@ -410,6 +446,7 @@ def measure(hub: Hub, farm: NodeFarm, run: str, *, rounds: int, warmup: int,
         load(hub, run + f"-{n}", clients, duration))
     after_load = proc_status(hub.pid)
     fds_load = open_fds(hub.pid)
+    settled = farm.settle()
     return {
         "n": n, "hub": times["hub"], "direct": times["direct"], "waits": times["waits"],
         "hub_cpu_ms": cpu / rounds * 1000, "statuses": dict(caller.statuses),
@@ -421,7 +458,7 @@ def measure(hub: Hub, farm: NodeFarm, run: str, *, rounds: int, warmup: int,
         "rss_seq_mb": after_seq["VmRSS"] / 1024, "threads": after_load["Threads"],
         "fds_idle": fds_idle, "fds_load": fds_load,
         "node_rss_mb": [kb / 1024 for kb in farm.memory_kb()],
-        "loadavg": os.getloadavg()[0],
+        "loadavg": os.getloadavg()[0], "settled": settled,
     }
 
 
@@ -510,7 +547,8 @@ def detail(p: dict, args) -> str:
         f"{p['rss_mb']:.0f} MB after the load (peak {p['hwm_mb']:.0f} MB), {p['threads']} "
         f"threads; open files {p['fds_idle']} idle, {p['fds_load']} after the load; node "
         f"hosts {' + '.join(f'{m:.0f}' for m in p['node_rss_mb'])} MB; machine load "
-        f"average {p['loadavg']:.1f} on {os.cpu_count()} cores")
+        f"average {p['loadavg']:.1f} on {os.cpu_count()} cores; the nodes were busy "
+        f"{p['settled']:.0f} s more after the load")
 
 
 def table(points: list[dict], args) -> str:
