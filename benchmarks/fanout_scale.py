@@ -425,12 +425,15 @@ def measure(hub: Hub, farm: NodeFarm, run: str, *, rounds: int, warmup: int,
     loop = asyncio.new_event_loop()
     cpu = 0.0
     last: dict = {}
+    statuses: Counter = Counter()  # of the measured rounds
+    warm: Counter = Counter()  # of the warm-up rounds (a fresh hub's first connections)
     try:
         for i in range(warmup + rounds):
             c0 = cpu_seconds(hub.pid)
             ms, last = caller.ask(COUNT_QUERY)
             c1 = cpu_seconds(hub.pid)
             direct_ms = loop.run_until_complete(direct.ask())
+            (statuses if i >= warmup else warm).update(r["status"] for r in last["nodes"])
             if i >= warmup:
                 cpu += c1 - c0
                 times["hub"].append(ms)
@@ -449,7 +452,8 @@ def measure(hub: Hub, farm: NodeFarm, run: str, *, rounds: int, warmup: int,
     settled = farm.settle()
     return {
         "n": n, "hub": times["hub"], "direct": times["direct"], "waits": times["waits"],
-        "hub_cpu_ms": cpu / rounds * 1000, "statuses": dict(caller.statuses),
+        "hub_cpu_ms": cpu / rounds * 1000, "statuses": dict(statuses),
+        "warm_statuses": dict(warm),
         "direct_statuses": dict(direct.statuses),
         "total": (last.get("total") or {}).get("value"), "answer_kb": answer_bytes / 1024,
         "load": lat, "load_rate": complete / elapsed, "load_errors": dict(errors),
@@ -537,8 +541,8 @@ def detail(p: dict, args) -> str:
         f"{pct(p['waits'], 50):.1f} ms); all nodes directly at once p50 "
         f"{pct(p['direct'], 50):.1f} ms, p95 {pct(p['direct'], 95):.1f} ms\n"
         f"  hub CPU {p['hub_cpu_ms']:.1f} ms per query; node statuses via the hub "
-        f"{p['statuses']}; direct HTTP {p['direct_statuses']}; combined total {p['total']}; "
-        f"answer {p['answer_kb']:.1f} kB\n"
+        f"{p['statuses']} (warm-up {p['warm_statuses']}); direct HTTP "
+        f"{p['direct_statuses']}; combined total {p['total']}; answer {p['answer_kb']:.1f} kB\n"
         f"  {args.clients} clients for {args.duration:g} s: {p['load_rate']:.1f} queries/s "
         f"answered by every node" + (f", p50 {pct(load_, 50):.0f} ms, p95 "
                                      f"{pct(load_, 95):.0f} ms" if load_ else "")
