@@ -82,6 +82,7 @@ from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from spe.anonymize import fhir_types
+from spe.anonymize.fhir_paths import Node, Plan, Unsure, Walk, compile_plan
 from spe.anonymize.pseudonyms import PermitKey, shift_fhir
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "fhir-default.json"
@@ -111,6 +112,8 @@ class Rule:
     # One (resource type or None, compiled expression) per branch of a top-level union.
     branches: tuple[tuple[str | None, Any], ...] = field(default=(), repr=False,
                                                          compare=False)
+    # The same branches as `fhir_paths` plans (None where a branch has none).
+    plans: tuple[Plan | None, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -131,6 +134,26 @@ class Rule:
             except Exception as exc:  # fhirpathpy raises bare Exceptions
                 raise ValueError(f"{self.name}: cannot evaluate on "
                                  f"{resource.get('resourceType')}: {exc}") from exc
+        return found
+
+    def nodes(self, walk: Walk) -> list[Any]:
+        """What `evaluate` gives, from the branches' plans where they vouch for it."""
+        resource = walk.resource
+        kind = resource.get("resourceType")
+        found: list[Any] = []
+        for (root, compiled), plan in zip(self.branches, self.plans, strict=True):
+            if root is not None and kind != root:
+                continue
+            if plan is not None:
+                try:
+                    found.extend(plan.evaluate(walk))
+                    continue
+                except Unsure:
+                    pass
+            try:
+                found.extend(compiled(resource, {}))
+            except Exception as exc:  # fhirpathpy raises bare Exceptions
+                raise ValueError(f"{self.name}: cannot evaluate on {kind}: {exc}") from exc
         return found
 
 
@@ -308,7 +331,9 @@ def _parse_rule(index: int, raw: Any, source: str) -> Rule:
         except Exception as exc:
             raise ValueError(f"{where}: malformed FHIRPath {part!r}: {exc}") from None
         branches.append((root, compiled))
-    return Rule(index, path, method, params, str(raw.get("comment", "")), tuple(branches))
+    plans = tuple(compile_plan(compiled.parsedPath) for _, compiled in branches)
+    return Rule(index, path, method, params, str(raw.get("comment", "")), tuple(branches),
+                plans)
 
 
 def _check_params(where: str, method: str, params: dict[str, Any]) -> None:
@@ -581,9 +606,12 @@ class FhirDeidentifier:
 
     def _claims(self, resource: dict[str, Any]) -> dict[Location, Rule]:
         claims: dict[Location, Rule] = {}
+        walk = Walk(resource)
         for rule in self.rules.rules:
-            for node in rule.evaluate(resource):
-                location = _locate(resource, node, rule)
+            for node in rule.nodes(walk):
+                location = node.loc if isinstance(node, Node) else None
+                if location is None:
+                    location = _locate(resource, node, rule)
                 if location is None:
                     continue
                 owned = any(location[:n] in claims for n in range(len(location) + 1))
