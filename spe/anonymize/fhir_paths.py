@@ -168,7 +168,10 @@ class Plan:
             elif kind == "ofType":
                 if at_root:
                     raise Unsure  # a raw dict's type: not a form the rules use
-                collection = [node for node in collection if _is(node, step[1])]
+                if collection is walk._descendants:
+                    collection = walk.of_type(step[1])
+                else:
+                    collection = [node for node in collection if _is(node, step[1])]
             else:
                 if at_root:
                     raise Unsure
@@ -192,13 +195,37 @@ def compile_plan(parsed: dict[str, Any]) -> Plan | None:
 class Walk:
     """One resource as the plans see it: its root node and, once asked, its descendants."""
 
-    __slots__ = ("_descendants", "_predicate_context", "resource", "root")
+    __slots__ = ("_descendants", "_groups", "_of_type", "_predicate_context", "resource",
+                 "root")
 
     def __init__(self, resource: dict[str, Any]) -> None:
         self.resource = resource
         self.root = Node(resource, None, None, ())
         self._descendants: list[Node] | None = None
         self._predicate_context: dict[str, Any] | None = None
+        self._groups: dict[tuple[Any, type], list[int]] | None = None
+        self._of_type: dict[tuple[Any, ...], list[Node]] = {}
+
+    def of_type(self, type_info: TypeInfo) -> list[Node]:
+        """`descendants().ofType(type)`: the descendants grouped once by what their type
+        depends on (path, class of the data), each group tested once, order kept."""
+        key = (type_info.name, type_info.namespace, id(TypeInfo.model))
+        found = self._of_type.get(key)
+        if found is not None:
+            return found
+        nodes = self.descendants()
+        if self._groups is None:
+            self._groups = {}
+            for index, node in enumerate(nodes):
+                self._groups.setdefault((node.path, type(node.data)), []).append(index)
+        picked = [indices for indices in self._groups.values()
+                  if _is(nodes[indices[0]], type_info)]
+        if len(picked) == 1:
+            found = [nodes[i] for i in picked[0]]
+        else:
+            found = [nodes[i] for i in sorted(i for indices in picked for i in indices)]
+        self._of_type[key] = found
+        return found
 
     def descendants(self) -> list[Node]:
         if self._descendants is None:
