@@ -99,6 +99,7 @@ _PARAMS = {  # the keys each method accepts besides path, method and comment
     "substitute": {"value"},
 }
 _DROP = object()
+_MEMO = 100_000  # entries of a de-identifier's memo of pseudonyms or date shifts
 Location = tuple[str | int, ...]
 
 
@@ -136,14 +137,19 @@ class Rule:
                                  f"{resource.get('resourceType')}: {exc}") from exc
         return found
 
-    def nodes(self, walk: Walk) -> list[Any]:
-        """What `evaluate` gives, from the branches' plans where they vouch for it."""
+    def branches_for(self, kind: str) -> tuple[tuple[Any, Plan | None], ...]:
+        """The (compiled, plan) of the branches that apply to a resource type."""
+        return tuple((compiled, plan) for (root, compiled), plan
+                     in zip(self.branches, self.plans, strict=True)
+                     if root is None or root == kind)
+
+    def nodes(self, walk: Walk, branches: tuple[tuple[Any, Plan | None], ...]) -> list[Any]:
+        """What `evaluate` gives for `branches_for(the resource's type)`, from the
+        branches' plans where they vouch for it, else from fhirpathpy."""
         resource = walk.resource
         kind = resource.get("resourceType")
         found: list[Any] = []
-        for (root, compiled), plan in zip(self.branches, self.plans, strict=True):
-            if root is not None and kind != root:
-                continue
+        for compiled, plan in branches:
             if plan is not None:
                 try:
                     found.extend(plan.evaluate(walk))
@@ -552,11 +558,46 @@ class FhirDeidentifier:
         self.key = key
         self._patient_keys: dict[str, str] = {}  # original Patient id -> date-shift key
         self._types: dict[str, str] = {}  # original id -> resource type, for urn:uuid
+        # resource type -> the rules with a branch for it, and those branches
+        self._rules_for: dict[str, list[tuple[Rule, Any]]] = {}
+        # Keyed HMACs and date shifts are pure functions of their arguments (the key is
+        # fixed per de-identifier): memos, emptied when they grow past _MEMO entries.
+        self._ids: dict[tuple[str, str], str] = {}
+        self._shifts: dict[tuple[str, int], str | None] = {}
+        self._offsets: dict[str, int] = {}  # date-shift key -> days
 
     # -- public ---------------------------------------------------------------------------
 
     def pseudonymous_id(self, resource_type: str, resource_id: str) -> str:
-        return self.key.pseudonym(f"{resource_type}/{resource_id}", ID_KIND, ID_LENGTH).lower()
+        found = self._ids.get((resource_type, resource_id))
+        if found is None:
+            found = self.key.pseudonym(f"{resource_type}/{resource_id}", ID_KIND,
+                                       ID_LENGTH).lower()
+            if len(self._ids) >= _MEMO:
+                self._ids.clear()
+            self._ids[(resource_type, resource_id)] = found
+        return found
+
+    def _days(self, shift_key: str) -> int:
+        days = self._offsets.get(shift_key)
+        if days is None:
+            days = self.key.date_shift_days(shift_key)
+            if len(self._offsets) >= _MEMO:
+                self._offsets.clear()
+            self._offsets[shift_key] = days
+        return days
+
+    def _shift(self, value: Any, days: int) -> str | None:
+        if not isinstance(value, str):
+            return None
+        try:
+            return self._shifts[(value, days)]
+        except KeyError:
+            shifted = shift_fhir(value, days)
+            if len(self._shifts) >= _MEMO:
+                self._shifts.clear()
+            self._shifts[(value, days)] = shifted
+            return shifted
 
     def register(self, resources: Iterable[dict[str, Any]]) -> None:
         """Learn ids, and the MRN of Patients, before resources that refer to them."""
@@ -587,8 +628,8 @@ class FhirDeidentifier:
             raise ValueError("not a FHIR resource: no resourceType")
         if kind == "Patient" and isinstance(resource.get("id"), str):
             self.register([resource])
-        context = _Context(self._claims(resource), self.key.date_shift_days(
-            self._shift_key(resource)), kind)
+        context = _Context(self._claims(resource), self._days(self._shift_key(resource)),
+                           kind)
         root_rule = context.claims.get(())
         if root_rule is not None and root_rule.method == "redact":
             return None
@@ -607,8 +648,15 @@ class FhirDeidentifier:
     def _claims(self, resource: dict[str, Any]) -> dict[Location, Rule]:
         claims: dict[Location, Rule] = {}
         walk = Walk(resource)
-        for rule in self.rules.rules:
-            for node in rule.nodes(walk):
+        kind = resource["resourceType"]
+        rules = self._rules_for.get(kind)
+        if rules is None:
+            rules = [(rule, branches) for rule in self.rules.rules
+                     if (branches := rule.branches_for(kind))]
+            if len(self._rules_for) < _MEMO:
+                self._rules_for[kind] = rules
+        for rule, branches in rules:
+            for node in rule.nodes(walk, branches):
                 location = node.loc if isinstance(node, Node) else None
                 if location is None:
                     location = _locate(resource, node, rule)
@@ -652,7 +700,7 @@ class FhirDeidentifier:
         if method == "redact":
             return _DROP
         if method == "dateshift":
-            shifted = shift_fhir(value, context.days)
+            shifted = self._shift(value, context.days)
             return _DROP if shifted is None else shifted
         if method == "cryptohash":
             return self._hash(value, rule)
@@ -766,8 +814,8 @@ class FhirDeidentifier:
         if "prefix" in rule.params:
             return value[: rule.params["prefix"]] or _DROP
         if rule.params.get("dateshift"):
-            value = shift_fhir(value, context.days)
-        elif shift_fhir(value, 0) is None:
+            value = self._shift(value, context.days)
+        elif self._shift(value, 0) is None:
             value = None
         if value is None:
             return _DROP

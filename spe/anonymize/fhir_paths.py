@@ -195,8 +195,8 @@ def compile_plan(parsed: dict[str, Any]) -> Plan | None:
 class Walk:
     """One resource as the plans see it: its root node and, once asked, its descendants."""
 
-    __slots__ = ("_descendants", "_groups", "_of_type", "_predicate_context", "resource",
-                 "root")
+    __slots__ = ("_by_name", "_descendants", "_groups", "_of_type", "_predicate_context",
+                 "resource", "root")
 
     def __init__(self, resource: dict[str, Any]) -> None:
         self.resource = resource
@@ -205,6 +205,7 @@ class Walk:
         self._predicate_context: dict[str, Any] | None = None
         self._groups: dict[tuple[Any, type], list[int]] | None = None
         self._of_type: dict[tuple[Any, ...], list[Node]] = {}
+        self._by_name: dict[str, list[tuple[str | None, list[int]]]] | None = None
 
     def of_type(self, type_info: TypeInfo) -> list[Node]:
         """`descendants().ofType(type)`: the descendants grouped once by what their type
@@ -218,8 +219,21 @@ class Walk:
             self._groups = {}
             for index, node in enumerate(nodes):
                 self._groups.setdefault((node.path, type(node.data)), []).append(index)
-        picked = [indices for indices in self._groups.values()
-                  if _is(nodes[indices[0]], type_info)]
+        if TypeInfo.model is None:
+            # fhirpathpy without a global model (none until an `is` or `as` ran): a node
+            # is of one type only, so the groups are indexed by its name once.
+            if self._by_name is None:
+                by_name: dict[str, list[tuple[str | None, list[int]]]] = {}
+                for (path, kind), indices in self._groups.items():
+                    name, namespace = _type_of(path, kind, nodes[indices[0]])
+                    by_name.setdefault(name, []).append((namespace, indices))
+                self._by_name = by_name  # only once whole: _type_of may raise Unsure
+            picked = [indices for namespace, indices in self._by_name.get(type_info.name, ())
+                      if not namespace or not type_info.namespace
+                      or namespace == type_info.namespace]
+        else:
+            picked = [indices for indices in self._groups.values()
+                      if _is(nodes[indices[0]], type_info)]
         if len(picked) == 1:
             found = [nodes[i] for i in picked[0]]
         else:
@@ -379,6 +393,24 @@ def _is(node: Node, type_info: TypeInfo) -> bool:
         found = bool(info.is_(type_info))
         if len(_IS) < 100_000:
             _IS[key] = found
+    return found
+
+
+_TYPES: dict[tuple[Any, type], tuple[str, str | None]] = {}
+
+
+def _type_of(path: Any, kind: type, node: Node) -> tuple[str, str | None]:
+    """The name and namespace of fhirpathpy's `get_type_info` of a node."""
+    found = _TYPES.get((path, kind))
+    if found is None:
+        if not isinstance(path, str):
+            raise Unsure
+        info = ResourceNode(node.data, path).get_type_info()
+        if info is None or not isinstance(info.name, str):
+            raise Unsure
+        found = (info.name, info.namespace)
+        if len(_TYPES) < 100_000:
+            _TYPES[(path, kind)] = found
     return found
 
 
