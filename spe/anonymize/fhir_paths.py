@@ -24,6 +24,7 @@ the others (choice types, a primitive's "_" sibling, unusual keys).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -118,7 +119,10 @@ def _invocation(node: dict[str, Any]) -> tuple[Any, ...] | None:
             return ("ofType", TypeInfo(name=identifiers[1], namespace=identifiers[0]))
         return None
     if name == "where" and len(params) == 1 and _plain_predicate(params[0]):
-        return ("where", params[0])
+        # The same predicate in several rules (the MRN's) is asked once per node, unless
+        # it reads $index, the node's position.
+        key = None if '"IndexInvocation"' in (text := json.dumps(params[0])) else text
+        return ("where", params[0], key)
     return None
 
 
@@ -175,7 +179,7 @@ class Plan:
             else:
                 if at_root:
                     raise Unsure
-                collection = _where(collection, step[1], walk)
+                collection = _where(collection, step[1], step[2], walk)
             at_root = False
         if at_root:
             raise Unsure
@@ -196,7 +200,7 @@ class Walk:
     """One resource as the plans see it: its root node and, once asked, its descendants."""
 
     __slots__ = ("_by_name", "_descendants", "_groups", "_of_type", "_predicate_context",
-                 "resource", "root")
+                 "predicates", "resource", "root")
 
     def __init__(self, resource: dict[str, Any]) -> None:
         self.resource = resource
@@ -206,6 +210,9 @@ class Walk:
         self._groups: dict[tuple[Any, type], list[int]] | None = None
         self._of_type: dict[tuple[Any, ...], list[Node]] = {}
         self._by_name: dict[str, list[tuple[str | None, list[int]]]] | None = None
+        # (predicate, id of a node's data, its path) -> where() keeps it; the data lives
+        # as long as the walk, so its id is not reused meanwhile
+        self.predicates: dict[tuple[str, int, Any], bool] = {}
 
     def of_type(self, type_info: TypeInfo) -> list[Node]:
         """`descendants().ofType(type)`: the descendants grouped once by what their type
@@ -271,6 +278,9 @@ def _root_member(resource: dict[str, Any], key: str, walk: Walk) -> list[Node]:
 
 
 _MODEL_CACHE: dict[str, Any] = {}
+# (parent path, member name) -> (the child's path after pathsDefinedElsewhere, its choice
+# types or None): the model's answers, which do not change
+_PATHS: dict[tuple[Any, str], tuple[str, Any]] = {}
 
 
 def _member(collection: list[Node], key: str) -> list[Node]:
@@ -288,10 +298,18 @@ def _member(collection: list[Node], key: str) -> list[Node]:
             if key == "length":
                 raise Unsure  # fhirpathpy gives len(data) here
             continue  # nothing under a primitive or a list
-        child_path = f"{res.path}.{key}" if res.path else f"_.{key}"
-        full = (f"{res.propName}.{key}" if res.propName else child_path).replace("_", "")
-        child_path = model["pathsDefinedElsewhere"].get(child_path, child_path)
-        actual = model["choiceTypePaths"].get(child_path)
+        known = _PATHS.get((res.path, key))
+        if known is None:
+            path = f"{res.path}.{key}" if res.path else f"_.{key}"
+            path = model["pathsDefinedElsewhere"].get(path, path)
+            known = (path, model["choiceTypePaths"].get(path))
+            if len(_PATHS) < 100_000:
+                _PATHS[(res.path, key)] = known
+        child_path, actual = known
+        if not actual and key not in data and f"_{key}" not in data:
+            continue  # nothing to add: the common case, without building paths
+        unmapped = f"{res.path}.{key}" if res.path else f"_.{key}"
+        full = (f"{res.propName}.{key}" if res.propName else unmapped).replace("_", "")
         field_name = key
         add = add_ = None
         if actual:
@@ -414,11 +432,19 @@ def _type_of(path: Any, kind: type, node: Node) -> tuple[str, str | None]:
     return found
 
 
-def _where(collection: list[Node], predicate: dict[str, Any], walk: Walk) -> list[Node]:
+def _where(collection: list[Node], predicate: dict[str, Any], key: str | None,
+           walk: Walk) -> list[Node]:
     """fhirpathpy's where_macro, the predicate evaluated by fhirpathpy on each node."""
     ctx = walk.context()
     out: list[Node] = []
+    memo = walk.predicates
     for i, node in enumerate(collection):
+        if key is not None:
+            known = memo.get((key, id(node.data), node.path))
+            if known is not None:
+                if known:
+                    out.append(node)
+                continue
         ctx["$index"] = i
         item = [ResourceNode(node.data, node.path, propName=node.propName)]
         ctx["$this"] = item
@@ -428,4 +454,9 @@ def _where(collection: list[Node], predicate: dict[str, Any], walk: Walk) -> lis
             again = do_eval(ctx, item, predicate)
             if again[0]:
                 out.append(node)
+                if key is not None:
+                    memo[(key, id(node.data), node.path)] = True
+                continue
+        if key is not None:
+            memo[(key, id(node.data), node.path)] = False
     return out
