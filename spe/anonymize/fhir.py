@@ -640,8 +640,7 @@ class FhirDeidentifier:
         if isinstance(resource.get("id"), str):
             out = {"resourceType": kind, "id": self.pseudonymous_id(kind, resource["id"]),
                    **{k: v for k, v in out.items() if k != "resourceType"}}
-        self._rewrite_references(out)
-        return _prune(out)
+        return self._references_pruned(out)
 
     # -- rules ----------------------------------------------------------------------------
 
@@ -830,6 +829,29 @@ class FhirDeidentifier:
         for patient_id in _patient_references(resource, self._types):
             return self._patient_keys.get(patient_id, f"Patient/{patient_id}")
         return f"{kind}/{rid}"
+
+    def _references_pruned(self, value: Any) -> Any:
+        """`value` with every Reference.reference rewritten (or removed when unreadable)
+        and without the elements left empty: what `_rewrite_references` then `_prune`
+        gave, in one pass."""
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if isinstance(item, dict | list):
+                    item = self._references_pruned(item)
+                    if item is _DROP:
+                        continue
+                elif key == "reference" and isinstance(item, str):
+                    item = self._reference(item)
+                    if item is None:
+                        continue
+                out[key] = item
+            return out or _DROP
+        if isinstance(value, list):
+            items = [v for v in (self._references_pruned(v) if isinstance(v, dict | list)
+                                 else v for v in value) if v is not _DROP]
+            return items or _DROP
+        return value
 
     def _rewrite_references(self, value: Any) -> None:
         if isinstance(value, list):
