@@ -450,8 +450,12 @@ def _where(collection: list[Node], predicate: dict[str, Any], key: str | None,
         ctx["$this"] = item
         result = do_eval(ctx, item, predicate)
         if len(result) > 0:
-            ctx["$this"] = item
-            again = do_eval(ctx, item, predicate)
+            # where_macro asks twice and keeps the second answer's first item; without
+            # $index (all that a first answer can leave behind in ctx) the two are the same.
+            again = result
+            if key is None:
+                ctx["$this"] = item
+                again = do_eval(ctx, item, predicate)
             if again[0]:
                 out.append(node)
                 if key is not None:
