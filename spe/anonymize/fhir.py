@@ -99,6 +99,7 @@ _PARAMS = {  # the keys each method accepts besides path, method and comment
     "substitute": {"value"},
 }
 _DROP = object()
+_MISSING = object()
 _MEMO = 100_000  # entries of a de-identifier's memo of pseudonyms or date shifts
 Location = tuple[str | int, ...]
 
@@ -565,6 +566,7 @@ class FhirDeidentifier:
         self._ids: dict[tuple[str, str], str] = {}
         self._shifts: dict[tuple[str, int], str | None] = {}
         self._offsets: dict[str, int] = {}  # date-shift key -> days
+        self._entries: dict[tuple[str, str, str], Any] = {}  # see _kept
 
     # -- public ---------------------------------------------------------------------------
 
@@ -733,7 +735,7 @@ class FhirDeidentifier:
                     child_path = fhir_types.backbone_paths(context.resource_type).get(
                         element.type, child_path)
                 if element.free_text or key.startswith("_"):
-                    text_ok = self._text_kept(free, value, kind or "", key, child_path)
+                    text_ok = self._kept(free, value, kind or "", key, child_path)
                     if not text_ok and key.startswith("_"):
                         sibling = context.claims.get(location + (key[1:],), rule)
                         if sibling is None or sibling.method == "keep":
@@ -749,6 +751,25 @@ class FhirDeidentifier:
             if not self._mark_absent(free, value, out, kind or "", path, fields) and not top:
                 return _DROP
         return out if top or set(out) - {"resourceType"} else _DROP
+
+    def _kept(self, free: FreeText, holder: dict[str, Any], owner: str, key: str,
+              path: str) -> bool:
+        """`_text_kept`, the allow-list's entry for the place looked up once per place."""
+        place = (owner, key, path)
+        entry = self._entries.get(place, _MISSING)
+        if entry is _MISSING:
+            entry = True
+            name = key[1:] if key.startswith("_") else key
+            element = (fhir_types.elements(owner) or {}).get(name)
+            if not key.startswith("_") or (element is not None and element.free_text):
+                if key.startswith("_"):
+                    path = path[: -len(key)] + name
+                entry = free.find(free.keep_by_type, free.keep_by_path, owner, name, path)
+            if len(self._entries) < _MEMO:
+                self._entries[place] = entry
+        if entry is True:
+            return True
+        return entry is not None and entry.allows(holder)
 
     @staticmethod
     def _text_kept(free: FreeText, holder: dict[str, Any], owner: str, key: str,
