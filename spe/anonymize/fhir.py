@@ -19,7 +19,11 @@ rather than plain values. A node carries its full path with list indices
 ("Patient.name[0].given[1]"); that path is turned into a location in the dict and the value
 found there is checked against the node, so a node that cannot be placed is an error rather
 than an element silently left in. fhirpathpy's `|` hands back nodes without their paths, so
-the branches of a top-level union are evaluated one by one. Two conveniences are rewritten
+the branches of a top-level union are evaluated one by one. For speed, a branch of the usual
+forms runs as a plan of `spe.anonymize.fhir_paths` (fhirpathpy's steps transliterated, one
+shared `descendants()` walk per resource), falling back to fhirpathpy wherever the plan is
+unsure; `spe.anonymize.fhir_reference` keeps the engine as it was, and the tests hold this
+one's output to it byte for byte. Two conveniences are rewritten
 before evaluation: `nodesByType('HumanName')` means `descendants().ofType(HumanName)`, and a
 branch that starts with `Resource.` or `DomainResource.` applies to every resource type.
 
