@@ -19,7 +19,11 @@ rather than plain values. A node carries its full path with list indices
 ("Patient.name[0].given[1]"); that path is turned into a location in the dict and the value
 found there is checked against the node, so a node that cannot be placed is an error rather
 than an element silently left in. fhirpathpy's `|` hands back nodes without their paths, so
-the branches of a top-level union are evaluated one by one. Two conveniences are rewritten
+the branches of a top-level union are evaluated one by one. For speed, a branch of the usual
+forms runs as a plan of `spe.anonymize.fhir_paths` (fhirpathpy's steps transliterated, one
+shared `descendants()` walk per resource), falling back to fhirpathpy wherever the plan is
+unsure; `spe.anonymize.fhir_reference` keeps the engine as it was, and the tests hold this
+one's output to it byte for byte. Two conveniences are rewritten
 before evaluation: `nodesByType('HumanName')` means `descendants().ofType(HumanName)`, and a
 branch that starts with `Resource.` or `DomainResource.` applies to every resource type.
 
@@ -82,6 +86,7 @@ from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 from spe.anonymize import fhir_types
+from spe.anonymize.fhir_paths import Node, Plan, Unsure, Walk, compile_plan
 from spe.anonymize.pseudonyms import PermitKey, shift_fhir
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "fhir-default.json"
@@ -98,6 +103,8 @@ _PARAMS = {  # the keys each method accepts besides path, method and comment
     "substitute": {"value"},
 }
 _DROP = object()
+_MISSING = object()
+_MEMO = 100_000  # entries of a de-identifier's memo of pseudonyms or date shifts
 Location = tuple[str | int, ...]
 
 
@@ -111,6 +118,8 @@ class Rule:
     # One (resource type or None, compiled expression) per branch of a top-level union.
     branches: tuple[tuple[str | None, Any], ...] = field(default=(), repr=False,
                                                          compare=False)
+    # The same branches as `fhir_paths` plans (None where a branch has none).
+    plans: tuple[Plan | None, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -131,6 +140,31 @@ class Rule:
             except Exception as exc:  # fhirpathpy raises bare Exceptions
                 raise ValueError(f"{self.name}: cannot evaluate on "
                                  f"{resource.get('resourceType')}: {exc}") from exc
+        return found
+
+    def branches_for(self, kind: str) -> tuple[tuple[Any, Plan | None], ...]:
+        """The (compiled, plan) of the branches that apply to a resource type."""
+        return tuple((compiled, plan) for (root, compiled), plan
+                     in zip(self.branches, self.plans, strict=True)
+                     if root is None or root == kind)
+
+    def nodes(self, walk: Walk, branches: tuple[tuple[Any, Plan | None], ...]) -> list[Any]:
+        """What `evaluate` gives for `branches_for(the resource's type)`, from the
+        branches' plans where they vouch for it, else from fhirpathpy."""
+        resource = walk.resource
+        kind = resource.get("resourceType")
+        found: list[Any] = []
+        for compiled, plan in branches:
+            if plan is not None:
+                try:
+                    found.extend(plan.evaluate(walk))
+                    continue
+                except Unsure:
+                    pass
+            try:
+                found.extend(compiled(resource, {}))
+            except Exception as exc:  # fhirpathpy raises bare Exceptions
+                raise ValueError(f"{self.name}: cannot evaluate on {kind}: {exc}") from exc
         return found
 
 
@@ -308,7 +342,9 @@ def _parse_rule(index: int, raw: Any, source: str) -> Rule:
         except Exception as exc:
             raise ValueError(f"{where}: malformed FHIRPath {part!r}: {exc}") from None
         branches.append((root, compiled))
-    return Rule(index, path, method, params, str(raw.get("comment", "")), tuple(branches))
+    plans = tuple(compile_plan(compiled.parsedPath) for _, compiled in branches)
+    return Rule(index, path, method, params, str(raw.get("comment", "")), tuple(branches),
+                plans)
 
 
 def _check_params(where: str, method: str, params: dict[str, Any]) -> None:
@@ -527,11 +563,47 @@ class FhirDeidentifier:
         self.key = key
         self._patient_keys: dict[str, str] = {}  # original Patient id -> date-shift key
         self._types: dict[str, str] = {}  # original id -> resource type, for urn:uuid
+        # resource type -> the rules with a branch for it, and those branches
+        self._rules_for: dict[str, list[tuple[Rule, Any]]] = {}
+        # Keyed HMACs and date shifts are pure functions of their arguments (the key is
+        # fixed per de-identifier): memos, emptied when they grow past _MEMO entries.
+        self._ids: dict[tuple[str, str], str] = {}
+        self._shifts: dict[tuple[str, int], str | None] = {}
+        self._offsets: dict[str, int] = {}  # date-shift key -> days
+        self._entries: dict[tuple[str, str, str], Any] = {}  # see _kept
 
     # -- public ---------------------------------------------------------------------------
 
     def pseudonymous_id(self, resource_type: str, resource_id: str) -> str:
-        return self.key.pseudonym(f"{resource_type}/{resource_id}", ID_KIND, ID_LENGTH).lower()
+        found = self._ids.get((resource_type, resource_id))
+        if found is None:
+            found = self.key.pseudonym(f"{resource_type}/{resource_id}", ID_KIND,
+                                       ID_LENGTH).lower()
+            if len(self._ids) >= _MEMO:
+                self._ids.clear()
+            self._ids[(resource_type, resource_id)] = found
+        return found
+
+    def _days(self, shift_key: str) -> int:
+        days = self._offsets.get(shift_key)
+        if days is None:
+            days = self.key.date_shift_days(shift_key)
+            if len(self._offsets) >= _MEMO:
+                self._offsets.clear()
+            self._offsets[shift_key] = days
+        return days
+
+    def _shift(self, value: Any, days: int) -> str | None:
+        if not isinstance(value, str):
+            return None
+        try:
+            return self._shifts[(value, days)]
+        except KeyError:
+            shifted = shift_fhir(value, days)
+            if len(self._shifts) >= _MEMO:
+                self._shifts.clear()
+            self._shifts[(value, days)] = shifted
+            return shifted
 
     def register(self, resources: Iterable[dict[str, Any]]) -> None:
         """Learn ids, and the MRN of Patients, before resources that refer to them."""
@@ -562,8 +634,8 @@ class FhirDeidentifier:
             raise ValueError("not a FHIR resource: no resourceType")
         if kind == "Patient" and isinstance(resource.get("id"), str):
             self.register([resource])
-        context = _Context(self._claims(resource), self.key.date_shift_days(
-            self._shift_key(resource)), kind)
+        context = _Context(self._claims(resource), self._days(self._shift_key(resource)),
+                           kind)
         root_rule = context.claims.get(())
         if root_rule is not None and root_rule.method == "redact":
             return None
@@ -574,16 +646,25 @@ class FhirDeidentifier:
         if isinstance(resource.get("id"), str):
             out = {"resourceType": kind, "id": self.pseudonymous_id(kind, resource["id"]),
                    **{k: v for k, v in out.items() if k != "resourceType"}}
-        self._rewrite_references(out)
-        return _prune(out)
+        return self._references_pruned(out)
 
     # -- rules ----------------------------------------------------------------------------
 
     def _claims(self, resource: dict[str, Any]) -> dict[Location, Rule]:
         claims: dict[Location, Rule] = {}
-        for rule in self.rules.rules:
-            for node in rule.evaluate(resource):
-                location = _locate(resource, node, rule)
+        walk = Walk(resource)
+        kind = resource["resourceType"]
+        rules = self._rules_for.get(kind)
+        if rules is None:
+            rules = [(rule, branches) for rule in self.rules.rules
+                     if (branches := rule.branches_for(kind))]
+            if len(self._rules_for) < _MEMO:
+                self._rules_for[kind] = rules
+        for rule, branches in rules:
+            for node in rule.nodes(walk, branches):
+                location = node.loc if isinstance(node, Node) else None
+                if location is None:
+                    location = _locate(resource, node, rule)
                 if location is None:
                     continue
                 owned = any(location[:n] in claims for n in range(len(location) + 1))
@@ -624,7 +705,7 @@ class FhirDeidentifier:
         if method == "redact":
             return _DROP
         if method == "dateshift":
-            shifted = shift_fhir(value, context.days)
+            shifted = self._shift(value, context.days)
             return _DROP if shifted is None else shifted
         if method == "cryptohash":
             return self._hash(value, rule)
@@ -658,7 +739,7 @@ class FhirDeidentifier:
                     child_path = fhir_types.backbone_paths(context.resource_type).get(
                         element.type, child_path)
                 if element.free_text or key.startswith("_"):
-                    text_ok = self._text_kept(free, value, kind or "", key, child_path)
+                    text_ok = self._kept(free, value, kind or "", key, child_path)
                     if not text_ok and key.startswith("_"):
                         sibling = context.claims.get(location + (key[1:],), rule)
                         if sibling is None or sibling.method == "keep":
@@ -674,6 +755,25 @@ class FhirDeidentifier:
             if not self._mark_absent(free, value, out, kind or "", path, fields) and not top:
                 return _DROP
         return out if top or set(out) - {"resourceType"} else _DROP
+
+    def _kept(self, free: FreeText, holder: dict[str, Any], owner: str, key: str,
+              path: str) -> bool:
+        """`_text_kept`, the allow-list's entry for the place looked up once per place."""
+        place = (owner, key, path)
+        entry = self._entries.get(place, _MISSING)
+        if entry is _MISSING:
+            entry = True
+            name = key[1:] if key.startswith("_") else key
+            element = (fhir_types.elements(owner) or {}).get(name)
+            if not key.startswith("_") or (element is not None and element.free_text):
+                if key.startswith("_"):
+                    path = path[: -len(key)] + name
+                entry = free.find(free.keep_by_type, free.keep_by_path, owner, name, path)
+            if len(self._entries) < _MEMO:
+                self._entries[place] = entry
+        if entry is True:
+            return True
+        return entry is not None and entry.allows(holder)
 
     @staticmethod
     def _text_kept(free: FreeText, holder: dict[str, Any], owner: str, key: str,
@@ -738,8 +838,8 @@ class FhirDeidentifier:
         if "prefix" in rule.params:
             return value[: rule.params["prefix"]] or _DROP
         if rule.params.get("dateshift"):
-            value = shift_fhir(value, context.days)
-        elif shift_fhir(value, 0) is None:
+            value = self._shift(value, context.days)
+        elif self._shift(value, 0) is None:
             value = None
         if value is None:
             return _DROP
@@ -754,6 +854,29 @@ class FhirDeidentifier:
         for patient_id in _patient_references(resource, self._types):
             return self._patient_keys.get(patient_id, f"Patient/{patient_id}")
         return f"{kind}/{rid}"
+
+    def _references_pruned(self, value: Any) -> Any:
+        """`value` with every Reference.reference rewritten (or removed when unreadable)
+        and without the elements left empty: what `_rewrite_references` then `_prune`
+        gave, in one pass."""
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if isinstance(item, dict | list):
+                    item = self._references_pruned(item)
+                    if item is _DROP:
+                        continue
+                elif key == "reference" and isinstance(item, str):
+                    item = self._reference(item)
+                    if item is None:
+                        continue
+                out[key] = item
+            return out or _DROP
+        if isinstance(value, list):
+            items = [v for v in (self._references_pruned(v) if isinstance(v, dict | list)
+                                 else v for v in value) if v is not _DROP]
+            return items or _DROP
+        return value
 
     def _rewrite_references(self, value: Any) -> None:
         if isinstance(value, list):

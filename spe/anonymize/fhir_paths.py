@@ -1,0 +1,466 @@
+"""The FHIRPath of the de-identification rules, evaluated without fhirpathpy where it can be.
+
+fhirpathpy evaluates a path by building a node object per element it passes, and
+`descendants()` (which `nodesByType` becomes) walks the whole resource again for every rule
+that uses it; that walk was most of the de-identifier's time. Here each branch of a rule is
+compiled once into a `Plan`: a list of steps (a member name, `descendants()`, `ofType(T)`,
+`where(...)`) for the forms the rule files use, and every rule of a resource shares one
+`descendants()` walk of it (`Walk`).
+
+The steps are transliterations of fhirpathpy's own code (`member_invocation`,
+`create_reduce_children`, `of_type_fn`, `where_macro`, and the raw-data filter of
+`apply_parsed_path`), so they give the same nodes, with the same `propName`, in the same
+order; a `where` predicate is evaluated by fhirpathpy itself on the candidate node. What a
+plan does not cover falls back to fhirpathpy: a branch of another form has no plan, and
+anything a plan meets that it is unsure of (an exception of any kind, which is also how
+fhirpathpy's own errors surface) makes `evaluate` raise `Unsure`, so that the caller
+evaluates that branch with fhirpathpy, which then gives the very result, or error, it
+always gave. tests/spe/anonymize/test_fhir_reference.py holds the outputs to the reference.
+
+Each node also carries its location in the resource (keys and list indices) when its
+`propName` spells that location plainly; `spe.anonymize.fhir._locate` is needed only for
+the others (choice types, a primitive's "_" sibling, unusual keys).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from fhirpathpy.engine import do_eval
+from fhirpathpy.engine.nodes import ResourceNode, TypeInfo
+from fhirpathpy.engine.util import process_user_invocation_table
+
+__all__ = ["Node", "Plan", "Unsure", "Walk", "compile_plan"]
+
+_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+# Functions a `where` predicate may use: they read nothing but their input, $this and
+# $index, which the plan sets as fhirpathpy's where() does.
+_PREDICATE_FUNCTIONS = frozenset({
+    "where", "exists", "contains", "empty", "not", "startsWith", "endsWith", "matches",
+    "ofType", "count", "first", "last", "all", "hasValue", "lower", "upper", "length",
+    "children", "descendants", "select"})
+_PREDICATE_NODES = frozenset({
+    "TermExpression", "InvocationTerm", "InvocationExpression", "MemberInvocation",
+    "FunctionInvocation", "Functn", "ParamList", "Identifier", "LiteralTerm",
+    "StringLiteral", "BooleanLiteral", "NumberLiteral", "NullLiteral", "ParenthesizedTerm",
+    "EqualityExpression", "OrExpression", "AndExpression", "XorExpression",
+    "ImpliesExpression", "InequalityExpression", "ThisInvocation", "IndexInvocation",
+    "MembershipExpression"})
+
+
+class Unsure(Exception):
+    """The plan cannot vouch for its result here: evaluate the branch with fhirpathpy."""
+
+
+class Node:
+    """fhirpathpy's ResourceNode as far as the de-identifier reads it, with a location."""
+
+    __slots__ = ("data", "loc", "path", "propName")
+
+    def __init__(self, data: Any, path: Any, propName: str | None,  # noqa: N803
+                 loc: tuple[str | int, ...] | None) -> None:
+        if isinstance(data, dict) and "resourceType" in data:
+            path = data["resourceType"]  # as ResourceNode does for a (contained) resource
+        self.data = data
+        self.path = path
+        self.propName = propName  # noqa: N815 - fhirpathpy's name, read by _locate
+        self.loc = loc
+
+
+def _identifier(node: dict[str, Any]) -> str:
+    return re.sub(r"(^\"|\"$)", "", node["text"])
+
+
+def _only(node: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    children = node.get("children") or []
+    if node.get("type") != kind or len(children) != 1 or not isinstance(children[0], dict):
+        return None
+    return children[0]
+
+
+def _steps(node: dict[str, Any]) -> list[tuple[Any, ...]] | None:
+    kind = node.get("type")
+    children = node.get("children") or []
+    if kind == "InvocationExpression" and len(children) == 2:
+        head = _steps(children[0])
+        tail = _invocation(children[1])
+        return None if head is None or tail is None else [*head, tail]
+    term = _only(node, "TermExpression")
+    invocation = _only(term, "InvocationTerm") if term is not None else None
+    step = _invocation(invocation) if invocation is not None else None
+    return None if step is None else [step]
+
+
+def _invocation(node: dict[str, Any]) -> tuple[Any, ...] | None:
+    kind = node.get("type")
+    children = node.get("children") or []
+    if kind == "MemberInvocation" and len(children) == 1 and \
+            children[0].get("type") == "Identifier":
+        return ("member", _identifier(children[0]).replace("`", ""))
+    if kind != "FunctionInvocation" or len(children) != 1:
+        return None
+    functn = children[0]
+    parts = functn.get("children") or []
+    if functn.get("type") != "Functn" or not parts or parts[0].get("type") != "Identifier":
+        return None
+    name = _identifier(parts[0])
+    params = parts[1].get("children") or [] if len(parts) > 1 else []
+    if len(parts) > 2 or (len(parts) == 2 and parts[1].get("type") != "ParamList"):
+        return None
+    if name == "descendants" and not params:
+        return ("descendants",)
+    if name == "ofType" and len(params) == 1 and params[0].get("type") == "TermExpression":
+        identifiers = params[0]["text"].replace("`", "").split(".")
+        if len(identifiers) == 1:
+            return ("ofType", TypeInfo(name=identifiers[0], namespace=None))
+        if len(identifiers) == 2:
+            return ("ofType", TypeInfo(name=identifiers[1], namespace=identifiers[0]))
+        return None
+    if name == "where" and len(params) == 1 and _plain_predicate(params[0]):
+        # The same predicate in several rules (the MRN's) is asked once per node, unless
+        # it reads $index, the node's position.
+        key = None if '"IndexInvocation"' in (text := json.dumps(params[0])) else text
+        return ("where", params[0], key)
+    return None
+
+
+def _plain_predicate(node: Any) -> bool:
+    if not isinstance(node, dict) or node.get("type") not in _PREDICATE_NODES:
+        return False
+    if node["type"] == "Functn":
+        parts = node.get("children") or []
+        if not parts or parts[0].get("type") != "Identifier" or \
+                _identifier(parts[0]) not in _PREDICATE_FUNCTIONS:
+            return False
+    return all(_plain_predicate(child) for child in node.get("children") or [])
+
+
+class Plan:
+    """One branch of a rule as steps; `compile_plan` gives None for a form it lacks."""
+
+    __slots__ = ("steps",)
+
+    def __init__(self, steps: list[tuple[Any, ...]]) -> None:
+        self.steps = steps
+
+    def evaluate(self, walk: Walk) -> list[Node]:
+        try:
+            return self._evaluate(walk)
+        except Unsure:
+            raise
+        except Exception as exc:  # noqa: BLE001 - fhirpathpy answers it, or raises it
+            raise Unsure from exc
+
+    def _evaluate(self, walk: Walk) -> list[Node]:
+        resource = walk.resource
+        collection: list[Any] = [resource]
+        at_root = True
+        for step in self.steps:
+            kind = step[0]
+            if kind == "member":
+                if at_root:
+                    collection = _root_member(resource, step[1], walk)
+                else:
+                    collection = _member(collection, step[1])
+            elif kind == "descendants":
+                if at_root or (len(collection) == 1 and collection[0] is walk.root):
+                    collection = walk.descendants()
+                else:
+                    collection = _descendants(collection)
+            elif kind == "ofType":
+                if at_root:
+                    raise Unsure  # a raw dict's type: not a form the rules use
+                if collection is walk._descendants:
+                    collection = walk.of_type(step[1])
+                else:
+                    collection = [node for node in collection if _is(node, step[1])]
+            else:
+                if at_root:
+                    raise Unsure
+                collection = _where(collection, step[1], step[2], walk)
+            at_root = False
+        if at_root:
+            raise Unsure
+        return [node for node in collection
+                if not (isinstance(node.data, dict) and list(node.data) == ["extension"])]
+
+
+def compile_plan(parsed: dict[str, Any]) -> Plan | None:
+    """The plan of fhirpathpy's parse of one branch (`compiled.parsedPath`), or None."""
+    children = parsed.get("children") or []
+    if len(children) != 1 or not isinstance(children[0], dict):
+        return None
+    steps = _steps(children[0])
+    return None if not steps else Plan(steps)
+
+
+class Walk:
+    """One resource as the plans see it: its root node and, once asked, its descendants."""
+
+    __slots__ = ("_by_name", "_descendants", "_groups", "_of_type", "_predicate_context",
+                 "predicates", "resource", "root")
+
+    def __init__(self, resource: dict[str, Any]) -> None:
+        self.resource = resource
+        self.root = Node(resource, None, None, ())
+        self._descendants: list[Node] | None = None
+        self._predicate_context: dict[str, Any] | None = None
+        self._groups: dict[tuple[Any, type], list[int]] | None = None
+        self._of_type: dict[tuple[Any, ...], list[Node]] = {}
+        self._by_name: dict[str, list[tuple[str | None, list[int]]]] | None = None
+        # (predicate, id of a node's data, its path) -> where() keeps it; the data lives
+        # as long as the walk, so its id is not reused meanwhile
+        self.predicates: dict[tuple[str, int, Any], bool] = {}
+
+    def of_type(self, type_info: TypeInfo) -> list[Node]:
+        """`descendants().ofType(type)`: the descendants grouped once by what their type
+        depends on (path, class of the data), each group tested once, order kept."""
+        key = (type_info.name, type_info.namespace, id(TypeInfo.model))
+        found = self._of_type.get(key)
+        if found is not None:
+            return found
+        nodes = self.descendants()
+        if self._groups is None:
+            self._groups = {}
+            for index, node in enumerate(nodes):
+                self._groups.setdefault((node.path, type(node.data)), []).append(index)
+        if TypeInfo.model is None:
+            # fhirpathpy without a global model (none until an `is` or `as` ran): a node
+            # is of one type only, so the groups are indexed by its name once.
+            if self._by_name is None:
+                by_name: dict[str, list[tuple[str | None, list[int]]]] = {}
+                for (path, kind), indices in self._groups.items():
+                    name, namespace = _type_of(path, kind, nodes[indices[0]])
+                    by_name.setdefault(name, []).append((namespace, indices))
+                self._by_name = by_name  # only once whole: _type_of may raise Unsure
+            picked = [indices for namespace, indices in self._by_name.get(type_info.name, ())
+                      if not namespace or not type_info.namespace
+                      or namespace == type_info.namespace]
+        else:
+            picked = [indices for indices in self._groups.values()
+                      if _is(nodes[indices[0]], type_info)]
+        if len(picked) == 1:
+            found = [nodes[i] for i in picked[0]]
+        else:
+            found = [nodes[i] for i in sorted(i for indices in picked for i in indices)]
+        self._of_type[key] = found
+        return found
+
+    def descendants(self) -> list[Node]:
+        if self._descendants is None:
+            self._descendants = _descendants([self.root])
+        return self._descendants
+
+    def context(self) -> dict[str, Any]:
+        """The `ctx` fhirpathpy's apply_parsed_path builds for this resource."""
+        if self._predicate_context is None:
+            self._predicate_context = {
+                "dataRoot": [self.resource],
+                "vars": {"context": self.resource, "ucum": "http://unitsofmeasure.org"},
+                "model": _model(),
+                "userInvocationTable": process_user_invocation_table({}),
+            }
+        return self._predicate_context
+
+
+def _model() -> dict[str, Any]:
+    from fhirpathpy.models import models
+    return models["r4"]
+
+
+def _root_member(resource: dict[str, Any], key: str, walk: Walk) -> list[Node]:
+    # member_invocation on [resource]: a capitalised name filters by resourceType.
+    if key[0] == key[0].upper():
+        return [walk.root] if resource["resourceType"] == key else []
+    return _member([walk.root], key)
+
+
+_MODEL_CACHE: dict[str, Any] = {}
+# (parent path, member name) -> (the child's path after pathsDefinedElsewhere, its choice
+# types or None): the model's answers, which do not change
+_PATHS: dict[tuple[Any, str], tuple[str, Any]] = {}
+
+
+def _member(collection: list[Node], key: str) -> list[Node]:
+    """fhirpathpy's create_reduce_member_invocation over `collection`."""
+    model = _MODEL_CACHE.get("m") or _MODEL_CACHE.setdefault("m", _model())
+    if key and key[0] == key[0].upper():
+        # fhirpathpy tries a resourceType filter first; on nodes that is a TypeError it
+        # swallows. Not a form the rules use.
+        raise Unsure
+    out: list[Node] = []
+    plain = _PLAIN.fullmatch(key) is not None
+    for res in collection:
+        data = res.data
+        if not isinstance(data, dict):
+            if key == "length":
+                raise Unsure  # fhirpathpy gives len(data) here
+            continue  # nothing under a primitive or a list
+        known = _PATHS.get((res.path, key))
+        if known is None:
+            path = f"{res.path}.{key}" if res.path else f"_.{key}"
+            path = model["pathsDefinedElsewhere"].get(path, path)
+            known = (path, model["choiceTypePaths"].get(path))
+            if len(_PATHS) < 100_000:
+                _PATHS[(res.path, key)] = known
+        child_path, actual = known
+        if not actual and key not in data and f"_{key}" not in data:
+            continue  # nothing to add: the common case, without building paths
+        unmapped = f"{res.path}.{key}" if res.path else f"_.{key}"
+        full = (f"{res.propName}.{key}" if res.propName else unmapped).replace("_", "")
+        field_name = key
+        add = add_ = None
+        if actual:
+            for kind in actual:
+                field_name = f"{key}{kind}"
+                add = data.get(field_name)
+                add_ = data.get(f"_{field_name}")
+                if add is not None or add_ is not None:
+                    child_path += kind
+                    break
+        else:
+            add = data.get(key)
+            add_ = data.get(f"_{key}")
+            if key == "extension":
+                child_path = "Extension"
+        child_path = model["path2Type"].get(child_path, child_path)
+        clean = res.loc is not None and plain and not actual
+        base = res.loc + (field_name,) if clean else None
+        if add is not None and not (isinstance(add, list) and not add):
+            if isinstance(add, list):
+                out += [Node(x, child_path, f"{full}[{i}]",
+                             None if base is None else (*base, i)) for i, x in enumerate(add)]
+            else:
+                out.append(Node(add, child_path, full, base))
+        if add_ is not None and not (isinstance(add_, list) and not add_):
+            if isinstance(add_, list):
+                out += [Node(x, child_path, f"{full}[{i}]", None) for i, x in enumerate(add_)]
+            else:
+                out.append(Node(add_, child_path, full, None))
+    return out
+
+
+def _descendants(collection: list[Node]) -> list[Node]:
+    """fhirpathpy's descendants(): its children level by level."""
+    found: list[Node] = []
+    level = _children(collection)
+    while level:
+        found += level
+        level = _children(level)
+    return found
+
+
+def _children(collection: list[Node]) -> list[Node]:
+    """fhirpathpy's create_reduce_children, primitive extensions included."""
+    model = _MODEL_CACHE.get("m") or _MODEL_CACHE.setdefault("m", _model())
+    elsewhere, path2type, choices = (model["pathsDefinedElsewhere"], model["path2Type"],
+                                     model["choiceTypePaths"])
+    out: list[Node] = []
+    for res in collection:
+        data = res.data
+        if isinstance(data, list):
+            raise Unsure  # fhirpathpy fails on a list in a list (prop.startswith of an int)
+        if not isinstance(data, dict):
+            continue
+        path, prop_name, loc = res.path, res.propName, res.loc
+        if not isinstance(path, str):
+            raise Unsure
+        for prop, value in data.items():
+            if not isinstance(prop, str):
+                raise Unsure
+            child_path = f"{path}.{prop}"
+            full = (f"{prop_name}.{prop}" if prop_name else child_path).replace("_", "")
+            if prop == "extension":
+                child_path = "Extension"
+            child_path = elsewhere.get(child_path, child_path)
+            child_path = path2type.get(child_path, child_path)
+            renamed = False
+            if len(prop) > len(child_path) and prop.lower().endswith(child_path.lower()):
+                stem = prop[: -len(child_path)]
+                if choices.get(f"{path}.{stem}", []):
+                    full = f"{prop_name}.{stem}"
+                    renamed = True
+            child_loc = (loc + (prop,) if loc is not None and not renamed
+                         and _PLAIN.fullmatch(prop) else None)
+            if isinstance(value, list):
+                out += [Node(x, child_path, f"{full}[{i}]",
+                             None if child_loc is None else (*child_loc, i))
+                        for i, x in enumerate(value)]
+            else:
+                out.append(Node(value, child_path, full, child_loc))
+    return out
+
+
+_IS: dict[tuple[Any, ...], bool] = {}
+
+
+def _is(node: Node, type_info: TypeInfo) -> bool:
+    """fhirpathpy's `TypeInfo.from_value(node).is_(type)`, which reads only the node's path,
+    the class of its data and the model fhirpathpy last set globally (`is`, `as`)."""
+    model = TypeInfo.model
+    key = (node.path, type(node.data), type_info.name, type_info.namespace, id(model))
+    found = _IS.get(key)
+    if found is None:
+        if not isinstance(node.path, str):
+            raise Unsure
+        info = ResourceNode(node.data, node.path).get_type_info()
+        if info is None:
+            raise Unsure
+        found = bool(info.is_(type_info))
+        if len(_IS) < 100_000:
+            _IS[key] = found
+    return found
+
+
+_TYPES: dict[tuple[Any, type], tuple[str, str | None]] = {}
+
+
+def _type_of(path: Any, kind: type, node: Node) -> tuple[str, str | None]:
+    """The name and namespace of fhirpathpy's `get_type_info` of a node."""
+    found = _TYPES.get((path, kind))
+    if found is None:
+        if not isinstance(path, str):
+            raise Unsure
+        info = ResourceNode(node.data, path).get_type_info()
+        if info is None or not isinstance(info.name, str):
+            raise Unsure
+        found = (info.name, info.namespace)
+        if len(_TYPES) < 100_000:
+            _TYPES[(path, kind)] = found
+    return found
+
+
+def _where(collection: list[Node], predicate: dict[str, Any], key: str | None,
+           walk: Walk) -> list[Node]:
+    """fhirpathpy's where_macro, the predicate evaluated by fhirpathpy on each node."""
+    ctx = walk.context()
+    out: list[Node] = []
+    memo = walk.predicates
+    for i, node in enumerate(collection):
+        if key is not None:
+            known = memo.get((key, id(node.data), node.path))
+            if known is not None:
+                if known:
+                    out.append(node)
+                continue
+        ctx["$index"] = i
+        item = [ResourceNode(node.data, node.path, propName=node.propName)]
+        ctx["$this"] = item
+        result = do_eval(ctx, item, predicate)
+        if len(result) > 0:
+            # where_macro asks twice and keeps the second answer's first item; without
+            # $index (all that a first answer can leave behind in ctx) the two are the same.
+            again = result
+            if key is None:
+                ctx["$this"] = item
+                again = do_eval(ctx, item, predicate)
+            if again[0]:
+                out.append(node)
+                if key is not None:
+                    memo[(key, id(node.data), node.path)] = True
+                continue
+        if key is not None:
+            memo[(key, id(node.data), node.path)] = False
+    return out
