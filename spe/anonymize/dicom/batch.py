@@ -255,6 +255,7 @@ class _Worker:
         self.cleaner = PixelCleaner()
         self.engine = Deidentifier(options, key, safe_private=set(safe_private),
                                    pixel_cleaner=self.cleaner)
+        self._folders: set[Path] = set()
 
     def run(self, src: str, dst: str, files: list[str]) -> list[_Outcome]:
         with warnings.catch_warnings():
@@ -291,10 +292,13 @@ class _Worker:
         if isinstance(source, pydicom.Dataset):
             ds = source
         else:
+            if not isinstance(source, bytes):
+                # parsing from memory is faster than through a buffered file
+                with open(source, "rb") as file:
+                    source = file.read()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                ds = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes)
-                                     else source, force=False)
+                ds = pydicom.dcmread(io.BytesIO(source), force=False)
             for warning in caught:
                 text = str(warning.message)
                 if "EOF" in text or "end of file" in text.lower():
@@ -304,10 +308,19 @@ class _Worker:
         _written_here(ds)
         parts = [_uid_part(ds, tag, keyword) for tag, keyword in _NAMING]
         folder = dst.joinpath(*parts[:2])
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder not in self._folders:  # a series' files share their folder
+            folder.mkdir(parents=True, exist_ok=True)
+            if len(self._folders) >= 4096:
+                self._folders.clear()
+            self._folders.add(folder)
         final = folder / f"{parts[2]}.dcm"
         notes = list(result.warnings)
-        if not _write(ds, final):
+        try:
+            written = _write(ds, final)
+        except FileNotFoundError:  # its folder was removed since: make it again
+            folder.mkdir(parents=True, exist_ok=True)
+            written = _write(ds, final)
+        if not written:
             notes.append("the same output was already in DST (identical file kept)")
         return final.relative_to(dst).as_posix(), notes
 

@@ -27,7 +27,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element
 from pydicom.tag import tag_in_exception
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 
 PIXEL_DATA = 0x7FE00010
 TRANSFER_SYNTAX = 0x00020010
@@ -39,6 +39,7 @@ _META_PRESENT = (0x00020013,)
 _SOP_UIDS = {0x00020002: 0x00080016, 0x00020003: 0x00080018}  # meta tag: dataset tag
 _UID_BYTES = re.compile(rb"[0-9][0-9.]*")
 _LONG = frozenset(EXPLICIT_VR_LENGTH_32)
+_VR_BYTES = {vr.value: vr.value.encode("ascii") for vr in STANDARD_VR}
 _DELIMITER = {True: struct.pack("<HHL", 0xFFFE, 0xE0DD, 0),
               False: struct.pack(">HHL", 0xFFFE, 0xE0DD, 0)}
 _IMPLICIT = struct.Struct("<HHL")
@@ -151,11 +152,13 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, encodings: Any,
     implicit, little = out.is_implicit_VR, out.is_little_endian
     short, long = _EXPLICIT_SHORT[little], _EXPLICIT_LONG[little]
     write, elements = out.write, ds._dict
-    for tag in sorted(elements):
+    # keys are BaseTags, whose comparisons are Python code: sort and compare them as ints
+    for key in sorted(elements, key=int):
+        tag = int(key)
         if tag == skip or (tag & 0xFFFF == 0 and tag >> 16 > 6):
             continue  # retired group lengths are not written (PS3.5 7.2)
-        elem = elements[tag]
-        if isinstance(elem, RawDataElement):
+        elem = elements[key]
+        if elem.__class__ is RawDataElement:
             value, vr = elem.value, elem.VR
             if value.__class__ is bytes and not elem.is_buffered and tag != PIXEL_DATA:
                 undefined = elem.length == 0xFFFFFFFF
@@ -163,16 +166,16 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, encodings: Any,
                 if implicit:
                     write(_IMPLICIT.pack(tag >> 16, tag & 0xFFFF, length))
                 elif vr in _LONG:
-                    write(long.pack(tag >> 16, tag & 0xFFFF, vr.encode("ascii"), length))
-                elif vr is not None and len(vr) == 2 and length <= 0xFFFF:
-                    write(short.pack(tag >> 16, tag & 0xFFFF, vr.encode("ascii"), length))
+                    write(long.pack(tag >> 16, tag & 0xFFFF, _VR_BYTES[vr], length))
+                elif vr in _VR_BYTES and length <= 0xFFFF:
+                    write(short.pack(tag >> 16, tag & 0xFFFF, _VR_BYTES[vr], length))
                 else:  # an error, a change to UN or an odd header: pydicom's own way
-                    with tag_in_exception(tag):
-                        write_data_element(out, ds.get_item(tag), encodings)
+                    with tag_in_exception(key):
+                        write_data_element(out, elem, encodings)
                     continue
                 write(value)
                 if undefined:
                     write(_DELIMITER[little])
                 continue
-        with tag_in_exception(tag):
-            write_data_element(out, ds.get_item(tag), encodings)
+        with tag_in_exception(key):
+            write_data_element(out, ds.get_item(key), encodings)

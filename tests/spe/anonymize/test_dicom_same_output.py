@@ -72,6 +72,12 @@ def corpus(tmp_path_factory) -> Path:
             continue
         (tree / "pydicom" / f"{n:03d}").mkdir(parents=True)
         shutil.copyfile(name, tree / "pydicom" / f"{n:03d}" / f"{Path(name).stem}.dcm")
+    # files that fail, each in its own way
+    whole = next((tree / "synth").rglob("*.dcm")).read_bytes()
+    (tree / "broken").mkdir()
+    (tree / "broken" / "truncated.dcm").write_bytes(whole[:len(whole) // 2])
+    (tree / "broken" / "header-only.dcm").write_bytes(whole[:200])
+    (tree / "broken" / "not-dicom.dcm").write_bytes(b"not a DICOM file at all")
     return tree
 
 
