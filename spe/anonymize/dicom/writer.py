@@ -62,7 +62,9 @@ def part10_bytes(ds: Dataset) -> bytes:
     for tag in _SOP_UIDS.values():
         if tag in ds._dict and not _canonical(ds._dict[tag], "UI"):
             ds[tag]  # noqa: B018 - decoded and re-encoded, as dcmwrite's ds.get() does
-    if PIXEL_DATA in ds._dict:
+    pixels = ds._dict.get(PIXEL_DATA)
+    native = _native_pixels(pixels, syntax)
+    if pixels is not None and not native:
         # as dcmwrite: encapsulated Pixel Data has undefined length, native a defined one
         ds[PIXEL_DATA].is_undefined_length = syntax.is_compressed
     out = DicomBytesIO()
@@ -70,8 +72,19 @@ def part10_bytes(ds: Dataset) -> bytes:
     out.write(getattr(ds, "preamble", None) or b"\0" * 128)
     out.write(b"DICM")
     out.write(_meta_bytes(ds.file_meta))
-    _write_elements(out, ds, ds.get("SpecificCharacterSet", default_encoding))
+    _write_elements(out, ds, ds.get("SpecificCharacterSet", default_encoding),
+                    raw_pixels=native)
     return out.getvalue()
+
+
+def _native_pixels(elem: Any, syntax: UID) -> bool:
+    """True if `elem` is raw native Pixel Data that decoding would leave as it is: dcmwrite
+    decodes it to set its length defined, and writes the same bytes (an even OB or OW
+    value; in implicit VR the VR pydicom would choose is not written)."""
+    return (elem.__class__ is RawDataElement and not syntax.is_compressed
+            and elem.value.__class__ is bytes and not elem.is_buffered
+            and elem.length != 0xFFFFFFFF and len(elem.value) % 2 == 0
+            and (elem.VR in ("OB", "OW") or (elem.VR is None and syntax.is_implicit_VR)))
 
 
 def _plan(ds: Dataset) -> UID | None:
@@ -147,7 +160,7 @@ def _meta_bytes(meta: Dataset) -> bytes | None:
 
 
 def _write_elements(out: DicomBytesIO, ds: Dataset, encodings: Any,
-                    skip: int | None = None) -> None:
+                    skip: int | None = None, raw_pixels: bool = False) -> None:
     """The elements of `ds` in tag order as `write_dataset` writes them."""
     implicit, little = out.is_implicit_VR, out.is_little_endian
     short, long = _EXPLICIT_SHORT[little], _EXPLICIT_LONG[little]
@@ -160,7 +173,8 @@ def _write_elements(out: DicomBytesIO, ds: Dataset, encodings: Any,
         elem = elements[key]
         if elem.__class__ is RawDataElement:
             value, vr = elem.value, elem.VR
-            if value.__class__ is bytes and not elem.is_buffered and tag != PIXEL_DATA:
+            if value.__class__ is bytes and not elem.is_buffered \
+                    and (tag != PIXEL_DATA or raw_pixels):
                 undefined = elem.length == 0xFFFFFFFF
                 length = 0xFFFFFFFF if undefined else len(value)
                 if implicit:
