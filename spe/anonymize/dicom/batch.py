@@ -53,8 +53,8 @@ MAX_BATCH = 64  # files per task; small enough for the last batches to spread ov
 _SAFE_UID = re.compile(r"[0-9][0-9.]{0,63}")
 # A UID read as bytes that decodes to a value _SAFE_UID accepts, padded as UIDs are.
 _SAFE_UID_BYTES = re.compile(rb"[0-9][0-9.]{0,63}\0?")
-_NAMING = ((0x0020000D, "StudyInstanceUID"), (0x0020000E, "SeriesInstanceUID"),
-           (0x00080018, "SOPInstanceUID"))
+_NAMING = {"StudyInstanceUID": 0x0020000D, "SeriesInstanceUID": 0x0020000E,
+           "SOPInstanceUID": 0x00080018}
 _PIXELS_MISSING = ("the pixel cleaner (spe.anonymize.dicom.pixels: PixelCleaner, "
                    "BurnedInExcluded) is not available: {error}")
 
@@ -306,7 +306,8 @@ class _Worker:
         _check_complete(ds)
         result = self.engine.apply(ds)  # the pixel cleaner runs inside, on every object
         _written_here(ds)
-        parts = [_uid_part(ds, tag, keyword) for tag, keyword in _NAMING]
+        parts = [_uid_part(ds, k) for k in
+                 ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
         folder = dst.joinpath(*parts[:2])
         if folder not in self._folders:  # a series' files share their folder
             folder.mkdir(parents=True, exist_ok=True)
@@ -393,8 +394,8 @@ def _check_complete(ds: Any) -> None:
                              f"{elem.tag.element:04X})")
 
 
-def _uid_part(ds: Any, tag: int, keyword: str) -> str:
-    raw = ds._dict.get(tag)
+def _uid_part(ds: Any, keyword: str) -> str:
+    raw = ds._dict.get(_NAMING[keyword])
     value = getattr(raw, "value", None)
     if getattr(raw, "is_raw", False) and isinstance(value, bytes) \
             and _SAFE_UID_BYTES.fullmatch(value):
