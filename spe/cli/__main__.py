@@ -1,3 +1,3 @@
-from spe.cli.main import main
+from spe.cli import main
 
 main()

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,10 @@ Progress = Callable[[int, int], None]
 
 MAX_BATCH = 64  # files per task; small enough for the last batches to spread over workers
 _SAFE_UID = re.compile(r"[0-9][0-9.]{0,63}")
+# A UID read as bytes that decodes to a value _SAFE_UID accepts, padded as UIDs are.
+_SAFE_UID_BYTES = re.compile(rb"[0-9][0-9.]{0,63}\0?")
+_NAMING = {"StudyInstanceUID": 0x0020000D, "SeriesInstanceUID": 0x0020000E,
+           "SOPInstanceUID": 0x00080018}
 _PIXELS_MISSING = ("the pixel cleaner (spe.anonymize.dicom.pixels: PixelCleaner, "
                    "BurnedInExcluded) is not available: {error}")
 
@@ -250,6 +255,7 @@ class _Worker:
         self.cleaner = PixelCleaner()
         self.engine = Deidentifier(options, key, safe_private=set(safe_private),
                                    pixel_cleaner=self.cleaner)
+        self._folders: set[Path] = set()
 
     def run(self, src: str, dst: str, files: list[str]) -> list[_Outcome]:
         with warnings.catch_warnings():
@@ -286,10 +292,13 @@ class _Worker:
         if isinstance(source, pydicom.Dataset):
             ds = source
         else:
+            if not isinstance(source, bytes):
+                # parsing from memory is faster than through a buffered file
+                with open(source, "rb") as file:
+                    source = file.read()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                ds = pydicom.dcmread(io.BytesIO(source) if isinstance(source, bytes)
-                                     else source, force=False)
+                ds = pydicom.dcmread(io.BytesIO(source), force=False)
             for warning in caught:
                 text = str(warning.message)
                 if "EOF" in text or "end of file" in text.lower():
@@ -300,10 +309,19 @@ class _Worker:
         parts = [_uid_part(ds, k) for k in
                  ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
         folder = dst.joinpath(*parts[:2])
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder not in self._folders:  # a series' files share their folder
+            folder.mkdir(parents=True, exist_ok=True)
+            if len(self._folders) >= 4096:
+                self._folders.clear()
+            self._folders.add(folder)
         final = folder / f"{parts[2]}.dcm"
         notes = list(result.warnings)
-        if not _write(ds, final):
+        try:
+            written = _write(ds, final)
+        except FileNotFoundError:  # its folder was removed since: make it again
+            folder.mkdir(parents=True, exist_ok=True)
+            written = _write(ds, final)
+        if not written:
             notes.append("the same output was already in DST (identical file kept)")
         return final.relative_to(dst).as_posix(), notes
 
@@ -333,13 +351,32 @@ def _written_here(ds: Any) -> None:
     """The output names this implementation as the one that wrote it (PS3.10 7.1), not the
     input's: the same object gives the same file whether it came from a file (whose meta
     names the modality's software) or over DICOM networking (which carries no file meta)."""
-    from pydicom import __version__
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
-
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        meta.ImplementationVersionName = f"PYDICOM {__version__}"[:16]
+        elements = meta._dict
+        for raw in _implementation():  # immutable: shared between datasets
+            elements[raw.tag] = raw
+
+
+@cache
+def _implementation() -> tuple[Any, ...]:
+    """Implementation Class UID and Version Name as pydicom encodes them in the file meta
+    (explicit VR little endian), encoded once rather than validated and set per file."""
+    from pydicom import __version__
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+    from pydicom.filewriter import write_dataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+
+    meta = FileMetaDataset()
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"PYDICOM {__version__}"[:16]
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR, buffer.is_little_endian = False, True
+    write_dataset(buffer, meta)
+    buffer.seek(0)
+    return tuple(read_dataset(buffer, False, True)._dict.values())
 
 
 def _check_complete(ds: Any) -> None:
@@ -358,6 +395,14 @@ def _check_complete(ds: Any) -> None:
 
 
 def _uid_part(ds: Any, keyword: str) -> str:
+    raw = ds._dict.get(_NAMING[keyword])
+    value = getattr(raw, "value", None)
+    if getattr(raw, "is_raw", False) and isinstance(value, bytes) \
+            and _SAFE_UID_BYTES.fullmatch(value):
+        text = value.rstrip(b"\0")
+        if len(value) == len(text) + len(text) % 2:
+            # what decoding it gives, and left undecoded: writing it gives the same bytes
+            return text.decode("ascii")
     elem = ds.get(keyword)
     value = str(elem).strip().rstrip("\0") if elem is not None else ""
     if not value:
@@ -370,9 +415,13 @@ def _uid_part(ds: Any, keyword: str) -> str:
 def _write(ds: Any, final: Path) -> bool:
     """Write to a hidden temporary next to `final`, then give it its name; never leave the
     temporary behind. False if an identical file was there already."""
+    from spe.anonymize.dicom.writer import part10_bytes
+
     tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.partial")
     try:
-        ds.save_as(tmp, enforce_file_format=True)
+        data = part10_bytes(ds)
+        with open(tmp, "wb") as out:
+            out.write(data)
         try:
             os.link(tmp, final)  # atomic and never replaces an existing file
         except FileExistsError:
