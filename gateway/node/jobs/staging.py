@@ -110,6 +110,23 @@ class StagedExtract:
     cached: bool
 
 
+#: The most processes a staging uses when SPE_STAGING_WORKERS is 0 (one per core): past
+#: this the disk, not the cores, bounds a folder's staging, and each holds datasets.
+MAX_AUTO_WORKERS = 8
+
+
+def staging_workers(setting: int) -> int:
+    """The processes a staging uses for SPE_STAGING_WORKERS=`setting` (0: one per core
+    this process may run on, at most `MAX_AUTO_WORKERS`)."""
+    if setting > 0:
+        return setting
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_WORKERS, cores))
+
+
 def permit_status(permit: PermitLike, today: date) -> str:
     """The status the anonymisation policy reads: "active" only for an issued permit
     inside its period."""
@@ -129,7 +146,9 @@ def stage(permit: PermitLike, *, node: NodeConfig, settings: Settings, policy: P
     """Stage `permit`'s extract for `data_version` (see the module doc), or reuse it.
 
     `studies`: the Study Instance UIDs to retrieve from a PACS source (the node's index at
-    `data_version`); None lists them from the source. A folder source stages its files."""
+    `data_version`); None lists them from the source. A folder source stages its files.
+    `workers`: processes, as SPE_STAGING_WORKERS (0: `staging_workers`' default)."""
+    workers = staging_workers(workers)
     pid = str(permit.pid)
     for name, value in (("permit id", pid), ("data version", data_version)):
         if not _SEGMENT.fullmatch(value or ""):
