@@ -8,16 +8,13 @@ asserted.
 
     python benchmarks/sandbox.py [--runs 30] [--patients 150]
 
-Then the staging throughput of a permit's extract (gateway.node.jobs.staging: de-identify a
-synthetic site's DICOM and FHIR with the permit's key, measure risk, write the report),
-in DICOM files per second, against a plain pydicom read-and-write round trip of the same
-files in the same run, with one worker each.
+Then the staging throughput of a permit's extract, measured by benchmarks/staging.py (one
+round; run that script alone for more).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -69,49 +66,14 @@ def main() -> None:
 
 
 def staging(patients: int) -> None:
-    from datetime import date, timedelta
-    from types import SimpleNamespace
+    """The staging figures, measured by benchmarks/staging.py (which also runs alone)."""
+    here = Path(__file__).resolve().parent
+    if str(here.parent) not in sys.path:
+        sys.path.insert(0, str(here.parent))
+    from benchmarks import staging as staging_benchmark
+    from benchmarks.report import print_table
 
-    import pydicom
-
-    from gateway.node.config import NodeConfig
-    from gateway.node.jobs.staging import stage
-    from spe.policy import make_policy_service
-    from spe.settings import Settings
-    from spe.synth import generate
-
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        generate(work / "synth", institutions=1, patients=patients, seed=5)
-        site = next(p for p in (work / "synth").iterdir() if p.is_dir())
-        files = sorted((site / "dicom").rglob("*.dcm"))
-        t = time.perf_counter()
-        for i, path in enumerate(files):
-            pydicom.dcmread(path).save_as(work / f"rt-{i}.dcm")
-        baseline = len(files) / (time.perf_counter() - t)
-        settings = Settings(data_dir=work)
-        permit = SimpleNamespace(pid="P-bench", form="pseudonymised", status="issued",
-                                 start=date.today() - timedelta(days=1),
-                                 end=date.today() + timedelta(days=30))
-        node = NodeConfig("site", "site", f"sqlite:///{work / 'n.db'}",
-                          dicom=f"folder:{site / 'dicom'}", fhir=f"ndjson:{site / 'fhir'}")
-        policy = make_policy_service(settings)
-        t = time.perf_counter()
-        staged = stage(permit, node=node, settings=settings, policy=policy,
-                       cache_dir=work / "cache", data_version="v1")
-        rate = len(files) / (time.perf_counter() - t)
-        cores = os.cpu_count() or 1
-        t = time.perf_counter()
-        stage(permit, node=node, settings=settings, policy=policy, cache_dir=work / "cache-n",
-              data_version="v1", workers=cores)
-        rate_n = len(files) / (time.perf_counter() - t)
-    print(f"staging: {len(files)} DICOM files and their FHIR records of {patients} patients; "
-          f"risk k = {staged.report.get('risk', {}).get('k')}")
-    print(f"  plain pydicom round trip      {baseline:7.0f} files/s")
-    print(f"  staged extract (one worker)   {rate:7.0f} files/s  "
-          f"(ratio {rate / baseline:.2f}; FHIR, layer 3 in the files, the report)")
-    print(f"  staged extract ({cores} workers)   {rate_n:7.0f} files/s  "
-          f"(ratio {rate_n / baseline:.2f}; SPE_STAGING_WORKERS={cores})")
+    print_table(staging_benchmark.figures(["--patients", str(patients), "--rounds", "1"]))
 
 
 if __name__ == "__main__":

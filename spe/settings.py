@@ -136,8 +136,9 @@ class Settings(BaseSettings):
     # Job workers each node runs in its own process (threads; 0: jobs queue for others).
     node_workers: int = Field(default=1, ge=0, le=64)
     # Processes that de-identify one permit's extract (DICOM and FHIR) while it is staged;
-    # they share the machine with running jobs, so one unless it has cores to spare.
-    staging_workers: int = Field(default=1, ge=1, le=64)
+    # 0: one per core this process may use, at most 8 (gateway/node/jobs/staging.py
+    # `staging_workers`). Set it lower where staging must leave cores to running jobs.
+    staging_workers: int = Field(default=0, ge=0, le=64)
 
     # --- The job sandbox (spe/sandbox). Production refuses each setting that weakens it.
     # bubblewrap (default `bwrap` on PATH); in production a root-owned file only root

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,10 @@ from typing import Any
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 #: Where spe.anonymize.risk_apply writes a generalised age (kept here: it imports this).
 AGE_BAND_URL = "urn:spe:fhir:extension:age-band-at-first-study"
+
+
+#: Records of a DICOM extract's patients whose ids are not in the given set (see load_records).
+DicomRecords = Callable[[set[str]], list[dict[str, Any]]]
 
 
 class ExtractError(Exception):
@@ -75,18 +79,23 @@ def extract_folders(folder: Path) -> tuple[Path | None, Path | None]:
     return None, dicom
 
 
-def load_records(fhir_dir: Path | None, dicom_dir: Path | None = None) -> list[dict[str, Any]]:
+def load_records(fhir_dir: Path | None, dicom_dir: Path | None = None, *,
+                 dicom: DicomRecords | None = None) -> list[dict[str, Any]]:
     """The measured records of an extract, the one reading `spe risk` and the node's staging
     share: the FHIR Patients' (`load_fhir_extract`, when `fhir_dir` holds Patient.ndjson),
     then one per DICOM PatientID under `dicom_dir` that no Patient's identifier carries
-    (`load_dicom_extract`), whose id is that PatientID."""
+    (`load_dicom_extract`), whose id is that PatientID. `dicom`, when given, stands for the
+    DICOM folder: it gives those records from headers its caller still holds in memory
+    (staging measures what it is about to write without reading it back)."""
     records: list[dict[str, Any]] = []
     linked: set[str] = set()
     if fhir_dir is not None and (Path(fhir_dir) / "Patient.ndjson").is_file():
         records = load_fhir_extract(fhir_dir)
         linked = {value for patient in read_ndjson(Path(fhir_dir) / "Patient.ndjson")
                   for value in identifier_values(patient)}
-    if dicom_dir is not None and Path(dicom_dir).is_dir():
+    if dicom is not None:
+        records += dicom(linked)
+    elif dicom_dir is not None and Path(dicom_dir).is_dir():
         records += load_dicom_extract(dicom_dir, skip_ids=linked)
     return records
 
@@ -251,6 +260,10 @@ DICOM_SEX = {"M": "male", "F": "female", "O": "other"}
 _AGE_UNITS = {"Y": 1, "M": 12, "W": 52, "D": 365}
 
 
+#: The DICOM attributes the quasi-identifiers of a DICOM-only patient are read from.
+DICOM_QI_TAGS = ("PatientID", "PatientAge", "PatientBirthDate", "PatientSex", "StudyDate")
+
+
 def load_dicom_extract(folder: Path, skip_ids: Iterable[str] = ()) -> list[dict[str, Any]]:
     """One quasi-identifier record per PatientID in the DICOM files under `folder`, sorted
     by PatientID; patients in `skip_ids` (already measured from FHIR) are left out. A file
@@ -261,15 +274,33 @@ def load_dicom_extract(folder: Path, skip_ids: Iterable[str] = ()) -> list[dict[
     from pydicom.errors import InvalidDicomError
 
     folder = Path(folder)
+
+    def headers() -> Iterator[tuple[str, Any]]:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                     specific_tags=list(DICOM_QI_TAGS))
+            except (InvalidDicomError, OSError, ValueError, EOFError):
+                continue
+            yield path.relative_to(folder).as_posix(), ds
+
+    return dicom_records(headers(), skip_ids)
+
+
+def dicom_qi_values(ds: Any) -> dict[str, Any]:
+    """The `DICOM_QI_TAGS` a dataset holds (an attribute present but empty included), as
+    `dicom_records` reads them: for a caller that measures datasets it still holds."""
+    return {name: ds.get(name) for name in DICOM_QI_TAGS if name in ds}
+
+
+def dicom_records(headers: Iterable[tuple[str, Any]],
+                  skip_ids: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """`load_dicom_extract` over (path under the folder, headers) pairs given in the order
+    of the sorted paths; headers are a dataset or a `dicom_qi_values` dict."""
     skip = set(skip_ids)
-    tags = ["PatientID", "PatientAge", "PatientBirthDate", "PatientSex", "StudyDate"]
     seen: dict[str, dict[str, Any]] = {}
     all_studies: list[date] = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            continue
+    for where, ds in headers:
         try:
             study = dicom_date(ds.get("StudyDate"))
         except ValueError:
@@ -279,7 +310,6 @@ def load_dicom_extract(folder: Path, skip_ids: Iterable[str] = ()) -> list[dict[
         pid = str(ds.get("PatientID") or "")
         if not pid or pid in skip:
             continue
-        where = path.relative_to(folder).as_posix()
         entry = seen.setdefault(pid, {"ages": [], "births": set(), "studies": [],
                                       "sexes": set()})
         age = _dicom_age(str(ds.get("PatientAge") or ""), where)

@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from spe.anonymize.extract import (
     AGE_BAND_URL,
@@ -84,28 +84,43 @@ class FileReduction:
     error: str | None = None
 
 
+class HeldDicom(Protocol):
+    """A DICOM extract its caller still holds in memory, de-identified but not yet written
+    (gateway/node/jobs/staging_once.py): layer 3 measures and changes it there, so each file
+    is written once."""
+
+    def records(self, skip_ids: set[str]) -> list[dict[str, Any]]:
+        """As `load_dicom_extract` would read them from the written files."""
+
+    def apply(self, gone: set[str], drop: list[str], applied: Applied) -> None:
+        """As `_apply_dicom` would do to the written files."""
+
+
 def reduce_files(fhir_dir: Path, dicom_dir: Path | None, records: list[dict[str, Any]], *,
                  k_min: int | None, max_risk: float | None, max_suppression: float,
-                 weights: dict[str, float] | None = None) -> FileReduction:
+                 weights: dict[str, float] | None = None,
+                 dicom: HeldDicom | None = None) -> FileReduction:
     """Generalise and suppress `records` (read from these folders by `load_records`) until
     the threshold holds, write that into the files, and measure them again (see the module
-    doc)."""
+    doc). With `dicom`, the DICOM part is measured and changed there instead of in
+    `dicom_dir`."""
     k_wanted = k_for(k_min, max_risk)
     kept, planned, steps = reduce(records, k_min=k_min, max_risk=max_risk,
                                   max_suppression=max_suppression, weights=weights)
     applied = apply_reduction(fhir_dir, dicom_dir, patient_ids=[r["id"] for r in records],
                               kept=kept, levels=planned.levels,
-                              rare=rare_code_set(records))
+                              rare=rare_code_set(records), dicom=dicom)
     rounds = 0
     try:
         while True:
-            now = load_records(fhir_dir, dicom_dir)
+            now = load_records(fhir_dir, dicom_dir,
+                               dicom=dicom.records if dicom is not None else None)
             if measure(now).k >= k_wanted or rounds == SUPPRESSION_ROUNDS:
                 return FileReduction(planned, steps, applied, rounds, now)
             rounds += 1
             left, _, _ = reduce(now, k_min=k_min, max_risk=max_risk, max_suppression=1.0)
             more = apply_reduction(fhir_dir, dicom_dir, patient_ids=[r["id"] for r in now],
-                                   kept=left, levels={}, rare=set())
+                                   kept=left, levels={}, rare=set(), dicom=dicom)
             for name, value in more.to_dict().items():
                 setattr(applied, name, getattr(applied, name) + value)
     except ExtractError as exc:
@@ -114,10 +129,10 @@ def reduce_files(fhir_dir: Path, dicom_dir: Path | None, records: list[dict[str,
 
 def apply_reduction(fhir_dir: Path, dicom_dir: Path | None, *, patient_ids: Iterable[str],
                     kept: list[dict[str, Any]], levels: dict[str, int],
-                    rare: set[str]) -> Applied:
+                    rare: set[str], dicom: HeldDicom | None = None) -> Applied:
     """Rewrite the staged files to `kept` (the records `reduce` returned, generalised to
     `levels`); `patient_ids` are all the measured patients, `rare` the codes reduce judged
-    rare."""
+    rare. `dicom`: see `reduce_files`."""
     applied = Applied()
     by_id = {r["id"]: r for r in kept}
     gone = {pid for pid in patient_ids if pid not in by_id}
@@ -162,7 +177,10 @@ def apply_reduction(fhir_dir: Path, dicom_dir: Path | None, *, patient_ids: Iter
         _rewrite(path, other, raw=True)
     if dicom_dir is not None and dicom_dir.is_dir() and (
             gone_identifiers or levels.get("age", 0) >= 1 or levels.get("sex", 0) >= 1):
-        _apply_dicom(dicom_dir, gone_identifiers, levels, applied)
+        if dicom is not None:
+            dicom.apply(gone_identifiers, dicom_drop(levels), applied)
+        else:
+            _apply_dicom(dicom_dir, gone_identifiers, levels, applied)
     return applied
 
 
@@ -219,16 +237,28 @@ def _rewrite(path: Path, change, *, raw: bool = False) -> None:
     os.replace(tmp, path)
 
 
-def _apply_dicom(dicom_dir: Path, gone: set[str], levels: dict[str, int],
-                 applied: Applied) -> None:
-    import pydicom
-
+def dicom_drop(levels: dict[str, int]) -> list[str]:
+    """The DICOM attributes the generalisation `levels` take away."""
     drop = []
     if levels.get("age", 0) >= 1:
         drop += ["PatientBirthDate", "PatientAge"]
     if levels.get("sex", 0) >= 1:
         drop.append("PatientSex")
-    for path in sorted(p for p in dicom_dir.rglob("*") if p.is_file()):
+    return drop
+
+
+def _apply_dicom(dicom_dir: Path, gone: set[str], levels: dict[str, int],
+                 applied: Applied) -> None:
+    paths = sorted(p for p in dicom_dir.rglob("*") if p.is_file())
+    apply_to_files(paths, gone, dicom_drop(levels), applied)
+
+
+def apply_to_files(paths: Iterable[Path], gone: set[str], drop: list[str],
+                   applied: Applied) -> None:
+    """Remove the files of `gone` PatientIDs and take `drop` out of the others, in place."""
+    import pydicom
+
+    for path in paths:
         ds = pydicom.dcmread(path, force=True)
         if str(ds.get("PatientID", "")) in gone:
             path.unlink()

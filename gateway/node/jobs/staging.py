@@ -64,7 +64,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -81,6 +81,7 @@ from gateway.node.jobs.staging_remote import (
 )
 from gateway.node.sources.base import SourceError, StudyRecord
 from spe.anonymize.extract import load_records
+from spe.anonymize.risk_apply import HeldDicom
 from spe.policy.service import PolicyService
 from spe.settings import Settings
 
@@ -109,6 +110,23 @@ class StagedExtract:
     cached: bool
 
 
+#: The most processes a staging uses when SPE_STAGING_WORKERS is 0 (one per core): past
+#: this the disk, not the cores, bounds a folder's staging, and each holds datasets.
+MAX_AUTO_WORKERS = 8
+
+
+def staging_workers(setting: int) -> int:
+    """The processes a staging uses for SPE_STAGING_WORKERS=`setting` (0: one per core
+    this process may run on, at most `MAX_AUTO_WORKERS`)."""
+    if setting > 0:
+        return setting
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_WORKERS, cores))
+
+
 def permit_status(permit: PermitLike, today: date) -> str:
     """The status the anonymisation policy reads: "active" only for an issued permit
     inside its period."""
@@ -128,7 +146,9 @@ def stage(permit: PermitLike, *, node: NodeConfig, settings: Settings, policy: P
     """Stage `permit`'s extract for `data_version` (see the module doc), or reuse it.
 
     `studies`: the Study Instance UIDs to retrieve from a PACS source (the node's index at
-    `data_version`); None lists them from the source. A folder source stages its files."""
+    `data_version`); None lists them from the source. A folder source stages its files.
+    `workers`: processes, as SPE_STAGING_WORKERS (0: `staging_workers`' default)."""
+    workers = staging_workers(workers)
     pid = str(permit.pid)
     for name, value in (("permit id", pid), ("data version", data_version)):
         if not _SEGMENT.fullmatch(value or ""):
@@ -332,7 +352,19 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
            dicom_src: Path | RemoteDicom | None, fhir_src: Path | None, out: Path,
            data_version: str, progress: Progress | None, workers: int,
            studies: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    from spe.anonymize.dicom.batch import BatchError, deidentify_tree
+    # A folder's DICOM tree is held by worker processes until layer 3 is written into it;
+    # they end with the build, however it ends.
+    with ExitStack() as cleanup:
+        return _build_in(permit, decision, settings, dicom_src, fhir_src, out, data_version,
+                         progress, workers, studies, cleanup)
+
+
+def _build_in(permit: PermitLike, decision: dict[str, Any], settings: Settings,
+              dicom_src: Path | RemoteDicom | None, fhir_src: Path | None, out: Path,
+              data_version: str, progress: Progress | None, workers: int,
+              studies: Sequence[str], cleanup: ExitStack,
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    from gateway.node.jobs.staging_once import BatchError, HeldTree, hold_tree
     from spe.anonymize.fhir_batch import NdjsonError, deidentify_ndjson
     from spe.anonymize.pseudonyms import PermitKey
 
@@ -346,6 +378,7 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
     except ValueError as exc:
         raise StagingError(f"no usable pseudonym key: {exc}", status_code=500) from None
     out.mkdir(parents=True, exist_ok=True)
+    held: HeldTree | None = None
 
     dicom: dict[str, Any] = {"source": dicom_src is not None, "files_in": 0, "files_out": 0,
                              "excluded": 0, "failed": 0, "seconds": 0.0}
@@ -365,10 +398,13 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
                 operator_files.append({**item, "ref": ref, "outcome": outcome})
     elif dicom_src is not None:
         try:
-            result = deidentify_tree(
+            # Read once, written once after layer 3 (staging_once.py); same files as
+            # deidentify_tree followed by risk_apply's rewrite.
+            result = held = hold_tree(
                 dicom_src, out / "dicom", key, workers=workers,
                 progress=(lambda done, total: progress("dicom", done, total))
                 if progress else None)
+            cleanup.callback(held.close)
         except BatchError as exc:
             raise StagingError(f"DICOM staging refused: {exc}") from None
         except (ImportError, OSError) as exc:
@@ -414,7 +450,12 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
     if progress:
         progress("risk", 0, 1)
     (out / ".risk").touch()  # from here the files change in place: no resuming
-    risk = _risk(out / "fhir", out / "dicom", decision)
+    risk = _risk(out / "fhir", out / "dicom", decision, held)
+    if held is not None:
+        try:
+            held.write()
+        except OSError as exc:
+            raise StagingError(f"DICOM staging failed: {exc}", status_code=500) from None
     if progress:
         progress("risk", 1, 1)
 
@@ -441,10 +482,12 @@ def _build(permit: PermitLike, decision: dict[str, Any], settings: Settings,
     return report, operator
 
 
-def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any]) -> dict[str, Any]:
+def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any],
+          held: HeldDicom | None = None) -> dict[str, Any]:
     """Measure the staged extract's re-identification risk and, when it is above the
     policy's threshold, generalise and suppress (Datafly, `risk.reduce`) and write that
-    into the files (`risk_apply`), then measure the files again."""
+    into the files (`risk_apply`), then measure the files again. `held`: the DICOM tree
+    still in memory (staging_once.py), measured and changed there, as if written."""
     from spe.anonymize.extract import ExtractError
     from spe.anonymize.risk import k_for, measure
     from spe.anonymize.risk_apply import reduce_files
@@ -457,7 +500,8 @@ def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any]) -> dict[str
         return {**base, "measured": False, "ok": True,
                 "reason": "the policy does not ask for the risk layer"}
     try:
-        records = load_records(fhir_dir, dicom_dir)
+        records = load_records(fhir_dir, dicom_dir,
+                               dicom=held.records if held is not None else None)
     except ExtractError as exc:
         return {**base, "measured": False, "ok": False, "reason": str(exc)}
     if not records:
@@ -481,7 +525,7 @@ def _risk(fhir_dir: Path, dicom_dir: Path, decision: dict[str, Any]) -> dict[str
         return out
     done = reduce_files(fhir_dir, dicom_dir, records, k_min=k_min, max_risk=max_risk,
                         max_suppression=decision["max_suppression"],
-                        weights=decision["qi_weights"])
+                        weights=decision["qi_weights"], dicom=held)
     if done.records is not None:
         out.update(figures(done.records))
     else:

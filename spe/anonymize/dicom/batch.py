@@ -325,6 +325,64 @@ class _Worker:
             notes.append("the same output was already in DST (identical file kept)")
         return final.relative_to(dst).as_posix(), notes
 
+    def in_memory(self, path: Path) -> tuple[Any, str, list[str]]:
+        """`_deidentify` of a file without the write: the de-identified dataset, its output
+        path relative to DST and the notes, for a caller that changes the dataset further
+        before writing it once with `write_new` (the node's staging applies layer 3 so).
+        Raises what `_deidentify` raises; `outcome_of` turns that into a report line."""
+        import pydicom
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, force=False)
+        for warning in caught:
+            text = str(warning.message)
+            if "EOF" in text or "end of file" in text.lower():
+                raise _FileProblem(f"truncated: {_first_line(text)}")
+        _check_complete(ds)
+        result = self.engine.apply(ds)
+        _written_here(ds)
+        parts = [_uid_part(ds, k) for k in
+                 ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+        return ds, f"{parts[0]}/{parts[1]}/{parts[2]}.dcm", list(result.warnings)
+
+    def outcome_of(self, name: str, exc: BaseException) -> tuple[str, str]:
+        """(status, reason) of a file whose `in_memory` or `write_new` raised `exc`, as
+        `one` reports it."""
+        if isinstance(exc, self.excluded_error):
+            return "excluded", _first_line(exc) or "burned-in annotation"
+        return "failed", _reason(exc)
+
+
+def write_new(ds: Any, final: Path) -> bool:
+    """Write `ds` to `final` as `deidentify_tree` writes its outputs (a hidden temporary,
+    then the name, never replacing another file); False if an identical file was there."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return _write(ds, final)
+
+
+def commit_new(tmp: Path, final: Path) -> bool:
+    """The second half of `_write` for a temporary written earlier (by another process):
+    give it its final name as `_write` does, and remove it. False if an identical file was
+    there; FileExistsError (with `_write`'s reason) if another one was."""
+    try:
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            if not filecmp.cmp(tmp, final, shallow=False):
+                raise FileExistsError(
+                    "an output file of the same name exists with other content (another "
+                    "input with the same SOPInstanceUID, or an earlier run into DST)") from None
+            return False
+        except OSError:
+            os.replace(tmp, final)
+        return True
+    finally:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+
 
 class InstanceDeidentifier:
     """The batch's treatment of one object at a time, for objects that arrive over the
