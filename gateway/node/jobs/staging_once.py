@@ -40,6 +40,7 @@ from spe.anonymize.dicom.batch import (
 )
 from spe.anonymize.dicom.files import walk
 from spe.anonymize.dicom.options import Options
+from spe.anonymize.dicom.writer import part10_bytes
 from spe.anonymize.extract import dicom_qi_values, dicom_records
 from spe.anonymize.processes import pool_context
 from spe.anonymize.risk_apply import Applied, apply_to_files
@@ -271,7 +272,7 @@ class _Holder:
             final.parent.mkdir(parents=True, exist_ok=True)
             self.spilled += 1
             tmp = final.with_name(f".{final.name}.{os.getpid()}.{self.spilled}.partial")
-            ds.save_as(tmp, enforce_file_format=True)
+            tmp.write_bytes(part10_bytes(ds))  # the bytes _write would write
         except Exception as exc:  # a third-party parser on untrusted files
             status, reason = self.worker.outcome_of(name, exc)
             return (status, reason, "", [], {}, False, "")

@@ -284,7 +284,10 @@ class _Worker:
             return _Outcome(name, "failed", _reason(exc))
         return _Outcome(name, "done", output=output, warnings=notes)
 
-    def _deidentify(self, source: Any, dst: Path) -> tuple[str, list[str]]:
+    def _prepared(self, source: Any) -> tuple[Any, list[str], list[str]]:
+        """A file (path, Part-10 bytes or a Dataset read from them) read, checked and
+        de-identified in memory: the dataset, its output name's three UID parts and the
+        notes. Raises what a file's problems raise; the callers turn that into its line."""
         import io
 
         import pydicom
@@ -308,6 +311,10 @@ class _Worker:
         _written_here(ds)
         parts = [_uid_part(ds, k) for k in
                  ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+        return ds, parts, list(result.warnings)
+
+    def _deidentify(self, source: Any, dst: Path) -> tuple[str, list[str]]:
+        ds, parts, notes = self._prepared(source)
         folder = dst.joinpath(*parts[:2])
         if folder not in self._folders:  # a series' files share their folder
             folder.mkdir(parents=True, exist_ok=True)
@@ -315,7 +322,6 @@ class _Worker:
                 self._folders.clear()
             self._folders.add(folder)
         final = folder / f"{parts[2]}.dcm"
-        notes = list(result.warnings)
         try:
             written = _write(ds, final)
         except FileNotFoundError:  # its folder was removed since: make it again
@@ -330,21 +336,8 @@ class _Worker:
         path relative to DST and the notes, for a caller that changes the dataset further
         before writing it once with `write_new` (the node's staging applies layer 3 so).
         Raises what `_deidentify` raises; `outcome_of` turns that into a report line."""
-        import pydicom
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(path, force=False)
-        for warning in caught:
-            text = str(warning.message)
-            if "EOF" in text or "end of file" in text.lower():
-                raise _FileProblem(f"truncated: {_first_line(text)}")
-        _check_complete(ds)
-        result = self.engine.apply(ds)
-        _written_here(ds)
-        parts = [_uid_part(ds, k) for k in
-                 ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
-        return ds, f"{parts[0]}/{parts[1]}/{parts[2]}.dcm", list(result.warnings)
+        ds, parts, notes = self._prepared(path)
+        return ds, f"{parts[0]}/{parts[1]}/{parts[2]}.dcm", notes
 
     def outcome_of(self, name: str, exc: BaseException) -> tuple[str, str]:
         """(status, reason) of a file whose `in_memory` or `write_new` raised `exc`, as
