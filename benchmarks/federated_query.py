@@ -10,8 +10,15 @@ own process on loopback, and measures in the same run:
    hub context signed here with the hub's key, over mutual TLS with the hub's certificate),
    sequentially, interleaved with 1. round by round: p50 and p95 per node. The hub's
    overhead is the ratio of its p50 (and p95) to that of the slowest node (highest p50);
-3. throughput with 50 concurrent clients (asyncio, one connection and one researcher each)
-   through the hub: requests per second and p50 / p95 under load.
+3. throughput with 50 concurrent clients (asyncio and aiohttp, one connection and one
+   researcher each) straight to all three nodes at once (the baseline, a context signed
+   per node as the hub does), then through the hub: queries per second, p50 / p95 under
+   load, and the CPU time each server process spent per query (from /proc).
+
+`figures()` gives two ratios for benchmarks/throughput.py, both against the nodes asked
+directly in the same run (issue 22's targets): the hub's p95 under 50 clients over that of
+all three nodes asked at once under the same load (with the absolute p95 against 250 ms),
+and the hub's sequential p50 over that of all three nodes asked at once (at most 1.1).
 
 A stratified query (by sex and age band) through the hub is timed as extra information.
 
@@ -31,7 +38,7 @@ queries (policies/query); repeating one query gives the same (perturbed) answer.
 Servers log at warning level (no access log). Timings are printed, never asserted.
 
     python benchmarks/federated_query.py [--patients 10000] [--rounds 100] [--clients 50]
-        [--duration 15] [--data DIR]
+        [--duration 15] [--data DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -458,6 +465,25 @@ async def load(fed: Federation, run: str, clients: int, duration: float, *,
     return out
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User and system CPU time of each process so far (Linux /proc; empty elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {}
+    for role, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return {}
+        out[role] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
+
+
+def per_query(start: dict[str, float], end: dict[str, float], got: Load) -> dict[str, float]:
+    if not start or not end or not got.complete:
+        return {}
+    return {role: (end[role] - start[role]) * 1000 / got.complete for role in start}
+
+
 @dataclass
 class Load:
     latencies: list[float] = field(default_factory=list)  # of every complete response
@@ -523,10 +549,16 @@ def figures(argv: list[str] | None = None) -> list[Figure]:
             seq.run(args.rounds, args.warmup)
             via_hub, direct = seq.agree()
             strat_times, strat = stratified(fed, run, args.stratified_rounds)
-            # The same load straight to the nodes, then through the hub.
+            # The same load straight to the nodes, then through the hub; the CPU each
+            # server process used meanwhile, per query (a figure the other loads on the
+            # shared cores hardly move).
+            pids = {role: proc.pid for role, proc in fed.procs.items()}
+            before = cpu_seconds(pids)
             loaded_direct = asyncio.run(load(fed, run, args.clients, args.duration,
                                              direct=True))
+            middle = cpu_seconds(pids)
             loaded = asyncio.run(load(fed, run, args.clients, args.duration))
+            after = cpu_seconds(pids)
             logged = {role: server_errors((work / f"{role}.log").read_text(errors="replace"))
                       for role in fed.procs}
     times = seq.times
@@ -571,6 +603,12 @@ def figures(argv: list[str] | None = None) -> list[Figure]:
               f"{dict(got.statuses)}; client errors {dict(got.errors) or 'none'}")
         if got.latencies:
             print(line(name + " under load", got.latencies))
+    cpu_direct = per_query(before, middle, loaded_direct)
+    cpu_hub = per_query(middle, after, loaded)
+    if cpu_hub:
+        print("  CPU per query answered, by process (ms): "
+              + "; ".join(f"{role} {cpu_direct.get(role, 0):.1f} direct, "
+                          f"{cpu_hub[role]:.1f} through the hub" for role in cpu_hub))
     for role, found in logged.items():
         for message, n in found.most_common(3):
             print(f"  {role} logged {n} x {message}")
@@ -591,6 +629,9 @@ def figures(argv: list[str] | None = None) -> list[Figure]:
           f"{verdict(load95 <= TARGET_LOAD_P95_MS)}); all 3 nodes at once directly "
           f"{loaded_direct.complete / loaded_direct.elapsed:.1f} queries/s, p95 "
           f"{direct95:.0f} ms")
+    if cpu_hub:
+        print(f"  the hub's own CPU per query: {cpu_hub['hub']:.1f} ms; the three nodes' "
+              f"{sum(v for r, v in cpu_hub.items() if r != 'hub'):.1f} ms")
     return [
         Figure("hub p95, 50 clients" if args.clients == 50 else
                f"hub p95, {args.clients} clients",
