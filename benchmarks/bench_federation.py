@@ -169,7 +169,7 @@ class Federation:
                                                 stderr=subprocess.STDOUT)
 
     def _wait(self, role: str, url: str, **client) -> None:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # imports alone take 10 s or more on a loaded machine
         with httpx.Client(timeout=2, **client) as c:
             while time.monotonic() < deadline and self.procs[role].poll() is None:
                 try:

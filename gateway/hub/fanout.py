@@ -122,17 +122,19 @@ class Fanout:
             self._session_loop = None
 
     async def ask(self, query: Query, context_for: Callable[[str], str], *,
-                  step: Step | None = None,
-                  only: Collection[str] | None = None) -> list[NodeResult]:
+                  step: Step | None = None, only: Collection[str] | None = None,
+                  nodes: dict[str, str] | None = None) -> list[NodeResult]:
         """Every node's answer (or those named in `only`), with `step` for a round of a
-        statistic computed in rounds."""
+        statistic computed in rounds. `nodes`: the members as read when the contexts were
+        signed (default: read now)."""
         payload: dict = {"query": query.model_dump(mode="json")}
         if step is not None:
             payload["step"] = step.model_dump(mode="json")
         body = json.dumps(payload).encode()
         results = list(await asyncio.gather(*(
             self._ask_one(node_id, url, body, context_for(node_id))
-            for node_id, url in self.nodes.items() if only is None or node_id in only)))
+            for node_id, url in (self.nodes if nodes is None else nodes).items()
+            if only is None or node_id in only)))
         if self.observe is not None:
             for r in results:
                 self.observe(r.node_id, r.status)

@@ -49,28 +49,43 @@ async def federated_query(ctx: AppContext, hub: Hub | None, query: Query,
     """`permit`: ask in the permit tier under it; `use_permit(pid)` raises unless the
     caller may use it now."""
     query_hash = query.digest()
-    permit_input = None
-    if permit is not None:
-        # A member of an active permit (policies/permits `use`, audited); refused here,
-        # the nodes are not asked at all. Each node checks its own copy again.
-        await run_in_threadpool(use_permit, permit)
-        permit_input = {"id": permit, "usable": True}
-    decision = await run_in_threadpool(functools.partial(
-        decide_or_refuse, ctx.policy, "query/hub_decision",
-        {"subject": caller.policy_input(), "permit": permit_input},
-        audit=ctx.audit, sessions=ctx.sessions, session=None, actor=caller.id,
-        action="query", object=query_hash, refuse=lambda d: QueryRefused(d.reason)))
-    if hub is None or not hub.fanout.nodes:
-        raise FederationNotConfigured("the hub has no nodes (SPE_FEDERATION_NODES) or no "
-                                      "PKI (SPE_PKI_DIR)")
+
+    def admit() -> tuple[Any, dict[str, str], dict[str, str]]:
+        """Everything that reads the database before the nodes are asked, in one trip to
+        a worker thread (none of it on the event loop): the permit, the decision, the
+        members, and a context for each (the suspension list read once for all)."""
+        permit_input = None
+        if permit is not None:
+            # A member of an active permit (policies/permits `use`, audited); refused here,
+            # the nodes are not asked at all. Each node checks its own copy again.
+            use_permit(permit)
+            permit_input = {"id": permit, "usable": True}
+        decision = decide_or_refuse(
+            ctx.policy, "query/hub_decision",
+            {"subject": caller.policy_input(), "permit": permit_input},
+            audit=ctx.audit, sessions=ctx.sessions, session=None, actor=caller.id,
+            action="query", object=query_hash, refuse=lambda d: QueryRefused(d.reason))
+        nodes = hub.fanout.nodes if hub is not None else {}
+        if not nodes:
+            raise FederationNotConfigured("the hub has no nodes (SPE_FEDERATION_NODES) or "
+                                          "no PKI (SPE_PKI_DIR)")
+        tier = str(decision.values.get("tier", "statistics"))
+        contexts = {} if query.answer.kind in STATISTICS else hub.signer.sign_each(
+            list(nodes), user=caller.id, roles=list(caller.roles), tier=tier,
+            query_hash=query_hash, permit=permit)
+        return decision, nodes, contexts
+
+    decision, nodes, contexts = await run_in_threadpool(admit)
+    assert hub is not None  # admit() refused otherwise
     tier = str(decision.values.get("tier", "statistics"))
     min_sites = int(decision.values.get("min_sites", 2))
     if query.answer.kind in STATISTICS:
         async def ask(step: Step | None, only: set[str] | None) -> list[NodeResult]:
-            subject = step_digest(query_hash, step)
-            return await hub.fanout.ask(query, lambda node_id: hub.signer.sign(
-                user=caller.id, roles=list(caller.roles), tier=tier, query_hash=subject,
-                node_id=node_id, permit=permit), step=step, only=only)
+            asked = {n: url for n, url in nodes.items() if only is None or n in only}
+            signed = await run_in_threadpool(functools.partial(
+                hub.signer.sign_each, list(asked), user=caller.id, roles=list(caller.roles),
+                tier=tier, query_hash=step_digest(query_hash, step), permit=permit))
+            return await hub.fanout.ask(query, signed.__getitem__, step=step, nodes=asked)
 
         answer = await federated_statistic(query, ask, query_hash=query_hash, tier=tier,
                                            min_sites=min_sites)
@@ -83,9 +98,7 @@ async def federated_query(ctx: AppContext, hub: Hub | None, query: Query,
                      "rounds": (answer.result or {}).get("rounds"),
                      "n": (answer.result or {}).get("n")})
         return answer
-    results = await hub.fanout.ask(query, lambda node_id: hub.signer.sign(
-        user=caller.id, roles=list(caller.roles), tier=tier, query_hash=query_hash,
-        node_id=node_id, permit=permit))
+    results = await hub.fanout.ask(query, contexts.__getitem__, nodes=nodes)
     answer = combine(results, query_hash=query_hash, tier=tier, kind=query.answer.kind,
                      min_sites=min_sites)
     await run_in_threadpool(

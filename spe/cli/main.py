@@ -578,8 +578,10 @@ def serve(
         raise fail(exc.detail) from None
     # log_config=None: uvicorn keeps the logging start_service set up; its access log
     # (raw paths, query strings) gives way to spe.access's (spe/observability).
+    # loop and http "auto": uvloop and httptools (dependencies, pyproject.toml) when
+    # installed, asyncio's loop and h11 otherwise.
     uvicorn.run(application, host=host, port=port, log_level="info", log_config=None,
-                access_log=False, **listen, **tls)
+                access_log=False, loop="auto", http="auto", **listen, **tls)
 
 
 def _service(what: str, settings: Settings):

@@ -35,6 +35,16 @@ def is_suspended(session: Session, user_id: str) -> bool:
     return latest is True
 
 
+def suspension_state(session: Session, user_id: str) -> tuple[bool, int]:
+    """(`is_suspended`, `suspension_epoch`) in one statement: the hub reads both for every
+    query it signs contexts for."""
+    latest = (select(UserSuspension.suspended).where(UserSuspension.user_id == user_id)
+              .order_by(UserSuspension.id.desc()).limit(1).scalar_subquery())
+    epoch = select(func.max(UserSuspension.epoch)).scalar_subquery()
+    suspended, last = session.execute(select(latest, epoch)).one()
+    return bool(suspended), last or 0
+
+
 def suspended_users(session: Session) -> list[str]:
     latest = (select(UserSuspension.user_id, func.max(UserSuspension.id).label("last"))
               .group_by(UserSuspension.user_id).subquery())

@@ -71,9 +71,10 @@ class EpochOf:
 
     def __call__(self, user: str) -> int:
         with session_scope(self.sessions) as session:
-            if repository.is_suspended(session, user):
-                raise UserSuspended(f"{user} is suspended: the hub signs nothing for them")
-            return repository.suspension_epoch(session)
+            suspended, epoch = repository.suspension_state(session, user)
+        if suspended:
+            raise UserSuspended(f"{user} is suspended: the hub signs nothing for them")
+        return epoch
 
 
 __all__ = ["EpochOf", "UserSuspended", "refused", "set_suspended", "suspension_list"]

@@ -74,14 +74,27 @@ class ContextSigner:
     def sign(self, *, user: str, roles: list[str], tier: Tier, query_hash: str, node_id: str,
              permit: str | None = None, ttl_seconds: int = TTL_SECONDS,
              institution: str | None = None) -> str:
+        return self.sign_each([node_id], user=user, roles=roles, tier=tier,
+                              query_hash=query_hash, permit=permit, ttl_seconds=ttl_seconds,
+                              institution=institution)[node_id]
+
+    def sign_each(self, node_ids: list[str], *, user: str, roles: list[str], tier: Tier,
+                  query_hash: str, permit: str | None = None, ttl_seconds: int = TTL_SECONDS,
+                  institution: str | None = None) -> dict[str, str]:
+        """A context for each node (node -> context), all under one reading of the
+        suspension list: `epoch_of` reads the database, so a query asking many nodes
+        checks the user once, not once per node (and off the event loop, by the caller)."""
         epoch = self.epoch_of(user) if self.epoch_of is not None else 0
         now = int(time.time())
-        claims = {"sus": epoch, "iss": ISSUER, "sub": user, "roles": list(roles), "tier": tier,
-                  "permit": permit, "qh": query_hash, "aud": node_id, "iat": now,
-                  "exp": now + ttl_seconds, "jti": uuid.uuid4().hex}
-        if institution is not None:
-            claims["inst"] = institution
-        return jwt.encode({"alg": ALGORITHM, "typ": "JWT"}, claims, self._key)
+        signed = {}
+        for node_id in node_ids:
+            claims = {"sus": epoch, "iss": ISSUER, "sub": user, "roles": list(roles),
+                      "tier": tier, "permit": permit, "qh": query_hash, "aud": node_id,
+                      "iat": now, "exp": now + ttl_seconds, "jti": uuid.uuid4().hex}
+            if institution is not None:
+                claims["inst"] = institution
+            signed[node_id] = jwt.encode({"alg": ALGORITHM, "typ": "JWT"}, claims, self._key)
+        return signed
 
 
 class ContextVerifier:

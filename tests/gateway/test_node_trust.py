@@ -240,6 +240,10 @@ def test_a_suspended_user_is_refused_at_the_centre_and_at_every_node(central, is
         central.app.state.hub.signer.sign(
             user=f"mallory@{ISSUER}", roles=["researcher"], tier="statistics",
             query_hash=QUERY.digest(), node_id="site-a")
+    with pytest.raises(Forbidden, match="suspended"):  # the federated query's batch too
+        central.app.state.hub.signer.sign_each(
+            list(SITES), user=f"mallory@{ISSUER}", roles=["researcher"],
+            tier="statistics", query_hash=QUERY.digest())
 
     with client(node_servers, "site-a", "hub") as hub:
         resp = hub.post("/api/v1/query", json={"query": QUERY.model_dump(mode="json")},
