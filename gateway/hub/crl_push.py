@@ -2,13 +2,19 @@
 as the file changes (checked every `INTERVAL` seconds, and at once after a removal with
 revocation), and again to each node that has not confirmed the current list (down during
 a push, added later). A node keeps only a list the CA signed and newer than its own
-(gateway/node/trust/endpoints.py), so a push can only add revocations."""
+(gateway/node/trust/endpoints.py), so a push can only add revocations.
+
+A node that did not take the list is tried again after `INTERVAL` seconds, then after twice
+as long each time up to `MAX_BACKOFF` (a federation of hundreds of nodes would otherwise
+re-send to every slow node every 2 s, adding load just while they are slow); a new list
+goes to every node at once whatever their backoff."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 
 from gateway.hub.fanout import Fanout, push
@@ -17,6 +23,8 @@ from spe.wire.context import ContextSigner
 from spe.wire.revocation import CRL_PATH, CrlPush
 
 INTERVAL = 2.0
+#: The longest a node that keeps failing waits for its next try of the same list.
+MAX_BACKOFF = 300.0
 log = logging.getLogger("spe.hub")
 
 
@@ -26,6 +34,8 @@ class CrlPusher:
         self.signer = signer
         self.path = Path(pki_dir) / "crl.pem"
         self._confirmed: dict[str, str] = {}  # node -> digest of the list it holds
+        # node -> (digest tried, seconds to wait, monotonic time of its next try)
+        self._backoff: dict[str, tuple[str, float, float]] = {}
 
     def _current(self) -> CrlPush | None:
         try:
@@ -40,8 +50,10 @@ class CrlPusher:
         if body is None:
             return {}
         digest = body.digest()
+        now = time.monotonic()
         nodes = [n for n in self.fanout.nodes
-                 if not only_behind or self._confirmed.get(n) != digest]
+                 if not only_behind or (self._confirmed.get(n) != digest
+                                        and not self._waiting(n, digest, now))]
         if not nodes:
             return {}
         outcomes = await push(self.fanout, self.signer, nodes, CRL_PATH,
@@ -50,7 +62,17 @@ class CrlPusher:
             # A node holding a newer list than this hub's answers 409: nothing to send it.
             if outcome == "delivered" or "newer revocation list" in outcome:
                 self._confirmed[node] = digest
+                self._backoff.pop(node, None)
+            else:
+                tried, wait, _ = self._backoff.get(node, (digest, INTERVAL / 2, now))
+                wait = min(MAX_BACKOFF, wait * 2) if tried == digest else INTERVAL
+                self._backoff[node] = (digest, wait, now + wait)
         return outcomes
+
+    def _waiting(self, node: str, digest: str, now: float) -> bool:
+        """Whether `node` failed this same list recently and its next try is not due."""
+        tried, _, due = self._backoff.get(node, ("", 0.0, 0.0))
+        return tried == digest and now < due
 
     async def run(self, interval: float = INTERVAL) -> None:
         outages = Outages()
@@ -64,4 +86,4 @@ class CrlPusher:
             await asyncio.sleep(interval)
 
 
-__all__ = ["INTERVAL", "CrlPusher"]
+__all__ = ["INTERVAL", "MAX_BACKOFF", "CrlPusher"]

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 QUERY_PATH = "/api/v1/query"
 #: The context's user when the hub pushes its own documents (permits, suspensions).
 PUSHER = "hub"
+#: Connections the hub keeps open to one node at most (concurrent queries beyond it queue).
+PER_NODE_CONNECTIONS = 64
 
 
 class Fanout:
@@ -103,7 +105,10 @@ class Fanout:
         if self._session is None or self._session.closed or self._session_loop is not loop:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    ssl=tls, limit=200,
+                    # No cap on all nodes together: a cap below the membership (200 before)
+                    # made one query to more nodes queue for connections within each node's
+                    # timeout and close others' to open new ones. Per node it is bounded.
+                    ssl=tls, limit=0, limit_per_host=PER_NODE_CONNECTIONS,
                     # Idle connections are closed before uvicorn's 5 s keep-alive closes
                     # them from its side, so none is reused just as the node drops it.
                     keepalive_timeout=4),
