@@ -7,6 +7,7 @@ Both are derived from the dataset's columns and rebuilt on every change
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from catalogue import concepts, icd10, vocabulary
 from catalogue.models import Dataset
@@ -46,11 +47,32 @@ def facet_values(d: Dataset) -> list[tuple[str, str]]:
     pairs |= {("modality", v) for v in _values(d.modalities)}
     pairs |= {("body_part", v) for v in _values(d.body_parts)}
     pairs |= {("condition", v) for v in _values(d.conditions)}
-    pairs |= {("clinical_area", area.key) for v in _values(d.conditions)
-              for area in concepts.areas_of(v)}
+    pairs |= {("clinical_area", key) for v in _values(d.conditions) for key in _area_keys(v)}
     pairs |= {("age_band", band) for band in overlapping_bands(d.min_typical_age,
                                                                  d.max_typical_age)}
     return sorted(pairs)
+
+
+# A code's words and areas never change (they come from the tables in catalogue.concepts
+# and catalogue.icd10), while a harvest asks for the same few codes thousands of times.
+@lru_cache(maxsize=4096)
+def _area_keys(code: str) -> tuple[str, ...]:
+    return tuple(area.key for area in concepts.areas_of(code))
+
+
+@lru_cache(maxsize=4096)
+def _modality_words(code: str) -> tuple[str, ...]:
+    return tuple(concepts.modality_words(code))
+
+
+@lru_cache(maxsize=4096)
+def _body_part_words(code: str) -> tuple[str, ...]:
+    return tuple(concepts.body_part_words(code))
+
+
+@lru_cache(maxsize=4096)
+def _condition_words(code: str) -> tuple[str, ...]:
+    return tuple(concepts.condition_words(code))
 
 
 def concept_words(d: Dataset) -> list[str]:
@@ -59,11 +81,11 @@ def concept_words(d: Dataset) -> list[str]:
     SNOMED CT / LOINC displays the node published (catalogue.concepts)."""
     words: list[str] = []
     for v in _values(d.modalities):
-        words += concepts.modality_words(v)
+        words += _modality_words(v)
     for v in _values(d.body_parts):
-        words += concepts.body_part_words(v)
+        words += _body_part_words(v)
     for v in _values(d.conditions):
-        words += concepts.condition_words(v)
+        words += _condition_words(v)
     for term in d.clinical_terms or []:
         words += [term.get("display") or "", term.get("code") or ""]
     return list(dict.fromkeys(w for w in words if w))

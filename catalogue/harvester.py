@@ -193,9 +193,9 @@ def harvest_nodes(
             continue
         step(url, "validated", done, len(descriptors))
         stored = harvest(session, descriptors, actor=actor, audit=audit)
-        for dataset, created in stored:
-            outcomes.append(HarvestOutcome(node=url, identifier=dataset.identifier,
-                                           created=created))
+        for done_one in stored:
+            outcomes.append(HarvestOutcome(node=url, identifier=done_one.identifier,
+                                           created=done_one.created))
         step(url, "stored", done + 1, len(stored))
     return outcomes
 

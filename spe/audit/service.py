@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -177,6 +177,48 @@ class AuditLog:
         if held is not None:
             session.expire(held)
         return self.entry_model(**fields, hash=digest)
+
+    def record_many(self, session: Session, entries: Iterable[Mapping[str, Any]],
+                    *, at: datetime | None = None) -> int:
+        """Append several entries in the caller's transaction, chained exactly as that many
+        `record` calls would chain them, in three statements instead of three per entry:
+        claim the head once, insert every entry (one executemany), move the head once.
+        Each entry: `actor`, `action`, `object`, `decision`, optional `reason`, `details`.
+        Returns how many were written."""
+        batch = list(entries)
+        if not batch:
+            return 0
+        for entry in batch:
+            if entry["decision"] not in DECISIONS:
+                raise ValueError(f"audit decision must be one of {sorted(DECISIONS)}")
+        at = _utc(at or datetime.now(UTC))
+        row = session.execute(self._claim).first()
+        if row is None:
+            self._head(session)
+            row = session.execute(self._claim).one()
+        seq, prev = row
+        rows = []
+        for entry in batch:
+            seq += 1
+            fields = {
+                "seq": seq,
+                "at": at,
+                "actor": entry["actor"][:320],
+                "action": entry["action"][:120],
+                "object": entry["object"][:500],
+                "decision": entry["decision"],
+                "reason": entry.get("reason", ""),
+                "details": json.dumps(entry.get("details") or {}, sort_keys=True, default=str),
+                "prev_hash": prev,
+            }
+            prev = entry_hash(**fields)
+            rows.append({**fields, "hash": prev})
+        session.execute(self._insert, rows)
+        session.execute(self._advance, {"new_seq": seq, "new_hash": prev})
+        held = session.identity_map.get(Session.identity_key(self.head_model, 1))
+        if held is not None:
+            session.expire(held)
+        return len(rows)
 
     def entries(self, session: Session, *, batch: int = 2000,
                 after: int = -1) -> Iterator[AuditEntryMixin]:
