@@ -85,6 +85,7 @@ bench: setup analysis-env
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/staging_pacs.py
 	$(BIN)/python benchmarks/observability_overhead.py
+	$(BIN)/python benchmarks/throughput.py
 
 clean-demo:
 	rm -rf var/demo
