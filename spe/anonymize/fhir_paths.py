@@ -32,6 +32,8 @@ from fhirpathpy.engine import do_eval
 from fhirpathpy.engine.nodes import ResourceNode, TypeInfo
 from fhirpathpy.engine.util import process_user_invocation_table
 
+from spe.anonymize import fhir_predicates
+
 __all__ = ["Node", "Plan", "Unsure", "Walk", "compile_plan"]
 
 _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9]*")
@@ -122,7 +124,7 @@ def _invocation(node: dict[str, Any]) -> tuple[Any, ...] | None:
         # The same predicate in several rules (the MRN's) is asked once per node, unless
         # it reads $index, the node's position.
         key = None if '"IndexInvocation"' in (text := json.dumps(params[0])) else text
-        return ("where", params[0], key)
+        return ("where", params[0], key, fhir_predicates.compile_predicate(params[0]))
     return None
 
 
@@ -179,7 +181,7 @@ class Plan:
             else:
                 if at_root:
                     raise Unsure
-                collection = _where(collection, step[1], step[2], walk)
+                collection = _where(collection, step[1], step[2], step[3], walk)
             at_root = False
         if at_root:
             raise Unsure
@@ -433,12 +435,24 @@ def _type_of(path: Any, kind: type, node: Node) -> tuple[str, str | None]:
 
 
 def _where(collection: list[Node], predicate: dict[str, Any], key: str | None,
-           walk: Walk) -> list[Node]:
-    """fhirpathpy's where_macro, the predicate evaluated by fhirpathpy on each node."""
-    ctx = walk.context()
+           native: fhir_predicates.Predicate | None, walk: Walk) -> list[Node]:
+    """fhirpathpy's where_macro: the predicate answered natively where `fhir_predicates`
+    vouches for it, else evaluated by fhirpathpy on the node."""
+    ctx = None
     out: list[Node] = []
     memo = walk.predicates
     for i, node in enumerate(collection):
+        if native is not None:
+            try:
+                answer = native(node.data, node.path)
+            except fhir_predicates.Unsure:
+                pass
+            else:
+                if answer is True:
+                    out.append(node)
+                continue
+        if ctx is None:
+            ctx = walk.context()
         if key is not None:
             known = memo.get((key, id(node.data), node.path))
             if known is not None:
