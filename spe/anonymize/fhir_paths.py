@@ -32,6 +32,8 @@ from fhirpathpy.engine import do_eval
 from fhirpathpy.engine.nodes import ResourceNode, TypeInfo
 from fhirpathpy.engine.util import process_user_invocation_table
 
+from spe.anonymize import fhir_predicates
+
 __all__ = ["Node", "Plan", "Unsure", "Walk", "compile_plan"]
 
 _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9]*")
@@ -57,7 +59,7 @@ class Unsure(Exception):
 class Node:
     """fhirpathpy's ResourceNode as far as the de-identifier reads it, with a location."""
 
-    __slots__ = ("data", "loc", "path", "propName")
+    __slots__ = ("_parent", "_prop", "_spelling", "data", "loc", "path")
 
     def __init__(self, data: Any, path: Any, propName: str | None,  # noqa: N803
                  loc: tuple[str | int, ...] | None) -> None:
@@ -65,8 +67,24 @@ class Node:
             path = data["resourceType"]  # as ResourceNode does for a (contained) resource
         self.data = data
         self.path = path
-        self.propName = propName  # noqa: N815 - fhirpathpy's name, read by _locate
+        self._prop = propName
+        self._parent: Node | None = None
         self.loc = loc
+
+    @property
+    def propName(self) -> str | None:  # noqa: N802 - fhirpathpy's name, read by _locate
+        """Spelled when first read: only `_locate` and fhirpathpy-evaluated predicates
+        read it, so the descendants walk does not build a string per element."""
+        parent = self._parent
+        if parent is not None:
+            prop, unmapped, stem, index = self._spelling
+            parent_name = parent.propName
+            full = (f"{parent_name}.{prop}" if parent_name else unmapped).replace("_", "")
+            if stem is not None:
+                full = f"{parent_name}.{stem}"
+            self._prop = full if index is None else f"{full}[{index}]"
+            self._parent = None
+        return self._prop
 
 
 def _identifier(node: dict[str, Any]) -> str:
@@ -122,7 +140,7 @@ def _invocation(node: dict[str, Any]) -> tuple[Any, ...] | None:
         # The same predicate in several rules (the MRN's) is asked once per node, unless
         # it reads $index, the node's position.
         key = None if '"IndexInvocation"' in (text := json.dumps(params[0])) else text
-        return ("where", params[0], key)
+        return ("where", params[0], key, fhir_predicates.compile_predicate(params[0]))
     return None
 
 
@@ -179,7 +197,7 @@ class Plan:
             else:
                 if at_root:
                     raise Unsure
-                collection = _where(collection, step[1], step[2], walk)
+                collection = _where(collection, step[1], step[2], step[3], walk)
             at_root = False
         if at_root:
             raise Unsure
@@ -352,44 +370,62 @@ def _descendants(collection: list[Node]) -> list[Node]:
     return found
 
 
-def _children(collection: list[Node]) -> list[Node]:
-    """fhirpathpy's create_reduce_children, primitive extensions included."""
+# (parent path, key) -> (its unmapped path, the child's path, the choice stem the key
+# is renamed to or None, whether the key is plain): the model's answers, which do not change
+_CHILDREN: dict[tuple[str, str], tuple[str, str, str | None, bool]] = {}
+
+
+def _child(path: str, prop: str) -> tuple[str, str, str | None, bool]:
     model = _MODEL_CACHE.get("m") or _MODEL_CACHE.setdefault("m", _model())
-    elsewhere, path2type, choices = (model["pathsDefinedElsewhere"], model["path2Type"],
-                                     model["choiceTypePaths"])
+    unmapped = child_path = f"{path}.{prop}"
+    if prop == "extension":
+        child_path = "Extension"
+    child_path = model["pathsDefinedElsewhere"].get(child_path, child_path)
+    child_path = model["path2Type"].get(child_path, child_path)
+    stem = None
+    if len(prop) > len(child_path) and prop.lower().endswith(child_path.lower()):
+        candidate = prop[: -len(child_path)]
+        if model["choiceTypePaths"].get(f"{path}.{candidate}", []):
+            stem = candidate
+    found = (unmapped, child_path, stem, _PLAIN.fullmatch(prop) is not None)
+    if len(_CHILDREN) < 100_000:
+        _CHILDREN[(path, prop)] = found
+    return found
+
+
+def _children(collection: list[Node]) -> list[Node]:
+    """fhirpathpy's create_reduce_children, primitive extensions included; each child's
+    propName is spelled only when read (`Node.propName`)."""
     out: list[Node] = []
+    append = out.append
     for res in collection:
         data = res.data
         if isinstance(data, list):
             raise Unsure  # fhirpathpy fails on a list in a list (prop.startswith of an int)
         if not isinstance(data, dict):
             continue
-        path, prop_name, loc = res.path, res.propName, res.loc
+        path, loc = res.path, res.loc
         if not isinstance(path, str):
             raise Unsure
         for prop, value in data.items():
             if not isinstance(prop, str):
                 raise Unsure
-            child_path = f"{path}.{prop}"
-            full = (f"{prop_name}.{prop}" if prop_name else child_path).replace("_", "")
-            if prop == "extension":
-                child_path = "Extension"
-            child_path = elsewhere.get(child_path, child_path)
-            child_path = path2type.get(child_path, child_path)
-            renamed = False
-            if len(prop) > len(child_path) and prop.lower().endswith(child_path.lower()):
-                stem = prop[: -len(child_path)]
-                if choices.get(f"{path}.{stem}", []):
-                    full = f"{prop_name}.{stem}"
-                    renamed = True
-            child_loc = (loc + (prop,) if loc is not None and not renamed
-                         and _PLAIN.fullmatch(prop) else None)
+            known = _CHILDREN.get((path, prop)) or _child(path, prop)
+            unmapped, child_path, stem, plain = known
+            child_loc = (loc + (prop,) if loc is not None and stem is None and plain
+                         else None)
             if isinstance(value, list):
-                out += [Node(x, child_path, f"{full}[{i}]",
-                             None if child_loc is None else (*child_loc, i))
-                        for i, x in enumerate(value)]
+                for i, x in enumerate(value):
+                    node = Node(x, child_path, None,
+                                None if child_loc is None else (*child_loc, i))
+                    node._parent = res
+                    node._spelling = (prop, unmapped, stem, i)
+                    append(node)
             else:
-                out.append(Node(value, child_path, full, child_loc))
+                node = Node(value, child_path, None, child_loc)
+                node._parent = res
+                node._spelling = (prop, unmapped, stem, None)
+                append(node)
     return out
 
 
@@ -433,12 +469,24 @@ def _type_of(path: Any, kind: type, node: Node) -> tuple[str, str | None]:
 
 
 def _where(collection: list[Node], predicate: dict[str, Any], key: str | None,
-           walk: Walk) -> list[Node]:
-    """fhirpathpy's where_macro, the predicate evaluated by fhirpathpy on each node."""
-    ctx = walk.context()
+           native: fhir_predicates.Predicate | None, walk: Walk) -> list[Node]:
+    """fhirpathpy's where_macro: the predicate answered natively where `fhir_predicates`
+    vouches for it, else evaluated by fhirpathpy on the node."""
+    ctx = None
     out: list[Node] = []
     memo = walk.predicates
     for i, node in enumerate(collection):
+        if native is not None:
+            try:
+                answer = native(node.data, node.path)
+            except fhir_predicates.Unsure:
+                pass
+            else:
+                if answer is True:
+                    out.append(node)
+                continue
+        if ctx is None:
+            ctx = walk.context()
         if key is not None:
             known = memo.get((key, id(node.data), node.path))
             if known is not None:
