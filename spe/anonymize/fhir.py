@@ -928,8 +928,11 @@ def patient_key(patient: dict[str, Any]) -> str | None:
     candidates = [i for i in patient.get("identifier") or [] if isinstance(i, dict)
                   and isinstance(i.get("value"), str)]
     for identifier in candidates:
-        codings = (identifier.get("type") or {}).get("coding") or []
-        if any(isinstance(c, dict) and c.get("code") == "MR" for c in codings):
+        kind = identifier.get("type")
+        # Untrusted input: a `type` or `coding` of the wrong shape is no MR type, not a crash.
+        codings = kind.get("coding") if isinstance(kind, dict) else None
+        if isinstance(codings, list) and any(
+                isinstance(c, dict) and c.get("code") == "MR" for c in codings):
             return identifier["value"]
     for identifier in candidates:
         if "mrn" in str(identifier.get("system", "")).lower():

@@ -490,3 +490,12 @@ def test_the_allow_list_is_carried_to_worker_processes():
     again = pickle.loads(pickle.dumps(rules))
     assert again.free_text == rules.free_text
     assert again.free_text.keep_by_type.keys() == rules.free_text.keep_by_type.keys()
+
+
+@pytest.mark.parametrize("kind", [[{"coding": [{"code": "MR"}]}], "MR", {"coding": "MR"},
+                                  {"coding": {"code": "MR"}}, 7])
+def test_an_identifier_type_of_the_wrong_shape_is_no_mrn_and_no_crash(kind):
+    patient = {"resourceType": "Patient", "id": "p",
+               "identifier": [{"value": "x", "type": kind},
+                              {"value": "m-1", "system": "urn:hospital:mrn"}]}
+    assert patient_key(patient) == "m-1"  # the MR type unreadable: the mrn system decides
