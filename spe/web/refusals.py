@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.utils import is_body_allowed_for_status_code
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
@@ -118,6 +119,18 @@ def install_refusals(app: FastAPI, shapes: tuple[ErrorShape, ...] = ()) -> None:
             return Response(status_code=exc.status_code, headers=exc.headers)
         error = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         return error_response(request, exc.status_code, error, detail, exc.headers)
+
+    @app.exception_handler(OperationalError)
+    async def _database_busy(request: Request, exc: OperationalError) -> Response:
+        """SQLite (the embedded default) lets one writer at a time and gives up after its
+        busy timeout: under a burst of requests that is a 503 to retry, not a 500. The
+        request's transaction was rolled back, so nothing is half-written. Anything else
+        the database says is a fault, and goes on as one."""
+        if "database is locked" not in str(exc.orig):
+            raise exc
+        return error_response(request, 503, "busy",
+                              "the service is busy writing; try again in a moment",
+                              {"Retry-After": "1"})
 
     # FastAPI builds the document when first asked (again if routes change), once every
     # router is included; declaring is idempotent, so it is done on every ask.
