@@ -579,9 +579,11 @@ def serve(
     # log_config=None: uvicorn keeps the logging start_service set up; its access log
     # (raw paths, query strings) gives way to spe.access's (spe/observability).
     # loop and http "auto": uvloop and httptools (dependencies, pyproject.toml) when
-    # installed, asyncio's loop and h11 otherwise.
+    # installed, asyncio's loop and h11 otherwise. A node's mutual TLS brings its own
+    # protocol (spe.peer, h11 reading the peer's certificate), which wins.
+    options = {"loop": "auto", "http": "auto", **listen, **tls}
     uvicorn.run(application, host=host, port=port, log_level="info", log_config=None,
-                access_log=False, loop="auto", http="auto", **listen, **tls)
+                access_log=False, **options)
 
 
 def _service(what: str, settings: Settings):
