@@ -799,7 +799,27 @@ class FhirDeidentifier:
                         if result is not _DROP:
                             out[key] = result
                         continue
-                elif not isinstance(item, list):
+                elif isinstance(item, list):
+                    if owner is None or owner.method != "substitute":
+                        items = []
+                        element_type = element.type if element else None
+                        for i, entry in enumerate(item):
+                            entry_location = child_location + (i,)
+                            entry_owner = claims.get(entry_location, owner)
+                            if isinstance(entry, dict) and (
+                                    entry_owner is None or entry_owner.method != "substitute"):
+                                result = self._object(entry, entry_location, entry_owner,
+                                                      context, element_type, child_path)
+                            else:
+                                result = self._apply(item, i, entry, entry_location, owner,
+                                                     context, element_type, child_path,
+                                                     text_ok)
+                            if result is not _DROP:
+                                items.append(result)
+                        if items:
+                            out[key] = items
+                        continue
+                else:
                     method = owner.method if owner is not None else default
                     if method == "keep":
                         if item is not None and text_ok:
@@ -811,10 +831,11 @@ class FhirDeidentifier:
                                  element.type if element else None, child_path, text_ok)
             if result is not _DROP:
                 out[key] = result
-        if fields is not None and (top or set(out) - {"resourceType"}):
+        # len(out) > ("resourceType" in out): out has an element besides resourceType
+        if fields is not None and (top or len(out) > ("resourceType" in out)):
             if not self._mark_absent(free, value, out, kind or "", path, fields) and not top:
                 return _DROP
-        return out if top or set(out) - {"resourceType"} else _DROP
+        return out if top or len(out) > ("resourceType" in out) else _DROP
 
     @staticmethod
     def _place(fields: dict[str, fhir_types.Element] | None, resource_type: str, path: str,

@@ -279,7 +279,9 @@ class Walk:
                     self._groups.setdefault((node.path, type(node.data)), []).append(index)
             picked = [indices for indices in self._groups.values()
                       if _is(nodes[indices[0]], type_info)]
-        if len(picked) == 1:
+        if not picked:
+            found = []
+        elif len(picked) == 1:
             found = [nodes[i] for i in picked[0]]
         else:
             found = [nodes[i] for i in sorted(i for indices in picked for i in indices)]
