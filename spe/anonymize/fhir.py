@@ -547,6 +547,8 @@ class _Context:
     claims: dict[Location, Rule]
     days: int
     resource_type: str = ""
+    # every claimed location and each of its prefixes (see _object)
+    touched: set[Location] = field(default_factory=set)
 
 
 class FhirDeidentifier:
@@ -638,6 +640,8 @@ class FhirDeidentifier:
             self.register([resource])
         context = _Context(self._claims(resource), self._days(self._shift_key(resource)),
                            kind)
+        context.touched = {location[:n] for location in context.claims
+                           for n in range(len(location) + 1)}
         root_rule = context.claims.get(())
         if root_rule is not None and root_rule.method == "redact":
             return None
@@ -715,7 +719,8 @@ class FhirDeidentifier:
         rule = context.claims.get(location, inherited)
         if isinstance(name, str) and name.startswith("_") and isinstance(parent, dict):
             # A primitive's extensions travel with it, unless it was changed or removed.
-            sibling = context.claims.get(location[:-1] + (name[1:],), inherited)
+            sibling = inherited if location is None else \
+                context.claims.get(location[:-1] + (name[1:],), inherited)
             if sibling is not None and sibling.method != "keep":
                 return _DROP
         if rule is not None and rule.method == "substitute":
@@ -723,8 +728,9 @@ class FhirDeidentifier:
         if isinstance(value, dict):
             return self._object(value, location, rule, context, kind, path)
         if isinstance(value, list):
-            items = [self._apply(value, i, item, location + (i,), rule, context, kind, path,
-                                 text_ok) for i, item in enumerate(value)]
+            items = [self._apply(value, i, item, None if location is None else location + (i,),
+                                 rule, context, kind, path, text_ok)
+                     for i, item in enumerate(value)]
             if isinstance(name, str) and name.startswith("_"):
                 # The extras of a list of primitives line up with its values: null holds
                 # the place of an item that has none (or has none left).
@@ -758,6 +764,10 @@ class FhirDeidentifier:
             kind = path = value["resourceType"]
         fields = fhir_types.elements(kind) if free is not None and kind else None
         claims = context.claims
+        if location is not None and location not in context.touched:
+            # Nothing here or below is claimed: every look-up would give `rule`, which
+            # claims.get(None, rule) does without building locations.
+            location = None
         places = self._places
         default = self.rules.default
         out: dict[str, Any] = {}
@@ -782,13 +792,14 @@ class FhirDeidentifier:
                 if check == 1:
                     text_ok = self._kept(free, value, kind or "", key, child_path)
                     if not text_ok and key.startswith("_"):
-                        sibling = claims.get(location + (key[1:],), rule)
+                        sibling = rule if location is None else \
+                            claims.get(location + (key[1:],), rule)
                         if sibling is None or sibling.method == "keep":
                             continue  # goes with the free text it belongs to
                         text_ok = True
                 elif check == 2:
                     text_ok = False  # a bare value where R4 has a structure: invalid, goes
-            child_location = location + (key,)
+            child_location = None if location is None else location + (key,)
             if isinstance(key, str) and not key.startswith("_"):
                 # `_apply`'s commonest cases without the call (same order of tests).
                 owner = claims.get(child_location, rule)
@@ -804,7 +815,8 @@ class FhirDeidentifier:
                         items = []
                         element_type = element.type if element else None
                         for i, entry in enumerate(item):
-                            entry_location = child_location + (i,)
+                            entry_location = None if location is None else \
+                                child_location + (i,)
                             entry_owner = claims.get(entry_location, owner)
                             if isinstance(entry, dict) and (
                                     entry_owner is None or entry_owner.method != "substitute"):
