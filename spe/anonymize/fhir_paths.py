@@ -320,7 +320,7 @@ def _root_member(resource: dict[str, Any], key: str, walk: Walk) -> list[Node]:
 _MODEL_CACHE: dict[str, Any] = {}
 # (parent path, member name) -> (the child's path after pathsDefinedElsewhere, its choice
 # types or None): the model's answers, which do not change
-_PATHS: dict[tuple[Any, str], tuple[str, Any]] = {}
+_PATHS: dict[tuple[Any, str], tuple[str, Any, tuple[tuple[str, str, str], ...]]] = {}
 
 
 def _member(collection: list[Node], key: str) -> list[Node]:
@@ -342,21 +342,21 @@ def _member(collection: list[Node], key: str) -> list[Node]:
         if known is None:
             path = f"{res.path}.{key}" if res.path else f"_.{key}"
             path = model["pathsDefinedElsewhere"].get(path, path)
-            known = (path, model["choiceTypePaths"].get(path))
+            actual = model["choiceTypePaths"].get(path)
+            known = (path, actual, tuple((kind, f"{key}{kind}", f"_{key}{kind}")
+                                         for kind in actual) if actual else ())
             if len(_PATHS) < 100_000:
                 _PATHS[(res.path, key)] = known
-        child_path, actual = known
+        child_path, actual, choices = known
         if not actual and key not in data and f"_{key}" not in data:
             continue  # nothing to add: the common case, without building paths
         unmapped = f"{res.path}.{key}" if res.path else f"_.{key}"
-        full = (f"{res.propName}.{key}" if res.propName else unmapped).replace("_", "")
         field_name = key
         add = add_ = None
         if actual:
-            for kind in actual:
-                field_name = f"{key}{kind}"
+            for kind, field_name, extras_name in choices:
                 add = data.get(field_name)
-                add_ = data.get(f"_{field_name}")
+                add_ = data.get(extras_name)
                 if add is not None or add_ is not None:
                     child_path += kind
                     break
@@ -369,16 +369,19 @@ def _member(collection: list[Node], key: str) -> list[Node]:
         clean = res.loc is not None and plain and not actual
         base = res.loc + (field_name,) if clean else None
         if add is not None and not (isinstance(add, list) and not add):
+            # propName spelled when read: (f"{res.propName}.{key}" if res.propName else
+            # unmapped) without "_", and "[i]" (`Node.propName`)
             if isinstance(add, list):
-                out += [Node(x, child_path, f"{full}[{i}]",
-                             None if base is None else (*base, i)) for i, x in enumerate(add)]
+                out += [Node(x, child_path, None, None if base is None else (*base, i), res,
+                             (key, unmapped, None, i)) for i, x in enumerate(add)]
             else:
-                out.append(Node(add, child_path, full, base))
+                out.append(Node(add, child_path, None, base, res, (key, unmapped, None, None)))
         if add_ is not None and not (isinstance(add_, list) and not add_):
             if isinstance(add_, list):
-                out += [Node(x, child_path, f"{full}[{i}]", None) for i, x in enumerate(add_)]
+                out += [Node(x, child_path, None, None, res, (key, unmapped, None, i))
+                        for i, x in enumerate(add_)]
             else:
-                out.append(Node(add_, child_path, full, None))
+                out.append(Node(add_, child_path, None, None, res, (key, unmapped, None, None)))
     return out
 
 
