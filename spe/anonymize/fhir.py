@@ -567,7 +567,7 @@ class FhirDeidentifier:
         self._patient_keys: dict[str, str] = {}  # original Patient id -> date-shift key
         self._types: dict[str, str] = {}  # original id -> resource type, for urn:uuid
         # resource type -> the branches of the rules for it (`_jobs_for`)
-        self._jobs: dict[str, list[tuple[Rule, Any, Plan | None, str | None]]] = {}
+        self._jobs: dict[str, list[tuple[Rule, Any, Plan | None, str | None, Any]]] = {}
         # Keyed HMACs and date shifts are pure functions of their arguments (the key is
         # fixed per de-identifier): memos, emptied when they grow past _MEMO entries.
         self._ids: dict[tuple[str, str], str] = {}
@@ -663,11 +663,19 @@ class FhirDeidentifier:
         jobs = self._jobs.get(kind)
         if jobs is None:
             jobs = self._jobs_for(kind)
-        for rule, compiled, plan, gate in jobs:
+        for rule, compiled, plan, gate, of_type in jobs:
             if gate is not None and gate not in resource and f"_{gate}" not in resource:
                 continue  # the plan would find nothing (see _jobs_for)
             nodes = None
-            if plan is not None:
+            if of_type is not None:
+                # Plan.evaluate of descendants().ofType(T), without its generic steps
+                try:
+                    nodes = [node for node in walk.of_type(of_type)
+                             if not (isinstance(data := node.data, dict) and len(data) == 1
+                                     and "extension" in data)]
+                except Exception:  # noqa: BLE001 - as Plan.evaluate: fhirpathpy decides
+                    nodes = None
+            elif plan is not None:
                 try:
                     nodes = plan.evaluate(walk)
                 except Unsure:
@@ -689,12 +697,13 @@ class FhirDeidentifier:
                     claims[location] = rule
         return claims
 
-    def _jobs_for(self, kind: str) -> list[tuple[Rule, Any, Plan | None, str | None]]:
+    def _jobs_for(self, kind: str) -> list[tuple[Rule, Any, Plan | None, str | None, Any]]:
         """The branches that apply to a resource type, in order, as (rule, compiled, plan,
-        gate): a plan that starts with a plain member of the resource, neither a choice
+        gate, of_type): a plan that starts with a plain member of the resource, neither a choice
         nor followed by a step unsure of nothing (`Plan.ends`), finds no node when the
         resource has neither `gate` nor `_gate`, so the branch is skipped then (`_member`
-        gives nothing for them, without an error)."""
+        gives nothing for them, without an error); `of_type` is T of a plan that is
+        exactly `descendants().ofType(T)` (nodesByType), answered by `Walk.of_type`."""
         jobs = []
         for rule in self.rules.rules:
             for compiled, plan in rule.branches_for(kind):
@@ -706,7 +715,11 @@ class FhirDeidentifier:
                                 _MODEL["pathsDefinedElsewhere"].get(f"{kind}.{gate}",
                                                                     f"{kind}.{gate}")):
                         gate = None
-                jobs.append((rule, compiled, plan, gate))
+                of_type = None
+                if plan is not None and len(plan.steps) == 2 and \
+                        plan.steps[0][0] == "descendants" and plan.steps[1][0] == "ofType":
+                    of_type = plan.steps[1][1]
+                jobs.append((rule, compiled, plan, gate, of_type))
         if len(self._jobs) < _MEMO:
             self._jobs[kind] = jobs
         return jobs
