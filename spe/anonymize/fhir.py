@@ -472,6 +472,7 @@ def _rewrite(path: str) -> tuple[str, str | None]:
 # ---------------------------------------------------------------------------------------
 
 
+_PLAIN_KEY = re.compile(r"[a-z][A-Za-z0-9]*")
 _SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?")
 
 
@@ -546,6 +547,8 @@ class _Context:
     claims: dict[Location, Rule]
     days: int
     resource_type: str = ""
+    # every claimed location and each of its prefixes (see _object)
+    touched: set[Location] = field(default_factory=set)
 
 
 class FhirDeidentifier:
@@ -563,14 +566,15 @@ class FhirDeidentifier:
         self.key = key
         self._patient_keys: dict[str, str] = {}  # original Patient id -> date-shift key
         self._types: dict[str, str] = {}  # original id -> resource type, for urn:uuid
-        # resource type -> the rules with a branch for it, and those branches
-        self._rules_for: dict[str, list[tuple[Rule, Any]]] = {}
+        # resource type -> the branches of the rules for it (`_jobs_for`)
+        self._jobs: dict[str, list[tuple[Rule, Any, Plan | None, str | None, Any]]] = {}
         # Keyed HMACs and date shifts are pure functions of their arguments (the key is
         # fixed per de-identifier): memos, emptied when they grow past _MEMO entries.
         self._ids: dict[tuple[str, str], str] = {}
         self._shifts: dict[tuple[str, int], str | None] = {}
         self._offsets: dict[str, int] = {}  # date-shift key -> days
         self._entries: dict[tuple[str, str, str], Any] = {}  # see _kept
+        self._places: dict[tuple[Any, ...], Any] = {}  # see _place
 
     # -- public ---------------------------------------------------------------------------
 
@@ -636,6 +640,8 @@ class FhirDeidentifier:
             self.register([resource])
         context = _Context(self._claims(resource), self._days(self._shift_key(resource)),
                            kind)
+        context.touched = {location[:n] for location in context.claims
+                           for n in range(len(location) + 1)}
         root_rule = context.claims.get(())
         if root_rule is not None and root_rule.method == "redact":
             return None
@@ -654,14 +660,33 @@ class FhirDeidentifier:
         claims: dict[Location, Rule] = {}
         walk = Walk(resource)
         kind = resource["resourceType"]
-        rules = self._rules_for.get(kind)
-        if rules is None:
-            rules = [(rule, branches) for rule in self.rules.rules
-                     if (branches := rule.branches_for(kind))]
-            if len(self._rules_for) < _MEMO:
-                self._rules_for[kind] = rules
-        for rule, branches in rules:
-            for node in rule.nodes(walk, branches):
+        jobs = self._jobs.get(kind)
+        if jobs is None:
+            jobs = self._jobs_for(kind)
+        for rule, compiled, plan, gate, of_type in jobs:
+            if gate is not None and gate not in resource and f"_{gate}" not in resource:
+                continue  # the plan would find nothing (see _jobs_for)
+            nodes = None
+            if of_type is not None:
+                # Plan.evaluate of descendants().ofType(T), without its generic steps
+                try:
+                    nodes = [node for node in walk.of_type(of_type)
+                             if not (isinstance(data := node.data, dict) and len(data) == 1
+                                     and "extension" in data)]
+                except Exception:  # noqa: BLE001 - as Plan.evaluate: fhirpathpy decides
+                    nodes = None
+            elif plan is not None:
+                try:
+                    nodes = plan.evaluate(walk)
+                except Unsure:
+                    pass
+            if nodes is None:
+                try:
+                    nodes = compiled(resource, {})
+                except Exception as exc:  # fhirpathpy raises bare Exceptions
+                    raise ValueError(f"{rule.name}: cannot evaluate on {kind}: {exc}"
+                                     ) from exc
+            for node in nodes:
                 location = node.loc if isinstance(node, Node) else None
                 if location is None:
                     location = _locate(resource, node, rule)
@@ -672,6 +697,33 @@ class FhirDeidentifier:
                     claims[location] = rule
         return claims
 
+    def _jobs_for(self, kind: str) -> list[tuple[Rule, Any, Plan | None, str | None, Any]]:
+        """The branches that apply to a resource type, in order, as (rule, compiled, plan,
+        gate, of_type): a plan that starts with a plain member of the resource, neither a choice
+        nor followed by a step unsure of nothing (`Plan.ends`), finds no node when the
+        resource has neither `gate` nor `_gate`, so the branch is skipped then (`_member`
+        gives nothing for them, without an error); `of_type` is T of a plan that is
+        exactly `descendants().ofType(T)` (nodesByType), answered by `Walk.of_type`."""
+        jobs = []
+        for rule in self.rules.rules:
+            for compiled, plan in rule.branches_for(kind):
+                gate = None
+                if plan is not None and plan.steps[0][0] == "member" and plan.ends[0]:
+                    gate = plan.steps[0][1]
+                    if not (gate[:1].islower() and _PLAIN_KEY.fullmatch(gate)) or \
+                            _MODEL["choiceTypePaths"].get(
+                                _MODEL["pathsDefinedElsewhere"].get(f"{kind}.{gate}",
+                                                                    f"{kind}.{gate}")):
+                        gate = None
+                of_type = None
+                if plan is not None and len(plan.steps) == 2 and \
+                        plan.steps[0][0] == "descendants" and plan.steps[1][0] == "ofType":
+                    of_type = plan.steps[1][1]
+                jobs.append((rule, compiled, plan, gate, of_type))
+        if len(self._jobs) < _MEMO:
+            self._jobs[kind] = jobs
+        return jobs
+
     def _apply(self, parent: Any, name: str | int, value: Any, location: Location,
                inherited: Rule | None, context: _Context, kind: str | None = None,
                path: str = "", text_ok: bool = True) -> Any:
@@ -680,7 +732,8 @@ class FhirDeidentifier:
         rule = context.claims.get(location, inherited)
         if isinstance(name, str) and name.startswith("_") and isinstance(parent, dict):
             # A primitive's extensions travel with it, unless it was changed or removed.
-            sibling = context.claims.get(location[:-1] + (name[1:],), inherited)
+            sibling = inherited if location is None else \
+                context.claims.get(location[:-1] + (name[1:],), inherited)
             if sibling is not None and sibling.method != "keep":
                 return _DROP
         if rule is not None and rule.method == "substitute":
@@ -688,8 +741,9 @@ class FhirDeidentifier:
         if isinstance(value, dict):
             return self._object(value, location, rule, context, kind, path)
         if isinstance(value, list):
-            items = [self._apply(value, i, item, location + (i,), rule, context, kind, path,
-                                 text_ok) for i, item in enumerate(value)]
+            items = [self._apply(value, i, item, None if location is None else location + (i,),
+                                 rule, context, kind, path, text_ok)
+                     for i, item in enumerate(value)]
             if isinstance(name, str) and name.startswith("_"):
                 # The extras of a list of primitives line up with its values: null holds
                 # the place of an item that has none (or has none left).
@@ -722,6 +776,13 @@ class FhirDeidentifier:
         if isinstance(value.get("resourceType"), str):
             kind = path = value["resourceType"]
         fields = fhir_types.elements(kind) if free is not None and kind else None
+        claims = context.claims
+        if location is not None and location not in context.touched:
+            # Nothing here or below is claimed: every look-up would give `rule`, which
+            # claims.get(None, rule) does without building locations.
+            location = None
+        places = self._places
+        default = self.rules.default
         out: dict[str, Any] = {}
         for key, item in value.items():
             if key == "resourceType":
@@ -729,32 +790,93 @@ class FhirDeidentifier:
                 continue
             if top and key == "id":
                 continue  # the engine's pseudonym, below
-            element, child_path, text_ok = None, path, True
+            element, child_path, text_ok, check = None, path, True, 0
             if free is not None:
-                element = fields.get(key) if fields is not None else None
+                place = (context.resource_type, kind, path, key)
+                known = places.get(place)
+                if known is None:
+                    known = self._place(fields, context.resource_type, path, key)
+                    if len(places) >= _MEMO:
+                        places.clear()
+                    places[place] = known
+                element, child_path, check = known
                 if element is None:
                     continue
-                child_path = f"{path}.{key}"
-                if element.backbone:
-                    child_path = fhir_types.backbone_paths(context.resource_type).get(
-                        element.type, child_path)
-                if element.free_text or key.startswith("_"):
+                if check == 1:
                     text_ok = self._kept(free, value, kind or "", key, child_path)
                     if not text_ok and key.startswith("_"):
-                        sibling = context.claims.get(location + (key[1:],), rule)
+                        sibling = rule if location is None else \
+                            claims.get(location + (key[1:],), rule)
                         if sibling is None or sibling.method == "keep":
                             continue  # goes with the free text it belongs to
                         text_ok = True
-                elif not element.primitive:
+                elif check == 2:
                     text_ok = False  # a bare value where R4 has a structure: invalid, goes
-            result = self._apply(value, key, item, location + (key,), rule, context,
+            child_location = None if location is None else location + (key,)
+            if isinstance(key, str) and not key.startswith("_"):
+                # `_apply`'s commonest cases without the call (same order of tests).
+                owner = claims.get(child_location, rule)
+                if isinstance(item, dict):
+                    if owner is None or owner.method != "substitute":
+                        result = self._object(item, child_location, owner, context,
+                                              element.type if element else None, child_path)
+                        if result is not _DROP:
+                            out[key] = result
+                        continue
+                elif isinstance(item, list):
+                    if owner is None or owner.method != "substitute":
+                        items = []
+                        element_type = element.type if element else None
+                        for i, entry in enumerate(item):
+                            entry_location = None if location is None else \
+                                child_location + (i,)
+                            entry_owner = claims.get(entry_location, owner)
+                            if isinstance(entry, dict) and (
+                                    entry_owner is None or entry_owner.method != "substitute"):
+                                result = self._object(entry, entry_location, entry_owner,
+                                                      context, element_type, child_path)
+                            else:
+                                result = self._apply(item, i, entry, entry_location, owner,
+                                                     context, element_type, child_path,
+                                                     text_ok)
+                            if result is not _DROP:
+                                items.append(result)
+                        if items:
+                            out[key] = items
+                        continue
+                else:
+                    method = owner.method if owner is not None else default
+                    if method == "keep":
+                        if item is not None and text_ok:
+                            out[key] = item
+                        continue
+                    if method == "redact":
+                        continue
+            result = self._apply(value, key, item, child_location, rule, context,
                                  element.type if element else None, child_path, text_ok)
             if result is not _DROP:
                 out[key] = result
-        if fields is not None and (top or set(out) - {"resourceType"}):
+        # len(out) > ("resourceType" in out): out has an element besides resourceType
+        if fields is not None and (top or len(out) > ("resourceType" in out)):
             if not self._mark_absent(free, value, out, kind or "", path, fields) and not top:
                 return _DROP
-        return out if top or set(out) - {"resourceType"} else _DROP
+        return out if top or len(out) > ("resourceType" in out) else _DROP
+
+    @staticmethod
+    def _place(fields: dict[str, fhir_types.Element] | None, resource_type: str, path: str,
+               key: str) -> tuple[fhir_types.Element | None, str, int]:
+        """What `_object` needs of an element by its place, free text on: the R4 element
+        (None: it goes), its element path, and 1 if the allow-list decides whether it
+        stays, 2 if it goes (a bare value where R4 has a structure), else 0."""
+        element = fields.get(key) if fields is not None else None
+        if element is None:
+            return None, path, 0
+        child_path = f"{path}.{key}"
+        if element.backbone:
+            child_path = fhir_types.backbone_paths(resource_type).get(element.type, child_path)
+        if element.free_text or key.startswith("_"):
+            return element, child_path, 1
+        return element, child_path, 0 if element.primitive else 2
 
     def _kept(self, free: FreeText, holder: dict[str, Any], owner: str, key: str,
               path: str) -> bool:

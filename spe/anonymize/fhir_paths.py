@@ -62,13 +62,15 @@ class Node:
     __slots__ = ("_parent", "_prop", "_spelling", "data", "loc", "path")
 
     def __init__(self, data: Any, path: Any, propName: str | None,  # noqa: N803
-                 loc: tuple[str | int, ...] | None) -> None:
+                 loc: tuple[str | int, ...] | None, parent: Node | None = None,
+                 spelling: tuple[Any, ...] | None = None) -> None:
         if isinstance(data, dict) and "resourceType" in data:
             path = data["resourceType"]  # as ResourceNode does for a (contained) resource
         self.data = data
         self.path = path
         self._prop = propName
-        self._parent: Node | None = None
+        self._parent = parent
+        self._spelling = spelling
         self.loc = loc
 
     @property
@@ -158,10 +160,14 @@ def _plain_predicate(node: Any) -> bool:
 class Plan:
     """One branch of a rule as steps; `compile_plan` gives None for a form it lacks."""
 
-    __slots__ = ("steps",)
+    __slots__ = ("ends", "steps")
 
     def __init__(self, steps: list[tuple[Any, ...]]) -> None:
         self.steps = steps
+        # After step i, an empty collection may end the plan with no nodes when no later
+        # step could be unsure of an empty input (only a capitalised member is: _member).
+        self.ends = [not any(s[0] == "member" and s[1] and s[1][0] == s[1][0].upper()
+                             for s in steps[i + 1:]) for i in range(len(steps))]
 
     def evaluate(self, walk: Walk) -> list[Node]:
         try:
@@ -175,7 +181,10 @@ class Plan:
         resource = walk.resource
         collection: list[Any] = [resource]
         at_root = True
-        for step in self.steps:
+        ends = self.ends
+        for i, step in enumerate(self.steps):
+            if not at_root and not collection and ends[i - 1]:
+                return []
             kind = step[0]
             if kind == "member":
                 if at_root:
@@ -202,7 +211,8 @@ class Plan:
         if at_root:
             raise Unsure
         return [node for node in collection
-                if not (isinstance(node.data, dict) and list(node.data) == ["extension"])]
+                if not (isinstance(data := node.data, dict) and len(data) == 1
+                        and "extension" in data)]
 
 
 def compile_plan(parsed: dict[str, Any]) -> Plan | None:
@@ -240,26 +250,38 @@ class Walk:
         if found is not None:
             return found
         nodes = self.descendants()
-        if self._groups is None:
-            self._groups = {}
-            for index, node in enumerate(nodes):
-                self._groups.setdefault((node.path, type(node.data)), []).append(index)
         if TypeInfo.model is None:
             # fhirpathpy without a global model (none until an `is` or `as` ran): a node
-            # is of one type only, so the groups are indexed by its name once.
+            # is of one type only, which depends on its path and the class of its data,
+            # so the descendants are indexed by its name once, in order.
             if self._by_name is None:
                 by_name: dict[str, list[tuple[str | None, list[int]]]] = {}
-                for (path, kind), indices in self._groups.items():
-                    name, namespace = _type_of(path, kind, nodes[indices[0]])
-                    by_name.setdefault(name, []).append((namespace, indices))
+                by_type: dict[tuple[str, str | None], list[int]] = {}
+                types = _TYPES
+                for index, node in enumerate(nodes):
+                    group = (node.path, type(node.data))
+                    found_type = types.get(group)
+                    if found_type is None:
+                        found_type = _type_of(group[0], group[1], node)
+                    indices = by_type.get(found_type)
+                    if indices is None:
+                        indices = by_type[found_type] = []
+                        by_name.setdefault(found_type[0], []).append((found_type[1], indices))
+                    indices.append(index)
                 self._by_name = by_name  # only once whole: _type_of may raise Unsure
             picked = [indices for namespace, indices in self._by_name.get(type_info.name, ())
                       if not namespace or not type_info.namespace
                       or namespace == type_info.namespace]
         else:
+            if self._groups is None:
+                self._groups = {}
+                for index, node in enumerate(nodes):
+                    self._groups.setdefault((node.path, type(node.data)), []).append(index)
             picked = [indices for indices in self._groups.values()
                       if _is(nodes[indices[0]], type_info)]
-        if len(picked) == 1:
+        if not picked:
+            found = []
+        elif len(picked) == 1:
             found = [nodes[i] for i in picked[0]]
         else:
             found = [nodes[i] for i in sorted(i for indices in picked for i in indices)]
@@ -298,7 +320,7 @@ def _root_member(resource: dict[str, Any], key: str, walk: Walk) -> list[Node]:
 _MODEL_CACHE: dict[str, Any] = {}
 # (parent path, member name) -> (the child's path after pathsDefinedElsewhere, its choice
 # types or None): the model's answers, which do not change
-_PATHS: dict[tuple[Any, str], tuple[str, Any]] = {}
+_PATHS: dict[tuple[Any, str], tuple[str, Any, tuple[tuple[str, str, str], ...]]] = {}
 
 
 def _member(collection: list[Node], key: str) -> list[Node]:
@@ -320,21 +342,21 @@ def _member(collection: list[Node], key: str) -> list[Node]:
         if known is None:
             path = f"{res.path}.{key}" if res.path else f"_.{key}"
             path = model["pathsDefinedElsewhere"].get(path, path)
-            known = (path, model["choiceTypePaths"].get(path))
+            actual = model["choiceTypePaths"].get(path)
+            known = (path, actual, tuple((kind, f"{key}{kind}", f"_{key}{kind}")
+                                         for kind in actual) if actual else ())
             if len(_PATHS) < 100_000:
                 _PATHS[(res.path, key)] = known
-        child_path, actual = known
+        child_path, actual, choices = known
         if not actual and key not in data and f"_{key}" not in data:
             continue  # nothing to add: the common case, without building paths
         unmapped = f"{res.path}.{key}" if res.path else f"_.{key}"
-        full = (f"{res.propName}.{key}" if res.propName else unmapped).replace("_", "")
         field_name = key
         add = add_ = None
         if actual:
-            for kind in actual:
-                field_name = f"{key}{kind}"
+            for kind, field_name, extras_name in choices:
                 add = data.get(field_name)
-                add_ = data.get(f"_{field_name}")
+                add_ = data.get(extras_name)
                 if add is not None or add_ is not None:
                     child_path += kind
                     break
@@ -347,16 +369,19 @@ def _member(collection: list[Node], key: str) -> list[Node]:
         clean = res.loc is not None and plain and not actual
         base = res.loc + (field_name,) if clean else None
         if add is not None and not (isinstance(add, list) and not add):
+            # propName spelled when read: (f"{res.propName}.{key}" if res.propName else
+            # unmapped) without "_", and "[i]" (`Node.propName`)
             if isinstance(add, list):
-                out += [Node(x, child_path, f"{full}[{i}]",
-                             None if base is None else (*base, i)) for i, x in enumerate(add)]
+                out += [Node(x, child_path, None, None if base is None else (*base, i), res,
+                             (key, unmapped, None, i)) for i, x in enumerate(add)]
             else:
-                out.append(Node(add, child_path, full, base))
+                out.append(Node(add, child_path, None, base, res, (key, unmapped, None, None)))
         if add_ is not None and not (isinstance(add_, list) and not add_):
             if isinstance(add_, list):
-                out += [Node(x, child_path, f"{full}[{i}]", None) for i, x in enumerate(add_)]
+                out += [Node(x, child_path, None, None, res, (key, unmapped, None, i))
+                        for i, x in enumerate(add_)]
             else:
-                out.append(Node(add_, child_path, full, None))
+                out.append(Node(add_, child_path, None, None, res, (key, unmapped, None, None)))
     return out
 
 
@@ -416,16 +441,12 @@ def _children(collection: list[Node]) -> list[Node]:
                          else None)
             if isinstance(value, list):
                 for i, x in enumerate(value):
-                    node = Node(x, child_path, None,
-                                None if child_loc is None else (*child_loc, i))
-                    node._parent = res
-                    node._spelling = (prop, unmapped, stem, i)
-                    append(node)
+                    append(Node(x, child_path, None,
+                                None if child_loc is None else (*child_loc, i), res,
+                                (prop, unmapped, stem, i)))
             else:
-                node = Node(value, child_path, None, child_loc)
-                node._parent = res
-                node._spelling = (prop, unmapped, stem, None)
-                append(node)
+                append(Node(value, child_path, None, child_loc, res,
+                            (prop, unmapped, stem, None)))
     return out
 
 
