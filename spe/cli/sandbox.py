@@ -11,14 +11,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from spe.cli.progress import console
+from spe.cli.failure import fail
 
 sandbox_app = typer.Typer(help="The job sandbox (bubblewrap)", no_args_is_help=True)
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(2)
+    return fail(message)  # one line however long, brackets in paths not read as markup
 
 
 def _dir(help_: str):
