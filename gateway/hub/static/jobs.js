@@ -40,7 +40,7 @@
   const siteIds = (r) => {
     const ids = (r.sites || []).map((s) => s.node_id);
     for (const f of r.files) if (!ids.includes(f.node_id)) ids.push(f.node_id);
-    return ids;
+    return ids.sort();  // by institution, not by which one's outputs arrived first
   };
   const LIMITS = ["wall_seconds", "memory_mb", "cpu_seconds", "output_mb"];
 
