@@ -367,14 +367,11 @@ def commit_new(tmp: Path, final: Path) -> bool:
                     "an output file of the same name exists with other content (another "
                     "input with the same SOPInstanceUID, or an earlier run into DST)") from None
             return False
-        except OSError:
+        except OSError:  # no hard links on this file system
             os.replace(tmp, final)
         return True
     finally:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
 
 
 class InstanceDeidentifier:
@@ -473,22 +470,10 @@ def _write(ds: Any, final: Path) -> bool:
         data = part10_bytes(ds)
         with open(tmp, "wb") as out:
             out.write(data)
-        try:
-            os.link(tmp, final)  # atomic and never replaces an existing file
-        except FileExistsError:
-            if not filecmp.cmp(tmp, final, shallow=False):
-                raise FileExistsError(
-                    "an output file of the same name exists with other content (another "
-                    "input with the same SOPInstanceUID, or an earlier run into DST)") from None
-            return False
-        except OSError:  # no hard links on this file system
-            os.replace(tmp, final)
-        return True
-    finally:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return commit_new(tmp, final)
 
 
 def _first_line(value: Any) -> str:
